@@ -1,0 +1,363 @@
+"""The ``pilothouse`` command: a thin layer over :class:`pilothouse.Runtime` and the run store.
+
+Exit codes: 0 success; 1 the run failed; 2 bad usage; 3 bad config, crew
+file, plugin or unknown name; 4 a limit of the crew stopped the run; 5 a
+guardrail blocked the run; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from enum import IntEnum
+from typing import Any
+
+import anyio
+import click
+
+from .engine import RunResult
+from .errors import PilothouseError
+from .events import BaseEvent
+from .runtime import Runtime
+from .settings import Settings, load_settings
+from .sqlite_store import SQLiteRunStore
+from .store import RunStore
+
+DEMO_INPUT = (
+    "Plan the launch campaign for the Helio 30 solar backpack: day hikers who need their"
+    " phone charged on the trail"
+)
+
+
+class Exit(IntEnum):
+    """What the command's exit status means."""
+
+    OK = 0
+    RUN_FAILED = 1
+    USAGE = 2
+    CONFIG = 3
+    LIMIT = 4
+    BLOCKED = 5
+    INTERRUPTED = 130
+
+
+STATUS_COLOURS = {
+    "succeeded": "green",
+    "failed": "red",
+    "running": "cyan",
+    "queued": "blue",
+    "waiting_for_human": "yellow",
+    "cancelled": "magenta",
+}
+
+
+class Context:
+    """What every command shares: settings, loaded once."""
+
+    def __init__(self, workspace: str | None) -> None:
+        self.workspace = workspace
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(workspace=self.workspace)
+        return self._settings
+
+    def store(self) -> RunStore:
+        path = self.settings.store_path
+        if not path.exists():
+            raise click.ClickException(
+                f"no run store at {path}: no run has been made in this workspace yet"
+                " (try 'pilothouse demo')"
+            )
+        return SQLiteRunStore(path)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--workspace", "-w", envvar="PILOTHOUSE_WORKSPACE", help="Workspace folder (default .pilothouse)."
+)
+@click.version_option(package_name="pilothouse")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None) -> None:
+    """pilothouse: run fleets of LLM agents and watch them from the pilothouse."""
+    logging.basicConfig(level=logging.WARNING, format="pilothouse: %(message)s", stream=sys.stderr)
+    ctx.obj = Context(workspace)
+
+
+# -- running ---------------------------------------------------------------------
+
+
+def _progress(quiet: bool) -> Any:
+    def show(event: BaseEvent) -> None:
+        if quiet:
+            return
+        t = event.type
+        if t == "step_started":
+            offline = " (offline)" if event.model.startswith("offline:") else ""  # type: ignore[attr-defined]
+            click.secho(
+                f"  step {event.step_id:<5} {event.persona:<18} {event.model}{offline}",  # type: ignore[attr-defined]
+                err=True,
+                dim=True,
+            )
+        elif t == "tool_call":
+            status = "error" if event.error else "ok"  # type: ignore[attr-defined]
+            click.secho(f"           tool {event.tool} {status}", err=True, dim=True)  # type: ignore[attr-defined]
+        elif t == "guardrail" and event.action != "pass":  # type: ignore[attr-defined]
+            colour = {"fix": "blue", "flag": "yellow", "block": "red"}[event.action]  # type: ignore[attr-defined]
+            click.secho(
+                f"           guardrail {event.guardrail}: {event.action} {event.reason}",  # type: ignore[attr-defined]
+                err=True,
+                fg=colour,
+            )
+        elif t == "handoff":
+            click.secho(f"           handoff -> {event.target}", err=True, dim=True)  # type: ignore[attr-defined]
+        elif t == "limit_hit":
+            click.secho(f"  limit {event.limit}: {event.message}", err=True, fg="red")  # type: ignore[attr-defined]
+
+    return show
+
+
+def _exit_code(result: RunResult) -> Exit:
+    if result.ok:
+        return Exit.OK
+    return {"limit": Exit.LIMIT, "guardrail": Exit.BLOCKED}.get(result.error_kind or "", Exit.RUN_FAILED)
+
+
+def _start(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_json: bool) -> None:
+    async def go() -> RunResult:
+        async with Runtime(obj.settings) as rt:
+            rt.subscribe(_progress(quiet or as_json))
+            if not (quiet or as_json):
+                click.secho(f"run {crew}", err=True, bold=True)
+            return await rt.run(crew, text, model=model)
+
+    result = anyio.run(go)
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=2))
+    else:
+        colour = STATUS_COLOURS.get(result.status, "white")
+        click.secho(
+            f"{result.status}: run {result.run_id} ({result.crew}) {result.steps} steps,"
+            f" {result.input_tokens + result.output_tokens} tokens, ${result.cost_usd:.4f}",
+            fg=colour,
+            err=True,
+        )
+        if result.output is not None:
+            click.echo(result.output)
+        if result.error:
+            click.secho(f"error ({result.error_kind}): {result.error}", fg="red", err=True)
+        click.secho(
+            f"log: {obj.settings.store_path}  (pilothouse show {result.run_id})", err=True, dim=True
+        )
+    sys.exit(_exit_code(result))
+
+
+@cli.command()
+@click.argument("crew")
+@click.option("--input", "-i", "text", required=True, help="The run's input text ('-' reads stdin).")
+@click.option("--model", "-m", help="provider:model or alias used by every persona of this run.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_context
+def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_json: bool) -> None:
+    """Run CREW (a name or a crew file) on one input."""
+    if text == "-":
+        text = sys.stdin.read()
+    _start(obj, crew, text, model, quiet, as_json)
+
+
+@cli.command()
+@click.option("--input", "-i", "text", default=DEMO_INPUT, show_default=False, help="Demo input.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_context
+def demo(obj: Context, text: str, as_json: bool) -> None:
+    """Run the bundled marketing crew offline (no key, no network)."""
+    if not as_json:
+        click.secho(
+            "pilothouse demo: researcher -> analyst -> creative -> compliance, on the offline model",
+            err=True,
+        )
+    _start(obj, "marketing", text, "offline", False, as_json)
+
+
+# -- reading the log ---------------------------------------------------------------
+
+
+def _age(ts: float) -> str:
+    seconds = max(0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@cli.command()
+@click.option("--status", type=click.Choice(list(STATUS_COLOURS)), help="Only runs in this status.")
+@click.option("--crew", help="Only runs of this crew.")
+@click.option("--limit", "-n", default=50, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def runs(obj: Context, status: str | None, crew: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    store = obj.store()
+    found = store.list_runs(status=status, crew=crew, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.model_dump() for r in found], indent=2))
+        return
+    if not found:
+        click.echo("no runs")
+        return
+    click.secho(f"{'run':<13}{'crew':<16}{'status':<19}{'steps':>5}{'tokens':>8}  age  input", bold=True)
+    for r in found:
+        colour = STATUS_COLOURS.get(r.status, "white")
+        snippet = " ".join(r.input.split())[:40]
+        click.echo(
+            f"{r.id:<13}{r.crew[:15]:<16}"
+            + click.style(f"{r.status:<19}", fg=colour)
+            + f"{r.steps:>5}{r.input_tokens + r.output_tokens:>8}  {_age(r.created):>3}  {snippet}"
+        )
+
+
+def _short(text: str | None, width: int = 100) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _timeline_line(e: Any) -> str | None:
+    t = e.type
+    if t == "retrieval":
+        refs = ", ".join(f"{p.id} {p.score:.2f}" for p in e.passages)
+        return f"retrieval {e.retriever}: {len(e.passages)} passages ({refs})"
+    if t == "context_built":
+        kinds = ", ".join(f"{p.kind}:{p.ref or p.source}" for p in e.pieces)
+        return f"context ~{e.tokens} tokens: {kinds}"
+    if t == "model_call":
+        label = " (offline)" if e.offline else ""
+        if e.error:
+            return f"model {e.model}{label} failed after {e.latency_ms:.0f} ms: {e.error}"
+        what = f"{len(e.tool_calls)} tool call(s)" if e.tool_calls else "answer"
+        return (
+            f"model {e.model}{label}: {e.usage.input_tokens} in / {e.usage.output_tokens} out,"
+            f" {e.latency_ms:.1f} ms -> {what}"
+        )
+    if t == "tool_call":
+        outcome = f"error: {e.error}" if e.error else _short(e.result, 60)
+        return f"tool {e.tool}({_short(e.arguments, 60)}) -> {outcome}"
+    if t == "guardrail":
+        return f"guardrail {e.guardrail} ({e.stage}): {e.action} {e.reason}".rstrip()
+    if t == "handoff":
+        return f"handoff {e.source} -> {e.target}"
+    if t == "step_finished":
+        return f"output: {_short(e.output)}"
+    if t == "limit_hit":
+        return f"LIMIT {e.limit}: {e.message}"
+    if t == "error":
+        plugin = f" in plugin {e.plugin}" if e.plugin else ""
+        return f"ERROR {e.error_type}{plugin}: {e.message}"
+    return None
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's events as JSON.")
+@pass_context
+def show(obj: Context, run_id: str, as_json: bool) -> None:
+    """Show one run's step timeline (RUN_ID may be a unique prefix)."""
+    store = obj.store()
+    summary = store.get_run(run_id)
+    events = store.events(summary.id)
+    if as_json:
+        payload = {"run": summary.model_dump(), "events": [e.model_dump(mode="json") for e in events]}
+        click.echo(json.dumps(payload, indent=2))
+        return
+    colour = STATUS_COLOURS.get(summary.status, "white")
+    click.secho(f"run {summary.id}  crew {summary.crew}  ", bold=True, nl=False)
+    click.secho(summary.status, fg=colour, bold=True)
+    click.echo(
+        f"{summary.steps} steps, {summary.input_tokens} in / {summary.output_tokens} out tokens,"
+        f" ${summary.cost_usd:.4f}"
+    )
+    click.echo(f"input: {_short(summary.input, 200)}")
+    for e in events:
+        if e.type == "step_started":
+            label = " (offline)" if e.model.startswith("offline:") else ""  # type: ignore[attr-defined]
+            click.secho(f"\nstep {e.step_id}  {e.persona}  {e.model}{label}", bold=True)  # type: ignore[attr-defined]
+            continue
+        line = _timeline_line(e)
+        if line is not None:
+            fg = "red" if e.type in ("error", "limit_hit") else None
+            click.secho(f"  {line}", fg=fg)
+    if summary.output is not None:
+        click.secho("\nfinal output:", bold=True)
+        click.echo(summary.output)
+    if summary.error:
+        click.secho(f"\nfailed ({summary.error_kind}): {summary.error}", fg="red")
+
+
+# -- the installation ----------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def plugins(obj: Context, as_json: bool) -> None:
+    """List every plugin and what it registered."""
+    rt = Runtime(obj.settings, log_events=False)
+    infos = list(rt.plugins.info.values())
+    if as_json:
+        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        return
+    for info in infos:
+        state = click.style("ok", fg="green") if info.loaded else click.style("FAILED", fg="red")
+        click.echo(f"{click.style(info.name, bold=True)}  [{state}]  {info.module}  ({info.source})")
+        for kind, names in info.registered.items():
+            click.echo(f"    {kind}: {', '.join(names)}")
+        if info.error:
+            click.secho(f"    error: {info.error}", fg="red")
+
+
+@cli.command()
+@pass_context
+def crews(obj: Context) -> None:
+    """List the crews that can be run and where each comes from."""
+    rt = Runtime(obj.settings, log_events=False)
+    for name, origin in sorted(rt.crews().items()):
+        click.echo(f"{name:<20} {origin}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def config(obj: Context, as_json: bool) -> None:
+    """Show the effective settings and where each came from (secrets masked)."""
+    rows = obj.settings.describe()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<18} {row['value']:<30} " + click.style(row["source"], dim=True))
+
+
+def main() -> None:
+    """Entry point of the ``pilothouse`` script: errors become messages and exit codes."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(Exit.INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(Exit.USAGE if isinstance(exc, click.UsageError) else Exit.CONFIG)
+    except PilothouseError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(Exit.CONFIG)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(Exit.INTERRUPTED)

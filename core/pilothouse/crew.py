@@ -1,0 +1,138 @@
+"""Personas and crews: who works on a run, in what order, under which rules.
+
+These are plain pydantic models, so a crew can come from a plugin (Python) or
+from a TOML crew file (:mod:`pilothouse.crewfile`) and be validated the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GuardrailNames(_Strict):
+    """Names of the guardrails applied to a persona's input and output."""
+
+    input: list[str] = Field(default_factory=list)
+    output: list[str] = Field(default_factory=list)
+
+
+class Persona(_Strict):
+    """One agent: instructions, model, tools, retrievers and guardrails."""
+
+    name: Name
+    instructions: str = ""
+    description: str = ""
+    #: ``alias`` or ``provider:model``; None means the workspace's default model
+    model: str | None = None
+    #: models to try, in order, when the primary one fails
+    fallbacks: list[str] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list)
+    retrievers: list[str] = Field(default_factory=list)
+    #: how many passages each retriever contributes to the context window
+    retrieve_k: int = Field(default=4, ge=0, le=100)
+    guardrails: GuardrailNames = Field(default_factory=GuardrailNames)
+    #: personas this one may hand work to in a ``handoff`` flow
+    handoffs: list[str] = Field(default_factory=list)
+    #: a JSON schema the persona's output must follow (structured output)
+    output_schema: dict[str, Any] | None = None
+    max_output_tokens: int = Field(default=1024, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+class Sequential(_Strict):
+    """Each step gets the previous step's output. A list inside ``steps`` fans out:
+    its personas run at once on the same input and their outputs are joined."""
+
+    type: Literal["sequential"] = "sequential"
+    steps: list[str | list[str]] = Field(min_length=1)
+
+
+class Parallel(_Strict):
+    """Every branch works on the run's input at once; ``join`` (optional) merges them."""
+
+    type: Literal["parallel"]
+    branches: list[str] = Field(min_length=1)
+    join: str | None = None
+
+
+class Handoff(_Strict):
+    """``start`` answers or hands the work to another persona (``transfer_to_<name>``);
+    the run ends when a persona answers without handing off."""
+
+    type: Literal["handoff"]
+    start: str
+    #: who may hand off to whom; a persona not named here uses its own ``handoffs``
+    routes: dict[str, list[str]] = Field(default_factory=dict)
+
+
+Flow = Annotated[Sequential | Parallel | Handoff, Field(discriminator="type")]
+
+
+class Limits(_Strict):
+    """Rules of engagement. Hitting any ends the run with the limit's name logged."""
+
+    max_steps: int = Field(default=25, gt=0)
+    max_handoffs: int = Field(default=10, ge=0)
+    #: model round trips within one step (tool calls and answers)
+    max_tool_rounds: int = Field(default=8, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    #: the same tool with the same arguments this many times in a run is a loop
+    max_identical_tool_calls: int = Field(default=3, gt=0)
+    #: round trips between the same two personas before it counts as ping-pong
+    max_ping_pong: int = Field(default=2, gt=0)
+
+
+class Crew(_Strict):
+    """Named personas plus the flow between them and the limits of a run."""
+
+    name: Name
+    description: str = ""
+    flow: Flow
+    #: personas defined with the crew; others are looked up among registered ones
+    personas: dict[str, Persona] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    #: what a ``flag`` verdict does when no human-on-the-loop layer takes it
+    on_flag: Literal["continue", "fail"] = "continue"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_personas(cls, data: Any) -> Any:
+        # In a crew file personas are tables keyed by name; fill in ``name``.
+        if isinstance(data, dict) and isinstance(data.get("personas"), dict):
+            personas = {}
+            for key, value in data["personas"].items():
+                if isinstance(value, dict) and "name" not in value:
+                    value = {"name": key, **value}
+                personas[key] = value
+            data = {**data, "personas": personas}
+        return data
+
+    def persona_names(self) -> list[str]:
+        """Every persona the flow names, in order of first appearance."""
+        flow = self.flow
+        names: list[str] = []
+        if isinstance(flow, Sequential):
+            for step in flow.steps:
+                names.extend([step] if isinstance(step, str) else step)
+        elif isinstance(flow, Parallel):
+            names.extend(flow.branches)
+            if flow.join:
+                names.append(flow.join)
+        else:
+            names.append(flow.start)
+            for source, targets in flow.routes.items():
+                names.append(source)
+                names.extend(targets)
+            for persona in self.personas.values():
+                names.extend(persona.handoffs)
+        return list(dict.fromkeys(names))

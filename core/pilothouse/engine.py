@@ -1,0 +1,649 @@
+"""The engine: runs a crew's flow on one input, step by step, under the crew's limits.
+
+Everything the engine does is recorded through :class:`~pilothouse.eventlog.EventLog`;
+every step ends with a durability barrier, so a finished step is always in the
+log before the next one starts. A run's failure is contained in that run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from .context import build_context
+from .crew import Crew, Handoff, Parallel, Persona, Sequential
+from .errors import (
+    GuardrailBlocked,
+    LimitExceeded,
+    LoopDetected,
+    ModelError,
+    NotFound,
+    PilothouseError,
+    PluginError,
+    ToolError,
+)
+from .eventlog import EventLog
+from .events import (
+    BaseEvent,
+    ContextBuilt,
+    ErrorRaised,
+    GuardrailChecked,
+    HandedOff,
+    LimitHit,
+    ModelCalled,
+    RetrievalDone,
+    RunCancelled,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+    ToolCalled,
+)
+from .guardrails import GuardrailContext, Stage, Verdict
+from .model import Message, Model, ModelRequest, ModelResponse, ToolSpec, estimate_request_tokens
+from .registry import Registry
+from .retrieval import Passage
+from .settings import Settings
+from .tools import result_text
+
+HANDOFF_PREFIX = "transfer_to_"
+
+
+@dataclass
+class RunResult:
+    """How a run ended."""
+
+    run_id: str
+    crew: str
+    status: str
+    output: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    steps: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the run succeeded."""
+        return self.status == "succeeded"
+
+
+@dataclass
+class StepOutcome:
+    output: str
+    handoff_to: str | None = None
+
+
+@dataclass
+class _Run:
+    """The mutable state of one run (the engine itself holds none)."""
+
+    id: str
+    crew: Crew
+    task: str
+    model_override: str | None
+    seq: int = 0
+    steps: int = 0
+    handoffs: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    seen_inputs: set[tuple[str, str]] = field(default_factory=set)
+    tool_calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    trail: list[str] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def new_run_id() -> str:
+    """A fresh run id: 12 hex characters."""
+    return uuid.uuid4().hex[:12]
+
+
+class Engine:
+    """Executes crews. One engine serves many concurrent runs."""
+
+    def __init__(self, registry: Registry, log: EventLog, settings: Settings) -> None:
+        self.registry = registry
+        self.log = log
+        self.settings = settings
+        self._models: dict[str, Model] = {}
+        self._model_plugins: dict[str, str] = {}
+
+    # -- a run ------------------------------------------------------------------
+
+    async def run(
+        self,
+        crew: Crew,
+        task: str,
+        *,
+        run_id: str | None = None,
+        model: str | None = None,
+        subject: str | None = None,
+    ) -> RunResult:
+        """Run ``crew`` on ``task`` to the end; never raises for a failure of the run itself."""
+        run = _Run(id=run_id or new_run_id(), crew=crew, task=task, model_override=model)
+        self._emit(
+            run,
+            RunStarted,
+            crew=crew.name,
+            input=task,
+            flow=crew.flow.type,
+            model_override=model,
+            subject=subject,
+        )
+        await self.log.flush()
+        result = RunResult(run_id=run.id, crew=crew.name, status="running")
+        try:
+            with anyio.move_on_after(crew.limits.timeout_s) as scope:
+                output = await self._flow(run)
+            if scope.cancelled_caught:
+                raise LimitExceeded(
+                    "timeout_s", f"the run took longer than {crew.limits.timeout_s} s"
+                )
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                self._emit(run, RunCancelled, reason="cancelled")
+                await self.log.flush()
+            raise
+        except Exception as exc:
+            self._fail(run, exc, result)
+        else:
+            self._emit(
+                run,
+                RunFinished,
+                output=output,
+                steps=run.steps,
+                input_tokens=run.input_tokens,
+                output_tokens=run.output_tokens,
+                cost_usd=run.cost_usd,
+            )
+            result.status, result.output = "succeeded", output
+        await self.log.flush()
+        result.steps, result.cost_usd = run.steps, run.cost_usd
+        result.input_tokens, result.output_tokens = run.input_tokens, run.output_tokens
+        return result
+
+    def _fail(self, run: _Run, exc: Exception, result: RunResult) -> None:
+        plugin = getattr(exc, "plugin", None)
+        if isinstance(exc, LimitExceeded):
+            self._emit(run, LimitHit, limit=exc.limit, message=str(exc))
+        else:
+            cause = exc.__cause__ if isinstance(exc, PluginError) and exc.__cause__ else exc
+            self._emit(
+                run,
+                ErrorRaised,
+                error_type=type(cause).__name__,
+                message=str(exc),
+                plugin=plugin,
+                traceback="".join(traceback.format_exception(cause)),
+            )
+        kind = exc.kind if isinstance(exc, PilothouseError) else "internal"
+        self._emit(
+            run,
+            RunFailed,
+            kind=kind,
+            error_type=type(exc).__name__,
+            message=str(exc),
+            plugin=plugin,
+        )
+        result.status, result.error, result.error_kind = "failed", str(exc), kind
+
+    def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
+        run.seq += 1
+        # The engine builds its events from values it already validated.
+        event = event_type.model_construct(
+            run_id=run.id, seq=run.seq, ts=time.time(), **fields
+        )
+        self.log.emit(event)
+
+    # -- flows ------------------------------------------------------------------
+
+    async def _flow(self, run: _Run) -> str:
+        flow = run.crew.flow
+        if isinstance(flow, Sequential):
+            return await self._sequential(run, flow)
+        if isinstance(flow, Parallel):
+            return await self._parallel(run, flow)
+        return await self._handoff(run, flow)
+
+    async def _sequential(self, run: _Run, flow: Sequential) -> str:
+        text, previous = run.task, None
+        for index, stage in enumerate(flow.steps, start=1):
+            if isinstance(stage, str):
+                outcome = await self._step(run, stage, text, str(index), previous)
+                text, previous = outcome.output, stage
+            else:
+                text = await self._fan_out(run, stage, text, str(index), previous)
+                previous = ", ".join(stage)
+        return text
+
+    async def _parallel(self, run: _Run, flow: Parallel) -> str:
+        joined = await self._fan_out(run, flow.branches, run.task, "1", None)
+        if flow.join is None:
+            return joined
+        outcome = await self._step(run, flow.join, joined, "2", ", ".join(flow.branches))
+        return outcome.output
+
+    async def _fan_out(
+        self, run: _Run, names: list[str], text: str, prefix: str, previous: str | None
+    ) -> str:
+        outputs: list[str] = [""] * len(names)
+        errors: list[Exception] = []
+
+        async def branch(i: int, name: str, scope: anyio.CancelScope) -> None:
+            try:
+                outputs[i] = (await self._step(run, name, text, f"{prefix}.{i + 1}", previous)).output
+            except Exception as exc:  # first failure cancels the siblings
+                errors.append(exc)
+                scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for i, name in enumerate(names):
+                tg.start_soon(branch, i, name, tg.cancel_scope)
+        if errors:
+            raise errors[0]
+        return "\n\n".join(f"## {name}\n{out}" for name, out in zip(names, outputs, strict=True))
+
+    async def _handoff(self, run: _Run, flow: Handoff) -> str:
+        current, text, previous = flow.start, run.task, None
+        index = 0
+        while True:
+            index += 1
+            persona = self._persona(run, current)
+            targets = flow.routes.get(current, persona.handoffs)
+            outcome = await self._step(run, current, text, str(index), previous, targets)
+            if outcome.handoff_to is None:
+                return outcome.output
+            run.handoffs += 1
+            if run.handoffs > run.crew.limits.max_handoffs:
+                raise LimitExceeded(
+                    "max_handoffs",
+                    f"more than {run.crew.limits.max_handoffs} handoffs in one run",
+                )
+            self._emit(
+                run,
+                HandedOff,
+                step_id=str(index),
+                source=current,
+                target=outcome.handoff_to,
+                message=outcome.output,
+            )
+            run.trail.append(outcome.handoff_to)
+            self._check_ping_pong(run)
+            previous, current, text = current, outcome.handoff_to, outcome.output
+
+    # -- one step ---------------------------------------------------------------
+
+    async def _step(
+        self,
+        run: _Run,
+        name: str,
+        text: str,
+        step_id: str,
+        previous: str | None,
+        handoff_targets: list[str] | None = None,
+    ) -> StepOutcome:
+        limits = run.crew.limits
+        if run.steps >= limits.max_steps:
+            raise LimitExceeded("max_steps", f"the run reached max_steps = {limits.max_steps}")
+        run.steps += 1
+        key = (name, " ".join(text.lower().split()))
+        if key in run.seen_inputs:
+            raise LoopDetected("loop", f"{name!r} received the same input a second time")
+        run.seen_inputs.add(key)
+        if not run.trail:
+            run.trail.append(name)
+
+        persona = self._persona(run, name)
+        model = self._model_for(run, persona)
+        self._emit(
+            run, StepStarted, step_id=step_id, persona=name, input=text, model=model.id
+        )
+        text = await self._guard(run, persona, "input", text, step_id)
+
+        passages: list[tuple[str, Passage]] = []
+        for retriever_name in persona.retrievers:
+            passages.extend(await self._retrieve(run, persona, retriever_name, text, step_id))
+        window = build_context(
+            persona, task=run.task, step_input=text, previous=previous, passages=passages
+        )
+        self._emit(
+            run,
+            ContextBuilt,
+            step_id=step_id,
+            persona=name,
+            pieces=window.pieces,
+            tokens=window.tokens,
+        )
+
+        tools = [self.registry.get("tools", t).value for t in persona.tools]
+        specs = [t.spec() for t in tools]
+        for target in handoff_targets or ():
+            specs.append(_handoff_spec(target, self._persona(run, target)))
+        messages = window.messages
+        step_in = step_out = 0
+        for _round in range(limits.max_tool_rounds):
+            request = ModelRequest(
+                model=model.name,
+                messages=messages,
+                tools=specs,
+                response_schema=persona.output_schema,
+                max_output_tokens=persona.max_output_tokens,
+                temperature=persona.temperature,
+            )
+            response = await self._call_model(run, persona, model, request, step_id)
+            step_in += response.usage.input_tokens
+            step_out += response.usage.output_tokens
+            if not response.tool_calls:
+                break
+            handoff = next(
+                (c for c in response.tool_calls if c.name.startswith(HANDOFF_PREFIX)), None
+            )
+            if handoff is not None:
+                return await self._finish_handoff(run, persona, handoff, step_id, step_in, step_out)
+            messages = [
+                *messages,
+                Message(role="assistant", content=response.text, tool_calls=response.tool_calls),
+            ]
+            for call in response.tool_calls:
+                result = await self._tool_call(run, call, step_id)
+                messages.append(Message(role="tool", tool_call_id=call.id, content=result))
+        else:
+            raise LimitExceeded(
+                "max_tool_rounds",
+                f"{name!r} was still calling tools after {limits.max_tool_rounds} rounds",
+            )
+        output = response.text or ""
+        if persona.output_schema is not None:
+            _check_structured(output, persona.output_schema, model.id)
+        output = await self._guard(run, persona, "output", output, step_id)
+        self._emit(
+            run,
+            StepFinished,
+            step_id=step_id,
+            persona=name,
+            output=output,
+            input_tokens=step_in,
+            output_tokens=step_out,
+        )
+        await self.log.flush()
+        return StepOutcome(output=output)
+
+    async def _finish_handoff(
+        self, run: _Run, persona: Persona, call: Any, step_id: str, step_in: int, step_out: int
+    ) -> StepOutcome:
+        target = call.name[len(HANDOFF_PREFIX):]
+        try:
+            message = str(json.loads(call.arguments or "{}").get("message", ""))
+        except (json.JSONDecodeError, AttributeError):
+            message = ""
+        message = message or run.task
+        self._emit(
+            run,
+            StepFinished,
+            step_id=step_id,
+            persona=persona.name,
+            output=message,
+            input_tokens=step_in,
+            output_tokens=step_out,
+            handoff_to=target,
+        )
+        await self.log.flush()
+        return StepOutcome(output=message, handoff_to=target)
+
+    # -- the parts of a step ------------------------------------------------------
+
+    def _persona(self, run: _Run, name: str) -> Persona:
+        persona = run.crew.personas.get(name)
+        if persona is not None:
+            return persona
+        try:
+            return self.registry.get("personas", name).value
+        except NotFound:
+            raise NotFound(
+                f"crew {run.crew.name!r} names persona {name!r}, which is neither in the crew"
+                " nor registered by a plugin"
+            ) from None
+
+    def _model_for(self, run: _Run, persona: Persona) -> Model:
+        return self.resolve_model(
+            run.model_override or persona.model or self.settings.default_model
+        )
+
+    def resolve_model(self, spec: str) -> Model:
+        """The model for ``alias`` or ``provider[:name]``; instances are cached."""
+        cached = self._models.get(spec)
+        if cached is not None:
+            return cached
+        full = self.settings.model_aliases.get(spec, spec)
+        provider_name, _, model_name = full.partition(":")
+        entry = self.registry.get("models", provider_name)
+        provider = entry.value
+        model_name = model_name or provider.default_model() or ""
+        if not model_name:
+            raise NotFound(f"model provider {provider_name!r} needs a model name: {provider_name}:NAME")
+        try:
+            model = provider.model(model_name)
+        except PilothouseError:
+            raise
+        except Exception as exc:
+            raise PluginError(entry.plugin, f"provider {provider_name!r} raised {exc!r}") from exc
+        self._models[spec] = model
+        self._model_plugins[model.id] = entry.plugin
+        return model
+
+    async def _call_model(
+        self, run: _Run, persona: Persona, model: Model, request: ModelRequest, step_id: str
+    ) -> ModelResponse:
+        self._check_budget(run, model, request)
+        started = time.perf_counter()
+        try:
+            response = await model.complete(request)
+            if not isinstance(response, ModelResponse):
+                raise ModelError(f"model {model.id} returned {type(response).__name__}, not a ModelResponse")
+        except Exception as exc:
+            self._emit(
+                run,
+                ModelCalled,
+                step_id=step_id,
+                model=model.id,
+                offline=model.offline,
+                messages=request.messages,
+                tools=request.tools,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            if isinstance(exc, PilothouseError):
+                raise
+            plugin = self._model_plugins.get(model.id, model.provider)
+            raise PluginError(plugin, f"model {model.id} raised {type(exc).__name__}: {exc}") from exc
+        cost = response.cost_usd
+        if cost is None:
+            cost = model.estimate_cost(response.usage.input_tokens, response.usage.output_tokens)
+        run.input_tokens += response.usage.input_tokens
+        run.output_tokens += response.usage.output_tokens
+        run.cost_usd += cost or 0.0
+        self._emit(
+            run,
+            ModelCalled,
+            step_id=step_id,
+            model=model.id,
+            offline=model.offline,
+            messages=request.messages,
+            tools=request.tools,
+            text=response.text,
+            tool_calls=response.tool_calls,
+            usage=response.usage,
+            cost_usd=cost,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            request_id=response.request_id,
+        )
+        return response
+
+    def _check_budget(self, run: _Run, model: Model, request: ModelRequest) -> None:
+        limits = run.crew.limits
+        if limits.max_tokens is None and limits.max_cost_usd is None:
+            return
+        est_in = estimate_request_tokens(request)
+        est_out = request.max_output_tokens or 0
+        if limits.max_tokens is not None and run.tokens + est_in + est_out > limits.max_tokens:
+            raise LimitExceeded(
+                "max_tokens",
+                f"the next call to {model.id} could bring the run to {run.tokens + est_in + est_out}"
+                f" tokens, over max_tokens = {limits.max_tokens}; it was not made",
+            )
+        if limits.max_cost_usd is not None:
+            est_cost = model.estimate_cost(est_in, est_out) or 0.0
+            if run.cost_usd + est_cost > limits.max_cost_usd:
+                raise LimitExceeded(
+                    "max_cost_usd",
+                    f"the next call to {model.id} could bring the run to"
+                    f" ${run.cost_usd + est_cost:.4f}, over max_cost_usd = {limits.max_cost_usd};"
+                    " it was not made",
+                )
+
+    async def _tool_call(self, run: _Run, call: Any, step_id: str) -> str:
+        started = time.perf_counter()
+        result: str | None = None
+        error: str | None = None
+        try:
+            entry = self.registry.tools.get(call.name)
+            if entry is None:
+                raise ToolError(f"there is no tool named {call.name!r}")
+            tool = entry.value
+            arguments = tool.parse_arguments(call.arguments)
+            canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
+            run.tool_calls[(tool.name, canonical)] += 1
+            if run.tool_calls[(tool.name, canonical)] > run.crew.limits.max_identical_tool_calls:
+                raise LoopDetected(
+                    "loop",
+                    f"tool {tool.name!r} was called with the same arguments"
+                    f" {run.crew.limits.max_identical_tool_calls + 1} times",
+                )
+            try:
+                result = result_text(await tool.invoke(arguments))
+            except ToolError as exc:
+                error = str(exc)
+            except Exception as exc:  # the model hears about it, the run goes on
+                error = f"tool {tool.name!r} (plugin {entry.plugin!r}) raised {type(exc).__name__}: {exc}"
+        except ToolError as exc:
+            error = str(exc)
+        self._emit(
+            run,
+            ToolCalled,
+            step_id=step_id,
+            call_id=call.id,
+            tool=call.name,
+            arguments=call.arguments,
+            result=result,
+            error=error,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        return result if error is None else f"error: {error}"
+
+    async def _retrieve(
+        self, run: _Run, persona: Persona, name: str, query: str, step_id: str
+    ) -> list[tuple[str, Passage]]:
+        entry = self.registry.get("retrievers", name)
+        try:
+            passages = await entry.value.search(query, k=persona.retrieve_k)
+        except PilothouseError:
+            raise
+        except Exception as exc:
+            raise PluginError(entry.plugin, f"retriever {name!r} raised {type(exc).__name__}: {exc}") from exc
+        self._emit(
+            run, RetrievalDone, step_id=step_id, retriever=name, query=query, passages=passages
+        )
+        return [(name, p) for p in passages]
+
+    async def _guard(
+        self, run: _Run, persona: Persona, stage: Stage, text: str, step_id: str
+    ) -> str:
+        names = persona.guardrails.input if stage == "input" else persona.guardrails.output
+        for name in names:
+            entry = self.registry.get("guardrails", name)
+            context = GuardrailContext(
+                run_id=run.id, step_id=step_id, persona=persona.name, stage=stage, crew=run.crew.name
+            )
+            try:
+                verdict = entry.value.check(text, context)
+                if hasattr(verdict, "__await__"):
+                    verdict = await verdict
+                if not isinstance(verdict, Verdict):
+                    raise TypeError(f"check() returned {type(verdict).__name__}, not a Verdict")
+                if verdict.action == "fix" and verdict.replacement is None:
+                    raise TypeError("a 'fix' verdict needs a replacement text")
+            except Exception as exc:
+                raise PluginError(
+                    entry.plugin, f"guardrail {name!r} raised {type(exc).__name__}: {exc}"
+                ) from exc
+            self._emit(
+                run,
+                GuardrailChecked,
+                step_id=step_id,
+                guardrail=name,
+                stage=stage,
+                action=verdict.action,
+                reason=verdict.reason,
+                replacement=verdict.replacement,
+                risk=verdict.risk,
+            )
+            if verdict.action == "block":
+                raise GuardrailBlocked(name, verdict.reason or "no reason given")
+            if verdict.action == "fix":
+                text = verdict.replacement or ""
+            elif verdict.action == "flag" and run.crew.on_flag == "fail":
+                raise GuardrailBlocked(name, f"flagged, and the crew fails on flags: {verdict.reason}")
+        return text
+
+    def _check_ping_pong(self, run: _Run) -> None:
+        window = 2 * run.crew.limits.max_ping_pong + 1
+        trail = run.trail[-window:]
+        if len(trail) == window and len(set(trail)) == 2 and all(
+            a != b for a, b in zip(trail, trail[1:], strict=False)
+        ):
+            a, b = trail[0], trail[1]
+            raise LoopDetected(
+                "loop",
+                f"{a!r} and {b!r} handed the work back and forth"
+                f" {run.crew.limits.max_ping_pong} times without finishing",
+            )
+
+
+def _handoff_spec(target: str, persona: Persona) -> ToolSpec:
+    about = persona.description or persona.instructions.split(".")[0]
+    return ToolSpec(
+        name=f"{HANDOFF_PREFIX}{target}",
+        description=f"Hand the work to {target}. {about}".strip(),
+        parameters={
+            "type": "object",
+            "properties": {"message": {"type": "string", "description": "What they should do."}},
+            "required": ["message"],
+        },
+    )
+
+
+def _check_structured(output: str, schema: dict[str, Any], model_id: str) -> None:
+    try:
+        data = json.loads(output)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{model_id} did not return JSON for an output schema: {exc}") from None
+    if schema.get("type") == "object":
+        if not isinstance(data, dict):
+            raise ModelError(f"{model_id} returned {type(data).__name__}, the schema wants an object")
+        missing = [k for k in schema.get("required", []) if k not in data]
+        if missing:
+            raise ModelError(f"{model_id}'s output lacks required field(s): {', '.join(missing)}")

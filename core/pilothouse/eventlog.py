@@ -1,0 +1,113 @@
+"""The write path of the event log: observers, batching and group commit.
+
+``emit`` is synchronous and cheap: it hands the event to the observers and
+queues it. A background flusher commits whatever is queued as soon as the
+event loop is free, merging the events of every concurrent run into one
+transaction (group commit). ``await flush()`` is the durability barrier: the
+engine awaits it at the end of every step and before a run's status changes,
+so no finished step is ever ahead of the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .errors import StoreError
+from .events import BaseEvent
+from .store import RunStore
+
+log = logging.getLogger("pilothouse.eventlog")
+
+Observer = Callable[[BaseEvent], Any]
+
+
+class EventLog:
+    """Queues events for a :class:`RunStore` (or none) and fans them out to observers."""
+
+    def __init__(self, store: RunStore | None) -> None:
+        self.store = store
+        self._observers: list[tuple[str, Observer]] = []
+        self._pending: list[tuple[BaseEvent, str]] = []
+        self._committed = anyio.Event()
+        self._wakeup = anyio.Event()
+        self._error: StoreError | None = None
+        self._task_group: TaskGroup | None = None
+
+    def subscribe(self, observer: Observer, *, name: str = "") -> None:
+        """Call ``observer(event)`` for every event; it may return an awaitable."""
+        self._observers.append((name or getattr(observer, "__name__", "observer"), observer))
+
+    def emit(self, event: BaseEvent) -> None:
+        """Record ``event``: queue it for the store and show it to the observers."""
+        if self.store is not None:
+            self._pending.append((event, event.model_dump_json()))
+            self._wakeup.set()
+        for name, observer in self._observers:
+            try:
+                result = observer(event)
+            except Exception:  # an observer must never break a run
+                log.exception("event observer %s raised; the run goes on", name)
+                continue
+            if result is not None and hasattr(result, "__await__"):
+                self._start_soon(name, result)
+
+    async def flush(self) -> None:
+        """Wait until every event emitted so far is committed; raise :class:`StoreError`."""
+        if self.store is None:
+            return
+        if self._pending:
+            committed = self._committed
+            if self._task_group is None:
+                self._write()
+            else:
+                await committed.wait()
+        if self._error is not None:
+            raise self._error
+
+    async def run_flusher(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """The background writer: run it in a task group for the log's lifetime."""
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            task_status.started()
+            try:
+                while True:
+                    await self._wakeup.wait()
+                    self._write()
+            finally:
+                self._task_group = None
+                with anyio.CancelScope(shield=True):
+                    self._write()
+
+    def _write(self) -> None:
+        self._wakeup = anyio.Event()
+        batch, self._pending = self._pending, []
+        committed, self._committed = self._committed, anyio.Event()
+        if batch and self.store is not None:
+            try:
+                self.store.write(batch)
+            except StoreError as exc:
+                # Keep the batch so that a later flush retries it: nothing is dropped.
+                self._pending[:0] = batch
+                self._error = exc
+                log.error("%s", exc)
+            else:
+                self._error = None
+        committed.set()
+
+    def _start_soon(self, name: str, awaitable: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await awaitable
+            except Exception:
+                log.exception("event observer %s raised; the run goes on", name)
+
+        if self._task_group is not None:
+            self._task_group.start_soon(guarded)
+        else:
+            awaitable.close()
+            log.warning("observer %s returned an awaitable outside a runtime; dropped", name)

@@ -1,0 +1,209 @@
+"""The event log's vocabulary: typed, append-only records of everything a run does.
+
+The monitor, the portal, the metrics and resume-after-crash are all views of
+these events. Each is a pydantic model stored as JSON; ``type`` tells them
+apart. ``seq`` orders the events of one run; the store adds a global ``id``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from .guardrails import Action, Stage
+from .model import Message, ToolCall, ToolSpec, Usage
+from .retrieval import Passage
+
+RunStatus = Literal["queued", "running", "waiting_for_human", "succeeded", "failed", "cancelled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class BaseEvent(BaseModel):
+    """Fields every event has."""
+
+    type: str
+    run_id: str
+    seq: int = 0
+    ts: float = 0.0
+    step_id: str | None = None
+
+
+class RunStarted(BaseEvent):
+    """A run began: the crew, its input and the flow it follows."""
+
+    type: Literal["run_started"] = "run_started"
+    crew: str
+    input: str
+    flow: str
+    model_override: str | None = None
+    subject: str | None = None
+
+
+class RunFinished(BaseEvent):
+    """The run succeeded with this final output."""
+
+    type: Literal["run_finished"] = "run_finished"
+    output: str
+    steps: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class RunFailed(BaseEvent):
+    """The run ended in failure; ``kind`` is the error class (``limit``, ``model``, ...)."""
+
+    type: Literal["run_failed"] = "run_failed"
+    kind: str
+    error_type: str
+    message: str
+    plugin: str | None = None
+
+
+class RunCancelled(BaseEvent):
+    """The run was cancelled before it finished."""
+
+    type: Literal["run_cancelled"] = "run_cancelled"
+    reason: str = ""
+
+
+class StepStarted(BaseEvent):
+    """A persona's turn began on ``input``."""
+
+    type: Literal["step_started"] = "step_started"
+    persona: str
+    input: str
+    model: str
+
+
+class StepFinished(BaseEvent):
+    """A persona's turn ended with ``output`` (what the next step receives)."""
+
+    type: Literal["step_finished"] = "step_finished"
+    persona: str
+    output: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    handoff_to: str | None = None
+
+
+class ContextPiece(BaseModel):
+    """One piece of a context window and where it came from."""
+
+    kind: Literal["instructions", "memory", "passage", "previous_output", "input", "other"]
+    source: str
+    ref: str | None = None
+    tokens: int = 0
+
+
+class ContextBuilt(BaseEvent):
+    """Exactly what went into a persona's context window at a step."""
+
+    type: Literal["context_built"] = "context_built"
+    persona: str
+    pieces: list[ContextPiece]
+    tokens: int
+
+
+class ModelCalled(BaseEvent):
+    """One model call: what was sent, what came back, tokens, cost and latency."""
+
+    type: Literal["model_call"] = "model_call"
+    model: str
+    offline: bool = False
+    messages: list[Message]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    text: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    request_id: str | None = None
+    error: str | None = None
+
+
+class ToolCalled(BaseEvent):
+    """A tool call the model asked for, with its validated arguments and result or error."""
+
+    type: Literal["tool_call"] = "tool_call"
+    call_id: str
+    tool: str
+    arguments: str
+    result: str | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+class RetrievalDone(BaseEvent):
+    """A retriever's ranked passages for a query."""
+
+    type: Literal["retrieval"] = "retrieval"
+    retriever: str
+    query: str
+    passages: list[Passage]
+
+
+class GuardrailChecked(BaseEvent):
+    """A guardrail's verdict on a step's input or output."""
+
+    type: Literal["guardrail"] = "guardrail"
+    guardrail: str
+    stage: Stage
+    action: Action
+    reason: str = ""
+    replacement: str | None = None
+    risk: float = 0.0
+
+
+class HandedOff(BaseEvent):
+    """A persona handed the work to another."""
+
+    type: Literal["handoff"] = "handoff"
+    source: str
+    target: str
+    message: str = ""
+
+
+class LimitHit(BaseEvent):
+    """A rule of engagement stopped the run."""
+
+    type: Literal["limit_hit"] = "limit_hit"
+    limit: str
+    message: str
+
+
+class ErrorRaised(BaseEvent):
+    """An exception, with the plugin that raised it and its traceback."""
+
+    type: Literal["error"] = "error"
+    error_type: str
+    message: str
+    plugin: str | None = None
+    traceback: str = ""
+
+
+Event = Annotated[
+    RunStarted
+    | RunFinished
+    | RunFailed
+    | RunCancelled
+    | StepStarted
+    | StepFinished
+    | ContextBuilt
+    | ModelCalled
+    | ToolCalled
+    | RetrievalDone
+    | GuardrailChecked
+    | HandedOff
+    | LimitHit
+    | ErrorRaised,
+    Field(discriminator="type"),
+]
+
+event_adapter: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def parse_event(data: str | bytes) -> BaseEvent:
+    """Turn stored JSON back into its typed event."""
+    return event_adapter.validate_json(data)

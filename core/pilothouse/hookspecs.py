@@ -1,0 +1,125 @@
+"""The plugin contract: every hook pilothouse calls, and what it expects.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` whose
+names match the hooks below. Publish it with an entry point in the group
+``pilothouse``::
+
+    [project.entry-points.pilothouse]
+    my_plugin = "my_plugin"
+
+or name its module in the ``PILOTHOUSE_PLUGINS`` setting. An implementation
+may accept fewer arguments than the hook offers (pluggy passes only the ones
+it names), so hooks can grow without breaking plugins.
+
+The ``register_*`` hooks receive a ``register`` callback rather than
+returning values: pilothouse tags everything registered with the plugin that
+registered it, so ``pilothouse plugins`` can list it and an error inside it
+names the plugin. A plugin that raises while registering is reported and
+skipped; the other plugins still load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "pilothouse"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- what a plugin contributes ------------------------------------------------
+
+
+@hookspec
+def register_models(register: Any, settings: Any) -> None:
+    """Register model providers.
+
+    Call ``register(provider)`` with a :class:`pilothouse.ModelProvider`; its
+    ``name`` is the prefix personas use in ``provider:model`` ids, and its
+    ``model(name)`` returns a :class:`pilothouse.Model`.
+
+    :param register: ``register(provider: ModelProvider) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
+def register_personas(register: Any, settings: Any) -> None:
+    """Register personas that crews can name.
+
+    Call ``register(persona)`` with a :class:`pilothouse.Persona`.
+
+    :param register: ``register(persona: Persona) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
+def register_tools(register: Any, settings: Any) -> None:
+    """Register tools that personas can list in ``tools``.
+
+    Call ``register(func_or_tool, name=None)`` with a typed function or a
+    :class:`pilothouse.Tool` (see :func:`pilothouse.tool`). The function's
+    type hints become the JSON schema the model sees; arguments are validated
+    before the call and a bad call is reported back to the model.
+
+    :param register: ``register(tool: Tool | Callable, name: str | None = None) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
+def register_retrievers(register: Any, settings: Any) -> None:
+    """Register retrievers that personas can list in ``retrievers``.
+
+    Call ``register(retriever)`` with a :class:`pilothouse.Retriever`, whose
+    async ``search(query, k=...)`` returns ranked :class:`pilothouse.Passage`.
+
+    :param register: ``register(retriever: Retriever) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
+def register_guardrails(register: Any, settings: Any) -> None:
+    """Register guardrails that personas can apply to their input or output.
+
+    Call ``register(guardrail)`` with a :class:`pilothouse.Guardrail`, whose
+    ``check(text, context)`` returns a :class:`pilothouse.Verdict`:
+    ``pass``, ``fix`` (with ``replacement``), ``flag`` or ``block``.
+
+    :param register: ``register(guardrail: Guardrail) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
+def register_crews(register: Any, settings: Any) -> None:
+    """Register crews that ``pilothouse run NAME`` can start.
+
+    Call ``register(crew)`` with a :class:`pilothouse.Crew`. Personas the
+    crew's flow names are looked up in ``crew.personas`` first, then among
+    registered personas.
+
+    :param register: ``register(crew: Crew) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+# -- watching runs --------------------------------------------------------------
+
+
+@hookspec
+def on_event(event: Any) -> Any:
+    """Observe every event of every run as it is logged (exporters, notifiers).
+
+    Called in the event loop, right after the event is queued for the store:
+    return quickly. Return an awaitable to do slow work (it runs in the
+    background). An exception is logged with the plugin's name and never
+    reaches the run.
+
+    :param event: a :class:`pilothouse.events.BaseEvent` subclass
+    """

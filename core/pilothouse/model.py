@@ -1,0 +1,129 @@
+"""What a chat model is to pilothouse: messages in, a reply (text or tool calls) out.
+
+A provider plugin (see ``register_models`` in :mod:`pilothouse.hookspecs`)
+turns a model name into a :class:`Model`; the engine only ever calls
+:meth:`Model.complete`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class ToolCall(BaseModel):
+    """A call the model asks for. ``arguments`` is the raw JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class Message(BaseModel):
+    """One chat message, in the shape the OpenAI chat-completions protocol uses."""
+
+    role: Role
+    content: str | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class ToolSpec(BaseModel):
+    """A tool as offered to a model: name, description and JSON schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelRequest(BaseModel):
+    """Everything a model call sends. Logged whole in the model-call event."""
+
+    model: str
+    messages: list[Message]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    response_schema: dict[str, Any] | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+
+
+class Usage(BaseModel):
+    """Token counts of one call. ``estimated`` is true when the server did not say."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+
+
+class ModelResponse(BaseModel):
+    """A model's reply: text, or tool calls to run before it answers."""
+
+    text: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
+    finish_reason: str | None = None
+    request_id: str | None = None
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-independent token estimate: about four characters a token."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def estimate_request_tokens(request: ModelRequest) -> int:
+    """Estimate the input tokens of a request (used for budgets before a call is made)."""
+    total = 0
+    for m in request.messages:
+        total += 4 + estimate_tokens(m.content or "")
+        for call in m.tool_calls or ():
+            total += estimate_tokens(call.name) + estimate_tokens(call.arguments)
+    for spec in request.tools:
+        total += estimate_tokens(spec.name) + estimate_tokens(spec.description) + 20
+    return total
+
+
+class Model(abc.ABC):
+    """A chat model. Subclass it in a provider plugin.
+
+    ``id`` is ``provider:name``; ``offline`` marks a model that never leaves
+    the machine (it is labelled so wherever it appears).
+    """
+
+    provider: str = ""
+    name: str = ""
+    offline: bool = False
+
+    @property
+    def id(self) -> str:
+        """The model's full id, ``provider:name``."""
+        return f"{self.provider}:{self.name}"
+
+    @abc.abstractmethod
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Send one request and return the reply; raise :class:`~pilothouse.errors.ModelError`."""
+
+    def estimate_cost(self, input_tokens: int, output_tokens: int) -> float | None:
+        """The cost of a call of this size in USD, or None when unknown (budgets skip it)."""
+        return None
+
+
+class ModelProvider(abc.ABC):
+    """Makes models from names. Registered through the ``register_models`` hook."""
+
+    #: the prefix in ``provider:model`` ids, e.g. ``offline`` or ``openai``
+    name: str = ""
+
+    @abc.abstractmethod
+    def model(self, name: str) -> Model:
+        """Return the model called ``name`` (raise :class:`~pilothouse.errors.NotFound`)."""
+
+    def default_model(self) -> str | None:
+        """The model name used when a persona names only the provider, if any."""
+        return None

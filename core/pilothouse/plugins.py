@@ -1,0 +1,115 @@
+"""The plugin manager: entry-point group ``pilothouse`` plus modules named in settings.
+
+Every plugin is loaded on its own, so one that fails to import or raises while
+registering is reported with its name and the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .registry import Registry
+from .settings import Settings
+
+log = logging.getLogger("pilothouse.plugins")
+
+ENTRY_POINT_GROUP = "pilothouse"
+
+
+@dataclass
+class PluginInfo:
+    """A plugin that was found: where it came from and whether it loaded."""
+
+    name: str
+    source: str  # "entry point <dist> <version>", "setting", or "object"
+    module: str
+    loaded: bool = True
+    error: str | None = None
+    registered: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Plugins:
+    """Loads plugins into one pluggy manager and collects what they register."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.info: dict[str, PluginInfo] = {}
+        self.errors: list[PluginError] = []
+        if settings.trace_hooks:
+            self.pm.trace.root.setwriter(lambda msg: log.info("%s", msg.rstrip()))
+            self.pm.enable_tracing()
+
+    def load(self, extra: list[Any] = ()) -> None:  # type: ignore[assignment]
+        """Load entry points, then setting-named modules, then ``extra`` plugin objects."""
+        disabled = set(self.settings.disable_plugins)
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in disabled or ep.name in self.info:
+                continue
+            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
+            self._add(ep.name, f"entry point ({dist})", ep.value, ep.load)
+        for module in self.settings.plugins:
+            if module not in disabled:
+                self._add(module, "setting", module, lambda m=module: importlib.import_module(m))
+        for obj in extra:
+            name = getattr(obj, "__name__", None) or type(obj).__name__
+            self._add(name, "object", name, lambda o=obj: o)
+
+    def _add(self, name: str, source: str, module: str, loader: Any) -> None:
+        info = PluginInfo(name=name, source=source, module=module)
+        self.info[name] = info
+        try:
+            plugin = loader()
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self._fail(info, f"failed to load: {type(exc).__name__}: {exc}")
+
+    def _fail(self, info: PluginInfo, message: str) -> None:
+        info.loaded = False
+        info.error = message
+        error = PluginError(info.name, message)
+        self.errors.append(error)
+        log.warning("%s", error)
+
+    def collect(self) -> Registry:
+        """Call every plugin's ``register_*`` hooks, one plugin at a time."""
+        registry = Registry()
+        for kind in Registry.KINDS:
+            caller = getattr(self.pm.hook, f"register_{kind}")
+            # pluggy calls the last registered first; reverse for load order.
+            for impl in reversed(caller.get_hookimpls()):
+                plugin = impl.plugin_name
+                if not self.info.get(plugin, PluginInfo(plugin, "", "")).loaded:
+                    continue
+                args = {"register": registry.registrar(kind, plugin), "settings": self.settings}
+                try:
+                    impl.function(**{a: args[a] for a in impl.argnames})
+                except PluginError as exc:
+                    self._fail(self.info.setdefault(plugin, PluginInfo(plugin, "", "")), exc.message)
+                except Exception as exc:
+                    detail = "".join(traceback.format_exception_only(exc)).strip()
+                    detail = f"register_{kind} raised {detail}"
+                    self._fail(self.info.setdefault(plugin, PluginInfo(plugin, "", "")), detail)
+        for name, registered in registry.by_plugin().items():
+            if name in self.info:
+                self.info[name].registered = registered
+        registry.errors = list(self.errors)
+        return registry
+
+    def observers(self) -> list[tuple[str, Any]]:
+        """The ``on_event`` implementations, each with its plugin's name."""
+        return [
+            (impl.plugin_name, impl.function)
+            for impl in reversed(self.pm.hook.on_event.get_hookimpls())
+            if self.info.get(impl.plugin_name) is None or self.info[impl.plugin_name].loaded
+        ]

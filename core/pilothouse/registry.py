@@ -1,0 +1,90 @@
+"""What the plugins registered, each thing tagged with the plugin that registered it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .crew import Crew, Persona
+from .errors import NotFound, PluginError
+from .guardrails import Guardrail
+from .model import ModelProvider
+from .retrieval import Retriever
+from .tools import Tool
+
+T = TypeVar("T")
+
+
+@dataclass
+class Entry(Generic[T]):
+    """A registered thing and the plugin it came from."""
+
+    value: T
+    plugin: str
+
+
+@dataclass
+class Registry:
+    """Everything available to runs: providers, personas, tools, retrievers, guardrails, crews."""
+
+    models: dict[str, Entry[ModelProvider]] = field(default_factory=dict)
+    personas: dict[str, Entry[Persona]] = field(default_factory=dict)
+    tools: dict[str, Entry[Tool]] = field(default_factory=dict)
+    retrievers: dict[str, Entry[Retriever]] = field(default_factory=dict)
+    guardrails: dict[str, Entry[Guardrail]] = field(default_factory=dict)
+    crews: dict[str, Entry[Crew]] = field(default_factory=dict)
+    errors: list[PluginError] = field(default_factory=list)
+
+    KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews")
+
+    def registrar(self, kind: str, plugin: str) -> Callable[..., None]:
+        """The ``register`` callback handed to ``register_<kind>`` of ``plugin``."""
+        table: dict[str, Entry[Any]] = getattr(self, kind)
+        expected = _EXPECTED[kind]
+
+        def register(thing: Any, name: str | None = None) -> None:
+            if kind == "tools" and not isinstance(thing, Tool) and callable(thing):
+                thing = Tool(thing, name=name)
+            if not isinstance(thing, expected):
+                raise PluginError(
+                    plugin,
+                    f"register_{kind} expects {expected.__name__}, got {type(thing).__name__}",
+                )
+            key = name or thing.name
+            if not key:
+                raise PluginError(plugin, f"a {expected.__name__} registered without a name")
+            if key in table:
+                raise PluginError(
+                    plugin, f"{kind[:-1]} {key!r} is already registered by {table[key].plugin!r}"
+                )
+            table[key] = Entry(thing, plugin)
+
+        return register
+
+    def get(self, kind: str, name: str) -> Entry[Any]:
+        """The entry ``name`` of ``kind``; raise :class:`NotFound` listing what exists."""
+        table: dict[str, Entry[Any]] = getattr(self, kind)
+        try:
+            return table[name]
+        except KeyError:
+            known = ", ".join(sorted(table)) or "none"
+            raise NotFound(f"no {kind[:-1]} named {name!r} (registered: {known})") from None
+
+    def by_plugin(self) -> dict[str, dict[str, list[str]]]:
+        """For each plugin, the names it registered, by kind."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for kind in self.KINDS:
+            for name, entry in getattr(self, kind).items():
+                out.setdefault(entry.plugin, {}).setdefault(kind, []).append(name)
+        return out
+
+
+_EXPECTED: dict[str, type] = {
+    "models": ModelProvider,
+    "personas": Persona,
+    "tools": Tool,
+    "retrievers": Retriever,
+    "guardrails": Guardrail,
+    "crews": Crew,
+}

@@ -1,0 +1,132 @@
+"""The long-lived entry point: settings, plugins, the run store and the engine together.
+
+::
+
+    async with pilothouse.Runtime() as rt:
+        result = await rt.run("marketing", "Launch the solar backpack")
+
+For a one-off run, :func:`pilothouse.run` does the same in one call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .crew import Crew
+from .crewfile import load_crew_file
+from .engine import Engine, RunResult
+from .errors import NotFound
+from .eventlog import EventLog, Observer
+from .plugins import Plugins
+from .registry import Registry
+from .settings import Settings, load_settings
+from .sqlite_store import SQLiteRunStore
+from .store import RunStore
+
+
+class Runtime:
+    """Loads plugins, opens the run store and runs crews; use it as an async context manager.
+
+    :param settings: effective settings (default: :func:`load_settings`)
+    :param plugins: extra plugin objects to register (handy in tests and notebooks)
+    :param log_events: False runs without a run store (events reach observers only)
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        plugins: list[Any] = (),  # type: ignore[assignment]
+        log_events: bool = True,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.plugins = Plugins(self.settings)
+        self.plugins.load(list(plugins))
+        self.registry: Registry = self.plugins.collect()
+        self.store: RunStore | None = None
+        if log_events:
+            self.store = SQLiteRunStore(
+                self.settings.store_path, synchronous=self.settings.synchronous.upper()
+            )
+        self.log = EventLog(self.store)
+        for name, observer in self.plugins.observers():
+            self.log.subscribe(observer, name=name)
+        self.engine = Engine(self.registry, self.log, self.settings)
+        self._task_group: TaskGroup | None = None
+
+    async def __aenter__(self) -> Runtime:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        await self._task_group.start(self.log.run_flusher)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        await self._task_group.__aexit__(*exc_info)
+        self._task_group = None
+        if self.store is not None:
+            self.store.close()
+
+    def subscribe(self, observer: Observer) -> None:
+        """Call ``observer(event)`` for every event of every run of this runtime."""
+        self.log.subscribe(observer)
+
+    def crew(self, name_or_path: str | Path) -> Crew:
+        """A crew by registered name, by crew-file name in ``crew_paths``, or by file path."""
+        path = Path(name_or_path)
+        if path.suffix == ".toml" and path.is_file():
+            return load_crew_file(path)
+        name = str(name_or_path)
+        entry = self.registry.crews.get(name)
+        if entry is not None:
+            return entry.value
+        for folder in self.crew_folders():
+            candidate = folder / f"{name}.toml"
+            if candidate.is_file():
+                return load_crew_file(candidate)
+        known = ", ".join(sorted(self.crews())) or "none"
+        raise NotFound(f"no crew named {name!r} (available: {known})")
+
+    def crew_folders(self) -> list[Path]:
+        """Folders searched for crew files."""
+        return [*self.settings.crew_paths, self.settings.workspace / "crews"]
+
+    def crews(self) -> dict[str, str]:
+        """Every available crew name and where it comes from (a plugin or a file)."""
+        found = {name: f"plugin {entry.plugin}" for name, entry in self.registry.crews.items()}
+        for folder in self.crew_folders():
+            if folder.is_dir():
+                for file in sorted(folder.glob("*.toml")):
+                    found.setdefault(file.stem, str(file))
+        return found
+
+    async def run(
+        self,
+        crew: str | Crew,
+        input: str,
+        *,
+        model: str | None = None,
+        run_id: str | None = None,
+        subject: str | None = None,
+    ) -> RunResult:
+        """Run a crew on one input and return how it ended.
+
+        :param model: ``provider:model`` or alias used by every persona of this run
+        """
+        if self._task_group is None:
+            raise RuntimeError("use the Runtime in 'async with Runtime() as rt:'")
+        crew_obj = crew if isinstance(crew, Crew) else self.crew(crew)
+        if model is not None:
+            self.engine.resolve_model(model)  # fail before the run starts
+        return await self.engine.run(crew_obj, input, run_id=run_id, model=model, subject=subject)
+
+
+async def run(crew: str | Crew, input: str, *, model: str | None = None, **settings: Any) -> RunResult:
+    """Run a crew once with a fresh :class:`Runtime`; ``settings`` override the loaded ones."""
+    async with Runtime(load_settings(**settings)) as rt:
+        return await rt.run(crew, input, model=model)

@@ -1,0 +1,187 @@
+"""Settings: ``PILOTHOUSE_*`` environment variables over ``pilothouse.toml`` over defaults.
+
+Two TOML files are read when present: ``./pilothouse.toml`` (the project) and
+``<workspace>/pilothouse.toml`` (the workspace, which wins). Each setting
+remembers where its value came from, for ``pilothouse config``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from .errors import ConfigError
+
+ENV_PREFIX = "PILOTHOUSE_"
+CONFIG_FILE = "pilothouse.toml"
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+NameList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_commas)]
+
+_file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    "pilothouse_file_settings", default={}
+)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The merged ``pilothouse.toml`` files, read by :func:`load_settings`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _file_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_data.get())
+
+
+class Settings(BaseSettings):
+    """Everything that can be configured. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    workspace: Path = Field(
+        default=Path(".pilothouse"), description="Folder holding the run store and config."
+    )
+    store: str = Field(
+        default="runs.db", description="Run store file name, relative to the workspace."
+    )
+    synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description="SQLite durability: 'normal' survives a killed process, 'full' a power cut.",
+    )
+    default_model: str = Field(
+        default="offline",
+        description="Model used by personas that name none: an alias or provider:model.",
+    )
+    model_aliases: dict[str, str] = Field(
+        default_factory=dict, description="Short names for models, e.g. fast = 'openai:gpt-4o-mini'."
+    )
+    plugins: NameList = Field(
+        default_factory=list, description="Extra plugin modules to load, comma-separated."
+    )
+    disable_plugins: NameList = Field(
+        default_factory=list, description="Plugins (entry-point names) not to load."
+    )
+    crew_paths: PathList = Field(
+        default_factory=lambda: [Path("crews")],
+        description="Folders searched for TOML crew files (plus <workspace>/crews).",
+    )
+    offline_delay_ms: float = Field(
+        default=0.0, ge=0, description="Delay the offline model adds to every call (for demos)."
+    )
+    trace_hooks: bool = Field(default=False, description="Log every plugin hook call.")
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    @property
+    def store_path(self) -> Path:
+        """The run store's file."""
+        return self.workspace / self.store
+
+    def source_of(self, name: str) -> str:
+        """Where a setting's value came from: an argument, an env var, a file or the default."""
+        return self._sources.get(name, "default")
+
+    def describe(self) -> list[dict[str, str]]:
+        """Every setting with its shown value (secrets masked) and its source."""
+        rows = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            rows.append({"name": name, "value": mask(name, value), "source": self.source_of(name)})
+        return rows
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def mask(name: str, value: Any) -> str:
+    """Show a setting's value, never a secret's."""
+    if isinstance(value, SecretStr) or any(w in name.lower() for w in _SECRET_WORDS):
+        return "********" if value else ""
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={mask(k, v)}" for k, v in value.items())
+    return str(value)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+def _env_value(name: str) -> str | None:
+    wanted = (ENV_PREFIX + name).upper()
+    for key, value in os.environ.items():
+        if key.upper() == wanted:
+            return value
+    return None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the effective settings; raise :class:`ConfigError` naming the bad key and source."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    workspace = Path(overrides.get("workspace") or _env_value("workspace") or ".pilothouse")
+    file_data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for path in (Path(CONFIG_FILE), workspace / CONFIG_FILE):
+        if path.is_file():
+            data = _read_toml(path)
+            file_data.update(data)
+            origins.update({key: str(path) for key in data})
+    sources = {}
+    for name in Settings.model_fields:
+        if name in overrides:
+            sources[name] = "argument"
+        elif _env_value(name) is not None:
+            sources[name] = f"env {ENV_PREFIX}{name.upper()}"
+        elif name in file_data:
+            sources[name] = origins[name]
+    token = _file_data.set(file_data)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "(settings)"
+            where = sources.get(key) or origins.get(key) or "?"
+            problems.append(f"{key} ({where}): {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+    finally:
+        _file_data.reset(token)
+    settings._sources = sources
+    return settings

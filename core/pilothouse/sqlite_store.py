@@ -1,0 +1,217 @@
+"""The embedded run store: one SQLite file in WAL mode, schema migrations by name."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import NotFound, StoreError
+from .events import BaseEvent, parse_event
+from .store import RunStore, RunSummary, StoredEvent
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    """Runs (a summary per run) and events (the log itself)."""
+    db.executescript(
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            crew TEXT NOT NULL,
+            status TEXT NOT NULL,
+            input TEXT NOT NULL,
+            output TEXT,
+            error TEXT,
+            error_kind TEXT,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            steps INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            current_persona TEXT,
+            current_step TEXT,
+            last_seq INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX runs_created ON runs (created);
+        CREATE INDEX runs_status ON runs (status, created);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            step_id TEXT,
+            ts REAL NOT NULL,
+            data TEXT NOT NULL,
+            UNIQUE (run_id, seq)
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial]
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Apply the migrations not yet recorded in ``_migrations``; safe to call every time."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    for migration in MIGRATIONS:
+        if migration.__name__ in done:
+            continue
+        with db:
+            migration(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied) VALUES (?, ?)",
+                (migration.__name__, time.time()),
+            )
+
+
+_RUN_COLUMNS = ", ".join(RunSummary.model_fields)
+
+
+class SQLiteRunStore(RunStore):
+    """A :class:`RunStore` in one SQLite file (WAL: readers never block the writer)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            migrate(self._db)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    # -- writing -------------------------------------------------------------
+
+    def write(self, events: Sequence[tuple[BaseEvent, str]]) -> None:
+        """Append events and fold them into the run summaries, in one transaction."""
+        if not events:
+            return
+        rows = [
+            (e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events
+        ]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO events (run_id, seq, type, step_id, ts, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                for event, _ in events:
+                    self._fold(event)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+
+    def _fold(self, e: BaseEvent) -> None:
+        db = self._db
+        t = e.type
+        if t == "run_started":
+            db.execute(
+                "INSERT INTO runs (id, crew, status, input, created, updated, last_seq)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (e.run_id, e.crew, e.input, e.ts, e.ts, e.seq),  # type: ignore[attr-defined]
+            )
+            return
+        sets, args = ["updated = ?", "last_seq = ?"], [e.ts, e.seq]
+        if t == "step_started":
+            sets += ["current_persona = ?", "current_step = ?"]
+            args += [e.persona, e.step_id]  # type: ignore[attr-defined]
+        elif t == "step_finished":
+            sets.append("steps = steps + 1")
+        elif t == "model_call":
+            sets += ["input_tokens = input_tokens + ?", "output_tokens = output_tokens + ?",
+                     "cost_usd = cost_usd + ?"]
+            usage = e.usage  # type: ignore[attr-defined]
+            args += [usage.input_tokens, usage.output_tokens, e.cost_usd or 0.0]  # type: ignore[attr-defined]
+        elif t == "run_finished":
+            sets += ["status = 'succeeded'", "output = ?", "current_persona = NULL"]
+            args.append(e.output)  # type: ignore[attr-defined]
+        elif t == "run_failed":
+            sets += ["status = 'failed'", "error = ?", "error_kind = ?"]
+            args += [e.message, e.kind]  # type: ignore[attr-defined]
+        elif t == "run_cancelled":
+            sets.append("status = 'cancelled'")
+        args.append(e.run_id)
+        db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", args)
+
+    # -- reading -------------------------------------------------------------
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def list_runs(
+        self, *, status: str | None = None, crew: str | None = None, limit: int = 100
+    ) -> list[RunSummary]:
+        """Runs, newest first, optionally filtered by status and crew."""
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if crew:
+            where.append("crew = ?")
+            args.append(crew)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY created DESC, rowid DESC LIMIT ?",
+            [*args, limit],
+        )
+        return [self._summary(row) for row in rows]
+
+    def get_run(self, run_id: str) -> RunSummary:
+        """One run by id or by a unique prefix of its id."""
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? LIMIT 2",
+            (run_id, run_id + "\uffff"),
+        )
+        exact = [r for r in rows if r[0] == run_id]
+        if exact:
+            return self._summary(exact[0])
+        if not rows:
+            raise NotFound(f"no run {run_id!r} in {self.path}")
+        if len(rows) > 1:
+            raise NotFound(f"run id prefix {run_id!r} is ambiguous; give more characters")
+        return self._summary(rows[0])
+
+    def events(self, run_id: str, *, after_seq: int = 0) -> list[BaseEvent]:
+        """The run's events in order."""
+        rows = self._query(
+            "SELECT data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            (run_id, after_seq),
+        )
+        return [parse_event(row[0]) for row in rows]
+
+    def events_since(self, after_id: int = 0, *, limit: int = 1000) -> list[StoredEvent]:
+        """Every run's events after global id ``after_id``, oldest first."""
+        rows = self._query(
+            "SELECT id, data FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+        return [StoredEvent(id=row[0], event=parse_event(row[1])) for row in rows]
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite)."""
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def _summary(row: tuple) -> RunSummary:
+        return RunSummary(**dict(zip(RunSummary.model_fields, row, strict=True)))
+
+
+def dumps(obj: object) -> str:
+    """Compact JSON used for stored payloads."""
+    return json.dumps(obj, separators=(",", ":"), default=str)

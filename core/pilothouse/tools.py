@@ -1,0 +1,128 @@
+"""Tools: typed Python callables a model may call.
+
+Arguments are validated against a pydantic model built from the function's
+signature; its JSON schema is what the model is offered. A bad call is an
+error *returned to the model*, never an exception raised into the engine.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any, get_type_hints
+
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from .errors import ToolError
+from .model import ToolSpec
+
+
+class Tool:
+    """A callable offered to models.
+
+    Build one with :func:`tool` or ``Tool(func)``. ``requires_approval`` marks a
+    tool whose calls a person must approve first (the human-on-the-loop layer
+    enforces it). Synchronous functions run in a worker thread unless
+    ``blocking=False`` says they are quick.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        requires_approval: bool = False,
+        blocking: bool = True,
+    ) -> None:
+        self.func = func
+        self.name = name or func.__name__
+        self.description = (description or inspect.getdoc(func) or "").strip()
+        self.requires_approval = requires_approval
+        self.blocking = blocking
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.arguments_model = _arguments_model(func, self.name)
+
+    def spec(self) -> ToolSpec:
+        """The tool as offered to a model."""
+        schema = self.arguments_model.model_json_schema()
+        schema.pop("title", None)
+        return ToolSpec(name=self.name, description=self.description, parameters=schema)
+
+    def parse_arguments(self, raw: str) -> BaseModel:
+        """Validate the model's raw JSON arguments; raise :class:`ToolError` naming what is wrong."""
+        try:
+            data = json.loads(raw or "{}")
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"arguments of {self.name!r} are not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ToolError(f"arguments of {self.name!r} must be a JSON object")
+        try:
+            return self.arguments_model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ToolError(f"invalid arguments for {self.name!r}: {problems}") from None
+
+    async def invoke(self, arguments: BaseModel) -> Any:
+        """Call the function with validated arguments."""
+        kwargs = {k: getattr(arguments, k) for k in type(arguments).model_fields}
+        if self.is_async:
+            return await self.func(**kwargs)
+        if self.blocking:
+            return await anyio.to_thread.run_sync(lambda: self.func(**kwargs))
+        return self.func(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
+
+
+def tool(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool = False,
+    blocking: bool = True,
+) -> Any:
+    """Decorator: turn a typed function into a :class:`Tool` (``@tool`` or ``@tool(...)``)."""
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        return Tool(
+            f,
+            name=name,
+            description=description,
+            requires_approval=requires_approval,
+            blocking=blocking,
+        )
+
+    return wrap(func) if func is not None else wrap
+
+
+def result_text(value: Any) -> str:
+    """How a tool's return value is shown to the model."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _arguments_model(func: Callable[..., Any], name: str) -> type[BaseModel]:
+    hints = get_type_hints(func)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    model_name = "".join(part.capitalize() for part in name.split("_")) + "Arguments"
+    return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)

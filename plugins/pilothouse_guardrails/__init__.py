@@ -1,0 +1,86 @@
+"""Bundled guardrails: redact personal data, stop leaked secrets, flag risky claims.
+
+Each is a small :class:`pilothouse.Guardrail`; a persona applies one by
+naming it in ``guardrails.input`` or ``guardrails.output``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pilothouse import Guardrail, GuardrailContext, Verdict, hookimpl
+
+EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
+PHONE = re.compile(r"(?<!\w)\+?\d[\d ().-]{7,}\d\b")
+SECRET = re.compile(
+    r"\b(sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|ghp_[A-Za-z0-9]{30,}|xox[bp]-[A-Za-z0-9-]{10,})\b"
+)
+# Claims a compliance reviewer does not let through unchecked, with a safer wording.
+RISKY_CLAIMS: dict[str, str] = {
+    r"\bguarantee[sd]?\b": "aims to deliver",
+    r"\brisk[- ]free\b": "low-risk",
+    r"\b100\s?%": "nearly all",
+    r"\bbest in the world\b": "among the best",
+    r"\bnever fails\b": "rarely fails",
+    r"\bclinically proven\b": "tested",
+    r"\bcures?\b": "helps with",
+}
+
+
+class RedactPersonalData(Guardrail):
+    """``fix``: replaces e-mail addresses and phone numbers with placeholders."""
+
+    name = "redact_pii"
+    description = "Replace e-mail addresses and phone numbers with [email] / [phone]."
+
+    def check(self, text: str, context: GuardrailContext) -> Verdict:
+        """Redact, or pass when there is nothing to redact."""
+        fixed = PHONE.sub("[phone]", EMAIL.sub("[email]", text))
+        if fixed == text:
+            return Verdict.ok()
+        return Verdict(action="fix", replacement=fixed, reason="personal data redacted", risk=0.3)
+
+
+class NoSecrets(Guardrail):
+    """``block``: stops text that carries an API key or token."""
+
+    name = "no_secrets"
+    description = "Block text that contains something shaped like an API key or token."
+
+    def check(self, text: str, context: GuardrailContext) -> Verdict:
+        """Block on a secret-shaped string (the secret itself is not repeated)."""
+        if SECRET.search(text):
+            return Verdict(action="block", reason="the text contains a credential", risk=1.0)
+        return Verdict.ok()
+
+
+class RiskyClaims(Guardrail):
+    """``flag``: absolute marketing or health claims need a person's eye.
+
+    The verdict carries a softened rewrite as ``replacement``: the proposal a
+    reviewer can accept.
+    """
+
+    name = "risky_claims"
+    description = "Flag absolute claims (guaranteed, risk-free, 100%, cures...) for review."
+
+    def check(self, text: str, context: GuardrailContext) -> Verdict:
+        """Flag with the claims found and a proposed rewrite."""
+        found, fixed = [], text
+        for pattern, softer in RISKY_CLAIMS.items():
+            for match in re.finditer(pattern, fixed, re.I):
+                found.append(match.group(0))
+            fixed = re.sub(pattern, softer, fixed, flags=re.I)
+        if not found:
+            return Verdict.ok()
+        claims = ", ".join(dict.fromkeys(f"'{c}'" for c in found))
+        risk = min(1.0, 0.4 + 0.15 * len(found))
+        return Verdict(action="flag", reason=f"risky claims: {claims}", replacement=fixed, risk=risk)
+
+
+@hookimpl
+def register_guardrails(register):
+    """Register the bundled guardrails."""
+    register(RedactPersonalData())
+    register(NoSecrets())
+    register(RiskyClaims())

@@ -1,0 +1,72 @@
+"""The offline model provider: deterministic, no key, no network.
+
+``offline`` (or ``offline:default``) answers from what is in its context
+window: the instructions, the task, the previous persona's output, fenced
+retrieved passages and tool results. When a tool fits the request it calls
+it first. Token counts are its own (about four characters a token). It exists
+so that demos and tests exercise the real paths of the engine; every model
+call it answers is labelled ``offline`` in the log.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+import pilothouse
+from pilothouse import Model, ModelProvider, ModelRequest, ModelResponse, Usage, hookimpl
+
+from .compose import answer, choose_tool_call
+
+
+class OfflineModel(Model):
+    """A deterministic stand-in for a chat model."""
+
+    provider = "offline"
+    offline = True
+
+    def __init__(self, name: str, delay_s: float = 0.0) -> None:
+        self.name = name
+        self.delay_s = delay_s
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Answer from the request alone: same request, same reply."""
+        if self.delay_s:
+            await anyio.sleep(self.delay_s)
+        call = choose_tool_call(request)
+        text = None if call else answer(request)
+        out_tokens = pilothouse.estimate_tokens(text or (call.arguments if call else ""))
+        in_tokens = pilothouse.model.estimate_request_tokens(request)
+        return ModelResponse(
+            text=text,
+            tool_calls=[call] if call else [],
+            usage=Usage(input_tokens=in_tokens, output_tokens=out_tokens),
+            cost_usd=0.0,
+            finish_reason="tool_calls" if call else "stop",
+        )
+
+    def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Offline calls cost nothing."""
+        return 0.0
+
+
+class OfflineProvider(ModelProvider):
+    """Provides ``offline:<any name>``; the name only labels the calls."""
+
+    name = "offline"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    def model(self, name: str) -> Model:
+        """Every name is valid: the offline model has one behaviour."""
+        return OfflineModel(name, self.delay_s)
+
+    def default_model(self) -> str:
+        """``offline`` alone means ``offline:default``."""
+        return "default"
+
+
+@hookimpl
+def register_models(register, settings):
+    """Register the offline provider, with the configured artificial delay."""
+    register(OfflineProvider(delay_s=settings.offline_delay_ms / 1000))

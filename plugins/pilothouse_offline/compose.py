@@ -1,0 +1,163 @@
+"""How the offline model reads its context window and writes a reply."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from pilothouse import Message, ModelRequest, ToolCall, ToolSpec
+
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_PASSAGE = re.compile(r'<passage id="([^"]*)" source="([^"]*)">\n(.*?)\n</passage>', re.S)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_STOP = frozenset(
+    "a an and are as at be by for from has have in is it its of on or our that the their this"
+    " to was we were will with you your what which who how into about than then them they"
+    " task output do does not can should must".split()
+)
+HANDOFF_PREFIX = "transfer_to_"
+
+
+def words(text: str) -> set[str]:
+    """Content words, crudely stemmed, for overlap scores."""
+    return {w[:6] for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
+
+
+def _last_user(messages: list[Message]) -> tuple[int, str]:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "user":
+            return i, messages[i].content or ""
+    return -1, ""
+
+
+def choose_tool_call(request: ModelRequest) -> ToolCall | None:
+    """Call a tool when one fits the latest request and none has answered yet."""
+    index, text = _last_user(request.messages)
+    if not request.tools or any(m.role == "tool" for m in request.messages[index + 1 :]):
+        return None
+    lowered = text.lower()
+    for spec in request.tools:
+        if spec.name.startswith(HANDOFF_PREFIX):
+            target = spec.name[len(HANDOFF_PREFIX) :]
+            if re.search(rf"(?<![a-z0-9_]){re.escape(target.lower())}(?![a-z0-9_])", lowered):
+                return _call(spec, {"message": text})
+    wanted = words(text)
+    system = request.messages[0].content or "" if request.messages else ""
+    best, best_score = None, 0
+    for spec in request.tools:
+        if spec.name.startswith(HANDOFF_PREFIX):
+            continue
+        if spec.name in system.split("\n\n", 1)[0]:  # the instructions ask for this tool
+            return _call(spec, _arguments(spec, text))
+        name_hits = len(words(spec.name.replace("_", " ")) & wanted)
+        score = 2 * name_hits + len(words(spec.description) & wanted)
+        if name_hits and score > best_score:
+            best, best_score = spec, score
+    if best is None:
+        return None
+    return _call(best, _arguments(best, text))
+
+
+def _call(spec: ToolSpec, arguments: dict[str, Any]) -> ToolCall:
+    raw = json.dumps(arguments, sort_keys=True)
+    digest = hashlib.sha1(f"{spec.name}{raw}".encode()).hexdigest()[:8]
+    return ToolCall(id=f"call_{digest}", name=spec.name, arguments=raw)
+
+
+def _arguments(spec: ToolSpec, text: str) -> dict[str, Any]:
+    props: dict[str, Any] = spec.parameters.get("properties", {})
+    required = spec.parameters.get("required", list(props))
+    numbers = _NUMBER.findall(text)
+    task = text.split("\n\n", 1)[0].removeprefix("Task: ").strip()
+    args: dict[str, Any] = {}
+    for name in required:
+        schema = props.get(name, {})
+        kind = schema.get("type")
+        if "enum" in schema:
+            args[name] = schema["enum"][0]
+        elif kind == "integer":
+            args[name] = int(float(numbers[0])) if numbers else schema.get("default", 1)
+        elif kind == "number":
+            args[name] = float(numbers[0]) if numbers else schema.get("default", 1.0)
+        elif kind == "boolean":
+            args[name] = False
+        elif kind == "array":
+            args[name] = []
+        elif kind == "object":
+            args[name] = {}
+        else:
+            args[name] = task[:200]
+    return args
+
+
+def _role(system: str) -> str:
+    match = re.search(r"\byou are (?:the |an? )?([a-z][a-z -]{1,30}?)(?:[.,:;]|\bwho\b|$)", system, re.I)
+    return match.group(1).strip().capitalize() if match else "Assistant"
+
+
+def _evidence(request: ModelRequest) -> list[tuple[str, str]]:
+    """(sentence, citation) pairs from passages, tool results and the previous output."""
+    found: list[tuple[str, str]] = []
+    system = request.messages[0].content or "" if request.messages else ""
+    for pid, _source, body in _PASSAGE.findall(system):
+        found += [(s, f"[{pid}]") for s in _sentences(body)]
+    for m in request.messages:
+        if m.role == "tool" and m.content and not m.content.startswith("error:"):
+            found += [(s, "(tool)") for s in _sentences(m.content)]
+    _, user = _last_user(request.messages)
+    if "\n\nOutput of " in user:
+        previous = user.split("\n\nOutput of ", 1)[1].split("\n", 1)[-1]
+        for line in previous.splitlines():
+            line = line.strip().lstrip("-*# ").strip()
+            if line and not line.endswith(":") and " notes on: " not in line:
+                found.append((line, ""))
+    return found
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip().lstrip("-*# ").strip() for s in _SENTENCE.split(text) if len(s.strip()) > 12]
+
+
+def answer(request: ModelRequest, *, points: int = 5) -> str:
+    """A reply made of the evidence that best matches the task and the instructions."""
+    system = request.messages[0].content or "" if request.messages else ""
+    _, user = _last_user(request.messages)
+    task = user.split("\n\n", 1)[0].removeprefix("Task: ").strip()
+    focus = words(task) | words(system.split("\n\n", 1)[0])
+    evidence = _evidence(request)
+    seen: set[str] = set()
+    ranked: list[tuple[int, int, str, str]] = []
+    for order, (sentence, cite) in enumerate(evidence):
+        plain = re.sub(r"\s*(\[[^\]]+\]|\(tool\))\s*$", "", sentence)
+        if plain.lower() in seen:
+            continue
+        seen.add(plain.lower())
+        ranked.append((-len(words(plain) & focus), order, plain, cite))
+    chosen = sorted(sorted(ranked)[:points], key=lambda r: r[1])
+    if request.response_schema is not None:
+        return json.dumps(_structured(request.response_schema, task, [c[2] for c in chosen]))
+    role = _role(system)
+    lines = [f"{role} notes on: {task}"]
+    lines += [f"- {plain} {cite}".rstrip() for _, _, plain, cite in chosen]
+    if not chosen:
+        lines.append(f"- No reference material was available; working from the task alone: {task}")
+    return "\n".join(lines)
+
+
+def _structured(schema: dict[str, Any], task: str, points: list[str]) -> Any:
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _structured(v, task, points) for k, v in props.items()}
+    if kind == "array":
+        return points
+    if kind in ("number", "integer"):
+        return schema.get("default", 0)
+    if kind == "boolean":
+        return bool(schema.get("default", False))
+    if "enum" in schema:
+        return schema["enum"][0]
+    return points[0] if points else task
