@@ -1,0 +1,155 @@
+"""Shared fixtures: a workspace in a temporary folder and a scripted model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import pilothouse
+from pilothouse import (
+    Model,
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+    hookimpl,
+)
+
+Reply = ModelResponse | Exception | Callable[[ModelRequest], ModelResponse]
+
+
+class ScriptedModel(Model):
+    """Answers from a queue of replies and records every request it gets."""
+
+    provider = "scripted"
+
+    def __init__(self, name: str, queue: list[Reply], requests: list[ModelRequest]) -> None:
+        self.name = name
+        self.queue = queue
+        self.requests = requests
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.requests.append(request)
+        if not self.queue:
+            return text_reply(f"default answer {len(self.requests)}")
+        reply = self.queue.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        if callable(reply):
+            return reply(request)
+        return reply
+
+    def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens + output_tokens) * 0.001
+
+
+class ScriptedProvider(ModelProvider):
+    """``scripted:<any>``: one shared queue, like llm's mock model with enqueue()."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.queue: list[Reply] = []
+        self.requests: list[ModelRequest] = []
+
+    def enqueue(self, *replies: Reply) -> None:
+        self.queue.extend(replies)
+
+    def model(self, name: str) -> Model:
+        return ScriptedModel(name, self.queue, self.requests)
+
+    def default_model(self) -> str:
+        return "mock"
+
+
+_ids = itertools.count(1)
+
+
+def text_reply(text: str, tokens: tuple[int, int] = (10, 5)) -> ModelResponse:
+    """A plain answer."""
+    return ModelResponse(text=text, usage=Usage(input_tokens=tokens[0], output_tokens=tokens[1]))
+
+
+def tool_reply(name: str, arguments: dict[str, Any] | str) -> ModelResponse:
+    """A reply asking for one tool call."""
+    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    call = ToolCall(id=f"call_{next(_ids)}", name=name, arguments=raw)
+    return ModelResponse(tool_calls=[call], usage=Usage(input_tokens=10, output_tokens=5))
+
+
+class ScriptedPlugin:
+    """A plugin object registering the scripted provider plus whatever a test adds."""
+
+    __name__ = "scripted"
+
+    def __init__(self) -> None:
+        self.provider = ScriptedProvider()
+        self.tools: list[Any] = []
+        self.guardrails: list[Any] = []
+        self.retrievers: list[Any] = []
+
+    @hookimpl
+    def register_models(self, register: Any) -> None:
+        register(self.provider)
+
+    @hookimpl
+    def register_tools(self, register: Any) -> None:
+        for t in self.tools:
+            register(t)
+
+    @hookimpl
+    def register_guardrails(self, register: Any) -> None:
+        for g in self.guardrails:
+            register(g)
+
+    @hookimpl
+    def register_retrievers(self, register: Any) -> None:
+        for r in self.retrievers:
+            register(r)
+
+
+@pytest.fixture
+def anyio_backend():
+    """asyncio, the backend pilothouse's CLI uses."""
+    return "asyncio"
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """An empty project folder as the current directory, with no PILOTHOUSE_* leaking in."""
+    import os
+
+    for key in list(os.environ):
+        if key.upper().startswith("PILOTHOUSE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def scripted():
+    """The scripted plugin; tests add tools, guardrails and replies to it."""
+    return ScriptedPlugin()
+
+
+@pytest.fixture
+def make_runtime(workspace, scripted):
+    """Build a Runtime on the temporary workspace with the scripted plugin registered."""
+
+    def make(**settings: Any) -> pilothouse.Runtime:
+        settings.setdefault("default_model", "scripted")
+        return pilothouse.Runtime(pilothouse.load_settings(**settings), plugins=[scripted])
+
+    return make
+
+
+def crew(flow: dict[str, Any], personas: dict[str, dict[str, Any]], **extra: Any) -> pilothouse.Crew:
+    """A crew from plain data, as a crew file would give it."""
+    return pilothouse.Crew.model_validate(
+        {"name": extra.pop("name", "test"), "flow": flow, "personas": personas, **extra}
+    )

@@ -1,0 +1,125 @@
+"""Every flow, run by the engine against the scripted model."""
+
+from __future__ import annotations
+
+from conftest import crew, text_reply, tool_reply
+
+
+def _types(rt, run_id):
+    return [e.type for e in rt.store.events(run_id)]
+
+
+class TestSequential:
+    async def test_each_step_gets_the_previous_output(self, make_runtime, scripted):
+        scripted.provider.enqueue(text_reply("facts"), text_reply("brief"), text_reply("copy"))
+        c = crew(
+            {"type": "sequential", "steps": ["a", "b", "c"]},
+            {n: {"instructions": f"You are {n}."} for n in "abc"},
+        )
+        async with make_runtime() as rt:
+            result = await rt.run(c, "the task")
+        assert result.ok and result.output == "copy" and result.steps == 3
+        requests = scripted.provider.requests
+        assert requests[0].messages[-1].content == "the task"
+        assert "Output of a:\nfacts" in requests[1].messages[-1].content
+        assert "Output of b:\nbrief" in requests[2].messages[-1].content
+        assert requests[2].messages[0].content == "You are c."
+
+    async def test_nested_list_fans_out_and_joins(self, make_runtime, scripted):
+        def echo(request):
+            return text_reply(request.messages[0].content.split()[-1])
+
+        scripted.provider.enqueue(text_reply("research"), echo, echo, text_reply("final"))
+        c = crew(
+            {"type": "sequential", "steps": ["r", ["x", "y"], "w"]},
+            {n: {"instructions": f"You are {n}"} for n in "rxyw"},
+        )
+        async with make_runtime() as rt:
+            result = await rt.run(c, "task")
+            steps = [e.step_id for e in rt.store.events(result.run_id) if e.type == "step_finished"]
+        assert result.ok and result.output == "final"
+        assert sorted(steps) == ["1", "2.1", "2.2", "3"]
+        last = scripted.provider.requests[-1].messages[-1].content
+        assert "## x\nx" in last and "## y\ny" in last
+
+
+class TestParallel:
+    async def test_branches_run_at_once_and_join_merges(self, make_runtime, scripted):
+        import anyio
+
+        running = 0
+        peak = 0
+
+        async def slow_answer(request):
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await anyio.sleep(0.05)
+            running -= 1
+            return text_reply("note from " + request.messages[0].content)
+
+        # The scripted queue holds sync callables; wrap the async one in a model.
+        from pilothouse import Model
+
+        class SlowModel(Model):
+            provider, name = "scripted", "slow"
+
+            async def complete(self, request):
+                if request.messages[0].content == "join":
+                    return text_reply("joined")
+                return await slow_answer(request)
+
+        scripted.provider.model = lambda name: SlowModel()
+        c = crew(
+            {"type": "parallel", "branches": ["p", "q", "r"], "join": "j"},
+            {**{n: {"instructions": n} for n in "pqr"}, "j": {"instructions": "join"}},
+        )
+        async with make_runtime() as rt:
+            result = await rt.run(c, "plan")
+            finished = [e for e in rt.store.events(result.run_id) if e.type == "step_finished"]
+        assert result.ok and result.output == "joined"
+        assert peak == 3  # all three branches were in flight together
+        assert {e.step_id for e in finished} == {"1.1", "1.2", "1.3", "2"}
+
+    async def test_a_failing_branch_fails_the_run_and_cancels_siblings(self, make_runtime, scripted):
+        from pilothouse import ModelError
+
+        scripted.provider.enqueue(ModelError("boom"), text_reply("ok"), text_reply("ok"))
+        c = crew({"type": "parallel", "branches": ["p", "q"]}, {n: {} for n in "pq"})
+        async with make_runtime() as rt:
+            result = await rt.run(c, "plan")
+        assert result.status == "failed" and result.error_kind == "model"
+        assert "boom" in result.error
+
+
+class TestHandoff:
+    async def test_handoff_passes_the_message_and_ends_on_an_answer(self, make_runtime, scripted):
+        scripted.provider.enqueue(
+            tool_reply("transfer_to_billing", {"message": "refund invoice 42"}),
+            text_reply("refund issued"),
+        )
+        c = crew(
+            {"type": "handoff", "start": "triage", "routes": {"triage": ["billing", "tech"]}},
+            {
+                "triage": {"instructions": "You are triage."},
+                "billing": {"instructions": "You are billing.", "description": "Money things."},
+                "tech": {"instructions": "You are tech."},
+            },
+        )
+        async with make_runtime() as rt:
+            result = await rt.run(c, "I was charged twice")
+            events = rt.store.events(result.run_id)
+        assert result.ok and result.output == "refund issued"
+        offered = {t.name for t in scripted.provider.requests[0].tools}
+        assert offered == {"transfer_to_billing", "transfer_to_tech"}
+        handoff = next(e for e in events if e.type == "handoff")
+        assert (handoff.source, handoff.target) == ("triage", "billing")
+        assert "refund invoice 42" in scripted.provider.requests[1].messages[-1].content
+        assert not scripted.provider.requests[1].tools  # billing has no routes
+
+    async def test_demo_support_crew_hands_off_offline(self, make_runtime):
+        async with make_runtime(default_model="offline") as rt:
+            result = await rt.run("support", "My invoice is wrong, I need billing")
+            events = rt.store.events(result.run_id)
+        assert result.ok
+        assert [e.target for e in events if e.type == "handoff"] == ["billing"]

@@ -1,0 +1,146 @@
+"""Tool calls (bad arguments go back to the model) and guardrail verdicts."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import crew, text_reply, tool_reply
+from pilothouse import Guardrail, Verdict, tool
+
+
+@tool(blocking=False)
+def add(a: int, b: int = 0) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool
+def explode(reason: str) -> str:
+    """Always fails."""
+    raise RuntimeError(f"kaboom: {reason}")
+
+
+def _one_step(**persona):
+    return crew({"type": "sequential", "steps": ["a"]}, {"a": persona})
+
+
+async def _run(make_runtime, c, text="task"):
+    async with make_runtime() as rt:
+        result = await rt.run(c, text)
+        return result, rt.store.events(result.run_id)
+
+
+class TestToolCalls:
+    def test_schema_comes_from_the_signature(self):
+        spec = add.spec()
+        assert spec.name == "add" and spec.description == "Add two integers."
+        assert spec.parameters["properties"]["a"]["type"] == "integer"
+        assert spec.parameters["required"] == ["a"]
+
+    async def test_a_good_call_returns_its_result_to_the_model(self, make_runtime, scripted):
+        scripted.tools.append(add)
+        scripted.provider.enqueue(tool_reply("add", {"a": 2, "b": 3}), text_reply("five"))
+        result, events = await _run(make_runtime, _one_step(tools=["add"]))
+        assert result.output == "five"
+        call = next(e for e in events if e.type == "tool_call")
+        assert call.result == "5" and call.error is None
+        tool_message = scripted.provider.requests[1].messages[-1]
+        assert tool_message.role == "tool" and tool_message.content == "5"
+
+    @pytest.mark.parametrize(
+        ("name", "arguments", "expected"),
+        [
+            ("add", '{"a": "two"}', "invalid arguments for 'add': a: Input should be a valid integer"),
+            ("add", "{}", "a: Field required"),
+            ("add", '{"a": 1, "c": 2}', "c: Extra inputs are not permitted"),
+            ("add", "{not json", "not valid JSON"),
+            ("add", "[1, 2]", "must be a JSON object"),
+            ("subtract", '{"a": 1}', "there is no tool named 'subtract'"),
+            ("explode", '{"reason": "x"}', "raised RuntimeError: kaboom: x"),
+        ],
+    )
+    async def test_bad_calls_are_errors_for_the_model(
+        self, make_runtime, scripted, name, arguments, expected
+    ):
+        scripted.tools += [add, explode]
+        scripted.provider.enqueue(tool_reply(name, arguments), text_reply("recovered"))
+        result, events = await _run(make_runtime, _one_step(tools=["add", "explode"]))
+        assert result.ok and result.output == "recovered"
+        call = next(e for e in events if e.type == "tool_call")
+        assert call.result is None and expected in call.error
+        fed_back = scripted.provider.requests[1].messages[-1].content
+        assert fed_back.startswith("error: ") and expected in fed_back
+
+
+class Fixed(Guardrail):
+    def __init__(self, name, verdict):
+        self.name = name
+        self.verdict = verdict
+        self.seen = []
+
+    def check(self, text, context):
+        self.seen.append((context.stage, text))
+        return self.verdict
+
+
+class Broken(Guardrail):
+    name = "broken"
+
+    async def check(self, text, context):
+        raise ValueError("bad regex")
+
+
+class TestGuardrails:
+    async def test_fix_replaces_input_and_output(self, make_runtime, scripted):
+        g_in = Fixed("g_in", Verdict(action="fix", replacement="clean input"))
+        g_out = Fixed("g_out", Verdict(action="fix", replacement="clean output", reason="tidied"))
+        scripted.guardrails += [g_in, g_out]
+        scripted.provider.enqueue(text_reply("dirty output"))
+        result, events = await _run(
+            make_runtime, _one_step(guardrails={"input": ["g_in"], "output": ["g_out"]}), "dirty"
+        )
+        assert result.output == "clean output"
+        assert g_in.seen == [("input", "dirty")] and g_out.seen == [("output", "dirty output")]
+        assert scripted.provider.requests[0].messages[-1].content.endswith("dirty")
+        verdicts = [(e.guardrail, e.stage, e.action) for e in events if e.type == "guardrail"]
+        assert verdicts == [("g_in", "input", "fix"), ("g_out", "output", "fix")]
+
+    async def test_block_stops_the_run(self, make_runtime, scripted):
+        scripted.guardrails.append(Fixed("stop", Verdict(action="block", reason="forbidden")))
+        scripted.provider.enqueue(text_reply("something"))
+        result, events = await _run(make_runtime, _one_step(guardrails={"output": ["stop"]}))
+        assert result.status == "failed" and result.error_kind == "guardrail"
+        assert "blocked by guardrail 'stop': forbidden" in result.error
+        assert not any(e.type == "step_finished" for e in events)
+
+    async def test_flag_is_logged_and_the_crew_rule_decides(self, make_runtime, scripted):
+        scripted.guardrails.append(Fixed("hmm", Verdict(action="flag", reason="unsure", risk=0.7)))
+        scripted.provider.enqueue(text_reply("maybe"), text_reply("maybe"))
+        result, events = await _run(make_runtime, _one_step(guardrails={"output": ["hmm"]}))
+        flag = next(e for e in events if e.type == "guardrail")
+        assert result.ok and (flag.action, flag.risk) == ("flag", 0.7)
+        strict = crew({"type": "sequential", "steps": ["a"]},
+                      {"a": {"guardrails": {"output": ["hmm"]}}}, on_flag="fail")
+        result, _ = await _run(make_runtime, strict)
+        assert result.status == "failed" and "flagged" in result.error
+
+    async def test_a_raising_guardrail_fails_the_run_naming_the_plugin(self, make_runtime, scripted):
+        scripted.guardrails.append(Broken())
+        scripted.provider.enqueue(text_reply("x"))
+        result, events = await _run(make_runtime, _one_step(guardrails={"output": ["broken"]}))
+        assert result.error_kind == "plugin"
+        assert "plugin 'scripted'" in result.error and "bad regex" in result.error
+        error = next(e for e in events if e.type == "error")
+        assert error.plugin == "scripted" and error.error_type == "ValueError"
+        assert "bad regex" in error.traceback
+
+    def test_bundled_risky_claims_proposes_a_rewrite(self):
+        from pilothouse import GuardrailContext
+        from pilothouse_guardrails import RiskyClaims
+
+        ctx = GuardrailContext(run_id="r", step_id="1", persona="p", stage="output", crew="c")
+        verdict = RiskyClaims().check("Guaranteed results, 100% risk-free!", ctx)
+        assert verdict.action == "flag"
+        assert "'Guaranteed'" in verdict.reason and "'risk-free'" in verdict.reason
+        assert verdict.replacement == "aims to deliver results, nearly all low-risk!"
+        assert RiskyClaims().check("Tested in the Alps.", ctx).action == "pass"
