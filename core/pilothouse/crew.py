@@ -106,7 +106,10 @@ class Crew(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _name_personas(cls, data: Any) -> Any:
+    def _fill_in(cls, data: Any) -> Any:
+        # A flow without a type is sequential.
+        if isinstance(data, dict) and isinstance(data.get("flow"), dict):
+            data = {**data, "flow": {"type": "sequential", **data["flow"]}}
         # In a crew file personas are tables keyed by name; fill in ``name``.
         if isinstance(data, dict) and isinstance(data.get("personas"), dict):
             personas = {}

@@ -124,6 +124,27 @@ class Engine:
 
     # -- a run ------------------------------------------------------------------
 
+    def check(self, crew: Crew, model: str | None = None) -> None:
+        """Fail before a run starts if the crew names something that does not exist.
+
+        Every persona of the flow, and each one's model, tools, retrievers and
+        guardrails, must resolve; the error names the crew and what is missing.
+        """
+        run = _Run(id="", crew=crew, task="", model_override=model)
+        for name in crew.persona_names():
+            persona = self._persona(run, name)
+            self._model_for(run, persona)
+            for kind, names in (
+                ("tools", persona.tools),
+                ("retrievers", persona.retrievers),
+                ("guardrails", persona.guardrails.input + persona.guardrails.output),
+            ):
+                for item in names:
+                    try:
+                        self.registry.get(kind, item)
+                    except NotFound as exc:
+                        raise NotFound(f"crew {crew.name!r}, persona {name!r}: {exc}") from None
+
     async def run(
         self,
         crew: Crew,

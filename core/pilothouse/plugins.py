@@ -86,8 +86,8 @@ class Plugins:
         registry = Registry()
         for kind in Registry.KINDS:
             caller = getattr(self.pm.hook, f"register_{kind}")
-            # pluggy calls the last registered first; reverse for load order.
-            for impl in reversed(caller.get_hookimpls()):
+            # get_hookimpls() lists plugins in registration order: first loaded, first served.
+            for impl in caller.get_hookimpls():
                 plugin = impl.plugin_name
                 if not self.info.get(plugin, PluginInfo(plugin, "", "")).loaded:
                     continue
@@ -110,6 +110,6 @@ class Plugins:
         """The ``on_event`` implementations, each with its plugin's name."""
         return [
             (impl.plugin_name, impl.function)
-            for impl in reversed(self.pm.hook.on_event.get_hookimpls())
+            for impl in self.pm.hook.on_event.get_hookimpls()
             if self.info.get(impl.plugin_name) is None or self.info[impl.plugin_name].loaded
         ]

@@ -67,7 +67,12 @@ class Runtime:
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(*exc_info)
+        # Hand the task group only a cancellation: any other error of the caller's
+        # block propagates as itself, not wrapped in an exception group.
+        cancelled = exc_info[0] is not None and issubclass(
+            exc_info[0], anyio.get_cancelled_exc_class()
+        )
+        await self._task_group.__aexit__(*(exc_info if cancelled else (None, None, None)))
         self._task_group = None
         if self.store is not None:
             self.store.close()
@@ -121,8 +126,7 @@ class Runtime:
         if self._task_group is None:
             raise RuntimeError("use the Runtime in 'async with Runtime() as rt:'")
         crew_obj = crew if isinstance(crew, Crew) else self.crew(crew)
-        if model is not None:
-            self.engine.resolve_model(model)  # fail before the run starts
+        self.engine.check(crew_obj, model)  # a misnamed part fails before the run starts
         return await self.engine.run(crew_obj, input, run_id=run_id, model=model, subject=subject)
 
 

@@ -1,0 +1,5 @@
+"""``python -m pilothouse`` runs the CLI."""
+
+from .cli import main
+
+main()

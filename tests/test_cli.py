@@ -1,0 +1,153 @@
+"""The CLI, run as a subprocess the way a person (or a script) runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def ph(*args, cwd, env=None, stdin=None):
+    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("PILOTHOUSE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pilothouse", *args],
+        capture_output=True, text=True, cwd=cwd, env={**base, **(env or {})}, input=stdin,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    """One demo run shared by the read-only tests."""
+    folder = tmp_path_factory.mktemp("demo")
+    done = ph("demo", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    return folder, done
+
+
+def test_demo_runs_offline_and_says_where_the_log_is(demo_dir):
+    folder, done = demo_dir
+    assert "succeeded: run " in done.stderr
+    assert "offline:default (offline)" in done.stderr
+    assert "guardrail risky_claims: flag risky claims: 'guaranteed'" in done.stderr
+    assert "log: .pilothouse/runs.db" in done.stderr
+    assert "Compliance reviewer notes on:" in done.stdout
+    assert "[helio-product-sheet#1]" in done.stdout  # the output cites its passages
+    assert (folder / ".pilothouse" / "runs.db").is_file()
+
+
+def test_runs_json_and_show(demo_dir):
+    folder, _ = demo_dir
+    runs = json.loads(ph("runs", "--json", cwd=folder).stdout)
+    assert len(runs) == 1
+    run = runs[0]
+    assert (run["crew"], run["status"], run["steps"]) == ("marketing", "succeeded", 4)
+    shown = ph("show", run["id"][:5], cwd=folder)
+    assert shown.returncode == 0
+    out = shown.stdout
+    for persona in ("researcher", "analyst", "creative", "compliance"):
+        assert f"  {persona}  offline:default (offline)" in out
+    assert "retrieval demo_corpus: 5 passages" in out
+    assert "tool market_size(" in out
+    assert "guardrail risky_claims (output): flag" in out
+    events = json.loads(ph("show", run["id"], "--json", cwd=folder).stdout)["events"]
+    assert events[0]["type"] == "run_started" and events[-1]["type"] == "run_finished"
+    listing = ph("runs", "--status", "failed", cwd=folder)
+    assert listing.stdout.strip() == "no runs"
+
+
+def test_run_with_model_override_and_json(tmp_path):
+    done = ph("run", "support", "--input", "-", "--model", "offline:fast", "--json", cwd=tmp_path,
+              stdin="My invoice is wrong, billing please")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded" and result["crew"] == "support"
+    show = json.loads(ph("show", result["run_id"], "--json", cwd=tmp_path).stdout)
+    models = {e["model"] for e in show["events"] if e["type"] == "model_call"}
+    assert models == {"offline:fast"}
+
+
+CREW_LIMIT = """
+[flow]
+steps = ["a", "b", "c"]
+[limits]
+max_steps = 2
+[personas.a]
+[personas.b]
+[personas.c]
+"""
+
+CREW_BLOCK = """
+[flow]
+steps = ["a"]
+[personas.a]
+instructions = "You are a. Repeat the task."
+[personas.a.guardrails]
+input = ["no_secrets"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "files", "code", "message"),
+    [
+        (["run", "nope", "-i", "x"], {}, 3, "no crew named 'nope' (available: launch-review,"),
+        (["run", "marketing", "-i", "x", "-m", "nosuch:model"], {}, 3, "no model named 'nosuch'"),
+        (["run", "crews/bad.toml", "-i", "x"], {"crews/bad.toml": "[flow]\nsteps = 3\n"}, 3,
+         "crews/bad.toml:2 [flow.steps]: Input should be a valid list"),
+        (["run", "lim", "-i", "x"], {"crews/lim.toml": CREW_LIMIT}, 4, "limit max_steps"),
+        (["run", "blk", "-i", "key sk-abcdefghijklmnopqrstuv"], {"crews/blk.toml": CREW_BLOCK}, 5,
+         "blocked by guardrail 'no_secrets'"),
+        (["show", "123"], {}, 3, "no run store at .pilothouse/runs.db"),
+        (["run", "marketing"], {}, 2, "Missing option '--input'"),
+        (["config"], {"pilothouse.toml": "synchronous = 3\n"}, 3, "synchronous (pilothouse.toml)"),
+    ],
+)
+def test_errors_have_messages_and_exit_codes(tmp_path, args, files, code, message):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    done = ph(*args, cwd=tmp_path)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_blocked_run_does_not_echo_the_secret(tmp_path):
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "blk.toml").write_text(CREW_BLOCK)
+    done = ph("run", "blk", "-i", "key sk-abcdefghijklmnopqrstuv", cwd=tmp_path)
+    assert done.returncode == 5
+    assert "the text contains a credential" in done.stderr
+
+
+def test_config_shows_sources_and_masks_secrets(tmp_path):
+    (tmp_path / "pilothouse.toml").write_text('default_model = "offline:cfg"\n')
+    done = ph("config", "--json", cwd=tmp_path, env={"PILOTHOUSE_OFFLINE_DELAY_MS": "3"})
+    rows = {r["name"]: r for r in json.loads(done.stdout)}
+    assert rows["default_model"] == {"name": "default_model", "value": "offline:cfg",
+                                     "source": "pilothouse.toml"}
+    assert rows["offline_delay_ms"]["source"] == "env PILOTHOUSE_OFFLINE_DELAY_MS"
+    assert rows["workspace"]["source"] == "default"
+
+
+def test_a_crew_naming_a_missing_part_fails_before_it_starts(tmp_path):
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "gap.toml").write_text('[flow]\nsteps = ["a", "ghost"]\n[personas.a]\n'
+                                                 'tools = ["teleport"]\n')
+    done = ph("run", "gap", "-i", "x", cwd=tmp_path)
+    assert done.returncode == 3
+    assert "crew 'gap', persona 'a': no tool named 'teleport'" in done.stderr
+    assert not (tmp_path / ".pilothouse" / "runs.db").exists() or "no runs" in ph(
+        "runs", cwd=tmp_path).stdout
+
+
+def test_crews_lists_plugin_and_file_crews(tmp_path):
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "mine.toml").write_text('[flow]\nsteps = ["a"]\n')
+    out = ph("crews", cwd=tmp_path).stdout
+    assert "marketing            plugin demo" in out and "mine                 crews/mine.toml" in out

@@ -1,0 +1,83 @@
+"""Crew files: valid ones load, invalid ones name the file, line, key and reason."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from pilothouse import CrewFileError, Handoff, load_crew_file
+
+GOOD = """\
+description = "Support desk"
+
+[flow]
+type = "handoff"
+start = "triage"
+
+[limits]
+max_steps = 6
+
+[personas.triage]
+instructions = "Sort requests."
+handoffs = ["billing"]
+
+[personas.billing]
+instructions = "Billing."
+model = "offline:support"
+"""
+
+
+def _write(tmp_path, text, name="crew.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_valid_file_loads_and_takes_its_name_from_the_file(tmp_path):
+    crew = load_crew_file(_write(tmp_path, GOOD, "support.toml"))
+    assert crew.name == "support" and isinstance(crew.flow, Handoff)
+    assert crew.limits.max_steps == 6 and crew.limits.max_handoffs == 10
+    assert crew.personas["billing"].model == "offline:support"
+    assert crew.persona_names() == ["triage", "billing"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "reason"),
+    [
+        (GOOD.replace("max_steps = 6", "max_steps = -1"), 8, "limits.max_steps",
+         "greater than 0"),
+        (GOOD.replace('model = "offline:support"', "modle = 'x'"), 16, "personas.billing.modle",
+         "Extra inputs are not permitted"),
+        (GOOD.replace('type = "handoff"', 'type = "round-robin"'), 3, "flow",
+         "does not match any of the expected tags"),
+        (GOOD.replace('start = "triage"\n', ""), 3, "flow.start", "Field required"),
+        (GOOD.replace('handoffs = ["billing"]', 'handoffs = "billing"'), 12,
+         "personas.triage.handoffs", "valid list"),
+        (GOOD.replace("[limits]", "[limits"), 7, "", "invalid TOML"),
+        ('name = "bad name!"\n[flow]\nsteps = ["a"]\n', 1, "name", "should match pattern"),
+    ],
+)
+def test_errors_name_file_line_key_and_reason(tmp_path, text, line, key, reason):
+    path = _write(tmp_path, text)
+    with pytest.raises(CrewFileError) as info:
+        load_crew_file(path)
+    err = info.value
+    assert (err.path, err.line, err.key) == (str(path), line, key)
+    assert reason in err.reason
+    assert str(err).startswith(f"{path}:{line}")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CrewFileError, match="cannot read"):
+        load_crew_file(tmp_path / "nope.toml")
+
+
+async def test_a_crew_file_in_crews_runs_by_name(make_runtime, workspace, scripted):
+    (workspace / "crews").mkdir()
+    _write(workspace / "crews", '[flow]\nsteps = ["solo"]\n[personas.solo]\ninstructions = "Hi"\n',
+           "solo.toml")
+    async with make_runtime() as rt:
+        assert rt.crews()["solo"] == "crews/solo.toml"
+        result = await rt.run("solo", "hello")
+    assert result.ok and result.crew == "solo"

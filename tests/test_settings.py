@@ -1,0 +1,61 @@
+"""Settings: env over pilothouse.toml over defaults, each value's source known, secrets masked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pilothouse import ConfigError, load_settings
+from pilothouse.settings import mask
+
+
+def test_defaults(workspace):
+    s = load_settings()
+    assert s.workspace == Path(".pilothouse") and s.default_model == "offline"
+    assert s.store_path == Path(".pilothouse/runs.db")
+    assert s.source_of("default_model") == "default"
+
+
+def test_env_beats_workspace_file_beats_project_file(workspace, monkeypatch):
+    (workspace / "pilothouse.toml").write_text(
+        'default_model = "project-model"\noffline_delay_ms = 5\n'
+    )
+    (workspace / ".pilothouse").mkdir()
+    (workspace / ".pilothouse" / "pilothouse.toml").write_text(
+        'default_model = "workspace-model"\nplugins = ["a", "b"]\n'
+        "[model_aliases]\nfast = 'offline:fast'\n"
+    )
+    monkeypatch.setenv("PILOTHOUSE_OFFLINE_DELAY_MS", "7")
+    monkeypatch.setenv("PILOTHOUSE_DISABLE_PLUGINS", "x, y")
+    s = load_settings()
+    assert s.default_model == "workspace-model"
+    assert s.source_of("default_model") == str(Path(".pilothouse/pilothouse.toml"))
+    assert s.offline_delay_ms == 7 and s.source_of("offline_delay_ms") == "env PILOTHOUSE_OFFLINE_DELAY_MS"
+    assert s.plugins == ["a", "b"] and s.disable_plugins == ["x", "y"]
+    assert s.model_aliases == {"fast": "offline:fast"}
+    assert load_settings(default_model="arg").source_of("default_model") == "argument"
+
+
+def test_a_bad_value_names_the_key_and_where_it_came_from(workspace, monkeypatch):
+    monkeypatch.setenv("PILOTHOUSE_SYNCHRONOUS", "sometimes")
+    with pytest.raises(ConfigError, match=r"synchronous \(env PILOTHOUSE_SYNCHRONOUS\)"):
+        load_settings()
+
+
+def test_an_unknown_key_in_a_file_is_an_error(workspace):
+    (workspace / "pilothouse.toml").write_text('defualt_model = "x"\n')
+    with pytest.raises(ConfigError, match=r"defualt_model \(pilothouse.toml\): Extra inputs"):
+        load_settings()
+
+
+def test_invalid_toml_names_the_file(workspace):
+    (workspace / "pilothouse.toml").write_text("default_model = \n")
+    with pytest.raises(ConfigError, match=r"pilothouse.toml: invalid TOML"):
+        load_settings()
+
+
+def test_secrets_are_masked():
+    assert mask("openai_api_key", "sk-live-123") == "********"
+    assert mask("aliases", {"fast": "offline:x", "token": "abc"}) == "fast=offline:x, token=********"
+    assert mask("default_model", "offline") == "offline"
