@@ -7,9 +7,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 import pilothouse
+import pytest
 from pilothouse import (
     Model,
     ModelProvider,
@@ -148,7 +147,9 @@ def make_runtime(workspace, scripted):
     return make
 
 
-def crew(flow: dict[str, Any], personas: dict[str, dict[str, Any]], **extra: Any) -> pilothouse.Crew:
+def crew(
+    flow: dict[str, Any], personas: dict[str, dict[str, Any]], **extra: Any
+) -> pilothouse.Crew:
     """A crew from plain data, as a crew file would give it."""
     return pilothouse.Crew.model_validate(
         {"name": extra.pop("name", "test"), "flow": flow, "personas": personas, **extra}

@@ -16,7 +16,11 @@ def ph(*args, cwd, env=None, stdin=None):
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith("PILOTHOUSE_")}
     return subprocess.run(
         [sys.executable, "-m", "pilothouse", *args],
-        capture_output=True, text=True, cwd=cwd, env={**base, **(env or {})}, input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**base, **(env or {})},
+        input=stdin,
         timeout=120,
     )
 
@@ -62,8 +66,17 @@ def test_runs_json_and_show(demo_dir):
 
 
 def test_run_with_model_override_and_json(tmp_path):
-    done = ph("run", "support", "--input", "-", "--model", "offline:fast", "--json", cwd=tmp_path,
-              stdin="My invoice is wrong, billing please")
+    done = ph(
+        "run",
+        "support",
+        "--input",
+        "-",
+        "--model",
+        "offline:fast",
+        "--json",
+        cwd=tmp_path,
+        stdin="My invoice is wrong, billing please",
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "succeeded" and result["crew"] == "support"
@@ -97,11 +110,19 @@ input = ["no_secrets"]
     [
         (["run", "nope", "-i", "x"], {}, 3, "no crew named 'nope' (available: launch-review,"),
         (["run", "marketing", "-i", "x", "-m", "nosuch:model"], {}, 3, "no model named 'nosuch'"),
-        (["run", "crews/bad.toml", "-i", "x"], {"crews/bad.toml": "[flow]\nsteps = 3\n"}, 3,
-         "crews/bad.toml:2 [flow.steps]: Input should be a valid list"),
+        (
+            ["run", "crews/bad.toml", "-i", "x"],
+            {"crews/bad.toml": "[flow]\nsteps = 3\n"},
+            3,
+            "crews/bad.toml:2 [flow.steps]: Input should be a valid list",
+        ),
         (["run", "lim", "-i", "x"], {"crews/lim.toml": CREW_LIMIT}, 4, "limit max_steps"),
-        (["run", "blk", "-i", "key sk-abcdefghijklmnopqrstuv"], {"crews/blk.toml": CREW_BLOCK}, 5,
-         "blocked by guardrail 'no_secrets'"),
+        (
+            ["run", "blk", "-i", "key sk-abcdefghijklmnopqrstuv"],
+            {"crews/blk.toml": CREW_BLOCK},
+            5,
+            "blocked by guardrail 'no_secrets'",
+        ),
         (["show", "123"], {}, 3, "no run store at .pilothouse/runs.db"),
         (["run", "marketing"], {}, 2, "Missing option '--input'"),
         (["config"], {"pilothouse.toml": "synchronous = 3\n"}, 3, "synchronous (pilothouse.toml)"),
@@ -129,25 +150,33 @@ def test_config_shows_sources_and_masks_secrets(tmp_path):
     (tmp_path / "pilothouse.toml").write_text('default_model = "offline:cfg"\n')
     done = ph("config", "--json", cwd=tmp_path, env={"PILOTHOUSE_OFFLINE_DELAY_MS": "3"})
     rows = {r["name"]: r for r in json.loads(done.stdout)}
-    assert rows["default_model"] == {"name": "default_model", "value": "offline:cfg",
-                                     "source": "pilothouse.toml"}
+    assert rows["default_model"] == {
+        "name": "default_model",
+        "value": "offline:cfg",
+        "source": "pilothouse.toml",
+    }
     assert rows["offline_delay_ms"]["source"] == "env PILOTHOUSE_OFFLINE_DELAY_MS"
     assert rows["workspace"]["source"] == "default"
 
 
 def test_a_crew_naming_a_missing_part_fails_before_it_starts(tmp_path):
     (tmp_path / "crews").mkdir()
-    (tmp_path / "crews" / "gap.toml").write_text('[flow]\nsteps = ["a", "ghost"]\n[personas.a]\n'
-                                                 'tools = ["teleport"]\n')
+    (tmp_path / "crews" / "gap.toml").write_text(
+        '[flow]\nsteps = ["a", "ghost"]\n[personas.a]\ntools = ["teleport"]\n'
+    )
     done = ph("run", "gap", "-i", "x", cwd=tmp_path)
     assert done.returncode == 3
     assert "crew 'gap', persona 'a': no tool named 'teleport'" in done.stderr
-    assert not (tmp_path / ".pilothouse" / "runs.db").exists() or "no runs" in ph(
-        "runs", cwd=tmp_path).stdout
+    assert (
+        not (tmp_path / ".pilothouse" / "runs.db").exists()
+        or "no runs" in ph("runs", cwd=tmp_path).stdout
+    )
 
 
 def test_crews_lists_plugin_and_file_crews(tmp_path):
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "mine.toml").write_text('[flow]\nsteps = ["a"]\n')
     out = ph("crews", cwd=tmp_path).stdout
-    assert "marketing            plugin demo" in out and "mine                 crews/mine.toml" in out
+    assert (
+        "marketing            plugin demo" in out and "mine                 crews/mine.toml" in out
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from pilothouse import CrewFileError, Handoff, load_crew_file
 
 GOOD = """\
@@ -45,15 +44,26 @@ def test_a_valid_file_loads_and_takes_its_name_from_the_file(tmp_path):
 @pytest.mark.parametrize(
     ("text", "line", "key", "reason"),
     [
-        (GOOD.replace("max_steps = 6", "max_steps = -1"), 8, "limits.max_steps",
-         "greater than 0"),
-        (GOOD.replace('model = "offline:support"', "modle = 'x'"), 16, "personas.billing.modle",
-         "Extra inputs are not permitted"),
-        (GOOD.replace('type = "handoff"', 'type = "round-robin"'), 3, "flow",
-         "does not match any of the expected tags"),
+        (GOOD.replace("max_steps = 6", "max_steps = -1"), 8, "limits.max_steps", "greater than 0"),
+        (
+            GOOD.replace('model = "offline:support"', "modle = 'x'"),
+            16,
+            "personas.billing.modle",
+            "Extra inputs are not permitted",
+        ),
+        (
+            GOOD.replace('type = "handoff"', 'type = "round-robin"'),
+            3,
+            "flow",
+            "does not match any of the expected tags",
+        ),
         (GOOD.replace('start = "triage"\n', ""), 3, "flow.start", "Field required"),
-        (GOOD.replace('handoffs = ["billing"]', 'handoffs = "billing"'), 12,
-         "personas.triage.handoffs", "valid list"),
+        (
+            GOOD.replace('handoffs = ["billing"]', 'handoffs = "billing"'),
+            12,
+            "personas.triage.handoffs",
+            "valid list",
+        ),
         (GOOD.replace("[limits]", "[limits"), 7, "", "invalid TOML"),
         ('name = "bad name!"\n[flow]\nsteps = ["a"]\n', 1, "name", "should match pattern"),
     ],
@@ -75,8 +85,11 @@ def test_missing_file(tmp_path):
 
 async def test_a_crew_file_in_crews_runs_by_name(make_runtime, workspace, scripted):
     (workspace / "crews").mkdir()
-    _write(workspace / "crews", '[flow]\nsteps = ["solo"]\n[personas.solo]\ninstructions = "Hi"\n',
-           "solo.toml")
+    _write(
+        workspace / "crews",
+        '[flow]\nsteps = ["solo"]\n[personas.solo]\ninstructions = "Hi"\n',
+        "solo.toml",
+    )
     async with make_runtime() as rt:
         assert rt.crews()["solo"] == "crews/solo.toml"
         result = await rt.run("solo", "hello")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 
 import anyio
-
 import pilothouse
 from conftest import crew, text_reply, tool_reply
 from pilothouse import hookimpl, tool
@@ -29,11 +29,17 @@ class TestContentAndOrder:
         store = SQLiteRunStore(pilothouse.load_settings().store_path)
         events = store.events(result.run_id)
         assert [e.type for e in events] == [
-            "run_started", "step_started", "context_built", "model_call", "tool_call",
-            "model_call", "step_finished", "run_finished",
+            "run_started",
+            "step_started",
+            "context_built",
+            "model_call",
+            "tool_call",
+            "model_call",
+            "step_finished",
+            "run_finished",
         ]
         assert [e.seq for e in events] == list(range(1, 9))
-        assert all(a.ts <= b.ts for a, b in zip(events, events[1:]))
+        assert all(a.ts <= b.ts for a, b in itertools.pairwise(events))
         started, first_call, call, second_call = events[0], events[3], events[4], events[5]
         assert (started.crew, started.input, started.flow) == ("test", "find k", "sequential")
         assert first_call.messages[-1].content == "find k"
@@ -44,7 +50,11 @@ class TestContentAndOrder:
         assert events[-1].output == "done" and events[-1].input_tokens == 20
         summary = store.get_run(result.run_id[:6])
         assert (summary.status, summary.steps, summary.input_tokens, summary.output) == (
-            "succeeded", 1, 20, "done")
+            "succeeded",
+            1,
+            20,
+            "done",
+        )
         store.close()
 
     async def test_every_step_is_committed_before_the_next_starts(self, make_runtime, scripted):
@@ -84,6 +94,7 @@ class TestIsolation:
         c = crew({"type": "sequential", "steps": ["a", "b"]}, {"a": {}, "b": {}})
         results = {}
         async with make_runtime() as rt:
+
             async def one(i):
                 results[i] = await rt.run(c, f"poison {i}" if i == 7 else f"task {i}")
 
@@ -122,7 +133,11 @@ class TestObservers:
             result = await rt.run(crew({"type": "sequential", "steps": ["a"]}, {"a": {}}), "t")
         assert result.ok
         assert recorder.seen == [
-            "run_started", "step_started", "context_built", "model_call", "step_finished",
+            "run_started",
+            "step_started",
+            "context_built",
+            "model_call",
+            "step_finished",
             "run_finished",
         ]
 

@@ -81,7 +81,9 @@ class TestParallel:
         assert peak == 3  # all three branches were in flight together
         assert {e.step_id for e in finished} == {"1.1", "1.2", "1.3", "2"}
 
-    async def test_a_failing_branch_fails_the_run_and_cancels_siblings(self, make_runtime, scripted):
+    async def test_a_failing_branch_fails_the_run_and_cancels_siblings(
+        self, make_runtime, scripted
+    ):
         from pilothouse import ModelError
 
         scripted.provider.enqueue(ModelError("boom"), text_reply("ok"), text_reply("ok"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-
 from conftest import crew, text_reply, tool_reply
 from pilothouse import Model, tool
 
@@ -34,8 +33,11 @@ def _handoff_crew(**limits):
 class TestCounters:
     async def test_max_steps(self, make_runtime, scripted):
         scripted.provider.enqueue(*[text_reply(f"out {i}") for i in range(5)])
-        c = crew({"type": "sequential", "steps": ["a", "b", "c"]}, {n: {} for n in "abc"},
-                 limits={"max_steps": 2})
+        c = crew(
+            {"type": "sequential", "steps": ["a", "b", "c"]},
+            {n: {} for n in "abc"},
+            limits={"max_steps": 2},
+        )
         result, events = await _run(make_runtime, c)
         assert result.status == "failed" and result.error_kind == "limit"
         assert _limit(events).limit == "max_steps"
@@ -45,7 +47,7 @@ class TestCounters:
         scripted.provider.enqueue(
             *[tool_reply(f"transfer_to_{t}", {"message": f"m{i}"}) for i, t in enumerate("baba")]
         )
-        result, events = await _run(make_runtime, _handoff_crew(max_handoffs=1, max_ping_pong=5))
+        _, events = await _run(make_runtime, _handoff_crew(max_handoffs=1, max_ping_pong=5))
         assert _limit(events).limit == "max_handoffs"
         assert sum(e.type == "handoff" for e in events) == 1
 
@@ -57,8 +59,11 @@ class TestCounters:
 
         scripted.tools.append(lookup)
         scripted.provider.enqueue(*[tool_reply("lookup", {"n": i}) for i in range(5)])
-        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"tools": ["lookup"]}},
-                 limits={"max_tool_rounds": 3})
+        c = crew(
+            {"type": "sequential", "steps": ["a"]},
+            {"a": {"tools": ["lookup"]}},
+            limits={"max_tool_rounds": 3},
+        )
         _, events = await _run(make_runtime, c)
         assert _limit(events).limit == "max_tool_rounds"
         assert sum(e.type == "tool_call" for e in events) == 3
@@ -71,14 +76,17 @@ class TestLoops:
             tool_reply("transfer_to_b", {"message": "Please  check"}),
             tool_reply("transfer_to_a", {"message": "task"}),
         )
-        result, events = await _run(make_runtime, _handoff_crew(max_ping_pong=9), text="TASK")
+        _, events = await _run(make_runtime, _handoff_crew(max_ping_pong=9), text="TASK")
         hit = _limit(events)
         assert hit.limit == "loop" and "'a' received the same input" in hit.message
         assert len(scripted.provider.requests) == 2  # the repeated step never called the model
 
     async def test_ping_pong_without_progress(self, make_runtime, scripted):
         scripted.provider.enqueue(
-            *[tool_reply(f"transfer_to_{t}", {"message": f"try {i}"}) for i, t in enumerate("bababab")]
+            *[
+                tool_reply(f"transfer_to_{t}", {"message": f"try {i}"})
+                for i, t in enumerate("bababab")
+            ]
         )
         _, events = await _run(make_runtime, _handoff_crew(max_ping_pong=2, max_handoffs=20))
         hit = _limit(events)
@@ -96,8 +104,11 @@ class TestLoops:
 
         scripted.tools.append(search)
         scripted.provider.enqueue(*[tool_reply("search", {"query": "x"}) for _ in range(6)])
-        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"tools": ["search"]}},
-                 limits={"max_identical_tool_calls": 3, "max_tool_rounds": 10})
+        c = crew(
+            {"type": "sequential", "steps": ["a"]},
+            {"a": {"tools": ["search"]}},
+            limits={"max_identical_tool_calls": 3, "max_tool_rounds": 10},
+        )
         _, events = await _run(make_runtime, c)
         hit = _limit(events)
         assert hit.limit == "loop" and "'search'" in hit.message
@@ -107,10 +118,12 @@ class TestLoops:
 class TestBudgets:
     async def test_token_budget_refuses_the_call_before_it_is_made(self, make_runtime, scripted):
         scripted.provider.enqueue(text_reply("one", tokens=(300, 100)), text_reply("two"))
-        c = crew({"type": "sequential", "steps": ["a", "b"]},
-                 {"a": {"max_output_tokens": 100}, "b": {"max_output_tokens": 100}},
-                 limits={"max_tokens": 500})
-        result, events = await _run(make_runtime, c)
+        c = crew(
+            {"type": "sequential", "steps": ["a", "b"]},
+            {"a": {"max_output_tokens": 100}, "b": {"max_output_tokens": 100}},
+            limits={"max_tokens": 500},
+        )
+        _, events = await _run(make_runtime, c)
         hit = _limit(events)
         assert hit.limit == "max_tokens" and "it was not made" in hit.message
         assert len(scripted.provider.requests) == 1
@@ -119,9 +132,11 @@ class TestBudgets:
     async def test_cost_budget(self, make_runtime, scripted):
         # the scripted model costs $0.001 a token
         scripted.provider.enqueue(text_reply("one", tokens=(200, 100)), text_reply("two"))
-        c = crew({"type": "sequential", "steps": ["a", "b"]},
-                 {"a": {"max_output_tokens": 50}, "b": {"max_output_tokens": 50}},
-                 limits={"max_cost_usd": 0.35})
+        c = crew(
+            {"type": "sequential", "steps": ["a", "b"]},
+            {"a": {"max_output_tokens": 50}, "b": {"max_output_tokens": 50}},
+            limits={"max_cost_usd": 0.35},
+        )
         result, events = await _run(make_runtime, c)
         assert _limit(events).limit == "max_cost_usd"
         assert result.cost_usd == pytest.approx(0.3)

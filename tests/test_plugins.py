@@ -59,7 +59,11 @@ def test_bundled_plugins_load_through_the_entry_point_group(workspace):
     assert {"offline", "guardrails", "demo"} <= set(info)
     assert info["demo"].source.startswith("entry point (pilothouse ")
     assert info["offline"].registered == {"models": ["offline"]}
-    assert set(info["guardrails"].registered["guardrails"]) == {"redact_pii", "no_secrets", "risky_claims"}
+    assert set(info["guardrails"].registered["guardrails"]) == {
+        "redact_pii",
+        "no_secrets",
+        "risky_claims",
+    }
     assert rt.registry.crews["marketing"].plugin == "demo"
     assert not rt.plugins.errors
 
@@ -71,9 +75,21 @@ def test_a_third_party_package_installed_with_pip_is_found(tmp_path, workspace):
     (src / "pilothouse_weather.py").write_text(PACKAGE_MODULE)
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(src)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     env = {"PYTHONPATH": os.pathsep.join([str(target), *sys.path])}
     done = _pilothouse("plugins", "--json", env=env)
@@ -93,19 +109,30 @@ def test_failing_plugins_are_named_and_the_others_still_load(tmp_path, workspace
     mods = tmp_path / "mods"
     mods.mkdir()
     _write_module(mods, "broken_import", "import does_not_exist_anywhere\n")
-    _write_module(mods, "broken_register", """
+    _write_module(
+        mods,
+        "broken_register",
+        """
         from pilothouse import hookimpl
         @hookimpl
         def register_tools(register):
             raise RuntimeError("no config for the weather API")
-        """)
-    _write_module(mods, "wrong_type", """
+        """,
+    )
+    _write_module(
+        mods,
+        "wrong_type",
+        """
         from pilothouse import hookimpl
         @hookimpl
         def register_guardrails(register):
             register("not a guardrail")
-        """)
-    _write_module(mods, "duplicate", """
+        """,
+    )
+    _write_module(
+        mods,
+        "duplicate",
+        """
         from pilothouse import hookimpl, tool
         @tool
         def market_size(segment: str) -> str:
@@ -114,8 +141,12 @@ def test_failing_plugins_are_named_and_the_others_still_load(tmp_path, workspace
         @hookimpl
         def register_tools(register):
             register(market_size)
-        """)
-    _write_module(mods, "good", """
+        """,
+    )
+    _write_module(
+        mods,
+        "good",
+        """
         from pilothouse import hookimpl, tool
         @tool
         def ping() -> str:
@@ -124,13 +155,17 @@ def test_failing_plugins_are_named_and_the_others_still_load(tmp_path, workspace
         @hookimpl
         def register_tools(register):
             register(ping)
-        """)
+        """,
+    )
     monkeypatch.syspath_prepend(str(mods))
     names = "broken_import,broken_register,wrong_type,duplicate,good"
     rt = pilothouse.Runtime(pilothouse.load_settings(plugins=names), log_events=False)
     errors = {e.plugin: str(e) for e in rt.plugins.errors}
     assert "No module named 'does_not_exist_anywhere'" in errors["broken_import"]
-    assert "register_tools raised RuntimeError: no config for the weather API" in errors["broken_register"]
+    assert (
+        "register_tools raised RuntimeError: no config for the weather API"
+        in errors["broken_register"]
+    )
     assert "register_guardrails expects Guardrail, got str" in errors["wrong_type"]
     assert "tool 'market_size' is already registered by 'demo'" in errors["duplicate"]
     assert set(errors) == {"broken_import", "broken_register", "wrong_type", "duplicate"}
@@ -139,8 +174,10 @@ def test_failing_plugins_are_named_and_the_others_still_load(tmp_path, workspace
     assert "marketing" in rt.registry.crews
 
     # the CLI shows the same, and exits 0: a broken plugin is not a broken installation
-    done = _pilothouse("plugins", env={"PILOTHOUSE_PLUGINS": names,
-                                        "PYTHONPATH": os.pathsep.join([str(mods), *sys.path])})
+    done = _pilothouse(
+        "plugins",
+        env={"PILOTHOUSE_PLUGINS": names, "PYTHONPATH": os.pathsep.join([str(mods), *sys.path])},
+    )
     assert done.returncode == 0
     assert "broken_import  [FAILED]" in done.stdout and "good  [ok]" in done.stdout
 
@@ -155,8 +192,15 @@ def test_hookspecs_document_every_hook():
     from pilothouse import hookspecs
 
     hooks = [name for name in dir(hookspecs) if name.startswith(("register_", "on_"))]
-    assert set(hooks) >= {"register_models", "register_personas", "register_tools",
-                          "register_retrievers", "register_guardrails", "register_crews", "on_event"}
+    assert set(hooks) >= {
+        "register_models",
+        "register_personas",
+        "register_tools",
+        "register_retrievers",
+        "register_guardrails",
+        "register_crews",
+        "on_event",
+    }
     for name in hooks:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.split()) > 15, f"{name} needs a docstring a plugin author can follow"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from pilothouse import ConfigError, load_settings
 from pilothouse.settings import mask
 
@@ -31,7 +30,10 @@ def test_env_beats_workspace_file_beats_project_file(workspace, monkeypatch):
     s = load_settings()
     assert s.default_model == "workspace-model"
     assert s.source_of("default_model") == str(Path(".pilothouse/pilothouse.toml"))
-    assert s.offline_delay_ms == 7 and s.source_of("offline_delay_ms") == "env PILOTHOUSE_OFFLINE_DELAY_MS"
+    assert (
+        s.offline_delay_ms == 7
+        and s.source_of("offline_delay_ms") == "env PILOTHOUSE_OFFLINE_DELAY_MS"
+    )
     assert s.plugins == ["a", "b"] and s.disable_plugins == ["x", "y"]
     assert s.model_aliases == {"fast": "offline:fast"}
     assert load_settings(default_model="arg").source_of("default_model") == "argument"
@@ -57,5 +59,7 @@ def test_invalid_toml_names_the_file(workspace):
 
 def test_secrets_are_masked():
     assert mask("openai_api_key", "sk-live-123") == "********"
-    assert mask("aliases", {"fast": "offline:x", "token": "abc"}) == "fast=offline:x, token=********"
+    assert (
+        mask("aliases", {"fast": "offline:x", "token": "abc"}) == "fast=offline:x, token=********"
+    )
     assert mask("default_model", "offline") == "offline"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import crew, text_reply, tool_reply
 from pilothouse import Guardrail, Verdict, tool
 
@@ -50,7 +49,11 @@ class TestToolCalls:
     @pytest.mark.parametrize(
         ("name", "arguments", "expected"),
         [
-            ("add", '{"a": "two"}', "invalid arguments for 'add': a: Input should be a valid integer"),
+            (
+                "add",
+                '{"a": "two"}',
+                "invalid arguments for 'add': a: Input should be a valid integer",
+            ),
             ("add", "{}", "a: Field required"),
             ("add", '{"a": 1, "c": 2}', "c: Extra inputs are not permitted"),
             ("add", "{not json", "not valid JSON"),
@@ -119,12 +122,17 @@ class TestGuardrails:
         result, events = await _run(make_runtime, _one_step(guardrails={"output": ["hmm"]}))
         flag = next(e for e in events if e.type == "guardrail")
         assert result.ok and (flag.action, flag.risk) == ("flag", 0.7)
-        strict = crew({"type": "sequential", "steps": ["a"]},
-                      {"a": {"guardrails": {"output": ["hmm"]}}}, on_flag="fail")
+        strict = crew(
+            {"type": "sequential", "steps": ["a"]},
+            {"a": {"guardrails": {"output": ["hmm"]}}},
+            on_flag="fail",
+        )
         result, _ = await _run(make_runtime, strict)
         assert result.status == "failed" and "flagged" in result.error
 
-    async def test_a_raising_guardrail_fails_the_run_naming_the_plugin(self, make_runtime, scripted):
+    async def test_a_raising_guardrail_fails_the_run_naming_the_plugin(
+        self, make_runtime, scripted
+    ):
         scripted.guardrails.append(Broken())
         scripted.provider.enqueue(text_reply("x"))
         result, events = await _run(make_runtime, _one_step(guardrails={"output": ["broken"]}))

@@ -81,7 +81,10 @@ pass_context = click.make_pass_decorator(Context)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--workspace", "-w", envvar="PILOTHOUSE_WORKSPACE", help="Workspace folder (default .pilothouse)."
+    "--workspace",
+    "-w",
+    envvar="PILOTHOUSE_WORKSPACE",
+    help="Workspace folder (default .pilothouse).",
 )
 @click.version_option(package_name="pilothouse")
 @click.pass_context
@@ -127,10 +130,14 @@ def _progress(quiet: bool) -> Any:
 def _exit_code(result: RunResult) -> Exit:
     if result.ok:
         return Exit.OK
-    return {"limit": Exit.LIMIT, "guardrail": Exit.BLOCKED}.get(result.error_kind or "", Exit.RUN_FAILED)
+    return {"limit": Exit.LIMIT, "guardrail": Exit.BLOCKED}.get(
+        result.error_kind or "", Exit.RUN_FAILED
+    )
 
 
-def _start(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_json: bool) -> None:
+def _start(
+    obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_json: bool
+) -> None:
     async def go() -> RunResult:
         async with Runtime(obj.settings) as rt:
             rt.subscribe(_progress(quiet or as_json))
@@ -161,7 +168,9 @@ def _start(obj: Context, crew: str, text: str, model: str | None, quiet: bool, a
 
 @cli.command()
 @click.argument("crew")
-@click.option("--input", "-i", "text", required=True, help="The run's input text ('-' reads stdin).")
+@click.option(
+    "--input", "-i", "text", required=True, help="The run's input text ('-' reads stdin)."
+)
 @click.option("--model", "-m", help="provider:model or alias used by every persona of this run.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -181,7 +190,7 @@ def demo(obj: Context, text: str, as_json: bool) -> None:
     """Run the bundled marketing crew offline (no key, no network)."""
     if not as_json:
         click.secho(
-            "pilothouse demo: researcher -> analyst -> creative -> compliance, on the offline model",
+            "pilothouse demo: researcher -> analyst -> creative -> compliance on the offline model",
             err=True,
         )
     _start(obj, "marketing", text, "offline", False, as_json)
@@ -214,7 +223,9 @@ def runs(obj: Context, status: str | None, crew: str | None, limit: int, as_json
     if not found:
         click.echo("no runs")
         return
-    click.secho(f"{'run':<13}{'crew':<16}{'status':<19}{'steps':>5}{'tokens':>8}  age  input", bold=True)
+    click.secho(
+        f"{'run':<13}{'crew':<16}{'status':<19}{'steps':>5}{'tokens':>8}  age  input", bold=True
+    )
     for r in found:
         colour = STATUS_COLOURS.get(r.status, "white")
         snippet = " ".join(r.input.split())[:40]
@@ -274,7 +285,10 @@ def show(obj: Context, run_id: str, as_json: bool) -> None:
     summary = store.get_run(run_id)
     events = store.events(summary.id)
     if as_json:
-        payload = {"run": summary.model_dump(), "events": [e.model_dump(mode="json") for e in events]}
+        payload = {
+            "run": summary.model_dump(),
+            "events": [e.model_dump(mode="json") for e in events],
+        }
         click.echo(json.dumps(payload, indent=2))
         return
     colour = STATUS_COLOURS.get(summary.status, "white")
@@ -316,7 +330,9 @@ def plugins(obj: Context, as_json: bool) -> None:
         return
     for info in infos:
         state = click.style("ok", fg="green") if info.loaded else click.style("FAILED", fg="red")
-        click.echo(f"{click.style(info.name, bold=True)}  [{state}]  {info.module}  ({info.source})")
+        click.echo(
+            f"{click.style(info.name, bold=True)}  [{state}]  {info.module}  ({info.source})"
+        )
         for kind, names in info.registered.items():
             click.echo(f"    {kind}: {', '.join(names)}")
         if info.error:

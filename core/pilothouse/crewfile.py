@@ -55,7 +55,13 @@ def load_crew_file(path: str | Path) -> Crew:
 
 def _is_union_tag(part: object) -> bool:
     # pydantic adds the discriminator value ("sequential") or a type name to locations
-    return isinstance(part, str) and part in {"sequential", "parallel", "handoff", "str", "list[str]"}
+    return isinstance(part, str) and part in {
+        "sequential",
+        "parallel",
+        "handoff",
+        "str",
+        "list[str]",
+    }
 
 
 def _raise(path: Path, text: str, loc: list[str], reason: str) -> Crew:

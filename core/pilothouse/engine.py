@@ -7,6 +7,7 @@ log before the next one starts. A run's failure is contained in that run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import traceback
@@ -225,9 +226,7 @@ class Engine:
     def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         run.seq += 1
         # The engine builds its events from values it already validated.
-        event = event_type.model_construct(
-            run_id=run.id, seq=run.seq, ts=time.time(), **fields
-        )
+        event = event_type.model_construct(run_id=run.id, seq=run.seq, ts=time.time(), **fields)
         self.log.emit(event)
 
     # -- flows ------------------------------------------------------------------
@@ -266,7 +265,9 @@ class Engine:
 
         async def branch(i: int, name: str, scope: anyio.CancelScope) -> None:
             try:
-                outputs[i] = (await self._step(run, name, text, f"{prefix}.{i + 1}", previous)).output
+                outputs[i] = (
+                    await self._step(run, name, text, f"{prefix}.{i + 1}", previous)
+                ).output
             except Exception as exc:  # first failure cancels the siblings
                 errors.append(exc)
                 scope.cancel()
@@ -330,9 +331,7 @@ class Engine:
 
         persona = self._persona(run, name)
         model = self._model_for(run, persona)
-        self._emit(
-            run, StepStarted, step_id=step_id, persona=name, input=text, model=model.id
-        )
+        self._emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=model.id)
         text = await self._guard(run, persona, "input", text, step_id)
 
         passages: list[tuple[str, Passage]] = []
@@ -406,7 +405,7 @@ class Engine:
     async def _finish_handoff(
         self, run: _Run, persona: Persona, call: Any, step_id: str, step_in: int, step_out: int
     ) -> StepOutcome:
-        target = call.name[len(HANDOFF_PREFIX):]
+        target = call.name[len(HANDOFF_PREFIX) :]
         try:
             message = str(json.loads(call.arguments or "{}").get("message", ""))
         except (json.JSONDecodeError, AttributeError):
@@ -455,7 +454,9 @@ class Engine:
         provider = entry.value
         model_name = model_name or provider.default_model() or ""
         if not model_name:
-            raise NotFound(f"model provider {provider_name!r} needs a model name: {provider_name}:NAME")
+            raise NotFound(
+                f"model provider {provider_name!r} needs a model name: {provider_name}:NAME"
+            )
         try:
             model = provider.model(model_name)
         except PilothouseError:
@@ -474,7 +475,9 @@ class Engine:
         try:
             response = await model.complete(request)
             if not isinstance(response, ModelResponse):
-                raise ModelError(f"model {model.id} returned {type(response).__name__}, not a ModelResponse")
+                raise ModelError(
+                    f"model {model.id} returned {type(response).__name__}, not a ModelResponse"
+                )
         except Exception as exc:
             self._emit(
                 run,
@@ -490,7 +493,9 @@ class Engine:
             if isinstance(exc, PilothouseError):
                 raise
             plugin = self._model_plugins.get(model.id, model.provider)
-            raise PluginError(plugin, f"model {model.id} raised {type(exc).__name__}: {exc}") from exc
+            raise PluginError(
+                plugin, f"model {model.id} raised {type(exc).__name__}: {exc}"
+            ) from exc
         cost = response.cost_usd
         if cost is None:
             cost = model.estimate_cost(response.usage.input_tokens, response.usage.output_tokens)
@@ -523,7 +528,8 @@ class Engine:
         if limits.max_tokens is not None and run.tokens + est_in + est_out > limits.max_tokens:
             raise LimitExceeded(
                 "max_tokens",
-                f"the next call to {model.id} could bring the run to {run.tokens + est_in + est_out}"
+                f"the next call to {model.id} could bring the run to"
+                f" {run.tokens + est_in + est_out}"
                 f" tokens, over max_tokens = {limits.max_tokens}; it was not made",
             )
         if limits.max_cost_usd is not None:
@@ -559,7 +565,10 @@ class Engine:
             except ToolError as exc:
                 error = str(exc)
             except Exception as exc:  # the model hears about it, the run goes on
-                error = f"tool {tool.name!r} (plugin {entry.plugin!r}) raised {type(exc).__name__}: {exc}"
+                error = (
+                    f"tool {tool.name!r} (plugin {entry.plugin!r})"
+                    f" raised {type(exc).__name__}: {exc}"
+                )
         except ToolError as exc:
             error = str(exc)
         self._emit(
@@ -584,7 +593,9 @@ class Engine:
         except PilothouseError:
             raise
         except Exception as exc:
-            raise PluginError(entry.plugin, f"retriever {name!r} raised {type(exc).__name__}: {exc}") from exc
+            raise PluginError(
+                entry.plugin, f"retriever {name!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
         self._emit(
             run, RetrievalDone, step_id=step_id, retriever=name, query=query, passages=passages
         )
@@ -597,7 +608,11 @@ class Engine:
         for name in names:
             entry = self.registry.get("guardrails", name)
             context = GuardrailContext(
-                run_id=run.id, step_id=step_id, persona=persona.name, stage=stage, crew=run.crew.name
+                run_id=run.id,
+                step_id=step_id,
+                persona=persona.name,
+                stage=stage,
+                crew=run.crew.name,
             )
             try:
                 verdict = entry.value.check(text, context)
@@ -627,14 +642,18 @@ class Engine:
             if verdict.action == "fix":
                 text = verdict.replacement or ""
             elif verdict.action == "flag" and run.crew.on_flag == "fail":
-                raise GuardrailBlocked(name, f"flagged, and the crew fails on flags: {verdict.reason}")
+                raise GuardrailBlocked(
+                    name, f"flagged, and the crew fails on flags: {verdict.reason}"
+                )
         return text
 
     def _check_ping_pong(self, run: _Run) -> None:
         window = 2 * run.crew.limits.max_ping_pong + 1
         trail = run.trail[-window:]
-        if len(trail) == window and len(set(trail)) == 2 and all(
-            a != b for a, b in zip(trail, trail[1:], strict=False)
+        if (
+            len(trail) == window
+            and len(set(trail)) == 2
+            and all(a != b for a, b in itertools.pairwise(trail))
         ):
             a, b = trail[0], trail[1]
             raise LoopDetected(
@@ -664,7 +683,9 @@ def _check_structured(output: str, schema: dict[str, Any], model_id: str) -> Non
         raise ModelError(f"{model_id} did not return JSON for an output schema: {exc}") from None
     if schema.get("type") == "object":
         if not isinstance(data, dict):
-            raise ModelError(f"{model_id} returned {type(data).__name__}, the schema wants an object")
+            raise ModelError(
+                f"{model_id} returned {type(data).__name__}, the schema wants an object"
+            )
         missing = [k for k in schema.get("required", []) if k not in data]
         if missing:
             raise ModelError(f"{model_id}'s output lacks required field(s): {', '.join(missing)}")

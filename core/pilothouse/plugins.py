@@ -95,7 +95,9 @@ class Plugins:
                 try:
                     impl.function(**{a: args[a] for a in impl.argnames})
                 except PluginError as exc:
-                    self._fail(self.info.setdefault(plugin, PluginInfo(plugin, "", "")), exc.message)
+                    self._fail(
+                        self.info.setdefault(plugin, PluginInfo(plugin, "", "")), exc.message
+                    )
                 except Exception as exc:
                     detail = "".join(traceback.format_exception_only(exc)).strip()
                     detail = f"register_{kind} raised {detail}"

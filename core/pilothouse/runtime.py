@@ -130,7 +130,9 @@ class Runtime:
         return await self.engine.run(crew_obj, input, run_id=run_id, model=model, subject=subject)
 
 
-async def run(crew: str | Crew, input: str, *, model: str | None = None, **settings: Any) -> RunResult:
+async def run(
+    crew: str | Crew, input: str, *, model: str | None = None, **settings: Any
+) -> RunResult:
     """Run a crew once with a fresh :class:`Runtime`; ``settings`` override the loaded ones."""
     async with Runtime(load_settings(**settings)) as rt:
         return await rt.run(crew, input, model=model)

@@ -37,8 +37,8 @@ def _split_commas(value: Any) -> Any:
 NameList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_commas)]
 
-_file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "pilothouse_file_settings", default={}
+_file_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "pilothouse_file_settings", default=None
 )
 
 
@@ -46,10 +46,10 @@ class _FileSource(PydanticBaseSettingsSource):
     """The merged ``pilothouse.toml`` files, read by :func:`load_settings`."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _file_data.get().get(field_name), field_name, False
+        return (_file_data.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get())
+        return dict(_file_data.get() or {})
 
 
 class Settings(BaseSettings):
@@ -72,7 +72,8 @@ class Settings(BaseSettings):
         description="Model used by personas that name none: an alias or provider:model.",
     )
     model_aliases: dict[str, str] = Field(
-        default_factory=dict, description="Short names for models, e.g. fast = 'openai:gpt-4o-mini'."
+        default_factory=dict,
+        description="Short names for models, e.g. fast = 'openai:gpt-4o-mini'.",
     )
     plugins: NameList = Field(
         default_factory=list, description="Extra plugin modules to load, comma-separated."

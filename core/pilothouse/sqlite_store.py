@@ -98,9 +98,7 @@ class SQLiteRunStore(RunStore):
         """Append events and fold them into the run summaries, in one transaction."""
         if not events:
             return
-        rows = [
-            (e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events
-        ]
+        rows = [(e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events]
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -133,8 +131,11 @@ class SQLiteRunStore(RunStore):
         elif t == "step_finished":
             sets.append("steps = steps + 1")
         elif t == "model_call":
-            sets += ["input_tokens = input_tokens + ?", "output_tokens = output_tokens + ?",
-                     "cost_usd = cost_usd + ?"]
+            sets += [
+                "input_tokens = input_tokens + ?",
+                "output_tokens = output_tokens + ?",
+                "cost_usd = cost_usd + ?",
+            ]
             usage = e.usage  # type: ignore[attr-defined]
             args += [usage.input_tokens, usage.output_tokens, e.cost_usd or 0.0]  # type: ignore[attr-defined]
         elif t == "run_finished":

@@ -52,7 +52,7 @@ class Tool:
         return ToolSpec(name=self.name, description=self.description, parameters=schema)
 
     def parse_arguments(self, raw: str) -> BaseModel:
-        """Validate the model's raw JSON arguments; raise :class:`ToolError` naming what is wrong."""
+        """Validate the model's raw JSON arguments; raise :class:`ToolError` if bad."""
         try:
             data = json.loads(raw or "{}")
         except json.JSONDecodeError as exc:

@@ -32,8 +32,11 @@ MARKET = {
 def market_size(segment: str) -> str:
     """Look up the market size and yearly growth of an outdoor market segment in Europe."""
     text = segment.lower()
-    rows = [f"{name}: {size}, growing {growth}" for name, (size, growth) in MARKET.items()
-            if any(word in text for word in name.split())]
+    rows = [
+        f"{name}: {size}, growing {growth}"
+        for name, (size, growth) in MARKET.items()
+        if any(word in text for word in name.split())
+    ]
     if not rows:
         known = ", ".join(MARKET)
         return f"No figures for {segment!r}. Known segments: {known}."

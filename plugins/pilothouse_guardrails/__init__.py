@@ -75,7 +75,9 @@ class RiskyClaims(Guardrail):
             return Verdict.ok()
         claims = ", ".join(dict.fromkeys(f"'{c}'" for c in found))
         risk = min(1.0, 0.4 + 0.15 * len(found))
-        return Verdict(action="flag", reason=f"risky claims: {claims}", replacement=fixed, risk=risk)
+        return Verdict(
+            action="flag", reason=f"risky claims: {claims}", replacement=fixed, risk=risk
+        )
 
 
 @hookimpl

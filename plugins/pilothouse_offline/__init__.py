@@ -11,7 +11,6 @@ call it answers is labelled ``offline`` in the log.
 from __future__ import annotations
 
 import anyio
-
 import pilothouse
 from pilothouse import Model, ModelProvider, ModelRequest, ModelResponse, Usage, hookimpl
 

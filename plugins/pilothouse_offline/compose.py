@@ -14,9 +14,11 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _PASSAGE = re.compile(r'<passage id="([^"]*)" source="([^"]*)">\n(.*?)\n</passage>', re.S)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _STOP = frozenset(
-    "a an and are as at be by for from has have in is it its of on or our that the their this"
-    " to was we were will with you your what which who how into about than then them they"
-    " task output do does not can should must".split()
+    """
+    a an and are as at be by for from has have in is it its of on or our that the their this
+    to was we were will with you your what which who how into about than then them they task
+    output do does not can should must
+    """.split()
 )
 HANDOFF_PREFIX = "transfer_to_"
 
@@ -94,7 +96,9 @@ def _arguments(spec: ToolSpec, text: str) -> dict[str, Any]:
 
 
 def _role(system: str) -> str:
-    match = re.search(r"\byou are (?:the |an? )?([a-z][a-z -]{1,30}?)(?:[.,:;]|\bwho\b|$)", system, re.I)
+    match = re.search(
+        r"\byou are (?:the |an? )?([a-z][a-z -]{1,30}?)(?:[.,:;]|\bwho\b|$)", system, re.I
+    )
     return match.group(1).strip().capitalize() if match else "Assistant"
 
 
