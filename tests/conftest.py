@@ -7,8 +7,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pilothouse
 import pytest
+
+import pilothouse
 from pilothouse import (
     Model,
     ModelProvider,

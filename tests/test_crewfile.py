@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
 from pilothouse import CrewFileError, Handoff, load_crew_file
 
 GOOD = """\

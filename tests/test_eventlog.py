@@ -6,6 +6,7 @@ import itertools
 import sqlite3
 
 import anyio
+
 import pilothouse
 from conftest import crew, text_reply, tool_reply
 from pilothouse import hookimpl, tool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+
 from conftest import crew, text_reply, tool_reply
 from pilothouse import Model, tool
 

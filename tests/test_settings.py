@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pilothouse import ConfigError, load_settings
 from pilothouse.settings import mask
 

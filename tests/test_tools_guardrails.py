@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import crew, text_reply, tool_reply
 from pilothouse import Guardrail, Verdict, tool
 

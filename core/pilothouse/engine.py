@@ -1,8 +1,9 @@
 """The engine: runs a crew's flow on one input, step by step, under the crew's limits.
 
-Everything the engine does is recorded through :class:`~pilothouse.eventlog.EventLog`;
-every step ends with a durability barrier, so a finished step is always in the
-log before the next one starts. A run's failure is contained in that run.
+Everything the engine does is recorded through :class:`~pilothouse.eventlog.EventLog`.
+Before a step starts, every step that finished before it is committed (the
+durability barrier), and a run's end is committed before ``run`` returns. A
+run's failure is contained in that run.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class _Run:
     seen_inputs: set[tuple[str, str]] = field(default_factory=set)
     tool_calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     trail: list[str] = field(default_factory=list)
+    #: a step finished since the last flush
+    unflushed: bool = False
 
     @property
     def tokens(self) -> int:
@@ -122,6 +125,8 @@ class Engine:
         self.settings = settings
         self._models: dict[str, Model] = {}
         self._model_plugins: dict[str, str] = {}
+        # crews already checked; the crew is kept so that its id is not reused
+        self._checked: dict[tuple[int, str | None], Crew] = {}
 
     # -- a run ------------------------------------------------------------------
 
@@ -131,6 +136,8 @@ class Engine:
         Every persona of the flow, and each one's model, tools, retrievers and
         guardrails, must resolve; the error names the crew and what is missing.
         """
+        if self._checked.get((id(crew), model)) is crew:
+            return
         run = _Run(id="", crew=crew, task="", model_override=model)
         for name in crew.persona_names():
             persona = self._persona(run, name)
@@ -145,6 +152,7 @@ class Engine:
                         self.registry.get(kind, item)
                     except NotFound as exc:
                         raise NotFound(f"crew {crew.name!r}, persona {name!r}: {exc}") from None
+        self._checked[(id(crew), model)] = crew
 
     async def run(
         self,
@@ -166,7 +174,6 @@ class Engine:
             model_override=model,
             subject=subject,
         )
-        await self.log.flush()
         result = RunResult(run_id=run.id, crew=crew.name, status="running")
         try:
             with anyio.move_on_after(crew.limits.timeout_s) as scope:
@@ -225,9 +232,7 @@ class Engine:
 
     def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         run.seq += 1
-        # The engine builds its events from values it already validated.
-        event = event_type.model_construct(run_id=run.id, seq=run.seq, ts=time.time(), **fields)
-        self.log.emit(event)
+        self.log.emit(event_type(run_id=run.id, seq=run.seq, ts=time.time(), **fields))
 
     # -- flows ------------------------------------------------------------------
 
@@ -318,6 +323,10 @@ class Engine:
         previous: str | None,
         handoff_targets: list[str] | None = None,
     ) -> StepOutcome:
+        if run.unflushed:
+            # The durability barrier: a finished step is committed before another starts.
+            run.unflushed = False
+            await self.log.flush()
         limits = run.crew.limits
         if run.steps >= limits.max_steps:
             raise LimitExceeded("max_steps", f"the run reached max_steps = {limits.max_steps}")
@@ -399,7 +408,7 @@ class Engine:
             input_tokens=step_in,
             output_tokens=step_out,
         )
-        await self.log.flush()
+        run.unflushed = True
         return StepOutcome(output=output)
 
     async def _finish_handoff(
@@ -421,7 +430,7 @@ class Engine:
             output_tokens=step_out,
             handoff_to=target,
         )
-        await self.log.flush()
+        run.unflushed = True
         return StepOutcome(output=message, handoff_to=target)
 
     # -- the parts of a step ------------------------------------------------------

@@ -4,8 +4,9 @@
 queues it. A background flusher commits whatever is queued as soon as the
 event loop is free, merging the events of every concurrent run into one
 transaction (group commit). ``await flush()`` is the durability barrier: the
-engine awaits it at the end of every step and before a run's status changes,
-so no finished step is ever ahead of the log.
+engine awaits it before a step starts if another step finished since the last
+flush, and when a run ends, so the engine never gets ahead of a finished step
+in the log.
 """
 
 from __future__ import annotations

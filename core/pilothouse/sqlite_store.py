@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import NotFound, StoreError
@@ -39,7 +40,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
         CREATE INDEX runs_created ON runs (created);
         CREATE INDEX runs_status ON runs (status, created);
         CREATE TABLE events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id INTEGER PRIMARY KEY,
             run_id TEXT NOT NULL,
             seq INTEGER NOT NULL,
             type TEXT NOT NULL,
@@ -71,6 +72,87 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
+_FINAL = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
+
+
+@dataclass
+class _RunDelta:
+    """What a batch of events changes in one run's summary row."""
+
+    updated: float = 0.0
+    last_seq: int = 0
+    steps: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    columns: dict[str, object] = field(default_factory=dict)
+
+    def fold(self, e: BaseEvent) -> None:
+        self.updated, self.last_seq = e.ts, e.seq
+        t = e.type
+        if t == "step_started":
+            self.columns["current_persona"] = e.persona  # type: ignore[attr-defined]
+            self.columns["current_step"] = e.step_id
+        elif t == "step_finished":
+            self.steps += 1
+        elif t == "model_call":
+            self.input_tokens += e.usage.input_tokens  # type: ignore[attr-defined]
+            self.output_tokens += e.usage.output_tokens  # type: ignore[attr-defined]
+            self.cost_usd += e.cost_usd or 0.0  # type: ignore[attr-defined]
+        elif t in _FINAL:
+            self.columns["status"] = _FINAL[t]
+            self.columns["current_persona"] = None
+            if t == "run_finished":
+                self.columns["output"] = e.output  # type: ignore[attr-defined]
+            elif t == "run_failed":
+                self.columns["error"] = e.message  # type: ignore[attr-defined]
+                self.columns["error_kind"] = e.kind  # type: ignore[attr-defined]
+
+    def update(self, run_id: str) -> tuple[str, list[object]]:
+        sets = [
+            "updated = ?",
+            "last_seq = ?",
+            "steps = steps + ?",
+            "input_tokens = input_tokens + ?",
+            "output_tokens = output_tokens + ?",
+            "cost_usd = cost_usd + ?",
+        ]
+        args: list[object] = [
+            self.updated,
+            self.last_seq,
+            self.steps,
+            self.input_tokens,
+            self.output_tokens,
+            self.cost_usd,
+        ]
+        for column, value in self.columns.items():
+            sets.append(f"{column} = ?")
+            args.append(value)
+        return f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*args, run_id]
+
+
+class _Checkpointer(threading.Thread):
+    """Copies the WAL into the database file every ``interval`` seconds (PASSIVE: it
+    never blocks the writer or readers), so commits on the event loop stay cheap."""
+
+    def __init__(self, path: Path, interval: float = 0.5) -> None:
+        super().__init__(name=f"pilothouse-checkpoint-{path.name}", daemon=True)
+        self.path = path
+        self.interval = interval
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            while not self._stopping.wait(self.interval):
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
 
 
 class SQLiteRunStore(RunStore):
@@ -86,11 +168,14 @@ class SQLiteRunStore(RunStore):
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            # Checkpoints (and their fsync) run in a background thread, not in the
+            # commit that happens to cross the threshold: see _Checkpointer.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             migrate(self._db)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
 
     # -- writing -------------------------------------------------------------
 
@@ -99,6 +184,18 @@ class SQLiteRunStore(RunStore):
         if not events:
             return
         rows = [(e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events]
+        started = []
+        deltas: dict[str, _RunDelta] = {}
+        for event, _ in events:
+            if event.type == "run_started":
+                started.append(
+                    (event.run_id, event.crew, event.input, event.ts, event.ts, event.seq)  # type: ignore[attr-defined]
+                )
+            else:
+                deltas.setdefault(event.run_id, _RunDelta()).fold(event)
+        if self._checkpointer is None:
+            self._checkpointer = _Checkpointer(self.path)
+            self._checkpointer.start()
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -107,47 +204,19 @@ class SQLiteRunStore(RunStore):
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-                for event, _ in events:
-                    self._fold(event)
+                if started:
+                    self._db.executemany(
+                        "INSERT INTO runs (id, crew, status, input, created, updated, last_seq)"
+                        " VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                        started,
+                    )
+                for run_id, delta in deltas.items():
+                    sql, args = delta.update(run_id)
+                    self._db.execute(sql, args)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
-
-    def _fold(self, e: BaseEvent) -> None:
-        db = self._db
-        t = e.type
-        if t == "run_started":
-            db.execute(
-                "INSERT INTO runs (id, crew, status, input, created, updated, last_seq)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?)",
-                (e.run_id, e.crew, e.input, e.ts, e.ts, e.seq),  # type: ignore[attr-defined]
-            )
-            return
-        sets, args = ["updated = ?", "last_seq = ?"], [e.ts, e.seq]
-        if t == "step_started":
-            sets += ["current_persona = ?", "current_step = ?"]
-            args += [e.persona, e.step_id]  # type: ignore[attr-defined]
-        elif t == "step_finished":
-            sets.append("steps = steps + 1")
-        elif t == "model_call":
-            sets += [
-                "input_tokens = input_tokens + ?",
-                "output_tokens = output_tokens + ?",
-                "cost_usd = cost_usd + ?",
-            ]
-            usage = e.usage  # type: ignore[attr-defined]
-            args += [usage.input_tokens, usage.output_tokens, e.cost_usd or 0.0]  # type: ignore[attr-defined]
-        elif t == "run_finished":
-            sets += ["status = 'succeeded'", "output = ?", "current_persona = NULL"]
-            args.append(e.output)  # type: ignore[attr-defined]
-        elif t == "run_failed":
-            sets += ["status = 'failed'", "error = ?", "error_kind = ?"]
-            args += [e.message, e.kind]  # type: ignore[attr-defined]
-        elif t == "run_cancelled":
-            sets.append("status = 'cancelled'")
-        args.append(e.run_id)
-        db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", args)
 
     # -- reading -------------------------------------------------------------
 
@@ -204,15 +273,15 @@ class SQLiteRunStore(RunStore):
         return [StoredEvent(id=row[0], event=parse_event(row[1])) for row in rows]
 
     def close(self) -> None:
-        """Close the connection (the WAL is checkpointed by SQLite)."""
+        """Stop the checkpointer, fold the WAL into the database file and close."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+            with self._lock, contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._lock:
             self._db.close()
 
     @staticmethod
     def _summary(row: tuple) -> RunSummary:
         return RunSummary(**dict(zip(RunSummary.model_fields, row, strict=True)))
-
-
-def dumps(obj: object) -> str:
-    """Compact JSON used for stored payloads."""
-    return json.dumps(obj, separators=(",", ":"), default=str)

@@ -44,12 +44,15 @@ class Tool:
         self.blocking = blocking
         self.is_async = inspect.iscoroutinefunction(func)
         self.arguments_model = _arguments_model(func, self.name)
+        self._spec: ToolSpec | None = None
 
     def spec(self) -> ToolSpec:
-        """The tool as offered to a model."""
-        schema = self.arguments_model.model_json_schema()
-        schema.pop("title", None)
-        return ToolSpec(name=self.name, description=self.description, parameters=schema)
+        """The tool as offered to a model (built once)."""
+        if self._spec is None:
+            schema = self.arguments_model.model_json_schema()
+            schema.pop("title", None)
+            self._spec = ToolSpec(name=self.name, description=self.description, parameters=schema)
+        return self._spec
 
     def parse_arguments(self, raw: str) -> BaseModel:
         """Validate the model's raw JSON arguments; raise :class:`ToolError` if bad."""

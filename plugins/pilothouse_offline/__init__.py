@@ -11,6 +11,7 @@ call it answers is labelled ``offline`` in the log.
 from __future__ import annotations
 
 import anyio
+
 import pilothouse
 from pilothouse import Model, ModelProvider, ModelRequest, ModelResponse, Usage, hookimpl
 

@@ -1,0 +1,194 @@
+"""Framework overhead per agent step: pilothouse vs plain awaited calls, in one run.
+
+Workload: a sequential crew of 4 personas, one model call each, on an
+in-process fake model that answers at once. Measured:
+
+- raw: a loop of plain awaited calls doing the same 4 calls per run;
+- pilothouse with the event log off (no store; events still built and observed);
+- pilothouse with the event log on (SQLite file, WAL, synchronous=NORMAL,
+  every step committed before the next starts);
+- 1,000 runs at once, log off and on.
+
+Usage: python bench/bench_core.py [--runs N] [--concurrent N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+import pilothouse
+from pilothouse import Model, ModelProvider, ModelRequest, ModelResponse, Usage, hookimpl
+
+STEPS = 4
+REPLY = ModelResponse(text="ok", usage=Usage(input_tokens=20, output_tokens=2))
+
+
+class FakeModel(Model):
+    provider, name = "fake", "model"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return REPLY
+
+
+class FakeProvider(ModelProvider):
+    name = "fake"
+
+    def model(self, name: str) -> Model:
+        return FakeModel()
+
+
+class FakePlugin:
+    __name__ = "fake"
+
+    @hookimpl
+    def register_models(self, register):
+        register(FakeProvider())
+
+
+CREW = pilothouse.Crew.model_validate(
+    {
+        "name": "bench",
+        "flow": {"type": "sequential", "steps": [f"p{i}" for i in range(STEPS)]},
+        "personas": {f"p{i}": {"instructions": f"You are p{i}."} for i in range(STEPS)},
+        "limits": {"max_steps": 100},
+    }
+)
+
+
+async def raw_run(model: FakeModel, text: str) -> str:
+    for _ in range(STEPS):
+        reply = await model.complete(None)  # type: ignore[arg-type]
+        text = reply.text or ""
+    return text
+
+
+async def time_raw(runs: int, concurrent: int) -> float:
+    model = FakeModel()
+    start = time.perf_counter()
+    if concurrent == 1:
+        for i in range(runs):
+            await raw_run(model, f"task {i}")
+    else:
+        async with anyio.create_task_group() as tg:
+            for i in range(runs):
+                tg.start_soon(raw_run, model, f"task {i}")
+    return time.perf_counter() - start
+
+
+async def time_raw_commit(runs: int, folder: str) -> float:
+    """The floor of a durable log: the raw loop plus one SQLite commit per step."""
+    db = sqlite3.connect(Path(tempfile.mkdtemp(dir=folder)) / "raw.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, run TEXT, step INT, data TEXT)")
+    model = FakeModel()
+    start = time.perf_counter()
+    for i in range(runs):
+        text = f"task {i}"
+        for step in range(STEPS):
+            reply = await model.complete(None)  # type: ignore[arg-type]
+            text = reply.text or ""
+            db.execute("BEGIN")
+            db.execute(
+                "INSERT INTO events (run, step, data) VALUES (?, ?, ?)", (str(i), step, text)
+            )
+            db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return elapsed
+
+
+async def time_pilothouse(runs: int, concurrent: int, log_events: bool, folder: str) -> float:
+    folder = tempfile.mkdtemp(dir=folder)  # a fresh store for every measurement
+    settings = pilothouse.load_settings(workspace=folder, default_model="fake:model")
+    async with pilothouse.Runtime(settings, plugins=[FakePlugin()], log_events=log_events) as rt:
+        await rt.run(CREW, "warm-up")
+        start = time.perf_counter()
+        if concurrent == 1:
+            for i in range(runs):
+                await rt.run(CREW, f"task {i}")
+        else:
+            async with anyio.create_task_group() as tg:
+                for i in range(runs):
+                    tg.start_soon(rt.run, CREW, f"task {i}")
+        elapsed = time.perf_counter() - start
+        if log_events:
+            done = rt.store.list_runs(status="succeeded", limit=runs + 10)
+            assert len(done) == runs + 1, "every run must be in the log"
+    return elapsed
+
+
+def best_of(repeats: int, fn, *args) -> float:
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        times.append(anyio.run(fn, *args))
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=500, help="sequential runs per measurement")
+    parser.add_argument("--concurrent", type=int, default=1000, help="runs at once")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    rows = []
+    steps = args.runs * STEPS
+    raw_seq = best_of(args.repeats, time_raw, args.runs, 1)
+    rows.append(("raw awaited calls, sequential", raw_seq / steps))
+    with tempfile.TemporaryDirectory() as off, tempfile.TemporaryDirectory() as on:
+        rows.append(
+            (
+                "pilothouse, log off, sequential",
+                best_of(args.repeats, time_pilothouse, args.runs, 1, False, off) / steps,
+            )
+        )
+        rows.append(
+            (
+                "raw calls + 1 SQLite commit per step",
+                best_of(args.repeats, time_raw_commit, args.runs, on) / steps,
+            )
+        )
+        rows.append(
+            (
+                "pilothouse, log on (SQLite), sequential",
+                best_of(args.repeats, time_pilothouse, args.runs, 1, True, on) / steps,
+            )
+        )
+    csteps = args.concurrent * STEPS
+    raw_con = best_of(args.repeats, time_raw, args.concurrent, args.concurrent)
+    rows.append((f"raw awaited calls, {args.concurrent} at once", raw_con / csteps))
+    with tempfile.TemporaryDirectory() as off, tempfile.TemporaryDirectory() as on:
+        rows.append(
+            (
+                f"pilothouse, log off, {args.concurrent} at once",
+                best_of(args.repeats, time_pilothouse, args.concurrent, args.concurrent, False, off)
+                / csteps,
+            )
+        )
+        rows.append(
+            (
+                f"pilothouse, log on (SQLite), {args.concurrent} at once",
+                best_of(args.repeats, time_pilothouse, args.concurrent, args.concurrent, True, on)
+                / csteps,
+            )
+        )
+
+    print(f"{STEPS}-step sequential crew, in-process fake model; best of {args.repeats}")
+    print(f"{'variant':<46}{'us/step':>10}{'x raw':>9}")
+    for label, seconds in rows:
+        base = raw_con if "at once" in label else raw_seq
+        base_per_step = base / (csteps if "at once" in label else steps)
+        print(f"{label:<46}{seconds * 1e6:>10.1f}{seconds / base_per_step:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
