@@ -78,6 +78,30 @@ class TestContentAndOrder:
         assert seen_by_reader == [0, 1, 2]
 
 
+class TestSynchronousFull:
+    async def test_full_durability_commits_in_a_worker_thread(
+        self, make_runtime, scripted, monkeypatch
+    ):
+        import threading
+
+        writers = set()
+        original = SQLiteRunStore.write
+
+        def spy(self, events):
+            writers.add(threading.current_thread().name)
+            original(self, events)
+
+        monkeypatch.setattr(SQLiteRunStore, "write", spy)
+        scripted.provider.enqueue(text_reply("a"), text_reply("b"))
+        c = crew({"type": "sequential", "steps": ["a", "b"]}, {"a": {}, "b": {}})
+        async with make_runtime(synchronous="full") as rt:
+            result = await rt.run(c, "t")
+            assert rt.store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+            assert len(rt.store.events(result.run_id)) == 10
+        assert result.ok
+        assert writers and threading.main_thread().name not in writers
+
+
 class TestIsolation:
     async def test_many_runs_at_once_and_a_failing_one_disturbs_none(self, make_runtime, scripted):
         from pilothouse import Model

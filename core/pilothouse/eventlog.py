@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from .errors import StoreError
@@ -30,8 +31,11 @@ Observer = Callable[[BaseEvent], Any]
 class EventLog:
     """Queues events for a :class:`RunStore` (or none) and fans them out to observers."""
 
-    def __init__(self, store: RunStore | None) -> None:
+    def __init__(self, store: RunStore | None, *, threaded: bool = False) -> None:
         self.store = store
+        #: commit in a worker thread instead of on the event loop (set when each
+        #: commit waits for the disk, e.g. SQLite with synchronous=FULL)
+        self.threaded = threaded
         self._observers: list[tuple[str, Observer]] = []
         self._pending: list[tuple[BaseEvent, str]] = []
         self._committed = anyio.Event()
@@ -78,26 +82,49 @@ class EventLog:
             try:
                 while True:
                     await self._wakeup.wait()
-                    self._write()
+                    if self.threaded:
+                        batch, committed = self._take()
+                        await self._commit(batch, committed)
+                    else:
+                        self._write()
             finally:
                 self._task_group = None
                 with anyio.CancelScope(shield=True):
                     self._write()
 
-    def _write(self) -> None:
+    def _take(self) -> tuple[list[tuple[BaseEvent, str]], anyio.Event]:
         self._wakeup = anyio.Event()
         batch, self._pending = self._pending, []
         committed, self._committed = self._committed, anyio.Event()
+        return batch, committed
+
+    def _write(self) -> None:
+        """Commit what is pending, on the event loop (a small batched write)."""
+        batch, committed = self._take()
+        self._done(batch, committed, self._store_write(batch))
+
+    async def _commit(self, batch: list[tuple[BaseEvent, str]], committed: anyio.Event) -> None:
+        """Commit ``batch`` in a worker thread (for stores whose commit waits on fsync)."""
+        with anyio.CancelScope(shield=True):
+            error = await anyio.to_thread.run_sync(self._store_write, batch)
+        self._done(batch, committed, error)
+
+    def _store_write(self, batch: list[tuple[BaseEvent, str]]) -> StoreError | None:
         if batch and self.store is not None:
             try:
                 self.store.write(batch)
             except StoreError as exc:
-                # Keep the batch so that a later flush retries it: nothing is dropped.
-                self._pending[:0] = batch
-                self._error = exc
-                log.error("%s", exc)
-            else:
-                self._error = None
+                return exc
+        return None
+
+    def _done(
+        self, batch: list[tuple[BaseEvent, str]], committed: anyio.Event, error: StoreError | None
+    ) -> None:
+        if error is not None:
+            # Keep the batch so that a later flush retries it: nothing is dropped.
+            self._pending[:0] = batch
+            log.error("%s", error)
+        self._error = error
         committed.set()
 
     def _start_soon(self, name: str, awaitable: Any) -> None:

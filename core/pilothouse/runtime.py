@@ -52,7 +52,7 @@ class Runtime:
             self.store = SQLiteRunStore(
                 self.settings.store_path, synchronous=self.settings.synchronous.upper()
             )
-        self.log = EventLog(self.store)
+        self.log = EventLog(self.store, threaded=self.settings.synchronous == "full")
         for name, observer in self.plugins.observers():
             self.log.subscribe(observer, name=name)
         self.engine = Engine(self.registry, self.log, self.settings)

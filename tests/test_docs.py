@@ -1,0 +1,45 @@
+"""Docs that cannot drift: the README's plugin example and crew file work as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pilothouse
+from conftest import text_reply
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def _block(language: str, first_line: str) -> str:
+    for body in re.findall(rf"```{language}\n(.*?)```", README, re.S):
+        if body.startswith(first_line):
+            return body
+    raise AssertionError(f"no {language} block starting with {first_line!r} in the README")
+
+
+async def test_the_readme_plugin_example_loads_and_runs(workspace, monkeypatch, scripted):
+    (workspace / "pilothouse_weather.py").write_text(_block("python", "# pilothouse_weather.py"))
+    monkeypatch.syspath_prepend(str(workspace))
+    settings = pilothouse.load_settings(plugins="pilothouse_weather", default_model="scripted")
+    async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
+        registered = rt.plugins.info["pilothouse_weather"].registered
+        assert registered == {
+            "personas": ["forecaster"],
+            "tools": ["forecast"],
+            "guardrails": ["no_umbrella_advice"],
+        }
+        scripted.provider.enqueue(text_reply("Take an umbrella."))
+        crew = pilothouse.Crew(name="w", flow={"type": "sequential", "steps": ["forecaster"]})
+        result = await rt.run(crew, "Weather in Oslo?")
+        verdicts = [e for e in rt.store.events(result.run_id) if e.type == "guardrail"]
+    assert result.ok and verdicts[0].action == "flag"
+    assert [t.name for t in scripted.provider.requests[0].tools] == ["forecast"]
+
+
+def test_the_readme_crew_file_is_valid(tmp_path):
+    path = tmp_path / "support.toml"
+    path.write_text(_block("toml", 'name = "support"'))
+    crew = pilothouse.load_crew_file(path)
+    assert crew.flow.type == "handoff" and crew.limits.max_cost_usd == 0.5
+    assert crew.personas["billing"].guardrails.output == ["redact_pii"]
