@@ -480,6 +480,14 @@ class Engine:
         self, run: _Run, persona: Persona, model: Model, request: ModelRequest, step_id: str
     ) -> ModelResponse:
         self._check_budget(run, model, request)
+        # what every model-call event says, whether the call worked or not
+        call = {
+            "step_id": step_id,
+            "model": model.id,
+            "offline": model.offline,
+            "messages": request.messages,
+            "tools": request.tools,
+        }
         started = time.perf_counter()
         try:
             response = await model.complete(request)
@@ -488,40 +496,27 @@ class Engine:
                     f"model {model.id} returned {type(response).__name__}, not a ModelResponse"
                 )
         except Exception as exc:
-            self._emit(
-                run,
-                ModelCalled,
-                step_id=step_id,
-                model=model.id,
-                offline=model.offline,
-                messages=request.messages,
-                tools=request.tools,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            latency = (time.perf_counter() - started) * 1000
+            error = f"{type(exc).__name__}: {exc}"
+            self._emit(run, ModelCalled, **call, latency_ms=latency, error=error)
             if isinstance(exc, PilothouseError):
                 raise
             plugin = self._model_plugins.get(model.id, model.provider)
-            raise PluginError(
-                plugin, f"model {model.id} raised {type(exc).__name__}: {exc}"
-            ) from exc
+            raise PluginError(plugin, f"model {model.id} raised {error}") from exc
+        usage = response.usage
         cost = response.cost_usd
         if cost is None:
-            cost = model.estimate_cost(response.usage.input_tokens, response.usage.output_tokens)
-        run.input_tokens += response.usage.input_tokens
-        run.output_tokens += response.usage.output_tokens
+            cost = model.estimate_cost(usage.input_tokens, usage.output_tokens)
+        run.input_tokens += usage.input_tokens
+        run.output_tokens += usage.output_tokens
         run.cost_usd += cost or 0.0
         self._emit(
             run,
             ModelCalled,
-            step_id=step_id,
-            model=model.id,
-            offline=model.offline,
-            messages=request.messages,
-            tools=request.tools,
+            **call,
             text=response.text,
             tool_calls=response.tool_calls,
-            usage=response.usage,
+            usage=usage,
             cost_usd=cost,
             latency_ms=(time.perf_counter() - started) * 1000,
             request_id=response.request_id,
