@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NotFound, StoreError
@@ -75,9 +75,21 @@ _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
 _FINAL = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
 
 
+_UPDATE_RUN = """
+UPDATE runs SET
+    updated = ?, last_seq = ?, steps = steps + ?, input_tokens = input_tokens + ?,
+    output_tokens = output_tokens + ?, cost_usd = cost_usd + ?,
+    status = COALESCE(?, status), output = COALESCE(?, output), error = COALESCE(?, error),
+    error_kind = COALESCE(?, error_kind),
+    current_persona = CASE WHEN ? THEN ? ELSE current_persona END,
+    current_step = COALESCE(?, current_step)
+WHERE id = ?
+"""
+
+
 @dataclass
 class _RunDelta:
-    """What a batch of events changes in one run's summary row."""
+    """What a batch of events changes in one run's summary row (None: unchanged)."""
 
     updated: float = 0.0
     last_seq: int = 0
@@ -85,14 +97,20 @@ class _RunDelta:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    columns: dict[str, object] = field(default_factory=dict)
+    status: str | None = None
+    output: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    persona_changed: bool = False
+    persona: str | None = None
+    step: str | None = None
 
     def fold(self, e: BaseEvent) -> None:
         self.updated, self.last_seq = e.ts, e.seq
         t = e.type
         if t == "step_started":
-            self.columns["current_persona"] = e.persona  # type: ignore[attr-defined]
-            self.columns["current_step"] = e.step_id
+            self.persona_changed, self.persona = True, e.persona  # type: ignore[attr-defined]
+            self.step = e.step_id
         elif t == "step_finished":
             self.steps += 1
         elif t == "model_call":
@@ -100,35 +118,20 @@ class _RunDelta:
             self.output_tokens += e.usage.output_tokens  # type: ignore[attr-defined]
             self.cost_usd += e.cost_usd or 0.0  # type: ignore[attr-defined]
         elif t in _FINAL:
-            self.columns["status"] = _FINAL[t]
-            self.columns["current_persona"] = None
+            self.status = _FINAL[t]
+            self.persona_changed, self.persona = True, None
             if t == "run_finished":
-                self.columns["output"] = e.output  # type: ignore[attr-defined]
+                self.output = e.output  # type: ignore[attr-defined]
             elif t == "run_failed":
-                self.columns["error"] = e.message  # type: ignore[attr-defined]
-                self.columns["error_kind"] = e.kind  # type: ignore[attr-defined]
+                self.error, self.error_kind = e.message, e.kind  # type: ignore[attr-defined]
 
-    def update(self, run_id: str) -> tuple[str, list[object]]:
-        sets = [
-            "updated = ?",
-            "last_seq = ?",
-            "steps = steps + ?",
-            "input_tokens = input_tokens + ?",
-            "output_tokens = output_tokens + ?",
-            "cost_usd = cost_usd + ?",
-        ]
-        args: list[object] = [
-            self.updated,
-            self.last_seq,
-            self.steps,
-            self.input_tokens,
-            self.output_tokens,
-            self.cost_usd,
-        ]
-        for column, value in self.columns.items():
-            sets.append(f"{column} = ?")
-            args.append(value)
-        return f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*args, run_id]
+    def row(self, run_id: str) -> tuple[object, ...]:
+        """The parameters of ``_UPDATE_RUN`` for this run."""
+        return (
+            self.updated, self.last_seq, self.steps, self.input_tokens, self.output_tokens,
+            self.cost_usd, self.status, self.output, self.error, self.error_kind,
+            self.persona_changed, self.persona, self.step, run_id,
+        )  # fmt: skip
 
 
 class _Checkpointer(threading.Thread):
@@ -210,9 +213,9 @@ class SQLiteRunStore(RunStore):
                         " VALUES (?, ?, 'running', ?, ?, ?, ?)",
                         started,
                     )
-                for run_id, delta in deltas.items():
-                    sql, args = delta.update(run_id)
-                    self._db.execute(sql, args)
+                self._db.executemany(
+                    _UPDATE_RUN, [delta.row(run_id) for run_id, delta in deltas.items()]
+                )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
