@@ -40,6 +40,8 @@ from .events import (
     HandedOff,
     LimitHit,
     ModelCalled,
+    ModelDelta,
+    ModelSwitched,
     RetrievalDone,
     RunCancelled,
     RunFailed,
@@ -50,7 +52,16 @@ from .events import (
     ToolCalled,
 )
 from .guardrails import GuardrailContext, Stage, Verdict
-from .model import Message, Model, ModelRequest, ModelResponse, ToolSpec, estimate_request_tokens
+from .model import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolSpec,
+    _delta_sink,
+    estimate_request_tokens,
+    request_hash,
+)
 from .registry import Registry
 from .retrieval import Passage
 from .settings import Settings
@@ -141,7 +152,7 @@ class Engine:
         run = _Run(id="", crew=crew, task="", model_override=model)
         for name in crew.persona_names():
             persona = self._persona(run, name)
-            self._model_for(run, persona)
+            self._models_for(run, persona)
             for kind, names in (
                 ("tools", persona.tools),
                 ("retrievers", persona.retrievers),
@@ -339,8 +350,8 @@ class Engine:
             run.trail.append(name)
 
         persona = self._persona(run, name)
-        model = self._model_for(run, persona)
-        self._emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=model.id)
+        models = self._models_for(run, persona)
+        self._emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=models[0].id)
         text = await self._guard(run, persona, "input", text, step_id)
 
         passages: list[tuple[str, Passage]] = []
@@ -366,14 +377,16 @@ class Engine:
         step_in = step_out = 0
         for _round in range(limits.max_tool_rounds):
             request = ModelRequest(
-                model=model.name,
+                model=models[0].name,
                 messages=messages,
                 tools=specs,
                 response_schema=persona.output_schema,
                 max_output_tokens=persona.max_output_tokens,
                 temperature=persona.temperature,
             )
-            response = await self._call_model(run, persona, model, request, step_id)
+            models, response = await self._call_with_fallbacks(
+                run, persona, models, request, step_id
+            )
             step_in += response.usage.input_tokens
             step_out += response.usage.output_tokens
             if not response.tool_calls:
@@ -397,7 +410,7 @@ class Engine:
             )
         output = response.text or ""
         if persona.output_schema is not None:
-            _check_structured(output, persona.output_schema, model.id)
+            _check_structured(output, persona.output_schema, models[0].id)
         output = await self._guard(run, persona, "output", output, step_id)
         self._emit(
             run,
@@ -447,10 +460,12 @@ class Engine:
                 " nor registered by a plugin"
             ) from None
 
-    def _model_for(self, run: _Run, persona: Persona) -> Model:
-        return self.resolve_model(
-            run.model_override or persona.model or self.settings.default_model
-        )
+    def _models_for(self, run: _Run, persona: Persona) -> list[Model]:
+        """The persona's model then its fallbacks; an override replaces them all."""
+        if run.model_override:
+            return [self.resolve_model(run.model_override)]
+        specs = [persona.model or self.settings.default_model, *persona.fallbacks]
+        return [self.resolve_model(spec) for spec in specs]
 
     def resolve_model(self, spec: str) -> Model:
         """The model for ``alias`` or ``provider[:name]``; instances are cached."""
@@ -476,8 +491,39 @@ class Engine:
         self._model_plugins[model.id] = entry.plugin
         return model
 
+    async def _call_with_fallbacks(
+        self,
+        run: _Run,
+        persona: Persona,
+        models: list[Model],
+        request: ModelRequest,
+        step_id: str,
+    ) -> tuple[list[Model], ModelResponse]:
+        """Call the first model; when it fails (after its own retries), the next.
+
+        Returns the models still in play (a switch sticks for the rest of the step).
+        """
+        for i, model in enumerate(models):
+            if request.model != model.name:
+                request = request.model_copy(update={"model": model.name})
+            try:
+                return models[i:], await self._call_model(run, model, request, step_id)
+            except (ModelError, PluginError) as exc:
+                if i + 1 == len(models):
+                    raise
+                self._emit(
+                    run,
+                    ModelSwitched,
+                    step_id=step_id,
+                    persona=persona.name,
+                    failed=model.id,
+                    next=models[i + 1].id,
+                    reason=str(exc),
+                )
+        raise AssertionError("unreachable: a persona has at least one model")
+
     async def _call_model(
-        self, run: _Run, persona: Persona, model: Model, request: ModelRequest, step_id: str
+        self, run: _Run, model: Model, request: ModelRequest, step_id: str
     ) -> ModelResponse:
         self._check_budget(run, model, request)
         # what every model-call event says, whether the call worked or not
@@ -487,7 +533,18 @@ class Engine:
             "offline": model.offline,
             "messages": request.messages,
             "tools": request.tools,
+            "response_schema": request.response_schema,
+            "max_output_tokens": request.max_output_tokens,
+            "temperature": request.temperature,
+            "request_hash": request_hash(request),
         }
+
+        def show_delta(text: str) -> None:
+            delta = ModelDelta(run_id=run.id, seq=run.seq, ts=time.time(), step_id=step_id,
+                               model=model.id, text=text)  # fmt: skip
+            self.log.emit(delta, persist=False)
+
+        token = _delta_sink.set(show_delta)
         started = time.perf_counter()
         try:
             response = await model.complete(request)
@@ -496,6 +553,7 @@ class Engine:
                     f"model {model.id} returned {type(response).__name__}, not a ModelResponse"
                 )
         except Exception as exc:
+            _delta_sink.reset(token)
             latency = (time.perf_counter() - started) * 1000
             error = f"{type(exc).__name__}: {exc}"
             self._emit(run, ModelCalled, **call, latency_ms=latency, error=error)
@@ -503,6 +561,7 @@ class Engine:
                 raise
             plugin = self._model_plugins.get(model.id, model.provider)
             raise PluginError(plugin, f"model {model.id} raised {error}") from exc
+        _delta_sink.reset(token)
         usage = response.usage
         cost = response.cost_usd
         if cost is None:
@@ -519,6 +578,7 @@ class Engine:
             usage=usage,
             cost_usd=cost,
             latency_ms=(time.perf_counter() - started) * 1000,
+            ttft_ms=response.ttft_ms,
             request_id=response.request_id,
         )
         return response

@@ -47,9 +47,12 @@ class EventLog:
         """Call ``observer(event)`` for every event; it may return an awaitable."""
         self._observers.append((name or getattr(observer, "__name__", "observer"), observer))
 
-    def emit(self, event: BaseEvent) -> None:
-        """Record ``event``: queue it for the store and show it to the observers."""
-        if self.store is not None:
+    def emit(self, event: BaseEvent, *, persist: bool = True) -> None:
+        """Record ``event``: queue it for the store and show it to the observers.
+
+        ``persist=False`` shows it to observers only (streamed token deltas).
+        """
+        if persist and self.store is not None:
             self._pending.append((event, event.model_dump_json()))
             self._wakeup.set()
         for name, observer in self._observers:

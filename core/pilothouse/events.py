@@ -119,8 +119,33 @@ class ModelCalled(BaseEvent):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
     latency_ms: float = 0.0
+    ttft_ms: float | None = None
     request_id: str | None = None
+    #: :func:`pilothouse.model.request_hash` of the request (replay serves by it)
+    request_hash: str = ""
+    #: the rest of the request: what replay needs to send it again
+    response_schema: dict[str, Any] | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
     error: str | None = None
+
+
+class ModelDelta(BaseEvent):
+    """A piece of streamed model text. Shown to observers, never stored."""
+
+    type: Literal["model_delta"] = "model_delta"
+    model: str
+    text: str
+
+
+class ModelSwitched(BaseEvent):
+    """A persona's model failed (after its retries) and the next fallback takes over."""
+
+    type: Literal["model_switched"] = "model_switched"
+    persona: str
+    failed: str
+    next: str
+    reason: str
 
 
 class ToolCalled(BaseEvent):
@@ -192,6 +217,8 @@ Event = Annotated[
     | StepFinished
     | ContextBuilt
     | ModelCalled
+    | ModelDelta
+    | ModelSwitched
     | ToolCalled
     | RetrievalDone
     | GuardrailChecked

@@ -8,7 +8,11 @@ turns a model name into a :class:`Model`; the engine only ever calls
 from __future__ import annotations
 
 import abc
+import contextvars
+import hashlib
+import json
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -70,6 +74,31 @@ class ModelResponse(BaseModel):
     cost_usd: float | None = None
     finish_reason: str | None = None
     request_id: str | None = None
+    #: milliseconds from sending the request to the first streamed token
+    ttft_ms: float | None = None
+
+
+def request_hash(request: ModelRequest) -> str:
+    """A stable digest of what a request asks, whatever model answers it (for replay)."""
+    payload = request.model_dump(mode="json", exclude={"model"})
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+_delta_sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "pilothouse_delta_sink", default=None
+)
+
+
+def emit_delta(text: str) -> None:
+    """Called by streaming providers for each piece of text as it arrives.
+
+    The engine routes it to event observers (the monitor shows it live); it is
+    not written to the run store. Outside a model call it does nothing.
+    """
+    sink = _delta_sink.get()
+    if sink is not None and text:
+        sink(text)
 
 
 def estimate_tokens(text: str) -> int:
@@ -127,3 +156,6 @@ class ModelProvider(abc.ABC):
     def default_model(self) -> str | None:
         """The model name used when a persona names only the provider, if any."""
         return None
+
+    async def aclose(self) -> None:  # noqa: B027 - optional, most providers hold nothing
+        """Release connections and other resources; called when the runtime closes."""

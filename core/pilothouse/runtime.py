@@ -10,6 +10,7 @@ For a one-off run, :func:`pilothouse.run` does the same in one call.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,11 @@ class Runtime:
         )
         await self._task_group.__aexit__(*(exc_info if cancelled else (None, None, None)))
         self._task_group = None
+        for entry in self.registry.models.values():
+            try:
+                await entry.value.aclose()
+            except Exception:  # closing must not hide the caller's own outcome
+                logging.getLogger("pilothouse").exception("plugin %r: aclose failed", entry.plugin)
         if self.store is not None:
             self.store.close()
 

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -52,10 +52,54 @@ class _FileSource(PydanticBaseSettingsSource):
         return dict(_file_data.get() or {})
 
 
+class Endpoint(BaseModel):
+    """A model server: its URL, key and the limits pilothouse keeps to when calling it.
+
+    Personas name its models as ``<endpoint name>:<model>``, e.g. ``local:llama3``.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    #: the provider plugin that speaks to it
+    provider: str = "openai"
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    #: read the key from this environment variable when ``api_key`` is not set
+    api_key_env: str | None = None
+    #: model used when a persona names only the endpoint
+    default_model: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    #: requests in flight at once (a thousand runs do not stampede one server)
+    max_concurrency: int = Field(default=32, gt=0)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    #: stream replies (token deltas reach observers; time to first token is measured)
+    stream: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    def key(self) -> str | None:
+        """The API key, from ``api_key`` or the variable ``api_key_env`` names."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class Price(BaseModel):
+    """What a model costs, in USD per million tokens."""
+
+    model_config = {"extra": "forbid"}
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class Settings(BaseSettings):
     """Everything that can be configured. Build it with :func:`load_settings`."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", env_nested_delimiter="__"
+    )
 
     workspace: Path = Field(
         default=Path(".pilothouse"), description="Folder holding the run store and config."
@@ -89,6 +133,14 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Delay the offline model adds to every call (for demos)."
     )
     trace_hooks: bool = Field(default=False, description="Log every plugin hook call.")
+    endpoints: dict[str, Endpoint] = Field(
+        default_factory=dict,
+        description="Model servers by name ([endpoints.NAME] in pilothouse.toml).",
+    )
+    prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description="USD per million tokens by model name, over the built-in table.",
+    )
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -121,13 +173,19 @@ class Settings(BaseSettings):
         return rows
 
 
-_SECRET_WORDS = ("key", "token", "secret", "password")
+_SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "authorization"})
 
 
 def mask(name: str, value: Any) -> str:
     """Show a setting's value, never a secret's."""
-    if isinstance(value, SecretStr) or any(w in name.lower() for w in _SECRET_WORDS):
+    if name.endswith("_env") and isinstance(value, str):
+        return value  # the name of a variable, not its value
+    if isinstance(value, SecretStr) or _SECRET_WORDS & set(
+        name.lower().replace("-", "_").split("_")
+    ):
         return "********" if value else ""
+    if isinstance(value, BaseModel):
+        return "{" + mask(name, value.model_dump()) + "}"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     if isinstance(value, dict):
@@ -148,7 +206,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _env_value(name: str) -> str | None:
     wanted = (ENV_PREFIX + name).upper()
     for key, value in os.environ.items():
-        if key.upper() == wanted:
+        if key.upper() == wanted or key.upper().startswith(wanted + "__"):
             return value
     return None
 

@@ -1,0 +1,187 @@
+"""One OpenAI-compatible server: its pooled HTTP client, limits, retries and errors."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+
+from pilothouse import ModelError
+from pilothouse.settings import Endpoint
+
+from .ratelimit import Bucket
+
+log = logging.getLogger("pilothouse.openai")
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+
+
+class EndpointClient:
+    """Shared by every model of one endpoint: a connection pool sized to the
+    endpoint's concurrency limit, the rate limits, and the retry policy."""
+
+    def __init__(
+        self, name: str, config: Endpoint, *, sleep: Callable[[float], Awaitable[Any]] = anyio.sleep
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.base_url = config.base_url.rstrip("/")
+        self._key = config.key()
+        self._client: httpx.AsyncClient | None = None
+        self._slots: anyio.CapacityLimiter | None = None
+        self._requests = Bucket(config.requests_per_minute) if config.requests_per_minute else None
+        self._tokens = Bucket(config.tokens_per_minute) if config.tokens_per_minute else None
+        self._sleep = sleep
+
+    def client(self) -> httpx.AsyncClient:
+        """The pooled client, made on first use inside the event loop."""
+        if self._client is None:
+            headers = {"User-Agent": "pilothouse", **self.config.headers}
+            if self._key:
+                headers["Authorization"] = f"Bearer {self._key}"
+            limits = httpx.Limits(
+                max_connections=self.config.max_concurrency,
+                max_keepalive_connections=self.config.max_concurrency,
+            )
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=headers,
+                limits=limits,
+                timeout=httpx.Timeout(
+                    self.config.timeout_s, connect=min(10.0, self.config.timeout_s)
+                ),
+            )
+            self._slots = anyio.CapacityLimiter(self.config.max_concurrency)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def redact(self, text: str) -> str:
+        """Text from a server or an exception, with the API key cut out."""
+        if self._key:
+            text = text.replace(self._key, "***")
+        return text
+
+    @asynccontextmanager
+    async def post(
+        self, payload: dict[str, Any], *, tokens: int, stream: bool
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``/chat/completions`` within the limits, retrying what is worth retrying.
+
+        Yields a response with status 200 (its body not yet read when streaming);
+        raises :class:`ModelError` saying what to fix otherwise.
+        """
+        client = self.client()
+        assert self._slots is not None
+        attempt = 0
+        while True:
+            if self._requests is not None:
+                await self._requests.take(1)
+            if self._tokens is not None:
+                await self._tokens.take(tokens)
+            retry_after: float | None = None
+            async with self._slots:
+                try:
+                    request = client.build_request("POST", "/chat/completions", json=payload)
+                    response = await client.send(request, stream=stream)
+                except httpx.TransportError as exc:
+                    problem = f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
+                    response = None
+                if response is not None:
+                    if response.status_code == 200:
+                        try:
+                            yield response
+                        finally:
+                            await response.aclose()
+                        return
+                    body = (await response.aread()).decode("utf-8", "replace")
+                    await response.aclose()
+                    request_id = response.headers.get("x-request-id")
+                    if response.status_code not in RETRY_STATUSES:
+                        raise ModelError(
+                            self._explain(response.status_code, body, payload),
+                            request_id=request_id,
+                        )
+                    problem = f"HTTP {response.status_code}"
+                    retry_after = _retry_after(response.headers.get("retry-after"))
+            if attempt >= self.config.max_retries:
+                raise ModelError(
+                    f"endpoint {self.name!r} ({self.base_url}) failed after"
+                    f" {attempt + 1} attempts: {problem}"
+                )
+            delay = retry_after if retry_after is not None else _backoff(attempt)
+            log.warning(
+                "endpoint %s: %s; retry %d in %.2f s", self.name, problem, attempt + 1, delay
+            )
+            attempt += 1
+            await self._sleep(delay)
+
+    def _explain(self, status: int, body: str, payload: dict[str, Any]) -> str:
+        detail = _server_message(body)
+        model = payload.get("model")
+        where = f"endpoint {self.name!r} ({self.base_url})"
+        if status == 401:
+            hint = (
+                "set OPENAI_API_KEY"
+                if self.name == "openai"
+                else f"set endpoints.{self.name}.api_key"
+            )
+            text = f"{where} rejected the API key (HTTP 401): {hint}"
+        elif status == 403:
+            text = (
+                f"{where} refused access to model {model!r} (HTTP 403): check the key's permissions"
+            )
+        elif status == 404:
+            text = (
+                f"{where} has no model {model!r} or no /chat/completions (HTTP 404):"
+                " check the model name and the base URL"
+            )
+        else:
+            text = f"{where} rejected the request (HTTP {status})"
+        if detail:
+            text += f"; the server said: {detail}"
+        return self.redact(text)
+
+
+def _server_message(body: str) -> str:
+    try:
+        data = json.loads(body)
+        message = (data.get("error") or {}).get("message") if isinstance(data, dict) else None
+    except (json.JSONDecodeError, AttributeError):
+        message = None
+    text = message or body
+    return " ".join(text.split())[:300]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), at most 60."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(seconds, 60.0))
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter between half and all of the step."""
+    step = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
+    return step * (0.5 + random.random() / 2)

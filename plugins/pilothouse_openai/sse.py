@@ -1,0 +1,72 @@
+"""Reading an OpenAI-style server-sent event stream into a reply."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pilothouse import ModelError
+
+
+@dataclass
+class StreamedReply:
+    """What the chunks of a stream add up to."""
+
+    text: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    id: str | None = None
+    done: bool = False
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        """Fold one chunk in; return the text it adds."""
+        self.id = self.id or chunk.get("id")
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        added = ""
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                added += delta["content"]
+            for call in delta.get("tool_calls") or ():
+                slot = self.tool_calls.setdefault(
+                    call.get("index", 0), {"id": "", "name": "", "arguments": ""}
+                )
+                slot["id"] = call.get("id") or slot["id"]
+                function = call.get("function") or {}
+                slot["name"] += function.get("name") or ""
+                slot["arguments"] += function.get("arguments") or ""
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        if added:
+            self.text.append(added)
+        return added
+
+
+async def read_stream(lines: AsyncIterator[str], reply: StreamedReply, on_text: Any) -> None:
+    """Consume ``data:`` lines until ``[DONE]``; raise :class:`ModelError` on garbage or a cut."""
+    async for line in lines:
+        if not line.startswith("data:"):
+            continue  # comments, event names, keep-alives
+        data = line[5:].strip()
+        if data == "[DONE]":
+            reply.done = True
+            return
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError:
+            raise ModelError(
+                f"the stream sent a chunk that is not JSON: {data[:80]!r}", request_id=reply.id
+            ) from None
+        if not isinstance(chunk, dict):
+            raise ModelError("the stream sent a chunk that is not an object", request_id=reply.id)
+        if "error" in chunk:
+            message = (chunk["error"] or {}).get("message", "unknown error")
+            raise ModelError(f"the server reported an error mid-stream: {message}",
+                             request_id=reply.id)  # fmt: skip
+        added = reply.add(chunk)
+        if added:
+            on_text(added)
+    raise ModelError("the stream ended before [DONE]: the reply was cut off", request_id=reply.id)

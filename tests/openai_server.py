@@ -1,0 +1,290 @@
+"""An OpenAI-compatible chat-completions server for tests and benchmarks, on 127.0.0.1.
+
+A raw ASGI app under uvicorn, in a background thread. Tests script what it
+answers (``enqueue``: replies, tool calls, HTTP errors, garbage, cut streams,
+slow answers) and read back every request it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+
+@dataclass
+class Answer:
+    """One scripted answer. ``kind``: reply, status, garbage, cut, no_choices."""
+
+    kind: str = "reply"
+    text: str | None = None
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    delay: float = 0.0
+    usage: bool = True
+
+
+def reply(text: str, **kw: Any) -> Answer:
+    return Answer(text=text, **kw)
+
+
+def tool_calls(*calls: tuple[str, dict[str, Any]], **kw: Any) -> Answer:
+    return Answer(tool_calls=list(calls), **kw)
+
+
+def status(code: int, body: str = "", **kw: Any) -> Answer:
+    return Answer(
+        kind="status",
+        status=code,
+        body=body or json.dumps({"error": {"message": f"scripted {code}", "type": "test"}}),
+        **kw,
+    )
+
+
+class FakeOpenAI:
+    """The app. ``received`` holds each request body, ``stamps`` when it arrived."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.script: deque[Answer] = deque()
+        self.by_model: dict[str, Answer] = {}
+        self.received: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        self.stamps: list[float] = []
+        self.latency = 0.0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.disconnected = 0
+        self.counter = 0
+
+    def enqueue(self, *answers: Answer) -> None:
+        self.script.extend(answers)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
+            await _send(send, 404, b'{"error": {"message": "no such route"}}')
+            return
+        request = json.loads(body)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.received.append(request)
+        self.auth.append(headers.get("authorization"))
+        self.stamps.append(time.monotonic())
+        self.counter += 1
+        answer = self.by_model.get(request.get("model")) or (
+            self.script.popleft() if self.script else Answer(text=_echo(request))
+        )
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if not await _wait_or_disconnect(receive, self.latency + answer.delay):
+                self.disconnected += 1
+                return
+            await self._answer(request, answer, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: dict[str, Any], answer: Answer, send: Any) -> None:
+        request_id = f"req-{self.counter}"
+        extra = {"x-request-id": request_id, **answer.headers}
+        if answer.kind == "status":
+            await _send(send, answer.status, answer.body.encode(), extra)
+            return
+        if answer.kind == "garbage":
+            await _send(send, 200, b'{"id": "oops", "choices": [', extra)
+            return
+        if answer.kind == "no_choices":
+            await _send(send, 200, json.dumps({"id": request_id, "choices": []}).encode(), extra)
+            return
+        usage = _usage(request, answer) if answer.usage else None
+        if request.get("stream"):
+            await self._stream(request, answer, send, request_id, usage, extra)
+            return
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+        if answer.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for i, (name, args) in enumerate(answer.tool_calls)
+            ]
+        data = {
+            "id": request_id,
+            "object": "chat.completion",
+            "model": request.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if answer.tool_calls else "stop",
+                }
+            ],
+        }
+        if usage:
+            data["usage"] = usage
+        await _send(send, 200, json.dumps(data).encode(), extra)
+
+    async def _stream(self, request, answer, send, request_id, usage, extra) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": _headers({"content-type": "text/event-stream", **extra}),
+            }
+        )
+
+        async def chunk(payload: dict[str, Any] | str) -> None:
+            data = payload if isinstance(payload, str) else json.dumps(payload)
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": f"data: {data}\n\n".encode(),
+                    "more_body": True,
+                }
+            )
+
+        base = {"id": request_id, "object": "chat.completion.chunk", "model": request.get("model")}
+        await chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+        words = (answer.text or "").split(" ")
+        if answer.kind == "cut":
+            words = words[: max(1, len(words) // 2)]
+        for i, word in enumerate(w for w in words if answer.text):
+            piece = word if i == 0 else " " + word
+            await chunk({**base, "choices": [{"index": 0, "delta": {"content": piece}}]})
+        if answer.kind == "cut":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        for i, (name, args) in enumerate(answer.tool_calls):
+            raw = json.dumps(args)
+            half = len(raw) // 2
+            await chunk(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {
+                                "tool_calls": [
+                                    {
+                                        "index": i,
+                                        "id": f"call_{i}",
+                                        "type": "function",
+                                        "function": {"name": name, "arguments": raw[:half]},
+                                    }
+                                ]
+                            },
+                        }
+                    ],
+                }
+            )
+            await chunk(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {
+                                "tool_calls": [{"index": i, "function": {"arguments": raw[half:]}}]
+                            },
+                        }
+                    ],
+                }
+            )
+        finish = "tool_calls" if answer.tool_calls else "stop"
+        await chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        if usage and (request.get("stream_options") or {}).get("include_usage"):
+            await chunk({**base, "choices": [], "usage": usage})
+        await chunk("[DONE]")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _echo(request: dict[str, Any]) -> str:
+    last = request["messages"][-1].get("content") or ""
+    return "echo: " + " ".join(last.split())[:60]
+
+
+def _usage(request: dict[str, Any], answer: Answer) -> dict[str, int]:
+    prompt = sum(len(m.get("content") or "") for m in request["messages"]) // 4 + 1
+    completion = len(answer.text or "") // 4 + 1 + 5 * len(answer.tool_calls)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+async def _wait_or_disconnect(receive: Any, seconds: float) -> bool:
+    """Sleep ``seconds`` unless the client goes away first (then False)."""
+    if seconds <= 0:
+        return True
+    waiter = asyncio.ensure_future(receive())
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=seconds)
+        return not (done and waiter.result().get("type") == "http.disconnect")
+    finally:
+        waiter.cancel()
+
+
+def _headers(values: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in values.items()]
+
+
+async def _send(send: Any, code: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+    headers = _headers({"content-type": "application/json", **(extra or {})})
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.contextmanager
+def serve(app: FakeOpenAI) -> Iterator[str]:
+    """Run ``app`` on a free port of 127.0.0.1; yield its base URL (ending in /v1)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        ws="none",
+        http="h11",
+        access_log=False,
+        backlog=2048,
+        limit_concurrency=None,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
