@@ -131,6 +131,26 @@ def workspace(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def openai_app():
+    """One OpenAI-compatible server on 127.0.0.1 for the whole session: (app, base URL)."""
+    from openai_server import FakeOpenAI, serve
+
+    app = FakeOpenAI()
+    with serve(app) as url:
+        yield app, url
+
+
+@pytest.fixture
+def openai_server(openai_app, monkeypatch):
+    """The server, reset, with OPENAI_BASE_URL / OPENAI_API_KEY pointing at it."""
+    app, url = openai_app
+    app.reset()
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-0123456789abcdef")
+    return app
+
+
 @pytest.fixture
 def scripted():
     """The scripted plugin; tests add tools, guardrails and replies to it."""

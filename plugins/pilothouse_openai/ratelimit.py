@@ -8,10 +8,11 @@ import anyio
 
 
 class Bucket:
-    """A token bucket refilled at ``per_minute / 60`` a second, holding at most ``per_minute``."""
+    """A token bucket refilled at ``per_minute / 60`` a second. It holds ten seconds'
+    worth, so a burst at start-up cannot spend the whole minute at once."""
 
     def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
+        self.capacity = max(1.0, per_minute / 6)
         self.rate = per_minute / 60.0
         self.level = self.capacity
         self.stamp = time.monotonic()

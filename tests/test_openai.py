@@ -1,0 +1,285 @@
+"""The OpenAI-compatible provider against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+
+import pilothouse
+from conftest import crew
+from openai_server import Answer, reply, status, tool_calls
+from pilothouse import tool
+
+KEY = "sk-test-secret-0123456789abcdef"
+
+
+def _settings(**endpoint):
+    """Settings with one endpoint ``local`` at the test server (no retries wait long)."""
+    url = os.environ["OPENAI_BASE_URL"]
+    config = {"base_url": url, "api_key": KEY, **endpoint}
+    return pilothouse.load_settings(endpoints={"local": config}, default_model="local:test")
+
+
+def _one_step(**persona):
+    return crew(
+        {"type": "sequential", "steps": ["a"]}, {"a": {"instructions": "Be brief.", **persona}}
+    )
+
+
+async def _run(settings, c, text="hello", plugins=()):
+    async with pilothouse.Runtime(settings, plugins=list(plugins)) as rt:
+        result = await rt.run(c, text)
+        return result, rt.store.events(result.run_id)
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch):
+    """Retries wait 10 ms instead of seconds (Retry-After still counts as sent)."""
+    import pilothouse_openai.endpoint as endpoint
+
+    monkeypatch.setattr(endpoint, "_backoff", lambda attempt: 0.01)
+
+
+class TestEndToEnd:
+    @pytest.mark.slow
+    def test_pilothouse_run_against_the_server_logs_what_it_received(
+        self, openai_server, workspace
+    ):
+        env = {**os.environ}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pilothouse",
+                "run",
+                "marketing",
+                "-i",
+                "Launch the Helio 30",
+                "--model",
+                "openai:gpt-4o-mini",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        run_id = json.loads(done.stdout)["run_id"]
+        store = pilothouse.sqlite_store.SQLiteRunStore(workspace / ".pilothouse" / "runs.db")
+        calls = [e for e in store.events(run_id) if e.type == "model_call"]
+        assert len(calls) == len(openai_server.received) == 4
+        for call, sent in zip(calls, openai_server.received, strict=True):
+            assert sent["model"] == "gpt-4o-mini" and call.model == "openai:gpt-4o-mini"
+            assert [m.model_dump(exclude_none=True) for m in call.messages] == [
+                {k: v for k, v in m.items() if v is not None} for m in sent["messages"]
+            ]
+            assert call.request_id.startswith("req-") and call.ttft_ms is not None
+            assert call.cost_usd > 0 and not call.usage.estimated
+        assert all(a == f"Bearer {KEY}" for a in openai_server.auth)
+        raw = (workspace / ".pilothouse" / "runs.db").read_bytes()
+        assert KEY.encode() not in raw and KEY not in done.stderr + done.stdout
+        store.close()
+
+
+class TestProtocol:
+    @pytest.mark.parametrize("stream", [True, False])
+    async def test_tool_calls_including_parallel_ones(
+        self, openai_server, workspace, scripted, stream
+    ):
+        seen = []
+
+        @tool(blocking=False)
+        def lookup(city: str) -> str:
+            """Look a city up."""
+            seen.append(city)
+            return f"{city}: sunny"
+
+        scripted.tools.append(lookup)
+        openai_server.enqueue(
+            tool_calls(("lookup", {"city": "Oslo"}), ("lookup", {"city": "Rome"})),
+            reply("Both sunny."),
+        )
+        result, _ = await _run(
+            _settings(stream=stream), _one_step(tools=["lookup"]), plugins=[scripted]
+        )
+        assert result.ok and result.output == "Both sunny." and seen == ["Oslo", "Rome"]
+        first, second = openai_server.received
+        assert first["tools"][0]["function"]["name"] == "lookup"
+        assert first["tools"][0]["function"]["parameters"]["required"] == ["city"]
+        assert [m["role"] for m in second["messages"]] == [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "tool",
+        ]
+        assert second["messages"][2]["tool_calls"][1]["function"]["arguments"] == '{"city": "Rome"}'
+        assert second["messages"][3] == {
+            "role": "tool",
+            "content": "Oslo: sunny",
+            "tool_call_id": "call_0",
+        }
+
+    async def test_structured_output_sends_the_schema(self, openai_server, workspace):
+        schema = {
+            "type": "object",
+            "properties": {"risk": {"type": "number"}},
+            "required": ["risk"],
+        }
+        openai_server.enqueue(reply('{"risk": 0.2}'))
+        result, _ = await _run(_settings(), _one_step(output_schema=schema))
+        assert result.ok and json.loads(result.output) == {"risk": 0.2}
+        sent = openai_server.received[0]["response_format"]
+        assert sent == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+    async def test_deltas_reach_observers_but_not_the_store(self, openai_server, workspace):
+        openai_server.enqueue(reply("one two three four"))
+        deltas = []
+        async with pilothouse.Runtime(_settings(stream=True)) as rt:
+            rt.subscribe(lambda e: deltas.append(e.text) if e.type == "model_delta" else None)
+            result = await rt.run(_one_step(), "count")
+            stored = {e.type for e in rt.store.events(result.run_id)}
+        assert "".join(deltas) == "one two three four" and len(deltas) == 4
+        assert "model_delta" not in stored
+
+    async def test_missing_usage_is_estimated_and_marked(self, openai_server, workspace):
+        openai_server.enqueue(Answer(text="no usage here", usage=False))
+        _, events = await _run(_settings(stream=False), _one_step())
+        call = next(e for e in events if e.type == "model_call")
+        assert (
+            call.usage.estimated and call.usage.input_tokens > 0 and call.usage.output_tokens == 4
+        )
+
+    async def test_costs_come_from_the_price_table_and_config(self, openai_server, workspace):
+        openai_server.enqueue(reply("x"), reply("y"))
+        settings = pilothouse.load_settings(prices={"gpt-4o-mini": {"input": 1000, "output": 0}})
+        c = _one_step(model="openai:gpt-4o-mini")
+        result, events = await _run(settings, c)
+        call = next(e for e in events if e.type == "model_call")
+        assert call.cost_usd == pytest.approx(call.usage.input_tokens * 1000 / 1e6)
+        default = pilothouse.load_settings()
+        result, events = await _run(default, c)
+        call = next(e for e in events if e.type == "model_call")
+        expected = (call.usage.input_tokens * 0.15 + call.usage.output_tokens * 0.60) / 1e6
+        assert call.cost_usd == pytest.approx(expected) and result.cost_usd == pytest.approx(
+            expected
+        )
+
+
+class TestFaults:
+    async def test_429_honours_retry_after(self, openai_server, workspace):
+        openai_server.enqueue(status(429, headers={"retry-after": "0.3"}), reply("finally"))
+        result, _ = await _run(_settings(), _one_step())
+        assert result.ok and result.output == "finally"
+        first, second = openai_server.stamps
+        assert second - first >= 0.29
+
+    async def test_5xx_and_timeouts_are_retried(self, openai_server, workspace):
+        openai_server.enqueue(status(500), status(503), Answer(text="slow", delay=2), reply("ok"))
+        result, _ = await _run(_settings(timeout_s=0.5), _one_step())
+        assert result.ok and result.output == "ok" and len(openai_server.received) == 4
+
+    async def test_retries_run_out_with_a_clear_error(self, openai_server, workspace):
+        openai_server.enqueue(*[status(502)] * 3)
+        result, _ = await _run(_settings(max_retries=2), _one_step())
+        assert result.status == "failed" and result.error_kind == "model"
+        assert "failed after 3 attempts: HTTP 502" in result.error
+
+    @pytest.mark.parametrize(
+        ("code", "message"),
+        [
+            (401, "rejected the API key (HTTP 401): set endpoints.local.api_key"),
+            (403, "refused access to model 'test' (HTTP 403)"),
+            (404, "has no model 'test' or no /chat/completions (HTTP 404)"),
+            (400, "rejected the request (HTTP 400); the server said: scripted 400"),
+        ],
+    )
+    async def test_client_errors_fail_at_once_without_the_key(
+        self, openai_server, workspace, code, message
+    ):
+        body = json.dumps({"error": {"message": f"scripted {code} for key {KEY}"}})
+        openai_server.enqueue(status(code, body=body), reply("never"))
+        result, events = await _run(_settings(), _one_step())
+        assert result.status == "failed" and message in result.error
+        assert len(openai_server.received) == 1
+        assert KEY not in result.error and "***" in result.error
+        assert "(request id req-1)" in result.error
+        assert all(KEY not in e.model_dump_json() for e in events)
+
+    @pytest.mark.parametrize(
+        ("answer", "stream", "message"),
+        [
+            (Answer(kind="garbage"), False, "answered with something that is not JSON"),
+            (Answer(kind="no_choices"), False, "answered without choices"),
+            (
+                Answer(kind="cut", text="a long reply that is cut in the middle"),
+                True,
+                "the stream ended before [DONE]: the reply was cut off",
+            ),
+        ],
+    )
+    async def test_garbage_and_cut_streams_are_model_errors(
+        self, openai_server, workspace, answer, stream, message
+    ):
+        openai_server.enqueue(answer)
+        result, _ = await _run(_settings(stream=stream), _one_step())
+        assert result.status == "failed" and message in result.error
+        assert "(request id req-" in result.error
+
+    async def test_an_unreachable_server_fails_after_retries(self, workspace):
+        sock = __import__("socket").socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()  # nothing listens there now
+        settings = pilothouse.load_settings(
+            endpoints={"down": {"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 2}},
+            default_model="down:m",
+        )
+        result, _ = await _run(settings, _one_step())
+        assert result.status == "failed" and "failed after 3 attempts: ConnectError" in result.error
+
+    async def test_fallback_takes_over_and_the_switch_is_logged(self, openai_server, workspace):
+        openai_server.by_model["broken"] = status(503)
+        c = _one_step(model="local:broken", fallbacks=["local:spare"])
+        result, events = await _run(_settings(max_retries=1), c)
+        assert result.ok and result.output.startswith("echo:")
+        switch = next(e for e in events if e.type == "model_switched")
+        assert (switch.failed, switch.next) == ("local:broken", "local:spare")
+        assert [r["model"] for r in openai_server.received] == ["broken", "broken", "spare"]
+
+
+class TestLimits:
+    async def test_concurrency_limit_per_endpoint(self, openai_server, workspace):
+        openai_server.latency = 0.05
+        settings = _settings(max_concurrency=3)
+        async with pilothouse.Runtime(settings) as rt, anyio.create_task_group() as tg:
+            for i in range(12):
+                tg.start_soon(rt.run, _one_step(), f"task {i}")
+        assert len(openai_server.received) == 12 and openai_server.peak_in_flight == 3
+
+    async def test_requests_per_minute_bucket(self):
+        from pilothouse_openai.ratelimit import Bucket
+
+        bucket = Bucket(per_minute=600)  # 10 a second, bursts of 100
+        start = time.monotonic()
+        for _ in range(105):
+            await bucket.take(1)
+        assert 0.4 <= time.monotonic() - start < 2
+
+    async def test_cancelling_a_run_cancels_its_request(self, openai_server, workspace):
+        openai_server.latency = 5
+        async with pilothouse.Runtime(_settings()) as rt:
+            with anyio.move_on_after(0.3):
+                await rt.run(_one_step(), "slow", run_id="cancel-me")
+            assert rt.store.get_run("cancel-me").status == "cancelled"
+        with anyio.fail_after(3):
+            while not openai_server.disconnected:
+                await anyio.sleep(0.02)
+        assert openai_server.disconnected == 1
