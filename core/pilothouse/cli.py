@@ -196,6 +196,51 @@ def demo(obj: Context, text: str, as_json: bool) -> None:
     _start(obj, "marketing", text, "offline", False, as_json)
 
 
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def replay(obj: Context, run_id: str, as_json: bool) -> None:
+    """Re-run RUN_ID offline from its recording and report where it diverges.
+
+    Model replies and tool results come from the run's log; the crew, its
+    personas and guardrails are today's. Exit 0 when identical, 1 otherwise.
+    """
+    from .replay import replay as replay_run
+
+    obj.store().close()  # a clear error when there is no run store
+    report = anyio.run(replay_run, run_id, obj.settings)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "original": report.original,
+                    "replay": report.replay.run_id,
+                    "identical": report.identical,
+                    "steps": report.steps,
+                    "served": report.served,
+                    "diverged_at": report.diverged_at,
+                    "reason": report.reason,
+                },
+                indent=2,
+            )
+        )
+    elif report.identical:
+        click.secho(
+            f"identical: replay {report.replay.run_id} of run {report.original} matched all"
+            f" {report.steps} steps ({report.served} model calls served from the recording)",
+            fg="green",
+        )
+    else:
+        where = f"at step {report.diverged_at}" if report.diverged_at else "at the end"
+        click.secho(
+            f"diverged {where}: {report.reason} (replay {report.replay.run_id} of run"
+            f" {report.original})",
+            fg="red",
+        )
+    sys.exit(Exit.OK if report.identical else Exit.RUN_FAILED)
+
+
 # -- reading the log ---------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ from .model import (
 from .registry import Registry
 from .retrieval import Passage
 from .settings import Settings
-from .tools import result_text
+from .tools import canonical_json, result_text
 
 HANDOFF_PREFIX = "transfer_to_"
 
@@ -136,6 +137,9 @@ class Engine:
         self.settings = settings
         self._models: dict[str, Model] = {}
         self._model_plugins: dict[str, str] = {}
+        #: when set (by replay), tool results come from it instead of the tools:
+        #: ``recorded_tool(name, canonical_arguments) -> result`` or ToolError
+        self.recorded_tool: Callable[[str, str], str] | None = None
         # crews already checked; the crew is kept so that its id is not reused
         self._checked: dict[tuple[int, str | None], Crew] = {}
 
@@ -625,7 +629,10 @@ class Engine:
                     f" {run.crew.limits.max_identical_tool_calls + 1} times",
                 )
             try:
-                result = result_text(await tool.invoke(arguments))
+                if self.recorded_tool is not None:
+                    result = self.recorded_tool(tool.name, canonical_json(call.arguments))
+                else:
+                    result = result_text(await tool.invoke(arguments))
             except ToolError as exc:
                 error = str(exc)
             except Exception as exc:  # the model hears about it, the run goes on

@@ -106,6 +106,14 @@ def tool(
     return wrap(func) if func is not None else wrap
 
 
+def canonical_json(text: str) -> str:
+    """Arguments as written by a model, in one canonical form (keys sorted)."""
+    try:
+        return json.dumps(json.loads(text or "{}"), sort_keys=True)
+    except json.JSONDecodeError:
+        return text
+
+
 def result_text(value: Any) -> str:
     """How a tool's return value is shown to the model."""
     if isinstance(value, str):

@@ -1,0 +1,203 @@
+"""Record and replay: re-run a logged run fully offline from its own event log.
+
+Every model call's request and response are in the log (``model_call``
+events, keyed by :func:`~pilothouse.model.request_hash`), and so is every tool
+result. ``replay`` runs the run's crew again on the run's input with every
+model call served from that recording and every tool result too, then reports
+the first step where the replay differs. A recorded run is therefore also a
+deterministic fixture for testing changes to a crew.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine import RunResult
+from .errors import ModelError, NotFound, ToolError
+from .events import BaseEvent
+from .hookspecs import hookimpl
+from .model import Model, ModelProvider, ModelRequest, ModelResponse, request_hash
+from .runtime import Runtime
+from .settings import Settings, load_settings
+from .sqlite_store import SQLiteRunStore
+from .tools import canonical_json
+
+
+class ReplayDiverged(ModelError):
+    """The replayed run asked a model something the recording does not hold."""
+
+    kind = "replay"
+
+
+@dataclass
+class Recording:
+    """The model replies and tool results of one logged run, served in order."""
+
+    run_id: str
+    replies: dict[str, deque[ModelResponse]] = field(default_factory=lambda: defaultdict(deque))
+    tools: dict[tuple[str, str], deque[tuple[str | None, str | None]]] = field(
+        default_factory=lambda: defaultdict(deque)
+    )
+    served: int = 0
+
+    @classmethod
+    def from_events(cls, run_id: str, events: list[BaseEvent]) -> Recording:
+        """Collect what the run's model calls answered and its tools returned."""
+        recording = cls(run_id)
+        for e in events:
+            if e.type == "model_call" and e.error is None:  # type: ignore[attr-defined]
+                recording.replies[e.request_hash].append(  # type: ignore[attr-defined]
+                    ModelResponse(
+                        text=e.text,  # type: ignore[attr-defined]
+                        tool_calls=e.tool_calls,  # type: ignore[attr-defined]
+                        usage=e.usage,  # type: ignore[attr-defined]
+                        cost_usd=e.cost_usd,  # type: ignore[attr-defined]
+                        request_id=e.request_id,  # type: ignore[attr-defined]
+                    )
+                )
+            elif e.type == "tool_call":
+                key = (e.tool, canonical_json(e.arguments))  # type: ignore[attr-defined]
+                recording.tools[key].append((e.result, e.error))  # type: ignore[attr-defined]
+        return recording
+
+    def reply(self, request: ModelRequest) -> ModelResponse:
+        """The recorded reply to this request; :class:`ReplayDiverged` if there is none."""
+        queue = self.replies.get(request_hash(request))
+        if not queue:
+            raise ReplayDiverged(
+                f"the replay sent a request that run {self.run_id} never sent"
+                f" (last message: {_snippet(request)})"
+            )
+        self.served += 1
+        return queue.popleft()
+
+    def tool_result(self, name: str, canonical_arguments: str) -> str:
+        """The recorded result of this tool call (a recorded error is raised again)."""
+        queue = self.tools.get((name, canonical_arguments))
+        if not queue:
+            raise ToolError(f"replay: run {self.run_id} never called {name}({canonical_arguments})")
+        result, error = queue.popleft()
+        if error is not None:
+            raise ToolError(error)
+        return result or ""
+
+
+class ReplayModel(Model):
+    """Answers from a :class:`Recording`; never leaves the machine."""
+
+    provider = "replay"
+    offline = True
+
+    def __init__(self, recording: Recording) -> None:
+        self.name = recording.run_id
+        self.recording = recording
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """The recorded reply, or :class:`ReplayDiverged`."""
+        return self.recording.reply(request).model_copy(deep=True)
+
+
+class ReplayProvider(ModelProvider):
+    """``replay:<run id>``."""
+
+    name = "replay"
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+
+    def model(self, name: str) -> Model:
+        """The model serving the recording of run ``name``."""
+        if name != self.recording.run_id:
+            raise NotFound(f"no recording of run {name!r} is loaded")
+        return ReplayModel(self.recording)
+
+
+class _ReplayPlugin:
+    __name__ = "replay"
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+
+    @hookimpl
+    def register_models(self, register: Any) -> None:
+        register(ReplayProvider(self.recording))
+
+
+@dataclass
+class ReplayReport:
+    """How a replay compares with the run it replays."""
+
+    original: str
+    replay: RunResult
+    steps: int
+    served: int
+    diverged_at: str | None = None
+    reason: str = ""
+
+    @property
+    def identical(self) -> bool:
+        """True when every step gave the same output as in the recording."""
+        return self.diverged_at is None and self.reason == ""
+
+
+async def replay(
+    run_id: str,
+    settings: Settings | None = None,
+    *,
+    plugins: list[Any] = (),  # type: ignore[assignment]
+) -> ReplayReport:
+    """Replay a logged run offline (a new run in the log); see the module docstring.
+
+    :param plugins: extra plugin objects, as for :class:`~pilothouse.Runtime`
+    """
+    settings = settings or load_settings()
+    store = SQLiteRunStore(settings.store_path)
+    try:
+        summary = store.get_run(run_id)
+        events = store.events(summary.id)
+    finally:
+        store.close()
+    started = events[0]
+    recording = Recording.from_events(summary.id, events)
+    async with Runtime(settings, plugins=[*plugins, _ReplayPlugin(recording)]) as rt:
+        rt.engine.recorded_tool = recording.tool_result
+        crew = rt.crew(started.crew)  # type: ignore[attr-defined]
+        result = await rt.run(crew, started.input, model=f"replay:{summary.id}")  # type: ignore[attr-defined]
+        replayed = rt.store.events(result.run_id) if rt.store is not None else []
+    return compare(summary.id, events, result, replayed, recording.served)
+
+
+def compare(
+    original_id: str,
+    original: list[BaseEvent],
+    result: RunResult,
+    replayed: list[BaseEvent],
+    served: int,
+) -> ReplayReport:
+    """Find the first step (in the original order) whose output differs."""
+    before = [(e.step_id, e.output) for e in original if e.type == "step_finished"]  # type: ignore[attr-defined]
+    after = {e.step_id: e.output for e in replayed if e.type == "step_finished"}  # type: ignore[attr-defined]
+    report = ReplayReport(original=original_id, replay=result, steps=len(before), served=served)
+    for step_id, output in before:
+        if step_id not in after:
+            report.diverged_at = step_id
+            report.reason = result.error or "the replay never reached this step"
+            return report
+        if after[step_id] != output:
+            report.diverged_at = step_id
+            report.reason = "the step's output differs from the recording"
+            return report
+    if len(after) != len(before):
+        extra = next(s for s in after if s not in dict(before))
+        report.diverged_at, report.reason = extra, "the replay ran a step the recording lacks"
+    elif not result.ok:
+        report.reason = result.error or "the replay failed"
+    return report
+
+
+def _snippet(request: ModelRequest) -> str:
+    last = request.messages[-1].content if request.messages else ""
+    flat = " ".join((last or "").split())
+    return repr(flat[:80] + ("…" if len(flat) > 80 else ""))

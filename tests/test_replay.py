@@ -1,0 +1,79 @@
+"""Record and replay: a logged run re-runs offline, and divergence is found."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pilothouse
+from conftest import crew
+from openai_server import reply, tool_calls
+from pilothouse import tool
+from pilothouse.replay import replay
+
+
+def _crew(instructions="You are a."):
+    return crew(
+        {"type": "sequential", "steps": ["a", "b"]},
+        {
+            "a": {"instructions": instructions, "tools": ["stock"], "model": "openai:gpt-4o-mini"},
+            "b": {"instructions": "You are b.", "model": "openai:gpt-4o-mini"},
+        },
+        name="replayable",
+    )
+
+
+async def test_a_recorded_run_replays_offline_without_calling_tools(
+    openai_server, workspace, scripted, monkeypatch
+):
+    calls = []
+
+    @tool(blocking=False)
+    def stock(item: str, warehouse: str = "main") -> str:
+        """Units in stock."""
+        calls.append(item)
+        return f"{item}: 12 units in {warehouse}"
+
+    scripted.tools.append(stock)
+    crew_obj = _crew()
+    scripted_crews = [crew_obj]
+    scripted.register_crews = pilothouse.hookimpl(
+        lambda register: [register(c) for c in scripted_crews]
+    )
+    openai_server.enqueue(tool_calls(("stock", {"item": "Helio"})), reply("12 left"), reply("ok"))
+    settings = pilothouse.load_settings()
+    async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
+        original = await rt.run(crew_obj, "How many Helio?")
+    assert original.ok and calls == ["Helio"] and len(openai_server.received) == 3
+
+    # the server is gone: replay must not need it
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    report = await replay(original.run_id, settings, plugins=[scripted])
+    assert report.identical, report.reason
+    assert (report.steps, report.served) == (2, 3)
+    assert report.replay.output == original.output == "ok"
+    assert calls == ["Helio"]  # the tool result came from the recording
+    assert len(openai_server.received) == 3
+
+    # change the crew: the replay diverges at the first step and says so
+    scripted_crews[0] = _crew("You are a, now terse.")
+    report = await replay(original.run_id, settings, plugins=[scripted])
+    assert not report.identical and report.diverged_at == "1"
+    assert "never sent" in report.reason
+
+
+def test_cli_replay_of_the_demo_is_identical(tmp_path):
+    run = [sys.executable, "-m", "pilothouse"]
+    done = subprocess.run([*run, "demo", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    run_id = json.loads(done.stdout)["run_id"]
+    again = subprocess.run([*run, "replay", run_id, "--json"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["identical"] and report["steps"] == 4 and report["served"] == 5
+    shown = subprocess.run([*run, "show", report["replay"], "--json"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    models = {e["model"] for e in json.loads(shown.stdout)["events"] if e["type"] == "model_call"}
+    assert models == {f"replay:{run_id}"}
