@@ -260,7 +260,9 @@ async def _send(send: Any, code: int, body: bytes, extra: dict[str, str] | None 
 @contextlib.contextmanager
 def serve(app: FakeOpenAI) -> Iterator[str]:
     """Run ``app`` on a free port of 127.0.0.1; yield its base URL (ending in /v1)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say
+    # so, and without it every reply waits ~40 ms on Nagle and delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

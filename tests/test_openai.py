@@ -80,7 +80,7 @@ class TestEndToEnd:
             assert [m.model_dump(exclude_none=True) for m in call.messages] == [
                 {k: v for k, v in m.items() if v is not None} for m in sent["messages"]
             ]
-            assert call.request_id.startswith("req-") and call.ttft_ms is not None
+            assert call.request_id.startswith("req-") and call.ttft_ms is None  # not streamed
             assert call.cost_usd > 0 and not call.usage.estimated
         assert all(a == f"Bearer {KEY}" for a in openai_server.auth)
         raw = (workspace / ".pilothouse" / "runs.db").read_bytes()
@@ -145,9 +145,11 @@ class TestProtocol:
         async with pilothouse.Runtime(_settings(stream=True)) as rt:
             rt.subscribe(lambda e: deltas.append(e.text) if e.type == "model_delta" else None)
             result = await rt.run(_one_step(), "count")
-            stored = {e.type for e in rt.store.events(result.run_id)}
+            events = rt.store.events(result.run_id)
         assert "".join(deltas) == "one two three four" and len(deltas) == 4
-        assert "model_delta" not in stored
+        assert "model_delta" not in {e.type for e in events}
+        call = next(e for e in events if e.type == "model_call")
+        assert 0 < call.ttft_ms <= call.latency_ms
 
     async def test_missing_usage_is_estimated_and_marked(self, openai_server, workspace):
         openai_server.enqueue(Answer(text="no usage here", usage=False))

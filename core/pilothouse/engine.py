@@ -548,7 +548,7 @@ class Engine:
                                model=model.id, text=text)  # fmt: skip
             self.log.emit(delta, persist=False)
 
-        token = _delta_sink.set(show_delta)
+        token = _delta_sink.set(show_delta if self.log.observed else None)
         started = time.perf_counter()
         try:
             response = await model.complete(request)

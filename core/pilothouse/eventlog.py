@@ -43,6 +43,11 @@ class EventLog:
         self._error: StoreError | None = None
         self._task_group: TaskGroup | None = None
 
+    @property
+    def observed(self) -> bool:
+        """True when at least one observer listens (else unstored events need not be made)."""
+        return bool(self._observers)
+
     def subscribe(self, observer: Observer, *, name: str = "") -> None:
         """Call ``observer(event)`` for every event; it may return an awaitable."""
         self._observers.append((name or getattr(observer, "__name__", "observer"), observer))

@@ -74,8 +74,9 @@ class Endpoint(BaseModel):
     max_concurrency: int = Field(default=32, gt=0)
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0)
-    #: stream replies (token deltas reach observers; time to first token is measured)
-    stream: bool = True
+    #: stream replies: token deltas reach observers (the monitor shows text as it
+    #: comes) and time to first token is measured, at more client CPU per call
+    stream: bool = False
     headers: dict[str, str] = Field(default_factory=dict)
 
     def key(self) -> str | None:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx
+import httpx2 as httpx
 
 from pilothouse import ModelError
 from pilothouse.settings import Endpoint
