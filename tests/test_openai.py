@@ -88,6 +88,24 @@ class TestEndToEnd:
         store.close()
 
 
+    @pytest.mark.slow
+    def test_cli_reports_a_rejected_key_without_printing_it(self, openai_server, workspace):
+        openai_server.by_model["gpt-4o"] = status(401)
+        done = subprocess.run(
+            [sys.executable, "-m", "pilothouse", "run", "support", "-i", "hello", "--model",
+             "openai:gpt-4o"],
+            capture_output=True, text=True, env={**os.environ}, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 1
+        assert "rejected the API key (HTTP 401): set OPENAI_API_KEY" in done.stderr
+        assert KEY not in done.stderr + done.stdout
+        runs = subprocess.run(
+            [sys.executable, "-m", "pilothouse", "runs", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert [r["status"] for r in json.loads(runs.stdout)] == ["failed"]
+
+
 class TestProtocol:
     @pytest.mark.parametrize("stream", [True, False])
     async def test_tool_calls_including_parallel_ones(

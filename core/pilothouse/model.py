@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 import contextvars
 import hashlib
-import json
 import math
 from collections.abc import Callable
 from typing import Any, Literal
@@ -80,9 +79,9 @@ class ModelResponse(BaseModel):
 
 def request_hash(request: ModelRequest) -> str:
     """A stable digest of what a request asks, whatever model answers it (for replay)."""
-    payload = request.model_dump(mode="json", exclude={"model"})
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    # pydantic writes fields in a fixed order; dicts inside (schemas) keep the
+    # order the crew gave them, which is the same on every run of that crew.
+    return hashlib.sha256(request.model_dump_json(exclude={"model"}).encode()).hexdigest()[:24]
 
 
 _delta_sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
