@@ -43,3 +43,17 @@ def test_the_readme_crew_file_is_valid(tmp_path):
     crew = pilothouse.load_crew_file(path)
     assert crew.flow.type == "handoff" and crew.limits.max_cost_usd == 0.5
     assert crew.personas["billing"].guardrails.output == ["redact_pii"]
+
+
+def test_the_readme_endpoint_config_loads(workspace, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-readme-0123456789abcdefgh")
+    (workspace / "pilothouse.toml").write_text(_block("toml", 'default_model = "local:llama3"'))
+    settings = pilothouse.load_settings()
+    assert settings.endpoints["local"].max_concurrency == 16
+    assert settings.endpoints["hosted"].key() == "sk-readme-0123456789abcdefgh"
+    assert settings.model_aliases == {"fast": "hosted:gpt-4o-mini"}
+    rt = pilothouse.Runtime(settings, log_events=False)
+    assert {"local", "hosted", "openai"} <= set(rt.registry.models)
+    assert rt.engine.resolve_model("fast").id == "hosted:gpt-4o-mini"
+    shown = " ".join(row["value"] for row in settings.describe())
+    assert "sk-readme" not in shown and "api_key_env=OPENAI_API_KEY" in shown

@@ -87,7 +87,6 @@ class TestEndToEnd:
         assert KEY.encode() not in raw and KEY not in done.stderr + done.stdout
         store.close()
 
-
     @pytest.mark.slow
     def test_cli_reports_a_rejected_key_without_printing_it(self, openai_server, workspace):
         openai_server.by_model["gpt-4o"] = status(401)
