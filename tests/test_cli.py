@@ -29,7 +29,7 @@ def ph(*args, cwd, env=None, stdin=None):
 def demo_dir(tmp_path_factory):
     """One demo run shared by the read-only tests."""
     folder = tmp_path_factory.mktemp("demo")
-    done = ph("demo", cwd=folder)
+    done = ph("demo", "--wait", "0", cwd=folder)
     assert done.returncode == 0, done.stderr
     return folder, done
 

@@ -30,10 +30,17 @@ async def test_the_readme_plugin_example_loads_and_runs(workspace, monkeypatch, 
             "guardrails": ["no_umbrella_advice"],
         }
         scripted.provider.enqueue(text_reply("Take an umbrella."))
-        crew = pilothouse.Crew(name="w", flow={"type": "sequential", "steps": ["forecaster"]})
+        crew = pilothouse.Crew(
+            name="w",
+            flow={"type": "sequential", "steps": ["forecaster"]},
+            escalation={"timeout_s": 0, "on_timeout": "approve"},
+        )
         result = await rt.run(crew, "Weather in Oslo?")
-        verdicts = [e for e in rt.store.events(result.run_id) if e.type == "guardrail"]
+        events = rt.store.events(result.run_id)
+    verdicts = [e for e in events if e.type == "guardrail"]
+    decided = next(e for e in events if e.type == "escalation_decided")
     assert result.ok and verdicts[0].action == "flag"
+    assert (decided.decision, decided.by) == ("approve", "policy:timeout")
     assert [t.name for t in scripted.provider.requests[0].tools] == ["forecast"]
 
 

@@ -65,8 +65,8 @@ async def test_a_recorded_run_replays_offline_without_calling_tools(
 
 def test_cli_replay_of_the_demo_is_identical(tmp_path):
     run = [sys.executable, "-m", "pilothouse"]
-    done = subprocess.run([*run, "demo", "--json"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run([*run, "demo", "--json", "--wait", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
     run_id = json.loads(done.stdout)["run_id"]
     again = subprocess.run([*run, "replay", run_id, "--json"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=120)  # fmt: skip

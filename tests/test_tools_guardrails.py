@@ -120,7 +120,12 @@ class TestGuardrails:
     async def test_flag_is_logged_and_the_crew_rule_decides(self, make_runtime, scripted):
         scripted.guardrails.append(Fixed("hmm", Verdict(action="flag", reason="unsure", risk=0.7)))
         scripted.provider.enqueue(text_reply("maybe"), text_reply("maybe"))
-        result, events = await _run(make_runtime, _one_step(guardrails={"output": ["hmm"]}))
+        lenient = crew(
+            {"type": "sequential", "steps": ["a"]},
+            {"a": {"guardrails": {"output": ["hmm"]}}},
+            on_flag="continue",
+        )
+        result, events = await _run(make_runtime, lenient)
         flag = next(e for e in events if e.type == "guardrail")
         assert result.ok and (flag.action, flag.risk) == ("flag", 0.7)
         strict = crew(

@@ -121,6 +121,20 @@ def _progress(quiet: bool) -> Any:
             )
         elif t == "handoff":
             click.secho(f"           handoff -> {event.target}", err=True, dim=True)  # type: ignore[attr-defined]
+        elif t == "escalation_raised":
+            e: Any = event
+            click.secho(
+                f"  waiting for a person: escalation {e.escalation_id} ({e.kind}, risk"
+                f" {e.risk:.2f}): {e.reason}\n"
+                f"    decide with: pilothouse approve {e.escalation_id}"
+                f" | pilothouse edit {e.escalation_id} --text ..."
+                f" | pilothouse reject {e.escalation_id} --note ...",
+                err=True,
+                fg="yellow",
+            )
+        elif t == "escalation_decided":
+            e = event
+            click.secho(f"  decided: {e.decision} by {e.by}", err=True, fg="yellow")
         elif t == "limit_hit":
             click.secho(f"  limit {event.limit}: {event.message}", err=True, fg="red")  # type: ignore[attr-defined]
 
@@ -136,14 +150,24 @@ def _exit_code(result: RunResult) -> Exit:
 
 
 def _start(
-    obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_json: bool
+    obj: Context,
+    crew: str,
+    text: str,
+    model: str | None,
+    quiet: bool,
+    as_json: bool,
+    wait: float | None = None,
 ) -> None:
     async def go() -> RunResult:
         async with Runtime(obj.settings) as rt:
             rt.subscribe(_progress(quiet or as_json))
             if not (quiet or as_json):
                 click.secho(f"run {crew}", err=True, bold=True)
-            return await rt.run(crew, text, model=model)
+            crew_obj = rt.crew(crew)
+            if wait is not None:
+                rules = crew_obj.escalation.model_copy(update={"timeout_s": wait})
+                crew_obj = crew_obj.model_copy(update={"escalation": rules})
+            return await rt.run(crew_obj, text, model=model)
 
     result = anyio.run(go)
     if as_json:
@@ -185,15 +209,26 @@ def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_j
 @cli.command()
 @click.option("--input", "-i", "text", default=DEMO_INPUT, show_default=False, help="Demo input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--wait",
+    type=float,
+    default=15,
+    show_default=True,
+    help="Seconds to wait for a person's decision before the proposed text is approved.",
+)
 @pass_context
-def demo(obj: Context, text: str, as_json: bool) -> None:
-    """Run the bundled marketing crew offline (no key, no network)."""
+def demo(obj: Context, text: str, as_json: bool, wait: float) -> None:
+    """Run the bundled marketing crew offline (no key, no network).
+
+    The compliance persona flags a risky claim: decide it from another terminal
+    (pilothouse inbox / approve / edit / reject) or let the wait run out.
+    """
     if not as_json:
         click.secho(
             "pilothouse demo: researcher -> analyst -> creative -> compliance on the offline model",
             err=True,
         )
-    _start(obj, "marketing", text, "offline", False, as_json)
+    _start(obj, "marketing", text, "offline", False, as_json, wait)
 
 
 @cli.command()

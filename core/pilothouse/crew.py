@@ -44,6 +44,9 @@ class Persona(_Strict):
     #: a JSON schema the persona's output must follow (structured output)
     output_schema: dict[str, Any] | None = None
     max_output_tokens: int = Field(default=1024, gt=0)
+    #: escalate when this field of the structured output is above ``risk_threshold``
+    risk_field: str | None = None
+    risk_threshold: float = Field(default=0.7, ge=0, le=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
 
 
@@ -76,6 +79,19 @@ class Handoff(_Strict):
 Flow = Annotated[Sequential | Parallel | Handoff, Field(discriminator="type")]
 
 
+class EscalationRules(_Strict):
+    """What happens around a paused step while it waits for a person."""
+
+    #: seconds to wait for a decision; None waits forever
+    timeout_s: float | None = Field(default=None, ge=0)
+    #: what the crew decides when nobody did in time (logged as the policy's decision)
+    on_timeout: Literal["wait", "approve", "reject"] = "wait"
+    #: a rejection fails the run, or sends the step back to the persona with the note
+    on_reject: Literal["fail", "revise"] = "fail"
+    #: how many times one step may be sent back before the run fails
+    max_revisions: int = Field(default=2, ge=0)
+
+
 class Limits(_Strict):
     """Rules of engagement. Hitting any ends the run with the limit's name logged."""
 
@@ -102,7 +118,8 @@ class Crew(_Strict):
     personas: dict[str, Persona] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     #: what a ``flag`` verdict does when no human-on-the-loop layer takes it
-    on_flag: Literal["continue", "fail"] = "continue"
+    on_flag: Literal["escalate", "continue", "fail"] = "escalate"
+    escalation: EscalationRules = Field(default_factory=EscalationRules)
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,7 @@ import anyio
 from .context import build_context
 from .crew import Crew, Handoff, Parallel, Persona, Sequential
 from .errors import (
+    EscalationRejected,
     GuardrailBlocked,
     LimitExceeded,
     LoopDetected,
@@ -32,11 +33,14 @@ from .errors import (
     PluginError,
     ToolError,
 )
+from .escalation import DecisionWatcher
 from .eventlog import EventLog
 from .events import (
     BaseEvent,
     ContextBuilt,
     ErrorRaised,
+    EscalationDecided,
+    EscalationRaised,
     GuardrailChecked,
     HandedOff,
     LimitHit,
@@ -66,6 +70,7 @@ from .model import (
 from .registry import Registry
 from .retrieval import Passage
 from .settings import Settings
+from .store import Escalation
 from .tools import canonical_json, result_text
 
 HANDOFF_PREFIX = "transfer_to_"
@@ -117,10 +122,31 @@ class _Run:
     trail: list[str] = field(default_factory=list)
     #: a step finished since the last flush
     unflushed: bool = False
+    #: (tool, canonical arguments) a person approved in this run
+    approved: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+@dataclass
+class _Talk:
+    """Where a step's conversation with its model ended."""
+
+    models: list[Model]
+    messages: list[Message]
+    response: ModelResponse = field(default_factory=ModelResponse)
+    handoff: Any = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class _SentBack(Exception):  # control flow: never leaves the engine
+    """A person rejected a step's output and the crew sends it back for revision."""
+
+    def __init__(self, note: str) -> None:
+        self.note = note
 
 
 def new_run_id() -> str:
@@ -137,6 +163,8 @@ class Engine:
         self.settings = settings
         self._models: dict[str, Model] = {}
         self._model_plugins: dict[str, str] = {}
+        #: set by the runtime when a run store can carry decisions
+        self.decisions: DecisionWatcher | None = None
         #: when set (by replay), tool results come from it instead of the tools:
         #: ``recorded_tool(name, canonical_arguments) -> result`` or ToolError
         self.recorded_tool: Callable[[str, str], str] | None = None
@@ -378,44 +406,36 @@ class Engine:
         for target in handoff_targets or ():
             specs.append(_handoff_spec(target, self._persona(run, target)))
         messages = window.messages
-        step_in = step_out = 0
-        for _round in range(limits.max_tool_rounds):
-            request = ModelRequest(
-                model=models[0].name,
-                messages=messages,
-                tools=specs,
-                response_schema=persona.output_schema,
-                max_output_tokens=persona.max_output_tokens,
-                temperature=persona.temperature,
-            )
-            models, response = await self._call_with_fallbacks(
-                run, persona, models, request, step_id
-            )
-            step_in += response.usage.input_tokens
-            step_out += response.usage.output_tokens
-            if not response.tool_calls:
-                break
-            handoff = next(
-                (c for c in response.tool_calls if c.name.startswith(HANDOFF_PREFIX)), None
-            )
-            if handoff is not None:
-                return await self._finish_handoff(run, persona, handoff, step_id, step_in, step_out)
-            messages = [
-                *messages,
-                Message(role="assistant", content=response.text, tool_calls=response.tool_calls),
-            ]
-            for call in response.tool_calls:
-                result = await self._tool_call(run, call, step_id)
-                messages.append(Message(role="tool", tool_call_id=call.id, content=result))
-        else:
-            raise LimitExceeded(
-                "max_tool_rounds",
-                f"{name!r} was still calling tools after {limits.max_tool_rounds} rounds",
-            )
-        output = response.text or ""
-        if persona.output_schema is not None:
-            _check_structured(output, persona.output_schema, models[0].id)
-        output = await self._guard(run, persona, "output", output, step_id)
+        step_in = step_out = revisions = 0
+        while True:
+            talk = await self._converse(run, persona, models, messages, specs, step_id)
+            models, messages = talk.models, talk.messages
+            step_in += talk.input_tokens
+            step_out += talk.output_tokens
+            if talk.handoff is not None:
+                return await self._finish_handoff(
+                    run, persona, talk.handoff, step_id, step_in, step_out
+                )
+            output = talk.response.text or ""
+            if persona.output_schema is not None:
+                _check_structured(output, persona.output_schema, models[0].id)
+            try:
+                output = await self._guard(run, persona, "output", output, step_id)
+                output = await self._check_risk(run, persona, output, step_id)
+            except _SentBack as back:
+                revisions += 1
+                if revisions > run.crew.escalation.max_revisions:
+                    raise EscalationRejected(
+                        f"{name!r} was sent back {revisions} times; the last note: {back.note}"
+                    ) from None
+                messages = [
+                    *messages,
+                    Message(role="assistant", content=output),
+                    Message(role="user", content=f"A reviewer sent this back: {back.note}\n"
+                            "Revise your answer."),
+                ]  # fmt: skip
+                continue
+            break
         self._emit(
             run,
             StepFinished,
@@ -427,6 +447,53 @@ class Engine:
         )
         run.unflushed = True
         return StepOutcome(output=output)
+
+    async def _converse(
+        self,
+        run: _Run,
+        persona: Persona,
+        models: list[Model],
+        messages: list[Message],
+        specs: list[ToolSpec],
+        step_id: str,
+    ) -> _Talk:
+        """Model calls and tool calls until the model answers or hands off."""
+        talk = _Talk(models=models, messages=messages)
+        limits = run.crew.limits
+        for _round in range(limits.max_tool_rounds):
+            request = ModelRequest(
+                model=talk.models[0].name,
+                messages=messages,
+                tools=specs,
+                response_schema=persona.output_schema,
+                max_output_tokens=persona.max_output_tokens,
+                temperature=persona.temperature,
+            )
+            talk.models, talk.response = await self._call_with_fallbacks(
+                run, persona, talk.models, request, step_id
+            )
+            response = talk.response
+            talk.input_tokens += response.usage.input_tokens
+            talk.output_tokens += response.usage.output_tokens
+            if not response.tool_calls:
+                return talk
+            talk.handoff = next(
+                (c for c in response.tool_calls if c.name.startswith(HANDOFF_PREFIX)), None
+            )
+            if talk.handoff is not None:
+                return talk
+            messages = [
+                *messages,
+                Message(role="assistant", content=response.text, tool_calls=response.tool_calls),
+            ]
+            for call in response.tool_calls:
+                result = await self._tool_call(run, persona, call, step_id)
+                messages.append(Message(role="tool", tool_call_id=call.id, content=result))
+            talk.messages = messages
+        raise LimitExceeded(
+            "max_tool_rounds",
+            f"{persona.name!r} was still calling tools after {limits.max_tool_rounds} rounds",
+        )
 
     async def _finish_handoff(
         self, run: _Run, persona: Persona, call: Any, step_id: str, step_in: int, step_out: int
@@ -610,7 +677,7 @@ class Engine:
                     " it was not made",
                 )
 
-    async def _tool_call(self, run: _Run, call: Any, step_id: str) -> str:
+    async def _tool_call(self, run: _Run, persona: Persona, call: Any, step_id: str) -> str:
         started = time.perf_counter()
         result: str | None = None
         error: str | None = None
@@ -628,6 +695,8 @@ class Engine:
                     f"tool {tool.name!r} was called with the same arguments"
                     f" {run.crew.limits.max_identical_tool_calls + 1} times",
                 )
+            if tool.requires_approval:
+                arguments = await self._approve_tool(run, persona, tool, arguments, step_id)
             try:
                 if self.recorded_tool is not None:
                     result = self.recorded_tool(tool.name, canonical_json(call.arguments))
@@ -716,7 +785,134 @@ class Engine:
                 raise GuardrailBlocked(
                     name, f"flagged, and the crew fails on flags: {verdict.reason}"
                 )
+            elif verdict.action == "flag" and run.crew.on_flag == "escalate":
+                proposed = verdict.replacement if verdict.replacement is not None else text
+                decided = await self._escalate(
+                    run,
+                    persona,
+                    step_id,
+                    kind="guardrail",
+                    reason=f"{name}: {verdict.reason or 'flagged'}",
+                    risk=verdict.risk,
+                    evidence={"guardrail": name, "stage": stage, "text": text},
+                    proposed=proposed,
+                )
+                text = self._decided_text(run, decided, proposed, can_revise=stage == "output")
         return text
+
+    # -- human on the loop ----------------------------------------------------------
+
+    async def _escalate(
+        self,
+        run: _Run,
+        persona: Persona,
+        step_id: str,
+        *,
+        kind: str,
+        reason: str,
+        risk: float,
+        evidence: dict[str, Any],
+        proposed: str | None,
+    ) -> Escalation:
+        """Pause this step until a person (or the crew's timeout policy) decides."""
+        if self.decisions is None:
+            raise PilothouseError(
+                f"{persona.name!r} needs a person's decision ({reason}), but this runtime has"
+                " no run store for decisions to reach it"
+            )
+        escalation_id = uuid.uuid4().hex[:10]
+        self._emit(
+            run,
+            EscalationRaised,
+            step_id=step_id,
+            escalation_id=escalation_id,
+            persona=persona.name,
+            kind=kind,
+            reason=reason,
+            risk=risk,
+            evidence=evidence,
+            proposed=proposed,
+        )
+        await self.log.flush()  # the inbox of every process sees it now
+        decided = await self.decisions.wait(escalation_id, run.crew.escalation)
+        self._emit(
+            run,
+            EscalationDecided,
+            step_id=step_id,
+            escalation_id=escalation_id,
+            decision=decided.status,
+            by=decided.decided_by or "",
+            decided_at=decided.decided_at or time.time(),
+            note=decided.note,
+            text=decided.text,
+        )
+        return decided
+
+    def _decided_text(
+        self, run: _Run, decided: Escalation, proposed: str | None, *, can_revise: bool
+    ) -> str:
+        """The text a step goes on with after a decision, or the consequence of a rejection."""
+        if decided.status == "approve":
+            return proposed or ""
+        if decided.status == "edit":
+            return decided.text or ""
+        if can_revise and run.crew.escalation.on_reject == "revise":
+            raise _SentBack(decided.note or "rejected without a note")
+        raise EscalationRejected(
+            f"{decided.decided_by} rejected escalation {decided.id}: {decided.note or 'no note'}"
+        )
+
+    async def _check_risk(self, run: _Run, persona: Persona, output: str, step_id: str) -> str:
+        """The persona's own escalation rule: a risk field of its structured output."""
+        if persona.risk_field is None:
+            return output
+        try:
+            value = json.loads(output).get(persona.risk_field)
+        except (json.JSONDecodeError, AttributeError):
+            return output
+        if not isinstance(value, int | float) or value <= persona.risk_threshold:
+            return output
+        decided = await self._escalate(
+            run,
+            persona,
+            step_id,
+            kind="policy",
+            reason=f"{persona.risk_field} = {value} is above {persona.risk_threshold}",
+            risk=min(1.0, float(value)),
+            evidence={"output": output},
+            proposed=output,
+        )
+        return self._decided_text(run, decided, output, can_revise=True)
+
+    async def _approve_tool(
+        self, run: _Run, persona: Persona, tool: Any, arguments: Any, step_id: str
+    ) -> Any:
+        """A person approves this exact call; an approval holds for these arguments only."""
+        canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
+        if (tool.name, canonical) in run.approved:
+            return arguments
+        decided = await self._escalate(
+            run,
+            persona,
+            step_id,
+            kind="tool_approval",
+            reason=f"{tool.name!r} needs approval before it runs",
+            risk=0.5,
+            evidence={"tool": tool.name, "arguments": json.loads(canonical)},
+            proposed=canonical,
+        )
+        if decided.status == "reject":
+            if run.crew.escalation.on_reject == "fail":
+                raise EscalationRejected(
+                    f"{decided.decided_by} rejected the call to {tool.name!r}:"
+                    f" {decided.note or 'no note'}"
+                )
+            raise ToolError(f"a person rejected this call: {decided.note or 'no reason given'}")
+        if decided.status == "edit":
+            arguments = tool.parse_arguments(decided.text or "{}")
+            canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
+        run.approved.add((tool.name, canonical))
+        return arguments
 
     def _check_ping_pong(self, run: _Run) -> None:
         window = 2 * run.crew.limits.max_ping_pong + 1

@@ -102,6 +102,18 @@ class GuardrailBlocked(PilothouseError):
         super().__init__(f"blocked by guardrail {guardrail!r}: {reason}")
 
 
+class EscalationRejected(PilothouseError):
+    """A person rejected an escalated step and the crew's rule is to fail the run."""
+
+    kind = "rejected"
+
+
+class DecisionError(PilothouseError):
+    """A decision cannot be applied: already decided, no longer waiting, or invalid."""
+
+    kind = "decision"
+
+
 class StoreError(PilothouseError):
     """The run store cannot be opened or written."""
 

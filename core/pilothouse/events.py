@@ -190,6 +190,32 @@ class HandedOff(BaseEvent):
     message: str = ""
 
 
+class EscalationRaised(BaseEvent):
+    """A step paused for a person: why, how risky, the evidence and the proposal."""
+
+    type: Literal["escalation_raised"] = "escalation_raised"
+    escalation_id: str
+    persona: str
+    #: ``guardrail`` (a flag), ``tool_approval`` or ``policy`` (the persona's own rule)
+    kind: Literal["guardrail", "tool_approval", "policy"]
+    reason: str
+    risk: float = 0.0
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    proposed: str | None = None
+
+
+class EscalationDecided(BaseEvent):
+    """The decision the paused step continued with: who, when, what, and the note."""
+
+    type: Literal["escalation_decided"] = "escalation_decided"
+    escalation_id: str
+    decision: Literal["approve", "edit", "reject"]
+    by: str
+    decided_at: float
+    note: str = ""
+    text: str | None = None
+
+
 class LimitHit(BaseEvent):
     """A rule of engagement stopped the run."""
 
@@ -223,6 +249,8 @@ Event = Annotated[
     | RetrievalDone
     | GuardrailChecked
     | HandedOff
+    | EscalationRaised
+    | EscalationDecided
     | LimitHit
     | ErrorRaised,
     Field(discriminator="type"),

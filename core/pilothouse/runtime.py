@@ -21,6 +21,7 @@ from .crew import Crew
 from .crewfile import load_crew_file
 from .engine import Engine, RunResult
 from .errors import NotFound
+from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
 from .plugins import Plugins
 from .registry import Registry
@@ -57,12 +58,16 @@ class Runtime:
         for name, observer in self.plugins.observers():
             self.log.subscribe(observer, name=name)
         self.engine = Engine(self.registry, self.log, self.settings)
+        if self.store is not None:
+            self.engine.decisions = DecisionWatcher(self.store)
         self._task_group: TaskGroup | None = None
 
     async def __aenter__(self) -> Runtime:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         await self._task_group.start(self.log.run_flusher)
+        if self.engine.decisions is not None:
+            self._task_group.start_soon(self.engine.decisions.run)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -10,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NotFound, StoreError
+from .errors import DecisionError, NotFound, StoreError
 from .events import BaseEvent, parse_event
-from .store import RunStore, RunSummary, StoredEvent
+from .store import Escalation, RunStore, RunSummary, StoredEvent
 
 
 def m001_initial(db: sqlite3.Connection) -> None:
@@ -53,7 +54,35 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial]
+def m002_escalations(db: sqlite3.Connection) -> None:
+    """Escalations: folded from escalation events, and the mailbox of decisions."""
+    db.executescript(
+        """
+        CREATE TABLE escalations (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            crew TEXT NOT NULL DEFAULT '',
+            step_id TEXT,
+            persona TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            risk REAL NOT NULL DEFAULT 0,
+            evidence TEXT NOT NULL DEFAULT '{}',
+            proposed TEXT,
+            created REAL NOT NULL,
+            status TEXT NOT NULL DEFAULT 'waiting',
+            decided_by TEXT,
+            decided_at REAL,
+            note TEXT NOT NULL DEFAULT '',
+            text TEXT
+        );
+        CREATE INDEX escalations_status ON escalations (status, risk DESC, created DESC);
+        CREATE INDEX escalations_run ON escalations (run_id);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_escalations]
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -73,6 +102,28 @@ def migrate(db: sqlite3.Connection) -> None:
 
 _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
 _FINAL = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
+
+
+_ESCALATION_COLUMNS = ", ".join(Escalation.model_fields)
+_INSERT_ESCALATION = """
+INSERT INTO escalations
+    (id, run_id, crew, step_id, persona, kind, reason, risk, evidence, proposed, created)
+VALUES (?, ?, COALESCE((SELECT crew FROM runs WHERE id = ?), ''), ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# A run waits for a human while any of its escalations waits.
+_RUN_WAITING = """
+UPDATE runs SET status = CASE
+    WHEN EXISTS (SELECT 1 FROM escalations WHERE run_id = ? AND status = 'waiting')
+    THEN 'waiting_for_human' ELSE 'running' END
+WHERE id = ? AND status IN ('running', 'waiting_for_human')
+"""
+
+
+def _escalation_row(e: BaseEvent) -> tuple[object, ...]:
+    return (
+        e.escalation_id, e.run_id, e.run_id, e.step_id, e.persona, e.kind,  # type: ignore[attr-defined]
+        e.reason, e.risk, json.dumps(e.evidence), e.proposed, e.ts,  # type: ignore[attr-defined]
+    )  # fmt: skip
 
 
 _UPDATE_RUN = """
@@ -188,8 +239,14 @@ class SQLiteRunStore(RunStore):
             return
         rows = [(e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events]
         started = []
+        raised = []
+        escalating: set[str] = set()
         deltas: dict[str, _RunDelta] = {}
         for event, _ in events:
+            if event.type in ("escalation_raised", "escalation_decided"):
+                escalating.add(event.run_id)
+                if event.type == "escalation_raised":
+                    raised.append(_escalation_row(event))
             if event.type == "run_started":
                 started.append(
                     (event.run_id, event.crew, event.input, event.ts, event.ts, event.seq)  # type: ignore[attr-defined]
@@ -216,6 +273,9 @@ class SQLiteRunStore(RunStore):
                 self._db.executemany(
                     _UPDATE_RUN, [delta.row(run_id) for run_id, delta in deltas.items()]
                 )
+                if raised:
+                    self._db.executemany(_INSERT_ESCALATION, raised)
+                self._db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
@@ -274,6 +334,103 @@ class SQLiteRunStore(RunStore):
             "SELECT id, data FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
         return [StoredEvent(id=row[0], event=parse_event(row[1])) for row in rows]
+
+    def escalations(
+        self, *, status: str | None = "waiting", run_id: str | None = None, limit: int = 100
+    ) -> list[Escalation]:
+        """Escalations, the riskiest and newest first."""
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if run_id:
+            where.append("run_id = ?")
+            args.append(run_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(
+            f"SELECT {_ESCALATION_COLUMNS} FROM escalations {clause}"
+            " ORDER BY risk DESC, created DESC LIMIT ?",
+            [*args, limit],
+        )
+        return [self._escalation(row) for row in rows]
+
+    def get_escalation(self, escalation_id: str) -> Escalation:
+        """One escalation by id or unique id prefix."""
+        rows = self._query(
+            f"SELECT {_ESCALATION_COLUMNS} FROM escalations WHERE id >= ? AND id < ? LIMIT 2",
+            (escalation_id, escalation_id + "\uffff"),
+        )
+        exact = [r for r in rows if r[0] == escalation_id]
+        if exact:
+            return self._escalation(exact[0])
+        if not rows:
+            raise NotFound(f"no escalation {escalation_id!r} in {self.path}")
+        if len(rows) > 1:
+            raise NotFound(f"escalation id prefix {escalation_id!r} is ambiguous")
+        return self._escalation(rows[0])
+
+    def decide(
+        self,
+        escalation_id: str,
+        decision: str,
+        *,
+        by: str,
+        note: str = "",
+        text: str | None = None,
+    ) -> Escalation:
+        """Record a decision; the conditional UPDATE makes exactly one decider win."""
+        if decision not in ("approve", "edit", "reject"):
+            raise DecisionError(f"unknown decision {decision!r}: approve, edit or reject")
+        if decision == "edit" and text is None:
+            raise DecisionError("an edit needs the new text")
+        current = self.get_escalation(escalation_id)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                run_status = self._db.execute(
+                    "SELECT status FROM runs WHERE id = ?", (current.run_id,)
+                ).fetchone()
+                changed = self._db.execute(
+                    "UPDATE escalations SET status = ?, decided_by = ?, decided_at = ?,"
+                    " note = ?, text = ? WHERE id = ? AND status = 'waiting'",
+                    (decision, by, time.time(), note, text, current.id),
+                ).rowcount
+                if changed and run_status and run_status[0] in ("succeeded", "failed", "cancelled"):
+                    self._db.execute("ROLLBACK")
+                    raise DecisionError(
+                        f"escalation {current.id} no longer waits: its run {current.run_id}"
+                        f" has {run_status[0]}"
+                    )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot record the decision in {self.path}: {exc}") from exc
+        decided = self.get_escalation(current.id)
+        if not changed:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(decided.decided_at or 0))
+            raise DecisionError(
+                f"escalation {current.id} was already decided: {decided.status} by"
+                f" {decided.decided_by} at {when}"
+            )
+        return decided
+
+    def decided_among(self, ids: Sequence[str]) -> list[Escalation]:
+        """Those of ``ids`` that have a decision (the runner's poll for its waiting steps)."""
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = self._query(
+            f"SELECT {_ESCALATION_COLUMNS} FROM escalations"
+            f" WHERE id IN ({marks}) AND status != 'waiting'",
+            list(ids),
+        )
+        return [self._escalation(row) for row in rows]
+
+    @staticmethod
+    def _escalation(row: tuple) -> Escalation:
+        data = dict(zip(Escalation.model_fields, row, strict=True))
+        data["evidence"] = json.loads(data["evidence"] or "{}")
+        return Escalation(**data)
 
     def close(self) -> None:
         """Stop the checkpointer, fold the WAL into the database file and close."""

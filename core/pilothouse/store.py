@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .events import BaseEvent
 
@@ -34,6 +35,28 @@ class RunSummary(BaseModel):
     current_persona: str | None = None
     current_step: str | None = None
     last_seq: int = 0
+
+
+class Escalation(BaseModel):
+    """A paused step as the inbox shows it, with the decision once there is one."""
+
+    id: str
+    run_id: str
+    crew: str = ""
+    step_id: str | None = None
+    persona: str
+    kind: str
+    reason: str
+    risk: float = 0.0
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    proposed: str | None = None
+    created: float
+    #: waiting, approve, edit or reject
+    status: str = "waiting"
+    decided_by: str | None = None
+    decided_at: float | None = None
+    note: str = ""
+    text: str | None = None
 
 
 class StoredEvent(BaseModel):
@@ -70,6 +93,36 @@ class RunStore(abc.ABC):
     @abc.abstractmethod
     def events_since(self, after_id: int = 0, *, limit: int = 1000) -> list[StoredEvent]:
         """Events of every run after the global id ``after_id``: how readers follow the log."""
+
+    @abc.abstractmethod
+    def escalations(
+        self, *, status: str | None = "waiting", run_id: str | None = None, limit: int = 100
+    ) -> list[Escalation]:
+        """Escalations, the riskiest and newest first (default: those waiting)."""
+
+    @abc.abstractmethod
+    def get_escalation(self, escalation_id: str) -> Escalation:
+        """One escalation by id or unique prefix; raise :class:`~pilothouse.errors.NotFound`."""
+
+    @abc.abstractmethod
+    def decide(
+        self,
+        escalation_id: str,
+        decision: str,
+        *,
+        by: str,
+        note: str = "",
+        text: str | None = None,
+    ) -> Escalation:
+        """Record a decision if the escalation still waits: of two deciders exactly one wins.
+
+        Raise :class:`~pilothouse.errors.DecisionError` when it was already
+        decided or its run no longer waits.
+        """
+
+    @abc.abstractmethod
+    def decided_among(self, ids: Sequence[str]) -> list[Escalation]:
+        """Those of ``ids`` that have a decision (how a runner learns of decisions)."""
 
     @abc.abstractmethod
     def close(self) -> None:

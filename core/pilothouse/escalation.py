@@ -1,0 +1,64 @@
+"""Waiting for people: the runner's side of human-on-the-loop decisions.
+
+A paused step registers its escalation with the :class:`DecisionWatcher` and
+sleeps. One watcher task per runtime asks the run store, a few times a second
+and only while something waits, which of the waiting escalations have been
+decided (by ``pilothouse approve`` in another terminal, the monitor, or any
+process sharing the store) and wakes those steps. Nothing busy-polls.
+"""
+
+from __future__ import annotations
+
+import anyio
+import anyio.to_thread
+
+from .crew import EscalationRules
+from .errors import DecisionError
+from .store import Escalation, RunStore
+
+POLICY_DECIDER = "policy:timeout"
+
+
+class DecisionWatcher:
+    """Wakes paused steps when their escalation is decided."""
+
+    def __init__(self, store: RunStore, *, interval: float = 0.25) -> None:
+        self.store = store
+        self.interval = interval
+        self._waiting: dict[str, anyio.Event] = {}
+        self._decided: dict[str, Escalation] = {}
+
+    async def wait(self, escalation_id: str, rules: EscalationRules) -> Escalation:
+        """The decision on ``escalation_id``; the crew's timeout policy decides if nobody does."""
+        event = anyio.Event()
+        self._waiting[escalation_id] = event
+        try:
+            timeout = None if rules.on_timeout == "wait" else rules.timeout_s
+            with anyio.move_on_after(timeout):
+                await event.wait()
+                return self._decided.pop(escalation_id)
+            try:
+                return self.store.decide(
+                    escalation_id,
+                    rules.on_timeout,
+                    by=POLICY_DECIDER,
+                    note=f"no decision within {rules.timeout_s:g} s",
+                )
+            except DecisionError:  # a person decided in the same instant: theirs stands
+                return self.store.get_escalation(escalation_id)
+        finally:
+            self._waiting.pop(escalation_id, None)
+            self._decided.pop(escalation_id, None)
+
+    async def run(self) -> None:
+        """The polling loop; run it in the runtime's task group."""
+        while True:
+            await anyio.sleep(self.interval)
+            if not self._waiting:
+                continue
+            ids = list(self._waiting)
+            for escalation in await anyio.to_thread.run_sync(self.store.decided_among, ids):
+                event = self._waiting.get(escalation.id)
+                if event is not None:
+                    self._decided[escalation.id] = escalation
+                    event.set()
