@@ -156,5 +156,5 @@ class TestGuardrails:
         verdict = RiskyClaims().check("Guaranteed results, 100% risk-free!", ctx)
         assert verdict.action == "flag"
         assert "'Guaranteed'" in verdict.reason and "'risk-free'" in verdict.reason
-        assert verdict.replacement == "aims to deliver results, nearly all low-risk!"
+        assert verdict.replacement == "designed results, nearly all low-risk!"
         assert RiskyClaims().check("Tested in the Alps.", ctx).action == "pass"

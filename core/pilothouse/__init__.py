@@ -6,6 +6,8 @@ from .engine import RunResult
 from .errors import (
     ConfigError,
     CrewFileError,
+    DecisionError,
+    EscalationRejected,
     GuardrailBlocked,
     LimitExceeded,
     LoopDetected,
@@ -32,7 +34,7 @@ from .model import (
 from .retrieval import Passage, Retriever
 from .runtime import Runtime, run
 from .settings import Settings, load_settings
-from .store import RunStore, RunSummary
+from .store import Escalation, RunStore, RunSummary
 from .tools import Tool, tool
 
 __version__ = "0.1.0"
@@ -41,6 +43,9 @@ __all__ = [
     "ConfigError",
     "Crew",
     "CrewFileError",
+    "DecisionError",
+    "Escalation",
+    "EscalationRejected",
     "Guardrail",
     "GuardrailBlocked",
     "GuardrailContext",

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Delay the offline model adds to every call (for demos)."
     )
     trace_hooks: bool = Field(default=False, description="Log every plugin hook call.")
+    decider: str | None = Field(
+        default=None, description="Name recorded with your decisions (default: your OS user)."
+    )
     endpoints: dict[str, Endpoint] = Field(
         default_factory=dict,
         description="Model servers by name ([endpoints.NAME] in pilothouse.toml).",

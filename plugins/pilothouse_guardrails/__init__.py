@@ -17,7 +17,8 @@ SECRET = re.compile(
 )
 # Claims a compliance reviewer does not let through unchecked, with a safer wording.
 RISKY_CLAIMS: dict[str, str] = {
-    r"\bguarantee[sd]?\b": "aims to deliver",
+    r"\bguaranteed\b": "designed",
+    r"\bguarantees?\b": "aims for",
     r"\brisk[- ]free\b": "low-risk",
     r"\b100\s?%": "nearly all",
     r"\bbest in the world\b": "among the best",
