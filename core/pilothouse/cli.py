@@ -395,6 +395,44 @@ def show(obj: Context, run_id: str, as_json: bool) -> None:
         click.secho(f"\nfailed ({summary.error_kind}): {summary.error}", fg="red")
 
 
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--all", "resume_all", is_flag=True, help="Every run that was running or waiting.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@pass_context
+def resume(obj: Context, run_id: str | None, resume_all: bool, as_json: bool) -> None:
+    """Continue RUN_ID (or --all) from its last completed step after a crash."""
+    if bool(run_id) == resume_all:
+        raise click.UsageError("give a RUN_ID or --all")
+    obj.store().close()  # a clear error when there is no run store
+
+    async def go() -> list[RunResult]:
+        async with Runtime(obj.settings) as rt:
+            rt.subscribe(_progress(as_json))
+            ids = rt.unfinished() if resume_all else [run_id or ""]
+            results: list[RunResult] = []
+
+            async def one(i: str) -> None:
+                results.append(await rt.resume(i))
+
+            async with anyio.create_task_group() as tg:
+                for i in ids:
+                    tg.start_soon(one, i)
+            return results
+
+    results = anyio.run(go)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    elif not results:
+        click.echo("nothing to resume")
+    for r in results:
+        if not as_json:
+            colour = STATUS_COLOURS.get(r.status, "white")
+            click.secho(f"{r.status}: run {r.run_id} ({r.crew})", fg=colour)
+    worst = max((_exit_code(r) for r in results), default=Exit.OK)
+    sys.exit(worst)
+
+
 # -- people on the loop -------------------------------------------------------------
 
 

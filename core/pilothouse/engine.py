@@ -51,6 +51,7 @@ from .events import (
     RunCancelled,
     RunFailed,
     RunFinished,
+    RunResumed,
     RunStarted,
     StepFinished,
     StepStarted,
@@ -125,9 +126,43 @@ class _Run:
     #: (tool, canonical arguments) a person approved in this run
     approved: set[tuple[str, str]] = field(default_factory=set)
 
+    #: resumed runs: finished steps by id, unfinished attempts per step id
+    done: dict[str, StepFinished] = field(default_factory=dict)
+    attempts: Counter[str] = field(default_factory=Counter)
+    #: resumed runs: escalations raised in unfinished steps, and those decided in the log
+    prior_escalations: dict[tuple[str | None, str, str], str] = field(default_factory=dict)
+    logged_decisions: set[str] = field(default_factory=set)
+
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def restore(self, events: list[BaseEvent]) -> None:
+        """Rebuild the state a run had when its last logged event was written."""
+        started: Counter[str] = Counter()
+        raised: dict[str, EscalationRaised] = {}
+        for e in events:
+            self.seq = max(self.seq, e.seq)
+            if isinstance(e, StepStarted) and e.step_id is not None:
+                started[e.step_id] += 1
+            elif isinstance(e, StepFinished) and e.step_id is not None:
+                self.done[e.step_id] = e
+            elif isinstance(e, ModelCalled):
+                self.input_tokens += e.usage.input_tokens
+                self.output_tokens += e.usage.output_tokens
+                self.cost_usd += e.cost_usd or 0.0
+            elif isinstance(e, EscalationRaised):
+                raised[e.escalation_id] = e
+            elif isinstance(e, EscalationDecided):
+                self.logged_decisions.add(e.escalation_id)
+                first = raised.get(e.escalation_id)
+                if first is not None and first.kind == "tool_approval" and e.decision != "reject":
+                    arguments = e.text if e.decision == "edit" else first.proposed
+                    self.approved.add((first.evidence["tool"], canonical_json(arguments or "{}")))
+        self.attempts = Counter({s: n for s, n in started.items() if s not in self.done})
+        for e in raised.values():
+            if e.step_id not in self.done:
+                self.prior_escalations[(e.step_id, e.kind, e.reason)] = e.escalation_id
 
 
 @dataclass
@@ -217,9 +252,43 @@ class Engine:
             model_override=model,
             subject=subject,
         )
+        return await self._drive(run, crew.limits.timeout_s)
+
+    async def resume(self, crew: Crew, events: list[BaseEvent]) -> RunResult:
+        """Continue a run from its logged events: finished steps are not run again.
+
+        A step that started but did not finish is run again, once; a step
+        interrupted twice fails the run. Escalations the interrupted step raised
+        are waited on again (a decision made meanwhile applies at once).
+        """
+        started = events[0]
+        if not isinstance(started, RunStarted):
+            raise PilothouseError(
+                f"the log of run {started.run_id} does not begin with run_started"
+            )
+        run = _Run(
+            id=started.run_id,
+            crew=crew,
+            task=started.input,
+            model_override=started.model_override,
+        )
+        run.restore(events)
+        self._emit(
+            run,
+            RunResumed,
+            completed_steps=list(run.done),
+            retried_steps=[s for s, n in run.attempts.items() if n],
+        )
+        timeout = crew.limits.timeout_s
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.time() - started.ts))
+        return await self._drive(run, timeout)
+
+    async def _drive(self, run: _Run, timeout: float | None) -> RunResult:
+        crew = run.crew
         result = RunResult(run_id=run.id, crew=crew.name, status="running")
         try:
-            with anyio.move_on_after(crew.limits.timeout_s) as scope:
+            with anyio.move_on_after(timeout) as scope:
                 output = await self._flow(run)
             if scope.cancelled_caught:
                 raise LimitExceeded(
@@ -343,14 +412,15 @@ class Engine:
                     "max_handoffs",
                     f"more than {run.crew.limits.max_handoffs} handoffs in one run",
                 )
-            self._emit(
-                run,
-                HandedOff,
-                step_id=str(index),
-                source=current,
-                target=outcome.handoff_to,
-                message=outcome.output,
-            )
+            if str(index) not in run.done:  # a resumed run logged it already
+                self._emit(
+                    run,
+                    HandedOff,
+                    step_id=str(index),
+                    source=current,
+                    target=outcome.handoff_to,
+                    message=outcome.output,
+                )
             run.trail.append(outcome.handoff_to)
             self._check_ping_pong(run)
             previous, current, text = current, outcome.handoff_to, outcome.output
@@ -380,6 +450,14 @@ class Engine:
         run.seen_inputs.add(key)
         if not run.trail:
             run.trail.append(name)
+        done = run.done.get(step_id)
+        if done is not None:  # resumed: this step finished before the interruption
+            return StepOutcome(output=done.output, handoff_to=done.handoff_to)
+        if run.attempts.get(step_id, 0) >= 2:
+            raise PilothouseError(
+                f"step {step_id} ({name}) was interrupted {run.attempts[step_id]} times;"
+                " it is not retried again"
+            )
 
         persona = self._persona(run, name)
         models = self._models_for(run, persona)
@@ -820,20 +898,26 @@ class Engine:
                 f"{persona.name!r} needs a person's decision ({reason}), but this runtime has"
                 " no run store for decisions to reach it"
             )
-        escalation_id = uuid.uuid4().hex[:10]
-        self._emit(
-            run,
-            EscalationRaised,
-            step_id=step_id,
-            escalation_id=escalation_id,
-            persona=persona.name,
-            kind=kind,
-            reason=reason,
-            risk=risk,
-            evidence=evidence,
-            proposed=proposed,
-        )
-        await self.log.flush()  # the inbox of every process sees it now
+        prior = run.prior_escalations.pop((step_id, kind, reason), None)
+        if prior is not None and prior in run.logged_decisions:
+            return self.decisions.store.get_escalation(prior)  # decided before the crash
+        if prior is not None:  # raised before the crash: wait on the same one
+            escalation_id = prior
+        else:
+            escalation_id = uuid.uuid4().hex[:10]
+            self._emit(
+                run,
+                EscalationRaised,
+                step_id=step_id,
+                escalation_id=escalation_id,
+                persona=persona.name,
+                kind=kind,
+                reason=reason,
+                risk=risk,
+                evidence=evidence,
+                proposed=proposed,
+            )
+            await self.log.flush()  # the inbox of every process sees it now
         decided = await self.decisions.wait(escalation_id, run.crew.escalation)
         self._emit(
             run,

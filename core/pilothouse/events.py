@@ -40,6 +40,14 @@ class RunStarted(BaseEvent):
     subject: str | None = None
 
 
+class RunResumed(BaseEvent):
+    """A process picked the run up again from its log after an interruption."""
+
+    type: Literal["run_resumed"] = "run_resumed"
+    completed_steps: list[str]
+    retried_steps: list[str]
+
+
 class RunFinished(BaseEvent):
     """The run succeeded with this final output."""
 
@@ -236,6 +244,7 @@ class ErrorRaised(BaseEvent):
 
 Event = Annotated[
     RunStarted
+    | RunResumed
     | RunFinished
     | RunFailed
     | RunCancelled

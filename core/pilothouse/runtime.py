@@ -20,7 +20,8 @@ from anyio.abc import TaskGroup
 from .crew import Crew
 from .crewfile import load_crew_file
 from .engine import Engine, RunResult
-from .errors import NotFound
+from .errors import NotFound, PilothouseError
+from .events import FINAL_STATUSES
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
 from .plugins import Plugins
@@ -139,6 +140,31 @@ class Runtime:
         crew_obj = crew if isinstance(crew, Crew) else self.crew(crew)
         self.engine.check(crew_obj, model)  # a misnamed part fails before the run starts
         return await self.engine.run(crew_obj, input, run_id=run_id, model=model, subject=subject)
+
+    async def resume(self, run_id: str, crew: Crew | None = None) -> RunResult:
+        """Continue an interrupted run (running or waiting when its process died).
+
+        :param crew: the crew, when it is not registered or in a crew file
+        """
+        if self._task_group is None or self.store is None:
+            raise RuntimeError("resume needs 'async with Runtime() as rt:' with a run store")
+        summary = self.store.get_run(run_id)
+        if summary.status in FINAL_STATUSES:
+            raise PilothouseError(f"run {summary.id} has already {summary.status}")
+        events = self.store.events(summary.id)
+        crew_obj = crew or self.crew(summary.crew)
+        self.engine.check(crew_obj, events[0].model_override)  # type: ignore[attr-defined]
+        return await self.engine.resume(crew_obj, events)
+
+    def unfinished(self) -> list[str]:
+        """Ids of the runs that were running or waiting for a person, oldest first."""
+        if self.store is None:
+            return []
+        runs = [
+            *self.store.list_runs(status="running", limit=100_000),
+            *self.store.list_runs(status="waiting_for_human", limit=100_000),
+        ]
+        return [r.id for r in sorted(runs, key=lambda r: r.created)]
 
 
 async def run(

@@ -168,6 +168,8 @@ class _RunDelta:
             self.input_tokens += e.usage.input_tokens  # type: ignore[attr-defined]
             self.output_tokens += e.usage.output_tokens  # type: ignore[attr-defined]
             self.cost_usd += e.cost_usd or 0.0  # type: ignore[attr-defined]
+        elif t == "run_resumed":
+            self.status = "running"
         elif t in _FINAL:
             self.status = _FINAL[t]
             self.persona_changed, self.persona = True, None
