@@ -106,6 +106,8 @@ class Limits(_Strict):
     max_identical_tool_calls: int = Field(default=3, gt=0)
     #: round trips between the same two personas before it counts as ping-pong
     max_ping_pong: int = Field(default=2, gt=0)
+    #: a step whose process died this many times is not started again (a poison step)
+    max_step_interruptions: int = Field(default=5, gt=0)
 
 
 class Crew(_Strict):

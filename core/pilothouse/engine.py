@@ -257,9 +257,10 @@ class Engine:
     async def resume(self, crew: Crew, events: list[BaseEvent]) -> RunResult:
         """Continue a run from its logged events: finished steps are not run again.
 
-        A step that started but did not finish is run again, once; a step
-        interrupted twice fails the run. Escalations the interrupted step raised
-        are waited on again (a decision made meanwhile applies at once).
+        A step that started but did not finish is run again, from its start (its
+        partial events stay in the log); one interrupted ``max_step_interruptions``
+        times fails the run. Escalations the interrupted step raised are waited
+        on again, and a decision made meanwhile applies at once.
         """
         started = events[0]
         if not isinstance(started, RunStarted):
@@ -453,7 +454,7 @@ class Engine:
         done = run.done.get(step_id)
         if done is not None:  # resumed: this step finished before the interruption
             return StepOutcome(output=done.output, handoff_to=done.handoff_to)
-        if run.attempts.get(step_id, 0) >= 2:
+        if run.attempts.get(step_id, 0) >= limits.max_step_interruptions:
             raise PilothouseError(
                 f"step {step_id} ({name}) was interrupted {run.attempts[step_id]} times;"
                 " it is not retried again"

@@ -21,9 +21,9 @@ from .crew import Crew
 from .crewfile import load_crew_file
 from .engine import Engine, RunResult
 from .errors import NotFound, PilothouseError
-from .events import FINAL_STATUSES
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
+from .events import FINAL_STATUSES
 from .plugins import Plugins
 from .registry import Registry
 from .settings import Settings, load_settings

@@ -1,0 +1,161 @@
+"""Crash tests that are real: runner processes killed with SIGKILL, then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CREW = """
+[flow]
+steps = ["a", "b", "c", "d"]
+[limits]
+max_step_interruptions = 50
+[personas.a]
+instructions = "You are the first."
+[personas.b]
+instructions = "You are the second."
+[personas.c]
+instructions = "You are the third."
+[personas.d]
+instructions = "You are the fourth."
+"""
+
+START = textwrap.dedent(
+    """
+    import anyio, sys, pilothouse
+    async def main():
+        async with pilothouse.Runtime() as rt:
+            async with anyio.create_task_group() as tg:
+                for i in range(int(sys.argv[1])):
+                    tg.start_soon(lambda i=i: rt.run("slow", f"task {i}", run_id=f"crash-{i}"))
+    anyio.run(main)
+    """
+)
+
+
+def _env(delay_ms: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = str(delay_ms)
+    return env
+
+
+def _workspace(folder):
+    (folder / "crews").mkdir(parents=True)
+    (folder / "crews" / "slow.toml").write_text(CREW)
+    return folder
+
+
+def _query(folder, sql, args=()):
+    db = sqlite3.connect(folder / ".pilothouse" / "runs.db", timeout=30)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def _outputs(folder):
+    return dict(_query(folder, "SELECT id, output FROM runs WHERE status = 'succeeded'"))
+
+
+def test_runs_survive_random_sigkills(tmp_path):
+    runs, max_kills, rng = 6, 12, random.Random(20261125)
+    reference = _workspace(tmp_path / "reference")
+    subprocess.run([sys.executable, "-c", START, str(runs)], cwd=reference, env=_env(0),
+                   check=True, timeout=120)  # fmt: skip
+    expected = _outputs(reference)
+    assert len(expected) == runs
+
+    folder = _workspace(tmp_path / "crashing")
+    env = _env(500)
+    resume = [sys.executable, "-m", "pilothouse", "resume", "--all", "--json"]
+    command = [sys.executable, "-c", START, str(runs)]
+    killed = rounds = 0
+    while killed < max_kills and rounds < 3 * max_kills:
+        rounds += 1
+        process = subprocess.Popen(command, cwd=folder, env=env, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.9, 1.8))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            killed += 1
+        process.wait(timeout=30)
+        if (folder / ".pilothouse" / "runs.db").exists():
+            states = _query(folder, "SELECT status FROM runs")
+            if len(states) == runs:
+                command = resume
+                if all(s == "succeeded" for (s,) in states):
+                    break
+    done = subprocess.run(resume, cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    states = _query(folder, "SELECT id, status, error FROM runs")
+    assert _outputs(folder) == expected, states  # every run ended, with the uninterrupted output
+    for (run_id,) in _query(folder, "SELECT id FROM runs"):
+        seqs = [s for (s,) in _query(folder, "SELECT seq FROM events WHERE run_id = ? ORDER BY seq",
+                                     (run_id,))]  # fmt: skip
+        assert seqs == list(range(1, len(seqs) + 1)), "an event is missing"
+        finished = _query(
+            folder,
+            "SELECT step_id, COUNT(*) FROM events WHERE run_id = ? AND type = 'step_finished'"
+            " GROUP BY step_id",
+            (run_id,),
+        )
+        assert dict(finished) == {"1": 1, "2": 1, "3": 1, "4": 1}, "a step finished twice"
+        ends = _query(folder, "SELECT COUNT(*) FROM events WHERE run_id = ? AND type ="
+                              " 'run_finished'", (run_id,))  # fmt: skip
+        assert ends == [(1,)]
+    resumed = _query(folder, "SELECT COUNT(*) FROM events WHERE type = 'run_resumed'")[0][0]
+    retried = _query(folder, "SELECT data FROM events WHERE type = 'run_resumed'")
+    retries = sum(len(json.loads(d)["retried_steps"]) for (d,) in retried)
+    print(
+        f"\ncrash test: {killed} kills, {runs} runs, {runs * 4} steps, {resumed} resumes,"
+        f" {retries} half-written steps retried, duplicates 0, lost 0"
+    )
+    assert killed >= 3 and resumed >= 3  # the kills did land in the middle of the work
+
+
+def test_a_decision_made_while_the_runner_is_down_applies_on_resume(tmp_path):
+    folder = tmp_path
+    env = _env(0)
+    run = [sys.executable, "-m", "pilothouse"]
+    runner = subprocess.Popen([*run, "demo", "--wait", "600"], cwd=folder, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        waiting = []
+        while not waiting and time.monotonic() < deadline:
+            time.sleep(0.2)
+            listed = subprocess.run([*run, "inbox", "--json"], cwd=folder, env=env,
+                                    capture_output=True, text=True, timeout=30)  # fmt: skip
+            waiting = json.loads(listed.stdout) if listed.returncode == 0 else []
+        assert waiting
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    escalation = waiting[0]
+    status = _query(folder, "SELECT status FROM runs WHERE id = ?", (escalation["run_id"],))
+    assert status == [("waiting_for_human",)]
+    decided = subprocess.run(
+        [*run, "approve", escalation["id"], "--by", "ana", "--note", "ok"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert decided.returncode == 0, decided.stderr
+    resumed = subprocess.run([*run, "resume", escalation["run_id"], "--json"], cwd=folder,
+                             env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)[0]
+    assert result["status"] == "succeeded" and "designed to charge a phone" in result["output"]
+    kinds = [t for (t,) in _query(folder, "SELECT type FROM events WHERE run_id = ? ORDER BY seq",
+                                   (escalation["run_id"],))]  # fmt: skip
+    assert kinds.count("escalation_raised") == 1 and kinds.count("escalation_decided") == 1
+    assert "run_resumed" in kinds and kinds[-1] == "run_finished"
