@@ -144,6 +144,8 @@ def _progress(quiet: bool) -> Any:
 def _exit_code(result: RunResult) -> Exit:
     if result.ok:
         return Exit.OK
+    if result.status == "cancelled":
+        return Exit.INTERRUPTED
     return {"limit": Exit.LIMIT, "guardrail": Exit.BLOCKED}.get(
         result.error_kind or "", Exit.RUN_FAILED
     )
@@ -198,12 +200,34 @@ def _start(
 @click.option("--model", "-m", help="provider:model or alias used by every persona of this run.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--detach", is_flag=True, help="Queue the run for 'pilothouse worker' and return.")
 @pass_context
-def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_json: bool) -> None:
+def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_json: bool,
+        detach: bool) -> None:  # fmt: skip
     """Run CREW (a name or a crew file) on one input."""
     if text == "-":
         text = sys.stdin.read()
+    if detach:
+        run_id = Runtime(obj.settings).queue(crew, text, model=model)
+        click.echo(json.dumps({"run_id": run_id, "status": "queued"}) if as_json else run_id)
+        return
     _start(obj, crew, text, model, quiet, as_json)
+
+
+@cli.command()
+@click.option("--concurrency", "-c", default=4, show_default=True, help="Runs at once.")
+@click.option("--once", is_flag=True, help="Stop when nothing is queued or unfinished.")
+@pass_context
+def worker(obj: Context, concurrency: int, once: bool) -> None:
+    """Resume unfinished runs, then take queued runs ('run --detach') as they come."""
+
+    async def go() -> int:
+        async with Runtime(obj.settings) as rt:
+            rt.subscribe(_progress(False))
+            return await rt.work(concurrency=concurrency, once=once)
+
+    done = anyio.run(go)
+    click.secho(f"worker: {done} run(s) done", err=True)
 
 
 @cli.command()
@@ -431,6 +455,23 @@ def resume(obj: Context, run_id: str | None, resume_all: bool, as_json: bool) ->
             click.secho(f"{r.status}: run {r.run_id} ({r.crew})", fg=colour)
     worst = max((_exit_code(r) for r in results), default=Exit.OK)
     sys.exit(worst)
+
+
+@cli.command()
+@click.argument("run_id")
+@pass_context
+def cancel(obj: Context, run_id: str) -> None:
+    """Cancel a run: the process executing it stops it and logs why."""
+    store = obj.store()
+    summary = store.request_cancel(run_id)
+    if summary.status == "cancelled":
+        click.secho(f"cancelled: run {summary.id} ({summary.crew})", fg="magenta")
+    else:
+        click.secho(
+            f"cancel requested: run {summary.id} stops within a second if a process is"
+            " running it, or when it is resumed",
+            fg="magenta",
+        )
 
 
 # -- people on the loop -------------------------------------------------------------

@@ -200,6 +200,9 @@ class Engine:
         self._model_plugins: dict[str, str] = {}
         #: set by the runtime when a run store can carry decisions
         self.decisions: DecisionWatcher | None = None
+        # the cancel scope of every run executing here, and why one was cancelled
+        self._active: dict[str, anyio.CancelScope] = {}
+        self._cancel_reasons: dict[str, str] = {}
         #: when set (by replay), tool results come from it instead of the tools:
         #: ``recorded_tool(name, canonical_arguments) -> result`` or ToolError
         self.recorded_tool: Callable[[str, str], str] | None = None
@@ -240,9 +243,14 @@ class Engine:
         run_id: str | None = None,
         model: str | None = None,
         subject: str | None = None,
+        after_seq: int = 0,
     ) -> RunResult:
-        """Run ``crew`` on ``task`` to the end; never raises for a failure of the run itself."""
+        """Run ``crew`` on ``task`` to the end; never raises for a failure of the run itself.
+
+        :param after_seq: events the run already has (a queued run has one)
+        """
         run = _Run(id=run_id or new_run_id(), crew=crew, task=task, model_override=model)
+        run.seq = after_seq
         self._emit(
             run,
             RunStarted,
@@ -285,9 +293,44 @@ class Engine:
             timeout = max(0.0, timeout - (time.time() - started.ts))
         return await self._drive(run, timeout)
 
+    def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
+        """Cancel a run this engine is executing; False when it is not running here."""
+        scope = self._active.get(run_id)
+        if scope is None:
+            return False
+        self._cancel_reasons[run_id] = reason
+        scope.cancel()
+        return True
+
+    async def cancel_logged(self, events: list[BaseEvent], reason: str) -> RunResult:
+        """Log the cancellation of a run no process is executing (from its events)."""
+        started = events[0]
+        crew = Crew(name=started.crew, flow={"type": "sequential", "steps": ["-"]})  # type: ignore[attr-defined]
+        run = _Run(id=started.run_id, crew=crew, task="", model_override=None)
+        run.restore(events)
+        self._emit(run, RunCancelled, reason=reason)
+        await self.log.flush()
+        return RunResult(run_id=run.id, crew=crew.name, status="cancelled", error=reason,
+                         steps=len(run.done))  # fmt: skip
+
     async def _drive(self, run: _Run, timeout: float | None) -> RunResult:
         crew = run.crew
         result = RunResult(run_id=run.id, crew=crew.name, status="running")
+        with anyio.CancelScope() as own:
+            self._active[run.id] = own
+            try:
+                await self._execute(run, timeout, result)
+            finally:
+                self._active.pop(run.id, None)
+        if own.cancelled_caught:
+            result.status = "cancelled"
+            result.error = self._cancel_reasons.pop(run.id, "cancelled")
+        result.steps, result.cost_usd = run.steps, run.cost_usd
+        result.input_tokens, result.output_tokens = run.input_tokens, run.output_tokens
+        return result
+
+    async def _execute(self, run: _Run, timeout: float | None, result: RunResult) -> None:
+        crew = run.crew
         try:
             with anyio.move_on_after(timeout) as scope:
                 output = await self._flow(run)
@@ -297,7 +340,8 @@ class Engine:
                 )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                self._emit(run, RunCancelled, reason="cancelled")
+                reason = self._cancel_reasons.get(run.id, "cancelled")
+                self._emit(run, RunCancelled, reason=reason)
                 await self.log.flush()
             raise
         except Exception as exc:
@@ -314,9 +358,6 @@ class Engine:
             )
             result.status, result.output = "succeeded", output
         await self.log.flush()
-        result.steps, result.cost_usd = run.steps, run.cost_usd
-        result.input_tokens, result.output_tokens = run.input_tokens, run.output_tokens
-        return result
 
     def _fail(self, run: _Run, exc: Exception, result: RunResult) -> None:
         plugin = getattr(exc, "plugin", None)

@@ -1,6 +1,7 @@
 """Waiting for people: the runner's side of human-on-the-loop decisions.
 
-A paused step registers its escalation with the :class:`DecisionWatcher` and
+It also carries cancel requests (``pilothouse cancel``) to the runs executing
+in this process. A paused step registers its escalation with the :class:`DecisionWatcher` and
 sleeps. One watcher task per runtime asks the run store, a few times a second
 and only while something waits, which of the waiting escalations have been
 decided (by ``pilothouse approve`` in another terminal, the monitor, or any
@@ -8,6 +9,8 @@ process sharing the store) and wakes those steps. Nothing busy-polls.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
@@ -22,9 +25,19 @@ POLICY_DECIDER = "policy:timeout"
 class DecisionWatcher:
     """Wakes paused steps when their escalation is decided."""
 
-    def __init__(self, store: RunStore, *, interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        interval: float = 0.25,
+        on_cancel: Callable[[str, str], object] | None = None,
+        active: Callable[[], list[str]] | None = None,
+    ) -> None:
         self.store = store
         self.interval = interval
+        #: ``on_cancel(run_id, reason)`` for runs cancelled from another process
+        self.on_cancel = on_cancel
+        self.active = active
         self._waiting: dict[str, anyio.Event] = {}
         self._decided: dict[str, Escalation] = {}
 
@@ -54,6 +67,10 @@ class DecisionWatcher:
         """The polling loop; run it in the runtime's task group."""
         while True:
             await anyio.sleep(self.interval)
+            running = self.active() if self.active is not None else []
+            if running and self.on_cancel is not None:
+                for run_id in await anyio.to_thread.run_sync(self.store.cancel_requested, running):
+                    self.on_cancel(run_id, "cancelled by request")
             if not self._waiting:
                 continue
             ids = list(self._waiting)

@@ -40,6 +40,16 @@ class RunStarted(BaseEvent):
     subject: str | None = None
 
 
+class RunQueued(BaseEvent):
+    """A run waits in the queue for a worker (``pilothouse run --detach``)."""
+
+    type: Literal["run_queued"] = "run_queued"
+    crew: str
+    input: str
+    model_override: str | None = None
+    subject: str | None = None
+
+
 class RunResumed(BaseEvent):
     """A process picked the run up again from its log after an interruption."""
 
@@ -244,6 +254,7 @@ class ErrorRaised(BaseEvent):
 
 Event = Annotated[
     RunStarted
+    | RunQueued
     | RunResumed
     | RunFinished
     | RunFailed

@@ -11,19 +11,21 @@ For a one-off run, :func:`pilothouse.run` does the same in one call.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from .crew import Crew
 from .crewfile import load_crew_file
-from .engine import Engine, RunResult
+from .engine import Engine, RunResult, new_run_id
 from .errors import NotFound, PilothouseError
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
-from .events import FINAL_STATUSES
+from .events import FINAL_STATUSES, RunQueued
 from .plugins import Plugins
 from .registry import Registry
 from .settings import Settings, load_settings
@@ -60,7 +62,11 @@ class Runtime:
             self.log.subscribe(observer, name=name)
         self.engine = Engine(self.registry, self.log, self.settings)
         if self.store is not None:
-            self.engine.decisions = DecisionWatcher(self.store)
+            self.engine.decisions = DecisionWatcher(
+                self.store,
+                on_cancel=self.engine.cancel,
+                active=lambda: list(self.engine._active),
+            )
         self._task_group: TaskGroup | None = None
 
     async def __aenter__(self) -> Runtime:
@@ -152,9 +158,68 @@ class Runtime:
         if summary.status in FINAL_STATUSES:
             raise PilothouseError(f"run {summary.id} has already {summary.status}")
         events = self.store.events(summary.id)
+        if self.store.cancel_requested([summary.id]):
+            return await self.engine.cancel_logged(events, "cancelled by request while it was down")
         crew_obj = crew or self.crew(summary.crew)
         self.engine.check(crew_obj, events[0].model_override)  # type: ignore[attr-defined]
         return await self.engine.resume(crew_obj, events)
+
+    def queue(self, crew: str, input: str, *, model: str | None = None) -> str:
+        """Queue a run of a registered or file crew for a worker; return its id."""
+        if self.store is None:
+            raise PilothouseError("queueing a run needs a run store")
+        self.engine.check(self.crew(crew), model)
+        event = RunQueued(run_id=new_run_id(), seq=1, ts=time.time(), crew=crew, input=input,
+                          model_override=model)  # fmt: skip
+        self.store.write([(event, event.model_dump_json())])
+        return event.run_id
+
+    async def work(self, *, concurrency: int = 4, poll: float = 0.5, once: bool = False) -> int:
+        """Be a worker: resume unfinished runs, then run queued ones as they come.
+
+        Returns the number of runs executed. ``once`` stops when nothing is left.
+        """
+        if self._task_group is None or self.store is None:
+            raise RuntimeError("work needs 'async with Runtime() as rt:' with a run store")
+        store = self.store
+        done = 0
+        limiter = anyio.CapacityLimiter(concurrency)
+        active: set[str] = set()
+
+        async def execute(run_id: str, resume: bool) -> None:
+            nonlocal done
+            async with limiter:
+                try:
+                    if resume:
+                        await self.resume(run_id)
+                    else:
+                        queued = store.events(run_id)[0]
+                        await self.engine.run(
+                            self.crew(queued.crew),  # type: ignore[attr-defined]
+                            queued.input,  # type: ignore[attr-defined]
+                            run_id=run_id,
+                            model=queued.model_override,  # type: ignore[attr-defined]
+                            after_seq=1,
+                        )
+                except PilothouseError as exc:
+                    logging.getLogger("pilothouse").error("run %s: %s", run_id, exc)
+                finally:
+                    done += 1
+                    active.discard(run_id)
+
+        async with anyio.create_task_group() as tg:
+            for run_id in self.unfinished():
+                active.add(run_id)
+                tg.start_soon(execute, run_id, True)
+            while True:
+                free = concurrency - len(active)
+                claimed = await anyio.to_thread.run_sync(store.claim_queued, free) if free else []
+                for summary in claimed:
+                    active.add(summary.id)
+                    tg.start_soon(execute, summary.id, False)
+                if once and not active and not claimed:
+                    return done
+                await anyio.sleep(poll)
 
     def unfinished(self) -> list[str]:
         """Ids of the runs that were running or waiting for a person, oldest first."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DecisionError, NotFound, StoreError
-from .events import BaseEvent, parse_event
+from .events import BaseEvent, RunCancelled, parse_event
 from .store import Escalation, RunStore, RunSummary, StoredEvent
 
 
@@ -82,7 +82,16 @@ def m002_escalations(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_escalations]
+def m003_cancel_requests(db: sqlite3.Connection) -> None:
+    """A flag other processes set to cancel a run its runner then cancels."""
+    db.execute("ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_initial,
+    m002_escalations,
+    m003_cancel_requests,
+]
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -249,9 +258,10 @@ class SQLiteRunStore(RunStore):
                 escalating.add(event.run_id)
                 if event.type == "escalation_raised":
                     raised.append(_escalation_row(event))
-            if event.type == "run_started":
+            if event.type in ("run_started", "run_queued"):
+                status = "running" if event.type == "run_started" else "queued"
                 started.append(
-                    (event.run_id, event.crew, event.input, event.ts, event.ts, event.seq)  # type: ignore[attr-defined]
+                    (event.run_id, event.crew, status, event.input, event.ts, event.ts, event.seq)  # type: ignore[attr-defined]
                 )
             else:
                 deltas.setdefault(event.run_id, _RunDelta()).fold(event)
@@ -269,7 +279,9 @@ class SQLiteRunStore(RunStore):
                 if started:
                     self._db.executemany(
                         "INSERT INTO runs (id, crew, status, input, created, updated, last_seq)"
-                        " VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                        " status = excluded.status, updated = excluded.updated,"
+                        " last_seq = excluded.last_seq",
                         started,
                     )
                 self._db.executemany(
@@ -415,6 +427,42 @@ class SQLiteRunStore(RunStore):
                 f" {decided.decided_by} at {when}"
             )
         return decided
+
+    def request_cancel(self, run_id: str) -> RunSummary:
+        """Flag the run for cancellation; a queued run is cancelled here and now."""
+        summary = self.get_run(run_id)
+        if summary.status in ("succeeded", "failed", "cancelled"):
+            raise DecisionError(f"run {summary.id} has already {summary.status}")
+        if summary.status == "queued":
+            event = RunCancelled(run_id=summary.id, seq=summary.last_seq + 1, ts=time.time(),
+                                 reason="cancelled before it started")  # fmt: skip
+            self.write([(event, event.model_dump_json())])
+        else:
+            with self._lock:
+                self._db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))
+        return self.get_run(summary.id)
+
+    def claim_queued(self, limit: int) -> list[RunSummary]:
+        """Take up to ``limit`` queued runs, oldest first; no two callers get the same run."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "UPDATE runs SET status = 'running' WHERE id IN (SELECT id FROM runs"
+                " WHERE status = 'queued' ORDER BY created LIMIT ?) RETURNING id",
+                (limit,),
+            ).fetchall()
+        return [self.get_run(row[0]) for row in rows]
+
+    def cancel_requested(self, ids: Sequence[str]) -> list[str]:
+        """Those of ``ids`` flagged for cancellation."""
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = self._query(
+            f"SELECT id FROM runs WHERE cancel_requested = 1 AND id IN ({marks})", list(ids)
+        )
+        return [row[0] for row in rows]
 
     def decided_among(self, ids: Sequence[str]) -> list[Escalation]:
         """Those of ``ids`` that have a decision (the runner's poll for its waiting steps)."""

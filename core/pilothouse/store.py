@@ -121,6 +121,19 @@ class RunStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def request_cancel(self, run_id: str) -> RunSummary:
+        """Ask for a run to be cancelled: a queued run is cancelled at once (logged),
+        a running or waiting one by the process executing it (or on resume)."""
+
+    @abc.abstractmethod
+    def claim_queued(self, limit: int) -> list[RunSummary]:
+        """Atomically take up to ``limit`` queued runs (status becomes ``running``)."""
+
+    @abc.abstractmethod
+    def cancel_requested(self, ids: Sequence[str]) -> list[str]:
+        """Those of ``ids`` whose cancellation was requested."""
+
+    @abc.abstractmethod
     def decided_among(self, ids: Sequence[str]) -> list[Escalation]:
         """Those of ``ids`` that have a decision (how a runner learns of decisions)."""
 

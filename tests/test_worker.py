@@ -1,0 +1,84 @@
+"""Queued runs, the worker, and cancelling a run from another process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SLOW = """
+[flow]
+steps = ["a", "b", "c"]
+[personas.a]
+[personas.b]
+[personas.c]
+"""
+
+
+def ph(*args, cwd, env=None, timeout=120):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    return subprocess.run([sys.executable, "-m", "pilothouse", *args], cwd=cwd,
+                          env={**base, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def _types(folder, run_id):
+    db = sqlite3.connect(folder / ".pilothouse" / "runs.db")
+    try:
+        return [t for (t,) in db.execute(
+            "SELECT type FROM events WHERE run_id = ? ORDER BY seq", (run_id,))]  # fmt: skip
+    finally:
+        db.close()
+
+
+def test_detached_runs_wait_in_the_queue_for_a_worker(tmp_path):
+    ids = [json.loads(ph("run", "support", "-i", f"billing question {i}", "--detach", "--json",
+                         cwd=tmp_path).stdout)["run_id"] for i in range(3)]  # fmt: skip
+    queued = json.loads(ph("runs", "--status", "queued", "--json", cwd=tmp_path).stdout)
+    assert sorted(r["id"] for r in queued) == sorted(ids)
+    cancelled = ph("cancel", ids[0], cwd=tmp_path)
+    assert cancelled.returncode == 0 and "cancelled: run" in cancelled.stdout
+    done = ph("worker", "--once", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "worker: 2 run(s) done" in done.stderr
+    runs = {r["id"]: r["status"] for r in json.loads(ph("runs", "--json", cwd=tmp_path).stdout)}
+    assert runs == {ids[0]: "cancelled", ids[1]: "succeeded", ids[2]: "succeeded"}
+    assert _types(tmp_path, ids[1])[:2] == ["run_queued", "run_started"]
+    assert _types(tmp_path, ids[0]) == ["run_queued", "run_cancelled"]
+    again = ph("cancel", ids[1], cwd=tmp_path)
+    assert again.returncode == 3 and "has already succeeded" in again.stderr
+
+
+def test_cancel_reaches_the_process_running_the_run(tmp_path):
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "slow.toml").write_text(SLOW)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "2000"
+    runner = subprocess.Popen([sys.executable, "-m", "pilothouse", "run", "slow", "-i", "go",
+                               "--json"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        running = []
+        while not running and time.monotonic() < deadline:
+            time.sleep(0.2)
+            listed = ph("runs", "--status", "running", "--json", cwd=tmp_path)
+            running = json.loads(listed.stdout) if listed.returncode == 0 else []
+        assert running
+        asked = time.monotonic()
+        assert ph("cancel", running[0]["id"], cwd=tmp_path).returncode == 0
+        out, _ = runner.communicate(timeout=30)
+        took = time.monotonic() - asked
+    finally:
+        runner.kill()
+    assert runner.returncode == 130
+    assert json.loads(out)["status"] == "cancelled" and took < 5
+    types = _types(tmp_path, running[0]["id"])
+    assert types[-1] == "run_cancelled" and "run_finished" not in types
