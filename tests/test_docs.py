@@ -64,3 +64,14 @@ def test_the_readme_endpoint_config_loads(workspace, monkeypatch):
     assert rt.engine.resolve_model("fast").id == "hosted:gpt-4o-mini"
     shown = " ".join(row["value"] for row in settings.describe())
     assert "sk-readme" not in shown and "api_key_env=OPENAI_API_KEY" in shown
+
+
+def test_the_readme_escalation_rules_are_valid():
+    import tomllib
+
+    from pilothouse.crew import EscalationRules
+
+    rules = EscalationRules.model_validate(
+        tomllib.loads(_block("toml", "[escalation]"))["escalation"]
+    )
+    assert (rules.on_timeout, rules.on_reject, rules.max_revisions) == ("reject", "revise", 2)
