@@ -305,14 +305,7 @@ class SQLiteRunStore(RunStore):
         self, *, status: str | None = None, crew: str | None = None, limit: int = 100
     ) -> list[RunSummary]:
         """Runs, newest first, optionally filtered by status and crew."""
-        where, args = [], []
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        if crew:
-            where.append("crew = ?")
-            args.append(crew)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = self._where(status=status, crew=crew)
         rows = self._query(
             f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY created DESC, rowid DESC LIMIT ?",
             [*args, limit],
@@ -321,18 +314,29 @@ class SQLiteRunStore(RunStore):
 
     def get_run(self, run_id: str) -> RunSummary:
         """One run by id or by a unique prefix of its id."""
+        return self._summary(self._by_prefix("runs", _RUN_COLUMNS, run_id, "run"))
+
+    def _by_prefix(self, table: str, columns: str, key: str, what: str) -> tuple:
+        """The row whose id is ``key``, or the only one whose id starts with it."""
         rows = self._query(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? LIMIT 2",
-            (run_id, run_id + "\uffff"),
+            f"SELECT {columns} FROM {table} WHERE id >= ? AND id < ? LIMIT 2",
+            (key, key + "\uffff"),
         )
-        exact = [r for r in rows if r[0] == run_id]
+        exact = [r for r in rows if r[0] == key]
         if exact:
-            return self._summary(exact[0])
+            return exact[0]
         if not rows:
-            raise NotFound(f"no run {run_id!r} in {self.path}")
+            raise NotFound(f"no {what} {key!r} in {self.path}")
         if len(rows) > 1:
-            raise NotFound(f"run id prefix {run_id!r} is ambiguous; give more characters")
-        return self._summary(rows[0])
+            raise NotFound(f"{what} id prefix {key!r} is ambiguous; give more characters")
+        return rows[0]
+
+    @staticmethod
+    def _where(**filters: object) -> tuple[str, list[object]]:
+        """A WHERE clause for the filters that are set (column = value)."""
+        set_ = {column: value for column, value in filters.items() if value}
+        clause = " AND ".join(f"{column} = ?" for column in set_)
+        return (f"WHERE {clause}" if clause else ""), list(set_.values())
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[BaseEvent]:
         """The run's events in order."""
@@ -353,14 +357,7 @@ class SQLiteRunStore(RunStore):
         self, *, status: str | None = "waiting", run_id: str | None = None, limit: int = 100
     ) -> list[Escalation]:
         """Escalations, the riskiest and newest first."""
-        where, args = [], []
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        if run_id:
-            where.append("run_id = ?")
-            args.append(run_id)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = self._where(status=status, run_id=run_id)
         rows = self._query(
             f"SELECT {_ESCALATION_COLUMNS} FROM escalations {clause}"
             " ORDER BY risk DESC, created DESC LIMIT ?",
@@ -370,18 +367,8 @@ class SQLiteRunStore(RunStore):
 
     def get_escalation(self, escalation_id: str) -> Escalation:
         """One escalation by id or unique id prefix."""
-        rows = self._query(
-            f"SELECT {_ESCALATION_COLUMNS} FROM escalations WHERE id >= ? AND id < ? LIMIT 2",
-            (escalation_id, escalation_id + "\uffff"),
-        )
-        exact = [r for r in rows if r[0] == escalation_id]
-        if exact:
-            return self._escalation(exact[0])
-        if not rows:
-            raise NotFound(f"no escalation {escalation_id!r} in {self.path}")
-        if len(rows) > 1:
-            raise NotFound(f"escalation id prefix {escalation_id!r} is ambiguous")
-        return self._escalation(rows[0])
+        row = self._by_prefix("escalations", _ESCALATION_COLUMNS, escalation_id, "escalation")
+        return self._escalation(row)
 
     def decide(
         self,
