@@ -168,6 +168,25 @@ def make_runtime(workspace, scripted):
     return make
 
 
+def wait_for_inbox(cwd, env, timeout: float = 60) -> list[dict[str, Any]]:
+    """Poll ``pilothouse inbox --json`` as a person would until something waits."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        listed = subprocess.run(
+            [sys.executable, "-m", "pilothouse", "inbox", "--json"],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        if listed.returncode == 0 and json.loads(listed.stdout):
+            return json.loads(listed.stdout)
+    raise AssertionError("no escalation appeared in the inbox")
+
+
 def crew(
     flow: dict[str, Any], personas: dict[str, dict[str, Any]], **extra: Any
 ) -> pilothouse.Crew:

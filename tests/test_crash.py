@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from conftest import wait_for_inbox
+
 pytestmark = pytest.mark.slow
 
 CREW = """
@@ -131,14 +133,7 @@ def test_a_decision_made_while_the_runner_is_down_applies_on_resume(tmp_path):
     runner = subprocess.Popen([*run, "demo", "--wait", "600"], cwd=folder, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        waiting = []
-        while not waiting and time.monotonic() < deadline:
-            time.sleep(0.2)
-            listed = subprocess.run([*run, "inbox", "--json"], cwd=folder, env=env,
-                                    capture_output=True, text=True, timeout=30)  # fmt: skip
-            waiting = json.loads(listed.stdout) if listed.returncode == 0 else []
-        assert waiting
+        waiting = wait_for_inbox(folder, env)
     finally:
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=30)

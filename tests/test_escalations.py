@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import anyio
 import pytest
 
 import pilothouse
-from conftest import crew, text_reply, tool_reply
+from conftest import crew, text_reply, tool_reply, wait_for_inbox
 from pilothouse import DecisionError, Guardrail, Verdict, tool
 from pilothouse.sqlite_store import SQLiteRunStore
 
@@ -288,14 +287,7 @@ def test_the_demo_waits_for_a_person_deciding_from_another_terminal(tmp_path):
         cwd=tmp_path, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        waiting = []
-        while not waiting and time.monotonic() < deadline:
-            time.sleep(0.2)
-            listed = subprocess.run([*run, "inbox", "--json"], cwd=tmp_path, env=base,
-                                    capture_output=True, text=True, timeout=30)  # fmt: skip
-            waiting = json.loads(listed.stdout) if listed.returncode == 0 else []
-        assert waiting, "no escalation appeared"
+        waiting = wait_for_inbox(tmp_path, base)
         escalation = waiting[0]
         assert escalation["persona"] == "compliance" and "guaranteed" in escalation["reason"]
         assert "is designed to charge a phone" in escalation["proposed"]
