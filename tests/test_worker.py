@@ -82,3 +82,24 @@ def test_cancel_reaches_the_process_running_the_run(tmp_path):
     assert json.loads(out)["status"] == "cancelled" and took < 5
     types = _types(tmp_path, running[0]["id"])
     assert types[-1] == "run_cancelled" and "run_finished" not in types
+
+
+def test_a_run_a_live_process_executes_is_not_resumed_twice(tmp_path):
+    from conftest import wait_for_inbox
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    runner = subprocess.Popen([sys.executable, "-m", "pilothouse", "demo", "--wait", "600"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        run_id = wait_for_inbox(tmp_path, env)[0]["run_id"]
+        busy = ph("resume", run_id, cwd=tmp_path)
+        assert busy.returncode == 3 and f"run {run_id} is being executed by" in busy.stderr
+        assert "nothing to resume" in ph("resume", "--all", cwd=tmp_path).stdout
+    finally:
+        runner.kill()
+        runner.wait(timeout=30)
+    # the process is gone: the run is an orphan now, and resume takes it (here, to cancel it)
+    assert ph("cancel", run_id, cwd=tmp_path).returncode == 0
+    resumed = json.loads(ph("resume", "--all", "--json", cwd=tmp_path, timeout=60).stdout)
+    assert [(r["run_id"], r["status"]) for r in resumed] == [(run_id, "cancelled")]

@@ -433,11 +433,16 @@ def resume(obj: Context, run_id: str | None, resume_all: bool, as_json: bool) ->
     async def go() -> list[RunResult]:
         async with Runtime(obj.settings) as rt:
             rt.subscribe(_progress(as_json))
-            ids = rt.unfinished() if resume_all else [run_id or ""]
+            if run_id:
+                return [await rt.resume(run_id)]
+            ids = rt.unfinished()
             results: list[RunResult] = []
 
             async def one(i: str) -> None:
-                results.append(await rt.resume(i))
+                try:
+                    results.append(await rt.resume(i))
+                except PilothouseError as exc:  # one bad run does not stop the others
+                    click.secho(f"run {i}: {exc}", fg="red", err=True)
 
             async with anyio.create_task_group() as tg:
                 for i in ids:

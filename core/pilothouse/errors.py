@@ -114,6 +114,12 @@ class DecisionError(PilothouseError):
     kind = "decision"
 
 
+class RunBusy(PilothouseError):
+    """Another live process executes the run (resuming it would run it twice)."""
+
+    kind = "busy"
+
+
 class StoreError(PilothouseError):
     """The run store cannot be opened or written."""
 

@@ -29,7 +29,7 @@ from .events import FINAL_STATUSES, RunQueued
 from .plugins import Plugins
 from .registry import Registry
 from .settings import Settings, load_settings
-from .sqlite_store import SQLiteRunStore
+from .sqlite_store import SQLiteRunStore, new_owner
 from .store import RunStore
 
 
@@ -55,7 +55,9 @@ class Runtime:
         self.store: RunStore | None = None
         if log_events:
             self.store = SQLiteRunStore(
-                self.settings.store_path, synchronous=self.settings.synchronous.upper()
+                self.settings.store_path,
+                synchronous=self.settings.synchronous.upper(),
+                owner=new_owner(),
             )
         self.log = EventLog(self.store, threaded=self.settings.synchronous == "full")
         for name, observer in self.plugins.observers():
@@ -75,6 +77,8 @@ class Runtime:
         await self._task_group.start(self.log.run_flusher)
         if self.engine.decisions is not None:
             self._task_group.start_soon(self.engine.decisions.run)
+        if self.store is not None:
+            self._task_group.start_soon(self._heartbeat)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -94,6 +98,13 @@ class Runtime:
                 logging.getLogger("pilothouse").exception("plugin %r: aclose failed", entry.plugin)
         if self.store is not None:
             self.store.close()
+
+    async def _heartbeat(self, interval: float = 5.0) -> None:
+        store = self.store
+        assert store is not None
+        while True:
+            await anyio.sleep(interval)
+            await anyio.to_thread.run_sync(store.heartbeat)
 
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer(event)`` for every event of every run of this runtime."""
@@ -157,6 +168,7 @@ class Runtime:
         summary = self.store.get_run(run_id)
         if summary.status in FINAL_STATUSES:
             raise PilothouseError(f"run {summary.id} has already {summary.status}")
+        self.store.take_over(summary.id)
         events = self.store.events(summary.id)
         if self.store.cancel_requested([summary.id]):
             return await self.engine.cancel_logged(events, "cancelled by request while it was down")
@@ -222,14 +234,8 @@ class Runtime:
                 await anyio.sleep(poll)
 
     def unfinished(self) -> list[str]:
-        """Ids of the runs that were running or waiting for a person, oldest first."""
-        if self.store is None:
-            return []
-        runs = [
-            *self.store.list_runs(status="running", limit=100_000),
-            *self.store.list_runs(status="waiting_for_human", limit=100_000),
-        ]
-        return [r.id for r in sorted(runs, key=lambda r: r.created)]
+        """Runs left running or waiting for a person by a process that is gone, oldest first."""
+        return self.store.orphaned() if self.store is not None else []
 
 
 async def run(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DecisionError, NotFound, StoreError
+from .errors import DecisionError, NotFound, RunBusy, StoreError
 from .events import BaseEvent, RunCancelled, parse_event
 from .store import Escalation, RunStore, RunSummary, StoredEvent
 
@@ -87,11 +90,47 @@ def m003_cancel_requests(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
 
 
+def m004_leases(db: sqlite3.Connection) -> None:
+    """Which process executes a run, and when it last said it was alive."""
+    db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_escalations,
     m003_cancel_requests,
+    m004_leases,
 ]
+
+#: a lease whose heartbeat is older than this is dead, wherever its process was
+LEASE_S = 30.0
+HOST = socket.gethostname()
+
+
+def new_owner() -> str:
+    """An owner id for this process: ``host:pid:token``."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def lease_alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
+    """Whether the process holding a run still runs it.
+
+    On this host the process id answers at once (a killed runner's runs can be
+    resumed immediately); elsewhere the heartbeat must be younger than LEASE_S.
+    """
+    if not owner or heartbeat is None or now - heartbeat > LEASE_S:
+        return False
+    host, _, rest = owner.partition(":")
+    if host != HOST:
+        return True
+    try:
+        os.kill(int(rest.split(":")[0]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -223,8 +262,12 @@ class _Checkpointer(threading.Thread):
 class SQLiteRunStore(RunStore):
     """A :class:`RunStore` in one SQLite file (WAL: readers never block the writer)."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "NORMAL", owner: str | None = None
+    ) -> None:
         self.path = Path(path)
+        #: the lease holder written with the runs this handle starts (a runner's id)
+        self.owner = owner
         self.location = str(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,8 +303,19 @@ class SQLiteRunStore(RunStore):
                     raised.append(_escalation_row(event))
             if event.type in ("run_started", "run_queued"):
                 status = "running" if event.type == "run_started" else "queued"
+                owner = self.owner if status == "running" else None
                 started.append(
-                    (event.run_id, event.crew, status, event.input, event.ts, event.ts, event.seq)  # type: ignore[attr-defined]
+                    (
+                        event.run_id,
+                        event.crew,
+                        status,
+                        event.input,
+                        event.ts,
+                        event.ts,
+                        event.seq,  # type: ignore[attr-defined]
+                        owner,
+                        time.time(),
+                    )
                 )
             else:
                 deltas.setdefault(event.run_id, _RunDelta()).fold(event)
@@ -278,10 +332,11 @@ class SQLiteRunStore(RunStore):
                 )
                 if started:
                     self._db.executemany(
-                        "INSERT INTO runs (id, crew, status, input, created, updated, last_seq)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                        " status = excluded.status, updated = excluded.updated,"
-                        " last_seq = excluded.last_seq",
+                        "INSERT INTO runs (id, crew, status, input, created, updated, last_seq,"
+                        " owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                        " updated = excluded.updated, last_seq = excluded.last_seq,"
+                        " owner = excluded.owner, heartbeat = excluded.heartbeat",
                         started,
                     )
                 self._db.executemany(
@@ -435,11 +490,53 @@ class SQLiteRunStore(RunStore):
             return []
         with self._lock:
             rows = self._db.execute(
-                "UPDATE runs SET status = 'running' WHERE id IN (SELECT id FROM runs"
-                " WHERE status = 'queued' ORDER BY created LIMIT ?) RETURNING id",
-                (limit,),
+                "UPDATE runs SET status = 'running', owner = ?, heartbeat = ? WHERE id IN"
+                " (SELECT id FROM runs WHERE status = 'queued' ORDER BY created LIMIT ?)"
+                " RETURNING id",
+                (self.owner, time.time(), limit),
             ).fetchall()
         return [self.get_run(row[0]) for row in rows]
+
+    def take_over(self, run_id: str) -> None:
+        """Become the run's owner unless a live process holds it; raise RunBusy if one does."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT owner, heartbeat FROM runs WHERE id = ?", (run_id,)
+                ).fetchone()
+                if row and row[0] != self.owner and lease_alive(row[0], row[1], now):
+                    raise RunBusy(
+                        f"run {run_id} is being executed by {row[0]} (alive {now - row[1]:.0f} s"
+                        " ago); resume it only after that process stops"
+                    )
+                self._db.execute(
+                    "UPDATE runs SET owner = ?, heartbeat = ? WHERE id = ?",
+                    (self.owner, now, run_id),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def orphaned(self) -> list[str]:
+        """Runs left running or waiting by a process that is gone, oldest first."""
+        now = time.time()
+        rows = self._query(
+            "SELECT id, owner, heartbeat FROM runs"
+            " WHERE status IN ('running', 'waiting_for_human') ORDER BY created"
+        )
+        return [r[0] for r in rows if r[1] == self.owner or not lease_alive(r[1], r[2], now)]
+
+    def heartbeat(self) -> None:
+        """Say that this owner's unfinished runs are still being executed."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET heartbeat = ? WHERE owner = ?"
+                " AND status IN ('running', 'waiting_for_human')",
+                (time.time(), self.owner),
+            )
 
     def cancel_requested(self, ids: Sequence[str]) -> list[str]:
         """Those of ``ids`` flagged for cancellation."""

@@ -130,6 +130,19 @@ class RunStore(abc.ABC):
         """Atomically take up to ``limit`` queued runs (status becomes ``running``)."""
 
     @abc.abstractmethod
+    def take_over(self, run_id: str) -> None:
+        """Become the run's owner; raise :class:`~pilothouse.errors.RunBusy` if a live
+        process executes it."""
+
+    @abc.abstractmethod
+    def orphaned(self) -> list[str]:
+        """Unfinished runs whose process is gone (what ``resume --all`` continues)."""
+
+    @abc.abstractmethod
+    def heartbeat(self) -> None:
+        """Renew the lease on the runs this owner executes."""
+
+    @abc.abstractmethod
     def cancel_requested(self, ids: Sequence[str]) -> list[str]:
         """Those of ``ids`` whose cancellation was requested."""
 
