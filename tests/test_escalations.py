@@ -305,3 +305,20 @@ def test_the_demo_waits_for_a_person_deciding_from_another_terminal(tmp_path):
     again = subprocess.run([*run, "approve", escalation["id"]], cwd=tmp_path, env=base,
                            capture_output=True, text=True, timeout=30)  # fmt: skip
     assert again.returncode == 3 and "was already decided: edit by ana" in again.stderr
+
+
+async def test_edit_in_the_editor_from_the_cli(make_runtime, scripted, workspace, other_store):
+    scripted.guardrails.append(FlagWord())
+    scripted.provider.enqueue(text_reply("a risky plan"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    # click.edit runs "$EDITOR <file>" through the shell: this editor rewrites the file
+    env["EDITOR"] = 'sh -c \'printf "%s" "written in the editor" > "$1"\' -'
+    async with make_runtime() as rt, anyio.create_task_group() as tg:
+        results = []
+        tg.start_soon(lambda: _collect(results, rt.run(_crew(), "write")))
+        escalation = await _wait_for_escalation(other_store())
+        done = await anyio.to_thread.run_sync(lambda: subprocess.run(
+            [sys.executable, "-m", "pilothouse", "edit", escalation.id, "--editor", "--by", "eve"],
+            cwd=workspace, env=env, capture_output=True, text=True, timeout=60))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert results[0].ok and results[0].output == "written in the editor"
