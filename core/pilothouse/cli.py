@@ -574,6 +574,62 @@ def edit(obj: Context, escalation_id: str, text: str | None, use_editor: bool, n
     _decide(obj, escalation_id, "edit", by, note, text)
 
 
+def _since(value: str | None) -> float | None:
+    """``7d``, ``12h``, ``30m`` ago, or an ISO date; None for all time."""
+    if not value:
+        return None
+    units = {"d": 86400, "h": 3600, "m": 60}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use 7d, 12h, 30m or a date like 2026-11-01") from None
+
+
+@cli.command()
+@click.option("--by", "by", type=click.Choice(["crew", "persona", "model", "day"]), default="crew",
+              show_default=True, help="How to group the numbers.")  # fmt: skip
+@click.option("--crew", help="Only this crew.")
+@click.option("--since", help="Only runs since: 7d, 12h, 30m or an ISO date.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def metrics(obj: Context, by: str, crew: str | None, since: str | None, as_json: bool) -> None:
+    """LLM-ops numbers: runs, success/error/escalation/override rates, tokens, cost, latency."""
+    from .metrics import compute
+
+    obj.store().close()  # a clear error when there is no run store
+    rows = compute(obj.settings.store_path, by=by, crew=crew, since=_since(since))  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps([m.as_dict() for m in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no runs")
+        return
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    click.secho(
+        f"{by:<22}{'runs':>6}{'ok':>6}{'err':>6}{'esc':>6}{'ovr':>6}{'calls':>7}{'tokens':>9}"
+        f"{'tok/ok':>8}{'cost $':>9}{'p50 ms':>8}{'p95 ms':>8}",
+        bold=True,
+    )
+    for m in rows:
+        tokens = m.input_tokens + m.output_tokens
+        per = "-" if m.tokens_per_success is None else f"{m.tokens_per_success:.0f}"
+        p50 = "-" if m.latency_p50_ms is None else f"{m.latency_p50_ms:.0f}"
+        p95 = "-" if m.latency_p95_ms is None else f"{m.latency_p95_ms:.0f}"
+        runs = m.runs if by in ("crew", "day") else "-"
+        click.echo(
+            f"{m.group[:21]:<22}{runs:>6}{pct(m.success_rate):>6}{pct(m.error_rate):>6}"
+            f"{pct(m.escalation_rate):>6}{pct(m.override_rate):>6}{m.model_calls:>7}{tokens:>9}"
+            f"{per:>8}{m.cost_usd:>9.4f}{p50:>8}{p95:>8}"
+        )
+
+
 # -- the installation ----------------------------------------------------------------
 
 

@@ -1,0 +1,96 @@
+"""LLM-ops metrics computed from a real run store with known contents."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import anyio
+import pytest
+
+import pilothouse
+from conftest import crew, text_reply
+from pilothouse import Guardrail, ModelError, Verdict
+from pilothouse.metrics import compute
+
+
+class Flag(Guardrail):
+    name = "flag_all"
+
+    def check(self, text, context):
+        return Verdict(action="flag", reason="check", risk=0.5) if "flag" in text else Verdict.ok()
+
+
+@pytest.fixture
+async def store_with_runs(make_runtime, scripted, workspace):
+    """3 'sales' runs (2 ok, 1 model error), 2 'legal' runs with escalations."""
+    scripted.guardrails.append(Flag())
+    sales = crew({"type": "sequential", "steps": ["a", "b"]}, {"a": {}, "b": {}}, name="sales")
+    legal = crew(
+        {"type": "sequential", "steps": ["r"]},
+        {"r": {"guardrails": {"output": ["flag_all"]}}},
+        name="legal",
+        escalation={"timeout_s": 0, "on_timeout": "approve"},
+    )
+    scripted.provider.enqueue(
+        text_reply("a1", tokens=(100, 10)), text_reply("b1", tokens=(100, 10)),
+        text_reply("a2", tokens=(100, 10)), text_reply("b2", tokens=(100, 10)),
+        ModelError("server down"),
+        text_reply("flag me", tokens=(50, 5)),  # legal 1: policy approves
+        text_reply("flag me too", tokens=(50, 5)),  # legal 2: a person edits
+    )  # fmt: skip
+    async with make_runtime() as rt:
+        for text in ("s1", "s2", "s3"):
+            await rt.run(sales, text)
+        await rt.run(legal, "l1")
+        person = legal.model_copy(update={"escalation": legal.escalation.model_copy(
+            update={"timeout_s": None, "on_timeout": "wait"})})  # fmt: skip
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.run, person, "l2")
+            with anyio.fail_after(5):
+                while not rt.store.escalations():
+                    await anyio.sleep(0.02)
+            rt.store.decide(rt.store.escalations()[0].id, "edit", by="ana", text="fixed")
+    return workspace
+
+
+async def test_metrics_by_crew(store_with_runs):
+    path = pilothouse.load_settings().store_path
+    rows = {m.group: m for m in compute(path, by="crew")}
+    sales, legal = rows["sales"], rows["legal"]
+    assert (sales.runs, sales.succeeded, sales.failed) == (3, 2, 1)
+    assert sales.success_rate == pytest.approx(2 / 3) and sales.error_rate == pytest.approx(1 / 3)
+    assert (sales.model_calls, sales.model_errors) == (5, 1)
+    assert (sales.input_tokens, sales.output_tokens) == (400, 40)
+    assert sales.tokens_per_success == 220
+    assert sales.cost_usd == pytest.approx(0.44)  # the scripted model: $0.001 a token
+    assert sales.escalation_rate == 0 and sales.override_rate is None
+    assert (legal.runs, legal.succeeded, legal.escalations, legal.runs_escalated) == (2, 2, 2, 2)
+    assert (legal.human_decisions, legal.human_overrides, legal.override_rate) == (1, 1, 1.0)
+    assert sales.latency_p50_ms is not None and sales.latency_p95_ms >= sales.latency_p50_ms
+
+
+async def test_metrics_by_persona_and_model_and_filters(store_with_runs):
+    path = pilothouse.load_settings().store_path
+    personas = {m.group: m for m in compute(path, by="persona")}
+    assert personas["sales/a"].model_calls == 3 and personas["sales/b"].model_calls == 2
+    assert personas["legal/r"].escalations == 2
+    models = compute(path, by="model")
+    assert [(m.group, m.model_calls) for m in models] == [("scripted:mock", 7)]
+    only_legal = compute(path, by="crew", crew="legal")
+    assert [m.group for m in only_legal] == ["legal"]
+    assert compute(path, since=9e12) == []
+
+
+async def test_cli_metrics_json(store_with_runs):
+    command = [sys.executable, "-m", "pilothouse", "metrics"]
+    done = subprocess.run([*command, "--json", "--since", "1h"], cwd=store_with_runs,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {r["group"]: r for r in json.loads(done.stdout)}
+    assert rows["sales"]["success_rate"] == pytest.approx(2 / 3)
+    assert rows["legal"]["override_rate"] == 1.0
+    bad = subprocess.run([*command, "--since", "yesterday"], cwd=store_with_runs,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "use 7d, 12h, 30m or a date" in bad.stderr
