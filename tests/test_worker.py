@@ -103,3 +103,42 @@ def test_a_run_a_live_process_executes_is_not_resumed_twice(tmp_path):
     assert ph("cancel", run_id, cwd=tmp_path).returncode == 0
     resumed = json.loads(ph("resume", "--all", "--json", cwd=tmp_path, timeout=60).stdout)
     assert [(r["run_id"], r["status"]) for r in resumed] == [(run_id, "cancelled")]
+
+
+def test_the_worker_resumes_orphaned_runs_at_start(tmp_path):
+    import signal
+
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "slow.toml").write_text(SLOW)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "400"
+    runner = subprocess.Popen([sys.executable, "-m", "pilothouse", "run", "slow", "-i", "go"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "step_finished" not in _types_any(tmp_path):
+            time.sleep(0.1)
+        runner.send_signal(signal.SIGKILL)
+    finally:
+        runner.wait(timeout=30)
+    (run,) = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
+    assert run["status"] == "running" and run["steps"] >= 1
+    done = ph("worker", "--once", cwd=tmp_path, env={"PILOTHOUSE_OFFLINE_DELAY_MS": "0"})
+    assert done.returncode == 0 and "worker: 1 run(s) done" in done.stderr
+    (after,) = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
+    assert after["status"] == "succeeded" and after["steps"] == 3
+    assert _types(tmp_path, run["id"]).count("run_resumed") == 1
+
+
+def _types_any(folder):
+    path = folder / ".pilothouse" / "runs.db"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path)
+    try:
+        return [t for (t,) in db.execute("SELECT type FROM events")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
