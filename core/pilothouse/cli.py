@@ -208,7 +208,12 @@ def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_j
     if text == "-":
         text = sys.stdin.read()
     if detach:
-        run_id = Runtime(obj.settings).queue(crew, text, model=model)
+        rt = Runtime(obj.settings)
+        try:
+            run_id = rt.queue(crew, text, model=model)
+        finally:
+            if rt.store is not None:
+                rt.store.close()
         click.echo(json.dumps({"run_id": run_id, "status": "queued"}) if as_json else run_id)
         return
     _start(obj, crew, text, model, quiet, as_json)

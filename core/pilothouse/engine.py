@@ -304,14 +304,12 @@ class Engine:
 
     async def cancel_logged(self, events: list[BaseEvent], reason: str) -> RunResult:
         """Log the cancellation of a run no process is executing (from its events)."""
-        started = events[0]
-        crew = Crew(name=started.crew, flow={"type": "sequential", "steps": ["-"]})  # type: ignore[attr-defined]
-        run = _Run(id=started.run_id, crew=crew, task="", model_override=None)
-        run.restore(events)
-        self._emit(run, RunCancelled, reason=reason)
+        run_id, crew = events[0].run_id, events[0].crew  # type: ignore[attr-defined]
+        seq = max(e.seq for e in events) + 1
+        self.log.emit(RunCancelled(run_id=run_id, seq=seq, ts=time.time(), reason=reason))
         await self.log.flush()
-        return RunResult(run_id=run.id, crew=crew.name, status="cancelled", error=reason,
-                         steps=len(run.done))  # fmt: skip
+        steps = sum(e.type == "step_finished" for e in events)
+        return RunResult(run_id=run_id, crew=crew, status="cancelled", error=reason, steps=steps)
 
     async def _drive(self, run: _Run, timeout: float | None) -> RunResult:
         crew = run.crew
