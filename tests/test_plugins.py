@@ -63,6 +63,7 @@ def test_bundled_plugins_load_through_the_entry_point_group(workspace):
         "redact_pii",
         "no_secrets",
         "risky_claims",
+        "grounded",
     }
     assert rt.registry.crews["marketing"].plugin == "demo"
     assert not rt.plugins.errors

@@ -538,7 +538,12 @@ class Engine:
             if persona.output_schema is not None:
                 _check_structured(output, persona.output_schema, models[0].id)
             try:
-                output = await self._guard(run, persona, "output", output, step_id)
+                evidence = [
+                    *(p.text for _, p in passages),
+                    *(m.content or "" for m in messages if m.role == "tool"),
+                    text,
+                ]
+                output = await self._guard(run, persona, "output", output, step_id, evidence)
                 output = await self._check_risk(run, persona, output, step_id)
             except _SentBack as back:
                 revisions += 1
@@ -860,7 +865,13 @@ class Engine:
         return [(name, p) for p in passages]
 
     async def _guard(
-        self, run: _Run, persona: Persona, stage: Stage, text: str, step_id: str
+        self,
+        run: _Run,
+        persona: Persona,
+        stage: Stage,
+        text: str,
+        step_id: str,
+        evidence: list[str] | None = None,
     ) -> str:
         names = persona.guardrails.input if stage == "input" else persona.guardrails.output
         for name in names:
@@ -871,6 +882,7 @@ class Engine:
                 persona=persona.name,
                 stage=stage,
                 crew=run.crew.name,
+                evidence=list(evidence or ()),
             )
             try:
                 verdict = entry.value.check(text, context)
@@ -894,6 +906,7 @@ class Engine:
                 reason=verdict.reason,
                 replacement=verdict.replacement,
                 risk=verdict.risk,
+                details=verdict.details,
             )
             if verdict.action == "block":
                 raise GuardrailBlocked(name, verdict.reason or "no reason given")

@@ -197,6 +197,7 @@ class GuardrailChecked(BaseEvent):
     reason: str = ""
     replacement: str | None = None
     risk: float = 0.0
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class HandedOff(BaseEvent):

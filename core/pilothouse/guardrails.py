@@ -10,7 +10,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 Action = Literal["pass", "fix", "flag", "block"]
 Stage = Literal["input", "output"]
@@ -23,6 +23,8 @@ class Verdict(BaseModel):
     reason: str = ""
     replacement: str | None = None
     risk: float = 0.0
+    #: structured findings (scores, matched evidence), logged with the verdict
+    details: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def ok(cls) -> Verdict:
@@ -39,6 +41,7 @@ class GuardrailContext:
     persona: str
     stage: Stage
     crew: str
+    #: for output checks: what the step had to go on (passages, tool results, its input)
     evidence: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,4 +1,4 @@
-"""Bundled guardrails: redact personal data, stop leaked secrets, flag risky claims.
+"""Bundled guardrails: redact personal data, stop leaked secrets, flag risky or ungrounded claims.
 
 Each is a small :class:`pilothouse.Guardrail`; a persona applies one by
 naming it in ``guardrails.input`` or ``guardrails.output``.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 
 from pilothouse import Guardrail, GuardrailContext, Verdict, hookimpl
+
+from .grounded import Grounded
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
 PHONE = re.compile(r"(?<!\w)\+?\d[\d ().-]{7,}\d\b")
@@ -87,3 +89,4 @@ def register_guardrails(register):
     register(RedactPersonalData())
     register(NoSecrets())
     register(RiskyClaims())
+    register(Grounded())
