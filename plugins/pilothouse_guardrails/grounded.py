@@ -2,11 +2,12 @@
 
 A claim is a sentence (or list item) of the output. Its support is the largest
 share of its content words found in one sentence of the evidence (retrieved
-passages, tool results, the step's input). Numbers count as words, and a
-claim whose figures are not all in the evidence sentence is not supported ("19
-euros" against "79 to 129 euros"). Claims too short to judge are left out. When more than ``max_unsupported`` of the judged claims fall under
-``min_support``, the step is flagged, with every claim's score and best
-evidence in the verdict's details.
+passages, tool results, the step's input). Numbers count as words, and a claim
+whose figures are not all in the evidence sentence is not supported ("19 euros"
+against "79 to 129 euros"). Claims too short to judge are left out. When more
+than ``max_unsupported`` of the judged claims fall under ``min_support``, the
+step is flagged, with every claim's score and best evidence in the verdict's
+details.
 """
 
 from __future__ import annotations
