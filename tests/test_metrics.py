@@ -91,6 +91,15 @@ async def test_cli_metrics_json(store_with_runs):
     rows = {r["group"]: r for r in json.loads(done.stdout)}
     assert rows["sales"]["success_rate"] == pytest.approx(2 / 3)
     assert rows["legal"]["override_rate"] == 1.0
+    (store_with_runs / "pilothouse.toml").write_text(
+        "[budgets.sales]\ncost_usd_per_day = 0.1\n[budgets.legal]\ntokens_per_day = 1000\n"
+    )
+    alerted = subprocess.run(command, cwd=store_with_runs, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert "budget alert: crew 'sales' spent $0.4400 today, over its budget of $0.1000" in (
+        alerted.stderr
+    )
+    assert "'legal'" not in alerted.stderr  # 110 tokens, under 1000
     bad = subprocess.run([*command, "--since", "yesterday"], cwd=store_with_runs,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "use 7d, 12h, 30m or a date" in bad.stderr

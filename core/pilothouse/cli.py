@@ -603,10 +603,12 @@ def _since(value: str | None) -> float | None:
 @pass_context
 def metrics(obj: Context, by: str, crew: str | None, since: str | None, as_json: bool) -> None:
     """LLM-ops numbers: runs, success/error/escalation/override rates, tokens, cost, latency."""
-    from .metrics import compute
+    from .metrics import budget_alerts, compute
 
     obj.store().close()  # a clear error when there is no run store
     rows = compute(obj.settings.store_path, by=by, crew=crew, since=_since(since))  # type: ignore[arg-type]
+    for alert in budget_alerts(obj.settings.store_path, obj.settings.budgets):
+        click.secho(f"budget alert: {alert}", fg="red", err=True)
     if as_json:
         click.echo(json.dumps([m.as_dict() for m in rows], indent=2))
         return

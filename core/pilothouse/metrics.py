@@ -7,6 +7,7 @@ portal show the same numbers.
 
 from __future__ import annotations
 
+import calendar
 import json
 import sqlite3
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
+
+from .settings import Budget
 
 GroupBy = Literal["crew", "persona", "model", "day"]
 
@@ -78,6 +81,26 @@ class Metrics(BaseModel):
                      "tokens_per_success"):  # fmt: skip
             data[name] = getattr(self, name)
         return data
+
+
+def budget_alerts(path: str | Path, budgets: dict[str, Budget]) -> list[str]:
+    """Crews whose spend today (UTC) is over their daily budget, said in words."""
+    if not budgets:
+        return []
+    start = calendar.timegm(time.strptime(time.strftime("%Y-%m-%d", time.gmtime()), "%Y-%m-%d"))
+    alerts = []
+    for m in compute(path, by="crew", since=start):
+        budget = budgets.get(m.group)
+        if budget is None:
+            continue
+        tokens = m.input_tokens + m.output_tokens
+        if budget.cost_usd_per_day is not None and m.cost_usd > budget.cost_usd_per_day:
+            alerts.append(f"crew {m.group!r} spent ${m.cost_usd:.4f} today, over its"
+                          f" budget of ${budget.cost_usd_per_day:.4f}")  # fmt: skip
+        if budget.tokens_per_day is not None and tokens > budget.tokens_per_day:
+            alerts.append(f"crew {m.group!r} used {tokens} tokens today, over its budget of"
+                          f" {budget.tokens_per_day}")  # fmt: skip
+    return alerts
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -95,6 +95,15 @@ class Price(BaseModel):
     output: float = Field(ge=0)
 
 
+class Budget(BaseModel):
+    """What a crew may spend in a day (UTC) before ``pilothouse metrics`` raises an alert."""
+
+    model_config = {"extra": "forbid"}
+
+    cost_usd_per_day: float | None = Field(default=None, gt=0)
+    tokens_per_day: int | None = Field(default=None, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything that can be configured. Build it with :func:`load_settings`."""
 
@@ -140,6 +149,9 @@ class Settings(BaseSettings):
     endpoints: dict[str, Endpoint] = Field(
         default_factory=dict,
         description="Model servers by name ([endpoints.NAME] in pilothouse.toml).",
+    )
+    budgets: dict[str, Budget] = Field(
+        default_factory=dict, description="Daily budgets by crew ([budgets.CREW])."
     )
     prices: dict[str, Price] = Field(
         default_factory=dict,
