@@ -47,6 +47,7 @@ from .events import (
     ModelCalled,
     ModelDelta,
     ModelSwitched,
+    OutputExplained,
     RetrievalDone,
     RunCancelled,
     RunFailed,
@@ -57,6 +58,7 @@ from .events import (
     StepStarted,
     ToolCalled,
 )
+from .explain import rank_evidence
 from .guardrails import GuardrailContext, Stage, Verdict
 from .model import (
     Message,
@@ -125,6 +127,8 @@ class _Run:
     unflushed: bool = False
     #: (tool, canonical arguments) a person approved in this run
     approved: set[tuple[str, str]] = field(default_factory=set)
+    #: what the run saw, for explaining its output: (kind, ref, step_id, text)
+    evidence: list[tuple[str, str, str | None, str]] = field(default_factory=list)
 
     #: resumed runs: finished steps by id, unfinished attempts per step id
     done: dict[str, StepFinished] = field(default_factory=dict)
@@ -147,6 +151,11 @@ class _Run:
                 started[e.step_id] += 1
             elif isinstance(e, StepFinished) and e.step_id is not None:
                 self.done[e.step_id] = e
+                self.evidence.append(("output", e.persona, e.step_id, e.output))
+            elif isinstance(e, RetrievalDone):
+                self.evidence += [("passage", p.id, e.step_id, p.text) for p in e.passages]
+            elif isinstance(e, ToolCalled) and e.result:
+                self.evidence.append(("tool", e.tool, e.step_id, e.result))
             elif isinstance(e, ModelCalled):
                 self.input_tokens += e.usage.input_tokens
                 self.output_tokens += e.usage.output_tokens
@@ -345,6 +354,9 @@ class Engine:
         except Exception as exc:
             self._fail(run, exc, result)
         else:
+            ranked = rank_evidence(output, run.evidence)
+            if ranked:
+                self._emit(run, OutputExplained, evidence=ranked)
             self._emit(
                 run,
                 RunFinished,
@@ -569,6 +581,7 @@ class Engine:
             output_tokens=step_out,
         )
         run.unflushed = True
+        run.evidence.append(("output", name, step_id, output))
         return StepOutcome(output=output)
 
     async def _converse(
@@ -834,6 +847,8 @@ class Engine:
                 )
         except ToolError as exc:
             error = str(exc)
+        if result is not None:
+            run.evidence.append(("tool", call.name, step_id, result))
         self._emit(
             run,
             ToolCalled,
@@ -862,6 +877,7 @@ class Engine:
         self._emit(
             run, RetrievalDone, step_id=step_id, retriever=name, query=query, passages=passages
         )
+        run.evidence += [("passage", p.id, step_id, p.text) for p in passages]
         return [(name, p) for p in passages]
 
     async def _guard(

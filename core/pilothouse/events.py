@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from .explain import Attribution
 from .guardrails import Action, Stage
 from .model import Message, ToolCall, ToolSpec, Usage
 from .retrieval import Passage
@@ -67,6 +68,13 @@ class RunFinished(BaseEvent):
     input_tokens: int
     output_tokens: int
     cost_usd: float
+
+
+class OutputExplained(BaseEvent):
+    """The evidence behind the run's final output, ranked by attribution score."""
+
+    type: Literal["output_explained"] = "output_explained"
+    evidence: list[Attribution]
 
 
 class RunFailed(BaseEvent):
@@ -258,6 +266,7 @@ Event = Annotated[
     | RunQueued
     | RunResumed
     | RunFinished
+    | OutputExplained
     | RunFailed
     | RunCancelled
     | StepStarted

@@ -12,40 +12,8 @@ details.
 
 from __future__ import annotations
 
-import re
-
 from pilothouse import Guardrail, GuardrailContext, Verdict
-
-_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_CITATION = re.compile(r"\s*(\[[^\]]*\]|\(tool\))")
-_STOP = frozenset(
-    """
-    a an and are as at be been by for from has have in is it its of on or our that the their
-    this to was we were will with you your what which who how into about than then them they
-    also can may more most much such very just only all any each every both its it's not no
-    """.split()
-)
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased content words, crudely stemmed; numbers kept whole."""
-    words = set()
-    for word in _WORD.findall(text.lower()):
-        if word in _STOP:
-            continue
-        words.add(word if word[0].isdigit() else word[:6])
-    return words
-
-
-def claims(text: str) -> list[str]:
-    """The sentences and list items of an output, citations and bullets removed."""
-    found = []
-    for part in _SENTENCE.split(text):
-        part = _CITATION.sub("", part).strip().lstrip("-*#>0123456789. ").strip()
-        if part and not part.endswith(":"):
-            found.append(part)
-    return found
+from pilothouse.text import claims, content_words, sentences
 
 
 class Grounded(Guardrail):
@@ -63,10 +31,10 @@ class Grounded(Guardrail):
 
     def check(self, text: str, context: GuardrailContext) -> Verdict:
         """Score every claim; flag when the unsupported share is above the threshold."""
-        evidence = [s for e in context.evidence for s in _SENTENCE.split(e) if s.strip()]
+        evidence = [s for e in context.evidence for s in sentences(e)]
         if not evidence:  # nothing to be grounded in: not this guardrail's call
             return Verdict(details={"claims": [], "note": "the step had no evidence"})
-        sets = [(s.strip(), content_words(s)) for s in evidence]
+        sets = [(s, content_words(s)) for s in evidence]
         scored = []
         for claim in claims(text):
             words = content_words(claim)
