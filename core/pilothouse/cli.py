@@ -374,6 +374,18 @@ def _timeline_line(e: Any) -> str | None:
         return f"guardrail {e.guardrail} ({e.stage}): {e.action} {e.reason}".rstrip()
     if t == "handoff":
         return f"handoff {e.source} -> {e.target}"
+    if t == "model_switched":
+        return f"model {e.failed} failed, switched to {e.next}: {_short(e.reason, 80)}"
+    if t == "escalation_raised":
+        return f"escalation {e.escalation_id} ({e.kind}, risk {e.risk:.2f}): {e.reason}"
+    if t == "escalation_decided":
+        note = f": {e.note}" if e.note else ""
+        return f"decided {e.decision} by {e.by}{note}"
+    if t == "run_resumed":
+        return f"resumed ({len(e.completed_steps)} steps already done)"
+    if t == "output_explained":
+        why = ", ".join(f"{a.kind}:{a.ref} {a.score:.2f}" for a in e.evidence[:5])
+        return f"why: {why}"
     if t == "step_finished":
         return f"output: {_short(e.output)}"
     if t == "limit_hit":
