@@ -202,3 +202,19 @@ class TestStoreFailure:
             raise AssertionError("the failed write was not reported")
         await log.flush()
         assert [e.type for e in store.events("r1")] == ["run_started"]
+
+
+class TestFollowingTheLog:
+    async def test_events_since_gives_every_run_in_global_order(self, make_runtime, scripted):
+        scripted.provider.enqueue(*[text_reply(f"out {i}") for i in range(4)])
+        c = crew({"type": "sequential", "steps": ["a", "b"]}, {"a": {}, "b": {}})
+        async with make_runtime() as rt:
+            first = await rt.run(c, "one")
+            second = await rt.run(c, "two")
+            page = rt.store.events_since(0, limit=5)
+            rest = rt.store.events_since(page[-1].id)
+        ids = [s.id for s in page + rest]
+        assert ids == sorted(ids) and len(ids) == len(set(ids)) == 2 * 10
+        assert [s.event.run_id for s in page] == [first.run_id] * 5
+        assert {s.event.run_id for s in rest} == {first.run_id, second.run_id}
+        assert rest[-1].event.type == "run_finished" and rest[-1].event.run_id == second.run_id
