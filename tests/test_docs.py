@@ -75,3 +75,15 @@ def test_the_readme_escalation_rules_are_valid():
         tomllib.loads(_block("toml", "[escalation]"))["escalation"]
     )
     assert (rules.on_timeout, rules.on_reject, rules.max_revisions) == ("reject", "revise", 2)
+
+
+def test_every_setting_is_in_the_readme_table():
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", README, re.M))
+    assert set(pilothouse.Settings.model_fields) <= documented
+
+
+def test_every_cli_command_is_in_the_readme():
+    from pilothouse.cli import cli
+
+    for name in cli.commands:
+        assert f"pilothouse {name}" in README or f"`{name} " in README, name
