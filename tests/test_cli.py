@@ -180,3 +180,26 @@ def test_crews_lists_plugin_and_file_crews(tmp_path):
     assert (
         "marketing            plugin demo" in out and "mine                 crews/mine.toml" in out
     )
+
+
+def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "slow.toml").write_text(
+        '[flow]\nsteps = ["a", "b", "c"]\n[personas.a]\n[personas.b]\n[personas.c]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PILOTHOUSE_")}
+    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "1500"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pilothouse", "run", "slow", "-i", "go"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    time.sleep(2.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and "interrupted" in err
+    (run,) = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
+    assert run["status"] == "cancelled"
