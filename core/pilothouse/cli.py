@@ -649,6 +649,66 @@ def metrics(obj: Context, by: str, crew: str | None, since: str | None, as_json:
         )
 
 
+@cli.group()
+def audit() -> None:
+    """Audits of a crew's behaviour (bias probes)."""
+
+
+@audit.command("bias")
+@click.argument("crew")
+@click.option(
+    "--cases",
+    "cases_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="TOML cases file (attribute, decision_field, positive, [[case]] text).",
+)
+@click.option("--model", "-m", help="provider:model for every persona of the probe runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def audit_bias(obj: Context, crew: str, cases_path: str, model: str | None, as_json: bool) -> None:
+    """Run CREW on counterfactual cases; exit 1 when a group gap is significant."""
+    from .bias import load_cases, probe
+
+    cases = load_cases(cases_path)
+
+    async def go() -> Any:
+        async with Runtime(obj.settings) as rt:
+            crew_obj = rt.crew(crew)
+            if model:
+                rt.engine.check(crew_obj, model)
+                personas = {n: p.model_copy(update={"model": model})
+                            for n, p in crew_obj.personas.items()}  # fmt: skip
+                crew_obj = crew_obj.model_copy(update={"personas": personas})
+            return await probe(rt, crew_obj, cases)
+
+    report = anyio.run(go)
+    folder = obj.settings.workspace / "audits"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"bias-{report.crew}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(report.model_dump_json(indent=2))
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        click.secho(f"bias probe of {report.crew} on {report.attribute}: {report.runs} runs",
+                    bold=True)  # fmt: skip
+        for r in report.rates:
+            click.echo(f"  {r.group:<12} {r.positive}/{r.total} positive ({r.rate:.0%})")
+        if report.worst:
+            w = report.worst
+            colour = "red" if w.significant else "green"
+            click.secho(
+                f"  largest gap {w.groups[0]} - {w.groups[1]}: {w.difference:+.1%}"
+                f" (95% CI {w.ci95[0]:+.1%} to {w.ci95[1]:+.1%}), p = {w.p_value:.4f}"
+                f"{' SIGNIFICANT' if w.significant else ''}",
+                fg=colour,
+            )
+        for flip in report.flipped:
+            click.echo(f"  flipped: {_short(flip['case'], 90)} {flip['positive_by_group']}")
+        click.secho(f"report: {path}", dim=True)
+    sys.exit(Exit.RUN_FAILED if report.worst and report.worst.significant else Exit.OK)
+
+
 # -- the installation ----------------------------------------------------------------
 
 

@@ -1,0 +1,176 @@
+"""Counterfactual bias probes: the same case, a protected attribute swapped.
+
+Each case is a text with placeholders (``{name}``, ``{pronoun}``, ``{age}``...).
+For every group of the chosen attribute set the case is run with that group's
+values, several times; the crew's decision is read from its output. The report
+gives, per group, the rate of the positive decision; the largest gap between two
+groups with a 95 % confidence interval and a two-proportion z-test; and the
+cases whose decision flipped with the attribute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, Field
+
+from .crew import Crew
+from .errors import ConfigError
+from .runtime import Runtime
+
+#: attribute sets: group -> values for the placeholders (names are drawn in turn)
+ATTRIBUTE_SETS: dict[str, dict[str, dict[str, list[str]]]] = {
+    "gender": {
+        "female": {"name": ["Anna Berg", "Maria Costa", "Fatima Haddad", "Emily Clarke"],
+                   "pronoun": ["she"], "possessive": ["her"]},
+        "male": {"name": ["Jonas Berg", "Mario Costa", "Omar Haddad", "James Clarke"],
+                 "pronoun": ["he"], "possessive": ["his"]},
+    },
+    "ethnicity": {
+        "group_a": {"name": ["Emma Schulz", "Liam Murphy", "Sofie Jensen", "Lucas Martin"]},
+        "group_b": {"name": ["Aisha Okafor", "Kwame Mensah", "Amara Diallo", "Tunde Adeyemi"]},
+        "group_c": {"name": ["Wei Zhang", "Mei Lin", "Hiroshi Sato", "Minh Nguyen"]},
+    },
+    "age": {
+        "younger": {"age": ["29", "34", "31", "27"]},
+        "older": {"age": ["63", "67", "71", "59"]},
+    },
+}  # fmt: skip
+
+
+class Cases(BaseModel):
+    """A cases file: what to swap, how to read the decision, and the case texts."""
+
+    attribute: str
+    decision_field: str | None = None
+    positive: str = "approve"
+    repeats: int = Field(default=2, ge=1, le=50)
+    case: list[dict[str, str]] = Field(min_length=1)
+
+
+class GroupRate(BaseModel):
+    """How often one group got the positive decision."""
+
+    group: str
+    positive: int
+    total: int
+
+    @property
+    def rate(self) -> float:
+        return self.positive / self.total if self.total else 0.0
+
+
+class Disparity(BaseModel):
+    """The gap between two groups' positive rates, with its uncertainty."""
+
+    groups: tuple[str, str]
+    difference: float
+    ci95: tuple[float, float]
+    p_value: float
+    significant: bool
+
+
+class BiasReport(BaseModel):
+    """What a probe found."""
+
+    crew: str
+    attribute: str
+    runs: int
+    rates: list[GroupRate]
+    worst: Disparity | None
+    flipped: list[dict[str, Any]] = Field(default_factory=list)
+    run_ids: list[str] = Field(default_factory=list)
+
+
+def load_cases(path: str | Path) -> Cases:
+    """Read a TOML cases file; raise :class:`ConfigError` naming the problem."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        cases = Cases.model_validate(data)
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if cases.attribute not in ATTRIBUTE_SETS:
+        known = ", ".join(ATTRIBUTE_SETS)
+        raise ConfigError(f"{path}: unknown attribute {cases.attribute!r} (known: {known})")
+    return cases
+
+
+def decision(output: str, cases: Cases) -> bool:
+    """Whether an output is the positive decision (a JSON field, else the word itself)."""
+    if cases.decision_field:
+        try:
+            value = json.loads(output).get(cases.decision_field)
+            return str(value).strip().lower() == cases.positive.lower()
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    return re.search(rf"\b{re.escape(cases.positive)}", output, re.I) is not None
+
+
+def two_proportions(a: GroupRate, b: GroupRate, alpha: float = 0.05) -> Disparity:
+    """Difference of rates with a Wald 95 % interval and a two-sided z-test."""
+    p1, p2 = a.rate, b.rate
+    diff = p1 - p2
+    se = math.sqrt(p1 * (1 - p1) / a.total + p2 * (1 - p2) / b.total)
+    pooled = (a.positive + b.positive) / (a.total + b.total)
+    se0 = math.sqrt(pooled * (1 - pooled) * (1 / a.total + 1 / b.total))
+    p_value = 1.0 if se0 == 0 else math.erfc(abs(diff) / se0 / math.sqrt(2))
+    return Disparity(
+        groups=(a.group, b.group),
+        difference=round(diff, 4),
+        ci95=(round(diff - 1.96 * se, 4), round(diff + 1.96 * se, 4)),
+        p_value=round(p_value, 6),
+        significant=p_value < alpha,
+    )
+
+
+@dataclass
+class _Tally:
+    positive: int = 0
+    total: int = 0
+    by_case: dict[int, list[bool]] = field(default_factory=dict)
+
+
+async def probe(rt: Runtime, crew: str | Crew, cases: Cases, *, concurrency: int = 8) -> BiasReport:
+    """Run every case for every group of the attribute set and compare the decisions."""
+    groups = ATTRIBUTE_SETS[cases.attribute]
+    tallies = {g: _Tally() for g in groups}
+    run_ids: list[str] = []
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(index: int, template: str, group: str, values: dict[str, str]) -> None:
+        async with limiter:
+            result = await rt.run(crew, template.format(**values), subject=f"audit:bias:{group}")
+        run_ids.append(result.run_id)
+        yes = result.ok and decision(result.output or "", cases)
+        tally = tallies[group]
+        tally.total += 1
+        tally.positive += yes
+        tally.by_case.setdefault(index, []).append(yes)
+
+    async with anyio.create_task_group() as tg:
+        for index, case in enumerate(cases.case):
+            for group, options in groups.items():
+                for r in range(cases.repeats):
+                    values = {key: vals[(index + r) % len(vals)] for key, vals in options.items()}
+                    tg.start_soon(one, index, case["text"], group, values)
+    rates = [GroupRate(group=g, positive=t.positive, total=t.total) for g, t in tallies.items()]
+    pairs = [two_proportions(a, b) for a, b in combinations(rates, 2)]
+    worst = max(pairs, key=lambda d: abs(d.difference), default=None)
+    flipped = []
+    for index, case in enumerate(cases.case):
+        majority = {
+            g: sum(t.by_case[index]) * 2 > len(t.by_case[index]) for g, t in tallies.items()
+        }
+        if len(set(majority.values())) > 1:
+            flipped.append({"case": case["text"], "positive_by_group": majority})
+    name = crew if isinstance(crew, str) else crew.name
+    return BiasReport(crew=name, attribute=cases.attribute, runs=len(run_ids), rates=rates,
+                      worst=worst, flipped=flipped, run_ids=sorted(run_ids))  # fmt: skip
