@@ -65,6 +65,7 @@ class GroupRate(BaseModel):
 
     @property
     def rate(self) -> float:
+        """Positive decisions over all decisions of the group."""
         return self.positive / self.total if self.total else 0.0
 
 

@@ -62,11 +62,13 @@ class Context:
 
     @property
     def settings(self) -> Settings:
+        """The effective settings (loaded on first use, so --help stays fast)."""
         if self._settings is None:
             self._settings = load_settings(workspace=self.workspace)
         return self._settings
 
     def store(self) -> RunStore:
+        """The workspace's run store; a clear error when no run was made yet."""
         path = self.settings.store_path
         if not path.exists():
             raise click.ClickException(

@@ -102,6 +102,8 @@ class RunResult:
 
 @dataclass
 class StepOutcome:
+    """A finished step: its output and, in a handoff flow, who gets the work next."""
+
     output: str
     handoff_to: str | None = None
 
@@ -139,6 +141,7 @@ class _Run:
 
     @property
     def tokens(self) -> int:
+        """Tokens spent so far, in and out."""
         return self.input_tokens + self.output_tokens
 
     def restore(self, events: list[BaseEvent]) -> None:

@@ -205,6 +205,7 @@ class _RunDelta:
     step: str | None = None
 
     def fold(self, e: BaseEvent) -> None:
+        """Add one event's effect on the run's summary."""
         self.updated, self.last_seq = e.ts, e.seq
         t = e.type
         if t == "step_started":
@@ -246,6 +247,7 @@ class _Checkpointer(threading.Thread):
         self._stopping = threading.Event()
 
     def run(self) -> None:
+        """Checkpoint until stopped, on a connection of its own."""
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         try:
             while not self._stopping.wait(self.interval):
@@ -255,6 +257,7 @@ class _Checkpointer(threading.Thread):
             db.close()
 
     def stop(self) -> None:
+        """Stop after the current checkpoint and wait for the thread."""
         self._stopping.set()
         self.join()
 
