@@ -64,6 +64,7 @@ def test_bundled_plugins_load_through_the_entry_point_group(workspace):
         "no_secrets",
         "risky_claims",
         "grounded",
+        "prompt_injection",
     }
     assert rt.registry.crews["marketing"].plugin == "demo"
     assert not rt.plugins.errors

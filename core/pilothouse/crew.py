@@ -18,10 +18,14 @@ class _Strict(BaseModel):
 
 
 class GuardrailNames(_Strict):
-    """Names of the guardrails applied to a persona's input and output."""
+    """Names of the guardrails applied to a persona's input, output and retrieved passages.
+
+    A passage a ``retrieval`` guardrail does not pass is left out of the context.
+    """
 
     input: list[str] = Field(default_factory=list)
     output: list[str] = Field(default_factory=list)
+    retrieval: list[str] = Field(default_factory=list)
 
 
 class Persona(_Strict):

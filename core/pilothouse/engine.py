@@ -522,6 +522,8 @@ class Engine:
         passages: list[tuple[str, Passage]] = []
         for retriever_name in persona.retrievers:
             passages.extend(await self._retrieve(run, persona, retriever_name, text, step_id))
+        if persona.guardrails.retrieval:
+            passages = await self._screen(run, persona, passages, step_id)
         window = build_context(
             persona, task=run.task, step_input=text, previous=previous, passages=passages
         )
@@ -883,6 +885,74 @@ class Engine:
         run.evidence += [("passage", p.id, step_id, p.text) for p in passages]
         return [(name, p) for p in passages]
 
+    async def _screen(
+        self, run: _Run, persona: Persona, passages: list[tuple[str, Passage]], step_id: str
+    ) -> list[tuple[str, Passage]]:
+        """Retrieved text is data: a passage a retrieval guardrail does not pass is dropped."""
+        kept = []
+        for retriever, passage in passages:
+            text: str | None = passage.text
+            for name in persona.guardrails.retrieval:
+                verdict = await self._check(
+                    run, persona, name, "retrieval", text or "", step_id, ref=passage.id
+                )
+                if verdict.action == "fix":
+                    text = verdict.replacement
+                elif verdict.action != "pass":
+                    text = None
+                    break
+            if text is not None:
+                kept.append((retriever, passage.model_copy(update={"text": text})))
+        return kept
+
+    async def _check(
+        self,
+        run: _Run,
+        persona: Persona,
+        name: str,
+        stage: Stage,
+        text: str,
+        step_id: str,
+        evidence: list[str] | None = None,
+        ref: str | None = None,
+    ) -> Verdict:
+        """Run one guardrail and log its verdict (with ``ref``: the passage it judged)."""
+        entry = self.registry.get("guardrails", name)
+        context = GuardrailContext(
+            run_id=run.id,
+            step_id=step_id,
+            persona=persona.name,
+            stage=stage,
+            crew=run.crew.name,
+            evidence=list(evidence or ()),
+        )
+        try:
+            verdict = entry.value.check(text, context)
+            if hasattr(verdict, "__await__"):
+                verdict = await verdict
+            if not isinstance(verdict, Verdict):
+                raise TypeError(f"check() returned {type(verdict).__name__}, not a Verdict")
+            if verdict.action == "fix" and verdict.replacement is None:
+                raise TypeError("a 'fix' verdict needs a replacement text")
+        except Exception as exc:
+            raise PluginError(
+                entry.plugin, f"guardrail {name!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
+        details = {**verdict.details, "passage": ref} if ref else verdict.details
+        self._emit(
+            run,
+            GuardrailChecked,
+            step_id=step_id,
+            guardrail=name,
+            stage=stage,
+            action=verdict.action,
+            reason=verdict.reason,
+            replacement=verdict.replacement,
+            risk=verdict.risk,
+            details=details,
+        )
+        return verdict
+
     async def _guard(
         self,
         run: _Run,
@@ -892,41 +962,10 @@ class Engine:
         step_id: str,
         evidence: list[str] | None = None,
     ) -> str:
+        """Apply the persona's input or output guardrails; return the text to go on with."""
         names = persona.guardrails.input if stage == "input" else persona.guardrails.output
         for name in names:
-            entry = self.registry.get("guardrails", name)
-            context = GuardrailContext(
-                run_id=run.id,
-                step_id=step_id,
-                persona=persona.name,
-                stage=stage,
-                crew=run.crew.name,
-                evidence=list(evidence or ()),
-            )
-            try:
-                verdict = entry.value.check(text, context)
-                if hasattr(verdict, "__await__"):
-                    verdict = await verdict
-                if not isinstance(verdict, Verdict):
-                    raise TypeError(f"check() returned {type(verdict).__name__}, not a Verdict")
-                if verdict.action == "fix" and verdict.replacement is None:
-                    raise TypeError("a 'fix' verdict needs a replacement text")
-            except Exception as exc:
-                raise PluginError(
-                    entry.plugin, f"guardrail {name!r} raised {type(exc).__name__}: {exc}"
-                ) from exc
-            self._emit(
-                run,
-                GuardrailChecked,
-                step_id=step_id,
-                guardrail=name,
-                stage=stage,
-                action=verdict.action,
-                reason=verdict.reason,
-                replacement=verdict.replacement,
-                risk=verdict.risk,
-                details=verdict.details,
-            )
+            verdict = await self._check(run, persona, name, stage, text, step_id, evidence)
             if verdict.action == "block":
                 raise GuardrailBlocked(name, verdict.reason or "no reason given")
             if verdict.action == "fix":

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 Action = Literal["pass", "fix", "flag", "block"]
-Stage = Literal["input", "output"]
+Stage = Literal["input", "output", "retrieval"]
 
 
 class Verdict(BaseModel):

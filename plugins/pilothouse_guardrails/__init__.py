@@ -11,6 +11,7 @@ import re
 from pilothouse import Guardrail, GuardrailContext, Verdict, hookimpl
 
 from .grounded import Grounded
+from .injection import PromptInjection
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
 PHONE = re.compile(r"(?<!\w)\+?\d[\d ().-]{7,}\d\b")
@@ -90,3 +91,4 @@ def register_guardrails(register):
     register(NoSecrets())
     register(RiskyClaims())
     register(Grounded())
+    register(PromptInjection())
