@@ -653,7 +653,45 @@ def metrics(obj: Context, by: str, crew: str | None, since: str | None, as_json:
 
 @cli.group()
 def audit() -> None:
-    """Audits of a crew's behaviour (bias probes)."""
+    """Audits of a crew's behaviour (bias probes, adversarial inputs)."""
+
+
+@audit.command("adversarial")
+@click.argument("crew")
+@click.option("--payloads", type=click.Path(exists=True), help="TOML file of [[payload]] tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def audit_adversarial(obj: Context, crew: str, payloads: str | None, as_json: bool) -> None:
+    """Send hostile inputs to CREW, directly and hidden in documents; exit 1 if any got past."""
+    from .adversarial import AdversarialPlugin, load_payloads, run_suite
+
+    items = load_payloads(payloads)
+    plugin = AdversarialPlugin()
+
+    async def go() -> Any:
+        async with Runtime(obj.settings, plugins=[plugin]) as rt:
+            crew_obj = rt.crew(crew)
+            if crew_obj.on_flag == "escalate":  # nobody waits at the desk during an audit
+                crew_obj = crew_obj.model_copy(update={"on_flag": "continue"})
+            return await run_suite(rt, plugin, crew_obj, items)
+
+    report = anyio.run(go)
+    folder = obj.settings.workspace / "audits"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"adversarial-{report.crew}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(report.model_dump_json(indent=2))
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        for o in report.outcomes:
+            state = (
+                click.style("caught", fg="green") if o.caught else click.style("PASSED", fg="red")
+            )
+            by = f" by {', '.join(o.by)}" if o.by else ""
+            click.echo(f"  {o.payload:<14} {o.category:<18} {o.mode:<7} {state}{by}")
+        total, got_past = len(report.outcomes), len(report.passed)
+        click.secho(f"{total - got_past}/{total} caught; report: {path}", bold=True)
+    sys.exit(Exit.RUN_FAILED if report.passed else Exit.OK)
 
 
 @audit.command("bias")
