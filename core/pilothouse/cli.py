@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -651,6 +652,15 @@ def metrics(obj: Context, by: str, crew: str | None, since: str | None, as_json:
         )
 
 
+def _save_report(obj: Context, kind: str, report: Any) -> Path:
+    """Keep an audit report in ``<workspace>/audits/`` and return where."""
+    folder = obj.settings.workspace / "audits"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{kind}-{report.crew}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(report.model_dump_json(indent=2))
+    return path
+
+
 @cli.group()
 def audit() -> None:
     """Audits of a crew's behaviour (bias probes, adversarial inputs)."""
@@ -676,10 +686,7 @@ def audit_adversarial(obj: Context, crew: str, payloads: str | None, as_json: bo
             return await run_suite(rt, plugin, crew_obj, items)
 
     report = anyio.run(go)
-    folder = obj.settings.workspace / "audits"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"adversarial-{report.crew}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(report.model_dump_json(indent=2))
+    path = _save_report(obj, "adversarial", report)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
@@ -723,10 +730,7 @@ def audit_bias(obj: Context, crew: str, cases_path: str, model: str | None, as_j
             return await probe(rt, crew_obj, cases)
 
     report = anyio.run(go)
-    folder = obj.settings.workspace / "audits"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"bias-{report.crew}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(report.model_dump_json(indent=2))
+    path = _save_report(obj, "bias", report)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
