@@ -765,7 +765,6 @@ class Engine:
                     f"model {model.id} returned {type(response).__name__}, not a ModelResponse"
                 )
         except Exception as exc:
-            _delta_sink.reset(token)
             latency = (time.perf_counter() - started) * 1000
             error = f"{type(exc).__name__}: {exc}"
             self._emit(run, ModelCalled, **call, latency_ms=latency, error=error)
@@ -773,7 +772,8 @@ class Engine:
                 raise
             plugin = self._model_plugins.get(model.id, model.provider)
             raise PluginError(plugin, f"model {model.id} raised {error}") from exc
-        _delta_sink.reset(token)
+        finally:  # also on cancellation: deltas belong to this call only
+            _delta_sink.reset(token)
         usage = response.usage
         cost = response.cost_usd
         if cost is None:

@@ -105,7 +105,6 @@ class Plugins:
         for name, registered in registry.by_plugin().items():
             if name in self.info:
                 self.info[name].registered = registered
-        registry.errors = list(self.errors)
         return registry
 
     def observers(self) -> list[tuple[str, Any]]:

@@ -34,7 +34,6 @@ class Registry:
     retrievers: dict[str, Entry[Retriever]] = field(default_factory=dict)
     guardrails: dict[str, Entry[Guardrail]] = field(default_factory=dict)
     crews: dict[str, Entry[Crew]] = field(default_factory=dict)
-    errors: list[PluginError] = field(default_factory=list)
 
     KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews")
 
