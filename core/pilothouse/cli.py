@@ -778,6 +778,47 @@ def plugins(obj: Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--serve", is_flag=True, help="Serve the monitor to a browser (textual-serve).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address --serve binds.")
+@click.option("--port", default=8765, show_default=True, help="Port --serve listens on.")
+@click.option("--window", type=click.Choice(["15m", "1h", "24h", "7d"]), default="1h",
+              show_default=True, help="Time window of the header's numbers.")  # fmt: skip
+@pass_context
+def tui(obj: Context, serve: bool, host: str, port: int, window: str) -> None:
+    """The monitor: live runs, exceptions and the escalation inbox (needs pilothouse[tui])."""
+    try:
+        from .tui import Feed, MonitorApp
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the monitor needs Textual: pip install 'pilothouse[tui]' ({exc})"
+        ) from exc
+    settings = obj.settings
+    if serve:
+        try:
+            from textual_serve.server import Server
+        except ImportError as exc:
+            raise click.ClickException(
+                f"--serve needs textual-serve: pip install 'pilothouse[serve]' ({exc})"
+            ) from exc
+        import shlex
+
+        command = shlex.join([sys.executable, "-m", "pilothouse", "--workspace",
+                              str(settings.workspace), "tui", "--window", window])  # fmt: skip
+        click.secho(f"monitor on http://{host}:{port} (ctrl+c stops)", err=True)
+        Server(command, host=host, port=port, title="pilothouse").serve()
+        return
+    from .redact import Redactor
+
+    app = MonitorApp(
+        Feed(settings.store_path),
+        redact=Redactor.from_settings(settings),
+        decider=_decider(obj, None),
+        window=window,
+    )
+    app.run()
+
+
+@cli.command()
 @pass_context
 def crews(obj: Context) -> None:
     """List the crews that can be run and where each comes from."""

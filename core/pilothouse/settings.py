@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -26,6 +35,15 @@ from .errors import ConfigError
 
 ENV_PREFIX = "PILOTHOUSE_"
 CONFIG_FILE = "pilothouse.toml"
+
+
+def _compiles(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
+    return patterns
 
 
 def _split_commas(value: Any) -> Any:
@@ -145,6 +163,13 @@ class Settings(BaseSettings):
     trace_hooks: bool = Field(default=False, description="Log every plugin hook call.")
     decider: str | None = Field(
         default=None, description="Name recorded with your decisions (default: your OS user)."
+    )
+    redact_patterns: Annotated[list[str], AfterValidator(_compiles)] = Field(
+        default_factory=list,
+        description="Extra regular expressions cut out of the monitor and the portal.",
+    )
+    redact_emails: bool = Field(
+        default=False, description="Also cut e-mail addresses out of the monitor and the portal."
     )
     endpoints: dict[str, Endpoint] = Field(
         default_factory=dict,

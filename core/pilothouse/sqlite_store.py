@@ -370,6 +370,21 @@ class SQLiteRunStore(RunStore):
         )
         return [self._summary(row) for row in rows]
 
+    def runs_by_id(self, ids: Sequence[str]) -> list[RunSummary]:
+        """The runs among ``ids``, in chunks that stay under SQLite's parameter limit."""
+        found: list[RunSummary] = []
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ", ".join("?" * len(part))
+            rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", part)
+            found.extend(self._summary(row) for row in rows)
+        return found
+
+    def last_event_id(self) -> int:
+        """The newest event's global id."""
+        return self._query("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+
     def get_run(self, run_id: str) -> RunSummary:
         """One run by id or by a unique prefix of its id."""
         return self._summary(self._by_prefix("runs", _RUN_COLUMNS, run_id, "run"))

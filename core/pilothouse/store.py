@@ -87,6 +87,14 @@ class RunStore(abc.ABC):
         """One run by id or unique id prefix; raise :class:`~pilothouse.errors.NotFound`."""
 
     @abc.abstractmethod
+    def runs_by_id(self, ids: Sequence[str]) -> list[RunSummary]:
+        """The runs among ``ids`` that exist (how readers refresh the runs that changed)."""
+
+    @abc.abstractmethod
+    def last_event_id(self) -> int:
+        """The global id of the newest event (0 when there is none)."""
+
+    @abc.abstractmethod
     def events(self, run_id: str, *, after_seq: int = 0) -> list[BaseEvent]:
         """The events of one run in order, those after ``after_seq`` only."""
 

@@ -1,0 +1,324 @@
+"""``pilothouse tui``: the monitor the person on the loop watches.
+
+The app holds a :class:`~pilothouse.tui.feed.Feed` and polls it from a worker
+thread a few times a second; what the poll read is applied on the UI thread
+and only the widgets it touches are redrawn. Decisions and cancellations are
+written from worker threads too: the UI never waits on the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
+
+from ..errors import PilothouseError
+from .feed import Changes, Feed, RunFilter, _Batch
+from .render import escalation_detail, failure_detail
+from .screens import Decision, DecisionScreen, RunScreen
+from .widgets import WINDOWS, FailureTable, InboxTable, RunTable, StatsBar
+
+
+class MonitorApp(App[None]):
+    """Fleet, exceptions and inbox, over one workspace's run store."""
+
+    TITLE = "pilothouse"
+    CSS_PATH = "monitor.tcss"
+    BINDINGS = [
+        Binding("1", "tab('fleet')", "Fleet"),
+        Binding("2", "tab('exceptions')", "Exceptions"),
+        Binding("3", "tab('inbox')", "Inbox"),
+        Binding("slash", "search", "Filter"),
+        Binding("w", "window", "Window"),
+        Binding("a", "decide('approve')", "Approve", show=False),
+        Binding("e", "decide('edit')", "Edit", show=False),
+        Binding("r", "decide('reject')", "Reject", show=False),
+        Binding("x", "cancel_selected", "Cancel run", show=False),
+        Binding("t", "toggle_theme", "Theme"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        feed: Feed,
+        *,
+        redact: Callable[[str], str] = str,
+        decider: str = "tui",
+        poll_interval: float = 0.25,
+        window: str = "1h",
+    ) -> None:
+        super().__init__()
+        self.feed = feed
+        self.redact = redact
+        self.decider = decider
+        self.poll_interval = poll_interval
+        self.window = window
+        self.filter = RunFilter()
+        self.clock = feed.clock
+        self._fetching = False
+        self.sub_title = str(Path(feed.path).parent)
+
+    # -- layout ----------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield StatsBar(id="stats")
+        with TabbedContent(initial="fleet", id="tabs"):
+            with TabPane("Fleet", id="fleet"):
+                yield Input(
+                    placeholder="/ filter: words, status:failed, crew:support",
+                    id="filter",
+                    compact=True,
+                )
+                yield RunTable(id="runs")
+            with TabPane("Exceptions", id="exceptions"), Vertical():
+                yield FailureTable(id="failures")
+                with VerticalScroll(classes="detail"):
+                    yield Static("no failed runs", id="failure-body")
+            with TabPane("Inbox", id="inbox"), Vertical():
+                yield InboxTable(id="escalations")
+                with VerticalScroll(classes="detail"):
+                    yield Static("nothing waits for a decision", id="escalation-body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(RunTable).focus()
+        self._poll()
+        self.set_interval(self.poll_interval, self._poll)
+        self.set_interval(1.0, self._tick)
+
+    # -- following the store ------------------------------------------------------------
+
+    def _poll(self) -> None:
+        if not self._fetching:
+            self._fetching = True
+            self._fetch()
+
+    @work(thread=True, group="poll")
+    def _fetch(self) -> None:
+        try:
+            batch = self.feed.fetch()
+        except Exception as exc:  # the store went away or is locked: say so, try again
+            batch = _Batch(problem=f"cannot read the run store: {exc}")
+        self.call_from_thread(self._apply, batch)
+
+    def _apply(self, batch: _Batch) -> None:
+        self._fetching = False
+        changes = self.feed.apply(batch)
+        if changes or changes.problem:
+            self.refresh_views(changes)
+
+    def refresh_views(self, changes: Changes | None = None) -> None:
+        """Redraw what ``changes`` touched (everything when None)."""
+        now = self.clock()
+        self.query_one(StatsBar).show(
+            self.feed.stats(WINDOWS[self.window]), self.window, self.feed.problem
+        )
+        self.query_one(RunTable).show(self.feed.visible(self.filter), now, self.redact)
+        self.query_one(FailureTable).show(self.feed.failures(), self.redact)
+        if changes is None or changes.inbox_changed:
+            self._show_inbox()
+        if changes is not None and changes.raised:
+            self._alert(len(changes.raised))
+        screen = self.screen
+        if isinstance(screen, RunScreen) and changes is not None:
+            run_id = screen.run_summary.id
+            screen.take([s.event for s in changes.events if s.event.run_id == run_id])
+            if run_id in self.feed.runs:
+                screen.show_run(self.feed.runs[run_id], now)
+        if not self.query_one(RunTable).row_count and not self.feed.problem:
+            self.query_one(StatsBar).show(
+                self.feed.stats(WINDOWS[self.window]),
+                self.window,
+                None if self.feed.runs else "no runs yet: waiting for the first one",
+            )
+
+    def _tick(self) -> None:
+        now = self.clock()
+        self.query_one(RunTable).tick(self.feed.visible(self.filter), now)
+        screen = self.screen
+        if isinstance(screen, RunScreen) and screen.run_summary.id in self.feed.runs:
+            screen.show_run(self.feed.runs[screen.run_summary.id], now)
+
+    def _alert(self, count: int) -> None:
+        self.bell()
+        what = "a new escalation" if count == 1 else f"{count} new escalations"
+        self.notify(f"{what} waiting for you: press 3", title="inbox", severity="warning")
+        self.query_one("#inbox", TabPane).set_class(True, "attention")
+
+    def _show_inbox(self) -> None:
+        items = self.feed.inbox()
+        table = self.query_one(InboxTable)
+        table.show(items, self.clock(), self.redact)
+        tabs = self.query_one(TabbedContent)
+        tabs.get_tab("inbox").label = f"Inbox ({len(items)})" if items else "Inbox"
+        self._show_escalation()
+
+    # -- selection -------------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted, "#escalations")
+    def _show_escalation(self) -> None:
+        key = self.query_one(InboxTable).selected_id()
+        body = self.query_one("#escalation-body", Static)
+        escalation = self.feed.waiting.get(key) if key else None
+        if escalation is None:
+            body.update("nothing waits for a decision")
+        else:
+            body.update(escalation_detail(escalation, self.redact))
+
+    @on(DataTable.RowHighlighted, "#failures")
+    def _show_failure(self) -> None:
+        key = self.query_one(FailureTable).selected_id()
+        if key:
+            self._load_failure(key)
+
+    @work(thread=True, exclusive=True, group="failure")
+    def _load_failure(self, run_id: str) -> None:
+        failure = self.feed.failure(run_id)
+        body = failure_detail(failure, self.redact)
+        self.call_from_thread(self.query_one("#failure-body", Static).update, body)
+
+    @on(DataTable.RowSelected)
+    def _open(self, message: DataTable.RowSelected) -> None:
+        key = str(message.row_key.value)
+        if message.data_table.id == "escalations":
+            escalation = self.feed.waiting.get(key)
+            key = escalation.run_id if escalation else ""
+        if message.data_table.id in ("runs", "failures", "escalations") and key:
+            self.open_run(key)
+
+    def open_run(self, run_id: str) -> None:
+        """Show one run's timeline (loaded in a worker, then followed live)."""
+        run = self.feed.runs.get(run_id)
+        if run is None:
+            return
+        self.push_screen(RunScreen(run, self.redact, self.feed.run_events))
+
+    # -- actions ------------------------------------------------------------------------
+
+    def action_tab(self, tab: str) -> None:
+        """Switch to the fleet, exceptions or inbox tab."""
+        if isinstance(self.screen, RunScreen):
+            self.pop_screen()
+        self.query_one(TabbedContent).active = tab
+        if tab == "inbox":
+            self.query_one("#inbox", TabPane).set_class(False, "attention")
+        table = {"fleet": RunTable, "exceptions": FailureTable, "inbox": InboxTable}[tab]
+        self.query_one(table).focus()
+
+    def action_search(self) -> None:
+        """Focus the fleet's filter."""
+        self.action_tab("fleet")
+        self.query_one("#filter", Input).focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter(self, message: Input.Changed) -> None:
+        self.filter = RunFilter.parse(message.value)
+        self.query_one(RunTable).show(self.feed.visible(self.filter), self.clock(), self.redact)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(RunTable).focus()
+
+    def action_window(self) -> None:
+        """Cycle the header's window: 15m, 1h, 24h, 7d."""
+        names = list(WINDOWS)
+        self.window = names[(names.index(self.window) + 1) % len(names)]
+        self.refresh_views()
+
+    def action_toggle_theme(self) -> None:
+        """Switch between the dark and the light theme."""
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def action_decide(self, decision: str) -> None:
+        """Approve the selected escalation, or open the dialog to edit or reject it."""
+        if self.query_one(TabbedContent).active != "inbox" or isinstance(self.screen, RunScreen):
+            return
+        key = self.query_one(InboxTable).selected_id()
+        escalation = self.feed.waiting.get(key) if key else None
+        if escalation is None:
+            self.notify("nothing selected in the inbox", severity="warning")
+            return
+        if decision == "approve":
+            self._decide(escalation.id, Decision("approve"))
+            return
+
+        def chosen(result: Decision | None) -> None:
+            if result is not None:
+                self._decide(escalation.id, result)
+
+        self.push_screen(DecisionScreen(escalation, decision, self.redact), chosen)
+
+    @work(thread=True, group="decide")
+    def _decide(self, escalation_id: str, decision: Decision) -> None:
+        try:
+            decided = self.feed.decide(
+                escalation_id,
+                decision.decision,
+                by=self.decider,
+                note=decision.note,
+                text=decision.text,
+            )
+        except PilothouseError as exc:
+            self.call_from_thread(self.notify, str(exc), title="not recorded", severity="error")
+            return
+        message = f"{decided.status} recorded for run {decided.run_id[:8]}: it continues"
+        self.call_from_thread(self.notify, message, title="decision")
+
+    def action_cancel_selected(self) -> None:
+        """Cancel the run under the cursor in the fleet."""
+        if self.query_one(TabbedContent).active == "fleet":
+            run_id = self.query_one(RunTable).selected_id()
+            if run_id:
+                self.cancel_run(run_id)
+
+    def cancel_run(self, run_id: str) -> None:
+        """Ask for ``run_id`` to be cancelled (the process running it stops it)."""
+        self._cancel(run_id)
+
+    @work(thread=True, group="decide")
+    def _cancel(self, run_id: str) -> None:
+        assert self.feed.store is not None
+        try:
+            summary = self.feed.store.request_cancel(run_id)
+        except PilothouseError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self.notify, f"cancel requested for run {summary.id[:8]}")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette (ctrl+p) lists every action of the monitor."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Fleet", "Every run, newest first", lambda: self.action_tab("fleet"))
+        yield SystemCommand(
+            "Exceptions", "Failed runs with their errors", lambda: self.action_tab("exceptions")
+        )
+        yield SystemCommand(
+            "Inbox", "Escalations waiting for a decision", lambda: self.action_tab("inbox")
+        )
+        yield SystemCommand("Filter runs", "Search the fleet", self.action_search)
+        yield SystemCommand("Change window", "15m, 1h, 24h or 7d in the header", self.action_window)
+        yield SystemCommand(
+            "Approve", "Approve the selected escalation", lambda: self.action_decide("approve")
+        )
+        yield SystemCommand(
+            "Edit and approve",
+            "Edit the proposed text, then approve",
+            lambda: self.action_decide("edit"),
+        )
+        yield SystemCommand(
+            "Reject",
+            "Reject the selected escalation with a note",
+            lambda: self.action_decide("reject"),
+        )
+        yield SystemCommand("Cancel run", "Cancel the selected run", self.action_cancel_selected)
+        yield SystemCommand("Toggle light/dark", "Switch theme", self.action_toggle_theme)
+
+    def on_unmount(self) -> None:
+        self.feed.close()

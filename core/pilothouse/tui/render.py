@@ -1,0 +1,245 @@
+"""How events, escalations and failures look on screen, as Rich renderables.
+
+Everything a model, a tool or a user wrote is untrusted: it goes into
+:class:`rich.text.Text` as plain text (never parsed as markup) and through the
+redactor first, so neither a ``[link=...]`` in a reply nor an API key in a
+prompt reaches the screen as such.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..events import BaseEvent
+from ..store import Escalation, RunSummary
+from .feed import Failure
+
+Redact = Callable[[str], str]
+
+STATUS_STYLES = {
+    "succeeded": "green",
+    "failed": "red",
+    "running": "cyan",
+    "queued": "blue",
+    "waiting_for_human": "yellow",
+    "cancelled": "magenta",
+}
+ACTION_STYLES = {"pass": "green", "fix": "blue", "flag": "yellow", "block": "red"}
+
+
+def status_text(status: str) -> Text:
+    """A run status, coloured."""
+    label = "waiting" if status == "waiting_for_human" else status
+    return Text(label, style=STATUS_STYLES.get(status, ""))
+
+
+def plain(text: str | None, redact: Redact, limit: int | None = None) -> Text:
+    """Untrusted text as a Rich :class:`Text` (no markup), redacted, optionally cut."""
+    value = redact(text or "")
+    if limit is not None:
+        value = " ".join(value.split())
+        if len(value) > limit:
+            value = value[: limit - 1] + "…"
+    return Text(value)
+
+
+def elapsed(run: RunSummary, now: float) -> str:
+    """How long a run has taken (so far, while it goes on)."""
+    end = now if run.status in ("running", "waiting_for_human", "queued") else run.updated
+    seconds = max(0.0, end - run.created)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def clock(ts: float) -> str:
+    """A timestamp as local ``HH:MM:SS``."""
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def summary(event: BaseEvent, redact: Redact) -> Text:
+    """One line saying what an event was, for the run's timeline."""
+    e: Any = event
+    t = event.type
+    if t == "run_started":
+        return Text.assemble(f"{e.crew} ({e.flow}): ", plain(e.input, redact, 60))
+    if t == "step_started":
+        return Text.assemble(Text(e.persona, style="bold"), f" on {e.model}")
+    if t == "context_built":
+        kinds: dict[str, int] = {}
+        for piece in e.pieces:
+            kinds[piece.kind] = kinds.get(piece.kind, 0) + 1
+        parts = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        return Text(f"{e.tokens} tokens: {parts}")
+    if t == "model_call":
+        usage = e.usage
+        head = f"{e.model} {usage.input_tokens}+{usage.output_tokens} tok {e.latency_ms:.0f} ms"
+        if e.error:
+            return Text.assemble(Text(head + " error: ", style="red"), plain(e.error, redact, 60))
+        calls = f" -> {', '.join(c.name for c in e.tool_calls)}" if e.tool_calls else ""
+        return Text.assemble(head + calls + " ", plain(e.text, redact, 50))
+    if t == "tool_call":
+        if e.error:
+            return Text.assemble(f"{e.tool} ", Text("error ", "red"), plain(e.error, redact, 60))
+        return Text.assemble(
+            f"{e.tool}(", plain(e.arguments, redact, 40), ") ", plain(e.result, redact, 40)
+        )
+    if t == "retrieval":
+        return Text(f"{e.retriever}: {len(e.passages)} passages for ") + plain(e.query, redact, 40)
+    if t == "guardrail":
+        verdict = Text(e.action, style=ACTION_STYLES.get(e.action, ""))
+        return Text.assemble(
+            f"{e.guardrail} ({e.stage}) ", verdict, " ", plain(e.reason, redact, 60)
+        )
+    if t == "step_finished":
+        to = f" -> {e.handoff_to}" if e.handoff_to else ""
+        return Text.assemble(f"{e.persona}{to}: ", plain(e.output, redact, 60))
+    if t == "handoff":
+        return Text(f"{e.source} -> {e.target}")
+    if t == "escalation_raised":
+        return Text.assemble(
+            Text(f"waiting for a person ({e.kind}, risk {e.risk:.2f}): ", "yellow"),
+            plain(e.reason, redact, 60),
+        )
+    if t == "escalation_decided":
+        return Text.assemble(Text(f"{e.decision} by {e.by} ", "yellow"), plain(e.note, redact, 60))
+    if t == "limit_hit":
+        return Text.assemble(Text(f"limit {e.limit}: ", "red"), plain(e.message, redact, 60))
+    if t == "error":
+        origin = f" in plugin {e.plugin}" if e.plugin else ""
+        return Text.assemble(Text(f"{e.error_type}{origin}: ", "red"), plain(e.message, redact, 60))
+    if t == "run_failed":
+        return Text.assemble(Text(f"failed ({e.kind}): ", "red"), plain(e.message, redact, 60))
+    if t == "run_finished":
+        return Text.assemble(
+            Text(f"succeeded in {e.steps} steps, ${e.cost_usd:.4f}: ", "green"),
+            plain(e.output, redact, 50),
+        )
+    if t == "model_switched":
+        return Text(f"{e.failed} -> {e.next}: ") + plain(e.reason, redact, 60)
+    if t == "run_cancelled":
+        return Text("cancelled ", "magenta") + plain(e.reason, redact, 60)
+    if t == "output_explained":
+        return Text(f"{len(e.evidence)} claims linked to their evidence")
+    if t == "run_resumed":
+        return Text(f"resumed after {len(e.completed_steps)} finished steps")
+    return Text(t)
+
+
+def detail(event: BaseEvent, redact: Redact) -> RenderableType:
+    """Everything an event holds, for the detail pane."""
+    e: Any = event
+    t = event.type
+    head = Text.assemble(
+        Text(t, style="bold"), f"  step {event.step_id or '-'}  #{event.seq}  {clock(event.ts)}"
+    )
+    parts: list[RenderableType] = [head]
+    if t == "model_call":
+        u = e.usage
+        offline = "  (offline model)" if e.offline else ""
+        parts.append(
+            Text(
+                f"{e.model}{offline}  {u.input_tokens} in + {u.output_tokens} out tokens"
+                f"  ${(e.cost_usd or 0):.5f}  {e.latency_ms:.0f} ms"
+                + (f"  first token {e.ttft_ms:.0f} ms" if e.ttft_ms is not None else "")
+            )
+        )
+        parts.append(Text("\ncontext window as the model saw it", style="bold underline"))
+        for m in e.messages:
+            parts.append(Text(f"[{m.role}]", style="bold cyan"))
+            parts.append(plain(m.content, redact))
+            for call in m.tool_calls or []:
+                parts.append(
+                    Text.assemble(f"tool call {call.name} ", plain(call.arguments, redact))
+                )
+        parts.append(Text("\nreply", style="bold underline"))
+        parts.append(plain(e.text, redact))
+        for call in e.tool_calls:
+            parts.append(
+                Text.assemble(
+                    Text(f"tool call {call.name} ", "bold"), plain(call.arguments, redact)
+                )
+            )
+        if e.error:
+            parts.append(Text.assemble(Text("error: ", "red"), plain(e.error, redact)))
+    elif t == "context_built":
+        table = Table("kind", "source", "ref", "tokens", box=None, padding=(0, 1))
+        for piece in e.pieces:
+            table.add_row(
+                piece.kind, plain(piece.source, redact), plain(piece.ref, redact), str(piece.tokens)
+            )
+        parts += [Text(f"{e.persona}: {e.tokens} tokens"), table]
+    elif t == "retrieval":
+        parts.append(Text.assemble(f"{e.retriever}, query: ", plain(e.query, redact)))
+        for p in e.passages:
+            parts.append(
+                Text.assemble(
+                    Text(f"\n{p.score:.3f}  ", "bold"), plain(p.source, redact), f"  [{p.id}]"
+                )
+            )
+            parts.append(plain(p.text, redact))
+    elif t == "guardrail":
+        parts.append(
+            Text.assemble(
+                f"{e.guardrail} at {e.stage}: ",
+                Text(e.action, ACTION_STYLES.get(e.action, "")),
+                f"  risk {e.risk:.2f}",
+            )
+        )
+        parts.append(plain(e.reason, redact))
+        if e.replacement is not None:
+            parts += [Text("\nreplacement", style="bold underline"), plain(e.replacement, redact)]
+        if e.details:
+            parts.append(plain(json.dumps(e.details, indent=2, default=str), redact))
+    else:
+        data = event.model_dump(exclude={"type", "run_id", "seq", "ts", "step_id"})
+        for key, value in data.items():
+            shown = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+            parts.append(Text.assemble(Text(f"{key}: ", "bold"), plain(shown, redact)))
+    return Group(*parts)
+
+
+def escalation_detail(e: Escalation, redact: Redact) -> RenderableType:
+    """An escalation with its reason, risk, evidence and proposal."""
+    parts: list[RenderableType] = [
+        Text.assemble(
+            Text(f"{e.kind}  risk {e.risk:.2f}", "bold yellow"),
+            f"  run {e.run_id} ({e.crew})  step {e.step_id}  {e.persona}",
+        ),
+        Text.assemble(Text("reason: ", "bold"), plain(e.reason, redact)),
+    ]
+    if e.evidence:
+        parts.append(Text("evidence", style="bold underline"))
+        parts.append(plain(json.dumps(e.evidence, indent=2, default=str), redact))
+    if e.proposed is not None:
+        parts += [Text("proposed", style="bold underline"), plain(e.proposed, redact)]
+    parts.append(Text("a approve   e edit   r reject (with a note)", style="dim"))
+    return Group(*parts)
+
+
+def failure_detail(f: Failure, redact: Redact) -> RenderableType:
+    """Why a run failed: the exception, the plugin, the step, the traceback, limit hits."""
+    kind = "limit hit" if f.kind == "limit" else (f.kind or "error")
+    parts: list[RenderableType] = [
+        Text.assemble(
+            Text(f"{kind}  ", "bold red"), f"run {f.run.id} ({f.run.crew})  step {f.step_id or '-'}"
+        ),
+        Text.assemble(
+            Text("exception: ", "bold"), f.error_type or "-", f"   plugin: {f.plugin or '-'}"
+        ),
+        Text.assemble(Text("message: ", "bold"), plain(f.message or f.run.error, redact)),
+    ]
+    for limit in f.limits:
+        parts.append(Text.assemble(Text("limit ", "red"), plain(limit, redact)))
+    if f.traceback:
+        parts += [Text("traceback", style="bold underline"), plain(f.traceback, redact)]
+    return Group(*parts)

@@ -1,0 +1,175 @@
+"""The monitor's tables and header: they draw what they are given, they read nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from ..events import FINAL_STATUSES
+from ..store import Escalation, RunSummary
+from .feed import STATUSES, FleetStats
+from .render import Redact, clock, elapsed, plain, status_text
+
+WINDOWS = {"15m": 900.0, "1h": 3600.0, "24h": 86400.0, "7d": 604800.0}
+
+
+class StatsBar(Static):
+    """Runs/min, success, escalation and error rates, tokens and cost over a window."""
+
+    def show(self, stats: FleetStats, window: str, problem: str | None = None) -> None:
+        """Draw ``stats`` (or the reason there are none)."""
+        if problem:
+            self.update(Text(problem, style="bold yellow"))
+            return
+
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0%}"
+
+        counts = Text()
+        for status in STATUSES:
+            n = stats.counts.get(status, 0)
+            if n:
+                counts.append_text(status_text(status))
+                counts.append(f" {n}  ")
+        line = Text.assemble(
+            Text(f"last {window}: ", style="bold"),
+            f"{stats.runs} runs ({stats.per_minute:.1f}/min)  ok {pct(stats.rate('succeeded'))}"
+            f"  esc {pct(stats.escalation_rate)}  err {pct(stats.rate('failed'))}"
+            f"  {stats.tokens:,} tok  ${stats.cost_usd:.4f}\n",
+            counts if stats.runs else Text("no runs in this window (w: a wider one)", "dim"),
+        )
+        self.update(line)
+
+
+class RunTable(DataTable):
+    """The fleet: one row per run, newest first, updated in place."""
+
+    #: fits 80 columns: ``now`` is the step and persona a running run is at
+    COLUMNS = ("started", "run", "crew", "status", "now", "elapsed", "tokens", "cost")
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        for name in self.COLUMNS:
+            self.add_column(name, key=name)
+        self._order: list[str] = []
+
+    def show(self, runs: Sequence[RunSummary], now: float, redact: Redact) -> None:
+        """Draw ``runs`` in order: cells in place when the rows are the same runs,
+        a rebuild (keeping the cursor on its run) when they are not."""
+        order = [r.id for r in runs]
+        if order != self._order:
+            selected = self.selected_id()
+            self.clear()
+            for run in runs:
+                self.add_row(*self._cells(run, now, redact), key=run.id)
+            self._order = order
+            if selected in order:
+                self.move_cursor(row=order.index(selected), scroll=False)
+            return
+        for run in runs:
+            for name, value in zip(self.COLUMNS, self._cells(run, now, redact), strict=True):
+                self.update_cell(run.id, name, value)
+
+    def tick(self, runs: Sequence[RunSummary], now: float) -> None:
+        """Advance the elapsed time of the runs still going."""
+        for run in runs:
+            if run.id in self.rows and run.status in ("running", "waiting_for_human", "queued"):
+                self.update_cell(run.id, "elapsed", elapsed(run, now))
+
+    def selected_id(self) -> str | None:
+        """The run under the cursor."""
+        return _cursor_key(self)
+
+    @staticmethod
+    def _cells(run: RunSummary, now: float, redact: Redact) -> tuple[object, ...]:
+        at = "-"
+        if run.current_persona and run.status not in FINAL_STATUSES:
+            at = f"{run.current_step} {run.current_persona}"
+        return (
+            clock(run.created)[:5],
+            run.id[:6],
+            plain(run.crew, redact, 14),
+            status_text(run.status),
+            plain(at, redact, 14),
+            elapsed(run, now),
+            f"{run.input_tokens + run.output_tokens:,}",
+            f"${run.cost_usd:.4f}",
+        )
+
+
+class InboxTable(DataTable):
+    """Escalations waiting for a person, the riskiest first."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for name in ("risk", "waiting", "crew", "persona", "kind", "reason"):
+            self.add_column(name, key=name)
+
+    def show(self, items: Sequence[Escalation], now: float, redact: Redact) -> None:
+        """Draw the inbox."""
+        selected = self.selected_id()
+        self.clear()
+        for e in items:
+            style = "bold red" if e.risk >= 0.7 else "yellow"
+            self.add_row(
+                Text(f"{e.risk:.2f}", style=style),
+                f"{max(0, now - e.created):.0f}s",
+                Text(e.crew),
+                Text(e.persona),
+                e.kind,
+                plain(e.reason, redact, 60),
+                key=e.id,
+            )
+        keys = [e.id for e in items]
+        if selected in keys:
+            self.move_cursor(row=keys.index(selected), scroll=False)
+
+    def selected_id(self) -> str | None:
+        """The escalation under the cursor."""
+        return _cursor_key(self)
+
+
+class FailureTable(DataTable):
+    """Failed runs: when, which crew, what kind of failure, the message."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for name in ("when", "run", "crew", "kind", "message"):
+            self.add_column(name, key=name)
+
+    def show(self, runs: Sequence[RunSummary], redact: Redact) -> None:
+        """Draw the failed runs."""
+        if [r.id for r in runs] == [str(k.value) for k in self.rows]:
+            return
+        selected = self.selected_id()
+        self.clear()
+        for run in runs:
+            kind = "limit hit" if run.error_kind == "limit" else (run.error_kind or "error")
+            self.add_row(
+                clock(run.updated),
+                run.id[:8],
+                Text(run.crew),
+                Text(kind, style="red"),
+                plain(run.error, redact, 70),
+                key=run.id,
+            )
+        keys = [r.id for r in runs]
+        if selected in keys:
+            self.move_cursor(row=keys.index(selected), scroll=False)
+
+    def selected_id(self) -> str | None:
+        """The failed run under the cursor."""
+        return _cursor_key(self)
+
+
+def _cursor_key(table: DataTable) -> str | None:
+    if not table.row_count:
+        return None
+    try:
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+    except Exception:  # the cursor sits outside the rows while the table is rebuilt
+        return None
+    return str(key.value)
