@@ -36,10 +36,10 @@ class MonitorApp(App[None]):
         Binding("3", "tab('inbox')", "Inbox"),
         Binding("slash", "search", "Filter"),
         Binding("w", "window", "Window"),
-        Binding("a", "decide('approve')", "Approve", show=False),
-        Binding("e", "decide('edit')", "Edit", show=False),
-        Binding("r", "decide('reject')", "Reject", show=False),
-        Binding("x", "cancel_selected", "Cancel run", show=False),
+        Binding("a", "decide('approve')", "Approve"),
+        Binding("e", "decide('edit')", "Edit"),
+        Binding("r", "decide('reject')", "Reject"),
+        Binding("x", "cancel_selected", "Cancel run"),
         Binding("t", "toggle_theme", "Theme"),
         Binding("q", "quit", "Quit"),
     ]
@@ -88,10 +88,15 @@ class MonitorApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(RunTable).focus()
+        self.main.query_one(RunTable).focus()
         self._poll()
         self.set_interval(self.poll_interval, self._poll)
         self.set_interval(1.0, self._tick)
+
+    @property
+    def main(self) -> Screen:
+        """The screen with the tabs (queries go there even while a run or dialog is open)."""
+        return self.screen_stack[0]
 
     # -- following the store ------------------------------------------------------------
 
@@ -117,11 +122,11 @@ class MonitorApp(App[None]):
     def refresh_views(self, changes: Changes | None = None) -> None:
         """Redraw what ``changes`` touched (everything when None)."""
         now = self.clock()
-        self.query_one(StatsBar).show(
+        self.main.query_one(StatsBar).show(
             self.feed.stats(WINDOWS[self.window]), self.window, self.feed.problem
         )
-        self.query_one(RunTable).show(self.feed.visible(self.filter), now, self.redact)
-        self.query_one(FailureTable).show(self.feed.failures(), self.redact)
+        self._show_fleet(now)
+        self.main.query_one(FailureTable).show(self.feed.failures(), self.redact)
         if changes is None or changes.inbox_changed:
             self._show_inbox()
         if changes is not None and changes.raised:
@@ -132,16 +137,19 @@ class MonitorApp(App[None]):
             screen.take([s.event for s in changes.events if s.event.run_id == run_id])
             if run_id in self.feed.runs:
                 screen.show_run(self.feed.runs[run_id], now)
-        if not self.query_one(RunTable).row_count and not self.feed.problem:
-            self.query_one(StatsBar).show(
+        if not self.main.query_one(RunTable).row_count and not self.feed.problem:
+            self.main.query_one(StatsBar).show(
                 self.feed.stats(WINDOWS[self.window]),
                 self.window,
                 None if self.feed.runs else "no runs yet: waiting for the first one",
             )
 
+    def _show_fleet(self, now: float) -> None:
+        self.main.query_one(RunTable).show(self.feed.visible(self.filter), now, self.redact)
+
     def _tick(self) -> None:
         now = self.clock()
-        self.query_one(RunTable).tick(self.feed.visible(self.filter), now)
+        self.main.query_one(RunTable).tick(self.feed.visible(self.filter), now)
         screen = self.screen
         if isinstance(screen, RunScreen) and screen.run_summary.id in self.feed.runs:
             screen.show_run(self.feed.runs[screen.run_summary.id], now)
@@ -150,13 +158,13 @@ class MonitorApp(App[None]):
         self.bell()
         what = "a new escalation" if count == 1 else f"{count} new escalations"
         self.notify(f"{what} waiting for you: press 3", title="inbox", severity="warning")
-        self.query_one("#inbox", TabPane).set_class(True, "attention")
+        self.main.query_one("#inbox", TabPane).set_class(True, "attention")
 
     def _show_inbox(self) -> None:
         items = self.feed.inbox()
-        table = self.query_one(InboxTable)
+        table = self.main.query_one(InboxTable)
         table.show(items, self.clock(), self.redact)
-        tabs = self.query_one(TabbedContent)
+        tabs = self.main.query_one(TabbedContent)
         tabs.get_tab("inbox").label = f"Inbox ({len(items)})" if items else "Inbox"
         self._show_escalation()
 
@@ -164,8 +172,8 @@ class MonitorApp(App[None]):
 
     @on(DataTable.RowHighlighted, "#escalations")
     def _show_escalation(self) -> None:
-        key = self.query_one(InboxTable).selected_id()
-        body = self.query_one("#escalation-body", Static)
+        key = self.main.query_one(InboxTable).selected_id()
+        body = self.main.query_one("#escalation-body", Static)
         escalation = self.feed.waiting.get(key) if key else None
         if escalation is None:
             body.update("nothing waits for a decision")
@@ -174,7 +182,7 @@ class MonitorApp(App[None]):
 
     @on(DataTable.RowHighlighted, "#failures")
     def _show_failure(self) -> None:
-        key = self.query_one(FailureTable).selected_id()
+        key = self.main.query_one(FailureTable).selected_id()
         if key:
             self._load_failure(key)
 
@@ -182,7 +190,7 @@ class MonitorApp(App[None]):
     def _load_failure(self, run_id: str) -> None:
         failure = self.feed.failure(run_id)
         body = failure_detail(failure, self.redact)
-        self.call_from_thread(self.query_one("#failure-body", Static).update, body)
+        self.call_from_thread(self.main.query_one("#failure-body", Static).update, body)
 
     @on(DataTable.RowSelected)
     def _open(self, message: DataTable.RowSelected) -> None:
@@ -202,29 +210,42 @@ class MonitorApp(App[None]):
 
     # -- actions ------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer (and show in the footer) the inbox keys in the inbox, cancel in the fleet."""
+        if action in ("decide", "cancel_selected"):
+            if not self.screen_stack or self.screen is not self.main:
+                return False
+            active = self.main.query_one(TabbedContent).active
+            return active == ("inbox" if action == "decide" else "fleet")
+        return True
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self) -> None:
+        self.refresh_bindings()
+
     def action_tab(self, tab: str) -> None:
         """Switch to the fleet, exceptions or inbox tab."""
         if isinstance(self.screen, RunScreen):
             self.pop_screen()
-        self.query_one(TabbedContent).active = tab
+        self.main.query_one(TabbedContent).active = tab
         if tab == "inbox":
-            self.query_one("#inbox", TabPane).set_class(False, "attention")
+            self.main.query_one("#inbox", TabPane).set_class(False, "attention")
         table = {"fleet": RunTable, "exceptions": FailureTable, "inbox": InboxTable}[tab]
-        self.query_one(table).focus()
+        self.main.query_one(table).focus()
 
     def action_search(self) -> None:
         """Focus the fleet's filter."""
         self.action_tab("fleet")
-        self.query_one("#filter", Input).focus()
+        self.main.query_one("#filter", Input).focus()
 
     @on(Input.Changed, "#filter")
     def _filter(self, message: Input.Changed) -> None:
         self.filter = RunFilter.parse(message.value)
-        self.query_one(RunTable).show(self.feed.visible(self.filter), self.clock(), self.redact)
+        self._show_fleet(self.clock())
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(RunTable).focus()
+        self.main.query_one(RunTable).focus()
 
     def action_window(self) -> None:
         """Cycle the header's window: 15m, 1h, 24h, 7d."""
@@ -238,9 +259,9 @@ class MonitorApp(App[None]):
 
     def action_decide(self, decision: str) -> None:
         """Approve the selected escalation, or open the dialog to edit or reject it."""
-        if self.query_one(TabbedContent).active != "inbox" or isinstance(self.screen, RunScreen):
+        if not self.check_action("decide", ()):
             return
-        key = self.query_one(InboxTable).selected_id()
+        key = self.main.query_one(InboxTable).selected_id()
         escalation = self.feed.waiting.get(key) if key else None
         if escalation is None:
             self.notify("nothing selected in the inbox", severity="warning")
@@ -273,8 +294,8 @@ class MonitorApp(App[None]):
 
     def action_cancel_selected(self) -> None:
         """Cancel the run under the cursor in the fleet."""
-        if self.query_one(TabbedContent).active == "fleet":
-            run_id = self.query_one(RunTable).selected_id()
+        if self.main.query_one(TabbedContent).active == "fleet":
+            run_id = self.main.query_one(RunTable).selected_id()
             if run_id:
                 self.cancel_run(run_id)
 

@@ -118,6 +118,7 @@ class Failure:
     message: str | None = None
     plugin: str | None = None
     step_id: str | None = None
+    persona: str | None = None
     traceback: str = ""
     limits: list[str] = field(default_factory=list)
 
@@ -197,7 +198,8 @@ class Feed:
             changes.runs.append(run)
         if batch.waiting is not None:
             fresh = {e.id: e for e in batch.waiting}
-            changes.raised = [e for key, e in fresh.items() if key not in self.waiting]
+            if batch.store is None:  # on opening, what waits is shown, not announced
+                changes.raised = [e for key, e in fresh.items() if key not in self.waiting]
             changes.inbox_changed = True
             self.waiting = fresh
         if len(self.runs) > self.max_runs:
@@ -275,19 +277,27 @@ class Feed:
         """The exception, plugin, step, traceback and limit hits behind a failed run."""
         assert self.store is not None
         found = Failure(run=self.runs.get(run_id) or self.store.get_run(run_id))
+        # The step that was under way when the run failed: started, not finished.
+        open_steps: dict[str, str] = {}
         for event in self.store.events(run_id):
             data = event.model_dump()
-            if event.type == "error":
-                found.traceback = data["traceback"] or found.traceback
-                found.plugin = data["plugin"] or found.plugin
-                found.step_id = event.step_id or found.step_id
+            if event.type == "step_started":
+                open_steps[event.step_id or ""] = data["persona"]
+            elif event.type == "step_finished":
+                open_steps.pop(event.step_id or "", None)
+            elif event.type == "error":
+                found.error_type = data["error_type"]  # the cause, not its wrapper
+                found.traceback = data["traceback"]
+                found.plugin = data["plugin"]
             elif event.type == "limit_hit":
                 found.limits.append(f"{data['limit']}: {data['message']}")
             elif event.type == "run_failed":
-                found.kind, found.error_type = data["kind"], data["error_type"]
-                found.message = data["message"]
-                found.plugin = data["plugin"] or found.plugin
-                found.step_id = event.step_id or found.step_id
+                found.kind, found.message = data["kind"], data["message"]
+                found.error_type = found.error_type or data["error_type"]
+                found.plugin = found.plugin or data["plugin"]
+                if open_steps:
+                    step, persona = list(open_steps.items())[-1]
+                    found.step_id, found.persona = step, persona
         return found
 
     def decide(

@@ -231,7 +231,8 @@ def failure_detail(f: Failure, redact: Redact) -> RenderableType:
     kind = "limit hit" if f.kind == "limit" else (f.kind or "error")
     parts: list[RenderableType] = [
         Text.assemble(
-            Text(f"{kind}  ", "bold red"), f"run {f.run.id} ({f.run.crew})  step {f.step_id or '-'}"
+            Text(f"{kind}  ", "bold red"),
+            f"run {f.run.id} ({f.run.crew})  step {f.step_id or '-'} {f.persona or ''}",
         ),
         Text.assemble(
             Text("exception: ", "bold"), f.error_type or "-", f"   plugin: {f.plugin or '-'}"

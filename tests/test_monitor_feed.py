@@ -1,0 +1,87 @@
+"""The monitor's data side: incremental reads, filters, window numbers, redaction."""
+
+from __future__ import annotations
+
+import pytest
+
+import pilothouse
+from conftest import crew, text_reply
+from pilothouse import ConfigError
+from pilothouse.redact import Redactor
+from pilothouse.tui.feed import Feed, RunFilter
+
+
+def _one_step():
+    return crew({"type": "sequential", "steps": ["w"]}, {"w": {"instructions": "Write."}})
+
+
+async def test_the_feed_reads_only_what_is_new(make_runtime, scripted, workspace):
+    path = pilothouse.load_settings().store_path
+    async with make_runtime() as rt:
+        first = await rt.run(_one_step(), "first")
+        feed = Feed(path)
+        opened = feed.poll()
+        assert opened.reloaded and [r.id for r in opened.runs] == [first.run_id]
+        assert not feed.poll()  # nothing new: nothing read, nothing to redraw
+        second = await rt.run(_one_step(), "second")
+    changes = feed.poll()
+    assert changes.new_runs == [second.run_id]
+    assert [r.id for r in changes.runs] == [second.run_id]  # the first run was not re-read
+    assert {s.event.run_id for s in changes.events} == {second.run_id}
+    assert changes.events[0].event.type == "run_started"
+    assert feed.runs[second.run_id].status == "succeeded"
+    assert [r.id for r in feed.visible(RunFilter())] == [second.run_id, first.run_id]
+    feed.close()
+
+
+async def test_window_numbers(make_runtime, scripted, workspace):
+    scripted.provider.enqueue(text_reply("ok", tokens=(7, 3)), RuntimeError("model down"))
+    async with make_runtime() as rt:
+        await rt.run(_one_step(), "a")
+        await rt.run(_one_step(), "b")
+    feed = Feed(pilothouse.load_settings().store_path)
+    feed.poll()
+    stats = feed.stats(3600)
+    assert stats.runs == 2 and stats.counts == {"succeeded": 1, "failed": 1}
+    assert stats.rate("succeeded") == 0.5 and stats.rate("failed") == 0.5
+    assert stats.tokens == 10 and stats.escalation_rate == 0
+    later = Feed(feed.path, clock=lambda: max(r.created for r in feed.runs.values()) + 7200)
+    later.poll()
+    assert later.stats(3600).runs == 0 and later.stats(86400).runs == 2
+    feed.close()
+    later.close()
+
+
+def test_filter_terms():
+    flt = RunFilter.parse("status:failed crew:support Card")
+    assert (flt.status, flt.crew, flt.text) == ("failed", "support", "card")
+    base = {"created": 0.0, "updated": 0.0, "input": "my card", "id": "abc"}
+    run = pilothouse.RunSummary(crew="support", status="failed", **base)
+    assert flt.matches(run)
+    assert not flt.matches(run.model_copy(update={"status": "succeeded"}))
+    assert not flt.matches(run.model_copy(update={"crew": "marketing"}))
+    assert not RunFilter.parse("parcel").matches(run)
+    assert RunFilter.parse("status:wait").matches(
+        run.model_copy(update={"status": "waiting_for_human"})
+    )
+
+
+def test_redaction_of_keys_patterns_and_emails(monkeypatch):
+    monkeypatch.setenv("PILOTHOUSE_ENDPOINTS__LOCAL__API_KEY", "local-key-123456")
+    monkeypatch.setenv("PILOTHOUSE_REDACT_PATTERNS", '["ACME-\\\\d{4}"]')
+    monkeypatch.setenv("PILOTHOUSE_REDACT_EMAILS", "true")
+    redact = Redactor.from_settings(pilothouse.load_settings())
+    text = ("key local-key-123456, sk-abcdefghijklmnop1234, Bearer abc.def.ghi.jkl,"
+            " case ACME-1234, mail ana@example.com")  # fmt: skip
+    shown = redact(text)
+    for secret in ("local-key-123456", "sk-abcdefghijklmnop1234", "abc.def.ghi.jkl", "ACME-1234",
+                   "ana@example.com"):  # fmt: skip
+        assert secret not in shown
+    assert shown.count("[redacted]") == 5
+    assert Redactor()("mail ana@example.com") == "mail ana@example.com"  # only when asked
+
+
+def test_a_bad_redaction_pattern_is_named(monkeypatch):
+    monkeypatch.setenv("PILOTHOUSE_REDACT_PATTERNS", '["a("]')
+    with pytest.raises(ConfigError, match=r"redact_patterns.*not a regular expression"):
+        pilothouse.load_settings()
