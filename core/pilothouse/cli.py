@@ -818,6 +818,66 @@ def tui(obj: Context, serve: bool, host: str, port: int, window: str) -> None:
     app.run()
 
 
+@cli.group()
+def portal() -> None:
+    """The audit portal: a static site made from the run log (needs pilothouse[portal])."""
+
+
+def _portal_out(obj: Context, out: str | None) -> Path:
+    return Path(out) if out else obj.settings.workspace / "portal"
+
+
+_portal_folder = click.option(
+    "--out", type=click.Path(file_okay=False), help="Folder (default <workspace>/portal)."
+)
+
+
+@portal.command("build")
+@_portal_folder
+@click.option("--since", help="Only runs since: 7d, 12h, 30m or an ISO date.")
+@click.option("--no-html", is_flag=True, help="Write the Markdown and mkdocs.yml only.")
+@pass_context
+def portal_build(obj: Context, out: str | None, since: str | None, no_html: bool) -> None:
+    """Regenerate the pages of new and changed runs, then build the HTML."""
+    from .portal import Portal
+    from .redact import Redactor
+
+    folder = _portal_out(obj, out)
+    site = Portal(obj.store(), folder, redact=Redactor.from_settings(obj.settings),
+                  since=_since(since))  # fmt: skip
+    made = site.generate()
+    click.secho(
+        f"pages: {made.written} run pages written, {made.runs - made.written} unchanged,"
+        f" {made.removed} removed ({made.seconds:.2f} s)",
+        err=True,
+    )
+    if no_html:
+        click.echo(folder / "docs")
+        return
+    seconds = site.build()
+    click.secho(f"html: built in {seconds:.2f} s", err=True)
+    click.echo(folder / "site" / "index.html")
+
+
+@portal.command("serve")
+@_portal_folder
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@pass_context
+def portal_serve(obj: Context, out: str | None, host: str, port: int) -> None:
+    """Serve the built portal (pilothouse portal build first)."""
+    import functools
+    import http.server
+
+    site = _portal_out(obj, out) / "site"
+    if not (site / "index.html").exists():
+        raise click.ClickException(f"no portal built in {site}: run 'pilothouse portal build'")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    with http.server.ThreadingHTTPServer((host, port), handler) as server:
+        click.secho(f"portal on http://{host}:{port}/ (ctrl+c stops)", err=True)
+        server.serve_forever()
+
+
 @cli.command()
 @pass_context
 def crews(obj: Context) -> None:

@@ -58,7 +58,7 @@ from .events import (
     StepStarted,
     ToolCalled,
 )
-from .explain import rank_evidence
+from .explain import evidence_of, rank_evidence
 from .guardrails import GuardrailContext, Stage, Verdict
 from .model import (
     Message,
@@ -150,15 +150,11 @@ class _Run:
         raised: dict[str, EscalationRaised] = {}
         for e in events:
             self.seq = max(self.seq, e.seq)
+            self.evidence += evidence_of(e)
             if isinstance(e, StepStarted) and e.step_id is not None:
                 started[e.step_id] += 1
             elif isinstance(e, StepFinished) and e.step_id is not None:
                 self.done[e.step_id] = e
-                self.evidence.append(("output", e.persona, e.step_id, e.output))
-            elif isinstance(e, RetrievalDone):
-                self.evidence += [("passage", p.id, e.step_id, p.text) for p in e.passages]
-            elif isinstance(e, ToolCalled) and e.result:
-                self.evidence.append(("tool", e.tool, e.step_id, e.result))
             elif isinstance(e, ModelCalled):
                 self.input_tokens += e.usage.input_tokens
                 self.output_tokens += e.usage.output_tokens

@@ -124,3 +124,9 @@ class StoreError(PilothouseError):
     """The run store cannot be opened or written."""
 
     kind = "store"
+
+
+class PortalError(PilothouseError):
+    """The audit portal could not be generated or built (the builder's output says why)."""
+
+    kind = "portal"

@@ -11,13 +11,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from .explain import Attribution
 from .guardrails import Action, Stage
 from .model import Message, ToolCall, ToolSpec, Usage
 from .retrieval import Passage
 
 RunStatus = Literal["queued", "running", "waiting_for_human", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Attribution(BaseModel):
+    """One piece of evidence and its share of the output."""
+
+    kind: str  # passage, tool or output
+    ref: str
+    step_id: str | None = None
+    score: float
+    excerpt: str
 
 
 class BaseEvent(BaseModel):

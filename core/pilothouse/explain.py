@@ -10,22 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydantic import BaseModel
-
+from .events import Attribution, BaseEvent, RetrievalDone, StepFinished, ToolCalled
 from .text import claims, content_words
 
 #: an item must hold this share of a claim's words to count for it
 MIN_SHARE = 0.3
-
-
-class Attribution(BaseModel):
-    """One piece of evidence and its share of the output."""
-
-    kind: str  # passage, tool or output
-    ref: str
-    step_id: str | None = None
-    score: float
-    excerpt: str
 
 
 def rank_evidence(
@@ -65,3 +54,44 @@ def rank_evidence(
         for i in ranked[:top]
         if totals[i] > 0
     ]
+
+
+Evidence = tuple[str, str, str | None, str]
+
+
+def evidence_of(event: BaseEvent) -> list[Evidence]:
+    """What an event adds to the evidence a run saw: (kind, ref, step_id, text)."""
+    if isinstance(event, StepFinished):
+        return [("output", event.persona, event.step_id, event.output)]
+    if isinstance(event, RetrievalDone):
+        return [("passage", p.id, event.step_id, p.text) for p in event.passages]
+    if isinstance(event, ToolCalled) and event.result:
+        return [("tool", event.tool, event.step_id, event.result)]
+    return []
+
+
+def claim_evidence(output: str, evidence: Iterable[Evidence]) -> list[tuple[str, list[Evidence]]]:
+    """Each claim of ``output`` with the evidence items holding at least
+    :data:`MIN_SHARE` of its content words, the strongest first."""
+    items = [
+        (item, content_words(item[3])) for item in evidence if item[3].strip() != output.strip()
+    ]
+    found = []
+    for claim in claims(output):
+        words = content_words(claim)
+        backing = []
+        if len(words) >= 3:
+            scored = [(len(words & w) / len(words), item) for item, w in items]
+            backing = [item for share, item in sorted(scored, key=lambda s: -s[0])
+                       if share >= MIN_SHARE]  # fmt: skip
+        found.append((claim, _unique(backing)))
+    return found
+
+
+def _unique(items: list[Evidence]) -> list[Evidence]:
+    seen, kept = set(), []
+    for item in items:
+        if item[:3] not in seen:
+            seen.add(item[:3])
+            kept.append(item)
+    return kept

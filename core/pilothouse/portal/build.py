@@ -1,0 +1,188 @@
+"""``pilothouse portal build``: run store -> Markdown pages + mkdocs.yml -> static HTML.
+
+The generator's output is plain Markdown and one configuration file, so the
+HTML builder (mkdocs-material today) can be swapped. Builds are incremental on
+the Markdown side: a run's page is written again only when the run has new
+events since the last build (its ``last_seq`` moved); the overview pages come
+from digests kept in ``state.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import PortalError
+from ..store import RunStore
+from .digest import RunDigest, digest
+from .markdown import Redact
+from .pages import Overview, crew_path, rel, run_path
+from .run_page import run_page
+
+STATE_VERSION = 1
+NAV = [
+    {"Home": "index.md"},
+    {"Runs": "runs/index.md"},
+    {"Escalations": "escalations.md"},
+    {"Failures": "failures.md"},
+    {"Crews": "crews/index.md"},
+    {"Personas": "personas/index.md"},
+]
+
+
+@dataclass
+class Generated:
+    """What a generation did."""
+
+    runs: int
+    written: int
+    removed: int
+    seconds: float
+
+
+class Portal:
+    """The audit portal of one run store, generated into ``out``.
+
+    ``out/docs`` holds the Markdown, ``out/mkdocs.yml`` the configuration,
+    ``out/site`` the built HTML and ``out/state.json`` what the last build saw.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        out: str | Path,
+        *,
+        redact: Redact = str,
+        title: str = "pilothouse audit portal",
+        since: float | None = None,
+        max_runs: int = 1_000_000,
+    ) -> None:
+        self.store = store
+        self.out = Path(out)
+        self.docs = self.out / "docs"
+        self.site = self.out / "site"
+        self.redact = redact
+        self.title = title
+        self.since = since
+        self.max_runs = max_runs
+
+    # -- Markdown --------------------------------------------------------------------
+
+    def generate(self) -> Generated:
+        """Write the pages of new and changed runs, the overview pages and mkdocs.yml."""
+        started = time.perf_counter()
+        state = self._load_state()
+        known: dict[str, Any] = state["runs"]
+        runs = self.store.list_runs(limit=self.max_runs)
+        if self.since is not None:
+            runs = [r for r in runs if r.created >= self.since]
+        digests: dict[str, RunDigest] = {}
+        written = 0
+        for run in runs:
+            seen = known.get(run.id)
+            page = self.docs / run_path(run.id)
+            if seen and seen["last_seq"] == run.last_seq and page.exists():
+                digests[run.id] = RunDigest.model_validate(seen["digest"])
+                continue
+            events = self.store.events(run.id)
+            self._write(page, run_page(run, events, self.redact, crew_page=_crew_link(run.crew)))
+            digests[run.id] = digest(run, events)
+            written += 1
+        removed = 0
+        for run_id in set(known) - set(digests):
+            (self.docs / run_path(run_id)).unlink(missing_ok=True)
+            removed += 1
+        overview = Overview(digests.values(), self.redact, self.title).pages()
+        wanted = set(overview) | {run_path(r) for r in digests}
+        for stale in self.docs.glob("**/*.md") if self.docs.exists() else []:
+            if stale.relative_to(self.docs).as_posix() not in wanted:
+                stale.unlink()  # a crew, persona or day that no longer has runs
+        for path, text in overview.items():
+            self._write(self.docs / path, text)
+        self._write_assets()
+        self._write_config()
+        state["runs"] = {
+            run_id: {"last_seq": d.run.last_seq, "digest": d.model_dump(mode="json")}
+            for run_id, d in digests.items()
+        }
+        self._save_state(state)
+        return Generated(len(digests), written, removed, time.perf_counter() - started)
+
+    def _write(self, path: Path, text: str) -> None:
+        """Write ``text`` unless the file already holds it (its mtime then stays)."""
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+
+    def _write_assets(self) -> None:
+        css = resources.files("pilothouse.portal").joinpath("pilothouse.css").read_text()
+        self._write(self.docs / "assets" / "pilothouse.css", css)
+
+    def _write_config(self) -> None:
+        """mkdocs.yml: the shared base plus this portal's name, folders and navigation."""
+        import yaml  # comes with mkdocs, the portal's extra
+
+        base = yaml.safe_load(resources.files("pilothouse.portal").joinpath("base.yml").read_text())
+        config = {
+            "site_name": self.title,
+            "docs_dir": "docs",
+            "site_dir": "site",
+            **base,
+            "nav": NAV,
+            "extra_css": ["assets/pilothouse.css"],
+            # run pages are reached through the index pages, not the navigation
+            "validation": {"nav": {"omitted_files": "ignore"}, "anchors": "warn"},
+        }
+        self._write(self.out / "mkdocs.yml", yaml.safe_dump(config, sort_keys=False))
+
+    def _load_state(self) -> dict[str, Any]:
+        path = self.out / "state.json"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {"version": STATE_VERSION, "runs": {}}
+        if state.get("version") != STATE_VERSION:
+            return {"version": STATE_VERSION, "runs": {}}
+        return state
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        tmp = self.out / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.out / "state.json")
+
+    # -- HTML ------------------------------------------------------------------------
+
+    def build(self, *, strict: bool = True) -> float:
+        """Build the HTML with mkdocs into ``out/site``; return the seconds it took."""
+        if importlib.util.find_spec("mkdocs") is None:
+            raise PortalError("the portal needs mkdocs-material: pip install 'pilothouse[portal]'")
+        started = time.perf_counter()
+        command = [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "-q",
+            "-f",
+            str((self.out / "mkdocs.yml").resolve()),
+        ]
+        if strict:
+            command.append("--strict")
+        done = subprocess.run(command, capture_output=True, text=True, cwd=self.out)
+        if done.returncode != 0:
+            raise PortalError(f"mkdocs build failed:\n{done.stderr.strip() or done.stdout.strip()}")
+        return time.perf_counter() - started
+
+
+def _crew_link(crew: str) -> str:
+    return rel(run_path("x"), crew_path(crew))

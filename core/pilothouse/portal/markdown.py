@@ -1,0 +1,48 @@
+"""Writing untrusted text into Markdown pages so that it stays text.
+
+Model replies, tool results, retrieved passages and user input may hold HTML,
+scripts, ``javascript:`` links or Markdown tricks. Nothing of it may become
+markup in the portal: inline text is turned into character references for
+every character HTML or Markdown gives a meaning to, and longer text goes into
+a raw HTML block with its content escaped (Markdown leaves raw HTML blocks
+alone, the browser shows escaped text as text).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+
+Redact = Callable[[str], str]
+
+# Characters with a meaning in HTML or (Python-)Markdown, as numeric references.
+_SPECIAL = {c: f"&#{ord(c)};" for c in "&<>\"'\\`*_{}[]()#+-!|~:="}
+_TABLE = str.maketrans(_SPECIAL)
+
+
+def inline(text: str | None, redact: Redact, limit: int | None = None) -> str:
+    """``text`` on one line, redacted and inert anywhere in Markdown (tables too)."""
+    flat = " ".join(redact(text or "").split())
+    if limit is not None and len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    return flat.translate(_TABLE)
+
+
+def block(text: str | None, redact: Redact, css: str = "ph-text") -> str:
+    """``text`` as a block that keeps its line breaks, redacted and escaped."""
+    return f'<div class="{css}">{html.escape(redact(text or ""))}</div>'
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table from cells that are already safe Markdown."""
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def link(label: str, target: str) -> str:
+    """A link to a page of the portal: ``label`` must already be safe, ``target``
+    is built by the generator (never taken from run data)."""
+    return f"[{label}]({target})"
