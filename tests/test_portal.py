@@ -1,0 +1,305 @@
+"""The audit portal: built from a real store with mkdocs --strict, opened in headless Chromium."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+
+import pilothouse
+from conftest import ScriptedPlugin, crew, text_reply
+from pilothouse import Guardrail, Verdict
+from pilothouse.cli import DEMO_INPUT
+from pilothouse.portal import Portal
+from pilothouse.redact import Redactor
+from pilothouse.sqlite_store import SQLiteRunStore
+
+pytest.importorskip("mkdocs", reason="the portal is the [portal] extra")
+
+KEY = "sk-portal-0123456789abcdefXYZ"
+#: hostile text a model might write: none of it may run or break the page
+PAYLOADS = [
+    "<script>alert('xss-script')</script>",
+    "<img src=x onerror=\"alert('xss-img')\">",
+    "[click me](javascript:alert('xss-mdlink'))",
+    "<a href=\"javascript:alert('xss-href')\">a link</a>",
+    "<svg onload=alert('xss-svg')></svg>",
+    "<iframe src=\"javascript:alert('xss-iframe')\"></iframe>",
+    "![pic](x\" onerror=\"alert('xss-mdimg'))",
+    "<details open ontoggle=alert('xss-details')>x</details>",
+    "</div><script>alert('xss-close-div')</script>",
+    "## heading {#evil onclick=\"alert('xss-attr')\"}",
+    "```html\n<script>alert('xss-fence')</script>\n```",
+    "<style>body{display:none}</style>",
+    "[ref]: javascript:alert('xss-refdef')\n[ref]",
+    "<javascript:alert('xss-autolink')>",
+    "| a | b |\n|---|---|\n| <b onmouseover=alert('xss-table')>x</b> | y |",
+]
+HOSTILE = "\n\n".join(PAYLOADS) + f"\n\nkey={KEY}"
+
+
+class FlagRisky(Guardrail):
+    """Flags outputs that say 'risky'."""
+
+    name = "flag_risky"
+
+    def check(self, text, context):
+        if "risky" in text:
+            return Verdict(action="flag", reason="says risky", risk=0.9,
+                           replacement=text.replace("risky", "careful"))  # fmt: skip
+        return Verdict.ok()
+
+
+async def _make_store(folder: Path) -> dict[str, str]:
+    """Runs with retrievals, a tool, escalations decided by a person and by policy,
+    failures, and model replies full of injection payloads."""
+    scripted = ScriptedPlugin()
+    scripted.guardrails.append(FlagRisky())
+    settings = pilothouse.load_settings(workspace=folder)
+    ids: dict[str, str] = {}
+    async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
+        demo = rt.crew("marketing")
+        rules = demo.escalation.model_copy(update={"timeout_s": 0.2, "on_timeout": "approve"})
+        demo = demo.model_copy(update={"escalation": rules})
+        ids["demo"] = (await rt.run(demo, DEMO_INPUT)).run_id
+        one = crew({"type": "sequential", "steps": ["writer"]},
+                   {"writer": {"instructions": "Write.", "model": "scripted:m",
+                               "guardrails": {"output": ["flag_risky"]}}})  # fmt: skip
+        scripted.provider.enqueue(text_reply(HOSTILE))
+        ids["hostile"] = (await rt.run(one, "zebracorn report <b>bold</b>")).run_id
+        scripted.provider.enqueue(RuntimeError("the model server is on fire"))
+        ids["failed"] = (await rt.run(one, "this one fails")).run_id
+
+        scripted.provider.enqueue(text_reply("a risky plan"))
+        async with anyio.create_task_group() as tg:
+            results = []
+
+            async def go():
+                results.append(await rt.run(one, "needs a person"))
+
+            tg.start_soon(go)
+            other = SQLiteRunStore(settings.store_path)
+            with anyio.fail_after(10):
+                while not other.escalations():
+                    await anyio.sleep(0.02)
+            other.decide(other.escalations()[0].id, "edit", by="ana", note="legal <wording>",
+                         text="a plan a person wrote")  # fmt: skip
+            other.close()
+        ids["decided"] = results[0].run_id
+    return ids
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory):
+    """A store from real runs, and its portal generated and built (strict)."""
+    folder = tmp_path_factory.mktemp("portal")
+    ids = anyio.run(_make_store, folder / "ws")
+    store = SQLiteRunStore(folder / "ws" / "runs.db")
+    site = Portal(store, folder / "out", redact=Redactor())
+    made = site.generate()
+    seconds = site.build(strict=True)
+    yield site, ids, made, seconds
+    store.close()
+
+
+def test_pages_for_every_run_and_overview(portal):
+    site, ids, made, _ = portal
+    assert made.runs == 4 and made.written == 4
+    docs = site.docs
+    for run_id in ids.values():
+        assert (docs / "runs" / f"{run_id}.md").exists()
+        assert (site.site / "runs" / f"{run_id}.html").exists()
+    for page in ("index", "escalations", "failures", "runs/index", "crews/index", "personas/index"):
+        assert (site.site / f"{page}.html").exists(), page
+    escalations = (docs / "escalations.md").read_text()
+    assert "edit by ana" in escalations and "policy" in escalations
+    failures = (docs / "failures.md").read_text()
+    assert ids["failed"] in failures and "RuntimeError" in failures
+
+
+def test_nothing_secret_and_nothing_raw_in_the_html(portal):
+    site, ids, _, _ = portal
+    html = "".join(p.read_text(errors="replace") for p in site.site.rglob("*.html"))
+    html += (site.site / "search" / "search_index.json").read_text()
+    assert KEY not in html
+    assert "[redacted]" in (site.site / "runs" / f"{ids['hostile']}.html").read_text()
+    for marker in ("<script>alert(", 'onerror="alert', "<iframe", 'href="javascript:'):
+        assert marker not in html, marker
+
+
+def test_regeneration_only_touches_changed_runs(portal, tmp_path):
+    site, ids, _, _ = portal
+    again = site.generate()
+    assert (again.written, again.removed, again.runs) == (0, 0, 4)
+    page = site.docs / "runs" / f"{ids['demo']}.md"
+    before = page.stat().st_mtime_ns
+    store = site.store
+    extra = next(iter(store.events(ids["failed"])))  # a new event for one run
+    moved = extra.model_copy(update={"seq": 999, "type": "run_resumed"})
+    from pilothouse.events import RunResumed
+
+    bumped = RunResumed(run_id=ids["failed"], seq=999, ts=moved.ts, completed_steps=[],
+                        retried_steps=[])  # fmt: skip
+    store.write([(bumped, bumped.model_dump_json())])
+    third = site.generate()
+    assert third.written == 1 and page.stat().st_mtime_ns == before
+
+
+# -- in the browser ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium; installed with apt-get when missing (CI machines start bare)."""
+    found = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium")
+                                         else None)  # fmt: skip
+    if found:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if done.returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+        done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if done.returncode != 0 or not shutil.which("chromium"):
+        pytest.fail(f"chromium is needed for the portal tests and apt-get could not install it:"
+                    f"\n{done.stderr[-2000:]}")  # fmt: skip
+    return shutil.which("chromium")  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def served(portal):
+    """The built site on 127.0.0.1 (search needs http: it fetches its index)."""
+    site = portal[0]
+    handler = functools.partial(_QuietHandler, directory=str(site.site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page that records dialogs (an alert() means a payload ran) and errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []
+    pg.errors = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    context.close()
+
+
+def test_home_and_run_page_render(portal, served, page):
+    _, ids, _, _ = portal
+    page.goto(f"{served}/index.html")
+    assert page.locator("h1").first.inner_text().startswith("pilothouse audit portal")
+    assert page.locator("svg.ph-chart").count() >= 2
+    assert "4" in page.locator("table").first.inner_text()
+    page.goto(f"{served}/runs/{ids['demo']}.html")
+    body = page.locator("article").inner_text()
+    assert f"Run {ids['demo']}" in body and DEMO_INPUT in body
+    assert "Claims and their evidence" in body and "Model call" in body
+    assert "market_size" in body and "Retrieval by demo_corpus" in body
+    assert not page.dialogs and not page.errors
+
+
+def test_links_between_index_run_step_and_evidence_work(portal, served, page):
+    _, ids, _, _ = portal
+    page.goto(f"{served}/runs/index.html")
+    page.locator(f"article a:text-is('{ids['decided']}')").first.click()
+    page.wait_for_url(re.compile(rf"/runs/{ids['decided']}\.html$"))
+    assert "a plan a person wrote" in page.locator("article").inner_text()
+    assert "legal <wording>" in page.locator("article").inner_text()
+    page.goto(f"{served}/runs/{ids['demo']}.html")
+    targets = page.eval_on_selector_all(
+        "article a[href^='#passage-'], article a[href^='#step-'], article a[href^='#call-']",
+        "links => links.map(a => a.getAttribute('href').slice(1))",
+    )
+    assert any(t.startswith("passage-") for t in targets) and any(t.startswith("call-")
+                                                                   for t in targets)  # fmt: skip
+    missing = page.evaluate("ids => ids.filter(id => !document.getElementById(id))", targets)
+    assert missing == []
+    page.locator("article a[href^='#passage-']").first.click()
+    assert page.evaluate("location.hash").startswith("#passage-")
+    page.goto(f"{served}/escalations.html")
+    page.locator(f"article a[href$='{ids['decided']}.html#escalations']").first.click()
+    page.wait_for_url(re.compile(r"#escalations$"))
+    assert page.locator("#escalations").count() == 1
+
+
+def test_search_finds_a_run(portal, served, page):
+    _, ids, _, _ = portal
+    page.goto(f"{served}/index.html")
+    page.locator(".md-search__input").click()
+    page.locator(".md-search__input").press_sequentially("zebracorn", delay=20)
+    hit = page.locator(f".md-search-result__item a[href*='runs/{ids['hostile']}.html']").first
+    hit.wait_for(timeout=15000)
+    hit.click()
+    page.wait_for_url(re.compile(rf"/runs/{ids['hostile']}\.html"))
+    assert "zebracorn" in page.locator("article").inner_text()
+
+
+def test_injection_payloads_neither_run_nor_break_the_page(portal, served, page):
+    _, ids, _, _ = portal
+    for path in (f"runs/{ids['hostile']}.html", "runs/index.html", "index.html",
+                 "personas/index.html"):  # fmt: skip
+        page.goto(f"{served}/{path}")
+        page.wait_for_timeout(300)
+        assert page.dialogs == [], path
+        scripts = page.eval_on_selector_all("script", "s => s.map(x => x.textContent).join(' ')")
+        assert "xss-" not in scripts, path
+        handlers = page.evaluate(
+            "[...document.querySelectorAll('article *')].filter(el => [...el.attributes]"
+            ".some(a => a.name.startsWith('on'))).length"
+        )
+        assert handlers == 0, path
+        assert page.locator("article a[href^='javascript:'], article iframe").count() == 0, path
+        assert page.locator("article style").count() == 0, path
+    page.goto(f"{served}/runs/{ids['hostile']}.html")
+    text = page.locator("article").inner_text()
+    for payload in ("<script>alert('xss-script')</script>", "[click me](javascript:",
+                    "<svg onload=alert('xss-svg')></svg>"):  # fmt: skip
+        assert payload in text  # shown as the text the model wrote
+    assert KEY not in text and "[redacted]" in text
+    # the page is whole after the payloads: the timeline and the footer are there
+    assert "Timeline" in text and page.locator("footer.md-footer").count() == 1
+    assert page.locator("body").is_visible()
+    assert not page.errors
