@@ -87,3 +87,34 @@ def test_every_cli_command_is_in_the_readme():
 
     for name in cli.commands:
         assert f"pilothouse {name}" in README or f"`{name} " in README, name
+
+
+def test_the_documentation_site_builds_strict_with_generated_references(tmp_path):
+    """mkdocs.yml builds site/ with --strict; the references list every hook and command."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    out = tmp_path / "html"
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    hooks = (out / "reference" / "hooks.html").read_text()
+    for name in ("register_models", "register_personas", "register_tools", "register_retrievers",
+                 "register_guardrails", "register_crews", "on_event"):  # fmt: skip
+        assert f"<code>{name}(" in hooks, name
+    commands = (out / "reference" / "cli.html").read_text()
+    for command in ("pilothouse run", "pilothouse tui", "pilothouse portal build",
+                    "pilothouse approve", "pilothouse metrics"):  # fmt: skip
+        assert command in commands, command
+    settings = (out / "reference" / "settings.html").read_text()
+    assert "PILOTHOUSE_REDACT_EMAILS" in settings and "PILOTHOUSE_DEFAULT_MODEL" in settings
+
+
+def test_the_site_plugin_example_is_the_readme_one():
+    site = (Path(__file__).parent.parent / "site" / "plugins.md").read_text()
+    assert _block("python", "# pilothouse_weather.py") in site

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -178,7 +179,8 @@ class Portal:
         ]
         if strict:
             command.append("--strict")
-        done = subprocess.run(command, capture_output=True, text=True, cwd=self.out)
+        env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # the builder's banner is not news
+        done = subprocess.run(command, capture_output=True, text=True, cwd=self.out, env=env)
         if done.returncode != 0:
             raise PortalError(f"mkdocs build failed:\n{done.stderr.strip() or done.stdout.strip()}")
         return time.perf_counter() - started

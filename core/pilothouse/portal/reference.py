@@ -1,0 +1,79 @@
+"""Reference pages generated from the code, so they cannot drift from it.
+
+``hooks_reference`` reads :mod:`pilothouse.hookspecs`, ``cli_reference`` the
+click commands and ``settings_reference`` the :class:`~pilothouse.Settings`
+fields. The project's ``mkdocs.yml`` loads this file as an mkdocs hook: a page
+holding ``<!-- reference:hooks -->`` (or ``cli``, ``settings``) gets the
+generated text in its place.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+import click
+
+from pilothouse import hookspecs
+from pilothouse.cli import cli
+from pilothouse.settings import ENV_PREFIX, Settings
+
+MARKER = re.compile(r"<!-- reference:(\w+) -->")
+
+
+def hooks_reference() -> str:
+    """Every hook with its signature and docstring, in the order of ``hookspecs.py``."""
+    out = [inspect.cleandoc(hookspecs.__doc__ or ""), ""]
+    functions = [f for _, f in inspect.getmembers(hookspecs, inspect.isfunction)
+                 if hasattr(f, f"{hookspecs.PROJECT}_spec")]  # fmt: skip
+    functions.sort(key=lambda f: f.__code__.co_firstlineno)
+    for f in functions:
+        params = ", ".join(inspect.signature(f).parameters)
+        out += [f"## `{f.__name__}({params})`", "", inspect.cleandoc(f.__doc__ or ""), ""]
+    return "\n".join(out)
+
+
+def cli_reference() -> str:
+    """Every command and option of ``pilothouse``, with its help."""
+    out: list[str] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        name = " ".join(path)
+        ctx = click.Context(command, info_name=name)
+        if path != ["pilothouse"]:
+            out.extend([f"## `{name}`", ""])
+        out.extend([inspect.cleandoc(command.help or ""), "", "```text",
+                    command.get_usage(ctx), "```", ""])  # fmt: skip
+        rows = []
+        for param in command.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record:
+                rows.append(f"| `{record[0]}` | {record[1].replace('|', '&#124;')} |")
+        if rows:
+            out.extend(["| option | meaning |", "|---|---|", *rows, ""])
+        if isinstance(command, click.Group):
+            for sub in sorted(command.list_commands(ctx)):
+                walk(command.get_command(ctx, sub), [*path, sub])  # type: ignore[arg-type]
+
+    walk(cli, ["pilothouse"])
+    return "\n".join(out)
+
+
+def settings_reference() -> str:
+    """Every setting: environment variable, default and meaning."""
+    rows = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default: Any = field.get_default(call_default_factory=True)
+        shown = "" if default in ({}, [], None) else f"`{default}`"
+        rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} |"
+                    f" {field.description or ''} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+GENERATORS = {"hooks": hooks_reference, "cli": cli_reference, "settings": settings_reference}
+
+
+def on_page_markdown(markdown: str, **_: Any) -> str:
+    """mkdocs hook: put the generated reference where a page holds its marker."""
+    return MARKER.sub(lambda m: GENERATORS[m.group(1)](), markdown)
