@@ -836,8 +836,11 @@ _portal_folder = click.option(
 @_portal_folder
 @click.option("--since", help="Only runs since: 7d, 12h, 30m or an ISO date.")
 @click.option("--no-html", is_flag=True, help="Write the Markdown and mkdocs.yml only.")
+@click.option("--full", is_flag=True, help="Render every page again, not only the changed ones.")
 @pass_context
-def portal_build(obj: Context, out: str | None, since: str | None, no_html: bool) -> None:
+def portal_build(
+    obj: Context, out: str | None, since: str | None, no_html: bool, full: bool
+) -> None:
     """Regenerate the pages of new and changed runs, then build the HTML."""
     from .portal import Portal
     from .redact import Redactor
@@ -854,7 +857,7 @@ def portal_build(obj: Context, out: str | None, since: str | None, no_html: bool
     if no_html:
         click.echo(folder / "docs")
         return
-    seconds = site.build()
+    seconds = site.build(full=full)
     click.secho(f"html: built in {seconds:.2f} s", err=True)
     click.echo(folder / "site" / "index.html")
 

@@ -9,6 +9,7 @@ from digests kept in ``state.json``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -163,27 +164,45 @@ class Portal:
 
     # -- HTML ------------------------------------------------------------------------
 
-    def build(self, *, strict: bool = True) -> float:
-        """Build the HTML with mkdocs into ``out/site``; return the seconds it took."""
+    def build(self, *, full: bool = False) -> float:
+        """Build the HTML into ``out/site`` (strict: any warning fails it); return seconds.
+
+        Only the pages whose Markdown changed are rendered again, unless ``full``
+        is set or the configuration or the builder changed since the last build.
+        """
         if importlib.util.find_spec("mkdocs") is None:
             raise PortalError("the portal needs mkdocs-material: pip install 'pilothouse[portal]'")
         started = time.perf_counter()
-        command = [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "-q",
-            "-f",
-            str((self.out / "mkdocs.yml").resolve()),
-        ]
-        if strict:
-            command.append("--strict")
+        stamp = self.site / ".pilothouse-build"
+        fingerprint = self._fingerprint()
+        changed_only = (
+            not full
+            and (self.site / "index.html").exists()
+            and stamp.exists()
+            and stamp.read_text() == fingerprint
+        )
+        command = [sys.executable, "-m", "pilothouse.portal.mkbuild",
+                   str((self.out / "mkdocs.yml").resolve())]  # fmt: skip
+        if changed_only:
+            command.append("--changed-only")
         env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # the builder's banner is not news
         done = subprocess.run(command, capture_output=True, text=True, cwd=self.out, env=env)
         if done.returncode != 0:
-            raise PortalError(f"mkdocs build failed:\n{done.stderr.strip() or done.stdout.strip()}")
+            raise PortalError(f"mkdocs build failed:\n{done.stderr.strip()[-4000:]}")
+        stamp.write_text(fingerprint)
         return time.perf_counter() - started
+
+    def _fingerprint(self) -> str:
+        """What a changed-only build relies on staying the same: config and builder."""
+        from importlib.metadata import version
+
+        parts = [(self.out / "mkdocs.yml").read_text()]
+        for package in ("pilothouse", "mkdocs", "mkdocs-material"):
+            try:
+                parts.append(f"{package} {version(package)}")
+            except Exception:  # not installed as a distribution (a source checkout)
+                parts.append(f"{package} ?")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _crew_link(crew: str) -> str:

@@ -60,7 +60,9 @@ def run_page(run: RunSummary, events: list[BaseEvent], redact: Redact, *, crew_p
         out += _claims(run.output, events, anchors, redact)
     out += _escalations(events, redact)
     out += _failure(events, redact)
-    out += ["## Timeline", ""]
+    # The timeline is long and not what people search for: only the head of a
+    # run page (input, output, claims, escalations, failure) goes into the index.
+    out += ["## Timeline {data-search-exclude}", ""]
     for event in events:
         out += _event(event, anchors, redact)
     return "\n".join(out) + "\n"
@@ -174,7 +176,7 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
     if t == "step_started":
         return [
             f"### Step {inline(e.step_id, redact)}: {inline(e.persona, redact)}"
-            f" {{#{step_anchor(e.step_id)}}}",
+            f" {{#{step_anchor(e.step_id)} data-search-exclude}}",
             "",
             f"model {inline(e.model, redact)} · {when(e.ts)} UTC",
             "",
@@ -192,7 +194,7 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
         ]
     if t == "retrieval":
         out = [
-            f"#### Retrieval by {inline(e.retriever, redact)} {{#retrieval-{e.seq}}}",
+            f'<a id="retrieval-{e.seq}"></a>**Retrieval** by {inline(e.retriever, redact)}',
             "",
             f"query: {inline(e.query, redact)}",
             "",
@@ -223,10 +225,9 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
         offline = " (offline model)" if e.offline else ""
         cost = f"${e.cost_usd:.5f}" if e.cost_usd is not None else "cost unknown"
         out = [
-            f"#### Model call {{#call-{e.seq}}}",
-            "",
-            f"{inline(e.model, redact)}{offline} · {u.input_tokens} in + {u.output_tokens} out"
-            f" tokens · {cost} · {e.latency_ms:.0f} ms",
+            f'<a id="call-{e.seq}"></a>**Model call** {inline(e.model, redact)}{offline}'
+            f" · {u.input_tokens} in + {u.output_tokens} out tokens · {cost}"
+            f" · {e.latency_ms:.0f} ms",
             "",
             "<details><summary>Context window as the model saw it</summary>",
             "",
@@ -246,7 +247,7 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
         return out
     if t == "tool_call":
         out = [
-            f"#### Tool {inline(e.tool, redact)} {{#call-{e.seq}}}",
+            f'<a id="call-{e.seq}"></a>**Tool** {inline(e.tool, redact)}',
             "",
             f"{e.duration_ms:.0f} ms · arguments:",
             "",
