@@ -218,3 +218,26 @@ class TestFollowingTheLog:
         assert [s.event.run_id for s in page] == [first.run_id] * 5
         assert {s.event.run_id for s in rest} == {first.run_id, second.run_id}
         assert rest[-1].event.type == "run_finished" and rest[-1].event.run_id == second.run_id
+
+
+def _open_store(path: str) -> str:
+    from pilothouse.sqlite_store import SQLiteRunStore
+
+    try:
+        SQLiteRunStore(path).close()
+    except Exception as exc:  # reported to the parent, which asserts none
+        return repr(exc)
+    return "ok"
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """A runner and a monitor started together both migrate the new file: one does it,
+    the other waits and finds it done (this raced before: 'table already exists')."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        for round_ in range(8):
+            path = str(tmp_path / f"runs-{round_}.db")
+            results = pool.map(_open_store, [path] * 4, chunksize=1)
+            assert results == ["ok"] * 4, results

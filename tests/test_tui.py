@@ -79,7 +79,7 @@ def _monitor(path, **kwargs) -> MonitorApp:
 async def test_a_run_from_another_process_streams_in_and_is_approved_from_the_monitor(tmp_path):
     """The issue's end-to-end case: a real runner subprocess, the real app, a decision."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "300"  # slow enough to watch steps arrive
+    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "700"  # slow enough to watch steps arrive
     runner = subprocess.Popen(
         [sys.executable, "-m", "pilothouse", "demo", "--wait", "90", "--json"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -96,7 +96,11 @@ async def test_a_run_from_another_process_streams_in_and_is_approved_from_the_mo
             await until(pilot, lambda: timeline.row_count > 0, what="the history")
             seen = timeline.row_count
             # steps keep arriving while the run goes on: the timeline grows live
-            await until(pilot, lambda: timeline.row_count > seen + 3, what="live events")
+            await until(pilot, lambda: timeline.row_count > seen, what="live events")
+            # and a reply shows word by word while the model is still writing it
+            live = app.screen.query_one("#live", Static)
+            await until(pilot, lambda: live.display and "streaming" in rendered(live),
+                        what="streamed text")  # fmt: skip
             await until(pilot, lambda: bool(app.feed.waiting), timeout=60, what="an escalation")
             kinds = [e.type for e in app.screen.events]
             assert kinds[0] == "run_started" and "model_call" in kinds

@@ -26,6 +26,7 @@ from .errors import NotFound, PilothouseError
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
 from .events import FINAL_STATUSES, RunQueued
+from .live import LiveText
 from .plugins import Plugins
 from .registry import Registry
 from .settings import Settings, load_settings
@@ -63,6 +64,9 @@ class Runtime:
         for name, observer in self.plugins.observers():
             self.log.subscribe(observer, name=name)
         self.engine = Engine(self.registry, self.log, self.settings)
+        self.live = LiveText(self.store) if self.store is not None else None
+        if self.live is not None:
+            self.log.subscribe(self.live, name="live-text")
         if self.store is not None:
             self.engine.decisions = DecisionWatcher(
                 self.store,
@@ -79,6 +83,8 @@ class Runtime:
             self._task_group.start_soon(self.engine.decisions.run)
         if self.store is not None:
             self._task_group.start_soon(self._heartbeat)
+        if self.live is not None:
+            self._task_group.start_soon(self.live.run)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

@@ -19,9 +19,18 @@ from .events import BaseEvent, RunCancelled, parse_event
 from .store import Escalation, RunStore, RunSummary, StoredEvent
 
 
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run DDL statements one by one inside the caller's transaction
+    (``executescript`` would commit it first)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 def m001_initial(db: sqlite3.Connection) -> None:
     """Runs (a summary per run) and events (the log itself)."""
-    db.executescript(
+    _script(
+        db,
         """
         CREATE TABLE runs (
             id TEXT PRIMARY KEY,
@@ -53,13 +62,14 @@ def m001_initial(db: sqlite3.Connection) -> None:
             data TEXT NOT NULL,
             UNIQUE (run_id, seq)
         );
-        """
+        """,
     )
 
 
 def m002_escalations(db: sqlite3.Connection) -> None:
     """Escalations: folded from escalation events, and the mailbox of decisions."""
-    db.executescript(
+    _script(
+        db,
         """
         CREATE TABLE escalations (
             id TEXT PRIMARY KEY,
@@ -81,7 +91,7 @@ def m002_escalations(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX escalations_status ON escalations (status, risk DESC, created DESC);
         CREATE INDEX escalations_run ON escalations (run_id);
-        """
+        """,
     )
 
 
@@ -96,11 +106,20 @@ def m004_leases(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
 
 
+def m005_live_text(db: sqlite3.Connection) -> None:
+    """Text a model is streaming, per run and step, until its call is logged."""
+    db.execute(
+        "CREATE TABLE live_text (run_id TEXT NOT NULL, step_id TEXT NOT NULL, text TEXT NOT NULL,"
+        " updated REAL NOT NULL, PRIMARY KEY (run_id, step_id))"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_escalations,
     m003_cancel_requests,
     m004_leases,
+    m005_live_text,
 ]
 
 #: a lease whose heartbeat is older than this is dead, wherever its process was
@@ -134,18 +153,27 @@ def lease_alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Apply the migrations not yet recorded in ``_migrations``; safe to call every time."""
+    """Apply the migrations not yet recorded in ``_migrations``; safe to call every time,
+    from several processes at once (a runner and a monitor opening a new store)."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
     done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    for migration in MIGRATIONS:
-        if migration.__name__ in done:
-            continue
-        with db:
+    if all(m.__name__ in done for m in MIGRATIONS):
+        return
+    db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
+    try:
+        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        for migration in MIGRATIONS:
+            if migration.__name__ in done:
+                continue
             migration(db)
             db.execute(
                 "INSERT INTO _migrations (name, applied) VALUES (?, ?)",
                 (migration.__name__, time.time()),
             )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
@@ -277,16 +305,29 @@ class SQLiteRunStore(RunStore):
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=30
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            # Checkpoints (and their fsync) run in a background thread, not in the
-            # commit that happens to cross the threshold: see _Checkpointer.
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-            migrate(self._db)
+            self._set_up(synchronous)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
+
+    def _set_up(self, synchronous: str, attempts: int = 100) -> None:
+        """WAL mode, durability and migrations. Switching a new file to WAL while
+        another process does the same can fail at once with 'database is locked'
+        (SQLite does not wait there), so that is retried for a few seconds."""
+        for attempt in range(attempts):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={synchronous}")
+                # Checkpoints (and their fsync) run in a background thread, not in the
+                # commit that happens to cross the threshold: see _Checkpointer.
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
+                migrate(self._db)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05)
 
     # -- writing -------------------------------------------------------------
 
@@ -299,7 +340,13 @@ class SQLiteRunStore(RunStore):
         raised = []
         escalating: set[str] = set()
         deltas: dict[str, _RunDelta] = {}
+        settled = []  # (run_id, step_id) whose streamed text is now a logged call
+        ended = []
         for event, _ in events:
+            if event.type == "model_call":
+                settled.append((event.run_id, event.step_id or ""))
+            elif event.type in _FINAL:
+                ended.append((event.run_id,))
             if event.type in ("escalation_raised", "escalation_decided"):
                 escalating.add(event.run_id)
                 if event.type == "escalation_raised":
@@ -348,10 +395,35 @@ class SQLiteRunStore(RunStore):
                 if raised:
                     self._db.executemany(_INSERT_ESCALATION, raised)
                 self._db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
+                if settled:
+                    self._db.executemany(
+                        "DELETE FROM live_text WHERE run_id = ? AND step_id = ?", settled
+                    )
+                if ended:
+                    self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+
+    def put_live(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Record the text streamed so far by the calls in flight: (run, step, text)."""
+        now = time.time()
+        with self._lock:
+            try:
+                self._db.executemany(
+                    "INSERT INTO live_text (run_id, step_id, text, updated) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (run_id, step_id) DO UPDATE SET text = excluded.text,"
+                    " updated = excluded.updated",
+                    [(run_id, step_id, text, now) for run_id, step_id, text in items],
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+
+    def live(self, run_id: str) -> dict[str, str]:
+        """The text the run's model calls in flight have streamed so far, by step."""
+        rows = self._query("SELECT step_id, text FROM live_text WHERE run_id = ?", (run_id,))
+        return dict(rows)
 
     # -- reading -------------------------------------------------------------
 

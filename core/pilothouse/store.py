@@ -77,6 +77,17 @@ class RunStore(abc.ABC):
         """Append ``(event, event_json)`` pairs atomically: all are stored or none."""
 
     @abc.abstractmethod
+    def put_live(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Record ``(run_id, step_id, text)``: what a model call in flight has streamed.
+
+        Transient, not part of the event log: the row goes when the call's
+        ``model_call`` event or the run's end is written."""
+
+    @abc.abstractmethod
+    def live(self, run_id: str) -> dict[str, str]:
+        """Streamed text of the run's calls in flight, by step id."""
+
+    @abc.abstractmethod
     def list_runs(
         self, *, status: str | None = None, crew: str | None = None, limit: int = 100
     ) -> list[RunSummary]:

@@ -29,11 +29,15 @@ class OfflineModel(Model):
         self.delay_s = delay_s
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Answer from the request alone: same request, same reply."""
-        if self.delay_s:
-            await anyio.sleep(self.delay_s)
+        """Answer from the request alone: same request, same reply.
+
+        With a delay (``offline_delay_ms``) the text is streamed over it in a few
+        pieces, as a real server would, so the monitor has something to show live.
+        """
         call = choose_tool_call(request)
         text = None if call else answer(request)
+        if self.delay_s:
+            await self._stream(text or "")
         out_tokens = pilothouse.estimate_tokens(text or (call.arguments if call else ""))
         in_tokens = pilothouse.model.estimate_request_tokens(request)
         return ModelResponse(
@@ -43,6 +47,14 @@ class OfflineModel(Model):
             cost_usd=0.0,
             finish_reason="tool_calls" if call else "stop",
         )
+
+    async def _stream(self, text: str, pieces: int = 8) -> None:
+        words = text.split(" ")
+        size = max(1, -(-len(words) // pieces))
+        chunks = [" ".join(words[i : i + size]) + " " for i in range(0, len(words), size)]
+        for chunk in chunks or [""]:
+            await anyio.sleep(self.delay_s / max(1, len(chunks)))
+            pilothouse.model.emit_delta(chunk)
 
     def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
         """Offline calls cost nothing."""

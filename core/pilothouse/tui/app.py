@@ -101,6 +101,8 @@ class MonitorApp(App[None]):
     # -- following the store ------------------------------------------------------------
 
     def _poll(self) -> None:
+        screen = self.screen
+        self.feed.watch = screen.run_summary.id if isinstance(screen, RunScreen) else None
         if not self._fetching:
             self._fetching = True
             self._fetch()
@@ -135,6 +137,7 @@ class MonitorApp(App[None]):
         if isinstance(screen, RunScreen) and changes is not None:
             run_id = screen.run_summary.id
             screen.take([s.event for s in changes.events if s.event.run_id == run_id])
+            screen.show_live(changes.live or {})
             if run_id in self.feed.runs:
                 screen.show_run(self.feed.runs[run_id], now)
         if not self.main.query_one(RunTable).row_count and not self.feed.problem:

@@ -102,10 +102,12 @@ class Changes:
     raised: list[Escalation] = field(default_factory=list)
     #: set when the store appeared (or could not be read): redraw everything
     reloaded: bool = False
+    #: streamed text of the watched run's calls in flight, by step (None: no run watched)
+    live: dict[str, str] | None = None
     problem: str | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.events or self.inbox_changed or self.reloaded)
+        return bool(self.runs or self.events or self.inbox_changed or self.reloaded or self.live)
 
 
 @dataclass
@@ -134,6 +136,8 @@ class _Batch:
     store: RunStore | None = None
     escalated_runs: set[str] = field(default_factory=set)
     last_id: int = 0
+    #: streamed text of the watched run's calls in flight, by step
+    live: dict[str, str] | None = None
     problem: str | None = None
 
 
@@ -156,6 +160,8 @@ class Feed:
         self.escalated_runs: set[str] = set()
         self.last_id = 0
         self.problem: str | None = None
+        #: the run whose streamed text :meth:`fetch` also reads (the open run view)
+        self.watch: str | None = None
 
     # -- following the log -------------------------------------------------------
 
@@ -169,13 +175,17 @@ class Feed:
         if self.store is None:
             return self._open()
         stored = self.store.events_since(self.last_id, limit=POLL_BATCH)
+        watched = self.watch
+        live = self.store.live(watched) if watched else None
         if not stored:
-            return _Batch()
+            return _Batch(live=live)
         touched = sorted({s.event.run_id for s in stored})
         waiting = None
         if any(s.event.type.startswith("escalation_") for s in stored):
             waiting = self.store.escalations(status="waiting", limit=1000)
-        return _Batch(events=stored, runs=self.store.runs_by_id(touched), waiting=waiting)
+        return _Batch(
+            events=stored, runs=self.store.runs_by_id(touched), waiting=waiting, live=live
+        )
 
     def apply(self, batch: _Batch) -> Changes:
         """Take in what :meth:`fetch` read; say what changed."""
@@ -185,7 +195,7 @@ class Feed:
         self.problem = batch.problem
         if batch.problem:
             return Changes(problem=batch.problem)
-        changes = Changes(events=batch.events, reloaded=batch.store is not None)
+        changes = Changes(events=batch.events, reloaded=batch.store is not None, live=batch.live)
         if batch.events:
             self.last_id = batch.events[-1].id
         for s in batch.events:

@@ -42,6 +42,7 @@ class RunScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="run-head")
+        yield Static(id="live")
         with Horizontal():
             yield DataTable(id="timeline", cursor_type="row")
             with VerticalScroll(id="event-detail"):
@@ -54,6 +55,7 @@ class RunScreen(Screen):
         table.add_column("event", key="event")
         table.add_column("what", key="what")
         self.show_run(self.run_summary, self.app.clock())  # type: ignore[attr-defined]
+        self.show_live({})
         table.focus()
         self._load_history()
 
@@ -87,6 +89,16 @@ class RunScreen(Screen):
             head.append_text(Text(f"\nerror ({run.error_kind}): ", "bold red"))
             head.append_text(plain(run.error, self.redact, 150))
         self.query_one("#run-head", Static).update(head)
+
+    def show_live(self, live: dict[str, str]) -> None:
+        """Show the text the run's model calls are streaming right now."""
+        widget = self.query_one("#live", Static)
+        widget.display = bool(live)
+        if live:
+            step, text = sorted(live.items())[-1]
+            tail = text[-400:]
+            widget.update(Text.assemble(Text(f"step {step} streaming: ", "bold cyan"),
+                                        plain(tail, self.redact)))  # fmt: skip
 
     def take(self, events: list[BaseEvent]) -> None:
         """Append events of this run (those already shown are skipped)."""

@@ -1,0 +1,58 @@
+"""Streamed model text, shared with other processes while the call is in flight.
+
+Token deltas are not events (a reply of 500 tokens would be 500 rows in the
+log); :class:`LiveText` keeps the text of each call in flight and writes it to
+the store a few times a second, so a monitor in another process can show a
+reply as it arrives. The row goes away when the call's ``model_call`` event
+is written, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from .errors import StoreError
+from .events import BaseEvent
+from .store import RunStore
+
+log = logging.getLogger("pilothouse.live")
+
+
+class LiveText:
+    """Observer of ``model_delta`` events that publishes them to a run store."""
+
+    def __init__(self, store: RunStore, interval: float = 0.25) -> None:
+        self.store = store
+        self.interval = interval
+        self._text: dict[tuple[str, str], str] = {}
+        self._dirty: set[tuple[str, str]] = set()
+
+    def __call__(self, event: BaseEvent) -> None:
+        """Collect a delta; forget a call once it is logged (the store drops its row)."""
+        key = (event.run_id, event.step_id or "")
+        if event.type == "model_delta":
+            self._text[key] = self._text.get(key, "") + event.text  # type: ignore[attr-defined]
+            self._dirty.add(key)
+        elif event.type == "model_call":
+            self._text.pop(key, None)
+            self._dirty.discard(key)
+
+    async def run(self) -> None:
+        """Publish what changed every ``interval`` seconds.
+
+        The write happens on the event loop (a few rows, like the event log's
+        own commits): a call logged meanwhile has already been forgotten, so
+        its row is never written back after the store deleted it.
+        """
+        while True:
+            await anyio.sleep(self.interval)
+            if not self._dirty:
+                continue
+            items = [(run, step, self._text[(run, step)]) for run, step in self._dirty]
+            self._dirty.clear()
+            try:
+                self.store.put_live(items)
+            except StoreError as exc:  # only the live view suffers; the log is intact
+                log.warning("%s", exc)
