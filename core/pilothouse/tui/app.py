@@ -118,8 +118,13 @@ class MonitorApp(App[None]):
     def _apply(self, batch: _Batch) -> None:
         self._fetching = False
         changes = self.feed.apply(batch)
-        if changes or changes.problem:
+        if (changes or changes.problem) and self._views_up():
             self.refresh_views(changes)
+
+    def _views_up(self) -> bool:
+        """Whether the tabs are mounted (timers and workers also fire while the app
+        starts and while it shuts down, when they are not)."""
+        return bool(self.screen_stack) and bool(self.main.query(RunTable))
 
     def refresh_views(self, changes: Changes | None = None) -> None:
         """Redraw what ``changes`` touched (everything when None)."""
@@ -151,6 +156,8 @@ class MonitorApp(App[None]):
         self.main.query_one(RunTable).show(self.feed.visible(self.filter), now, self.redact)
 
     def _tick(self) -> None:
+        if not self._views_up():
+            return
         now = self.clock()
         self.main.query_one(RunTable).tick(self.feed.visible(self.filter), now)
         screen = self.screen
