@@ -58,32 +58,80 @@ def fill(store: SQLiteRunStore, start: int, count: int, t0: float) -> None:
         events = [
             RunStarted(**kw, crew=crew, input=f"brief {i}: {_text(i, 12)}", flow="sequential"),
             StepStarted(**kw, step_id="1", persona="researcher", input="brief", model="offline:x"),
-            RetrievalDone(**kw, step_id="1", retriever="corpus", query=_text(i, 6), passages=[
-                Passage(id=f"doc{i % 40}#1", text=_text(i, 60), source=f"doc{i % 40}.md", score=3.2),
-                Passage(id=f"doc{i % 17}#2", text=_text(i + 1, 60), source=f"doc{i % 17}.md", score=1.1),
-            ]),  # fmt: skip
-            ContextBuilt(**kw, step_id="1", persona="researcher", tokens=300, pieces=[
-                ContextPiece(kind="instructions", source="persona:researcher", tokens=40),
-                ContextPiece(kind="passage", source="corpus", ref=f"doc{i % 40}#1", tokens=130),
-            ]),  # fmt: skip
-            ModelCalled(**kw, step_id="1", model="offline:x", offline=True,
-                        messages=[Message(role="system", content="You research."),
-                                  Message(role="user", content=_text(i, 80))],
-                        text=_text(i, 50), usage=Usage(input_tokens=300, output_tokens=60),
-                        latency_ms=12.0, cost_usd=0.0004),  # fmt: skip
-            ToolCalled(**kw, step_id="1", call_id="c1", tool="market_size",
-                       arguments='{"segment": "day hikers"}', result=_text(i, 20)),  # fmt: skip
+            RetrievalDone(
+                **kw,
+                step_id="1",
+                retriever="corpus",
+                query=_text(i, 6),
+                passages=[
+                    Passage(
+                        id=f"doc{i % 40}#1", text=_text(i, 60), source=f"doc{i % 40}.md", score=3.2
+                    ),
+                    Passage(
+                        id=f"doc{i % 17}#2",
+                        text=_text(i + 1, 60),
+                        source=f"doc{i % 17}.md",
+                        score=1.1,
+                    ),
+                ],
+            ),
+            ContextBuilt(
+                **kw,
+                step_id="1",
+                persona="researcher",
+                tokens=300,
+                pieces=[
+                    ContextPiece(kind="instructions", source="persona:researcher", tokens=40),
+                    ContextPiece(kind="passage", source="corpus", ref=f"doc{i % 40}#1", tokens=130),
+                ],
+            ),
+            ModelCalled(
+                **kw,
+                step_id="1",
+                model="offline:x",
+                offline=True,
+                messages=[
+                    Message(role="system", content="You research."),
+                    Message(role="user", content=_text(i, 80)),
+                ],
+                text=_text(i, 50),
+                usage=Usage(input_tokens=300, output_tokens=60),
+                latency_ms=12.0,
+                cost_usd=0.0004,
+            ),
+            ToolCalled(
+                **kw,
+                step_id="1",
+                call_id="c1",
+                tool="market_size",
+                arguments='{"segment": "day hikers"}',
+                result=_text(i, 20),
+            ),
             StepFinished(**kw, step_id="1", persona="researcher", output=_text(i, 50)),
             StepStarted(**kw, step_id="2", persona="writer", input="notes", model="offline:x"),
-            ModelCalled(**kw, step_id="2", model="offline:x", offline=True,
-                        messages=[Message(role="user", content=_text(i, 50))],
-                        text=_text(i + 2, 40), usage=Usage(input_tokens=200, output_tokens=50),
-                        latency_ms=10.0, cost_usd=0.0003),  # fmt: skip
-            GuardrailChecked(**kw, step_id="2", guardrail="risky_claims", stage="output",
-                             action="pass"),  # fmt: skip
+            ModelCalled(
+                **kw,
+                step_id="2",
+                model="offline:x",
+                offline=True,
+                messages=[Message(role="user", content=_text(i, 50))],
+                text=_text(i + 2, 40),
+                usage=Usage(input_tokens=200, output_tokens=50),
+                latency_ms=10.0,
+                cost_usd=0.0003,
+            ),
+            GuardrailChecked(
+                **kw, step_id="2", guardrail="risky_claims", stage="output", action="pass"
+            ),
             StepFinished(**kw, step_id="2", persona="writer", output=_text(i + 2, 40)),
-            RunFinished(**kw, output=_text(i + 2, 40), steps=2, input_tokens=500,
-                        output_tokens=110, cost_usd=0.0007),  # fmt: skip
+            RunFinished(
+                **kw,
+                output=_text(i + 2, 40),
+                steps=2,
+                input_tokens=500,
+                output_tokens=110,
+                cost_usd=0.0007,
+            ),
         ]
         for seq, e in enumerate(events, start=1):
             e.seq, e.ts = seq, ts + seq * 0.1
@@ -111,8 +159,11 @@ def raw_baseline(folder: Path, n: int) -> float:
         "nav:\n  - Home: index.md\nvalidation:\n  nav:\n    omitted_files: ignore\n"
     )
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(folder / "mkdocs.yml")],
-                   check=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(folder / "mkdocs.yml")],
+        check=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     return time.perf_counter() - started
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -50,11 +51,16 @@ def fill(path: Path, runs: int, events: int) -> None:
             sid = str(step)
             items += [
                 StepStarted(run_id=run_id, step_id=sid, persona="writer", input="x", model="m"),
-                ModelCalled(run_id=run_id, step_id=sid, model="m",
-                            messages=[Message(role="user", content="hello " * 20)],
-                            text="answer " * 20, usage=Usage(input_tokens=40, output_tokens=20)),
+                ModelCalled(
+                    run_id=run_id,
+                    step_id=sid,
+                    model="m",
+                    messages=[Message(role="user", content="hello " * 20)],
+                    text="answer " * 20,
+                    usage=Usage(input_tokens=40, output_tokens=20),
+                ),
                 StepFinished(run_id=run_id, step_id=sid, persona="writer", output="answer"),
-            ]  # fmt: skip
+            ]
         for seq, e in enumerate(items[:per_run], start=1):
             e.seq, e.ts = seq, t0 + i + seq * 0.001
             batch.append((e, e.model_dump_json()))
@@ -65,18 +71,30 @@ def fill(path: Path, runs: int, events: int) -> None:
     store.close()
 
 
-def writer(path: str, count: int, interval: float) -> None:
+def writer(path: str, run_id: str, count: int, interval: float) -> None:
     """Another process: a live run gaining an event every ``interval`` seconds."""
     store = SQLiteRunStore(path)
-    run_id = "live-run"
     first = RunStarted(run_id=run_id, seq=1, ts=time.time(), crew="live", input="go", flow="seq")
     store.write([(first, first.model_dump_json())])
     for seq in range(2, count + 2):
         time.sleep(interval)
-        e = StepStarted(run_id=run_id, seq=seq, ts=time.time(), step_id=str(seq),
-                        persona="writer", input="x", model="m")  # fmt: skip
+        e = StepStarted(
+            run_id=run_id,
+            seq=seq,
+            ts=time.time(),
+            step_id=str(seq),
+            persona="writer",
+            input="x",
+            model="m",
+        )
         store.write([(e, e.model_dump_json())])
     store.close()
+
+
+def start_writer(path: Path, run_id: str, samples: int) -> subprocess.Popen:
+    """The writer in a process of its own (as a runner would be)."""
+    command = [sys.executable, __file__, "--writer", str(path), run_id, str(samples)]
+    return subprocess.Popen(command)
 
 
 class TimedMonitor(MonitorApp):
@@ -101,7 +119,7 @@ def raw_poll(path: Path, stop: threading.Event, latencies: list[float]) -> None:
         for row_id, data in db.execute("SELECT id, data FROM events WHERE id > ?", (last,)):
             last = row_id
             event = json.loads(data)
-            if event["run_id"] == "live-run":
+            if event["run_id"] == "live-raw":
                 latencies.append(time.time() - event["ts"])
     db.close()
 
@@ -122,18 +140,18 @@ async def monitor(path: Path, samples: int) -> tuple[float, list[float], float]:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.sleep(10)
         idle = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-        proc = multiprocessing.get_context("spawn").Process(
-            target=writer, args=(str(path), samples, 0.1)
-        )
-        proc.start()
-        while len(app.latencies) < samples - 1 and proc.is_alive():
+        proc = start_writer(path, "live-run", samples)
+        while len(app.latencies) < samples - 1 and proc.poll() is None:
             await pilot.pause(0.05)
-        proc.join()
+        proc.wait(timeout=60)
         await pilot.pause(POLL * 2)
     return load, app.latencies, idle
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--writer"]:
+        writer(sys.argv[2], sys.argv[3], int(sys.argv[4]), 0.1)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--events", type=int, default=100_000)
@@ -150,20 +168,17 @@ def main() -> None:
         thread.start()
         time.sleep(10)
         raw_idle = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-        proc = multiprocessing.get_context("spawn").Process(
-            target=writer, args=(str(path), args.samples, 0.1)
-        )
-        proc.start()
-        proc.join()
+        start_writer(path, "live-raw", args.samples).wait(timeout=60)
         time.sleep(POLL * 2)
         stop.set()
         thread.join()
     print(f"store: {args.runs} runs, {args.events:,} events; monitor polls every {POLL} s")
     print(f"load to fleet drawn: {load:.2f} s")
+    ratio = statistics.median(latencies) / statistics.median(raw)
     print(
         f"event written -> shown: p50 {pct(latencies, 0.5):.0f} ms, p95 {pct(latencies, 0.95):.0f}"
         f" ms (n={len(latencies)}) | raw poll p50 {pct(raw, 0.5):.0f} ms, p95"
-        f" {pct(raw, 0.95):.0f} ms | ratio p50 {statistics.median(latencies) / statistics.median(raw):.2f}x"
+        f" {pct(raw, 0.95):.0f} ms | ratio p50 {ratio:.2f}x"
     )
     print(f"idle CPU: monitor {idle:.1%} of a core | raw poll {raw_idle:.2%}")
 

@@ -29,7 +29,8 @@ class MonitorApp(App[None]):
     """Fleet, exceptions and inbox, over one workspace's run store."""
 
     TITLE = "pilothouse"
-    CSS_PATH = "monitor.tcss"
+    # absolute, so that subclasses defined elsewhere find it too
+    CSS_PATH = Path(__file__).parent / "monitor.tcss"
     BINDINGS = [
         Binding("1", "tab('fleet')", "Fleet"),
         Binding("2", "tab('exceptions')", "Exceptions"),

@@ -50,13 +50,17 @@ def plain(text: str | None, redact: Redact, limit: int | None = None) -> Text:
     return Text(value)
 
 
-def elapsed(run: RunSummary, now: float) -> str:
-    """How long a run has taken (so far, while it goes on)."""
+def elapsed(run: RunSummary, now: float, *, coarse: bool = False) -> str:
+    """How long a run has taken (so far, while it goes on). ``coarse`` drops the
+    seconds past the first minute (the fleet: a cell that changes once a minute
+    is not redrawn every second)."""
     end = now if run.status in ("running", "waiting_for_human", "queued") else run.updated
     seconds = max(0.0, end - run.created)
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{int(seconds)}s" if coarse else f"{seconds:.1f}s"
     if seconds < 3600:
+        if coarse:
+            return f"{int(seconds // 60)}m"
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 

@@ -12,6 +12,7 @@ from ..store import Escalation, RunSummary
 from .feed import STATUSES, FleetStats
 from .render import Redact, clock, elapsed, plain, status_text
 
+ACTIVE = ("running", "waiting_for_human", "queued")
 WINDOWS = {"15m": 900.0, "1h": 3600.0, "24h": 86400.0, "7d": 604800.0}
 
 
@@ -55,6 +56,8 @@ class RunTable(DataTable):
         for name in self.COLUMNS:
             self.add_column(name, key=name)
         self._order: list[str] = []
+        self._shown_elapsed: dict[str, str] = {}
+        self._ticks = 0
 
     def show(self, runs: Sequence[RunSummary], now: float, redact: Redact) -> None:
         """Draw ``runs`` in order: cells in place when the rows are the same runs,
@@ -74,10 +77,24 @@ class RunTable(DataTable):
                 self.update_cell(run.id, name, value)
 
     def tick(self, runs: Sequence[RunSummary], now: float) -> None:
-        """Advance the elapsed time of the runs still going."""
-        for run in runs:
-            if run.id in self.rows and run.status in ("running", "waiting_for_human", "queued"):
-                self.update_cell(run.id, "elapsed", elapsed(run, now))
+        """Advance the elapsed time of the runs still going, on the rows in view.
+
+        Any changed cell makes the table draw all its rows again, so runs older
+        than a minute (shown in minutes) are brought up to date every fifth tick
+        only, and rows out of view not at all (they are current within a second
+        of scrolling into view).
+        """
+        self._ticks += 1
+        first = int(self.scroll_offset.y)
+        for run in runs[max(0, first - 2) : first + self.size.height + 2]:
+            if run.id not in self.rows or run.status not in ACTIVE:
+                continue
+            if now - run.created >= 60 and self._ticks % 5:
+                continue
+            shown = elapsed(run, now, coarse=True)
+            if self._shown_elapsed.get(run.id) != shown:
+                self._shown_elapsed[run.id] = shown
+                self.update_cell(run.id, "elapsed", shown)
 
     def selected_id(self) -> str | None:
         """The run under the cursor."""
@@ -94,7 +111,7 @@ class RunTable(DataTable):
             plain(run.crew, redact, 14),
             status_text(run.status),
             plain(at, redact, 14),
-            elapsed(run, now),
+            elapsed(run, now, coarse=True),
             f"{run.input_tokens + run.output_tokens:,}",
             f"${run.cost_usd:.4f}",
         )
