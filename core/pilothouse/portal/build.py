@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PortalError
-from ..store import RunStore
+from ..store import RunStore, RunSummary
 from .digest import RunDigest, digest
 from .markdown import Redact
-from .pages import Overview, crew_path, rel, run_path
+from .pages import Overview, crew_path, hour_of, rel, run_path
 from .run_page import run_page
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 NAV = [
     {"Home": "index.md"},
     {"Runs": "runs/index.md"},
@@ -86,27 +86,32 @@ class Portal:
         if self.since is not None:
             runs = [r for r in runs if r.created >= self.since]
         digests: dict[str, RunDigest] = {}
-        written = 0
+        run_dir = self.docs / "runs"
+        present = {entry.name for entry in os.scandir(run_dir)} if run_dir.exists() else set()
+        changed: list[RunSummary] = []
         for run in runs:
             seen = known.get(run.id)
-            page = self.docs / run_path(run.id)
-            if seen and seen["last_seq"] == run.last_seq and page.exists():
+            if seen and seen["last_seq"] == run.last_seq and f"{run.id}.md" in present:
                 digests[run.id] = RunDigest.model_validate(seen["digest"])
                 continue
             events = self.store.events(run.id)
+            page = self.docs / run_path(run.id)
             self._write(page, run_page(run, events, self.redact, crew_page=_crew_link(run.crew)))
             digests[run.id] = digest(run, events)
-            written += 1
-        removed = 0
-        for run_id in set(known) - set(digests):
+            changed.append(run)
+        gone = set(known) - set(digests)
+        for run_id in gone:
             (self.docs / run_path(run_id)).unlink(missing_ok=True)
-            removed += 1
-        overview = Overview(digests.values(), self.redact, self.title).pages()
-        wanted = set(overview) | {run_path(r) for r in digests}
-        for stale in self.docs.glob("**/*.md") if self.docs.exists() else []:
-            if stale.relative_to(self.docs).as_posix() not in wanted:
-                stale.unlink()  # a crew, persona or day that no longer has runs
-        for path, text in overview.items():
+        # An hour's page lists that hour's runs: only the hours that gained, changed
+        # or lost a run are written again.
+        hours = {hour_of(r.created) for r in changed}
+        hours |= {hour_of(known[r]["digest"]["run"]["created"]) for r in gone}
+        overview = Overview(digests.values(), self.redact, self.title)
+        pages = overview.pages(hours=None if not state["pages"] else hours)
+        wanted = set(overview.paths()) | {run_path(r) for r in digests}
+        for stale in set(state["pages"]) - wanted:
+            (self.docs / stale).unlink(missing_ok=True)  # a crew, persona or hour now empty
+        for path, text in pages.items():
             self._write(self.docs / path, text)
         self._write_assets()
         self._write_config()
@@ -114,8 +119,10 @@ class Portal:
             run_id: {"last_seq": d.run.last_seq, "digest": d.model_dump(mode="json")}
             for run_id, d in digests.items()
         }
+        state["pages"] = sorted(wanted - {run_path(r) for r in digests})
         self._save_state(state)
-        return Generated(len(digests), written, removed, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return Generated(len(digests), len(changed), len(gone), elapsed)
 
     def _write(self, path: Path, text: str) -> None:
         """Write ``text`` unless the file already holds it (its mtime then stays)."""
@@ -152,14 +159,14 @@ class Portal:
         try:
             state = json.loads(path.read_text())
         except (OSError, ValueError):
-            return {"version": STATE_VERSION, "runs": {}}
+            return {"version": STATE_VERSION, "runs": {}, "pages": []}
         if state.get("version") != STATE_VERSION:
-            return {"version": STATE_VERSION, "runs": {}}
+            return {"version": STATE_VERSION, "runs": {}, "pages": []}
         return state
 
     def _save_state(self, state: dict[str, Any]) -> None:
         tmp = self.out / "state.json.tmp"
-        tmp.write_text(json.dumps(state))
+        tmp.write_text(json.dumps(state, separators=(",", ":")))
         tmp.replace(self.out / "state.json")
 
     # -- HTML ------------------------------------------------------------------------

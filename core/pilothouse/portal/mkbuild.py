@@ -33,10 +33,11 @@ def _page_of(location: str) -> str:
 def merge_search_index(old: dict, new: dict, site: Path) -> dict:
     """``new``'s entries, plus ``old``'s for pages that were not rebuilt and still exist."""
     rebuilt = {_page_of(doc["location"]) for doc in new.get("docs", [])}
+    existing = {path.relative_to(site).as_posix() for path in site.rglob("*.html")}
     kept = [
         doc for doc in old.get("docs", [])
         if _page_of(doc["location"]) not in rebuilt
-        and (site / (_page_of(doc["location"]) or "index.html")).exists()
+        and (_page_of(doc["location"]) or "index.html") in existing
     ]  # fmt: skip
     return {**new, "docs": kept + new.get("docs", [])}
 

@@ -43,17 +43,33 @@ def persona_path(crew: str, persona: str) -> str:
 
 
 def day_path(day: str) -> str:
-    """The page listing one day's runs."""
+    """The page listing one day's hours."""
     return f"runs/days/{day}.md"
 
 
+def hour_path(hour: str) -> str:
+    """The page listing one hour's runs (``YYYY-MM-DDTHH``): pages stay small however
+    busy the fleet, and a new run changes only its hour's page."""
+    return f"runs/hours/{hour}.md"
+
+
 def rel(source: str, target: str) -> str:
-    """A link from page ``source`` to page ``target`` (both docs-relative paths)."""
-    return posixpath.relpath(target, posixpath.dirname(source) or ".")
+    """A link from page ``source`` to page ``target`` (both docs-relative, no ``..``)."""
+    source_dir = posixpath.dirname(source)
+    if not source_dir:
+        return target
+    if posixpath.dirname(target) == source_dir:
+        return posixpath.basename(target)
+    return "../" * (source_dir.count("/") + 1) + target
 
 
 def _day(ts: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def hour_of(ts: float) -> str:
+    """The hour a timestamp falls in, as its page names it (``YYYY-MM-DDTHH``, UTC)."""
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(ts))
 
 
 def _pct(part: int, whole: int) -> str:
@@ -68,8 +84,22 @@ class Overview:
         self.redact = redact
         self.title = title
 
-    def pages(self) -> dict[str, str]:
-        """Every overview page by docs-relative path."""
+    def paths(self) -> list[str]:
+        """The docs-relative path of every overview page (written or not)."""
+        fixed = ["index.md", "runs/index.md", "escalations.md", "failures.md",
+                 "crews/index.md", "personas/index.md"]  # fmt: skip
+        hours = {hour_of(d.run.created) for d in self.digests}
+        return [
+            *fixed,
+            *(hour_path(h) for h in hours),
+            *(day_path(h[:10]) for h in hours),
+            *(crew_path(c) for c in {d.run.crew for d in self.digests}),
+            *(persona_path(c, p) for c, p in self._persona_steps()),
+        ]
+
+    def pages(self, hours: set[str] | None = None) -> dict[str, str]:
+        """The overview pages by docs-relative path; of the hour pages only those of
+        ``hours`` (all when None)."""
         pages = {
             "index.md": self.home(),
             "runs/index.md": self.run_index(),
@@ -78,14 +108,24 @@ class Overview:
             "crews/index.md": self.crew_index(),
             "personas/index.md": self.persona_index(),
         }
-        by_day: dict[str, list[RunDigest]] = defaultdict(list)
+        by_hour: dict[str, list[RunDigest]] = defaultdict(list)
         by_crew: dict[str, list[RunDigest]] = defaultdict(list)
         for d in self.digests:
-            by_day[_day(d.run.created)].append(d)
+            by_hour[hour_of(d.run.created)].append(d)
             by_crew[d.run.crew].append(d)
-        for day, digests in by_day.items():
+        by_day: dict[str, list[str]] = defaultdict(list)
+        for hour, digests in by_hour.items():
+            by_day[hour[:10]].append(hour)
+            if hours is not None and hour not in hours:
+                continue
+            page = hour_path(hour)
+            title = f"Runs of {hour[:10]}, {hour[11:]}:00 to {hour[11:]}:59 UTC"
+            pages[page] = f"# {title}\n\n{self._run_table(page, digests)}\n"
+        for day, hours in by_day.items():
             page = day_path(day)
-            pages[page] = f"# Runs of {day}\n\n{self._run_table(page, digests)}\n"
+            rows = [[link(f"{h[11:]}:00", rel(page, hour_path(h))), str(len(by_hour[h]))]
+                    for h in sorted(hours, reverse=True)]  # fmt: skip
+            pages[page] = f"# Runs of {day}\n\n{table(['hour (UTC)', 'runs'], rows)}\n"
         for crew, digests in by_crew.items():
             pages[crew_path(crew)] = self.crew_page(crew, digests)
         for (crew, persona), steps in self._persona_steps().items():
