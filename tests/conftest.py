@@ -187,6 +187,18 @@ def wait_for_inbox(cwd, env, timeout: float = 60) -> list[dict[str, Any]]:
     raise AssertionError("no escalation appeared in the inbox")
 
 
+class FlagWord(pilothouse.Guardrail):
+    """Flags outputs that say 'risky' and proposes them with 'careful' instead."""
+
+    name = "flag_word"
+
+    def check(self, text: str, context: Any) -> pilothouse.Verdict:
+        if "risky" in text:
+            return pilothouse.Verdict(action="flag", reason="says risky", risk=0.8,
+                                      replacement=text.replace("risky", "careful"))  # fmt: skip
+        return pilothouse.Verdict.ok()
+
+
 def crew(
     flow: dict[str, Any], personas: dict[str, dict[str, Any]], **extra: Any
 ) -> pilothouse.Crew:

@@ -12,21 +12,9 @@ import anyio
 import pytest
 
 import pilothouse
-from conftest import crew, text_reply, tool_reply, wait_for_inbox
-from pilothouse import DecisionError, Guardrail, Verdict, tool
+from conftest import FlagWord, crew, text_reply, tool_reply, wait_for_inbox
+from pilothouse import DecisionError, tool
 from pilothouse.sqlite_store import SQLiteRunStore
-
-
-class FlagWord(Guardrail):
-    """Flags outputs containing a word; proposes the text with the word replaced."""
-
-    name = "flag_word"
-
-    def check(self, text, context):
-        if "risky" in text:
-            return Verdict(action="flag", reason="says risky", risk=0.8,
-                           replacement=text.replace("risky", "careful"))  # fmt: skip
-        return Verdict.ok()
 
 
 def _crew(**extra):

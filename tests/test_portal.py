@@ -16,8 +16,7 @@ import anyio
 import pytest
 
 import pilothouse
-from conftest import ScriptedPlugin, crew, text_reply
-from pilothouse import Guardrail, Verdict
+from conftest import FlagWord, ScriptedPlugin, crew, text_reply
 from pilothouse.cli import DEMO_INPUT
 from pilothouse.portal import Portal
 from pilothouse.redact import Redactor
@@ -47,23 +46,11 @@ PAYLOADS = [
 HOSTILE = "\n\n".join(PAYLOADS) + f"\n\nkey={KEY}"
 
 
-class FlagRisky(Guardrail):
-    """Flags outputs that say 'risky'."""
-
-    name = "flag_risky"
-
-    def check(self, text, context):
-        if "risky" in text:
-            return Verdict(action="flag", reason="says risky", risk=0.9,
-                           replacement=text.replace("risky", "careful"))  # fmt: skip
-        return Verdict.ok()
-
-
 async def _make_store(folder: Path) -> dict[str, str]:
     """Runs with retrievals, a tool, escalations decided by a person and by policy,
     failures, and model replies full of injection payloads."""
     scripted = ScriptedPlugin()
-    scripted.guardrails.append(FlagRisky())
+    scripted.guardrails.append(FlagWord())
     settings = pilothouse.load_settings(workspace=folder)
     ids: dict[str, str] = {}
     async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
@@ -73,7 +60,7 @@ async def _make_store(folder: Path) -> dict[str, str]:
         ids["demo"] = (await rt.run(demo, DEMO_INPUT)).run_id
         one = crew({"type": "sequential", "steps": ["writer"]},
                    {"writer": {"instructions": "Write.", "model": "scripted:m",
-                               "guardrails": {"output": ["flag_risky"]}}})  # fmt: skip
+                               "guardrails": {"output": ["flag_word"]}}})  # fmt: skip
         scripted.provider.enqueue(text_reply(HOSTILE))
         ids["hostile"] = (await rt.run(one, "zebracorn report <b>bold</b>")).run_id
         scripted.provider.enqueue(RuntimeError("the model server is on fire"))

@@ -13,8 +13,8 @@ import pytest
 from textual.widgets import DataTable, Static, TextArea
 
 import pilothouse
-from conftest import crew, text_reply
-from pilothouse import Guardrail, PluginError, Verdict
+from conftest import FlagWord, crew, text_reply
+from pilothouse import Guardrail, PluginError
 from pilothouse.redact import Redactor
 from pilothouse.tui import Feed, MonitorApp
 from pilothouse.tui.screens import DecisionScreen, RunScreen
@@ -49,18 +49,6 @@ def table_text(table: DataTable) -> str:
     return "\n".join(
         " ".join(str(cell) for cell in table.get_row_at(i)) for i in range(table.row_count)
     )
-
-
-class FlagWord(Guardrail):
-    """Flags outputs that say 'risky' and proposes 'careful'."""
-
-    name = "flag_word"
-
-    def check(self, text, context):
-        if "risky" in text:
-            return Verdict(action="flag", reason="says risky", risk=0.8,
-                           replacement=text.replace("risky", "careful"))  # fmt: skip
-        return Verdict.ok()
 
 
 def _flagging_crew():

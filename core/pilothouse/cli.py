@@ -20,7 +20,7 @@ import click
 
 from .engine import RunResult
 from .errors import PilothouseError
-from .events import BaseEvent
+from .events import STATUS_COLOURS, BaseEvent
 from .runtime import Runtime
 from .settings import Settings, load_settings
 from .sqlite_store import SQLiteRunStore
@@ -42,16 +42,6 @@ class Exit(IntEnum):
     LIMIT = 4
     BLOCKED = 5
     INTERRUPTED = 130
-
-
-STATUS_COLOURS = {
-    "succeeded": "green",
-    "failed": "red",
-    "running": "cyan",
-    "queued": "blue",
-    "waiting_for_human": "yellow",
-    "cancelled": "magenta",
-}
 
 
 class Context:

@@ -17,6 +17,15 @@ from .retrieval import Passage
 
 RunStatus = Literal["queued", "running", "waiting_for_human", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+#: how every view colours a run status (CLI, monitor)
+STATUS_COLOURS: dict[str, str] = {
+    "succeeded": "green",
+    "failed": "red",
+    "running": "cyan",
+    "queued": "blue",
+    "waiting_for_human": "yellow",
+    "cancelled": "magenta",
+}
 
 
 class Attribution(BaseModel):

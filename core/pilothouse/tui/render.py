@@ -17,27 +17,19 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..events import BaseEvent
+from ..events import STATUS_COLOURS, BaseEvent
 from ..store import Escalation, RunSummary
 from .feed import Failure
 
 Redact = Callable[[str], str]
 
-STATUS_STYLES = {
-    "succeeded": "green",
-    "failed": "red",
-    "running": "cyan",
-    "queued": "blue",
-    "waiting_for_human": "yellow",
-    "cancelled": "magenta",
-}
 ACTION_STYLES = {"pass": "green", "fix": "blue", "flag": "yellow", "block": "red"}
 
 
 def status_text(status: str) -> Text:
     """A run status, coloured."""
     label = "waiting" if status == "waiting_for_human" else status
-    return Text(label, style=STATUS_STYLES.get(status, ""))
+    return Text(label, style=STATUS_COLOURS.get(status, ""))
 
 
 def plain(text: str | None, redact: Redact, limit: int | None = None) -> Text:
