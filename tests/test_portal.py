@@ -318,3 +318,65 @@ def test_injection_payloads_neither_run_nor_break_the_page(portal, served, page)
     assert "Timeline" in text and page.locator("footer.md-footer").count() == 1
     assert page.locator("body").is_visible()
     assert not page.errors
+
+
+def test_the_site_fetches_nothing_from_the_network(portal):
+    """Offline: no web font, script or stylesheet comes from another host."""
+    site = portal[0]
+    for page in site.site.rglob("*.html"):
+        parsed = _Elements()
+        parsed.feed(page.read_text())
+        for tag, attrs in parsed.found:
+            source = attrs.get("src") if tag in ("script", "img", "iframe") else None
+            if tag == "link" and attrs.get("rel") in ("stylesheet", "preconnect", "preload"):
+                source = attrs.get("href")
+            assert not (source or "").startswith(("http:", "https:", "//")), (page, tag, attrs)
+
+
+def test_portal_serve_answers_on_loopback(portal, tmp_path):
+    """``pilothouse portal serve --out DIR`` serves the built folder on 127.0.0.1."""
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    site = portal[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pilothouse", "portal", "serve", "--out", str(site.out),
+         "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline, page = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and not page:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as r:
+                    page = r.read().decode()
+            except OSError:
+                time.sleep(0.2)
+        assert "pilothouse audit portal" in page
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert f"portal on http://127.0.0.1:{port}/" in err
+
+
+def test_portal_build_from_the_cli_says_what_it_did(portal, tmp_path):
+    """The command line: an empty workspace gets a clear error; a real one gets a site."""
+    import sys
+
+    empty = subprocess.run([sys.executable, "-m", "pilothouse", "portal", "build"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert empty.returncode == 3 and "no run has been made" in empty.stderr
+    workspace = portal[0].store.path.parent
+    out = tmp_path / "out"
+    built = subprocess.run(
+        [sys.executable, "-m", "pilothouse", "--workspace", str(workspace), "portal", "build",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert "4 run pages written" in built.stderr and (out / "site" / "index.html").exists()

@@ -293,6 +293,14 @@ async def test_filter_window_theme_and_palette(make_runtime, scripted, workspace
         theme = app.theme
         await pilot.press("t")
         assert app.theme != theme
+        # the mouse works too: a click on a tab switches to it, a click on a row opens it
+        await pilot.click("#--content-tab-exceptions")
+        assert app.query_one("#tabs").active == "exceptions"
+        await pilot.click("#--content-tab-fleet")
+        await pilot.click("#runs", offset=(4, 1))  # the highlighted row: opens it
+        await until(pilot, lambda: isinstance(app.screen, RunScreen), what="the run view")
+        assert app.screen.run_summary.crew == "other"
+        await pilot.press("escape")
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for action in ("Fleet", "Exceptions", "Inbox", "Approve", "Reject", "Cancel run"):
             assert action in titles
