@@ -174,7 +174,7 @@ class MonitorApp(App[None]):
     def _show_inbox(self) -> None:
         items = self.feed.inbox()
         table = self.main.query_one(InboxTable)
-        table.show(items, self.clock(), self.redact)
+        table.show(items, self.redact)
         tabs = self.main.query_one(TabbedContent)
         tabs.get_tab("inbox").label = f"Inbox ({len(items)})" if items else "Inbox"
         self._show_escalation()

@@ -122,10 +122,10 @@ class InboxTable(DataTable):
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
-        for name in ("risk", "waiting", "crew", "persona", "kind", "reason"):
+        for name in ("risk", "since", "crew", "persona", "kind", "reason"):
             self.add_column(name, key=name)
 
-    def show(self, items: Sequence[Escalation], now: float, redact: Redact) -> None:
+    def show(self, items: Sequence[Escalation], redact: Redact) -> None:
         """Draw the inbox."""
         selected = self.selected_id()
         self.clear()
@@ -133,7 +133,7 @@ class InboxTable(DataTable):
             style = "bold red" if e.risk >= 0.7 else "yellow"
             self.add_row(
                 Text(f"{e.risk:.2f}", style=style),
-                f"{max(0, now - e.created):.0f}s",
+                clock(e.created),
                 Text(e.crew),
                 Text(e.persona),
                 e.kind,
