@@ -817,6 +817,78 @@ def _portal_out(obj: Context, out: str | None) -> Path:
     return Path(out) if out else obj.settings.workspace / "portal"
 
 
+# -- the knowledge base ---------------------------------------------------------------
+
+
+def _knowledge(obj: Context, embedder: str) -> Any:
+    from .knowledge import KnowledgeBase
+
+    rt = Runtime(obj.settings, log_events=False)
+    return KnowledgeBase(
+        obj.settings.workspace / "knowledge.db", rt.registry.get("embedders", embedder).value
+    )
+
+
+_collection = click.option("--collection", "-c", default="default", show_default=True)
+_embedder = click.option("--embedder", default="minilm", show_default=True,
+                         help="A registered embedder (pilothouse plugins lists them).")  # fmt: skip
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@_collection
+@_embedder
+@click.option("--tag", "tags", multiple=True, help="Tag the chunks (search --tag filters).")
+@pass_context
+def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
+           tags: tuple[str, ...]) -> None:  # fmt: skip
+    """Index Markdown, text and HTML files (folders too) into the knowledge base.
+
+    Unchanged files are skipped (content hash); changed ones are re-indexed;
+    files gone from an ingested folder are removed.
+    """
+    kb = _knowledge(obj, embedder)
+    with click.progressbar(length=0, label="ingesting", file=sys.stderr) as bar:
+
+        def step(source: str) -> None:
+            bar.label = f"ingesting {Path(source).name[:40]}"
+            bar.update(1)
+
+        report = kb.ingest(paths, collection=collection, tags=tags, progress=step)
+    kb.close()
+    click.secho(
+        f"{report.files} files: {report.updated} indexed ({report.chunks} chunks),"
+        f" {report.unchanged} unchanged, {report.removed} removed -> {kb.path}",
+        err=True,
+    )
+
+
+@cli.command()
+@click.argument("query")
+@_collection
+@_embedder
+@click.option("-k", default=5, show_default=True, help="How many chunks.")
+@click.option("--source", help="Only chunks whose source path contains this.")
+@click.option("--tag", help="Only chunks with this tag.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def search(obj: Context, query: str, collection: str, embedder: str, k: int,
+           source: str | None, tag: str | None, as_json: bool) -> None:  # fmt: skip
+    """Search the knowledge base: ranked chunks with their source and score."""
+    if not (obj.settings.workspace / "knowledge.db").exists():
+        raise click.ClickException("no knowledge base yet: run 'pilothouse ingest PATH' first")
+    kb = _knowledge(obj, embedder)
+    found = kb.search(query, k=k, collection=collection, source=source, tag=tag)
+    kb.close()
+    if as_json:
+        click.echo(json.dumps([p.model_dump() for p in found], indent=2))
+        return
+    for p in found:
+        heading = f" > {p.metadata['heading']}" if p.metadata.get("heading") else ""
+        click.secho(f"{p.score:.4f}  {p.source}{heading}", bold=True)
+        click.echo(f"  {_short(p.text, 200)}")
+
+
 _portal_folder = click.option(
     "--out", type=click.Path(file_okay=False), help="Folder (default <workspace>/portal)."
 )

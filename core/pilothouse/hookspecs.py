@@ -109,6 +109,20 @@ def register_crews(register: Any, settings: Any) -> None:
     """
 
 
+@hookspec
+def register_embedders(register: Any, settings: Any) -> None:
+    """Register embedders the knowledge base can index and search with.
+
+    Call ``register(embedder)`` with a :class:`pilothouse.embedding.Embedder`
+    (a ``name``, a ``dimension`` and ``embed(texts) -> vectors``). A
+    collection remembers the embedder and dimension it was built with;
+    searching it with another is refused with a clear error.
+
+    :param register: ``register(embedder: Embedder) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
 # -- watching runs --------------------------------------------------------------
 
 

