@@ -79,6 +79,8 @@ class Portal:
 
     def generate(self) -> Generated:
         """Write the pages of new and changed runs, the overview pages and mkdocs.yml."""
+        if importlib.util.find_spec("mkdocs") is None:
+            raise PortalError("the portal needs mkdocs-material: pip install 'pilothouse[portal]'")
         started = time.perf_counter()
         state = self._load_state()
         known: dict[str, Any] = state["runs"]
