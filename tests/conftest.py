@@ -199,6 +199,37 @@ class FlagWord(pilothouse.Guardrail):
         return pilothouse.Verdict.ok()
 
 
+def serve_and_get(args: list[str], cwd: Any, path: str = "/") -> tuple[str, str]:
+    """Start ``pilothouse ARGS --port P`` on a free loopback port, GET ``path`` once it
+    answers (30 s at most), stop it; return (page, its stderr)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pilothouse", *args, "--port", str(port)],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    page = ""
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not page:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    page = r.read().decode()
+            except OSError:
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    return page, err
+
+
 def crew(
     flow: dict[str, Any], personas: dict[str, dict[str, Any]], **extra: Any
 ) -> pilothouse.Crew:

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 import pilothouse
-from conftest import FlagWord, ScriptedPlugin, crew, text_reply
+from conftest import FlagWord, ScriptedPlugin, crew, serve_and_get, text_reply
 from pilothouse.cli import DEMO_INPUT
 from pilothouse.portal import Portal
 from pilothouse.redact import Redactor
@@ -335,33 +335,10 @@ def test_the_site_fetches_nothing_from_the_network(portal):
 
 def test_portal_serve_answers_on_loopback(portal, tmp_path):
     """``pilothouse portal serve --out DIR`` serves the built folder on 127.0.0.1."""
-    import socket
-    import sys
-    import time
-    import urllib.request
-
     site = portal[0]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pilothouse", "portal", "serve", "--out", str(site.out),
-         "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline, page = time.monotonic() + 30, ""
-        while time.monotonic() < deadline and not page:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as r:
-                    page = r.read().decode()
-            except OSError:
-                time.sleep(0.2)
-        assert "pilothouse audit portal" in page
-    finally:
-        server.terminate()
-        _, err = server.communicate(timeout=30)
-    assert f"portal on http://127.0.0.1:{port}/" in err
+    page, err = serve_and_get(["portal", "serve", "--out", str(site.out)], tmp_path, "/index.html")
+    assert "pilothouse audit portal" in page
+    assert "portal on http://127.0.0.1:" in err
 
 
 def test_portal_build_from_the_cli_says_what_it_did(portal, tmp_path):

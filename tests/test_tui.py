@@ -13,7 +13,7 @@ import pytest
 from textual.widgets import DataTable, Static, TextArea
 
 import pilothouse
-from conftest import FlagWord, crew, text_reply
+from conftest import FlagWord, crew, serve_and_get, text_reply
 from pilothouse import Guardrail, PluginError
 from pilothouse.redact import Redactor
 from pilothouse.tui import Feed, MonitorApp
@@ -316,27 +316,6 @@ def test_the_cli_says_what_the_monitor_needs(tmp_path):
 @pytest.mark.slow
 def test_serve_puts_the_monitor_in_a_browser_on_loopback(tmp_path):
     """``pilothouse tui --serve`` (textual-serve) answers on 127.0.0.1 with the app's page."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pilothouse", "tui", "--serve", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        page = ""
-        while time.monotonic() < deadline and not page:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as reply:
-                    page = reply.read().decode()
-            except OSError:
-                time.sleep(0.2)
-        assert "pilothouse" in page and "textual" in page.lower()
-    finally:
-        server.terminate()
-        _, err = server.communicate(timeout=30)
+    page, err = serve_and_get(["tui", "--serve"], tmp_path)
+    assert "pilothouse" in page and "textual" in page.lower()
     assert "monitor on http://127.0.0.1:" in err
