@@ -152,6 +152,7 @@ def _start(
     quiet: bool,
     as_json: bool,
     wait: float | None = None,
+    subject: str | None = None,
 ) -> None:
     async def go() -> RunResult:
         async with Runtime(obj.settings) as rt:
@@ -162,7 +163,7 @@ def _start(
             if wait is not None:
                 rules = crew_obj.escalation.model_copy(update={"timeout_s": wait})
                 crew_obj = crew_obj.model_copy(update={"escalation": rules})
-            return await rt.run(crew_obj, text, model=model)
+            return await rt.run(crew_obj, text, model=model, subject=subject)
 
     result = anyio.run(go)
     if as_json:
@@ -194,22 +195,23 @@ def _start(
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--detach", is_flag=True, help="Queue the run for 'pilothouse worker' and return.")
+@click.option("--subject", "-s", help="Whom the run is about: its memory is recalled and kept.")
 @pass_context
 def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_json: bool,
-        detach: bool) -> None:  # fmt: skip
+        detach: bool, subject: str | None) -> None:  # fmt: skip
     """Run CREW (a name or a crew file) on one input."""
     if text == "-":
         text = sys.stdin.read()
     if detach:
         rt = Runtime(obj.settings)
         try:
-            run_id = rt.queue(crew, text, model=model)
+            run_id = rt.queue(crew, text, model=model, subject=subject)
         finally:
             if rt.store is not None:
                 rt.store.close()
         click.echo(json.dumps({"run_id": run_id, "status": "queued"}) if as_json else run_id)
         return
-    _start(obj, crew, text, model, quiet, as_json)
+    _start(obj, crew, text, model, quiet, as_json, subject=subject)
 
 
 @cli.command()
@@ -815,6 +817,42 @@ def portal() -> None:
 
 def _portal_out(obj: Context, out: str | None) -> Path:
     return Path(out) if out else obj.settings.workspace / "portal"
+
+
+# -- memory ---------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--subject", "-s", help="Only this subject's facts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def memory(ctx: click.Context, subject: str | None, as_json: bool) -> None:
+    """Facts kept per subject across runs (list them; 'memory forget' deletes)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    items = ctx.obj.store().memories(subject, limit=10_000)
+    if as_json:
+        click.echo(json.dumps([m.model_dump() for m in items], indent=2))
+        return
+    if not items:
+        click.echo("nothing remembered" + (f" about {subject}" if subject else ""))
+        return
+    for m in items:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m.created))
+        click.echo(f"{m.id}  {m.subject:<16} {m.channel:<6} {when}  {_short(m.fact, 70)}"
+                   f"  (run {m.run_id} {m.persona})")  # fmt: skip
+
+
+@memory.command("forget")
+@click.argument("memory_id", required=False)
+@click.option("--subject", "-s", help="Forget every fact about this subject.")
+@pass_context
+def memory_forget(obj: Context, memory_id: str | None, subject: str | None) -> None:
+    """Delete one fact (by id) or all facts about a subject (the log keeps the events)."""
+    if bool(memory_id) == bool(subject):
+        raise click.UsageError("give a memory id or --subject, not both")
+    gone = obj.store().forget(memory_id=memory_id, subject=subject)
+    click.echo(f"forgot {gone} fact{'s' if gone != 1 else ''}")
 
 
 # -- the knowledge base ---------------------------------------------------------------

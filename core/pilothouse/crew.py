@@ -51,6 +51,11 @@ class Persona(_Strict):
     #: escalate when this field of the structured output is above ``risk_threshold``
     risk_field: str | None = None
     risk_threshold: float = Field(default=0.7, ge=0, le=1)
+    #: a field of the structured output listing facts to remember about the run's
+    #: subject (strings, or objects with ``fact`` and ``channel``)
+    memory_field: str | None = None
+    #: the channel facts from ``memory_field`` are filed under (email, chat, crm...)
+    memory_channel: str = "run"
     temperature: float | None = Field(default=None, ge=0, le=2)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 import traceback
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.from_thread
 
 from .context import build_context
 from .crew import Crew, Handoff, Parallel, Persona, Sequential
@@ -44,6 +46,7 @@ from .events import (
     GuardrailChecked,
     HandedOff,
     LimitHit,
+    MemoryWritten,
     ModelCalled,
     ModelDelta,
     ModelSwitched,
@@ -60,6 +63,8 @@ from .events import (
 )
 from .explain import evidence_of, rank_evidence
 from .guardrails import GuardrailContext, Stage, Verdict
+from .memory import _sink as _memory_sink
+from .memory import facts_in_output
 from .model import (
     Message,
     Model,
@@ -73,7 +78,7 @@ from .model import (
 from .registry import Registry
 from .retrieval import Passage
 from .settings import Settings
-from .store import Escalation
+from .store import Escalation, MemoryItem
 from .tools import canonical_json, result_text
 
 HANDOFF_PREFIX = "transfer_to_"
@@ -116,6 +121,9 @@ class _Run:
     crew: Crew
     task: str
     model_override: str | None
+    #: whom the run is about (a customer, a thread): its memory is recalled and kept
+    subject: str | None = None
+    memory: list[MemoryItem] = field(default_factory=list)
     seq: int = 0
     steps: int = 0
     handoffs: int = 0
@@ -257,8 +265,11 @@ class Engine:
 
         :param after_seq: events the run already has (a queued run has one)
         """
-        run = _Run(id=run_id or new_run_id(), crew=crew, task=task, model_override=model)
+        run = _Run(
+            id=run_id or new_run_id(), crew=crew, task=task, model_override=model, subject=subject
+        )
         run.seq = after_seq
+        run.memory = self._recall(subject)
         self._emit(
             run,
             RunStarted,
@@ -288,7 +299,9 @@ class Engine:
             crew=crew,
             task=started.input,
             model_override=started.model_override,
+            subject=started.subject,
         )
+        run.memory = self._recall(started.subject)
         run.restore(events)
         self._emit(
             run,
@@ -392,6 +405,36 @@ class Engine:
             plugin=plugin,
         )
         result.status, result.error, result.error_kind = "failed", str(exc), kind
+
+    def _recall(self, subject: str | None) -> list[MemoryItem]:
+        """What the store remembers about ``subject`` (nothing without one or a store)."""
+        store = self.log.store
+        return store.memories(subject) if subject and store is not None else []
+
+    def _remember(
+        self, run: _Run, persona: str, step_id: str | None, fact: str, channel: str
+    ) -> str:
+        """Log a fact about the run's subject; later steps of this run see it too."""
+        assert run.subject is not None
+        memory_id = uuid.uuid4().hex[:12]
+        self._emit(run, MemoryWritten, step_id=step_id, memory_id=memory_id,
+                   subject=run.subject, channel=channel, fact=fact, persona=persona)  # fmt: skip
+        run.memory.append(MemoryItem(id=memory_id, subject=run.subject, channel=channel,
+                                     fact=fact, run_id=run.id, step_id=step_id,
+                                     persona=persona, created=time.time()))  # fmt: skip
+        return memory_id
+
+    def _memory_sink(self, run: _Run, persona: str, step_id: str) -> Callable[[str, str], str]:
+        """What :func:`pilothouse.memory.remember` calls during a tool call: on the
+        event loop directly, from a blocking tool's worker thread through the loop."""
+        loop_thread = threading.get_ident()
+
+        def sink(fact: str, channel: str) -> str:
+            if threading.get_ident() == loop_thread:
+                return self._remember(run, persona, step_id, fact, channel)
+            return anyio.from_thread.run_sync(self._remember, run, persona, step_id, fact, channel)
+
+        return sink
 
     def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         run.seq += 1
@@ -521,7 +564,13 @@ class Engine:
         if persona.guardrails.retrieval:
             passages = await self._screen(run, persona, passages, step_id)
         window = build_context(
-            persona, task=run.task, step_input=text, previous=previous, passages=passages
+            persona,
+            task=run.task,
+            step_input=text,
+            previous=previous,
+            passages=passages,
+            memory=run.memory,
+            subject=run.subject,
         )
         self._emit(
             run,
@@ -583,6 +632,10 @@ class Engine:
         )
         run.unflushed = True
         run.evidence.append(("output", name, step_id, output))
+        if run.subject and persona.memory_field:
+            for fact, channel in facts_in_output(output, persona.memory_field,
+                                                 persona.memory_channel):  # fmt: skip
+                self._remember(run, name, step_id, fact, channel)
         return StepOutcome(output=output)
 
     async def _converse(
@@ -838,7 +891,12 @@ class Engine:
                 if self.recorded_tool is not None:
                     result = self.recorded_tool(tool.name, canonical_json(call.arguments))
                 else:
-                    result = result_text(await tool.invoke(arguments))
+                    sink = self._memory_sink(run, persona.name, step_id) if run.subject else None
+                    token = _memory_sink.set(sink)
+                    try:
+                        result = result_text(await tool.invoke(arguments))
+                    finally:
+                        _memory_sink.reset(token)
             except ToolError as exc:
                 error = str(exc)
             except Exception as exc:  # the model hears about it, the run goes on

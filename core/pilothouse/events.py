@@ -269,6 +269,17 @@ class LimitHit(BaseEvent):
     message: str
 
 
+class MemoryWritten(BaseEvent):
+    """A fact kept about the run's subject, recalled into later runs for the same subject."""
+
+    type: Literal["memory_written"] = "memory_written"
+    memory_id: str
+    subject: str
+    channel: str
+    fact: str
+    persona: str = ""
+
+
 class ErrorRaised(BaseEvent):
     """An exception, with the plugin that raised it and its traceback."""
 
@@ -300,6 +311,7 @@ Event = Annotated[
     | EscalationRaised
     | EscalationDecided
     | LimitHit
+    | MemoryWritten
     | ErrorRaised,
     Field(discriminator="type"),
 ]

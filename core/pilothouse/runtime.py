@@ -182,13 +182,15 @@ class Runtime:
         self.engine.check(crew_obj, events[0].model_override)  # type: ignore[attr-defined]
         return await self.engine.resume(crew_obj, events)
 
-    def queue(self, crew: str, input: str, *, model: str | None = None) -> str:
+    def queue(
+        self, crew: str, input: str, *, model: str | None = None, subject: str | None = None
+    ) -> str:
         """Queue a run of a registered or file crew for a worker; return its id."""
         if self.store is None:
             raise PilothouseError("queueing a run needs a run store")
         self.engine.check(self.crew(crew), model)
         event = RunQueued(run_id=new_run_id(), seq=1, ts=time.time(), crew=crew, input=input,
-                          model_override=model)  # fmt: skip
+                          model_override=model, subject=subject)  # fmt: skip
         self.store.write([(event, event.model_dump_json())])
         return event.run_id
 
@@ -217,6 +219,7 @@ class Runtime:
                             queued.input,  # type: ignore[attr-defined]
                             run_id=run_id,
                             model=queued.model_override,  # type: ignore[attr-defined]
+                            subject=queued.subject,  # type: ignore[attr-defined]
                             after_seq=1,
                         )
                 except PilothouseError as exc:

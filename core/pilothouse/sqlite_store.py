@@ -13,10 +13,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import DecisionError, NotFound, RunBusy, StoreError
 from .events import BaseEvent, RunCancelled, parse_event
-from .store import Escalation, RunStore, RunSummary, StoredEvent
+from .store import Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 
 
 def _script(db: sqlite3.Connection, sql: str) -> None:
@@ -114,12 +115,27 @@ def m005_live_text(db: sqlite3.Connection) -> None:
     )
 
 
+def m006_memory(db: sqlite3.Connection) -> None:
+    """Facts per subject, kept from memory_written events."""
+    _script(
+        db,
+        """
+        CREATE TABLE memory (
+            id TEXT PRIMARY KEY, subject TEXT NOT NULL, channel TEXT NOT NULL,
+            fact TEXT NOT NULL, run_id TEXT NOT NULL, step_id TEXT, persona TEXT NOT NULL,
+            created REAL NOT NULL);
+        CREATE INDEX memory_subject ON memory (subject, created);
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_escalations,
     m003_cancel_requests,
     m004_leases,
     m005_live_text,
+    m006_memory,
 ]
 
 #: a lease whose heartbeat is older than this is dead, wherever its process was
@@ -177,6 +193,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
+_MEMORY_COLUMNS = ", ".join(MemoryItem.model_fields)
 _FINAL = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
 
 
@@ -342,7 +359,12 @@ class SQLiteRunStore(RunStore):
         deltas: dict[str, _RunDelta] = {}
         settled = []  # (run_id, step_id) whose streamed text is now a logged call
         ended = []
+        remembered = []
         for event, _ in events:
+            if event.type == "memory_written":
+                e: Any = event
+                remembered.append((e.memory_id, e.subject, e.channel, e.fact, e.run_id,
+                                   e.step_id, e.persona, e.ts))  # fmt: skip
             if event.type == "model_call":
                 settled.append((event.run_id, event.step_id or ""))
             elif event.type in _FINAL:
@@ -401,10 +423,39 @@ class SQLiteRunStore(RunStore):
                     )
                 if ended:
                     self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended)
+                if remembered:
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)", remembered
+                    )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+
+    def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
+        """Facts about ``subject`` (or all), oldest first."""
+        clause, args = self._where(subject=subject)
+        rows = self._query(
+            f"SELECT {_MEMORY_COLUMNS} FROM memory {clause} ORDER BY created, id LIMIT ?",
+            [*args, limit],
+        )
+        return [MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True))) for row in rows]
+
+    def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
+        """Delete a fact (id or unique prefix) or a subject's facts."""
+        with self._lock:
+            if memory_id is not None:
+                rows = self._db.execute(
+                    "SELECT id FROM memory WHERE id >= ? AND id < ? LIMIT 2",
+                    (memory_id, memory_id + "\uffff"),
+                ).fetchall()
+                if len(rows) != 1:
+                    what = "no memory" if not rows else "an ambiguous memory id prefix"
+                    raise NotFound(f"{what} {memory_id!r} in {self.path}")
+                return self._db.execute("DELETE FROM memory WHERE id = ?", rows[0]).rowcount
+            if subject is not None:
+                return self._db.execute("DELETE FROM memory WHERE subject = ?", (subject,)).rowcount
+        return 0
 
     def put_live(self, items: Sequence[tuple[str, str, str]]) -> None:
         """Record the text streamed so far by the calls in flight: (run, step, text)."""

@@ -59,6 +59,19 @@ class Escalation(BaseModel):
     text: str | None = None
 
 
+class MemoryItem(BaseModel):
+    """One fact about a subject, where it came from and when."""
+
+    id: str
+    subject: str
+    channel: str
+    fact: str
+    run_id: str
+    step_id: str | None = None
+    persona: str = ""
+    created: float
+
+
 class StoredEvent(BaseModel):
     """An event with the store's global, increasing ``id`` (readers resume from it)."""
 
@@ -75,6 +88,17 @@ class RunStore(abc.ABC):
     @abc.abstractmethod
     def write(self, events: Sequence[tuple[BaseEvent, str]]) -> None:
         """Append ``(event, event_json)`` pairs atomically: all are stored or none."""
+
+    @abc.abstractmethod
+    def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
+        """Facts kept about ``subject`` (every subject when None), oldest first.
+
+        They come from ``memory_written`` events, in the same transaction."""
+
+    @abc.abstractmethod
+    def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
+        """Delete one fact by id (or unique prefix), or every fact of a subject;
+        return how many. The events that wrote them stay in the log."""
 
     @abc.abstractmethod
     def put_live(self, items: Sequence[tuple[str, str, str]]) -> None:

