@@ -31,6 +31,30 @@ CORPUS = {
 }
 
 
+def make_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF with ``lines`` of Helvetica text (written by hand: no PDF writer needed)."""
+    content = (
+        "BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(f"({line}) Tj T*" for line in lines) + " ET"
+    )
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        " /Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = "%PDF-1.4\n", []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n"
+    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+    return out.encode("latin-1")
+
+
 @pytest.fixture(scope="module")
 def minilm():
     """One real MiniLM for the module (loading it takes a moment)."""
@@ -43,6 +67,9 @@ def corpus(tmp_path):
     folder.mkdir()
     for name, text in CORPUS.items():
         (folder / name).write_text(text)
+    (folder / "invoices.pdf").write_bytes(
+        make_pdf(["Invoice terms", "Payment is due within 45 days of the invoice date."])
+    )
     return folder
 
 
@@ -70,21 +97,27 @@ def test_the_real_minilm_embeds_by_meaning(minilm):
 def test_ingest_every_file_type_then_only_what_changed(tmp_path, corpus, minilm):
     kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
     first = kb.ingest([corpus])
-    assert (first.files, first.updated, first.unchanged) == (4, 4, 0)
+    assert (first.files, first.updated, first.unchanged) == (5, 5, 0)
+    pdf = kb.search("when must an invoice be paid", k=1)[0]
+    assert pdf.source.endswith("invoices.pdf") and "45 days" in pdf.text
     html = kb.search("how long does charging the battery take", k=1)[0]
     assert html.source.endswith("battery.html") and "six hours" in html.text
     assert "zzscript" not in html.text and "<p>" not in html.text  # text extracted
     assert html.metadata["heading"] == "Helio battery"
 
     again = kb.ingest([corpus])
-    assert (again.updated, again.unchanged, again.removed) == (0, 4, 0)  # no work
+    assert (again.updated, again.unchanged, again.removed) == (0, 5, 0)  # no work
 
     (corpus / "shipping.txt").write_text("Parcels now ship from Lyon, within one day.")
     (corpus / "warranty.md").unlink()
     third = kb.ingest([corpus])
-    assert (third.updated, third.unchanged, third.removed) == (1, 2, 1)
+    assert (third.updated, third.unchanged, third.removed) == (1, 3, 1)
     assert "Lyon" in kb.search("where do parcels ship from", k=1)[0].text
     assert all("warranty" not in p.source for p in kb.search("lifetime warranty XJ-42", k=5))
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.4 this is not a PDF")
+    fourth = kb.ingest([corpus])
+    assert len(fourth.failed) == 1 and "broken.pdf" in fourth.failed[0]
+    assert fourth.unchanged == 4 and fourth.removed == 0  # the others are untouched
     kb.close()
 
 
@@ -115,7 +148,7 @@ def test_a_collection_refuses_another_embedder(tmp_path, corpus, minilm):
     other = KnowledgeBase(tmp_path / "knowledge.db", Tiny())
     with pytest.raises(KnowledgeError, match="built with embedder 'minilm' \\(384 dimensions\\)"):
         other.search("anything")
-    assert other.ingest([corpus], collection="tiny").updated == 4  # its own collection works
+    assert other.ingest([corpus], collection="tiny").updated == 5  # its own collection works
 
 
 def test_both_sqlite_paths_load_sqlite_vec(tmp_path):
@@ -136,7 +169,7 @@ async def test_a_persona_retrieves_from_the_knowledge_base(workspace, corpus, mi
     assert done.returncode == 0, done.stderr
     again = subprocess.run([sys.executable, "-m", "pilothouse", "ingest", str(corpus)],
                            cwd=workspace, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert "0 indexed" in again.stderr and "4 unchanged" in again.stderr
+    assert "0 indexed" in again.stderr and "5 unchanged" in again.stderr
     researcher = crew(
         {"type": "sequential", "steps": ["researcher"]},
         {"researcher": {"instructions": "Answer from the passages.", "retrievers": ["sqlite_vec"]}},

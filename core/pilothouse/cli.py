@@ -894,6 +894,8 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
 
         report = kb.ingest(paths, collection=collection, tags=tags, progress=step)
     kb.close()
+    for failure in report.failed:
+        click.secho(f"skipped: {failure}", fg="yellow", err=True)
     click.secho(
         f"{report.files} files: {report.updated} indexed ({report.chunks} chunks),"
         f" {report.unchanged} unchanged, {report.removed} removed -> {kb.path}",

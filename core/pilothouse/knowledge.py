@@ -20,7 +20,7 @@ import re
 import sqlite3
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from .errors import ConfigError, PilothouseError
 from .retrieval import Passage
 from .text import STOP_WORDS
 
-SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm"}
+SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
 CHUNK_CHARS = 800
 OVERLAP_CHARS = 120
 RRF_K = 60
@@ -89,6 +89,8 @@ class IngestReport:
     updated: int = 0
     removed: int = 0
     chunks: int = 0
+    #: files that could not be read, with the reason (the others are indexed)
+    failed: list[str] = field(default_factory=list)
 
 
 class _TextOfHTML(html.parser.HTMLParser):
@@ -121,7 +123,18 @@ class _TextOfHTML(html.parser.HTMLParser):
 
 
 def text_of(path: Path) -> str:
-    """A file's text: Markdown and text as they are, HTML without its markup."""
+    """A file's text: Markdown and text as they are, HTML without its markup, PDF
+    through pypdf (one paragraph break between pages)."""
+    if path.suffix.lower() == ".pdf":
+        try:
+            from pypdf import PdfReader
+        except ImportError as exc:
+            raise ConfigError("PDF files need pypdf: pip install 'pilothouse[knowledge]'") from exc
+        try:
+            pages = PdfReader(path).pages
+            return "\n\n".join((page.extract_text() or "").strip() for page in pages).strip()
+        except Exception as exc:  # a damaged or encrypted file: name it, keep going is the caller's
+            raise KnowledgeError(f"cannot read the PDF {path}: {exc}") from exc
     raw = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix.lower() in (".html", ".htm"):
         parser = _TextOfHTML()
@@ -251,7 +264,12 @@ class KnowledgeBase:
                 report.files += 1
                 if progress:
                     progress(source)
-                text = text_of(file)
+                try:
+                    text = text_of(file)
+                except KnowledgeError as exc:
+                    report.failed.append(str(exc))
+                    seen.discard(source)  # keep what an earlier ingest had of it
+                    continue
                 digest = hashlib.sha256(text.encode()).hexdigest()
                 known = self.db.execute(
                     "SELECT hash FROM documents WHERE collection = ? AND source = ?",
@@ -295,8 +313,9 @@ class KnowledgeBase:
                 "SELECT source FROM documents WHERE collection = ? AND source LIKE ?",
                 (collection, folder.rstrip("/") + "/%"),
             ).fetchall()
+            unreadable = {f.split(": ", 1)[0] for f in report.failed}
             for (source,) in gone:
-                if source not in seen:
+                if source not in seen and not any(source in u for u in unreadable):
                     with self.db:
                         self._remove(collection, source)
                         self.db.execute(
