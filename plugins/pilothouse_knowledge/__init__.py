@@ -43,7 +43,9 @@ class MiniLM(Embedder):
     name = "minilm"
     dimension = 384
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
+        #: onnxruntime threads per batch (None: every core, what ingest wants)
+        self.threads = threads
         self._session: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -62,7 +64,8 @@ class MiniLM(Embedder):
             if _sha256(path) != expected:
                 raise ConfigError(f"{path} is not the file pilothouse was tested with (sha256)")
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # many runs share the machine; one core each
+        if self.threads:
+            options.intra_op_num_threads = self.threads
         self._session = onnxruntime.InferenceSession(
             str(model), options, providers=["CPUExecutionProvider"]
         )
