@@ -56,6 +56,17 @@ class Persona(_Strict):
     memory_field: str | None = None
     #: the channel facts from ``memory_field`` are filed under (email, chat, crm...)
     memory_channel: str = "run"
+    #: estimated tokens the context window may hold; pieces are dropped to fit
+    #: (see pilothouse.context for the policy)
+    context_budget: int | None = Field(default=None, gt=0)
+    #: the order of the quoted sections after the instructions
+    context_order: list[Literal["memory", "passages"]] = Field(
+        default_factory=lambda: ["memory", "passages"]
+    )
+    #: what goes first when the window is over budget
+    context_drop: list[Literal["passages", "memory", "previous_output"]] = Field(
+        default_factory=lambda: ["passages", "memory", "previous_output"]
+    )
     temperature: float | None = Field(default=None, ge=0, le=2)
 
 

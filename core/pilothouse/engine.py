@@ -579,6 +579,7 @@ class Engine:
             persona=name,
             pieces=window.pieces,
             tokens=window.tokens,
+            dropped=window.dropped,
         )
 
         tools = [self.registry.get("tools", t).value for t in persona.tools]

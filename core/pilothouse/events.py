@@ -148,6 +148,8 @@ class ContextBuilt(BaseEvent):
     persona: str
     pieces: list[ContextPiece]
     tokens: int
+    #: pieces left out to keep within the persona's context budget
+    dropped: list[ContextPiece] = Field(default_factory=list)
 
 
 class ModelCalled(BaseEvent):
