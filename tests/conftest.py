@@ -199,6 +199,17 @@ class FlagWord(pilothouse.Guardrail):
         return pilothouse.Verdict.ok()
 
 
+def stop(process: Any) -> None:
+    """Kill a subprocess if it still runs and close its pipes (a failing test must not
+    leave them for the garbage collector to warn about in a later test)."""
+    if process.poll() is None:
+        process.kill()
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
+    process.wait(timeout=30)
+
+
 def serve_and_get(args: list[str], cwd: Any, path: str = "/") -> tuple[str, str]:
     """Start ``pilothouse ARGS --port P`` on a free loopback port, GET ``path`` once it
     answers (30 s at most), stop it; return (page, its stderr)."""

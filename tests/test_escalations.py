@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import pilothouse
-from conftest import FlagWord, crew, text_reply, tool_reply, wait_for_inbox
+from conftest import FlagWord, crew, stop, text_reply, tool_reply, wait_for_inbox
 from pilothouse import DecisionError, tool
 from pilothouse.sqlite_store import SQLiteRunStore
 
@@ -286,7 +286,7 @@ def test_the_demo_waits_for_a_person_deciding_from_another_terminal(tmp_path):
         assert decided.returncode == 0, decided.stderr
         out, err = runner.communicate(timeout=30)
     finally:
-        runner.kill()
+        stop(runner)
     assert runner.returncode == 0, err
     result = json.loads(out)
     assert result["status"] == "succeeded" and result["output"] == edited

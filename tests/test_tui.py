@@ -13,7 +13,7 @@ import pytest
 from textual.widgets import DataTable, Static, TextArea
 
 import pilothouse
-from conftest import FlagWord, crew, serve_and_get, text_reply
+from conftest import FlagWord, crew, serve_and_get, stop, text_reply
 from pilothouse import Guardrail, PluginError
 from pilothouse.redact import Redactor
 from pilothouse.tui import Feed, MonitorApp
@@ -106,7 +106,7 @@ async def test_a_run_from_another_process_streams_in_and_is_approved_from_the_mo
             assert "succeeded" in table_text(runs)
         out, err = runner.communicate(timeout=60)
     finally:
-        runner.kill()
+        stop(runner)
     assert runner.returncode == 0, err
     assert json.loads(out)["status"] == "succeeded"
     store = pilothouse.load_settings(workspace=tmp_path / ".pilothouse").store_path
