@@ -163,6 +163,21 @@ def test_both_sqlite_paths_load_sqlite_vec(tmp_path):
     assert default.execute("SELECT vec_version()").fetchone()[0].startswith("v")
 
 
+class Wiki(pilothouse.Retriever):
+    name = "wiki"
+
+    async def search(self, query, *, k=4):
+        return [pilothouse.Passage(id="w1", text="Spain is in Europe.", source="wiki://spain")]
+
+
+class WikiPlugin:
+    __name__ = "wiki_plugin"
+
+    @pilothouse.hookimpl
+    def register_retrievers(self, register):
+        register(Wiki())
+
+
 async def test_a_persona_retrieves_from_the_knowledge_base(workspace, corpus, minilm):
     done = subprocess.run([sys.executable, "-m", "pilothouse", "ingest", str(corpus)],
                           cwd=workspace, capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -172,15 +187,18 @@ async def test_a_persona_retrieves_from_the_knowledge_base(workspace, corpus, mi
     assert "0 indexed" in again.stderr and "5 unchanged" in again.stderr
     researcher = crew(
         {"type": "sequential", "steps": ["researcher"]},
-        {"researcher": {"instructions": "Answer from the passages.", "retrievers": ["sqlite_vec"]}},
-    )
-    async with pilothouse.Runtime(pilothouse.load_settings()) as rt:
+        {"researcher": {"instructions": "Answer from the passages.",
+                        "retrievers": ["sqlite_vec", "wiki"]}},
+    )  # fmt: skip
+    # a third party's retriever sits beside the bundled one
+    async with pilothouse.Runtime(pilothouse.load_settings(), plugins=[WikiPlugin()]) as rt:
         result = await rt.run(researcher, "How long does delivery to Spain take?")
         events = rt.store.events(result.run_id)
     assert result.ok
-    retrieval = next(e for e in events if e.type == "retrieval")
-    assert retrieval.retriever == "sqlite_vec"
+    retrieval, wiki = [e for e in events if e.type == "retrieval"]
+    assert retrieval.retriever == "sqlite_vec" and wiki.retriever == "wiki"
     assert retrieval.passages[0].source.endswith("shipping.txt")
+    assert wiki.passages[0].source == "wiki://spain"
     context = next(e for e in events if e.type == "context_built")
     assert any(p.kind == "passage" and "shipping.txt" in p.source for p in context.pieces)
 

