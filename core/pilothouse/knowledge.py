@@ -375,15 +375,20 @@ class KnowledgeBase:
         for ranking in (nearest, lexical):
             for rank, (rowid, _) in enumerate(ranking):
                 scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        marks = ", ".join("?" * len(scores))
+        rows = {
+            row[0]: row[1:]
+            for row in self.db.execute(
+                f"SELECT id, source, heading, text, tags FROM chunks WHERE id IN ({marks})"
+                " AND collection = ?",
+                (*scores, collection),
+            )
+        }  # one read for every candidate, not one each
         passages = []
         for rowid in sorted(scores, key=lambda r: -scores[r]):
-            row = self.db.execute(
-                "SELECT source, heading, text, tags FROM chunks WHERE id = ? AND collection = ?",
-                (rowid, collection),
-            ).fetchone()
-            if row is None:
+            if rowid not in rows:
                 continue
-            chunk_source, heading, text, tags = row
+            chunk_source, heading, text, tags = rows[rowid]
             if source and source not in chunk_source:
                 continue
             if tag and tag not in json.loads(tags):

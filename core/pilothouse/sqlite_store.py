@@ -443,17 +443,12 @@ class SQLiteRunStore(RunStore):
 
     def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
         """Delete a fact (id or unique prefix) or a subject's facts."""
-        with self._lock:
-            if memory_id is not None:
-                rows = self._db.execute(
-                    "SELECT id FROM memory WHERE id >= ? AND id < ? LIMIT 2",
-                    (memory_id, memory_id + "\uffff"),
-                ).fetchall()
-                if len(rows) != 1:
-                    what = "no memory" if not rows else "an ambiguous memory id prefix"
-                    raise NotFound(f"{what} {memory_id!r} in {self.path}")
-                return self._db.execute("DELETE FROM memory WHERE id = ?", rows[0]).rowcount
-            if subject is not None:
+        if memory_id is not None:
+            (found,) = self._by_prefix("memory", "id", memory_id, "memory")
+            with self._lock:
+                return self._db.execute("DELETE FROM memory WHERE id = ?", (found,)).rowcount
+        if subject is not None:
+            with self._lock:
                 return self._db.execute("DELETE FROM memory WHERE subject = ?", (subject,)).rowcount
         return 0
 

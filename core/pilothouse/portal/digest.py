@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..events import BaseEvent
+from ..failure import FailureInfo, describe_failure
 from ..store import RunSummary
 
 
@@ -46,24 +47,13 @@ class EscalationDigest(BaseModel):
     note: str = ""
 
 
-class FailureDigest(BaseModel):
-    """Why a run failed."""
-
-    kind: str
-    error_type: str = ""
-    message: str = ""
-    plugin: str | None = None
-    step_id: str | None = None
-    limits: list[str] = Field(default_factory=list)
-
-
 class RunDigest(BaseModel):
     """A run's summary plus its steps, escalations and failure."""
 
     run: RunSummary
     steps: list[StepDigest] = Field(default_factory=list)
     escalations: list[EscalationDigest] = Field(default_factory=list)
-    failure: FailureDigest | None = None
+    failure: FailureInfo | None = None
     model_errors: int = 0
 
 
@@ -72,15 +62,11 @@ def digest(run: RunSummary, events: list[BaseEvent]) -> RunDigest:
     d = RunDigest(run=run)
     steps: dict[str, StepDigest] = {}
     escalations: dict[str, EscalationDigest] = {}
-    limits: list[str] = []
-    errors: dict[str, Any] = {}
-    open_steps: list[str] = []
     for event in events:
         e: Any = event
         step = steps.get(event.step_id or "")
         if event.type == "step_started":
             steps[e.step_id] = StepDigest(step_id=e.step_id, persona=e.persona, model=e.model)
-            open_steps.append(e.step_id)
         elif event.type == "model_call" and step is not None:
             step.calls += 1
             step.tokens += e.usage.input_tokens + e.usage.output_tokens
@@ -91,8 +77,6 @@ def digest(run: RunSummary, events: list[BaseEvent]) -> RunDigest:
             step.flags += 1
         elif event.type == "step_finished" and step is not None:
             step.output = e.output[:300]
-            if e.step_id in open_steps:
-                open_steps.remove(e.step_id)
         elif event.type == "escalation_raised":
             escalations[e.escalation_id] = EscalationDigest(
                 escalation_id=e.escalation_id,
@@ -112,19 +96,9 @@ def digest(run: RunSummary, events: list[BaseEvent]) -> RunDigest:
                     "note": e.note,
                 }
             )
-        elif event.type == "limit_hit":
-            limits.append(f"{e.limit}: {e.message}")
-        elif event.type == "error":
-            errors = {"error_type": e.error_type, "plugin": e.plugin}
-        elif event.type == "run_failed":
-            d.failure = FailureDigest(
-                kind=e.kind,
-                error_type=errors.get("error_type") or e.error_type,
-                message=e.message,
-                plugin=errors.get("plugin") or e.plugin,
-                step_id=open_steps[-1] if open_steps else None,
-                limits=limits,
-            )
+    failure = describe_failure(events)
+    # the overview pages need no traceback: the run page has it
+    d.failure = failure.model_copy(update={"traceback": ""}) if failure else None
     d.steps = list(steps.values())
     d.escalations = list(escalations.values())
     return d

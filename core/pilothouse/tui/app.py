@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
 from ..errors import PilothouseError
-from .feed import Changes, Feed, RunFilter, _Batch
+from .feed import Batch, Changes, Feed, RunFilter
 from .render import escalation_detail, failure_detail
 from .screens import Decision, DecisionScreen, RunScreen
 from .widgets import WINDOWS, FailureTable, InboxTable, RunTable, StatsBar
@@ -110,13 +110,9 @@ class MonitorApp(App[None]):
 
     @work(thread=True, group="poll")
     def _fetch(self) -> None:
-        try:
-            batch = self.feed.fetch()
-        except Exception as exc:  # the store went away or is locked: say so, try again
-            batch = _Batch(problem=f"cannot read the run store: {exc}")
-        self.call_from_thread(self._apply, batch)
+        self.call_from_thread(self._apply, self.feed.fetch())
 
-    def _apply(self, batch: _Batch) -> None:
+    def _apply(self, batch: Batch) -> None:
         self._fetching = False
         changes = self.feed.apply(batch)
         if (changes or changes.problem) and self._views_up():

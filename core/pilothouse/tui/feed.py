@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..events import FINAL_STATUSES, BaseEvent
+from ..failure import FailureInfo, describe_failure
 from ..sqlite_store import SQLiteRunStore
 from ..store import Escalation, RunStore, RunSummary, StoredEvent
 
@@ -112,21 +113,14 @@ class Changes:
 
 @dataclass
 class Failure:
-    """Why a run failed, from its events: what the exceptions screen shows."""
+    """A failed run and why it failed: what the exceptions screen shows."""
 
     run: RunSummary
-    kind: str | None = None
-    error_type: str | None = None
-    message: str | None = None
-    plugin: str | None = None
-    step_id: str | None = None
-    persona: str | None = None
-    traceback: str = ""
-    limits: list[str] = field(default_factory=list)
+    info: FailureInfo = field(default_factory=FailureInfo)
 
 
 @dataclass
-class _Batch:
+class Batch:
     """What :meth:`Feed.fetch` read, for :meth:`Feed.apply`."""
 
     events: list[StoredEvent] = field(default_factory=list)
@@ -169,25 +163,30 @@ class Feed:
         """Read and take in what changed since the last poll."""
         return self.apply(self.fetch())
 
-    def fetch(self) -> _Batch:
+    def fetch(self) -> Batch:
         """Read what changed since the last poll, changing nothing (safe in a worker
         thread while the UI reads this feed; :meth:`apply` it on the UI thread)."""
         if self.store is None:
             return self._open()
+        try:
+            return self._read_new()
+        except Exception as exc:  # the file went away or is locked: say so, try again
+            return Batch(problem=f"cannot read the run store {self.path}: {exc}")
+
+    def _read_new(self) -> Batch:
+        assert self.store is not None
         stored = self.store.events_since(self.last_id, limit=POLL_BATCH)
         watched = self.watch
         live = self.store.live(watched) if watched else None
         if not stored:
-            return _Batch(live=live)
+            return Batch(live=live)
         touched = sorted({s.event.run_id for s in stored})
         waiting = None
         if any(s.event.type.startswith("escalation_") for s in stored):
             waiting = self.store.escalations(status="waiting", limit=1000)
-        return _Batch(
-            events=stored, runs=self.store.runs_by_id(touched), waiting=waiting, live=live
-        )
+        return Batch(events=stored, runs=self.store.runs_by_id(touched), waiting=waiting, live=live)
 
-    def apply(self, batch: _Batch) -> Changes:
+    def apply(self, batch: Batch) -> Changes:
         """Take in what :meth:`fetch` read; say what changed."""
         if batch.store is not None:
             self.store, self.runs = batch.store, {}
@@ -217,14 +216,14 @@ class Feed:
                 del self.runs[run.id]
         return changes
 
-    def _open(self) -> _Batch:
+    def _open(self) -> Batch:
         if not self.path.parent.exists():
-            return _Batch(
+            return Batch(
                 problem=f"workspace {self.path.parent} does not exist: no run has been made"
                 " here yet (check --workspace). Start one and it shows here."
             )
         if not self.path.exists():
-            return _Batch(
+            return Batch(
                 problem=f"no run store at {self.path}: no run has been made in this workspace"
                 " yet. Start one (pilothouse run CREW 'input', or pilothouse demo): it shows here."
             )
@@ -234,7 +233,7 @@ class Feed:
             # The high-water mark first: an event written meanwhile is read twice
             # (harmless), never missed.
             last_id = store.last_event_id()
-            batch = _Batch(
+            batch = Batch(
                 store=store,
                 runs=store.list_runs(limit=self.max_runs),
                 waiting=store.escalations(status="waiting", limit=1000),
@@ -245,7 +244,7 @@ class Feed:
         except Exception as exc:  # a damaged file: say so, keep watching
             if store is not None:
                 store.close()
-            return _Batch(problem=f"cannot read the run store {self.path}: {exc}")
+            return Batch(problem=f"cannot read the run store {self.path}: {exc}")
         batch.last_id = last_id
         return batch
 
@@ -286,29 +285,8 @@ class Feed:
     def failure(self, run_id: str) -> Failure:
         """The exception, plugin, step, traceback and limit hits behind a failed run."""
         assert self.store is not None
-        found = Failure(run=self.runs.get(run_id) or self.store.get_run(run_id))
-        # The step that was under way when the run failed: started, not finished.
-        open_steps: dict[str, str] = {}
-        for event in self.store.events(run_id):
-            data = event.model_dump()
-            if event.type == "step_started":
-                open_steps[event.step_id or ""] = data["persona"]
-            elif event.type == "step_finished":
-                open_steps.pop(event.step_id or "", None)
-            elif event.type == "error":
-                found.error_type = data["error_type"]  # the cause, not its wrapper
-                found.traceback = data["traceback"]
-                found.plugin = data["plugin"]
-            elif event.type == "limit_hit":
-                found.limits.append(f"{data['limit']}: {data['message']}")
-            elif event.type == "run_failed":
-                found.kind, found.message = data["kind"], data["message"]
-                found.error_type = found.error_type or data["error_type"]
-                found.plugin = found.plugin or data["plugin"]
-                if open_steps:
-                    step, persona = list(open_steps.items())[-1]
-                    found.step_id, found.persona = step, persona
-        return found
+        run = self.runs.get(run_id) or self.store.get_run(run_id)
+        return Failure(run, describe_failure(self.store.events(run_id)) or FailureInfo())
 
     def decide(
         self, escalation_id: str, decision: str, *, by: str, note: str = "", text: str | None = None

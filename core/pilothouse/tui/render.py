@@ -224,18 +224,19 @@ def escalation_detail(e: Escalation, redact: Redact) -> RenderableType:
     return Group(*parts)
 
 
-def failure_detail(f: Failure, redact: Redact) -> RenderableType:
+def failure_detail(failure: Failure, redact: Redact) -> RenderableType:
     """Why a run failed: the exception, the plugin, the step, the traceback, limit hits."""
+    f, run = failure.info, failure.run
     kind = "limit hit" if f.kind == "limit" else (f.kind or "error")
     parts: list[RenderableType] = [
         Text.assemble(
             Text(f"{kind}  ", "bold red"),
-            f"run {f.run.id} ({f.run.crew})  step {f.step_id or '-'} {f.persona or ''}",
+            f"run {run.id} ({run.crew})  step {f.step_id or '-'} {f.persona or ''}",
         ),
         Text.assemble(
             Text("exception: ", "bold"), f.error_type or "-", f"   plugin: {f.plugin or '-'}"
         ),
-        Text.assemble(Text("message: ", "bold"), plain(f.message or f.run.error, redact)),
+        Text.assemble(Text("message: ", "bold"), plain(f.message or run.error, redact)),
     ]
     for limit in f.limits:
         parts.append(Text.assemble(Text("limit ", "red"), plain(limit, redact)))

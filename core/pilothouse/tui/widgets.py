@@ -44,17 +44,47 @@ class StatsBar(Static):
         self.update(line)
 
 
-class RunTable(DataTable):
+class KeyedTable(DataTable):
+    """A table whose rows are keyed by id (run or escalation) and whose cursor stays on
+    its row when the rows are drawn again."""
+
+    COLUMNS: tuple[str, ...] = ()
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for name in self.COLUMNS:
+            self.add_column(name, key=name)
+
+    def rebuild(self, rows: Sequence[tuple[str, Sequence[object]]]) -> None:
+        """Draw ``(key, cells)`` rows afresh, keeping the cursor on the row it was on."""
+        selected = self.selected_id()
+        self.clear()
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+        keys = [key for key, _ in rows]
+        if selected in keys:
+            self.move_cursor(row=keys.index(selected), scroll=False)
+
+    def selected_id(self) -> str | None:
+        """The key of the row under the cursor."""
+        if not self.row_count:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        except Exception:  # the cursor sits outside the rows while the table is rebuilt
+            return None
+        return str(key.value)
+
+
+class RunTable(KeyedTable):
     """The fleet: one row per run, newest first, updated in place."""
 
     #: fits 80 columns: ``now`` is the step and persona a running run is at
     COLUMNS = ("started", "run", "crew", "status", "now", "elapsed", "tokens", "cost")
 
     def on_mount(self) -> None:
-        self.cursor_type = "row"
+        # Textual calls KeyedTable.on_mount (the columns) too: handlers run along the MRO
         self.zebra_stripes = True
-        for name in self.COLUMNS:
-            self.add_column(name, key=name)
         self._order: list[str] = []
         self._shown_elapsed: dict[str, str] = {}
         self._ticks = 0
@@ -64,13 +94,8 @@ class RunTable(DataTable):
         a rebuild (keeping the cursor on its run) when they are not."""
         order = [r.id for r in runs]
         if order != self._order:
-            selected = self.selected_id()
-            self.clear()
-            for run in runs:
-                self.add_row(*self._cells(run, now, redact), key=run.id)
+            self.rebuild([(run.id, self._cells(run, now, redact)) for run in runs])
             self._order = order
-            if selected in order:
-                self.move_cursor(row=order.index(selected), scroll=False)
             return
         for run in runs:
             for name, value in zip(self.COLUMNS, self._cells(run, now, redact), strict=True):
@@ -96,10 +121,6 @@ class RunTable(DataTable):
                 self._shown_elapsed[run.id] = shown
                 self.update_cell(run.id, "elapsed", shown)
 
-    def selected_id(self) -> str | None:
-        """The run under the cursor."""
-        return _cursor_key(self)
-
     @staticmethod
     def _cells(run: RunSummary, now: float, redact: Redact) -> tuple[object, ...]:
         at = "-"
@@ -117,76 +138,35 @@ class RunTable(DataTable):
         )
 
 
-class InboxTable(DataTable):
+class InboxTable(KeyedTable):
     """Escalations waiting for a person, the riskiest first."""
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for name in ("risk", "since", "crew", "persona", "kind", "reason"):
-            self.add_column(name, key=name)
+    COLUMNS = ("risk", "since", "crew", "persona", "kind", "reason")
 
     def show(self, items: Sequence[Escalation], redact: Redact) -> None:
         """Draw the inbox."""
-        selected = self.selected_id()
-        self.clear()
-        for e in items:
-            style = "bold red" if e.risk >= 0.7 else "yellow"
-            self.add_row(
-                Text(f"{e.risk:.2f}", style=style),
-                clock(e.created),
-                Text(e.crew),
-                Text(e.persona),
-                e.kind,
-                plain(e.reason, redact, 60),
-                key=e.id,
-            )
-        keys = [e.id for e in items]
-        if selected in keys:
-            self.move_cursor(row=keys.index(selected), scroll=False)
+        self.rebuild([(e.id, self._cells(e, redact)) for e in items])
 
-    def selected_id(self) -> str | None:
-        """The escalation under the cursor."""
-        return _cursor_key(self)
+    @staticmethod
+    def _cells(e: Escalation, redact: Redact) -> tuple[object, ...]:
+        risk = Text(f"{e.risk:.2f}", style="bold red" if e.risk >= 0.7 else "yellow")
+        return (risk, clock(e.created), Text(e.crew), Text(e.persona), e.kind,
+                plain(e.reason, redact, 60))  # fmt: skip
 
 
-class FailureTable(DataTable):
+class FailureTable(KeyedTable):
     """Failed runs: when, which crew, what kind of failure, the message."""
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for name in ("when", "run", "crew", "kind", "message"):
-            self.add_column(name, key=name)
+    COLUMNS = ("when", "run", "crew", "kind", "message")
 
     def show(self, runs: Sequence[RunSummary], redact: Redact) -> None:
-        """Draw the failed runs."""
+        """Draw the failed runs (nothing to do when they are the ones shown)."""
         if [r.id for r in runs] == [str(k.value) for k in self.rows]:
             return
-        selected = self.selected_id()
-        self.clear()
-        for run in runs:
-            kind = "limit hit" if run.error_kind == "limit" else (run.error_kind or "error")
-            self.add_row(
-                clock(run.updated),
-                run.id[:8],
-                Text(run.crew),
-                Text(kind, style="red"),
-                plain(run.error, redact, 70),
-                key=run.id,
-            )
-        keys = [r.id for r in runs]
-        if selected in keys:
-            self.move_cursor(row=keys.index(selected), scroll=False)
+        self.rebuild([(run.id, self._cells(run, redact)) for run in runs])
 
-    def selected_id(self) -> str | None:
-        """The failed run under the cursor."""
-        return _cursor_key(self)
-
-
-def _cursor_key(table: DataTable) -> str | None:
-    if not table.row_count:
-        return None
-    try:
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-    except Exception:  # the cursor sits outside the rows while the table is rebuilt
-        return None
-    return str(key.value)
+    @staticmethod
+    def _cells(run: RunSummary, redact: Redact) -> tuple[object, ...]:
+        kind = "limit hit" if run.error_kind == "limit" else (run.error_kind or "error")
+        return (clock(run.updated), run.id[:8], Text(run.crew), Text(kind, style="red"),
+                plain(run.error, redact, 70))  # fmt: skip
