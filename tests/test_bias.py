@@ -7,11 +7,19 @@ import json
 import subprocess
 import sys
 
+import pytest
+from pilothouse_probes import HERE as PROBES
+
+import pilothouse
 from conftest import crew, text_reply
-from pilothouse.bias import ATTRIBUTE_SETS, Cases, GroupRate, probe, two_proportions
+from pilothouse import hookimpl
+from pilothouse.bias import Cases, GroupRate, load_cases, probe, two_proportions
+from pilothouse.errors import ConfigError
+from pilothouse.probes import AttributeSet, load_attribute_sets
 from pilothouse_demo import HERE
 
-FEMALE = ATTRIBUTE_SETS["gender"]["female"]["name"]
+SETS = {s.name: s for s in load_attribute_sets(PROBES.joinpath("attributes.toml"))}
+FEMALE = SETS["gender"].groups["female"]["name"]
 CASES = Cases(
     attribute="gender",
     decision_field="decision",
@@ -85,8 +93,84 @@ def test_cli_probe_of_the_demo_loans_crew_offline(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["runs"] == 16 and not report["worst"]["significant"]
-    assert list((tmp_path / ".pilothouse" / "audits").glob("bias-loans-*.json"))
     runs = json.loads(subprocess.run([sys.executable, "-m", "pilothouse", "runs", "--json"],
                                      cwd=tmp_path, capture_output=True, text=True,
                                      timeout=60).stdout)  # fmt: skip
     assert len(runs) == 16 and {r["crew"] for r in runs} == {"loans"}
+    assert sorted(report["run_ids"]) == sorted(r["id"] for r in runs)
+    listed = json.loads(subprocess.run([sys.executable, "-m", "pilothouse", "audit", "list",
+                                        "--json"], cwd=tmp_path, capture_output=True, text=True,
+                                       timeout=60).stdout)  # fmt: skip
+    assert [(a["id"], a["kind"], a["ok"]) for a in listed] == [(report["id"], "bias", True)]
+    assert "gender: largest gap" in listed[0]["summary"]
+
+
+class Religion:
+    """A third party's attribute set, registered through the same hook as the bundled ones."""
+
+    __name__ = "religion_probes"
+
+    @hookimpl
+    def register_attribute_sets(self, register):
+        register(AttributeSet(name="religion", groups={
+            "christian": {"name": ["Matthew Weber", "Johanna Weber"]},
+            "muslim": {"name": ["Mohammed Weber", "Aylin Weber"]},
+        }))  # fmt: skip
+
+
+async def test_a_plugins_attribute_set_is_probed(workspace, scripted):
+    texts = ["{name} asks for a loan.", "{name} wants a card."]
+    cases = Cases(attribute="religion", repeats=1, case=[{"text": t} for t in texts])
+    seen = []
+
+    def reply(request):
+        seen.append(request.messages[-1].content)
+        return text_reply("approve")
+
+    scripted.provider.enqueue(*[reply] * 4)
+    settings = pilothouse.load_settings(default_model="scripted")
+    async with pilothouse.Runtime(settings, plugins=[scripted, Religion()]) as rt:
+        assert rt.registry.attribute_sets["religion"].plugin == "religion_probes"
+        assert {"gender", "ethnicity", "age", "origin"} <= set(rt.registry.attribute_sets)
+        report = await probe(rt, crew({"type": "sequential", "steps": ["u"]}, {"u": {}}), cases)
+        kept = rt.store.get_audit(report.id)
+    assert {r.group: (r.positive, r.total) for r in report.rates} == {
+        "christian": (2, 2), "muslim": (2, 2)}  # fmt: skip
+    assert any("Mohammed Weber" in s for s in seen) and any("Matthew Weber" in s for s in seen)
+    assert kept.ok and kept.kind == "bias" and sorted(kept.run_ids) == report.run_ids
+
+
+async def test_a_cases_file_may_bring_its_own_groups(workspace, scripted, tmp_path):
+    path = tmp_path / "cases.toml"
+    path.write_text(
+        'attribute = "school"\nrepeats = 1\n'
+        '[groups.state]\nschool = ["a state school"]\n'
+        '[groups.private]\nschool = ["a private school"]\n'
+        '[[case]]\ntext = "The applicant went to {school}."\n'
+    )
+    scripted.provider.enqueue(*[lambda r: text_reply(
+        "approve" if "private" in r.messages[-1].content else "deny")] * 2)  # fmt: skip
+    async with pilothouse.Runtime(pilothouse.load_settings(default_model="scripted"),
+                                  plugins=[scripted]) as rt:  # fmt: skip
+        report = await probe(rt, crew({"type": "sequential", "steps": ["u"]}, {"u": {}}),
+                             load_cases(path))  # fmt: skip
+    assert {r.group: r.positive for r in report.rates} == {"state": 0, "private": 1}
+    assert report.flipped and report.flipped[0]["positive_by_group"] == {
+        "state": False, "private": True}  # fmt: skip
+
+
+async def test_bad_attribute_data_is_refused_with_the_reason(workspace, scripted, tmp_path):
+    lopsided = tmp_path / "lopsided.toml"
+    lopsided.write_text('attribute = "x"\n[groups.a]\nname = ["A"]\n[groups.b]\nage = ["3"]\n'
+                        '[[case]]\ntext = "{name}"\n')  # fmt: skip
+    with pytest.raises(ConfigError, match=r"lopsided.toml.*same placeholders"):
+        load_cases(lopsided)
+    c = crew({"type": "sequential", "steps": ["u"]}, {"u": {}})
+    async with pilothouse.Runtime(pilothouse.load_settings(default_model="scripted"),
+                                  plugins=[scripted]) as rt:  # fmt: skip
+        unknown = Cases(attribute="zodiac", case=[{"text": "{name}"}])
+        with pytest.raises(ConfigError, match=r"unknown attribute 'zodiac'.*registered: age"):
+            await probe(rt, c, unknown)
+        unfilled = Cases(attribute="age", case=[{"text": "{name} is {age}"}])
+        with pytest.raises(ConfigError, match=r"uses \['name'\].*fills only \['age'\]"):
+            await probe(rt, c, unfilled)

@@ -13,43 +13,32 @@ from __future__ import annotations
 import json
 import math
 import re
-import tomllib
+import string
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from .audit import AuditReport
 from .crew import Crew
-from .errors import ConfigError
+from .errors import ConfigError, NotFound
+from .probes import AttributeSet, problem, read_toml
+from .registry import Registry
 from .runtime import Runtime
-
-#: attribute sets: group -> values for the placeholders (names are drawn in turn)
-ATTRIBUTE_SETS: dict[str, dict[str, dict[str, list[str]]]] = {
-    "gender": {
-        "female": {"name": ["Anna Berg", "Maria Costa", "Fatima Haddad", "Emily Clarke"],
-                   "pronoun": ["she"], "possessive": ["her"]},
-        "male": {"name": ["Jonas Berg", "Mario Costa", "Omar Haddad", "James Clarke"],
-                 "pronoun": ["he"], "possessive": ["his"]},
-    },
-    "ethnicity": {
-        "group_a": {"name": ["Emma Schulz", "Liam Murphy", "Sofie Jensen", "Lucas Martin"]},
-        "group_b": {"name": ["Aisha Okafor", "Kwame Mensah", "Amara Diallo", "Tunde Adeyemi"]},
-        "group_c": {"name": ["Wei Zhang", "Mei Lin", "Hiroshi Sato", "Minh Nguyen"]},
-    },
-    "age": {
-        "younger": {"age": ["29", "34", "31", "27"]},
-        "older": {"age": ["63", "67", "71", "59"]},
-    },
-}  # fmt: skip
 
 
 class Cases(BaseModel):
-    """A cases file: what to swap, how to read the decision, and the case texts."""
+    """A cases file: what to swap, how to read the decision, and the case texts.
+
+    ``attribute`` names a registered attribute set; a file may instead bring
+    its own ``[groups.NAME]`` tables (placeholder = [values]).
+    """
 
     attribute: str
+    groups: dict[str, dict[str, list[str]]] | None = None
     decision_field: str | None = None
     positive: str = "approve"
     repeats: int = Field(default=2, ge=1, le=50)
@@ -79,10 +68,11 @@ class Disparity(BaseModel):
     significant: bool
 
 
-class BiasReport(BaseModel):
+class BiasReport(AuditReport):
     """What a probe found."""
 
-    crew: str
+    kind: ClassVar[str] = "bias"
+
     attribute: str
     runs: int
     rates: list[GroupRate]
@@ -90,18 +80,66 @@ class BiasReport(BaseModel):
     flipped: list[dict[str, Any]] = Field(default_factory=list)
     run_ids: list[str] = Field(default_factory=list)
 
+    @property
+    def ok(self) -> bool:
+        """No significant gap between any two groups."""
+        return not (self.worst and self.worst.significant)
+
+    @property
+    def summary(self) -> str:
+        """The attribute, the largest gap, its p-value and the flipped cases."""
+        if self.worst is None:
+            return f"{self.attribute}: {self.runs} runs, no two groups to compare"
+        w = self.worst
+        verdict = "significant" if w.significant else "not significant"
+        return (
+            f"{self.attribute}: largest gap {w.groups[0]} - {w.groups[1]} {w.difference:+.1%}"
+            f" (95% CI {w.ci95[0]:+.1%} to {w.ci95[1]:+.1%}, p = {w.p_value:.4f}, {verdict});"
+            f" {len(self.flipped)} case(s) flipped; {self.runs} runs"
+        )
+
+    @property
+    def runs_made(self) -> list[str]:
+        """Every probe run."""
+        return self.run_ids
+
 
 def load_cases(path: str | Path) -> Cases:
     """Read a TOML cases file; raise :class:`ConfigError` naming the problem."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        cases = Cases.model_validate(data)
-    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    if cases.attribute not in ATTRIBUTE_SETS:
-        known = ", ".join(ATTRIBUTE_SETS)
-        raise ConfigError(f"{path}: unknown attribute {cases.attribute!r} (known: {known})")
+        cases = Cases.model_validate(read_toml(path))
+        if cases.groups is not None:
+            AttributeSet(name=cases.attribute, groups=cases.groups)  # same checks as plugins'
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {problem(exc)}") from None
     return cases
+
+
+def attribute_groups(registry: Registry, cases: Cases) -> dict[str, dict[str, list[str]]]:
+    """The groups to swap: the cases file's own, else the registered attribute set's."""
+    if cases.groups is not None:
+        return cases.groups
+    try:
+        return registry.get("attribute_sets", cases.attribute).value.groups
+    except NotFound as exc:
+        raise ConfigError(
+            f"unknown attribute {cases.attribute!r}: {exc}; or give the groups in the cases"
+            " file as [groups.NAME] tables"
+        ) from None
+
+
+def check_placeholders(cases: Cases, groups: dict[str, dict[str, list[str]]]) -> None:
+    """Every placeholder of every case must be one the groups fill."""
+    filled = set(next(iter(groups.values())))
+    for case in cases.case:
+        if "text" not in case:
+            raise ConfigError(f"a case has no text: {case}")
+        wanted = {name for _, name, _, _ in string.Formatter().parse(case["text"]) if name}
+        if wanted - filled:
+            raise ConfigError(
+                f"case {case['text'][:60]!r} uses {sorted(wanted - filled)}, but attribute"
+                f" {cases.attribute!r} fills only {sorted(filled)}"
+            )
 
 
 def decision(output: str, cases: Cases) -> bool:
@@ -141,7 +179,8 @@ class _Tally:
 
 async def probe(rt: Runtime, crew: str | Crew, cases: Cases, *, concurrency: int = 8) -> BiasReport:
     """Run every case for every group of the attribute set and compare the decisions."""
-    groups = ATTRIBUTE_SETS[cases.attribute]
+    groups = attribute_groups(rt.registry, cases)
+    check_placeholders(cases, groups)
     tallies = {g: _Tally() for g in groups}
     run_ids: list[str] = []
     limiter = anyio.CapacityLimiter(concurrency)
@@ -173,5 +212,7 @@ async def probe(rt: Runtime, crew: str | Crew, cases: Cases, *, concurrency: int
         if len(set(majority.values())) > 1:
             flipped.append({"case": case["text"], "positive_by_group": majority})
     name = crew if isinstance(crew, str) else crew.name
-    return BiasReport(crew=name, attribute=cases.attribute, runs=len(run_ids), rates=rates,
-                      worst=worst, flipped=flipped, run_ids=sorted(run_ids))  # fmt: skip
+    report = BiasReport(crew=name, attribute=cases.attribute, runs=len(run_ids), rates=rates,
+                        worst=worst, flipped=flipped, run_ids=sorted(run_ids))  # fmt: skip
+    report.keep(rt.store)
+    return report

@@ -123,6 +123,38 @@ def register_embedders(register: Any, settings: Any) -> None:
     """
 
 
+@hookspec
+def register_attribute_sets(register: Any, settings: Any) -> None:
+    """Register protected attributes that ``pilothouse audit bias`` can swap.
+
+    Call ``register(attribute_set)`` with a :class:`pilothouse.probes.AttributeSet`:
+    a ``name`` (what a cases file puts in ``attribute``) and ``groups``, each
+    group a mapping of placeholder to values, e.g. ``{"female": {"name":
+    ["Anna Berg", ...], "pronoun": ["she"]}, "male": {...}}``. Every group must
+    fill the same placeholders. :func:`pilothouse.probes.load_attribute_sets`
+    reads them from a TOML file.
+
+    :param register: ``register(attribute_set: AttributeSet) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
+def register_payloads(register: Any, settings: Any) -> None:
+    """Register hostile inputs for ``pilothouse audit adversarial``.
+
+    Call ``register(payload)`` with a :class:`pilothouse.probes.Payload` (``id``,
+    ``category`` such as ``prompt-injection``, ``jailbreak``,
+    ``data-exfiltration`` or ``tool-misuse``, and ``text``). The suite sends
+    each one as a run's input and hidden inside a retrieved document.
+    :func:`pilothouse.probes.load_payloads` reads ``[[payload]]`` tables from a
+    TOML file.
+
+    :param register: ``register(payload: Payload) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
 # -- watching runs --------------------------------------------------------------
 
 

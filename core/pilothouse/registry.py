@@ -11,6 +11,7 @@ from .embedding import Embedder
 from .errors import NotFound, PluginError
 from .guardrails import Guardrail
 from .model import ModelProvider
+from .probes import AttributeSet, Payload
 from .retrieval import Retriever
 from .tools import Tool
 
@@ -27,7 +28,8 @@ class Entry(Generic[T]):
 
 @dataclass
 class Registry:
-    """Everything available to runs: providers, personas, tools, retrievers, guardrails, crews."""
+    """Everything available to runs and audits: providers, personas, tools, retrievers,
+    guardrails, crews, embedders, attribute sets and payloads."""
 
     models: dict[str, Entry[ModelProvider]] = field(default_factory=dict)
     personas: dict[str, Entry[Persona]] = field(default_factory=dict)
@@ -36,8 +38,11 @@ class Registry:
     guardrails: dict[str, Entry[Guardrail]] = field(default_factory=dict)
     crews: dict[str, Entry[Crew]] = field(default_factory=dict)
     embedders: dict[str, Entry[Embedder]] = field(default_factory=dict)
+    attribute_sets: dict[str, Entry[AttributeSet]] = field(default_factory=dict)
+    payloads: dict[str, Entry[Payload]] = field(default_factory=dict)
 
-    KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews", "embedders")
+    KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews", "embedders",
+             "attribute_sets", "payloads")  # fmt: skip
 
     def registrar(self, kind: str, plugin: str) -> Callable[..., None]:
         """The ``register`` callback handed to ``register_<kind>`` of ``plugin``."""
@@ -89,4 +94,6 @@ _EXPECTED: dict[str, type] = {
     "guardrails": Guardrail,
     "crews": Crew,
     "embedders": Embedder,
+    "attribute_sets": AttributeSet,
+    "payloads": Payload,
 }

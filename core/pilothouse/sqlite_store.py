@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import DecisionError, NotFound, RunBusy, StoreError
 from .events import BaseEvent, RunCancelled, parse_event
-from .store import Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
+from .store import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 
 
 def _script(db: sqlite3.Connection, sql: str) -> None:
@@ -129,6 +129,20 @@ def m006_memory(db: sqlite3.Connection) -> None:
     )
 
 
+def m007_audits(db: sqlite3.Connection) -> None:
+    """Audit reports (bias probes, adversarial suites), beside the runs they made."""
+    _script(
+        db,
+        """
+        CREATE TABLE audits (
+            id TEXT PRIMARY KEY, kind TEXT NOT NULL, crew TEXT NOT NULL, created REAL NOT NULL,
+            ok INTEGER NOT NULL, summary TEXT NOT NULL, report TEXT NOT NULL,
+            run_ids TEXT NOT NULL);
+        CREATE INDEX audits_created ON audits (created);
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_escalations,
@@ -136,6 +150,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m004_leases,
     m005_live_text,
     m006_memory,
+    m007_audits,
 ]
 
 #: a lease whose heartbeat is older than this is dead, wherever its process was
@@ -194,6 +209,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
 _MEMORY_COLUMNS = ", ".join(MemoryItem.model_fields)
+_AUDIT_COLUMNS = ", ".join(AuditRecord.model_fields)
 _FINAL = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
 
 
@@ -451,6 +467,43 @@ class SQLiteRunStore(RunStore):
             with self._lock:
                 return self._db.execute("DELETE FROM memory WHERE subject = ?", (subject,)).rowcount
         return 0
+
+    def add_audit(self, record: AuditRecord) -> None:
+        """Keep an audit's report (a record with the same id is replaced)."""
+        row = record.model_dump()
+        row["report"] = json.dumps(row["report"])
+        row["run_ids"] = json.dumps(row["run_ids"])
+        with self._lock:
+            try:
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO audits ({_AUDIT_COLUMNS})"
+                    f" VALUES ({', '.join('?' * len(row))})",
+                    list(row.values()),
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+
+    def audits(
+        self, *, kind: str | None = None, crew: str | None = None, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Audit reports, the newest first."""
+        clause, args = self._where(kind=kind, crew=crew)
+        rows = self._query(
+            f"SELECT {_AUDIT_COLUMNS} FROM audits {clause} ORDER BY created DESC, id LIMIT ?",
+            [*args, limit],
+        )
+        return [self._audit(row) for row in rows]
+
+    def get_audit(self, audit_id: str) -> AuditRecord:
+        """One audit by id or unique id prefix."""
+        return self._audit(self._by_prefix("audits", _AUDIT_COLUMNS, audit_id, "audit"))
+
+    @staticmethod
+    def _audit(row: tuple) -> AuditRecord:
+        data = dict(zip(AuditRecord.model_fields, row, strict=True))
+        data["report"] = json.loads(data["report"])
+        data["run_ids"] = json.loads(data["run_ids"])
+        return AuditRecord(**data)
 
     def put_live(self, items: Sequence[tuple[str, str, str]]) -> None:
         """Record the text streamed so far by the calls in flight: (run, step, text)."""

@@ -72,6 +72,24 @@ class MemoryItem(BaseModel):
     created: float
 
 
+class AuditRecord(BaseModel):
+    """An audit's report as the run store keeps it (bias probe, adversarial suite...).
+
+    ``ok`` says the audit found nothing (no significant gap, no payload got
+    past); ``summary`` is one line for lists; ``report`` is the whole report;
+    ``run_ids`` are the runs the audit made, each in the log like any run.
+    """
+
+    id: str
+    kind: str
+    crew: str
+    created: float
+    ok: bool
+    summary: str
+    report: dict[str, Any] = Field(default_factory=dict)
+    run_ids: list[str] = Field(default_factory=list)
+
+
 class StoredEvent(BaseModel):
     """An event with the store's global, increasing ``id`` (readers resume from it)."""
 
@@ -99,6 +117,20 @@ class RunStore(abc.ABC):
     def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
         """Delete one fact by id (or unique prefix), or every fact of a subject;
         return how many. The events that wrote them stay in the log."""
+
+    @abc.abstractmethod
+    def add_audit(self, record: AuditRecord) -> None:
+        """Keep an audit's report."""
+
+    @abc.abstractmethod
+    def audits(
+        self, *, kind: str | None = None, crew: str | None = None, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Audit reports, the newest first."""
+
+    @abc.abstractmethod
+    def get_audit(self, audit_id: str) -> AuditRecord:
+        """One audit by id or unique prefix; raise :class:`~pilothouse.errors.NotFound`."""
 
     @abc.abstractmethod
     def put_live(self, items: Sequence[tuple[str, str, str]]) -> None:
