@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import PortalError
 from ..store import RunStore, RunSummary
+from .audit_pages import AuditPages
 from .digest import RunDigest, digest
 from .markdown import Redact
 from .pages import Overview, crew_path, hour_of, rel, run_path
@@ -36,6 +37,7 @@ NAV = [
     {"Failures": "failures.md"},
     {"Crews": "crews/index.md"},
     {"Personas": "personas/index.md"},
+    {"Audits": "audits/index.md"},
 ]
 
 
@@ -110,7 +112,9 @@ class Portal:
         hours |= {hour_of(known[r]["digest"]["run"]["created"]) for r in gone}
         overview = Overview(digests.values(), self.redact, self.title)
         pages = overview.pages(hours=None if not state["pages"] else hours)
-        wanted = set(overview.paths()) | {run_path(r) for r in digests}
+        audits = AuditPages(self.store.audits(), self.redact, set(digests))
+        pages |= audits.pages()
+        wanted = set(overview.paths()) | set(audits.paths()) | {run_path(r) for r in digests}
         for stale in set(state["pages"]) - wanted:
             (self.docs / stale).unlink(missing_ok=True)  # a crew, persona or hour now empty
         for path, text in pages.items():

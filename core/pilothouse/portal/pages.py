@@ -228,7 +228,7 @@ class Overview:
                 "",
                 f"See also: {link('all runs', 'runs/index.md')}"
                 f" · {link('escalations', 'escalations.md')} · {link('failures', 'failures.md')}"
-                f" · {link('personas', 'personas/index.md')}",
+                f" · {link('personas', 'personas/index.md')} · {link('audits', 'audits/index.md')}",
                 "",
             ]
         )
