@@ -8,6 +8,7 @@ run's failure is contained in that run.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import threading
@@ -15,7 +16,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -980,6 +981,8 @@ class Engine:
             stage=stage,
             crew=run.crew.name,
             evidence=list(evidence or ()),
+            ask=functools.partial(self._ask, run, step_id),
+            embed=self._embed,
         )
         try:
             verdict = entry.value.check(text, context)
@@ -1007,6 +1010,19 @@ class Engine:
             details=details,
         )
         return verdict
+
+    async def _ask(
+        self, run: _Run, step_id: str, spec: str, messages: list[Message], **request: Any
+    ) -> ModelResponse:
+        """A model call a plugin makes inside a step (a guardrail's judge, say)."""
+        model = self.resolve_model(spec)
+        call = ModelRequest(model=model.name, messages=messages, **request)
+        return await self._call_model(run, model, call, step_id)
+
+    async def _embed(self, name: str, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors from a registered embedder, computed in a worker thread."""
+        embedder = self.registry.get("embedders", name).value
+        return await anyio.to_thread.run_sync(embedder.embed, list(texts))
 
     async def _guard(
         self,

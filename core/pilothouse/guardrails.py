@@ -7,10 +7,19 @@ human, ``block`` stops the step.
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from .model import Message, ModelResponse
+
+#: ``ask(model, messages, response_schema=None)``: one model call inside the run
+Ask = Callable[..., Awaitable["ModelResponse"]]
+#: ``embed(embedder, texts)``: vectors from a registered embedder, off the event loop
+Embed = Callable[[str, Sequence[str]], Awaitable[list[list[float]]]]
 
 Action = Literal["pass", "fix", "flag", "block"]
 Stage = Literal["input", "output", "retrieval"]
@@ -44,6 +53,18 @@ class GuardrailContext:
     #: for output checks: what the step had to go on (passages, tool results, its input)
     evidence: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ask a model (an alias or ``provider:model``) as part of the step: the call is
+    #: logged as a ``model_call`` event of the step and counts against the budgets
+    ask: Ask | None = None
+    #: embed texts with a registered embedder (``embed("minilm", texts)``)
+    embed: Embed | None = None
+
+    async def ask_text(self, model: str, messages: list[Message], **request: Any) -> str:
+        """Ask a model and return its reply's text (``""`` when it wrote none)."""
+        if self.ask is None:
+            raise RuntimeError("this context cannot call models")
+        response = await self.ask(model, messages, **request)
+        return response.text or ""
 
 
 class Guardrail(abc.ABC):

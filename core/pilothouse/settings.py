@@ -171,6 +171,15 @@ class Settings(BaseSettings):
     redact_emails: bool = Field(
         default=False, description="Also cut e-mail addresses out of the monitor and the portal."
     )
+    grounded_embedder: str | None = Field(
+        default=None,
+        description="Embedder the grounded guardrail also scores claims with (e.g. minilm).",
+    )
+    grounded_judge: str | None = Field(
+        default=None,
+        description="Model (alias or provider:model) that rules on every claim the grounded"
+        " guardrail checks.",
+    )
     endpoints: dict[str, Endpoint] = Field(
         default_factory=dict,
         description="Model servers by name ([endpoints.NAME] in pilothouse.toml).",

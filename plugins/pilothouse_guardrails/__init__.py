@@ -85,10 +85,10 @@ class RiskyClaims(Guardrail):
 
 
 @hookimpl
-def register_guardrails(register):
-    """Register the bundled guardrails."""
+def register_guardrails(register, settings):
+    """Register the bundled guardrails (``grounded`` as the settings configure it)."""
     register(RedactPersonalData())
     register(NoSecrets())
     register(RiskyClaims())
-    register(Grounded())
+    register(Grounded(embedder=settings.grounded_embedder, judge=settings.grounded_judge))
     register(PromptInjection())

@@ -219,7 +219,7 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
             line += f", {inline(e.reason, redact)}"
         if e.risk:
             line += f" · risk {e.risk:.2f}"
-        return [line, ""]
+        return [line, "", *_claim_scores(e.details, redact)]
     if t == "model_call":
         u = e.usage
         offline = " (offline model)" if e.offline else ""
@@ -284,3 +284,38 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
         return [f"remembered about {inline(e.subject, redact)} ({inline(e.channel, redact)}):"
                 f" {inline(e.fact, redact)}", ""]  # fmt: skip
     return []
+
+
+def _claim_scores(details: dict[str, Any], redact: Redact) -> list[str]:
+    """A groundedness verdict's claims: each with its scores, method and best evidence."""
+    scored = details.get("claims")
+    if not isinstance(scored, list) or not scored:
+        return []
+
+    def score(value: Any) -> str:
+        return f"{value:.2f}" if isinstance(value, int | float) else "-"
+
+    rows = []
+    for c in scored:
+        if not isinstance(c, dict):
+            continue
+        judge = c.get("judge")
+        rows.append(
+            [
+                inline(str(c.get("claim", "")), redact, 120),
+                "yes" if c.get("supported") else "**no**",
+                inline(str(c.get("method", "")), redact),
+                score(c.get("lexical", c.get("support"))),
+                score(c.get("semantic")),
+                "-" if judge is None else ("supported" if judge else "unsupported"),
+                inline(", ".join(map(str, c.get("missing_figures", []))) or "-", redact),
+                inline(str(c.get("evidence", "")), redact, 120),
+            ]
+        )
+    header = ["claim", "supported", "by", "lexical", "semantic", "judge", "figures not in evidence",
+              "best evidence"]  # fmt: skip
+    out = [table(header, rows), ""]
+    if details.get("judge_error"):
+        out += [f"judge failed, similarity verdicts kept: {inline(details['judge_error'], redact)}",
+                ""]  # fmt: skip
+    return out
