@@ -13,6 +13,9 @@ import pilothouse
 from conftest import crew, text_reply
 from pilothouse import Guardrail, ModelError, Verdict
 from pilothouse.metrics import compute
+from pilothouse.portal import Portal
+from pilothouse.sqlite_store import SQLiteRunStore
+from pilothouse.tui.feed import Feed
 
 
 class Flag(Guardrail):
@@ -103,3 +106,37 @@ async def test_cli_metrics_json(store_with_runs):
     bad = subprocess.run([*command, "--since", "yesterday"], cwd=store_with_runs,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "use 7d, 12h, 30m or a date" in bad.stderr
+
+
+async def test_the_monitor_and_the_portal_show_the_metrics_numbers(store_with_runs):
+    """One definition of each rate: the CLI's numbers are the TUI header's and the portal's."""
+    path = pilothouse.load_settings().store_path
+    rows = compute(path, by="crew")
+    runs = sum(m.runs for m in rows)
+    finished = sum(m.finished for m in rows)
+    tokens = sum(m.input_tokens + m.output_tokens for m in rows)
+
+    feed = Feed(path)
+    feed.poll()
+    header = feed.stats(3600)
+    feed.close()
+    assert header.runs == runs
+    assert header.rate("succeeded") == pytest.approx(sum(m.succeeded for m in rows) / finished)
+    assert header.rate("failed") == pytest.approx(sum(m.failed for m in rows) / finished)
+    assert header.escalation_rate == pytest.approx(sum(m.runs_escalated for m in rows) / runs)
+    assert header.tokens == tokens
+    assert header.cost_usd == pytest.approx(sum(m.cost_usd for m in rows))
+
+    pytest.importorskip("mkdocs", reason="the portal is the [portal] extra")
+    store = SQLiteRunStore(path)
+    try:
+        Portal(store, store_with_runs / "portal").generate()
+    finally:
+        store.close()
+    home = (store_with_runs / "portal" / "docs" / "index.md").read_text()
+    legal = next(m for m in rows if m.group == "legal")
+    sales = next(m for m in rows if m.group == "sales")
+    assert (f"| legal | 2 | 100% | 0% | 100% | 100% | {legal.tokens_per_success:,.0f} |"
+            in home)  # fmt: skip
+    assert f"| sales | 3 | 67% | 33% | 0% | - | {sales.tokens_per_success:,.0f} |" in home
+    assert "| scripted:mock | 7 | 14% | 500 | 50 |" in home

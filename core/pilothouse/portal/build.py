@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PortalError
+from ..metrics import Metrics, compute
 from ..store import RunStore, RunSummary
 from .audit_pages import AuditPages
 from .digest import RunDigest, digest
@@ -110,7 +111,7 @@ class Portal:
         # or lost a run are written again.
         hours = {hour_of(r.created) for r in changed}
         hours |= {hour_of(known[r]["digest"]["run"]["created"]) for r in gone}
-        overview = Overview(digests.values(), self.redact, self.title)
+        overview = Overview(digests.values(), self.redact, self.title, ops=self._ops())
         pages = overview.pages(hours=None if not state["pages"] else hours)
         audits = AuditPages(self.store.audits(), self.redact, set(digests))
         pages |= audits.pages()
@@ -129,6 +130,13 @@ class Portal:
         self._save_state(state)
         elapsed = time.perf_counter() - started
         return Generated(len(digests), len(changed), len(gone), elapsed)
+
+    def _ops(self) -> dict[str, list[Metrics]]:
+        """The LLM-ops numbers by crew and by model, as ``pilothouse metrics`` computes them."""
+        path = Path(self.store.location)
+        if not path.is_file():  # a store that is not a SQLite file: the digests still count
+            return {}
+        return {by: compute(path, by=by, since=self.since) for by in ("crew", "model")}
 
     def _write(self, path: Path, text: str) -> None:
         """Write ``text`` unless the file already holds it (its mtime then stays)."""

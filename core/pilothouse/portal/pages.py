@@ -11,6 +11,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
+from ..metrics import Metrics
 from .charts import hbars, stacked_bars
 from .digest import RunDigest
 from .markdown import Redact, inline, link, table
@@ -79,10 +80,19 @@ def _pct(part: int, whole: int) -> str:
 class Overview:
     """Builds the overview pages from the digests of every run in the portal."""
 
-    def __init__(self, digests: Iterable[RunDigest], redact: Redact, title: str) -> None:
+    def __init__(
+        self,
+        digests: Iterable[RunDigest],
+        redact: Redact,
+        title: str,
+        *,
+        ops: dict[str, list[Metrics]] | None = None,
+    ) -> None:
         self.digests = sorted(digests, key=lambda d: (-d.run.created, d.run.id))
         self.redact = redact
         self.title = title
+        #: ``pilothouse metrics`` by crew and by model: the same numbers as the CLI's
+        self.ops = ops or {}
 
     def paths(self) -> list[str]:
         """The docs-relative path of every overview page (written or not)."""
@@ -226,6 +236,7 @@ class Overview:
                 "",
                 hbars("Tokens per crew", crew_tokens),
                 "",
+                *self._ops_section(),
                 f"See also: {link('all runs', 'runs/index.md')}"
                 f" · {link('escalations', 'escalations.md')} · {link('failures', 'failures.md')}"
                 f" · {link('personas', 'personas/index.md')} · {link('audits', 'audits/index.md')}",
@@ -424,6 +435,60 @@ class Overview:
         )
 
     # -- parts -----------------------------------------------------------------------
+
+    def _ops_section(self) -> list[str]:
+        """LLM-ops per crew and per model, the numbers ``pilothouse metrics`` prints."""
+        if not self.ops:
+            return []
+
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0%}"
+
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:,.0f} ms"
+
+        crews = [
+            [
+                inline(m.group, self.redact),
+                str(m.runs),
+                pct(m.success_rate),
+                pct(m.error_rate),
+                pct(m.escalation_rate),
+                pct(m.override_rate),
+                "-" if m.tokens_per_success is None else f"{m.tokens_per_success:,.0f}",
+                ms(m.latency_p50_ms),
+                ms(m.latency_p95_ms),
+                f"${m.cost_usd:.4f}",
+            ]
+            for m in self.ops.get("crew", [])
+        ]
+        models = [
+            [
+                inline(m.group, self.redact),
+                f"{m.model_calls:,}",
+                pct(m.model_errors / m.model_calls if m.model_calls else None),
+                f"{m.input_tokens:,}",
+                f"{m.output_tokens:,}",
+                ms(m.latency_p50_ms),
+                ms(m.latency_p95_ms),
+                f"${m.cost_usd:.4f}",
+            ]
+            for m in self.ops.get("model", [])
+        ]
+        return [
+            "## LLM-ops",
+            "",
+            "The numbers `pilothouse metrics` prints. Override rate: people's edits and"
+            " rejections over their decisions; tokens per successful run: all tokens spent"
+            " over the runs that succeeded.",
+            "",
+            table(["crew", "runs", "success", "errors", "escalated", "overridden",
+                   "tokens per success", "latency p50", "latency p95", "cost"], crews),
+            "",
+            table(["model", "calls", "errors", "tokens in", "tokens out", "latency p50",
+                   "latency p95", "cost"], models),
+            "",
+        ]  # fmt: skip
 
     def _run_table(self, page: str, digests: list[RunDigest]) -> str:
         rows = [
