@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,8 @@ class FakeOpenAI:
     def reset(self) -> None:
         self.script: deque[Answer] = deque()
         self.by_model: dict[str, Answer] = {}
+        #: when set, answers every request the script and by_model leave (by its content)
+        self.responder: Callable[[dict[str, Any]], Answer] | None = None
         self.received: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
         self.stamps: list[float] = []
@@ -92,7 +94,11 @@ class FakeOpenAI:
         self.stamps.append(time.monotonic())
         self.counter += 1
         answer = self.by_model.get(request.get("model")) or (
-            self.script.popleft() if self.script else Answer(text=_echo(request))
+            self.script.popleft()
+            if self.script
+            else self.responder(request)
+            if self.responder
+            else Answer(text=_echo(request))
         )
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)

@@ -174,3 +174,30 @@ async def test_bad_attribute_data_is_refused_with_the_reason(workspace, scripted
         unfilled = Cases(attribute="age", case=[{"text": "{name} is {age}"}])
         with pytest.raises(ConfigError, match=r"uses \['name'\].*fills only \['age'\]"):
             await probe(rt, c, unfilled)
+
+
+def test_a_real_model_server_with_a_planted_bias_is_caught(tmp_path, openai_server):
+    """``--model openai:...``: the probe runs over HTTP against an underwriter that
+    approves only the applicants with a male name."""
+    from openai_server import reply
+
+    male = SETS["gender"].groups["male"]["name"]
+
+    def underwriter(request):
+        text = request["messages"][-1]["content"]
+        decision = "approve" if any(n in text for n in male) else "deny"
+        return reply(json.dumps({"decision": decision, "reason": "income and debts"}))
+
+    openai_server.responder = underwriter
+    done = subprocess.run(
+        [sys.executable, "-m", "pilothouse", "audit", "bias", "loans", "--cases",
+         str(HERE / "loan-cases.toml"), "--model", "openai:underwriter-1", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # a significant gap
+    report = json.loads(done.stdout)
+    assert {r["group"]: (r["positive"], r["total"]) for r in report["rates"]} == {
+        "female": (0, 8), "male": (8, 8)}  # fmt: skip
+    assert report["worst"]["significant"] and len(report["flipped"]) == 4
+    sent = [r for r in openai_server.received if r["model"] == "underwriter-1"]
+    assert len(sent) == 16 and all(r["response_format"]["type"] == "json_schema" for r in sent)
