@@ -281,6 +281,9 @@ def test_home_and_run_page_render(portal, served, page):
     assert "market_size" in body and "Retrieval by demo_corpus" in body.replace("\n", " ")
     # the grounded verdict's claims, each with its scores and best evidence
     assert "figures not in evidence" in body and "best evidence" in body
+    assert "Why: the evidence behind the output" in body
+    why = page.locator("article table:has(th:text-is('excerpt'))").first
+    assert "%" in why.inner_text() and why.locator("a[href^='#passage-']").count() >= 1
     assert not page.dialogs and not page.errors
 
 

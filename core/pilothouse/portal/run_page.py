@@ -58,6 +58,7 @@ def run_page(run: RunSummary, events: list[BaseEvent], redact: Redact, *, crew_p
     if run.output is not None:
         out += ["## Output", "", block(run.output, redact), ""]
         out += _claims(run.output, events, anchors, redact)
+        out += _why(events, anchors, redact)
     out += _escalations(events, redact)
     out += _failure(events, redact)
     # The timeline is long and not what people search for: only the head of a
@@ -102,6 +103,34 @@ def _claims(output: str, events: list[BaseEvent], anchors: dict, redact: Redact)
     if not rows:
         return []
     return ["### Claims and their evidence", "", table(["claim", "evidence"], rows), ""]
+
+
+def _why(events: list[BaseEvent], anchors: dict, redact: Redact) -> list[str]:
+    """The ``output_explained`` ranking: the evidence behind the output, by its share."""
+    explained: Any = next((e for e in reversed(events) if e.type == "output_explained"), None)
+    if explained is None or not explained.evidence:
+        return []
+    labels = {"passage": "passage", "tool": "tool result", "output": "output of"}
+    rows = []
+    for a in explained.evidence:
+        label = f"{labels.get(a.kind, a.kind)} {inline(a.ref, redact, 40)}"
+        anchor = anchors.get((a.kind, a.step_id, a.ref))
+        rows.append(
+            [
+                f"{a.score:.0%}",
+                link(label, f"#{anchor}") if anchor else label,
+                inline(a.step_id or "-", redact),
+                inline(a.excerpt, redact, 140),
+            ]
+        )
+    return [
+        "### Why: the evidence behind the output",
+        "",
+        "Each piece's share of the output's claims (attribution scores from the log).",
+        "",
+        table(["share", "evidence", "step", "excerpt"], rows),
+        "",
+    ]
 
 
 def _escalations(events: list[BaseEvent], redact: Redact) -> list[str]:
