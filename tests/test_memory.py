@@ -99,3 +99,21 @@ async def test_memory_is_listed_and_forgotten_from_the_cli(make_runtime, scripte
     settings = pilothouse.load_settings()
     async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
         assert [m.fact for m in rt.store.memories("ana")] == []
+
+
+async def test_audit_runs_recall_nothing(make_runtime, scripted):
+    """A probe must not learn from the probes before it which group it is in."""
+    seen = []
+
+    def reply(request):
+        seen.append("\n".join(m.content or "" for m in request.messages))
+        return text_reply('{"answer": "ok", "remember": ["the applicant is in group A"]}')
+
+    scripted.provider.enqueue(reply, reply)
+    c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"memory_field": "remember"}})
+    async with make_runtime() as rt:
+        await rt.run(c, "first", subject="audit:bias:group_a")
+        await rt.run(c, "second", subject="audit:bias:group_a")
+        kept = rt.store.memories("audit:bias:group_a")
+    assert [m.fact for m in kept] == ["the applicant is in group A"] * 2  # logged
+    assert "group A" not in seen[1]  # but never recalled

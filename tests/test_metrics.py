@@ -140,3 +140,51 @@ async def test_the_monitor_and_the_portal_show_the_metrics_numbers(store_with_ru
             in home)  # fmt: skip
     assert f"| sales | 3 | 67% | 33% | 0% | - | {sales.tokens_per_success:,.0f} |" in home
     assert "| scripted:mock | 7 | 14% | 500 | 50 |" in home
+
+
+async def test_audit_runs_are_left_out_of_the_fleet_numbers(store_with_runs, scripted):
+    """An audit's blocked hostile inputs must not show up as the fleet's failures."""
+    path = pilothouse.load_settings().store_path
+    before = {m.group: m for m in compute(path)}
+    scripted.provider.enqueue(ModelError("blocked"), text_reply("ok", tokens=(1, 1)))
+    c = crew({"type": "sequential", "steps": ["a"]}, {"a": {}}, name="sales")
+    async with pilothouse.Runtime(pilothouse.load_settings(default_model="scripted"),
+                                  plugins=[scripted]) as rt:  # fmt: skip
+        await rt.run(c, "probe 1", subject="audit:adversarial:x")
+        await rt.run(c, "probe 2", subject="audit:bias:y")
+        summaries = rt.store.list_runs(crew="sales")
+    assert sorted(r.subject or "" for r in summaries)[-2:] == ["audit:adversarial:x",
+                                                               "audit:bias:y"]  # fmt: skip
+    assert sum(r.audit for r in summaries) == 2
+    after = {m.group: m for m in compute(path)}
+    assert after["sales"].model_dump() == before["sales"].model_dump()
+    with_audits = {m.group: m for m in compute(path, audits=True)}
+    assert (with_audits["sales"].runs, with_audits["sales"].failed) == (5, 2)
+    feed = Feed(path)
+    feed.poll()
+    assert feed.stats(3600).runs == sum(m.runs for m in after.values())
+    feed.close()
+
+
+def test_old_stores_get_their_runs_subjects_back(workspace):
+    """m008 adds runs.subject and fills it from each run's run_started event."""
+    import sqlite3
+
+    from pilothouse.events import RunStarted
+
+    path = workspace / "old.db"
+    store = SQLiteRunStore(path)
+    started = RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="i", flow="sequential",
+                         subject="ana")  # fmt: skip
+    store.write([(started, started.model_dump_json())])
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE runs DROP COLUMN subject")  # the store as m007 left it
+    db.execute("DELETE FROM _migrations WHERE name = 'm008_run_subject'")
+    db.commit()
+    db.close()
+    store = SQLiteRunStore(path)
+    try:
+        assert store.get_run("r1").subject == "ana"
+    finally:
+        store.close()

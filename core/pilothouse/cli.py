@@ -607,14 +607,17 @@ def _since(value: str | None) -> float | None:
               show_default=True, help="How to group the numbers.")  # fmt: skip
 @click.option("--crew", help="Only this crew.")
 @click.option("--since", help="Only runs since: 7d, 12h, 30m or an ISO date.")
+@click.option("--audits", is_flag=True, help="Count the runs audits made too.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def metrics(obj: Context, by: str, crew: str | None, since: str | None, as_json: bool) -> None:
+def metrics(
+    obj: Context, by: str, crew: str | None, since: str | None, audits: bool, as_json: bool
+) -> None:
     """LLM-ops numbers: runs, success/error/escalation/override rates, tokens, cost, latency."""
     from .metrics import budget_alerts, compute
 
     obj.store().close()  # a clear error when there is no run store
-    rows = compute(obj.settings.store_path, by=by, crew=crew, since=_since(since))  # type: ignore[arg-type]
+    rows = compute(obj.settings.store_path, by=by, crew=crew, since=_since(since), audits=audits)  # type: ignore[arg-type]
     for alert in budget_alerts(obj.settings.store_path, obj.settings.budgets):
         click.secho(f"budget alert: {alert}", fg="red", err=True)
     if as_json:

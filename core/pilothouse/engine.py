@@ -79,7 +79,7 @@ from .model import (
 from .registry import Registry
 from .retrieval import Passage
 from .settings import Settings
-from .store import Escalation, MemoryItem
+from .store import AUDIT_SUBJECT, Escalation, MemoryItem
 from .tools import canonical_json, result_text
 
 HANDOFF_PREFIX = "transfer_to_"
@@ -408,9 +408,14 @@ class Engine:
         result.status, result.error, result.error_kind = "failed", str(exc), kind
 
     def _recall(self, subject: str | None) -> list[MemoryItem]:
-        """What the store remembers about ``subject`` (nothing without one or a store)."""
+        """What the store remembers about ``subject`` (nothing without one or a store).
+
+        An audit's runs recall nothing: each probe must start from the same state,
+        or what one run remembered would tell the next which group it is in."""
         store = self.log.store
-        return store.memories(subject) if subject and store is not None else []
+        if not subject or store is None or subject.startswith(AUDIT_SUBJECT):
+            return []
+        return store.memories(subject)
 
     def _remember(
         self, run: _Run, persona: str, step_id: str | None, fact: str, channel: str

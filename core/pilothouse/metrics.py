@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from .settings import Budget
+from .store import AUDIT_SUBJECT
 
 GroupBy = Literal["crew", "persona", "model", "day"]
 
@@ -89,7 +90,7 @@ def budget_alerts(path: str | Path, budgets: dict[str, Budget]) -> list[str]:
         return []
     start = calendar.timegm(time.strptime(time.strftime("%Y-%m-%d", time.gmtime()), "%Y-%m-%d"))
     alerts = []
-    for m in compute(path, by="crew", since=start):
+    for m in compute(path, by="crew", since=start, audits=True):  # their spend is real
         budget = budgets.get(m.group)
         if budget is None:
             continue
@@ -117,8 +118,12 @@ def compute(
     by: GroupBy = "crew",
     crew: str | None = None,
     since: float | None = None,
+    audits: bool = False,
 ) -> list[Metrics]:
-    """Metrics grouped ``by`` crew, persona, model or day, over runs created since ``since``."""
+    """Metrics grouped ``by`` crew, persona, model or day, over runs created since ``since``.
+
+    The runs audits make (subject ``audit:...``) are left out unless ``audits`` is set:
+    a hundred blocked hostile inputs say nothing about how the fleet does its work."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         where, args = ["1 = 1"], []
@@ -128,6 +133,9 @@ def compute(
         if since is not None:
             where.append("created >= ?")
             args.append(since)
+        if not audits:
+            where.append("COALESCE(subject, '') NOT LIKE ?")
+            args.append(f"{AUDIT_SUBJECT}%")
         runs = db.execute(
             f"SELECT id, crew, status, created FROM runs WHERE {' AND '.join(where)}", args
         ).fetchall()

@@ -143,6 +143,16 @@ def m007_audits(db: sqlite3.Connection) -> None:
     )
 
 
+def m008_run_subject(db: sqlite3.Connection) -> None:
+    """The subject a run is about (``audit:...`` for an audit's runs), filled for old runs."""
+    db.execute("ALTER TABLE runs ADD COLUMN subject TEXT")
+    rows = db.execute("SELECT run_id, data FROM events WHERE type = 'run_started'").fetchall()
+    subjects = [(json.loads(data).get("subject"), run_id) for run_id, data in rows]
+    db.executemany(
+        "UPDATE runs SET subject = ? WHERE id = ?", [s for s in subjects if s[0] is not None]
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_escalations,
@@ -151,6 +161,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m005_live_text,
     m006_memory,
     m007_audits,
+    m008_run_subject,
 ]
 
 #: a lease whose heartbeat is older than this is dead, wherever its process was
@@ -403,6 +414,7 @@ class SQLiteRunStore(RunStore):
                         event.seq,  # type: ignore[attr-defined]
                         owner,
                         time.time(),
+                        event.subject,
                     )
                 )
             else:
@@ -421,7 +433,7 @@ class SQLiteRunStore(RunStore):
                 if started:
                     self._db.executemany(
                         "INSERT INTO runs (id, crew, status, input, created, updated, last_seq,"
-                        " owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        " owner, heartbeat, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                         " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
                         " updated = excluded.updated, last_seq = excluded.last_seq,"
                         " owner = excluded.owner, heartbeat = excluded.heartbeat",

@@ -15,6 +15,9 @@ from pydantic import BaseModel, Field
 
 from .events import BaseEvent
 
+#: the subject prefix of the runs an audit makes
+AUDIT_SUBJECT = "audit:"
+
 
 class RunSummary(BaseModel):
     """One run as listed: kept up to date from its events, in the same transaction."""
@@ -35,6 +38,13 @@ class RunSummary(BaseModel):
     current_persona: str | None = None
     current_step: str | None = None
     last_seq: int = 0
+    #: what the run is about (``--subject``); audits' runs have ``audit:<kind>:...``
+    subject: str | None = None
+
+    @property
+    def audit(self) -> bool:
+        """The run was made by an audit (a bias probe, an adversarial suite)."""
+        return (self.subject or "").startswith(AUDIT_SUBJECT)
 
 
 class Escalation(BaseModel):

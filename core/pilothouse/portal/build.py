@@ -30,7 +30,7 @@ from .markdown import Redact
 from .pages import Overview, crew_path, hour_of, rel, run_path
 from .run_page import run_page
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 NAV = [
     {"Home": "index.md"},
     {"Runs": "runs/index.md"},

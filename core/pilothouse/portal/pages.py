@@ -89,6 +89,8 @@ class Overview:
         ops: dict[str, list[Metrics]] | None = None,
     ) -> None:
         self.digests = sorted(digests, key=lambda d: (-d.run.created, d.run.id))
+        #: the fleet's own runs: the figures leave out the runs audits made (listed still)
+        self.fleet = [d for d in self.digests if not d.run.audit]
         self.redact = redact
         self.title = title
         #: ``pilothouse metrics`` by crew and by model: the same numbers as the CLI's
@@ -146,7 +148,7 @@ class Overview:
 
     def home(self) -> str:
         """KPIs, charts over time and per crew."""
-        ds = self.digests
+        ds = self.fleet
         counts = Counter(d.run.status for d in ds)
         finished = sum(counts[s] for s in FINAL)
         escalated = sum(1 for d in ds if d.escalations)
@@ -214,6 +216,7 @@ class Overview:
                 " persona saw, the model calls, tool calls, guardrail verdicts and human decisions"
                 " behind its output.",
                 "",
+                *self._audit_note(),
                 "## Key figures",
                 "",
                 kpis,
@@ -330,7 +333,8 @@ class Overview:
                     when(d.run.updated),
                     link(d.run.id, f"{target}#failure"),
                     inline(d.run.crew, self.redact),
-                    "limit hit" if f.kind == "limit" else f.kind,
+                    ("limit hit" if f.kind == "limit" else f.kind)
+                    + (" (audit run)" if d.run.audit else ""),
                     inline(f.error_type, self.redact),
                     inline(f.plugin or "-", self.redact),
                     step,
@@ -436,6 +440,17 @@ class Overview:
 
     # -- parts -----------------------------------------------------------------------
 
+    def _audit_note(self) -> list[str]:
+        audit_runs = len(self.digests) - len(self.fleet)
+        if not audit_runs:
+            return []
+        return [
+            f"The {audit_runs:,} runs made by audits (bias probes, adversarial suites) are left"
+            f" out of these figures; they are listed with the runs and on the"
+            f" {link('audits', 'audits/index.md')} pages.",
+            "",
+        ]
+
     def _ops_section(self) -> list[str]:
         """LLM-ops per crew and per model, the numbers ``pilothouse metrics`` prints."""
         if not self.ops:
@@ -496,7 +511,9 @@ class Overview:
                 when(d.run.created),
                 link(d.run.id, rel(page, run_path(d.run.id))),
                 link(inline(d.run.crew, self.redact), rel(page, crew_path(d.run.crew))),
-                d.run.status + (" · escalated" if d.escalations else ""),
+                d.run.status
+                + (" · escalated" if d.escalations else "")
+                + (" · audit" if d.run.audit else ""),
                 str(d.run.steps),
                 f"{d.run.input_tokens + d.run.output_tokens:,}",
                 f"${d.run.cost_usd:.4f}",
@@ -510,7 +527,7 @@ class Overview:
 
     def _by_crew(self) -> list[tuple[str, list[RunDigest]]]:
         groups: dict[str, list[RunDigest]] = defaultdict(list)
-        for d in self.digests:
+        for d in self.fleet:
             groups[d.run.crew].append(d)
         return sorted(groups.items())
 
@@ -536,7 +553,7 @@ class Overview:
 
     def _persona_steps(self) -> dict[tuple[str, str], list]:
         found: dict[tuple[str, str], list] = defaultdict(list)
-        for d in self.digests:
+        for d in self.fleet:
             for s in d.steps:
                 found[(d.run.crew, s.persona)].append((d, s))
         return found

@@ -259,7 +259,7 @@ class Feed:
         since = self.clock() - window_s
         stats = FleetStats(window_s=window_s)
         for run in self.runs.values():
-            if run.created < since:
+            if run.created < since or run.audit:  # as `pilothouse metrics` counts
                 continue
             stats.runs += 1
             stats.counts[run.status] = stats.counts.get(run.status, 0) + 1
