@@ -160,6 +160,25 @@ class _Elements(HTMLParser):
         self._in_script = False
 
 
+def test_a_run_page_stays_plain_markdown_another_builder_can_render(portal):
+    """The generator's output is Markdown plus config: Python-Markdown (what mkdocs and its
+    successors use) renders a run page's file to the same body, payloads inert."""
+    import markdown
+
+    site, ids, _, _ = portal
+    source = (site.docs / "runs" / f"{ids['hostile']}.md").read_text()
+    rendered = markdown.markdown(source.split("---\n", 2)[2], extensions=["attr_list", "tables"])
+    body = source[source.index('<div class="ph-run">') :].strip()
+    assert rendered.startswith(f"<h1>Run {ids['hostile']}</h1>")
+    assert body in rendered  # passed through untouched
+    parsed = _Elements()
+    parsed.feed(rendered)
+    assert not any(tag in ("script", "iframe", "style", "img", "svg") for tag, _ in parsed.found)
+    assert not any(name.startswith("on") for _, attrs in parsed.found for name in attrs)
+    built = (site.site / "runs" / f"{ids['hostile']}.html").read_text()
+    assert body in built and "@@PH-" not in built
+
+
 def test_nothing_secret_and_nothing_raw_in_the_html(portal):
     site, ids, _, _ = portal
     pages = list(site.site.rglob("*.html"))

@@ -8,10 +8,10 @@ portal show the same numbers.
 from __future__ import annotations
 
 import calendar
-import json
 import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -124,6 +124,18 @@ def compute(
 
     The runs audits make (subject ``audit:...``) are left out unless ``audits`` is set:
     a hundred blocked hostile inputs say nothing about how the fleet does its work."""
+    return compute_groupings(path, (by,), crew=crew, since=since, audits=audits)[by]
+
+
+def compute_groupings(
+    path: str | Path,
+    groupings: Sequence[GroupBy],
+    *,
+    crew: str | None = None,
+    since: float | None = None,
+    audits: bool = False,
+) -> dict[GroupBy, list[Metrics]]:
+    """:func:`compute` for several groupings in one read of the log."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         where, args = ["1 = 1"], []
@@ -139,76 +151,104 @@ def compute(
         runs = db.execute(
             f"SELECT id, crew, status, created FROM runs WHERE {' AND '.join(where)}", args
         ).fetchall()
-        run_info = {r[0]: r for r in runs}
-        groups: dict[str, Metrics] = {}
-        latencies: dict[str, list[float]] = defaultdict(list)
-        escalated: dict[str, set[str]] = defaultdict(set)
-
-        def group_of(run_id: str, persona: str | None = None, model: str | None = None) -> str:
-            _, crew_name, _, created = run_info[run_id]
-            if by == "crew":
-                return crew_name
-            if by == "day":
-                return time.strftime("%Y-%m-%d", time.gmtime(created))
-            if by == "persona":
-                return f"{crew_name}/{persona}" if persona else f"{crew_name}/-"
-            return model or "-"
-
-        def metrics(key: str) -> Metrics:
-            return groups.setdefault(key, Metrics(group=key))
-
-        if by in ("crew", "day"):
-            for run_id, _, status, _ in runs:
-                m = metrics(group_of(run_id))
-                m.runs += 1
-                if status in ("succeeded", "failed", "cancelled"):
-                    setattr(m, status, getattr(m, status) + 1)
-                else:
-                    m.active += 1
-        ids = list(run_info)
+        tallies = {by: _Tally(by, {r[0]: r for r in runs}) for by in groupings}
+        for tally in tallies.values():
+            tally.count_runs(runs)
+        # SQLite reads the fields out of the JSON: far cheaper than parsing every event
+        fields = ("persona", "model", "error", "usage.input_tokens", "usage.output_tokens",
+                  "cost_usd", "latency_ms", "by", "decision")  # fmt: skip
+        columns = ", ".join(f"json_extract(data, '$.{f}')" for f in fields)
+        rows = db.execute(
+            f"SELECT run_id, step_id, type, {columns} FROM events WHERE type IN ('step_started',"
+            " 'model_call', 'escalation_raised', 'escalation_decided')"
+            f" AND run_id IN (SELECT id FROM runs WHERE {' AND '.join(where)}) ORDER BY id",
+            args,
+        )
         personas: dict[tuple[str, str | None], str] = {}
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
-            marks = ", ".join("?" * len(part))
-            rows = db.execute(
-                "SELECT run_id, step_id, type, data FROM events WHERE run_id IN"
-                f" ({marks}) AND type IN ('step_started', 'model_call', 'escalation_raised',"
-                " 'escalation_decided') ORDER BY id",
-                part,
-            ).fetchall()
-            for run_id, step_id, kind, data in rows:
-                event = json.loads(data)
-                if kind == "step_started":
-                    personas[(run_id, step_id)] = event["persona"]
-                    continue
-                persona = event.get("persona") or personas.get((run_id, step_id))
-                key = group_of(run_id, persona, event.get("model"))
-                if kind == "model_call":
-                    m = metrics(key)
-                    m.model_calls += 1
-                    if event.get("error"):
-                        m.model_errors += 1
-                    usage = event.get("usage") or {}
-                    m.input_tokens += usage.get("input_tokens", 0)
-                    m.output_tokens += usage.get("output_tokens", 0)
-                    m.cost_usd += event.get("cost_usd") or 0.0
-                    latencies[key].append(event.get("latency_ms") or 0.0)
-                elif kind == "escalation_raised" and by != "model":
-                    m = metrics(key)
-                    m.escalations += 1
-                    escalated[key].add(run_id)
-                elif kind == "escalation_decided" and by != "model":
-                    if (event.get("by") or "").startswith("policy:"):
-                        continue
-                    m = metrics(key)
-                    m.human_decisions += 1
-                    if event.get("decision") in ("edit", "reject"):
-                        m.human_overrides += 1
-        for key, m in groups.items():
-            m.latency_p50_ms = _percentile(latencies[key], 0.5)
-            m.latency_p95_ms = _percentile(latencies[key], 0.95)
-            m.runs_escalated = len(escalated[key])
-            m.cost_usd = round(m.cost_usd, 6)
-        return sorted(groups.values(), key=lambda m: m.group)
+        for row in rows:
+            run_id, step_id, kind, persona = row[:4]
+            if kind == "step_started":
+                personas[(run_id, step_id)] = persona
+                continue
+            persona = persona or personas.get((run_id, step_id))
+            for tally in tallies.values():
+                tally.add(row, persona)
+        return {by: tally.metrics() for by, tally in tallies.items()}
     finally:
         db.close()
+
+
+class _Tally:
+    """Sums for one grouping, in plain lists (a pydantic model per increment is slow)."""
+
+    def __init__(self, by: GroupBy, run_info: dict[str, tuple]) -> None:
+        self.by = by
+        self.run_info = run_info
+        self.groups: dict[str, Metrics] = {}
+        #: per group: calls, errors, tokens in, tokens out, cost, escalations, decisions,
+        #: overrides
+        self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * 8)
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.escalated: dict[str, set[str]] = defaultdict(set)
+
+    def group_of(self, run_id: str, persona: str | None = None, model: str | None = None) -> str:
+        """The group a run's event falls in."""
+        _, crew_name, _, created = self.run_info[run_id]
+        if self.by == "crew":
+            return crew_name
+        if self.by == "day":
+            return time.strftime("%Y-%m-%d", time.gmtime(created))
+        if self.by == "persona":
+            return f"{crew_name}/{persona}" if persona else f"{crew_name}/-"
+        return model or "-"
+
+    def group(self, key: str) -> Metrics:
+        """The group's metrics, made on first use."""
+        return self.groups.setdefault(key, Metrics(group=key))
+
+    def count_runs(self, runs: list[tuple]) -> None:
+        """Runs and their outcomes (for the groupings runs belong to: crew and day)."""
+        if self.by not in ("crew", "day"):
+            return
+        counts: dict[str, Counter[str]] = defaultdict(Counter)
+        for run_id, _, status, _ in runs:
+            counts[self.group_of(run_id)][status] += 1
+        for key, by_status in counts.items():
+            m = self.group(key)
+            m.runs = sum(by_status.values())
+            m.succeeded, m.failed = by_status["succeeded"], by_status["failed"]
+            m.cancelled = by_status["cancelled"]
+            m.active = m.runs - m.succeeded - m.failed - m.cancelled
+
+    def add(self, row: tuple, persona: str | None) -> None:
+        """One model call or escalation event."""
+        run_id, _, kind, _, model, error, tin, tout, cost, ms, who, verdict = row
+        if kind != "model_call" and self.by == "model":  # escalations belong to no model
+            return
+        key = self.group_of(run_id, persona, model)
+        t = self.sums[key]
+        if kind == "model_call":
+            t[0] += 1
+            t[1] += error is not None
+            t[2] += tin or 0
+            t[3] += tout or 0
+            t[4] += cost or 0.0
+            self.latencies[key].append(ms or 0.0)
+        elif kind == "escalation_raised":
+            t[5] += 1
+            self.escalated[key].add(run_id)
+        elif not (who or "").startswith("policy:"):  # decided, by a person
+            t[6] += 1
+            t[7] += verdict in ("edit", "reject")
+
+    def metrics(self) -> list[Metrics]:
+        """The groups' metrics, by group name."""
+        for key, t in self.sums.items():
+            m = self.group(key)
+            m.model_calls, m.model_errors = int(t[0]), int(t[1])
+            m.input_tokens, m.output_tokens, m.cost_usd = int(t[2]), int(t[3]), round(t[4], 6)
+            m.escalations, m.human_decisions, m.human_overrides = int(t[5]), int(t[6]), int(t[7])
+            m.latency_p50_ms = _percentile(self.latencies[key], 0.5)
+            m.latency_p95_ms = _percentile(self.latencies[key], 0.95)
+            m.runs_escalated = len(self.escalated[key])
+        return sorted(self.groups.values(), key=lambda m: m.group)

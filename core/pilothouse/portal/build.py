@@ -13,8 +13,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -22,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PortalError
-from ..metrics import Metrics, compute
+from ..metrics import Metrics, compute_groupings
 from ..store import RunStore, RunSummary
+from . import mkbuild
 from .audit_pages import AuditPages
 from .digest import RunDigest, digest
 from .markdown import Redact
 from .pages import Overview, crew_path, hour_of, rel, run_path
+from .run_html import EXCLUDE, TEMPLATE, template_markdown
 from .run_page import run_page
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 NAV = [
     {"Home": "index.md"},
     {"Runs": "runs/index.md"},
@@ -94,15 +94,19 @@ class Portal:
         run_dir = self.docs / "runs"
         present = {entry.name for entry in os.scandir(run_dir)} if run_dir.exists() else set()
         changed: list[RunSummary] = []
+        kept: dict[str, dict[str, Any]] = {}  # the state's entries, unchanged runs' as they were
         for run in runs:
             seen = known.get(run.id)
             if seen and seen["last_seq"] == run.last_seq and f"{run.id}.md" in present:
-                digests[run.id] = RunDigest.model_validate(seen["digest"])
+                digests[run.id] = RunDigest.model_validate_json(seen["digest"])
+                kept[run.id] = seen
                 continue
             events = self.store.events(run.id)
             page = self.docs / run_path(run.id)
             self._write(page, run_page(run, events, self.redact, crew_page=_crew_link(run.crew)))
-            digests[run.id] = digest(run, events)
+            made = digests[run.id] = digest(run, events)
+            kept[run.id] = {"last_seq": run.last_seq, "created": run.created,
+                            "digest": made.model_dump_json()}  # fmt: skip
             changed.append(run)
         gone = set(known) - set(digests)
         for run_id in gone:
@@ -110,22 +114,21 @@ class Portal:
         # An hour's page lists that hour's runs: only the hours that gained, changed
         # or lost a run are written again.
         hours = {hour_of(r.created) for r in changed}
-        hours |= {hour_of(known[r]["digest"]["run"]["created"]) for r in gone}
+        hours |= {hour_of(known[r]["created"]) for r in gone}
         overview = Overview(digests.values(), self.redact, self.title, ops=self._ops())
         pages = overview.pages(hours=None if not state["pages"] else hours)
         audits = AuditPages(self.store.audits(), self.redact, set(digests))
         pages |= audits.pages()
+        pages[TEMPLATE] = template_markdown()
         wanted = set(overview.paths()) | set(audits.paths()) | {run_path(r) for r in digests}
+        wanted.add(TEMPLATE)
         for stale in set(state["pages"]) - wanted:
             (self.docs / stale).unlink(missing_ok=True)  # a crew, persona or hour now empty
         for path, text in pages.items():
             self._write(self.docs / path, text)
         self._write_assets()
         self._write_config()
-        state["runs"] = {
-            run_id: {"last_seq": d.run.last_seq, "digest": d.model_dump(mode="json")}
-            for run_id, d in digests.items()
-        }
+        state["runs"] = kept
         state["pages"] = sorted(wanted - {run_path(r) for r in digests})
         self._save_state(state)
         elapsed = time.perf_counter() - started
@@ -136,7 +139,7 @@ class Portal:
         path = Path(self.store.location)
         if not path.is_file():  # a store that is not a SQLite file: the digests still count
             return {}
-        return {by: compute(path, by=by, since=self.since) for by in ("crew", "model")}
+        return dict(compute_groupings(path, ("crew", "model"), since=self.since))
 
     def _write(self, path: Path, text: str) -> None:
         """Write ``text`` unless the file already holds it (its mtime then stays)."""
@@ -163,8 +166,10 @@ class Portal:
             **base,
             "nav": NAV,
             "extra_css": ["assets/pilothouse.css"],
-            # run pages are reached through the index pages, not the navigation
+            # run pages are reached through the index pages, not the navigation, and
+            # filled in from a template page rather than rendered by mkdocs one by one
             "validation": {"nav": {"omitted_files": "ignore"}, "anchors": "warn"},
+            "exclude_docs": EXCLUDE,
         }
         self._write(self.out / "mkdocs.yml", yaml.safe_dump(config, sort_keys=False))
 
@@ -202,14 +207,7 @@ class Portal:
             and stamp.exists()
             and stamp.read_text() == fingerprint
         )
-        command = [sys.executable, "-m", "pilothouse.portal.mkbuild",
-                   str((self.out / "mkdocs.yml").resolve())]  # fmt: skip
-        if changed_only:
-            command.append("--changed-only")
-        env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # the builder's banner is not news
-        done = subprocess.run(command, capture_output=True, text=True, cwd=self.out, env=env)
-        if done.returncode != 0:
-            raise PortalError(f"mkdocs build failed:\n{done.stderr.strip()[-4000:]}")
+        mkbuild.build(self.out / "mkdocs.yml", changed_only=changed_only)
         stamp.write_text(fingerprint)
         return time.perf_counter() - started
 
@@ -227,4 +225,5 @@ class Portal:
 
 
 def _crew_link(crew: str) -> str:
-    return rel(run_path("x"), crew_path(crew))
+    """The link from a run page to its crew's page (run pages are HTML: to the .html)."""
+    return rel(run_path("x"), crew_path(crew)).removesuffix(".md") + ".html"

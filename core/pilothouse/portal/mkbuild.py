@@ -1,22 +1,25 @@
 """Run mkdocs on a generated portal: full, or only the pages that changed.
 
-``python -m pilothouse.portal.mkbuild CONFIG [--changed-only]``
-
 A full build is ``mkdocs build --strict``. With ``--changed-only`` mkdocs'
 dirty mode renders only the Markdown files newer than their HTML (the
 generator leaves unchanged pages untouched), and the search index, which a
 dirty build writes for the rendered pages alone, is merged back with the
 previous one. This is safe for the portal because its navigation never
 changes between builds (run pages are not in it); mkdocs' own warning about
-dirty builds is about sites whose navigation does.
+dirty builds is about sites whose navigation does. Then the run pages are
+filled in from the template page mkdocs built
+(:mod:`pilothouse.portal.run_html`), and the index is written once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
+import os
 from pathlib import Path
+
+from ..errors import PortalError
+from .run_html import RunPages, is_run_page
 
 
 class _DirtyNotice(logging.Filter):
@@ -26,43 +29,68 @@ class _DirtyNotice(logging.Filter):
         return "'dirty' build" not in record.getMessage()
 
 
+class _Problems(logging.Handler):
+    """Keeps mkdocs' warnings and errors, to say why a strict build stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.levelname} {record.getMessage()}")
+
+
+_DIRTY_NOTICE = _DirtyNotice()
+
+
 def _page_of(location: str) -> str:
     return location.split("#", 1)[0]
 
 
 def merge_search_index(old: dict, new: dict, site: Path) -> dict:
-    """``new``'s entries, plus ``old``'s for pages that were not rebuilt and still exist."""
+    """``new``'s entries, plus ``old``'s for pages that were not rebuilt and still exist
+    (run pages are left to :class:`~pilothouse.portal.run_html.RunPages`)."""
     rebuilt = {_page_of(doc["location"]) for doc in new.get("docs", [])}
-    existing = {path.relative_to(site).as_posix() for path in site.rglob("*.html")}
-    kept = [
-        doc for doc in old.get("docs", [])
-        if _page_of(doc["location"]) not in rebuilt
-        and (_page_of(doc["location"]) or "index.html") in existing
-    ]  # fmt: skip
-    return {**new, "docs": kept + new.get("docs", [])}
+    exists: dict[str, bool] = {}
+
+    def kept(doc: dict) -> bool:
+        page = _page_of(doc["location"]) or "index.html"
+        if page in rebuilt:
+            return False
+        if is_run_page(page):
+            return True
+        if page not in exists:
+            exists[page] = (site / page).is_file()
+        return exists[page]
+
+    return {**new, "docs": [doc for doc in old.get("docs", []) if kept(doc)] + new.get("docs", [])}
 
 
-def build(config_file: str, *, changed_only: bool) -> None:
-    """Build the site of ``config_file`` strictly (raises on any warning)."""
+def build(config_file: str | Path, *, changed_only: bool) -> None:
+    """Build the site of ``config_file`` strictly; raise :class:`PortalError` with
+    mkdocs' warnings when it stops."""
     from mkdocs.commands.build import build as mkdocs_build
     from mkdocs.config import load_config
 
-    config = load_config(config_file, strict=True)
-    site = Path(config.site_dir)
-    index = site / "search" / "search_index.json"
-    old = json.loads(index.read_text()) if changed_only and index.exists() else None
-    logging.getLogger("mkdocs.commands.build").addFilter(_DirtyNotice())
-    mkdocs_build(config, dirty=changed_only)
-    if old is not None and index.exists():
-        index.write_text(json.dumps(merge_search_index(old, json.loads(index.read_text()), site)))
-
-
-def main() -> None:
-    """Command line entry (the portal runs it in a subprocess of its own)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    args = sys.argv[1:]
-    build(args[0], changed_only="--changed-only" in args)
-
-
-if __name__ == "__main__":
-    main()
+    problems = _Problems()
+    logger = logging.getLogger("mkdocs")
+    logger.addHandler(problems)
+    logging.getLogger("mkdocs.commands.build").addFilter(_DIRTY_NOTICE)
+    os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")  # the builder's banner is not news
+    try:
+        config = load_config(str(config_file), strict=True)
+        site = Path(config.site_dir)
+        index_file = site / "search" / "search_index.json"
+        old = json.loads(index_file.read_text()) if changed_only and index_file.exists() else None
+        mkdocs_build(config, dirty=changed_only)
+    except Exception as exc:  # mkdocs' Abort, BuildError, a config error...
+        said = "\n".join(problems.messages[-20:])
+        raise PortalError(f"mkdocs build failed: {exc}\n{said}".strip()) from exc
+    finally:
+        logger.removeHandler(problems)
+    index = json.loads(index_file.read_text())
+    if old is not None:
+        index = merge_search_index(old, index, site)
+    runs = RunPages(Path(config.docs_dir), site)
+    runs.render(index, full=not changed_only)
+    index_file.write_text(json.dumps(index, separators=(",", ":")))

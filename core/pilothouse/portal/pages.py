@@ -4,6 +4,7 @@ out of the navigation, which every page of the site embeds)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import posixpath
 import re
@@ -17,7 +18,11 @@ from .digest import RunDigest
 from .markdown import Redact, inline, link, table
 from .run_page import step_anchor, when
 
-LATEST = 100
+#: runs listed on a crew's page and steps on a persona's (day and hour pages list them all);
+#: these pages change with every new run, so they stay short
+LATEST = 30
+#: runs listed on the run index
+INDEX_LATEST = 50
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -106,7 +111,7 @@ class Overview:
             *(hour_path(h) for h in hours),
             *(day_path(h[:10]) for h in hours),
             *(crew_path(c) for c in {d.run.crew for d in self.digests}),
-            *(persona_path(c, p) for c, p in self._persona_steps()),
+            *(persona_path(c, p) for c, p in self._persona_steps),
         ]
 
     def pages(self, hours: set[str] | None = None) -> dict[str, str]:
@@ -140,7 +145,7 @@ class Overview:
             pages[page] = f"# Runs of {day}\n\n{table(['hour (UTC)', 'runs'], rows)}\n"
         for crew, digests in by_crew.items():
             pages[crew_path(crew)] = self.crew_page(crew, digests)
-        for (crew, persona), steps in self._persona_steps().items():
+        for (crew, persona), steps in self._persona_steps.items():
             pages[persona_path(crew, persona)] = self.persona_page(crew, persona, steps)
         return pages
 
@@ -198,12 +203,12 @@ class Overview:
         )
         crews = self._crew_rows("index.md")
         crew_cost = sorted(
-            ((c, sum(d.run.cost_usd for d in g)) for c, g in self._by_crew()), key=lambda x: -x[1]
+            ((c, sum(d.run.cost_usd for d in g)) for c, g in self._by_crew), key=lambda x: -x[1]
         )[:12]
         crew_tokens = sorted(
             (
                 (c, float(sum(d.run.input_tokens + d.run.output_tokens for d in g)))
-                for c, g in self._by_crew()
+                for c, g in self._by_crew
             ),
             key=lambda x: -x[1],
         )[:12]
@@ -264,9 +269,9 @@ class Overview:
                 f" {link('failures', rel(page, 'failures.md'))},"
                 f" {link('escalations', rel(page, 'escalations.md'))}.",
                 "",
-                f"## Latest {min(LATEST, len(self.digests))}",
+                f"## Latest {min(INDEX_LATEST, len(self.digests))}",
                 "",
-                self._run_table(page, self.digests[:LATEST]) or "No runs yet.",
+                self._run_table(page, self.digests[:INDEX_LATEST]) or "No runs yet.",
                 "",
                 "## By day",
                 "",
@@ -376,7 +381,7 @@ class Overview:
         """Every persona of every crew with its numbers."""
         page = "personas/index.md"
         rows = []
-        for (crew, persona), steps in sorted(self._persona_steps().items()):
+        for (crew, persona), steps in sorted(self._persona_steps.items()):
             rows.append(
                 [
                     link(
@@ -525,6 +530,7 @@ class Overview:
             ["started (UTC)", "run", "crew", "status", "steps", "tokens", "cost", "input"], rows
         )
 
+    @functools.cached_property
     def _by_crew(self) -> list[tuple[str, list[RunDigest]]]:
         groups: dict[str, list[RunDigest]] = defaultdict(list)
         for d in self.fleet:
@@ -533,7 +539,7 @@ class Overview:
 
     def _crew_rows(self, page: str, only: str | None = None) -> str:
         rows = []
-        for crew, ds in self._by_crew():
+        for crew, ds in self._by_crew:
             if only is not None and crew != only:
                 continue
             counts = Counter(d.run.status for d in ds)
@@ -551,6 +557,7 @@ class Overview:
             )
         return table(["crew", "runs", "succeeded", "failed", "escalated", "tokens", "cost"], rows)
 
+    @functools.cached_property
     def _persona_steps(self) -> dict[tuple[str, str], list]:
         found: dict[tuple[str, str], list] = defaultdict(list)
         for d in self.fleet:

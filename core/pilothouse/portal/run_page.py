@@ -1,8 +1,11 @@
 """One page per run: input, output with its evidence, and every step in full.
 
-Anchors are stable so other pages (and auditors' notes) can point into a run:
-``#step-<id>``, ``#call-<seq>`` for a model or tool call, ``#passage-<seq>-<n>``
-for the n-th passage of a retrieval, ``#escalations`` and ``#failure``.
+The page is a Markdown file holding a title and one raw HTML block (see
+:mod:`pilothouse.portal.html`): valid for any Markdown builder, and pasted
+into the theme as it is by the portal's builder. Anchors are stable so other
+pages (and auditors' notes) can point into a run: ``#step-<id>``,
+``#call-<seq>`` for a model or tool call, ``#passage-<seq>-<n>`` for the n-th
+passage of a retrieval, ``#escalations`` and ``#failure``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from typing import Any
 from ..events import BaseEvent
 from ..explain import claim_evidence, evidence_of
 from ..store import RunSummary
-from .markdown import Redact, block, inline, link, table
+from .html import block, heading, link, para, table
+from .html import text as inline
+from .markdown import Redact
 
-ACTIONS = {"pass": "pass", "fix": "fix", "flag": "**flag**", "block": "**block**"}
+ACTIONS = {"pass": "pass", "fix": "fix", "flag": "<strong>flag</strong>",
+           "block": "<strong>block</strong>"}  # fmt: skip
+#: the class of the block that holds a run page's body
+BODY = "ph-run"
 
 
 def when(ts: float | None) -> str:
@@ -36,37 +44,44 @@ def step_anchor(step_id: str | None) -> str:
 
 
 def run_page(run: RunSummary, events: list[BaseEvent], redact: Redact, *, crew_page: str) -> str:
-    """The Markdown of a run's page."""
-    out: list[str] = [
-        "---",
-        # plain characters only: themes put the title into <title> and the search index
-        f"title: {json.dumps('Run ' + run.id + ' ' + safe_name(run.crew))}",
-        "---",
-        "",
-        f"# Run {run.id}",
-        "",
-        f"**{run.status}** · crew {link(inline(run.crew, redact), crew_page)}"
-        f" · started {when(run.created)} UTC · {run.steps} steps"
-        f" · {run.input_tokens + run.output_tokens:,} tokens · ${run.cost_usd:.4f}",
-        "",
-        "## Input",
-        "",
-        block(run.input, redact),
-        "",
-    ]
+    """The Markdown of a run's page: front matter, a title, the body as one HTML block.
+
+    ``crew_page`` is the (``.html``) link from the run's page to its crew's.
+    """
     anchors = _anchors(events)
+    body = [
+        para(
+            f"<strong>{run.status}</strong> · crew {link(inline(run.crew, redact), crew_page)}"
+            f" · started {when(run.created)} UTC · {run.steps} steps"
+            f" · {run.input_tokens + run.output_tokens:,} tokens · ${run.cost_usd:.4f}"
+        ),
+        heading(2, "Input", "input"),
+        block(run.input, redact, role="input"),
+    ]
     if run.output is not None:
-        out += ["## Output", "", block(run.output, redact), ""]
-        out += _claims(run.output, events, anchors, redact)
-        out += _why(events, anchors, redact)
-    out += _escalations(events, redact)
-    out += _failure(events, redact)
-    # The timeline is long and not what people search for: only the head of a
-    # run page (input, output, claims, escalations, failure) goes into the index.
-    out += ["## Timeline {data-search-exclude}", ""]
+        body += [heading(2, "Output", "output"), block(run.output, redact, role="output")]
+        body += _claims(run.output, events, anchors, redact)
+        body += _why(events, anchors, redact)
+    body += _escalations(events, redact)
+    body += _failure(events, redact)
+    body.append(heading(2, "Timeline", "timeline"))
     for event in events:
-        out += _event(event, anchors, redact)
-    return "\n".join(out) + "\n"
+        body += _event(event, anchors, redact)
+    return "\n".join(
+        [
+            "---",
+            # plain characters only: themes put the title into <title> and the search index
+            f"title: {json.dumps('Run ' + run.id + ' ' + safe_name(run.crew))}",
+            "---",
+            "",
+            f"# Run {run.id}",
+            "",
+            f'<div class="{BODY}">',
+            *body,
+            "</div>",
+            "",
+        ]
+    )
 
 
 def _anchors(events: list[BaseEvent]) -> dict[tuple[str, str | None, str], str]:
@@ -99,10 +114,10 @@ def _claims(output: str, events: list[BaseEvent], anchors: dict, redact: Redact)
             links.append(link(f"step {inline(step_id_of, redact)}", f"#{step_anchor(step_id_of)}"))
             if step_id_of in calls:
                 links.append(link("model call", f"#call-{calls[step_id_of]}"))
-        rows.append([inline(claim, redact, 160), " · ".join(links) or "*no evidence found*"])
+        rows.append([inline(claim, redact, 160), " · ".join(links) or "<em>no evidence found</em>"])
     if not rows:
         return []
-    return ["### Claims and their evidence", "", table(["claim", "evidence"], rows), ""]
+    return [heading(3, "Claims and their evidence", "claims"), table(["claim", "evidence"], rows)]
 
 
 def _why(events: list[BaseEvent], anchors: dict, redact: Redact) -> list[str]:
@@ -124,12 +139,9 @@ def _why(events: list[BaseEvent], anchors: dict, redact: Redact) -> list[str]:
             ]
         )
     return [
-        "### Why: the evidence behind the output",
-        "",
-        "Each piece's share of the output's claims (attribution scores from the log).",
-        "",
+        heading(3, "Why: the evidence behind the output", "why"),
+        para("Each piece's share of the output's claims (attribution scores from the log)."),
         table(["share", "evidence", "step", "excerpt"], rows),
-        "",
     ]
 
 
@@ -138,35 +150,36 @@ def _escalations(events: list[BaseEvent], redact: Redact) -> list[str]:
     if not raised:
         return []
     decided = {e.escalation_id: e for e in events if e.type == "escalation_decided"}  # type: ignore[attr-defined]
-    out = ["## Escalations {#escalations}", ""]
+    out = [heading(2, "Escalations", "escalations")]
     for r in raised:
         e: Any = r
         d: Any = decided.get(e.escalation_id)
         out += [
-            f"### Escalation {inline(e.escalation_id, redact)}",
-            "",
-            f"{link('step ' + inline(e.step_id, redact), '#' + step_anchor(e.step_id))}"
-            f" · {inline(e.persona, redact)} · {e.kind} · risk {e.risk:.2f}"
-            f" · raised {when(e.ts)} UTC",
-            "",
-            f"**Reason:** {inline(e.reason, redact)}",
-            "",
+            heading(3, f"Escalation {inline(e.escalation_id, redact)}"),
+            para(
+                link("step " + inline(e.step_id, redact), "#" + step_anchor(e.step_id)),
+                f" · {inline(e.persona, redact)} · {inline(e.kind, redact)} · risk {e.risk:.2f}"
+                f" · raised {when(e.ts)} UTC",
+            ),
+            para(f"<strong>Reason:</strong> {inline(e.reason, redact)}"),
         ]
         if e.evidence:
             evidence_text = json.dumps(e.evidence, indent=2, default=str)
-            out += ["**Evidence:**", "", block(evidence_text, redact), ""]
+            out += [para("<strong>Evidence:</strong>"), block(evidence_text, redact)]
         if e.proposed is not None:
-            out += ["**Proposed:**", "", block(e.proposed, redact), ""]
+            out += [para("<strong>Proposed:</strong>"), block(e.proposed, redact)]
         if d is None:
-            out += ["**Decision:** still waiting", ""]
-        else:
-            out += [
-                f"**Decision:** {d.decision} by {inline(d.by, redact)} at {when(d.decided_at)} UTC"
-                + (f" · note: {inline(d.note, redact)}" if d.note else ""),
-                "",
-            ]
-            if d.text is not None:
-                out += ["**Text the person wrote:**", "", block(d.text, redact), ""]
+            out.append(para("<strong>Decision:</strong> still waiting"))
+            continue
+        note = f" · note: {inline(d.note, redact)}" if d.note else ""
+        out.append(
+            para(
+                f"<strong>Decision:</strong> {inline(d.decision, redact)} by"
+                f" {inline(d.by, redact)} at {when(d.decided_at)} UTC{note}"
+            )
+        )
+        if d.text is not None:
+            out += [para("<strong>Text the person wrote:</strong>"), block(d.text, redact)]
     return out
 
 
@@ -176,26 +189,28 @@ def _failure(events: list[BaseEvent], redact: Redact) -> list[str]:
     errors = [e for e in events if e.type == "error"]
     if failed is None and not limits:
         return []
-    out = ["## Failure {#failure}", ""]
+    out = [heading(2, "Failure", "failure")]
     if failed is not None:
+        plugin = f" · plugin {inline(failed.plugin, redact)}" if failed.plugin else ""
         out += [
-            f"**{failed.kind}** · {inline(failed.error_type, redact)}"
-            + (f" · plugin {inline(failed.plugin, redact)}" if failed.plugin else ""),
-            "",
+            para(
+                f"<strong>{inline(failed.kind, redact)}</strong>"
+                f" · {inline(failed.error_type, redact)}{plugin}"
+            ),
             block(failed.message, redact),
-            "",
         ]
     for e in limits:
         x: Any = e
-        out += [f"**Limit hit:** {inline(x.limit, redact)}: {inline(x.message, redact)}", ""]
+        out.append(
+            para(
+                f"<strong>Limit hit:</strong> {inline(x.limit, redact)}:"
+                f" {inline(x.message, redact)}"
+            )
+        )
     for e in errors:
         x = e
-        out += [
-            f"**{inline(x.error_type, redact)}** traceback:",
-            "",
-            block(x.traceback, redact),
-            "",
-        ]
+        out += [para(f"<strong>{inline(x.error_type, redact)}</strong> traceback:"),
+                block(x.traceback, redact)]  # fmt: skip
     return out
 
 
@@ -204,114 +219,114 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
     t = event.type
     if t == "step_started":
         return [
-            f"### Step {inline(e.step_id, redact)}: {inline(e.persona, redact)}"
-            f" {{#{step_anchor(e.step_id)} data-search-exclude}}",
-            "",
-            f"model {inline(e.model, redact)} · {when(e.ts)} UTC",
-            "",
+            heading(
+                3,
+                f"Step {inline(e.step_id, redact)}: {inline(e.persona, redact)}",
+                step_anchor(e.step_id),
+            ),
+            para(f"model {inline(e.model, redact)} · {when(e.ts)} UTC"),
         ]
     if t == "context_built":
         rows = [
-            [p.kind, inline(p.source, redact), inline(p.ref, redact), str(p.tokens)]
+            [inline(p.kind, redact), inline(p.source, redact), inline(p.ref, redact),
+             str(p.tokens)]
             for p in e.pieces
-        ]
+        ]  # fmt: skip
         return [
-            f"**Context window** ({e.tokens} tokens)",
-            "",
+            para(f"<strong>Context window</strong> ({e.tokens} tokens)"),
             table(["piece", "source", "ref", "tokens"], rows),
-            "",
         ]
     if t == "retrieval":
         out = [
-            f'<a id="retrieval-{e.seq}"></a>**Retrieval** by {inline(e.retriever, redact)}',
-            "",
-            f"query: {inline(e.query, redact)}",
-            "",
+            para(
+                f'<a id="retrieval-{e.seq}"></a><strong>Retrieval</strong> by'
+                f" {inline(e.retriever, redact)}"
+            ),
+            para(f"query: {inline(e.query, redact)}"),
         ]
         for n, p in enumerate(e.passages, start=1):
             out += [
-                f'<a id="passage-{e.seq}-{n}"></a>**{inline(p.id, redact)}** · score {p.score:.3f}'
-                f" · source {inline(p.source, redact)}",
-                "",
+                para(
+                    f'<a id="passage-{e.seq}-{n}"></a><strong>{inline(p.id, redact)}</strong>'
+                    f" · score {p.score:.3f} · source {inline(p.source, redact)}"
+                ),
                 block(p.text, redact, "ph-text ph-passage"),
-                "",
             ]
         return out
     if t == "guardrail":
         if e.action == "pass" and e.stage == "retrieval":
             return []  # one line per passing passage would drown the page
         line = (
-            f"guardrail **{inline(e.guardrail, redact)}** ({e.stage}):"
+            f"guardrail <strong>{inline(e.guardrail, redact)}</strong> ({e.stage}):"
             f" {ACTIONS.get(e.action, e.action)}"
         )
         if e.reason:
             line += f", {inline(e.reason, redact)}"
         if e.risk:
             line += f" · risk {e.risk:.2f}"
-        return [line, "", *_claim_scores(e.details, redact)]
+        return [para(line), *_claim_scores(e.details, redact)]
     if t == "model_call":
         u = e.usage
         offline = " (offline model)" if e.offline else ""
         cost = f"${e.cost_usd:.5f}" if e.cost_usd is not None else "cost unknown"
         out = [
-            f'<a id="call-{e.seq}"></a>**Model call** {inline(e.model, redact)}{offline}'
-            f" · {u.input_tokens} in + {u.output_tokens} out tokens · {cost}"
-            f" · {e.latency_ms:.0f} ms",
-            "",
+            para(
+                f'<a id="call-{e.seq}"></a><strong>Model call</strong>'
+                f" {inline(e.model, redact)}{offline}"
+                f" · {u.input_tokens} in + {u.output_tokens} out tokens · {cost}"
+                f" · {e.latency_ms:.0f} ms"
+            ),
             "<details><summary>Context window as the model saw it</summary>",
-            "",
         ]
         for m in e.messages:
-            out += [f'<div class="ph-role">{m.role}</div>', "", block(m.content, redact), ""]
-        out += ["</details>", "", "**Reply:**", "", block(e.text, redact), ""]
+            out += [f'<div class="ph-role">{inline(m.role, redact)}</div>',
+                    block(m.content, redact)]  # fmt: skip
+        out += ["</details>", para("<strong>Reply:</strong>"), block(e.text, redact)]
         for call in e.tool_calls:
-            out += [
-                f"asks for tool **{inline(call.name, redact)}**:",
-                "",
-                block(call.arguments, redact),
-                "",
-            ]
+            out += [para(f"asks for tool <strong>{inline(call.name, redact)}</strong>:"),
+                    block(call.arguments, redact)]  # fmt: skip
         if e.error:
-            out += ["**Error:**", "", block(e.error, redact), ""]
+            out += [para("<strong>Error:</strong>"), block(e.error, redact)]
         return out
     if t == "tool_call":
         out = [
-            f'<a id="call-{e.seq}"></a>**Tool** {inline(e.tool, redact)}',
-            "",
-            f"{e.duration_ms:.0f} ms · arguments:",
-            "",
+            para(f'<a id="call-{e.seq}"></a><strong>Tool</strong> {inline(e.tool, redact)}'),
+            para(f"{e.duration_ms:.0f} ms · arguments:"),
             block(e.arguments, redact),
-            "",
         ]
         if e.error:
-            out += ["**Error:**", "", block(e.error, redact), ""]
+            out += [para("<strong>Error:</strong>"), block(e.error, redact)]
         else:
-            out += ["**Result:**", "", block(e.result, redact), ""]
+            out += [para("<strong>Result:</strong>"), block(e.result, redact)]
         return out
     if t == "step_finished":
         to = f" → handed to {inline(e.handoff_to, redact)}" if e.handoff_to else ""
-        return [f"**Step output**{to}:", "", block(e.output, redact), ""]
+        return [para(f"<strong>Step output</strong>{to}:"), block(e.output, redact)]
     if t == "model_switched":
         return [
-            f"model {inline(e.failed, redact)} failed, switched to {inline(e.next, redact)}:"
-            f" {inline(e.reason, redact)}",
-            "",
+            para(
+                f"model {inline(e.failed, redact)} failed, switched to"
+                f" {inline(e.next, redact)}: {inline(e.reason, redact)}"
+            )
         ]
     if t == "escalation_raised":
         return [
-            f"paused for a person: {link('escalation', '#escalations')}"
-            f" ({e.kind}, risk {e.risk:.2f})",
-            "",
+            para(
+                f"paused for a person: {link('escalation', '#escalations')}"
+                f" ({inline(e.kind, redact)}, risk {e.risk:.2f})"
+            )
         ]
     if t == "escalation_decided":
-        return [f"decision: **{e.decision}** by {inline(e.by, redact)}", ""]
+        return [para(f"decision: <strong>{inline(e.decision, redact)}</strong> by"
+                     f" {inline(e.by, redact)}")]  # fmt: skip
     if t == "limit_hit":
-        return [f"**limit hit** {inline(e.limit, redact)}: {inline(e.message, redact)}", ""]
+        return [para(f"<strong>limit hit</strong> {inline(e.limit, redact)}:"
+                     f" {inline(e.message, redact)}")]  # fmt: skip
     if t == "run_resumed":
-        return [f"*resumed after {len(e.completed_steps)} finished steps*", ""]
+        return [para(f"<em>resumed after {len(e.completed_steps)} finished steps</em>")]
     if t == "memory_written":
-        return [f"remembered about {inline(e.subject, redact)} ({inline(e.channel, redact)}):"
-                f" {inline(e.fact, redact)}", ""]  # fmt: skip
+        return [para(f"remembered about {inline(e.subject, redact)}"
+                     f" ({inline(e.channel, redact)}): {inline(e.fact, redact)}")]  # fmt: skip
     return []
 
 
@@ -332,7 +347,7 @@ def _claim_scores(details: dict[str, Any], redact: Redact) -> list[str]:
         rows.append(
             [
                 inline(str(c.get("claim", "")), redact, 120),
-                "yes" if c.get("supported") else "**no**",
+                "yes" if c.get("supported") else "<strong>no</strong>",
                 inline(str(c.get("method", "")), redact),
                 score(c.get("lexical", c.get("support"))),
                 score(c.get("semantic")),
@@ -343,8 +358,8 @@ def _claim_scores(details: dict[str, Any], redact: Redact) -> list[str]:
         )
     header = ["claim", "supported", "by", "lexical", "semantic", "judge", "figures not in evidence",
               "best evidence"]  # fmt: skip
-    out = [table(header, rows), ""]
+    out = [table(header, rows)]
     if details.get("judge_error"):
-        out += [f"judge failed, similarity verdicts kept: {inline(details['judge_error'], redact)}",
-                ""]  # fmt: skip
+        out.append(para("judge failed, similarity verdicts kept:"
+                        f" {inline(details['judge_error'], redact)}"))  # fmt: skip
     return out
