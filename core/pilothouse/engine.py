@@ -444,7 +444,8 @@ class Engine:
 
     def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         run.seq += 1
-        self.log.emit(event_type(run_id=run.id, seq=run.seq, ts=time.time(), **fields))
+        if self.log.active:  # nobody stores or watches: the event need not exist
+            self.log.emit(event_type(run_id=run.id, seq=run.seq, ts=time.time(), **fields))
 
     # -- flows ------------------------------------------------------------------
 
@@ -804,7 +805,7 @@ class Engine:
             "response_schema": request.response_schema,
             "max_output_tokens": request.max_output_tokens,
             "temperature": request.temperature,
-            "request_hash": request_hash(request),
+            "request_hash": request_hash(request) if self.log.active else "",
         }
 
         def show_delta(text: str) -> None:

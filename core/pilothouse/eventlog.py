@@ -44,6 +44,12 @@ class EventLog:
         self._task_group: TaskGroup | None = None
 
     @property
+    def active(self) -> bool:
+        """True when an event would go anywhere (a store or an observer): else the engine
+        need not build it."""
+        return self.store is not None or bool(self._observers)
+
+    @property
     def observed(self) -> bool:
         """True when at least one observer listens (else unstored events need not be made)."""
         return bool(self._observers)
