@@ -118,3 +118,21 @@ def test_the_documentation_site_builds_strict_with_generated_references(tmp_path
 def test_the_site_plugin_example_is_the_readme_one():
     site = (Path(__file__).parent.parent / "site" / "plugins.md").read_text()
     assert _block("python", "# pilothouse_weather.py") in site
+
+
+def test_the_audits_page_plugin_example_registers_its_data(workspace, monkeypatch, tmp_path):
+    page = (Path(__file__).parent.parent / "site" / "audits.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "hookimpl" in b]
+    (workspace / "my_probes.py").write_text(block)
+    monkeypatch.syspath_prepend(str(workspace))
+    rt = pilothouse.Runtime(pilothouse.load_settings(plugins="my_probes"), log_events=False)
+    assert rt.plugins.info["my_probes"].registered == {
+        "attribute_sets": ["religion"], "payloads": ["refund-1"]}  # fmt: skip
+    # and the page's cases-file examples are valid cases files
+    from pilothouse.bias import load_cases
+
+    for n, body in enumerate(re.findall(r"```toml\n(.*?)```", page, re.S)):
+        if "[[case]]" not in body:
+            body += '[[case]]\ntext = "{school}"\n'
+        (tmp_path / f"c{n}.toml").write_text(body)
+        assert load_cases(tmp_path / f"c{n}.toml").case
