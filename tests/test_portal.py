@@ -305,6 +305,10 @@ def test_home_and_run_page_render(portal, served, page):
     assert "Why: the evidence behind the output" in body
     why = page.locator("article table:has(th:text-is('excerpt'))").first
     assert "%" in why.inner_text() and why.locator("a[href^='#passage-']").count() >= 1
+    toc = page.locator("nav.md-nav--secondary")  # the theme's table of contents, per run
+    assert toc.locator("a[href='#timeline']").count() == 1
+    assert toc.locator("a[href='#step-1']").inner_text().strip() == "Step 1: researcher"
+    assert "@@PH-" not in page.content()
     page.locator("article a:text-is('marketing')").first.click()  # the run's crew
     page.wait_for_url(re.compile(r"/crews/marketing-[0-9a-f]+\.html$"))
     assert page.locator("h1").first.inner_text().startswith("Crew marketing")

@@ -27,6 +27,9 @@ TEMPLATE = "runs/_page.md"
 TITLE = "@@PH-TITLE@@"
 H1 = "@@PH-H1@@"
 BODY_MARK = "<p>@@PH-BODY@@</p>"
+#: a heading of the template, so that the theme draws a table of contents: its one
+#: entry is the pattern of each run's entries, the heading itself is removed
+TOC = "@@PH-TOC@@"
 #: the run pages' Markdown files not to hand to mkdocs (gitignore patterns)
 EXCLUDE = "/runs/*.md\n!/runs/index.md\n!/runs/_page.md\n"
 STAMP = ".pilothouse-runs"
@@ -34,6 +37,9 @@ STAMP = ".pilothouse-runs"
 NOT_RUNS = ("index", "_page")
 
 _TAGS = re.compile(r"<[^>]+>")
+_TOC_HEADING = re.compile(r'<h2 id="ph-toc">.*?</h2>\s*', re.S)
+_TOC_ITEM = re.compile(r'<li class="md-nav__item">\s*<a href="#ph-toc".*?</li>', re.S)
+_HEADINGS = re.compile(r'<h([23]) id="([^"]+)">(.*?)</h\1>')
 _BLOCK = re.compile(r'<div class="ph-text" data-ph="(input|output)">(.*?)</div>', re.S)
 
 
@@ -48,6 +54,8 @@ def template_markdown() -> str:
             "---",
             "",
             f"# {H1}",
+            "",
+            f"## {TOC}",
             "",
             BODY_MARK.removeprefix("<p>").removesuffix("</p>"),
             "",
@@ -84,6 +92,9 @@ class RunPages:
         stamp = self.site.parent / STAMP
         full = full or not stamp.exists() or stamp.read_text() != digest
         head, tail = template.split(BODY_MARK)
+        head = _TOC_HEADING.sub("", head, count=1)
+        item = _TOC_ITEM.search(head)
+        toc_before, toc_after = (head[: item.start()], head[item.end() :]) if item else (head, "")
         sources = {
             entry.name[:-3]: entry
             for entry in os.scandir(self.docs)
@@ -105,9 +116,12 @@ class RunPages:
         for run_id in changed:
             title, body = _read(Path(sources[run_id].path))
             h1 = f"Run {html.escape(run_id)}"
-            page = (
-                _fill(head, title, h1) + body + _fill(tail, title, h1)
-            )  # the body is pasted as it is: no placeholder inside it is touched
+            toc = _toc(item.group(0), body) if item else ""
+            # filled parts first, then the run's text: no placeholder inside it is touched
+            page = "".join(
+                [_fill(toc_before, title, h1), toc, _fill(toc_after, title, h1), body,
+                 _fill(tail, title, h1)]
+            )  # fmt: skip
             (self.site / f"{run_id}.html").write_text(page, encoding="utf-8")
             entries += _search_entries(run_id, h1, body)
         gone = [run_id for run_id in pages if run_id not in sources]
@@ -132,6 +146,14 @@ def is_run_page(location: str) -> bool:
 
 def _run_of(location: str) -> str:
     return location.removeprefix("runs/").split("#", 1)[0].removesuffix(".html")
+
+
+def _toc(pattern: str, body: str) -> str:
+    """The run's table of contents: the template's entry, once per heading of the body."""
+    return "".join(
+        pattern.replace('href="#ph-toc"', f'href="#{anchor}"').replace(TOC, label)
+        for _, anchor, label in _HEADINGS.findall(body)
+    )
 
 
 def _fill(part: str, title: str, h1: str) -> str:
