@@ -9,15 +9,15 @@ from __future__ import annotations
 import re
 
 from pilothouse import Guardrail, GuardrailContext, Verdict, hookimpl
+from pilothouse.redact import EMAIL_PATTERN, SECRET_PATTERNS
 
 from .grounded import Grounded
 from .injection import PromptInjection
 
-EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
+EMAIL = re.compile(EMAIL_PATTERN)
 PHONE = re.compile(r"(?<!\w)\+?\d[\d ().-]{7,}\d\b")
-SECRET = re.compile(
-    r"\b(sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|ghp_[A-Za-z0-9]{30,}|xox[bp]-[A-Za-z0-9-]{10,})\b"
-)
+# the shapes the monitor and the portal redact are the shapes this guardrail stops
+SECRET = re.compile("|".join(f"(?:{p})" for p in SECRET_PATTERNS))
 # Claims a compliance reviewer does not let through unchecked, with a safer wording.
 RISKY_CLAIMS: dict[str, str] = {
     r"\bguaranteed\b": "designed",
