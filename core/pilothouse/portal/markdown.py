@@ -3,14 +3,12 @@
 Model replies, tool results, retrieved passages and user input may hold HTML,
 scripts, ``javascript:`` links or Markdown tricks. Nothing of it may become
 markup in the portal: inline text is turned into character references for
-every character HTML or Markdown gives a meaning to, and longer text goes into
-a raw HTML block with its content escaped (Markdown leaves raw HTML blocks
-alone, the browser shows escaped text as text).
+every character HTML or Markdown gives a meaning to. (Run pages, which hold the
+longer texts, are written as escaped HTML: see :mod:`pilothouse.portal.html`.)
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Sequence
 
 Redact = Callable[[str], str]
@@ -29,11 +27,6 @@ def inline(text: str | None, redact: Redact, limit: int | None = None) -> str:
     if limit is not None and len(flat) > limit:
         flat = flat[: limit - 1] + "…"
     return flat.translate(_TABLE)
-
-
-def block(text: str | None, redact: Redact, css: str = "ph-text") -> str:
-    """``text`` as a block that keeps its line breaks, redacted and escaped."""
-    return f'<div class="{css}">{html.escape(redact(text or ""))}</div>'
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
