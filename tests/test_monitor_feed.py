@@ -64,6 +64,14 @@ def test_filter_terms():
     assert RunFilter.parse("status:wait").matches(
         run.model_copy(update={"status": "waiting_for_human"})
     )
+    probe = run.model_copy(update={"subject": "audit:bias:female"})
+    assert RunFilter.parse("audit:yes").matches(probe) and not RunFilter.parse("audit:yes").matches(
+        run
+    )
+    assert RunFilter.parse("audit:no").matches(run) and not RunFilter.parse("audit:no").matches(
+        probe
+    )
+    assert RunFilter.parse("card").matches(probe)
 
 
 def test_redaction_of_keys_patterns_and_emails(monkeypatch):

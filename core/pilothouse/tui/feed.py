@@ -26,17 +26,19 @@ POLL_BATCH = 5000
 
 @dataclass(frozen=True)
 class RunFilter:
-    """Which runs the fleet view shows: ``status:failed crew:support free text``."""
+    """Which runs the fleet view shows: ``status:failed crew:support audit:no free text``."""
 
     status: str | None = None
     crew: str | None = None
     text: str = ""
+    #: True: only the runs audits made; False: none of them; None: all runs
+    audit: bool | None = None
 
     @classmethod
     def parse(cls, query: str) -> RunFilter:
-        """Read ``status:`` and ``crew:`` terms; the other words must all appear in
-        the run's id, crew, input, output or error."""
-        status = crew = None
+        """Read ``status:``, ``crew:`` and ``audit:yes|no`` terms; the other words must
+        all appear in the run's id, crew, input, output or error."""
+        status = crew = audit = None
         words = []
         for term in query.split():
             key, _, value = term.partition(":")
@@ -44,15 +46,19 @@ class RunFilter:
                 status = value
             elif key == "crew" and value:
                 crew = value
+            elif key == "audit" and value in ("yes", "no"):
+                audit = value == "yes"
             else:
                 words.append(term.lower())
-        return cls(status, crew, " ".join(words))
+        return cls(status, crew, " ".join(words), audit)
 
     def matches(self, run: RunSummary) -> bool:
         """Whether ``run`` passes the filter."""
         if self.status and not run.status.startswith(self.status):
             return False
         if self.crew and run.crew != self.crew:
+            return False
+        if self.audit is not None and run.audit != self.audit:
             return False
         if self.text:
             haystack = " ".join(

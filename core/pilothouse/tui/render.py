@@ -26,10 +26,13 @@ Redact = Callable[[str], str]
 ACTION_STYLES = {"pass": "green", "fix": "blue", "flag": "yellow", "block": "red"}
 
 
-def status_text(status: str) -> Text:
-    """A run status, coloured."""
+def status_text(status: str, *, audit: bool = False) -> Text:
+    """A run status, coloured (and marked when an audit made the run)."""
     label = "waiting" if status == "waiting_for_human" else status
-    return Text(label, style=STATUS_COLOURS.get(status, ""))
+    text = Text(label, style=STATUS_COLOURS.get(status, ""))
+    if audit:
+        text.append(" audit", style="dim")
+    return text
 
 
 def plain(text: str | None, redact: Redact, limit: int | None = None) -> Text:
