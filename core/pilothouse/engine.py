@@ -540,7 +540,7 @@ class Engine:
         if run.unflushed:
             # The durability barrier: a finished step is committed before another starts.
             run.unflushed = False
-            await self.log.flush()
+            await self.log.flush(alone=len(self._active) == 1)
         limits = run.crew.limits
         if run.steps >= limits.max_steps:
             raise LimitExceeded("max_steps", f"the run reached max_steps = {limits.max_steps}")

@@ -75,13 +75,17 @@ class EventLog:
             if result is not None and hasattr(result, "__await__"):
                 self._start_soon(name, result)
 
-    async def flush(self) -> None:
-        """Wait until every event emitted so far is committed; raise :class:`StoreError`."""
+    async def flush(self, *, alone: bool = False) -> None:
+        """Wait until every event emitted so far is committed; raise :class:`StoreError`.
+
+        ``alone``: the caller is the only run at work, so no other run's events are
+        coming to share the commit; write now instead of waiting for the flusher's turn.
+        """
         if self.store is None:
             return
         if self._pending:
             committed = self._committed
-            if self._task_group is None:
+            if self._task_group is None or (alone and not self.threaded):
                 self._write()
             else:
                 await committed.wait()
