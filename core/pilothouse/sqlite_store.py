@@ -146,10 +146,9 @@ def m007_audits(db: sqlite3.Connection) -> None:
 def m008_run_subject(db: sqlite3.Connection) -> None:
     """The subject a run is about (``audit:...`` for an audit's runs), filled for old runs."""
     db.execute("ALTER TABLE runs ADD COLUMN subject TEXT")
-    rows = db.execute("SELECT run_id, data FROM events WHERE type = 'run_started'").fetchall()
-    subjects = [(json.loads(data).get("subject"), run_id) for run_id, data in rows]
-    db.executemany(
-        "UPDATE runs SET subject = ? WHERE id = ?", [s for s in subjects if s[0] is not None]
+    db.execute(
+        "UPDATE runs SET subject = (SELECT json_extract(data, '$.subject') FROM events"
+        " WHERE events.run_id = runs.id AND type = 'run_started')"
     )
 
 

@@ -13,15 +13,12 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from .markdown import Redact
+from .markdown import Redact, one_line
 
 
 def text(value: str | None, redact: Redact, limit: int | None = None) -> str:
     """``value`` on one line, redacted, cut to ``limit`` characters, escaped."""
-    flat = " ".join(redact(value or "").split())
-    if limit is not None and len(flat) > limit:
-        flat = flat[: limit - 1] + "…"
-    return html.escape(flat)
+    return html.escape(one_line(value, redact, limit))
 
 
 def block(value: str | None, redact: Redact, css: str = "ph-text", role: str = "") -> str:

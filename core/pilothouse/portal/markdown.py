@@ -21,12 +21,17 @@ _SPECIAL = {c: f"&#{ord(c)};" for c in "&<>\\`*_{}[]()#|"}
 _TABLE = str.maketrans(_SPECIAL)
 
 
-def inline(text: str | None, redact: Redact, limit: int | None = None) -> str:
-    """``text`` on one line, redacted and inert anywhere in Markdown (tables too)."""
+def one_line(text: str | None, redact: Redact, limit: int | None = None) -> str:
+    """``text`` redacted, on one line, cut to ``limit`` characters (not escaped yet)."""
     flat = " ".join(redact(text or "").split())
     if limit is not None and len(flat) > limit:
         flat = flat[: limit - 1] + "…"
-    return flat.translate(_TABLE)
+    return flat
+
+
+def inline(text: str | None, redact: Redact, limit: int | None = None) -> str:
+    """``text`` on one line, redacted and inert anywhere in Markdown (tables too)."""
+    return one_line(text, redact, limit).translate(_TABLE)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

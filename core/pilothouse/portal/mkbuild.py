@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from ..errors import PortalError
@@ -76,7 +75,6 @@ def build(config_file: str | Path, *, changed_only: bool) -> None:
     logger = logging.getLogger("mkdocs")
     logger.addHandler(problems)
     logging.getLogger("mkdocs.commands.build").addFilter(_DIRTY_NOTICE)
-    os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")  # the builder's banner is not news
     try:
         config = load_config(str(config_file), strict=True)
         site = Path(config.site_dir)

@@ -17,7 +17,6 @@ import html
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PortalError
@@ -63,14 +62,6 @@ def template_markdown() -> str:
     )
 
 
-@dataclass
-class Rendered:
-    """What a fill-in did."""
-
-    written: int
-    removed: int
-
-
 class RunPages:
     """Fills the template in for the run pages whose Markdown is newer than their HTML."""
 
@@ -78,7 +69,7 @@ class RunPages:
         self.docs = docs / "runs"
         self.site = site / "runs"
 
-    def render(self, index: dict, *, full: bool) -> Rendered:
+    def render(self, index: dict, *, full: bool) -> None:
         """Write the HTML of new and changed runs (all when ``full`` or the template changed),
         remove that of runs gone, and update the search ``index`` (the theme's) to match."""
         built = self.site / "_page.html"
@@ -134,7 +125,6 @@ class RunPages:
             if not (is_run_page(doc["location"]) and _run_of(doc["location"]) in replaced)
         ] + entries  # fmt: skip
         stamp.write_text(digest)
-        return Rendered(len(changed), len(gone))
 
 
 def is_run_page(location: str) -> bool:
