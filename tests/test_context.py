@@ -36,6 +36,16 @@ def test_without_a_budget_everything_goes_in_in_the_documented_order():
     assert flipped.index("<passage") < flipped.index("<memory>")
 
 
+def test_without_provenance_the_same_messages_go_out_and_no_pieces_are_made():
+    # (an engine with no store and no observer records nothing, so it skips them)
+    args = dict(task="t", step_input="out", previous="a", passages=_passages(3),
+                memory=_memory(2), subject="ana")  # fmt: skip
+    full = build_context(_persona(context_budget=300), **args)
+    bare = build_context(_persona(context_budget=300), provenance=False, **args)
+    assert bare.messages == full.messages and full.pieces and not bare.pieces
+    assert bare.dropped == full.dropped and full.dropped  # the budget still applies
+
+
 def test_over_budget_the_lowest_ranked_passages_go_first_then_the_oldest_memory():
     full = build_context(_persona(), task="t", step_input="t", passages=_passages(3),
                          memory=_memory(2), subject="ana")  # fmt: skip

@@ -241,3 +241,27 @@ def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
             path = str(tmp_path / f"runs-{round_}.db")
             results = pool.map(_open_store, [path] * 4, chunksize=1)
             assert results == ["ok"] * 4, results
+
+
+def test_streamed_text_goes_when_its_call_is_logged_or_the_run_is_taken_over(tmp_path):
+    from pilothouse.events import ModelCalled, RunStarted
+
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    try:
+        started = RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="x", flow="sequential")
+        store.write([(started, started.model_dump_json())])
+        store.put_live([("r1", "1", "Hel"), ("r1", "2", "Wor")])
+        assert store.live("r1") == {"1": "Hel", "2": "Wor"}
+        call = ModelCalled(run_id="r1", seq=2, ts=2.0, step_id="1", model="m:x", messages=[])
+        store.write([(call, call.model_dump_json())])
+        assert store.live("r1") == {"2": "Wor"}  # the call of step 1 is in the log now
+    finally:
+        store.close()
+    # the process died while step 2 was streaming; whoever resumes the run drops it
+    other = SQLiteRunStore(tmp_path / "runs.db", owner="worker-2")
+    try:
+        assert other.live("r1") == {"2": "Wor"}
+        other.take_over("r1")
+        assert other.live("r1") == {}
+    finally:
+        other.close()

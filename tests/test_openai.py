@@ -283,6 +283,21 @@ class TestLimits:
                 tg.start_soon(rt.run, _one_step(), f"task {i}")
         assert len(openai_server.received) == 12 and openai_server.peak_in_flight == 3
 
+    async def test_the_limit_is_reached_across_small_pools(self, openai_server, workspace):
+        # connections are split over pools of POOL_SIZE (an httpx pool's cost per
+        # request grows with its size); together they still carry the whole limit
+        from pilothouse_openai.endpoint import POOL_SIZE
+
+        openai_server.latency = 0.2
+        settings = _settings(max_concurrency=POOL_SIZE * 2 + 1)
+        async with pilothouse.Runtime(settings) as rt, anyio.create_task_group() as tg:
+            for i in range(POOL_SIZE * 4):
+                tg.start_soon(rt.run, _one_step(), f"task {i}")
+            pools = rt.registry.models["local"].value.client.pools()
+        assert [p._transport._pool._max_connections for p in pools] == [POOL_SIZE, POOL_SIZE, 1]
+        assert openai_server.peak_in_flight == POOL_SIZE * 2 + 1
+        assert len(openai_server.received) == POOL_SIZE * 4
+
     async def test_requests_per_minute_bucket(self):
         from pilothouse_openai.ratelimit import Bucket
 

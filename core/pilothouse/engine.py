@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import os
 import threading
 import time
 import traceback
@@ -188,7 +189,8 @@ class _Talk:
 
     models: list[Model]
     messages: list[Message]
-    response: ModelResponse = field(default_factory=ModelResponse)
+    #: the last reply (set by the first call; None only before it)
+    response: ModelResponse | None = None
     handoff: Any = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -202,8 +204,8 @@ class _SentBack(Exception):  # control flow: never leaves the engine
 
 
 def new_run_id() -> str:
-    """A fresh run id: 12 hex characters."""
-    return uuid.uuid4().hex[:12]
+    """A fresh run id: 12 random hex characters."""
+    return os.urandom(6).hex()
 
 
 class Engine:
@@ -367,7 +369,7 @@ class Engine:
         except Exception as exc:
             self._fail(run, exc, result)
         else:
-            ranked = rank_evidence(output, run.evidence)
+            ranked = rank_evidence(output, run.evidence) if self.log.active else None
             if ranked:
                 self._emit(run, OutputExplained, evidence=ranked)
             self._emit(
@@ -563,7 +565,8 @@ class Engine:
         persona = self._persona(run, name)
         models = self._models_for(run, persona)
         self._emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=models[0].id)
-        text = await self._guard(run, persona, "input", text, step_id)
+        if persona.guardrails.input:
+            text = await self._guard(run, persona, "input", text, step_id)
 
         passages: list[tuple[str, Passage]] = []
         for retriever_name in persona.retrievers:
@@ -578,16 +581,11 @@ class Engine:
             passages=passages,
             memory=run.memory,
             subject=run.subject,
+            provenance=self.log.active,
         )
-        self._emit(
-            run,
-            ContextBuilt,
-            step_id=step_id,
-            persona=name,
-            pieces=window.pieces,
-            tokens=window.tokens,
-            dropped=window.dropped,
-        )
+        if self.log.active:
+            self._emit(run, ContextBuilt, step_id=step_id, persona=name, pieces=window.pieces,
+                       tokens=window.tokens, dropped=window.dropped)  # fmt: skip
 
         tools = [self.registry.get("tools", t).value for t in persona.tools]
         specs = [t.spec() for t in tools]
@@ -604,17 +602,19 @@ class Engine:
                 return await self._finish_handoff(
                     run, persona, talk.handoff, step_id, step_in, step_out
                 )
-            output = talk.response.text or ""
+            output = (talk.response.text if talk.response else None) or ""
             if persona.output_schema is not None:
                 _check_structured(output, persona.output_schema, models[0].id)
             try:
-                evidence = [
-                    *(p.text for _, p in passages),
-                    *(m.content or "" for m in messages if m.role == "tool"),
-                    text,
-                ]
-                output = await self._guard(run, persona, "output", output, step_id, evidence)
-                output = await self._check_risk(run, persona, output, step_id)
+                if persona.guardrails.output:
+                    evidence = [
+                        *(p.text for _, p in passages),
+                        *(m.content or "" for m in messages if m.role == "tool"),
+                        text,
+                    ]
+                    output = await self._guard(run, persona, "output", output, step_id, evidence)
+                if persona.risk_field is not None:
+                    output = await self._check_risk(run, persona, output, step_id)
             except _SentBack as back:
                 revisions += 1
                 if revisions > run.crew.escalation.max_revisions:
@@ -796,17 +796,21 @@ class Engine:
     ) -> ModelResponse:
         self._check_budget(run, model, request)
         # what every model-call event says, whether the call worked or not
-        call = {
-            "step_id": step_id,
-            "model": model.id,
-            "offline": model.offline,
-            "messages": request.messages,
-            "tools": request.tools,
-            "response_schema": request.response_schema,
-            "max_output_tokens": request.max_output_tokens,
-            "temperature": request.temperature,
-            "request_hash": request_hash(request) if self.log.active else "",
-        }
+        call = (
+            {
+                "step_id": step_id,
+                "model": model.id,
+                "offline": model.offline,
+                "messages": request.messages,
+                "tools": request.tools,
+                "response_schema": request.response_schema,
+                "max_output_tokens": request.max_output_tokens,
+                "temperature": request.temperature,
+                "request_hash": request_hash(request),
+            }
+            if self.log.active
+            else {}
+        )
 
         def show_delta(text: str) -> None:
             delta = ModelDelta(run_id=run.id, seq=run.seq, ts=time.time(), step_id=step_id,

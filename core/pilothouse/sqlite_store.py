@@ -353,6 +353,8 @@ class SQLiteRunStore(RunStore):
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
+        #: (run, step) of the live-text rows this handle wrote and has not deleted yet
+        self._live: set[tuple[str, str]] = set()
 
     def _set_up(self, synchronous: str, attempts: int = 100) -> None:
         """WAL mode, durability and migrations. Switching a new file to WAL while
@@ -392,7 +394,9 @@ class SQLiteRunStore(RunStore):
                 remembered.append((e.memory_id, e.subject, e.channel, e.fact, e.run_id,
                                    e.step_id, e.persona, e.ts))  # fmt: skip
             if event.type == "model_call":
-                settled.append((event.run_id, event.step_id or ""))
+                key = (event.run_id, event.step_id or "")
+                if key in self._live:
+                    settled.append(key)
             elif event.type in _FINAL:
                 ended.append((event.run_id,))
             if event.type in ("escalation_raised", "escalation_decided"):
@@ -443,7 +447,8 @@ class SQLiteRunStore(RunStore):
                 )
                 if raised:
                     self._db.executemany(_INSERT_ESCALATION, raised)
-                self._db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
+                if escalating:
+                    self._db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
                 if settled:
                     self._db.executemany(
                         "DELETE FROM live_text WHERE run_id = ? AND step_id = ?", settled
@@ -458,6 +463,10 @@ class SQLiteRunStore(RunStore):
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+            self._live.difference_update(settled)
+            if ended and self._live:
+                done = {run_id for (run_id,) in ended}
+                self._live = {key for key in self._live if key[0] not in done}
 
     def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
         """Facts about ``subject`` (or all), oldest first."""
@@ -527,6 +536,7 @@ class SQLiteRunStore(RunStore):
                     " updated = excluded.updated",
                     [(run_id, step_id, text, now) for run_id, step_id, text in items],
                 )
+                self._live.update((run_id, step_id) for run_id, step_id, _ in items)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
 
@@ -715,6 +725,8 @@ class SQLiteRunStore(RunStore):
                     "UPDATE runs SET owner = ?, heartbeat = ? WHERE id = ?",
                     (self.owner, now, run_id),
                 )
+                # text a dead process was streaming: nobody will settle it now
+                self._db.execute("DELETE FROM live_text WHERE run_id = ?", (run_id,))
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

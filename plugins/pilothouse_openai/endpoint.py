@@ -5,8 +5,10 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,11 +26,16 @@ log = logging.getLogger("pilothouse.openai")
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
+#: connections per pool: an httpx pool looks at every one of its connections for
+#: each request it assigns, so one big pool costs more CPU per request the larger
+#: it is; the endpoint's connections are split over pools of this size instead
+POOL_SIZE = 4
 
 
 class EndpointClient:
-    """Shared by every model of one endpoint: a connection pool sized to the
-    endpoint's concurrency limit, the rate limits, and the retry policy."""
+    """Shared by every model of one endpoint: connection pools holding as many
+    connections as the endpoint's concurrency limit, the rate limits, and the
+    retry policy."""
 
     def __init__(
         self, name: str, config: Endpoint, *, sleep: Callable[[float], Awaitable[Any]] = anyio.sleep
@@ -37,38 +44,61 @@ class EndpointClient:
         self.config = config
         self.base_url = config.base_url.rstrip("/")
         self._key = config.key()
-        self._client: httpx.AsyncClient | None = None
+        self._pools: list[httpx.AsyncClient] = []
+        #: one entry per connection not in use, naming its pool
+        self._free: deque[int] = deque()
         self._slots: anyio.CapacityLimiter | None = None
         self._requests = Bucket(config.requests_per_minute) if config.requests_per_minute else None
         self._tokens = Bucket(config.tokens_per_minute) if config.tokens_per_minute else None
         self._sleep = sleep
 
-    def client(self) -> httpx.AsyncClient:
-        """The pooled client, made on first use inside the event loop."""
-        if self._client is None:
+    def pools(self) -> list[httpx.AsyncClient]:
+        """The pooled clients, made on first use inside the event loop: together
+        they hold ``max_concurrency`` connections, at most :data:`POOL_SIZE` each."""
+        if not self._pools:
             headers = {"User-Agent": "pilothouse", **self.config.headers}
             if self._key:
                 headers["Authorization"] = f"Bearer {self._key}"
-            limits = httpx.Limits(
-                max_connections=self.config.max_concurrency,
-                max_keepalive_connections=self.config.max_concurrency,
-            )
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=headers,
-                limits=limits,
-                timeout=httpx.Timeout(
+            total = self.config.max_concurrency
+            tls = httpx.create_ssl_context()  # loading the CA bundle once, not per pool
+            for i in range(math.ceil(total / POOL_SIZE)):
+                size = min(POOL_SIZE, total - i * POOL_SIZE)
+                limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+                timeout = httpx.Timeout(
                     self.config.timeout_s, connect=min(10.0, self.config.timeout_s)
-                ),
-            )
-            self._slots = anyio.CapacityLimiter(self.config.max_concurrency)
-        return self._client
+                )
+                self._pools.append(
+                    httpx.AsyncClient(
+                        base_url=self.base_url,
+                        headers=headers,
+                        limits=limits,
+                        timeout=timeout,
+                        verify=tls,
+                    )
+                )
+                self._free.extend([i] * size)
+            self._slots = anyio.CapacityLimiter(total)
+        return self._pools
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the connection pools."""
+        pools, self._pools = self._pools, []
+        self._free.clear()
+        for client in pools:
+            await client.aclose()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[httpx.AsyncClient]:
+        """A slot under the concurrency limit, and the pool its request goes through."""
+        pools = self.pools()
+        assert self._slots is not None
+        async with self._slots:
+            # the limit holds as many slots as the pools hold connections: one is free
+            index = self._free.pop()
+            try:
+                yield pools[index]
+            finally:
+                self._free.append(index)
 
     def redact(self, text: str) -> str:
         """Text from a server or an exception, with the API key cut out."""
@@ -85,8 +115,6 @@ class EndpointClient:
         Yields a response with status 200 (its body not yet read when streaming);
         raises :class:`ModelError` saying what to fix otherwise.
         """
-        client = self.client()
-        assert self._slots is not None
         attempt = 0
         while True:
             if self._requests is not None:
@@ -94,7 +122,7 @@ class EndpointClient:
             if self._tokens is not None:
                 await self._tokens.take(tokens)
             retry_after: float | None = None
-            async with self._slots:
+            async with self._connection() as client:
                 try:
                     request = client.build_request("POST", "/chat/completions", json=payload)
                     response = await client.send(request, stream=stream)
