@@ -9,7 +9,8 @@ process, so its CPU time and peak memory are its own:
   same loop on httpx 0.28 for reference;
 - pilothouse: N concurrent runs of a 4-persona sequential crew on the same
   server through the openai provider (log on: SQLite), non-streaming like raw,
-  and streaming.
+  and streaming; ``log-off`` is the same without a run store (the provider and
+  the engine alone).
 
 Prints runs/s, client CPU ms per run, peak RSS, and ratios to raw: medians of
 ``--repeats`` rounds that run every variant in turn (this machine drifts by
@@ -95,7 +96,7 @@ async def raw(url: str, n: int, clock: Clock, client_module: str = "httpx") -> N
                 tg.start_soon(one, i)
 
 
-async def pilothouse_runs(url: str, n: int, clock: Clock, stream: bool) -> None:
+async def pilothouse_runs(url: str, n: int, clock: Clock, stream: bool, log: bool) -> None:
     import anyio
 
     import pilothouse
@@ -116,7 +117,7 @@ async def pilothouse_runs(url: str, n: int, clock: Clock, stream: bool) -> None:
             },
         }
     )
-    async with pilothouse.Runtime(settings) as rt:
+    async with pilothouse.Runtime(settings, log_events=log) as rt:
         results = []
         clock.start()
 
@@ -138,7 +139,7 @@ def variant(name: str, url: str, n: int) -> None:
     if name.startswith("raw"):
         anyio.run(raw, url, n, clock, "httpx" if name == "raw-httpx-0.28" else "httpx2")
     else:
-        anyio.run(pilothouse_runs, url, n, clock, name == "pilothouse-stream")
+        anyio.run(pilothouse_runs, url, n, clock, name == "pilothouse-stream", name != "log-off")
     wall = time.perf_counter() - clock.wall0
     cpu = time.process_time() - clock.cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -196,7 +197,7 @@ def main() -> None:
             f"{'x raw runs/s':>14}{'x raw CPU':>11}{'setup CPU ms':>14}"
         )
         for n in args.n:
-            names = ["raw", "pilothouse", "pilothouse-stream"]
+            names = ["raw", "pilothouse", "log-off", "pilothouse-stream"]
             if n <= 200:  # the reference client is too slow to wait for at larger N
                 names.insert(1, "raw-httpx-0.28")
             samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}

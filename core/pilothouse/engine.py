@@ -354,12 +354,15 @@ class Engine:
     async def _execute(self, run: _Run, timeout: float | None, result: RunResult) -> None:
         crew = run.crew
         try:
-            with anyio.move_on_after(timeout) as scope:
+            if timeout is None:
                 output = await self._flow(run)
-            if scope.cancelled_caught:
-                raise LimitExceeded(
-                    "timeout_s", f"the run took longer than {crew.limits.timeout_s} s"
-                )
+            else:
+                with anyio.move_on_after(timeout) as scope:
+                    output = await self._flow(run)
+                if scope.cancelled_caught:
+                    raise LimitExceeded(
+                        "timeout_s", f"the run took longer than {crew.limits.timeout_s} s"
+                    )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 reason = self._cancel_reasons.get(run.id, "cancelled")
@@ -817,7 +820,8 @@ class Engine:
                                model=model.id, text=text)  # fmt: skip
             self.log.emit(delta, persist=False)
 
-        token = _delta_sink.set(show_delta if self.log.observed else None)
+        # deltas go to observers only: with none, the sink stays unset (None)
+        token = _delta_sink.set(show_delta) if self.log.observed else None
         started = time.perf_counter()
         try:
             response = await model.complete(request)
@@ -834,7 +838,8 @@ class Engine:
             plugin = self._model_plugins.get(model.id, model.provider)
             raise PluginError(plugin, f"model {model.id} raised {error}") from exc
         finally:  # also on cancellation: deltas belong to this call only
-            _delta_sink.reset(token)
+            if token is not None:
+                _delta_sink.reset(token)
         usage = response.usage
         cost = response.cost_usd
         if cost is None:

@@ -421,7 +421,10 @@ class SQLiteRunStore(RunStore):
                     )
                 )
             else:
-                deltas.setdefault(event.run_id, _RunDelta()).fold(event)
+                delta = deltas.get(event.run_id)
+                if delta is None:
+                    delta = deltas[event.run_id] = _RunDelta()
+                delta.fold(event)
         if self._checkpointer is None:
             self._checkpointer = _Checkpointer(self.path)
             self._checkpointer.start()

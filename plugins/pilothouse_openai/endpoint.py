@@ -45,6 +45,19 @@ class EndpointClient:
         self.base_url = config.base_url.rstrip("/")
         self._key = config.key()
         self._pools: list[httpx.AsyncClient] = []
+        self._url = httpx.URL(f"{self.base_url}/chat/completions")
+        headers = {
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "Content-Type": "application/json",
+            "User-Agent": "pilothouse",
+            **config.headers,
+        }
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        #: every request's headers, made once (a client's build_request merges its
+        #: defaults, cookies and base URL anew for each request: most of its cost)
+        self._headers = httpx.Headers(headers)
         #: one entry per connection not in use, naming its pool
         self._free: deque[int] = deque()
         self._slots: anyio.CapacityLimiter | None = None
@@ -56,9 +69,6 @@ class EndpointClient:
         """The pooled clients, made on first use inside the event loop: together
         they hold ``max_concurrency`` connections, at most :data:`POOL_SIZE` each."""
         if not self._pools:
-            headers = {"User-Agent": "pilothouse", **self.config.headers}
-            if self._key:
-                headers["Authorization"] = f"Bearer {self._key}"
             total = self.config.max_concurrency
             tls = httpx.create_ssl_context()  # loading the CA bundle once, not per pool
             for i in range(math.ceil(total / POOL_SIZE)):
@@ -69,8 +79,6 @@ class EndpointClient:
                 )
                 self._pools.append(
                     httpx.AsyncClient(
-                        base_url=self.base_url,
-                        headers=headers,
                         limits=limits,
                         timeout=timeout,
                         verify=tls,
@@ -124,7 +132,10 @@ class EndpointClient:
             retry_after: float | None = None
             async with self._connection() as client:
                 try:
-                    request = client.build_request("POST", "/chat/completions", json=payload)
+                    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+                    request = httpx.Request(
+                        "POST", self._url, headers=self._headers, content=body.encode()
+                    )
                     response = await client.send(request, stream=stream)
                 except httpx.TransportError as exc:
                     problem = f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
