@@ -265,3 +265,38 @@ def test_streamed_text_goes_when_its_call_is_logged_or_the_run_is_taken_over(tmp
         assert other.live("r1") == {}
     finally:
         other.close()
+
+
+def test_a_store_from_before_run_numbers_keeps_every_event(tmp_path):
+    """m009 rebuilds the events table indexed by run number: nothing is lost, the order
+    holds, and runs logged afterwards are numbered after the old ones."""
+    from pilothouse import sqlite_store
+    from pilothouse.events import RunStarted, StepStarted
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL)")
+    for migration in sqlite_store.MIGRATIONS[:8]:  # the store as m008 left it
+        migration(db)
+        db.execute("INSERT INTO _migrations VALUES (?, 0)", (migration.__name__,))
+    for run in ("b-run", "a-run"):
+        db.execute("INSERT INTO runs (id, crew, status, input, created, updated)"
+                   " VALUES (?, 'c', 'succeeded', 'x', 1, 1)", (run,))  # fmt: skip
+        for seq in (1, 2, 3):
+            db.execute("INSERT INTO events (run_id, seq, type, step_id, ts, data)"
+                       " VALUES (?, ?, 'step_started', ?, 1, ?)",
+                       (run, seq, str(seq), StepStarted(run_id=run, seq=seq, step_id=str(seq),
+                        persona="p", input="x", model="m:x").model_dump_json()))  # fmt: skip
+    db.close()
+    store = SQLiteRunStore(path)
+    try:
+        assert [e.seq for e in store.events("a-run")] == [1, 2, 3]
+        assert [e.run_id for e in store.events("b-run")] == ["b-run"] * 3
+        assert [s.event.run_id for s in store.events_since(0)][:3] == ["b-run"] * 3
+        new = RunStarted(run_id="c-run", seq=1, ts=2.0, crew="c", input="y", flow="sequential")
+        store.write([(new, new.model_dump_json())])
+        assert [e.type for e in store.events("c-run")] == ["run_started"]
+        numbers = dict(store._db.execute("SELECT id, no FROM runs"))
+        assert numbers == {"b-run": 1, "a-run": 2, "c-run": 3}
+    finally:
+        store.close()

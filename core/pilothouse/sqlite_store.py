@@ -152,6 +152,40 @@ def m008_run_subject(db: sqlite3.Connection) -> None:
     )
 
 
+def m009_events_by_run_number(db: sqlite3.Connection) -> None:
+    """Runs get a number in the order they were first logged, and events are indexed
+    by (run number, seq) instead of (run id, seq).
+
+    Run ids are random, so with many runs at work one commit's events landed all
+    over the old index (a dirty page each); run numbers of the runs at work sit
+    side by side. The table is rebuilt: SQLite cannot drop a UNIQUE constraint.
+    """
+    _script(
+        db,
+        """
+        ALTER TABLE runs ADD COLUMN no INTEGER;
+        UPDATE runs SET no = rowid;
+        CREATE UNIQUE INDEX runs_no ON runs (no);
+        CREATE TABLE events_by_no (
+            id INTEGER PRIMARY KEY,
+            run_no INTEGER,
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            step_id TEXT,
+            ts REAL NOT NULL,
+            data TEXT NOT NULL,
+            UNIQUE (run_no, seq)
+        );
+        INSERT INTO events_by_no (id, run_no, run_id, seq, type, step_id, ts, data)
+            SELECT e.id, r.no, e.run_id, e.seq, e.type, e.step_id, e.ts, e.data
+            FROM events e LEFT JOIN runs r ON r.id = e.run_id ORDER BY e.id;
+        DROP TABLE events;
+        ALTER TABLE events_by_no RENAME TO events;
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_escalations,
@@ -161,6 +195,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m006_memory,
     m007_audits,
     m008_run_subject,
+    m009_events_by_run_number,
 ]
 
 #: a lease whose heartbeat is older than this is dead, wherever its process was
@@ -223,6 +258,18 @@ _AUDIT_COLUMNS = ", ".join(AuditRecord.model_fields)
 _FINAL = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
 
 
+# A new run takes the next number; a queued run keeps its number when it starts.
+_START_RUN = """
+INSERT INTO runs
+    (id, crew, status, input, created, updated, last_seq, owner, heartbeat, subject, no)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(no), 0) + 1 FROM runs))
+ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated = excluded.updated,
+    last_seq = excluded.last_seq, owner = excluded.owner, heartbeat = excluded.heartbeat
+"""
+_INSERT_EVENT = """
+INSERT INTO events (run_no, run_id, seq, type, step_id, ts, data)
+VALUES ((SELECT no FROM runs WHERE id = ?), ?, ?, ?, ?, ?, ?)
+"""
 _ESCALATION_COLUMNS = ", ".join(Escalation.model_fields)
 _INSERT_ESCALATION = """
 INSERT INTO escalations
@@ -380,7 +427,7 @@ class SQLiteRunStore(RunStore):
         """Append events and fold them into the run summaries, in one transaction."""
         if not events:
             return
-        rows = [(e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events]
+        rows = [(e.run_id, e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events]
         started = []
         raised = []
         escalating: set[str] = set()
@@ -431,20 +478,9 @@ class SQLiteRunStore(RunStore):
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO events (run_id, seq, type, step_id, ts, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
                 if started:
-                    self._db.executemany(
-                        "INSERT INTO runs (id, crew, status, input, created, updated, last_seq,"
-                        " owner, heartbeat, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                        " updated = excluded.updated, last_seq = excluded.last_seq,"
-                        " owner = excluded.owner, heartbeat = excluded.heartbeat",
-                        started,
-                    )
+                    self._db.executemany(_START_RUN, started)
+                self._db.executemany(_INSERT_EVENT, rows)
                 self._db.executemany(
                     _UPDATE_RUN, [delta.row(run_id) for run_id, delta in deltas.items()]
                 )
@@ -609,7 +645,8 @@ class SQLiteRunStore(RunStore):
     def events(self, run_id: str, *, after_seq: int = 0) -> list[BaseEvent]:
         """The run's events in order."""
         rows = self._query(
-            "SELECT data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            "SELECT data FROM events WHERE run_no = (SELECT no FROM runs WHERE id = ?)"
+            " AND seq > ? ORDER BY seq",
             (run_id, after_seq),
         )
         return [parse_event(row[0]) for row in rows]
