@@ -385,7 +385,7 @@ class Engine:
                 cost_usd=run.cost_usd,
             )
             result.status, result.output = "succeeded", output
-        await self.log.flush()
+        await self._flush()
 
     def _fail(self, run: _Run, exc: Exception, result: RunResult) -> None:
         plugin = getattr(exc, "plugin", None)
@@ -446,6 +446,10 @@ class Engine:
             return anyio.from_thread.run_sync(self._remember, run, persona, step_id, fact, channel)
 
         return sink
+
+    async def _flush(self) -> None:
+        """Commit what was emitted; a run alone at work need not wait for the flusher."""
+        await self.log.flush(alone=len(self._active) == 1)
 
     def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         run.seq += 1
@@ -545,7 +549,7 @@ class Engine:
         if run.unflushed:
             # The durability barrier: a finished step is committed before another starts.
             run.unflushed = False
-            await self.log.flush(alone=len(self._active) == 1)
+            await self._flush()
         limits = run.crew.limits
         if run.steps >= limits.max_steps:
             raise LimitExceeded("max_steps", f"the run reached max_steps = {limits.max_steps}")
