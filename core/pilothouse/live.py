@@ -26,14 +26,16 @@ class LiveText:
     def __init__(self, store: RunStore, interval: float = 0.25) -> None:
         self.store = store
         self.interval = interval
-        self._text: dict[tuple[str, str], str] = {}
+        #: the pieces streamed so far per call (joined when published: a reply of n
+        #: pieces is not copied n times)
+        self._text: dict[tuple[str, str], list[str]] = {}
         self._dirty: set[tuple[str, str]] = set()
 
     def __call__(self, event: BaseEvent) -> None:
         """Collect a delta; forget a call once it is logged (the store drops its row)."""
         key = (event.run_id, event.step_id or "")
         if event.type == "model_delta":
-            self._text[key] = self._text.get(key, "") + event.text  # type: ignore[attr-defined]
+            self._text.setdefault(key, []).append(event.text)  # type: ignore[attr-defined]
             self._dirty.add(key)
         elif event.type == "model_call":
             self._text.pop(key, None)
@@ -50,7 +52,7 @@ class LiveText:
             await anyio.sleep(self.interval)
             if not self._dirty:
                 continue
-            items = [(run, step, self._text[(run, step)]) for run, step in self._dirty]
+            items = [(run, step, "".join(self._text[(run, step)])) for run, step in self._dirty]
             self._dirty.clear()
             try:
                 self.store.put_live(items)
