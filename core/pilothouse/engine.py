@@ -819,13 +819,9 @@ class Engine:
             else {}
         )
 
-        def show_delta(text: str) -> None:
-            delta = ModelDelta(run_id=run.id, seq=run.seq, ts=time.time(), step_id=step_id,
-                               model=model.id, text=text)  # fmt: skip
-            self.log.emit(delta, persist=False)
-
         # deltas go to observers only: with none, the sink stays unset (None)
-        token = _delta_sink.set(show_delta) if self.log.observed else None
+        sink = self._delta_sink(run, model, step_id) if self.log.observed else None
+        token = _delta_sink.set(sink) if sink is not None else None
         started = time.perf_counter()
         try:
             response = await model.complete(request)
@@ -864,6 +860,16 @@ class Engine:
             request_id=response.request_id,
         )
         return response
+
+    def _delta_sink(self, run: _Run, model: Model, step_id: str) -> Callable[[str], None]:
+        """What :func:`pilothouse.model.emit_delta` calls during this model call."""
+
+        def show_delta(text: str) -> None:
+            delta = ModelDelta(run_id=run.id, seq=run.seq, ts=time.time(), step_id=step_id,
+                               model=model.id, text=text)  # fmt: skip
+            self.log.emit(delta, persist=False)
+
+        return show_delta
 
     def _check_budget(self, run: _Run, model: Model, request: ModelRequest) -> None:
         limits = run.crew.limits
@@ -1148,9 +1154,9 @@ class Engine:
         )
 
     async def _check_risk(self, run: _Run, persona: Persona, output: str, step_id: str) -> str:
-        """The persona's own escalation rule: a risk field of its structured output."""
-        if persona.risk_field is None:
-            return output
+        """The persona's own escalation rule: a risk field of its structured output
+        (called only for a persona that names one)."""
+        assert persona.risk_field is not None
         try:
             value = json.loads(output).get(persona.risk_field)
         except (json.JSONDecodeError, AttributeError):

@@ -501,7 +501,7 @@ class SQLiteRunStore(RunStore):
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
-                raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+                raise self._write_failed(exc) from exc
             self._live.difference_update(settled)
             if ended and self._live:
                 done = {run_id for (run_id,) in ended}
@@ -509,11 +509,7 @@ class SQLiteRunStore(RunStore):
 
     def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
         """Facts about ``subject`` (or all), oldest first."""
-        clause, args = self._where(subject=subject)
-        rows = self._query(
-            f"SELECT {_MEMORY_COLUMNS} FROM memory {clause} ORDER BY created, id LIMIT ?",
-            [*args, limit],
-        )
+        rows = self._select("memory", _MEMORY_COLUMNS, "created, id", limit, subject=subject)
         return [MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True))) for row in rows]
 
     def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
@@ -540,16 +536,14 @@ class SQLiteRunStore(RunStore):
                     list(row.values()),
                 )
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+                raise self._write_failed(exc) from exc
 
     def audits(
         self, *, kind: str | None = None, crew: str | None = None, limit: int = 1000
     ) -> list[AuditRecord]:
         """Audit reports, the newest first."""
-        clause, args = self._where(kind=kind, crew=crew)
-        rows = self._query(
-            f"SELECT {_AUDIT_COLUMNS} FROM audits {clause} ORDER BY created DESC, id LIMIT ?",
-            [*args, limit],
+        rows = self._select(
+            "audits", _AUDIT_COLUMNS, "created DESC, id", limit, kind=kind, crew=crew
         )
         return [self._audit(row) for row in rows]
 
@@ -577,7 +571,7 @@ class SQLiteRunStore(RunStore):
                 )
                 self._live.update((run_id, step_id) for run_id, step_id, _ in items)
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+                raise self._write_failed(exc) from exc
 
     def live(self, run_id: str) -> dict[str, str]:
         """The text the run's model calls in flight have streamed so far, by step."""
@@ -585,6 +579,10 @@ class SQLiteRunStore(RunStore):
         return dict(rows)
 
     # -- reading -------------------------------------------------------------
+
+    def _write_failed(self, exc: sqlite3.Error) -> StoreError:
+        """The error a failed write raises (none of it was kept)."""
+        return StoreError(f"cannot write to the run store {self.path}: {exc}")
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
         with self._lock:
@@ -594,10 +592,8 @@ class SQLiteRunStore(RunStore):
         self, *, status: str | None = None, crew: str | None = None, limit: int = 100
     ) -> list[RunSummary]:
         """Runs, newest first, optionally filtered by status and crew."""
-        clause, args = self._where(status=status, crew=crew)
-        rows = self._query(
-            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY created DESC, rowid DESC LIMIT ?",
-            [*args, limit],
+        rows = self._select(
+            "runs", _RUN_COLUMNS, "created DESC, rowid DESC", limit, status=status, crew=crew
         )
         return [self._summary(row) for row in rows]
 
@@ -635,12 +631,17 @@ class SQLiteRunStore(RunStore):
             raise NotFound(f"{what} id prefix {key!r} is ambiguous; give more characters")
         return rows[0]
 
-    @staticmethod
-    def _where(**filters: object) -> tuple[str, list[object]]:
-        """A WHERE clause for the filters that are set (column = value)."""
+    def _select(
+        self, table: str, columns: str, order: str, limit: int, **filters: object
+    ) -> list[tuple]:
+        """Rows of ``table`` matching the filters that are set (column = value)."""
         set_ = {column: value for column, value in filters.items() if value}
         clause = " AND ".join(f"{column} = ?" for column in set_)
-        return (f"WHERE {clause}" if clause else ""), list(set_.values())
+        where = f"WHERE {clause}" if clause else ""
+        return self._query(
+            f"SELECT {columns} FROM {table} {where} ORDER BY {order} LIMIT ?",
+            [*set_.values(), limit],
+        )
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[BaseEvent]:
         """The run's events in order."""
@@ -662,12 +663,10 @@ class SQLiteRunStore(RunStore):
         self, *, status: str | None = "waiting", run_id: str | None = None, limit: int = 100
     ) -> list[Escalation]:
         """Escalations, the riskiest and newest first."""
-        clause, args = self._where(status=status, run_id=run_id)
-        rows = self._query(
-            f"SELECT {_ESCALATION_COLUMNS} FROM escalations {clause}"
-            " ORDER BY risk DESC, created DESC LIMIT ?",
-            [*args, limit],
-        )
+        rows = self._select(
+            "escalations", _ESCALATION_COLUMNS, "risk DESC, created DESC", limit,
+            status=status, run_id=run_id,
+        )  # fmt: skip
         return [self._escalation(row) for row in rows]
 
     def get_escalation(self, escalation_id: str) -> Escalation:

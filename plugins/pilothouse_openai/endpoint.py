@@ -71,19 +71,11 @@ class EndpointClient:
         if not self._pools:
             total = self.config.max_concurrency
             tls = httpx.create_ssl_context()  # loading the CA bundle once, not per pool
+            timeout = httpx.Timeout(self.config.timeout_s, connect=min(10.0, self.config.timeout_s))
             for i in range(math.ceil(total / POOL_SIZE)):
                 size = min(POOL_SIZE, total - i * POOL_SIZE)
                 limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-                timeout = httpx.Timeout(
-                    self.config.timeout_s, connect=min(10.0, self.config.timeout_s)
-                )
-                self._pools.append(
-                    httpx.AsyncClient(
-                        limits=limits,
-                        timeout=timeout,
-                        verify=tls,
-                    )
-                )
+                self._pools.append(httpx.AsyncClient(limits=limits, timeout=timeout, verify=tls))
                 self._free.extend([i] * size)
             self._slots = anyio.CapacityLimiter(total)
         return self._pools
