@@ -102,6 +102,8 @@ class MonitorApp(App[None]):
     # -- following the store ------------------------------------------------------------
 
     def _poll(self) -> None:
+        if not self.screen_stack:  # the timer fired while the app shuts down
+            return
         screen = self.screen
         self.feed.watch = screen.run_summary.id if isinstance(screen, RunScreen) else None
         if not self._fetching:
