@@ -300,3 +300,155 @@ def test_a_store_from_before_run_numbers_keeps_every_event(tmp_path):
         assert numbers == {"b-run": 1, "a-run": 2, "c-run": 3}
     finally:
         store.close()
+
+
+def _step_events(run_id: str, seq: int, step: str, persona: str, tokens: int, ts: float) -> list:
+    """One logged step: started, one model call, finished (as (event, json) pairs)."""
+    from pilothouse.events import ModelCalled, StepFinished, StepStarted
+    from pilothouse.model import Usage
+
+    events = [
+        StepStarted(run_id=run_id, seq=seq, ts=ts, step_id=step, persona=persona, input="x",
+                    model="m:x"),
+        ModelCalled(run_id=run_id, seq=seq + 1, ts=ts, step_id=step, model="m:x", messages=[],
+                    usage=Usage(input_tokens=tokens, output_tokens=1), cost_usd=0.5),
+        StepFinished(run_id=run_id, seq=seq + 2, ts=ts, step_id=step, persona=persona,
+                     output="y"),
+    ]  # fmt: skip
+    return [(e, e.model_dump_json()) for e in events]
+
+
+def _raw_row(path, run_id: str) -> tuple:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(
+            "SELECT steps, input_tokens, current_persona, last_seq FROM runs WHERE id = ?",
+            (run_id,),
+        ).fetchone()
+    finally:
+        db.close()
+
+
+class TestSummaryRows:
+    """A working run's summary row is rewritten at most every SUMMARY_LAG_S; every read
+    folds in the events it lags, so nobody sees a stale summary."""
+
+    def test_reads_fold_in_the_events_the_row_lags(self, tmp_path):
+        import time
+
+        from pilothouse.events import RunFinished, RunStarted
+
+        path = tmp_path / "runs.db"
+        store = SQLiteRunStore(path)
+        try:
+            now = time.time()
+            started = RunStarted(run_id="r1", seq=1, ts=now, crew="c", input="x", flow="seq")
+            store.write([(started, started.model_dump_json())])
+            store.write(_step_events("r1", 2, "1", "researcher", 10, now))
+            store.write(_step_events("r1", 5, "2", "analyst", 20, now))
+            assert _raw_row(path, "r1") == (0, 0, None, 1)  # the row is behind...
+            for summary in (store.get_run("r1"), store.list_runs()[0],
+                            store.runs_by_id(["r1"])[0]):  # fmt: skip
+                # ...and no read shows it
+                assert (summary.steps, summary.input_tokens, summary.cost_usd) == (2, 30, 1.0)
+                assert (summary.current_persona, summary.current_step) == ("analyst", "2")
+                assert summary.last_seq == 7 and summary.status == "running"
+            done = RunFinished(run_id="r1", seq=8, ts=now, output="y", steps=2,
+                               input_tokens=30, output_tokens=2, cost_usd=1.0)  # fmt: skip
+            store.write([(done, done.model_dump_json())])
+            # a status change writes the row at once, with everything it lagged
+            assert _raw_row(path, "r1") == (2, 30, None, 8)
+            assert store.get_run("r1").status == "succeeded"
+        finally:
+            store.close()
+
+    def test_a_row_lagging_long_enough_is_written_with_the_next_commit(self, tmp_path, monkeypatch):
+        import time
+
+        from pilothouse import sqlite_store
+        from pilothouse.events import RunStarted
+
+        monkeypatch.setattr(sqlite_store, "SUMMARY_LAG_S", 0.2)
+        path = tmp_path / "runs.db"
+        store = SQLiteRunStore(path)
+        try:
+            started = RunStarted(run_id="r1", seq=1, ts=time.time(), crew="c", input="x",
+                                 flow="seq")  # fmt: skip
+            store.write([(started, started.model_dump_json())])
+            store.write(_step_events("r1", 2, "1", "researcher", 10, time.time()))
+            assert _raw_row(path, "r1")[0] == 0
+            time.sleep(0.25)
+            store.write(_step_events("r1", 5, "2", "analyst", 20, time.time()))
+            assert _raw_row(path, "r1") == (2, 30, "analyst", 7)
+        finally:
+            store.close()
+
+    def test_closing_the_store_writes_the_rows_left_behind(self, tmp_path):
+        import time
+
+        from pilothouse.events import RunStarted
+
+        path = tmp_path / "runs.db"
+        store = SQLiteRunStore(path)
+        started = RunStarted(run_id="r1", seq=1, ts=time.time(), crew="c", input="x", flow="s")
+        store.write([(started, started.model_dump_json())])
+        store.write(_step_events("r1", 2, "1", "researcher", 10, time.time()))
+        assert _raw_row(path, "r1")[0] == 0
+        store.close()
+        assert _raw_row(path, "r1") == (1, 10, "researcher", 4)
+
+    def test_a_failed_write_does_not_count_its_events_twice(self, tmp_path):
+        import time
+
+        from pilothouse.errors import StoreError
+        from pilothouse.events import RunStarted
+
+        path = tmp_path / "runs.db"
+        store = SQLiteRunStore(path)
+        try:
+            started = RunStarted(run_id="r1", seq=1, ts=time.time(), crew="c", input="x",
+                                 flow="s")  # fmt: skip
+            store.write([(started, started.model_dump_json())])
+            step = _step_events("r1", 2, "1", "researcher", 10, time.time())
+            blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+            blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+            store._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                store.write(step)
+            except StoreError:
+                pass
+            else:
+                raise AssertionError("the write should have failed on the lock")
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            store.write(step)  # the event log retries the same batch
+            assert (store.get_run("r1").steps, store.get_run("r1").input_tokens) == (1, 10)
+        finally:
+            store.close()
+        assert _raw_row(path, "r1")[:2] == (1, 10)
+
+    def test_taking_a_run_over_brings_its_row_up_to_date(self, tmp_path):
+        """The process that died kept the lagging part in memory; the events have it."""
+        import time
+
+        from pilothouse.events import RunStarted
+        from pilothouse.sqlite_store import HOST
+
+        path = tmp_path / "runs.db"
+        dead = SQLiteRunStore(path, owner=f"{HOST}:999999999:x")  # no such process
+        started = RunStarted(run_id="r1", seq=1, ts=time.time(), crew="c", input="x", flow="s")
+        dead.write([(started, started.model_dump_json())])
+        dead.write(_step_events("r1", 2, "1", "researcher", 10, time.time()))
+        dead._behind = {}  # killed: what it held in memory is gone
+        dead.close()
+        assert _raw_row(path, "r1")[0] == 0
+        heir = SQLiteRunStore(path, owner="heir:2:y")
+        try:
+            heir.take_over("r1")
+            assert _raw_row(path, "r1") == (1, 10, "researcher", 4)
+            heir.write(_step_events("r1", 5, "2", "analyst", 5, time.time()))
+            assert (heir.get_run("r1").steps, heir.get_run("r1").input_tokens) == (2, 15)
+        finally:
+            heir.close()
+        assert _raw_row(path, "r1") == (2, 15, "analyst", 7)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DecisionError, NotFound, RunBusy, StoreError
-from .events import BaseEvent, RunCancelled, parse_event
+from .events import FINAL_STATUSES, BaseEvent, RunCancelled, parse_event
 from .store import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 
 
@@ -198,6 +198,8 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m009_events_by_run_number,
 ]
 
+#: how long a working run's summary row may lag its events (status changes never lag)
+SUMMARY_LAG_S = 0.5
 #: a lease whose heartbeat is older than this is dead, wherever its process was
 LEASE_S = 30.0
 HOST = socket.gethostname()
@@ -248,7 +250,7 @@ def migrate(db: sqlite3.Connection) -> None:
             )
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        db.rollback()
         raise
 
 
@@ -306,7 +308,7 @@ WHERE id = ?
 
 @dataclass
 class _RunDelta:
-    """What a batch of events changes in one run's summary row (None: unchanged)."""
+    """What a stretch of one run's events changes in its summary row (None: unchanged)."""
 
     updated: float = 0.0
     last_seq: int = 0
@@ -321,9 +323,13 @@ class _RunDelta:
     persona_changed: bool = False
     persona: str | None = None
     step: str | None = None
+    #: when the first of these events was logged (how long the row has lagged)
+    since: float = 0.0
 
     def fold(self, e: BaseEvent) -> None:
         """Add one event's effect on the run's summary."""
+        if not self.since:
+            self.since = e.ts
         self.updated, self.last_seq = e.ts, e.seq
         t = e.type
         if t == "step_started":
@@ -345,6 +351,25 @@ class _RunDelta:
             elif t == "run_failed":
                 self.error, self.error_kind = e.message, e.kind  # type: ignore[attr-defined]
 
+    def then(self, later: _RunDelta) -> _RunDelta:
+        """This stretch followed by ``later``, as one (neither is changed)."""
+        return _RunDelta(
+            updated=later.updated,
+            last_seq=later.last_seq,
+            steps=self.steps + later.steps,
+            input_tokens=self.input_tokens + later.input_tokens,
+            output_tokens=self.output_tokens + later.output_tokens,
+            cost_usd=self.cost_usd + later.cost_usd,
+            status=later.status or self.status,
+            output=later.output if later.output is not None else self.output,
+            error=later.error if later.error is not None else self.error,
+            error_kind=later.error_kind if later.error_kind is not None else self.error_kind,
+            persona_changed=self.persona_changed or later.persona_changed,
+            persona=later.persona if later.persona_changed else self.persona,
+            step=later.step or self.step,
+            since=self.since or later.since,
+        )
+
     def row(self, run_id: str) -> tuple[object, ...]:
         """The parameters of ``_UPDATE_RUN`` for this run."""
         return (
@@ -352,6 +377,26 @@ class _RunDelta:
             self.cost_usd, self.status, self.output, self.error, self.error_kind,
             self.persona_changed, self.persona, self.step, run_id,
         )  # fmt: skip
+
+    def apply(self, summary: RunSummary) -> RunSummary:
+        """``summary`` with these events folded in."""
+        s = summary
+        return s.model_copy(
+            update={
+                "updated": self.updated,
+                "last_seq": self.last_seq,
+                "steps": s.steps + self.steps,
+                "input_tokens": s.input_tokens + self.input_tokens,
+                "output_tokens": s.output_tokens + self.output_tokens,
+                "cost_usd": s.cost_usd + self.cost_usd,
+                "status": self.status or s.status,
+                "output": s.output if self.output is None else self.output,
+                "error": s.error if self.error is None else self.error,
+                "error_kind": s.error_kind if self.error_kind is None else self.error_kind,
+                "current_persona": self.persona if self.persona_changed else s.current_persona,
+                "current_step": self.step or s.current_step,
+            }
+        )
 
 
 class _Checkpointer(threading.Thread):
@@ -402,6 +447,8 @@ class SQLiteRunStore(RunStore):
         self._checkpointer: _Checkpointer | None = None
         #: (run, step) of the live-text rows this handle wrote and has not deleted yet
         self._live: set[tuple[str, str]] = set()
+        #: the runs whose summary row lags their events, and by what
+        self._behind: dict[str, _RunDelta] = {}
 
     def _set_up(self, synchronous: str, attempts: int = 100) -> None:
         """WAL mode, durability and migrations. Switching a new file to WAL while
@@ -424,7 +471,13 @@ class SQLiteRunStore(RunStore):
     # -- writing -------------------------------------------------------------
 
     def write(self, events: Sequence[tuple[BaseEvent, str]]) -> None:
-        """Append events and fold them into the run summaries, in one transaction."""
+        """Append events in one transaction, with the summary rows that are due.
+
+        A run's summary row is rewritten when its status changes and otherwise at
+        most every ``SUMMARY_LAG_S`` while it works: the row is a cache of the events
+        (one more dirty page per commit, for every run in it, was the larger part of
+        a step's commit). Reads fold in the events logged since (:meth:`_caught_up`).
+        """
         if not events:
             return
         rows = [(e.run_id, e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events]
@@ -472,6 +525,7 @@ class SQLiteRunStore(RunStore):
                 if delta is None:
                     delta = deltas[event.run_id] = _RunDelta()
                 delta.fold(event)
+        behind, due = self._due(deltas, escalating)
         if self._checkpointer is None:
             self._checkpointer = _Checkpointer(self.path)
             self._checkpointer.start()
@@ -481,9 +535,8 @@ class SQLiteRunStore(RunStore):
                 if started:
                     self._db.executemany(_START_RUN, started)
                 self._db.executemany(_INSERT_EVENT, rows)
-                self._db.executemany(
-                    _UPDATE_RUN, [delta.row(run_id) for run_id, delta in deltas.items()]
-                )
+                if due:
+                    self._db.executemany(_UPDATE_RUN, due)
                 if raised:
                     self._db.executemany(_INSERT_ESCALATION, raised)
                 if escalating:
@@ -500,12 +553,32 @@ class SQLiteRunStore(RunStore):
                     )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                self._db.rollback()
                 raise self._write_failed(exc) from exc
+            self._behind = behind
             self._live.difference_update(settled)
             if ended and self._live:
                 done = {run_id for (run_id,) in ended}
                 self._live = {key for key in self._live if key[0] not in done}
+
+    def _due(
+        self, deltas: dict[str, _RunDelta], escalating: set[str]
+    ) -> tuple[dict[str, _RunDelta], list[tuple[object, ...]]]:
+        """Split the summaries behind their events, with this batch's added, into those
+        that stay behind and the ``_UPDATE_RUN`` rows to write now. Nothing here is
+        changed: a failed write leaves the store's view as it was."""
+        behind = dict(self._behind)
+        due = []
+        now = time.time()
+        for run_id, delta in deltas.items():
+            earlier = behind.pop(run_id, None)
+            if earlier is not None:
+                delta = earlier.then(delta)
+            if delta.status or run_id in escalating or now - delta.since >= SUMMARY_LAG_S:
+                due.append(delta.row(run_id))
+            else:
+                behind[run_id] = delta
+        return behind, due
 
     def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
         """Facts about ``subject`` (or all), oldest first."""
@@ -595,7 +668,7 @@ class SQLiteRunStore(RunStore):
         rows = self._select(
             "runs", _RUN_COLUMNS, "created DESC, rowid DESC", limit, status=status, crew=crew
         )
-        return [self._summary(row) for row in rows]
+        return self._caught_up([self._summary(row) for row in rows])
 
     def runs_by_id(self, ids: Sequence[str]) -> list[RunSummary]:
         """The runs among ``ids``, in chunks that stay under SQLite's parameter limit."""
@@ -606,7 +679,7 @@ class SQLiteRunStore(RunStore):
             marks = ", ".join("?" * len(part))
             rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", part)
             found.extend(self._summary(row) for row in rows)
-        return found
+        return self._caught_up(found)
 
     def last_event_id(self) -> int:
         """The newest event's global id."""
@@ -614,7 +687,39 @@ class SQLiteRunStore(RunStore):
 
     def get_run(self, run_id: str) -> RunSummary:
         """One run by id or by a unique prefix of its id."""
-        return self._summary(self._by_prefix("runs", _RUN_COLUMNS, run_id, "run"))
+        summary = self._summary(self._by_prefix("runs", _RUN_COLUMNS, run_id, "run"))
+        return self._caught_up([summary])[0]
+
+    def _caught_up(self, summaries: list[RunSummary]) -> list[RunSummary]:
+        """The summaries with the events their rows lag behind folded in (see
+        :meth:`write`); a finished run's row is never behind."""
+        working = [(s.id, s.last_seq) for s in summaries if s.status not in FINAL_STATUSES]
+        deltas: dict[str, _RunDelta] = {}
+        for start in range(0, len(working), 400):  # two parameters each, under the limit
+            part = working[start : start + 400]
+            lag = ", ".join("(?, ?)" for _ in part)
+            rows = self._query(
+                f"WITH lag (id, after) AS (VALUES {lag}) SELECT lag.id, e.data FROM lag"
+                " JOIN runs r ON r.id = lag.id JOIN events e ON e.run_no = r.no"
+                " AND e.seq > lag.after ORDER BY e.run_no, e.seq",
+                [value for pair in part for value in pair],
+            )
+            for run_id, data in rows:
+                deltas.setdefault(run_id, _RunDelta()).fold(parse_event(data))
+        return [deltas[s.id].apply(s) if s.id in deltas else s for s in summaries]
+
+    def _catch_up_row(self, run_id: str) -> None:
+        """Rewrite the run's summary row from the events it lags (inside a transaction:
+        a process that died left it behind, and the new owner's rows build on it)."""
+        delta = _RunDelta()
+        for (data,) in self._db.execute(
+            "SELECT e.data FROM runs r JOIN events e ON e.run_no = r.no AND e.seq > r.last_seq"
+            " WHERE r.id = ? ORDER BY e.seq",
+            (run_id,),
+        ):
+            delta.fold(parse_event(data))
+        if delta.last_seq:
+            self._db.execute(_UPDATE_RUN, delta.row(run_id))
 
     def _by_prefix(self, table: str, columns: str, key: str, what: str) -> tuple:
         """The row whose id is ``key``, or the only one whose id starts with it."""
@@ -701,14 +806,14 @@ class SQLiteRunStore(RunStore):
                     (decision, by, time.time(), note, text, current.id),
                 ).rowcount
                 if changed and run_status and run_status[0] in ("succeeded", "failed", "cancelled"):
-                    self._db.execute("ROLLBACK")
+                    self._db.rollback()
                     raise DecisionError(
                         f"escalation {current.id} no longer waits: its run {current.run_id}"
                         f" has {run_status[0]}"
                     )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                self._db.rollback()
                 raise StoreError(f"cannot record the decision in {self.path}: {exc}") from exc
         decided = self.get_escalation(current.id)
         if not changed:
@@ -766,8 +871,9 @@ class SQLiteRunStore(RunStore):
                 )
                 # text a dead process was streaming: nobody will settle it now
                 self._db.execute("DELETE FROM live_text WHERE run_id = ?", (run_id,))
+                self._catch_up_row(run_id)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback()
                 raise
             self._db.execute("COMMIT")
 
@@ -818,7 +924,17 @@ class SQLiteRunStore(RunStore):
         return Escalation(**data)
 
     def close(self) -> None:
-        """Stop the checkpointer, fold the WAL into the database file and close."""
+        """Bring the summary rows up to date, stop the checkpointer, fold the WAL into
+        the database file and close."""
+        if self._behind:
+            with self._lock:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.executemany(_UPDATE_RUN, [d.row(r) for r, d in self._behind.items()])
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:  # the rows are a cache: readers fold the events in
+                    self._db.rollback()
+            self._behind = {}
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None

@@ -20,7 +20,8 @@ AUDIT_SUBJECT = "audit:"
 
 
 class RunSummary(BaseModel):
-    """One run as listed: kept up to date from its events, in the same transaction."""
+    """One run as listed: a fold of its events, exact whenever it is read (the stored row
+    may lag a working run's last events by a moment; reads fold those in)."""
 
     id: str
     crew: str
