@@ -204,6 +204,40 @@ class TestStoreFailure:
         assert [e.type for e in store.events("r1")] == ["run_started"]
 
 
+    async def test_a_flush_after_a_failed_background_write_retries_it(self, tmp_path):
+        """With the flusher running, a flush after a failed commit asks it to try again
+        (it sleeps after a failure until asked) instead of waiting forever."""
+        from pilothouse.errors import StoreError
+        from pilothouse.eventlog import EventLog
+        from pilothouse.events import RunStarted
+
+        class Flaky(SQLiteRunStore):
+            fail = True
+
+            def write(self, events):
+                if self.fail:
+                    self.fail = False
+                    raise StoreError("disk full")
+                super().write(events)
+
+        store = Flaky(tmp_path / "runs.db")
+        log = EventLog(store)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                await tg.start(log.run_flusher)
+                log.emit(RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="i", flow="s"))
+                try:
+                    await log.flush()
+                except StoreError:
+                    pass
+                else:
+                    raise AssertionError("the failed write was not reported")
+                await log.flush()
+                tg.cancel_scope.cancel()
+        assert [e.type for e in store.events("r1")] == ["run_started"]
+        store.close()
+
+
 class TestFollowingTheLog:
     async def test_events_since_gives_every_run_in_global_order(self, make_runtime, scripted):
         scripted.provider.enqueue(*[text_reply(f"out {i}") for i in range(4)])

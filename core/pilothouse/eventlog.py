@@ -38,8 +38,10 @@ class EventLog:
         self.threaded = threaded
         self._observers: list[tuple[str, Observer]] = []
         self._pending: list[tuple[BaseEvent, str]] = []
-        self._committed = anyio.Event()
-        self._wakeup = anyio.Event()
+        # Made only when someone waits (an anyio.Event costs more than the rest of an
+        # emit): by a flush that waits for the flusher, and by the flusher going idle.
+        self._committed: anyio.Event | None = None
+        self._wakeup: anyio.Event | None = None
         self._error: StoreError | None = None
         self._task_group: TaskGroup | None = None
 
@@ -65,7 +67,7 @@ class EventLog:
         """
         if persist and self.store is not None:
             self._pending.append((event, event.model_dump_json()))
-            self._wakeup.set()
+            self._wake()
         for name, observer in self._observers:
             try:
                 result = observer(event)
@@ -84,10 +86,13 @@ class EventLog:
         if self.store is None:
             return
         if self._pending:
-            committed = self._committed
             if self._task_group is None or (alone and not self.threaded):
                 self._write()
             else:
+                if self._committed is None:
+                    self._committed = anyio.Event()
+                committed = self._committed
+                self._wake()  # after a failed write the flusher sleeps until asked
                 await committed.wait()
         if self._error is not None:
             raise self._error
@@ -99,7 +104,9 @@ class EventLog:
             task_status.started()
             try:
                 while True:
-                    await self._wakeup.wait()
+                    if not self._pending or self._error is not None:
+                        wakeup = self._wakeup = anyio.Event()
+                        await wakeup.wait()
                     if self.threaded:
                         batch, committed = self._take()
                         await self._commit(batch, committed)
@@ -110,10 +117,15 @@ class EventLog:
                 with anyio.CancelScope(shield=True):
                     self._write()
 
-    def _take(self) -> tuple[list[tuple[BaseEvent, str]], anyio.Event]:
-        self._wakeup = anyio.Event()
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    def _take(self) -> tuple[list[tuple[BaseEvent, str]], anyio.Event | None]:
         batch, self._pending = self._pending, []
-        committed, self._committed = self._committed, anyio.Event()
+        committed, self._committed = self._committed, None
         return batch, committed
 
     def _write(self) -> None:
@@ -121,7 +133,9 @@ class EventLog:
         batch, committed = self._take()
         self._done(batch, committed, self._store_write(batch))
 
-    async def _commit(self, batch: list[tuple[BaseEvent, str]], committed: anyio.Event) -> None:
+    async def _commit(
+        self, batch: list[tuple[BaseEvent, str]], committed: anyio.Event | None
+    ) -> None:
         """Commit ``batch`` in a worker thread (for stores whose commit waits on fsync)."""
         with anyio.CancelScope(shield=True):
             error = await anyio.to_thread.run_sync(self._store_write, batch)
@@ -136,14 +150,18 @@ class EventLog:
         return None
 
     def _done(
-        self, batch: list[tuple[BaseEvent, str]], committed: anyio.Event, error: StoreError | None
+        self,
+        batch: list[tuple[BaseEvent, str]],
+        committed: anyio.Event | None,
+        error: StoreError | None,
     ) -> None:
         if error is not None:
             # Keep the batch so that a later flush retries it: nothing is dropped.
             self._pending[:0] = batch
             log.error("%s", error)
         self._error = error
-        committed.set()
+        if committed is not None:
+            committed.set()
 
     def _start_soon(self, name: str, awaitable: Any) -> None:
         async def guarded() -> None:
