@@ -203,7 +203,6 @@ class TestStoreFailure:
         await log.flush()
         assert [e.type for e in store.events("r1")] == ["run_started"]
 
-
     async def test_a_flush_after_a_failed_background_write_retries_it(self, tmp_path):
         """With the flusher running, a flush after a failed commit asks it to try again
         (it sleeps after a failure until asked) instead of waiting forever."""
