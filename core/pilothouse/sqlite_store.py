@@ -536,7 +536,7 @@ class SQLiteRunStore(RunStore):
                     self._db.executemany(_START_RUN, started)
                 self._db.executemany(_INSERT_EVENT, rows)
                 if due:
-                    self._db.executemany(_UPDATE_RUN, due)
+                    self._db.executemany(_UPDATE_RUN, due.values())
                 if raised:
                     self._db.executemany(_INSERT_ESCALATION, raised)
                 if escalating:
@@ -555,7 +555,9 @@ class SQLiteRunStore(RunStore):
             except sqlite3.Error as exc:
                 self._db.rollback()
                 raise self._write_failed(exc) from exc
-            self._behind = behind
+            for run_id in due:
+                self._behind.pop(run_id, None)
+            self._behind.update(behind)
             self._live.difference_update(settled)
             if ended and self._live:
                 done = {run_id for (run_id,) in ended}
@@ -563,19 +565,20 @@ class SQLiteRunStore(RunStore):
 
     def _due(
         self, deltas: dict[str, _RunDelta], escalating: set[str]
-    ) -> tuple[dict[str, _RunDelta], list[tuple[object, ...]]]:
-        """Split the summaries behind their events, with this batch's added, into those
-        that stay behind and the ``_UPDATE_RUN`` rows to write now. Nothing here is
-        changed: a failed write leaves the store's view as it was."""
-        behind = dict(self._behind)
-        due = []
+    ) -> tuple[dict[str, _RunDelta], dict[str, tuple[object, ...]]]:
+        """This batch's runs' summaries, each with what its row already lagged: those
+        that stay behind, and the ``_UPDATE_RUN`` rows to write now. Nothing is changed
+        here (a failed write leaves the store's view as it was), and only the batch's
+        runs are looked at, however many are at work."""
+        behind: dict[str, _RunDelta] = {}
+        due: dict[str, tuple[object, ...]] = {}
         now = time.time()
         for run_id, delta in deltas.items():
-            earlier = behind.pop(run_id, None)
+            earlier = self._behind.get(run_id)
             if earlier is not None:
                 delta = earlier.then(delta)
             if delta.status or run_id in escalating or now - delta.since >= SUMMARY_LAG_S:
-                due.append(delta.row(run_id))
+                due[run_id] = delta.row(run_id)
             else:
                 behind[run_id] = delta
         return behind, due
