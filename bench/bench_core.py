@@ -4,7 +4,9 @@ Workload: a sequential crew of 4 personas, one model call each, on an
 in-process fake model that answers at once. Measured:
 
 - raw: a loop of plain awaited calls doing the same 4 calls per run;
-- pilothouse with the event log off (no store; events still built and observed);
+- pilothouse with the event log off (no store and no observer: no event is built);
+- raw + commit: the raw loop plus one SQLite commit per step (one small row),
+  and plus the commit this log makes per step (4 JSON rows, (run, seq) index);
 - pilothouse with the event log on (SQLite file, WAL, synchronous=NORMAL,
   every step committed before the next starts);
 - 1,000 runs at once, log off and on.
@@ -27,6 +29,9 @@ import pilothouse
 from pilothouse import Model, ModelProvider, ModelRequest, ModelResponse, Usage, hookimpl
 
 STEPS = 4
+#: the JSON sizes (in units of the 2-character reply) of one step's 4 events as this
+#: crew logs them: step started, context built, model call, step finished
+EVENT_SIZES = (72, 170, 325, 88)
 REPLY = ModelResponse(text="ok", usage=Usage(input_tokens=20, output_tokens=2))
 
 
@@ -82,12 +87,17 @@ async def time_raw(runs: int, concurrent: int) -> float:
     return time.perf_counter() - start
 
 
-async def time_raw_commit(runs: int, folder: str) -> float:
-    """The floor of a durable log: the raw loop plus one SQLite commit per step."""
+async def time_raw_commit(runs: int, folder: str, shape: bool = False) -> float:
+    """The floor of a durable log: the raw loop plus one SQLite commit per step.
+
+    ``shape``: the commit this log makes per step, without pilothouse: the step's
+    4 events as JSON rows of their real sizes, indexed by (run, seq).
+    """
     db = sqlite3.connect(Path(tempfile.mkdtemp(dir=folder)) / "raw.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, run TEXT, step INT, data TEXT)")
+    index = ", UNIQUE (run, step)" if shape else ""
+    db.execute(f"CREATE TABLE events (id INTEGER PRIMARY KEY, run INT, step INT, data TEXT{index})")
     model = FakeModel()
     start = time.perf_counter()
     for i in range(runs):
@@ -96,9 +106,11 @@ async def time_raw_commit(runs: int, folder: str) -> float:
             reply = await model.complete(None)  # type: ignore[arg-type]
             text = reply.text or ""
             db.execute("BEGIN")
-            db.execute(
-                "INSERT INTO events (run, step, data) VALUES (?, ?, ?)", (str(i), step, text)
-            )
+            if shape:
+                rows = [(i, step * 4 + k, text * size) for k, size in enumerate(EVENT_SIZES)]
+                db.executemany("INSERT INTO events (run, step, data) VALUES (?, ?, ?)", rows)
+            else:
+                db.execute("INSERT INTO events (run, step, data) VALUES (?, ?, ?)", (i, step, text))
             db.execute("COMMIT")
     elapsed = time.perf_counter() - start
     db.close()
@@ -155,6 +167,12 @@ def main() -> None:
             (
                 "raw calls + 1 SQLite commit per step",
                 best_of(args.repeats, time_raw_commit, args.runs, on) / steps,
+            )
+        )
+        rows.append(
+            (
+                "raw calls + this log's commit shape per step",
+                best_of(args.repeats, time_raw_commit, args.runs, on, True) / steps,
             )
         )
         rows.append(

@@ -133,6 +133,27 @@ class TestIsolation:
         assert all(r.ok for i, r in results.items() if i != 7)
         assert sorted(r.status for r in runs).count("succeeded") == 49
 
+    async def test_runs_started_together_share_commits(self, make_runtime, scripted):
+        """A model that answers without waiting never yields to the event loop; the
+        step barrier does, so runs started together commit together (group commit)
+        instead of each run finishing alone before the next one starts."""
+        c = crew({"type": "sequential", "steps": ["a", "b"]}, {"a": {}, "b": {}})
+        commits = []
+        async with make_runtime() as rt:
+            write = rt.store.write
+
+            def counted(events):
+                commits.append({e.run_id for e, _ in events})
+                write(events)
+
+            rt.store.write = counted
+            async with anyio.create_task_group() as tg:
+                for i in range(50):
+                    tg.start_soon(rt.run, c, f"task {i}")
+            assert len(rt.store.list_runs(status="succeeded", limit=100)) == 50
+        assert len(commits) <= 10, f"{len(commits)} commits for 50 runs of 2 steps"
+        assert max(len(runs) for runs in commits) == 50  # every run in one commit
+
 
 class Recorder:
     __name__ = "recorder"

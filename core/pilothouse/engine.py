@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 
 from .context import build_context
 from .crew import Crew, Handoff, Parallel, Persona, Sequential
@@ -448,7 +449,15 @@ class Engine:
         return sink
 
     async def _flush(self) -> None:
-        """Commit what was emitted; a run alone at work need not wait for the flusher."""
+        """Commit what was emitted; a run alone at work need not wait for the flusher.
+
+        The barrier yields to the event loop first: runs started together but not yet
+        running then join this commit instead of each committing alone, and a run
+        whose model answers without waiting does not hold the loop for its whole run.
+        """
+        if self.log.store is None:
+            return
+        await anyio.lowlevel.checkpoint()
         await self.log.flush(alone=len(self._active) == 1)
 
     def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
