@@ -6,6 +6,7 @@ import itertools
 import sqlite3
 
 import anyio
+import pytest
 
 import pilothouse
 from conftest import crew, text_reply, tool_reply
@@ -197,61 +198,62 @@ class TestObservers:
         assert not (workspace / ".pilothouse").exists()
 
 
+class FlakyStore(SQLiteRunStore):
+    """A store whose first write fails as a full disk would."""
+
+    fail = True
+
+    def write(self, events):
+        from pilothouse.errors import StoreError
+
+        if self.fail:
+            self.fail = False
+            raise StoreError("disk full")
+        super().write(events)
+
+
+def _started(run_id: str = "r1", ts: float = 1.0):
+    from pilothouse.events import RunStarted
+
+    return RunStarted(run_id=run_id, seq=1, ts=ts, crew="c", input="i", flow="sequential")
+
+
+def _begin(store: SQLiteRunStore, run_id: str = "r1") -> None:
+    """Log a run's start, now."""
+    import time
+
+    started = _started(run_id, ts=time.time())
+    store.write([(started, started.model_dump_json())])
+
+
 class TestStoreFailure:
     async def test_a_failed_write_keeps_the_events_for_the_next_flush(self, tmp_path):
         from pilothouse.errors import StoreError
         from pilothouse.eventlog import EventLog
-        from pilothouse.events import RunStarted
 
-        class Flaky(SQLiteRunStore):
-            fail = True
-
-            def write(self, events):
-                if self.fail:
-                    self.fail = False
-                    raise StoreError("disk full")
-                super().write(events)
-
-        store = Flaky(tmp_path / "runs.db")
+        store = FlakyStore(tmp_path / "runs.db")
         log = EventLog(store)
-        log.emit(RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="i", flow="sequential"))
-        try:
+        log.emit(_started())
+        with pytest.raises(StoreError, match="disk full"):
             await log.flush()
-        except StoreError as exc:
-            assert "disk full" in str(exc)
-        else:
-            raise AssertionError("the failed write was not reported")
         await log.flush()
         assert [e.type for e in store.events("r1")] == ["run_started"]
+        store.close()
 
     async def test_a_flush_after_a_failed_background_write_retries_it(self, tmp_path):
         """With the flusher running, a flush after a failed commit asks it to try again
         (it sleeps after a failure until asked) instead of waiting forever."""
         from pilothouse.errors import StoreError
         from pilothouse.eventlog import EventLog
-        from pilothouse.events import RunStarted
 
-        class Flaky(SQLiteRunStore):
-            fail = True
-
-            def write(self, events):
-                if self.fail:
-                    self.fail = False
-                    raise StoreError("disk full")
-                super().write(events)
-
-        store = Flaky(tmp_path / "runs.db")
+        store = FlakyStore(tmp_path / "runs.db")
         log = EventLog(store)
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 await tg.start(log.run_flusher)
-                log.emit(RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="i", flow="s"))
-                try:
+                log.emit(_started())
+                with pytest.raises(StoreError, match="disk full"):
                     await log.flush()
-                except StoreError:
-                    pass
-                else:
-                    raise AssertionError("the failed write was not reported")
                 await log.flush()
                 tg.cancel_scope.cancel()
         assert [e.type for e in store.events("r1")] == ["run_started"]
@@ -390,14 +392,13 @@ class TestSummaryRows:
     def test_reads_fold_in_the_events_the_row_lags(self, tmp_path):
         import time
 
-        from pilothouse.events import RunFinished, RunStarted
+        from pilothouse.events import RunFinished
 
         path = tmp_path / "runs.db"
         store = SQLiteRunStore(path)
         try:
             now = time.time()
-            started = RunStarted(run_id="r1", seq=1, ts=now, crew="c", input="x", flow="seq")
-            store.write([(started, started.model_dump_json())])
+            _begin(store)
             store.write(_step_events("r1", 2, "1", "researcher", 10, now))
             store.write(_step_events("r1", 5, "2", "analyst", 20, now))
             assert _raw_row(path, "r1") == (0, 0, None, 1)  # the row is behind...
@@ -420,15 +421,12 @@ class TestSummaryRows:
         import time
 
         from pilothouse import sqlite_store
-        from pilothouse.events import RunStarted
 
         monkeypatch.setattr(sqlite_store, "SUMMARY_LAG_S", 0.2)
         path = tmp_path / "runs.db"
         store = SQLiteRunStore(path)
         try:
-            started = RunStarted(run_id="r1", seq=1, ts=time.time(), crew="c", input="x",
-                                 flow="seq")  # fmt: skip
-            store.write([(started, started.model_dump_json())])
+            _begin(store)
             store.write(_step_events("r1", 2, "1", "researcher", 10, time.time()))
             assert _raw_row(path, "r1")[0] == 0
             time.sleep(0.25)
@@ -440,12 +438,9 @@ class TestSummaryRows:
     def test_closing_the_store_writes_the_rows_left_behind(self, tmp_path):
         import time
 
-        from pilothouse.events import RunStarted
-
         path = tmp_path / "runs.db"
         store = SQLiteRunStore(path)
-        started = RunStarted(run_id="r1", seq=1, ts=time.time(), crew="c", input="x", flow="s")
-        store.write([(started, started.model_dump_json())])
+        _begin(store)
         store.write(_step_events("r1", 2, "1", "researcher", 10, time.time()))
         assert _raw_row(path, "r1")[0] == 0
         store.close()
@@ -455,14 +450,11 @@ class TestSummaryRows:
         import time
 
         from pilothouse.errors import StoreError
-        from pilothouse.events import RunStarted
 
         path = tmp_path / "runs.db"
         store = SQLiteRunStore(path)
         try:
-            started = RunStarted(run_id="r1", seq=1, ts=time.time(), crew="c", input="x",
-                                 flow="s")  # fmt: skip
-            store.write([(started, started.model_dump_json())])
+            _begin(store)
             step = _step_events("r1", 2, "1", "researcher", 10, time.time())
             blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
             blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
@@ -486,13 +478,11 @@ class TestSummaryRows:
         """The process that died kept the lagging part in memory; the events have it."""
         import time
 
-        from pilothouse.events import RunStarted
         from pilothouse.sqlite_store import HOST
 
         path = tmp_path / "runs.db"
         dead = SQLiteRunStore(path, owner=f"{HOST}:999999999:x")  # no such process
-        started = RunStarted(run_id="r1", seq=1, ts=time.time(), crew="c", input="x", flow="s")
-        dead.write([(started, started.model_dump_json())])
+        _begin(dead)
         dead.write(_step_events("r1", 2, "1", "researcher", 10, time.time()))
         dead._behind = {}  # killed: what it held in memory is gone
         dead.close()
