@@ -11,7 +11,10 @@ in-process fake model that answers at once. Measured:
   every step committed before the next starts);
 - 1,000 runs at once, log off and on.
 
-Usage: python bench/bench_core.py [--runs N] [--concurrent N]
+Each figure is the best of ``--repeats`` rounds that run every variant in turn, so a
+slow minute on a shared machine does not fall on one variant only.
+
+Usage: python bench/bench_core.py [--runs N] [--concurrent N] [--repeats N]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import gc
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -137,12 +141,16 @@ async def time_pilothouse(runs: int, concurrent: int, log_events: bool, folder: 
     return elapsed
 
 
-def best_of(repeats: int, fn, *args) -> float:
-    times = []
+def interleaved(repeats: int, variants: list[tuple[str, Callable, tuple]]) -> dict[str, float]:
+    """The best time of each variant over ``repeats`` rounds that run every variant in
+    turn: this machine drifts by tens of percent from one minute to the next, and a
+    variant measured only in a slow minute would look worse than it is."""
+    times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     for _ in range(repeats):
-        gc.collect()
-        times.append(anyio.run(fn, *args))
-    return min(times)
+        for label, fn, args in variants:
+            gc.collect()
+            times[label].append(anyio.run(fn, *args))
+    return {label: min(values) for label, values in times.items()}
 
 
 def main() -> None:
@@ -152,60 +160,36 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    rows = []
-    steps = args.runs * STEPS
-    raw_seq = best_of(args.repeats, time_raw, args.runs, 1)
-    rows.append(("raw awaited calls, sequential", raw_seq / steps))
-    with tempfile.TemporaryDirectory() as off, tempfile.TemporaryDirectory() as on:
-        rows.append(
-            (
-                "pilothouse, log off, sequential",
-                best_of(args.repeats, time_pilothouse, args.runs, 1, False, off) / steps,
-            )
-        )
-        rows.append(
-            (
-                "raw calls + 1 SQLite commit per step",
-                best_of(args.repeats, time_raw_commit, args.runs, on) / steps,
-            )
-        )
-        rows.append(
-            (
-                "raw calls + this log's commit shape per step",
-                best_of(args.repeats, time_raw_commit, args.runs, on, True) / steps,
-            )
-        )
-        rows.append(
-            (
-                "pilothouse, log on (SQLite), sequential",
-                best_of(args.repeats, time_pilothouse, args.runs, 1, True, on) / steps,
-            )
-        )
-    csteps = args.concurrent * STEPS
-    raw_con = best_of(args.repeats, time_raw, args.concurrent, args.concurrent)
-    rows.append((f"raw awaited calls, {args.concurrent} at once", raw_con / csteps))
-    with tempfile.TemporaryDirectory() as off, tempfile.TemporaryDirectory() as on:
-        rows.append(
-            (
-                f"pilothouse, log off, {args.concurrent} at once",
-                best_of(args.repeats, time_pilothouse, args.concurrent, args.concurrent, False, off)
-                / csteps,
-            )
-        )
-        rows.append(
-            (
-                f"pilothouse, log on (SQLite), {args.concurrent} at once",
-                best_of(args.repeats, time_pilothouse, args.concurrent, args.concurrent, True, on)
-                / csteps,
-            )
-        )
+    n, c = args.runs, args.concurrent
+    with tempfile.TemporaryDirectory() as folder:
+        # two groups, each led by its raw baseline: (label, coroutine function, arguments)
+        groups = [
+            (n, [
+                ("raw awaited calls, sequential", time_raw, (n, 1)),
+                ("pilothouse, log off, sequential", time_pilothouse, (n, 1, False, folder)),
+                ("raw calls + 1 SQLite commit per step", time_raw_commit, (n, folder)),
+                ("raw calls + this log's commit shape per step", time_raw_commit,
+                 (n, folder, True)),
+                ("pilothouse, log on (SQLite), sequential", time_pilothouse,
+                 (n, 1, True, folder)),
+            ]),
+            (c, [
+                (f"raw awaited calls, {c} at once", time_raw, (c, c)),
+                (f"pilothouse, log off, {c} at once", time_pilothouse, (c, c, False, folder)),
+                (f"pilothouse, log on (SQLite), {c} at once", time_pilothouse,
+                 (c, c, True, folder)),
+            ]),
+        ]  # fmt: skip
+        best = interleaved(args.repeats, [row for _, rows in groups for row in rows])
 
-    print(f"{STEPS}-step sequential crew, in-process fake model; best of {args.repeats}")
+    print(f"{STEPS}-step sequential crew, in-process fake model;"
+          f" best of {args.repeats} interleaved rounds")  # fmt: skip
     print(f"{'variant':<46}{'us/step':>10}{'x raw':>9}")
-    for label, seconds in rows:
-        base = raw_con if "at once" in label else raw_seq
-        base_per_step = base / (csteps if "at once" in label else steps)
-        print(f"{label:<46}{seconds * 1e6:>10.1f}{seconds / base_per_step:>9.1f}")
+    for runs, rows in groups:
+        raw = best[rows[0][0]]
+        for label, _, _ in rows:
+            per_step = best[label] / (runs * STEPS)
+            print(f"{label:<46}{per_step * 1e6:>10.1f}{best[label] / raw:>9.1f}")
 
 
 if __name__ == "__main__":
