@@ -10,8 +10,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -351,25 +351,6 @@ class _RunDelta:
             elif t == "run_failed":
                 self.error, self.error_kind = e.message, e.kind  # type: ignore[attr-defined]
 
-    def then(self, later: _RunDelta) -> _RunDelta:
-        """This stretch followed by ``later``, as one (neither is changed)."""
-        return _RunDelta(
-            updated=later.updated,
-            last_seq=later.last_seq,
-            steps=self.steps + later.steps,
-            input_tokens=self.input_tokens + later.input_tokens,
-            output_tokens=self.output_tokens + later.output_tokens,
-            cost_usd=self.cost_usd + later.cost_usd,
-            status=later.status or self.status,
-            output=later.output if later.output is not None else self.output,
-            error=later.error if later.error is not None else self.error,
-            error_kind=later.error_kind if later.error_kind is not None else self.error_kind,
-            persona_changed=self.persona_changed or later.persona_changed,
-            persona=later.persona if later.persona_changed else self.persona,
-            step=later.step or self.step,
-            since=self.since or later.since,
-        )
-
     def row(self, run_id: str) -> tuple[object, ...]:
         """The parameters of ``_UPDATE_RUN`` for this run."""
         return (
@@ -397,6 +378,14 @@ class _RunDelta:
                 "current_step": self.step or s.current_step,
             }
         )
+
+
+def _folded(rows: Iterable[tuple[str, str]]) -> dict[str, _RunDelta]:
+    """(run id, event JSON) rows in order, folded per run."""
+    deltas: dict[str, _RunDelta] = {}
+    for run_id, data in rows:
+        deltas.setdefault(run_id, _RunDelta()).fold(parse_event(data))
+    return deltas
 
 
 class _Checkpointer(threading.Thread):
@@ -523,7 +512,10 @@ class SQLiteRunStore(RunStore):
             else:
                 delta = deltas.get(event.run_id)
                 if delta is None:
-                    delta = deltas[event.run_id] = _RunDelta()
+                    # a copy of what the row already lags: a failed write changes nothing
+                    earlier = self._behind.get(event.run_id)
+                    delta = replace(earlier) if earlier is not None else _RunDelta()
+                    deltas[event.run_id] = delta
                 delta.fold(event)
         behind, due = self._due(deltas, escalating)
         if self._checkpointer is None:
@@ -563,20 +555,16 @@ class SQLiteRunStore(RunStore):
                 done = {run_id for (run_id,) in ended}
                 self._live = {key for key in self._live if key[0] not in done}
 
+    @staticmethod
     def _due(
-        self, deltas: dict[str, _RunDelta], escalating: set[str]
+        deltas: dict[str, _RunDelta], escalating: set[str]
     ) -> tuple[dict[str, _RunDelta], dict[str, tuple[object, ...]]]:
-        """This batch's runs' summaries, each with what its row already lagged: those
-        that stay behind, and the ``_UPDATE_RUN`` rows to write now. Nothing is changed
-        here (a failed write leaves the store's view as it was), and only the batch's
-        runs are looked at, however many are at work."""
+        """Split the batch's runs' summaries (each with what its row already lagged) into
+        those that stay behind and the ``_UPDATE_RUN`` rows to write now."""
         behind: dict[str, _RunDelta] = {}
         due: dict[str, tuple[object, ...]] = {}
         now = time.time()
         for run_id, delta in deltas.items():
-            earlier = self._behind.get(run_id)
-            if earlier is not None:
-                delta = earlier.then(delta)
             if delta.status or run_id in escalating or now - delta.since >= SUMMARY_LAG_S:
                 due[run_id] = delta.row(run_id)
             else:
@@ -707,21 +695,18 @@ class SQLiteRunStore(RunStore):
                 " AND e.seq > lag.after ORDER BY e.run_no, e.seq",
                 [value for pair in part for value in pair],
             )
-            for run_id, data in rows:
-                deltas.setdefault(run_id, _RunDelta()).fold(parse_event(data))
+            deltas.update(_folded(rows))
         return [deltas[s.id].apply(s) if s.id in deltas else s for s in summaries]
 
     def _catch_up_row(self, run_id: str) -> None:
         """Rewrite the run's summary row from the events it lags (inside a transaction:
         a process that died left it behind, and the new owner's rows build on it)."""
-        delta = _RunDelta()
-        for (data,) in self._db.execute(
-            "SELECT e.data FROM runs r JOIN events e ON e.run_no = r.no AND e.seq > r.last_seq"
-            " WHERE r.id = ? ORDER BY e.seq",
+        rows = self._db.execute(
+            "SELECT r.id, e.data FROM runs r JOIN events e ON e.run_no = r.no"
+            " AND e.seq > r.last_seq WHERE r.id = ? ORDER BY e.seq",
             (run_id,),
-        ):
-            delta.fold(parse_event(data))
-        if delta.last_seq:
+        )
+        for delta in _folded(rows).values():
             self._db.execute(_UPDATE_RUN, delta.row(run_id))
 
     def _by_prefix(self, table: str, columns: str, key: str, what: str) -> tuple:
