@@ -1,0 +1,100 @@
+"""Framework cost per agent step in CPU instructions: bench_core's workload, counted.
+
+Timings on a shared 2-core VM drift by tens of percent from one minute to the
+next, so a 5% change cannot be seen in ``bench_core.py``. Instructions can: each
+variant runs under valgrind's callgrind twice, with no runs and with ``--runs``
+runs, in fresh processes, and the difference divided by the steps is the
+user-space instructions one step costs, start-up and warm-up cancelled out. It
+repeats to within ~0.5% from run to run. What it does not count: the kernel's
+side of system calls (SQLite's writes) and waiting for anything.
+
+Variants (a 4-step sequential crew on an in-process fake model, as in bench_core):
+raw awaited calls; raw calls + the SQLite commit this log makes per step (4 JSON
+rows, (run, seq) index); pilothouse with the event log off; and with it on.
+
+Needs valgrind (``apt install valgrind``). Takes a few minutes.
+Usage: python bench/bench_instructions.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_core as core  # noqa: E402  (the workload and its variants)
+
+#: label -> (bench_core coroutine function, its arguments after ``runs``)
+VARIANTS = {
+    "raw awaited calls": ("time_raw", (1,)),
+    "raw calls + this log's commit shape per step": ("time_raw_commit", ("{tmp}", True)),
+    "pilothouse, log off": ("time_pilothouse", (1, False, "{tmp}")),
+    "pilothouse, log on (SQLite)": ("time_pilothouse", (1, True, "{tmp}")),
+}
+
+
+def child(label: str, runs: int) -> None:
+    """Run one variant (in a process valgrind watches)."""
+    import anyio
+
+    name, args = VARIANTS[label]
+    with tempfile.TemporaryDirectory() as tmp:
+        filled = [a.format(tmp=tmp) if isinstance(a, str) else a for a in args]
+        anyio.run(getattr(core, name), runs, *filled)
+
+
+def counted(label: str, runs: int) -> subprocess.Popen[str]:
+    """Start ``label`` under callgrind; its stderr ends with the instruction total."""
+    return subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         sys.executable, __file__, "--child", label, str(runs)],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def instructions(process: subprocess.Popen[str]) -> int:
+    """The total callgrind reports for a finished process."""
+    _, err = process.communicate(timeout=1800)
+    found = re.search(r"Collected : (\d+)", err)
+    if process.returncode != 0 or found is None:
+        raise SystemExit(f"a counted run failed:\n{err[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=100, help="runs counted per variant")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]))
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("bench_instructions needs valgrind on PATH (apt install valgrind)")
+
+    per_step: dict[str, float] = {}
+    for label in VARIANTS:
+        # both processes at once: one per core
+        empty, full = counted(label, 0), counted(label, args.runs)
+        steps = args.runs * core.STEPS
+        per_step[label] = (instructions(full) - instructions(empty)) / steps
+
+    raw = per_step["raw awaited calls"]
+    print(f"{core.STEPS}-step sequential crew, in-process fake model; user-space"
+          f" instructions per step (callgrind, {args.runs} runs)")  # fmt: skip
+    print(f"{'variant':<46}{'instr/step':>12}{'x raw':>9}")
+    for label, count in per_step.items():
+        print(f"{label:<46}{count:>12,.0f}{count / raw:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
