@@ -52,9 +52,9 @@ def child(label: str, runs: int) -> None:
 
 def counted(label: str, runs: int) -> subprocess.Popen[str]:
     """Start ``label`` under callgrind; its stderr ends with the instruction total."""
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     return subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         sys.executable, __file__, "--child", label, str(runs)],  # fmt: skip
+        [*valgrind, sys.executable, __file__, "--child", label, str(runs)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
