@@ -11,6 +11,7 @@ import pytest
 import pilothouse
 from conftest import crew, text_reply, tool_reply
 from pilothouse import hookimpl, tool
+from pilothouse.events import parse_event
 from pilothouse.sqlite_store import SQLiteRunStore
 
 
@@ -77,6 +78,19 @@ class TestContentAndOrder:
         async with make_runtime() as rt:
             await rt.run(c, "go")
         assert seen_by_reader == [0, 1, 2]
+
+    async def test_the_stored_json_is_the_events_own_json(self, make_runtime, scripted):
+        # the log writes through the serializer directly (event_json), not model_dump_json
+        scripted.tools.append(lookup)
+        scripted.provider.enqueue(tool_reply("lookup", {"key": "k"}), text_reply("done <b>é"))
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"tools": ["lookup"]}})
+        async with make_runtime() as rt:
+            await rt.run(c, "find k")
+        db = sqlite3.connect(pilothouse.load_settings().store_path)
+        rows = [row[0] for row in db.execute("SELECT data FROM events ORDER BY id")]
+        db.close()
+        assert len(rows) == 8
+        assert rows == [parse_event(data).model_dump_json() for data in rows]
 
 
 class TestSynchronousFull:

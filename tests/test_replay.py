@@ -77,3 +77,25 @@ def test_cli_replay_of_the_demo_is_identical(tmp_path):
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     models = {e["model"] for e in json.loads(shown.stdout)["events"] if e["type"] == "model_call"}
     assert models == {f"replay:{run_id}"}
+
+
+#: what request_hash gave for the request below when it hashed model_dump_json's output
+GOLDEN_HASH = "22d12b66b6dbbc9280890418"
+
+
+def test_a_request_hashes_as_it_did_when_runs_were_recorded():
+    # Replay finds each recorded call by this hash: if it changed between versions,
+    # every run recorded before would diverge at its first model call.
+    from pilothouse.model import Message, ModelRequest, ToolSpec, request_hash
+
+    request = ModelRequest(
+        model="any",
+        messages=[Message(role="system", content="You are a."), Message(role="user", content="é")],
+        tools=[ToolSpec(name="stock", description="Units.", parameters={"type": "object"})],
+        response_schema={"type": "object", "properties": {"b": {}, "a": {}}},
+        max_output_tokens=64,
+        temperature=0.2,
+    )
+    assert request_hash(request) == GOLDEN_HASH
+    assert request_hash(request.model_copy(update={"model": "other"})) == GOLDEN_HASH
+    assert request_hash(request.model_copy(update={"temperature": 0.3})) != GOLDEN_HASH

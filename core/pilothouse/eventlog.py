@@ -20,7 +20,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from .errors import StoreError
-from .events import BaseEvent
+from .events import BaseEvent, event_json
 from .store import RunStore
 
 log = logging.getLogger("pilothouse.eventlog")
@@ -66,7 +66,7 @@ class EventLog:
         ``persist=False`` shows it to observers only (streamed token deltas).
         """
         if persist and self.store is not None:
-            self._pending.append((event, event.model_dump_json()))
+            self._pending.append((event, event_json(event)))
             self._wake()
         for name, observer in self._observers:
             try:

@@ -81,7 +81,9 @@ def request_hash(request: ModelRequest) -> str:
     """A stable digest of what a request asks, whatever model answers it (for replay)."""
     # pydantic writes fields in a fixed order; dicts inside (schemas) keep the
     # order the crew gave them, which is the same on every run of that crew.
-    return hashlib.sha256(request.model_dump_json(exclude={"model"}).encode()).hexdigest()[:24]
+    # The serializer itself, not model_dump_json: the same bytes at half the cost.
+    body = ModelRequest.__pydantic_serializer__.to_json(request, exclude={"model"})
+    return hashlib.sha256(body).hexdigest()[:24]
 
 
 _delta_sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(

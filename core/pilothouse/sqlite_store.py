@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DecisionError, NotFound, RunBusy, StoreError
-from .events import FINAL_STATUSES, BaseEvent, RunCancelled, parse_event
+from .events import FINAL_STATUSES, BaseEvent, RunCancelled, event_json, parse_event
 from .store import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 
 
@@ -820,7 +820,7 @@ class SQLiteRunStore(RunStore):
         if summary.status == "queued":
             event = RunCancelled(run_id=summary.id, seq=summary.last_seq + 1, ts=time.time(),
                                  reason="cancelled before it started")  # fmt: skip
-            self.write([(event, event.model_dump_json())])
+            self.write([(event, event_json(event))])
         else:
             with self._lock:
                 self._db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))
