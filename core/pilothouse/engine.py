@@ -355,6 +355,10 @@ class Engine:
     async def _execute(self, run: _Run, timeout: float | None, result: RunResult) -> None:
         crew = run.crew
         try:
+            if self.log.store is not None:
+                # Runs started together are all at work before the first of them
+                # reaches its first commit, so they share commits from the start.
+                await anyio.lowlevel.checkpoint()
             if timeout is None:
                 output = await self._flow(run)
             else:
@@ -449,16 +453,14 @@ class Engine:
         return sink
 
     async def _flush(self) -> None:
-        """Commit what was emitted; a run alone at work need not wait for the flusher.
+        """Commit what was emitted (the durability barrier).
 
-        The barrier yields to the event loop first: runs started together but not yet
-        running then join this commit instead of each committing alone, and a run
-        whose model answers without waiting does not hold the loop for its whole run.
+        A run alone at work commits at once: no other run's events could share the
+        commit. Runs at work together wait for the background flusher, which commits
+        the events of all of them in one transaction.
         """
-        if self.log.store is None:
-            return
-        await anyio.lowlevel.checkpoint()
-        await self.log.flush(alone=len(self._active) == 1)
+        if self.log.store is not None:
+            await self.log.flush(alone=len(self._active) == 1)
 
     def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         run.seq += 1
