@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -478,22 +478,23 @@ class SQLiteRunStore(RunStore):
         ended = []
         remembered = []
         for event, _ in events:
-            if event.type == "memory_written":
+            t = event.type
+            if t == "memory_written":
                 e: Any = event
                 remembered.append((e.memory_id, e.subject, e.channel, e.fact, e.run_id,
                                    e.step_id, e.persona, e.ts))  # fmt: skip
-            if event.type == "model_call":
+            if t == "model_call":
                 key = (event.run_id, event.step_id or "")
                 if key in self._live:
                     settled.append(key)
-            elif event.type in _FINAL:
+            elif t in _FINAL:
                 ended.append((event.run_id,))
-            if event.type in ("escalation_raised", "escalation_decided"):
+            if t in ("escalation_raised", "escalation_decided"):
                 escalating.add(event.run_id)
-                if event.type == "escalation_raised":
+                if t == "escalation_raised":
                     raised.append(_escalation_row(event))
-            if event.type in ("run_started", "run_queued"):
-                status = "running" if event.type == "run_started" else "queued"
+            if t in ("run_started", "run_queued"):
+                status = "running" if t == "run_started" else "queued"
                 owner = self.owner if status == "running" else None
                 started.append(
                     (
@@ -514,7 +515,7 @@ class SQLiteRunStore(RunStore):
                 if delta is None:
                     # a copy of what the row already lags: a failed write changes nothing
                     earlier = self._behind.get(event.run_id)
-                    delta = replace(earlier) if earlier is not None else _RunDelta()
+                    delta = _RunDelta(**vars(earlier)) if earlier is not None else _RunDelta()
                     deltas[event.run_id] = delta
                 delta.fold(event)
         behind, due = self._due(deltas, escalating)
