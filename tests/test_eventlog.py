@@ -340,13 +340,13 @@ def test_streamed_text_goes_when_its_call_is_logged_or_the_run_is_taken_over(tmp
 def test_a_store_from_before_run_numbers_keeps_every_event(tmp_path):
     """m009 rebuilds the events table indexed by run number: nothing is lost, the order
     holds, and runs logged afterwards are numbered after the old ones."""
-    from pilothouse import sqlite_store
     from pilothouse.events import RunStarted, StepStarted
+    from pilothouse.migrations import MIGRATIONS
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL)")
-    for migration in sqlite_store.MIGRATIONS[:8]:  # the store as m008 left it
+    for migration in MIGRATIONS[:8]:  # the store as m008 left it
         migration(db)
         db.execute("INSERT INTO _migrations VALUES (?, 0)", (migration.__name__,))
     for run in ("b-run", "a-run"):
