@@ -459,8 +459,7 @@ class Engine:
         commit. Runs at work together wait for the background flusher, which commits
         the events of all of them in one transaction.
         """
-        if self.log.store is not None:
-            await self.log.flush(alone=len(self._active) == 1)
+        await self.log.flush(alone=len(self._active) == 1)
 
     def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         run.seq += 1

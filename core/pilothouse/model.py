@@ -77,13 +77,20 @@ class ModelResponse(BaseModel):
     ttft_ms: float | None = None
 
 
+def json_bytes(value: BaseModel, *, exclude: set[str] | None = None) -> bytes:
+    """``value.model_dump_json(exclude=...)``, encoded, at about half the cost.
+
+    It goes to the model's serializer directly: ``model_dump_json`` sorts out a dozen
+    keyword options first, which cost as much as the JSON of a logged event.
+    """
+    return type(value).__pydantic_serializer__.to_json(value, exclude=exclude)
+
+
 def request_hash(request: ModelRequest) -> str:
     """A stable digest of what a request asks, whatever model answers it (for replay)."""
     # pydantic writes fields in a fixed order; dicts inside (schemas) keep the
     # order the crew gave them, which is the same on every run of that crew.
-    # The serializer itself, not model_dump_json: the same bytes at half the cost.
-    body = ModelRequest.__pydantic_serializer__.to_json(request, exclude={"model"})
-    return hashlib.sha256(body).hexdigest()[:24]
+    return hashlib.sha256(json_bytes(request, exclude={"model"})).hexdigest()[:24]
 
 
 _delta_sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
