@@ -76,7 +76,6 @@ from .model import (
     ToolSpec,
     _delta_sink,
     estimate_request_tokens,
-    request_hash,
 )
 from .registry import Registry
 from .retrieval import Passage
@@ -823,7 +822,6 @@ class Engine:
                 "response_schema": request.response_schema,
                 "max_output_tokens": request.max_output_tokens,
                 "temperature": request.temperature,
-                "request_hash": request_hash(request),
             }
             if self.log.active
             else {}

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter
 
 from .guardrails import Action, Stage
-from .model import Message, ToolCall, ToolSpec, Usage, json_bytes
+from .model import Message, ModelRequest, ToolCall, ToolSpec, Usage, json_bytes
 from .retrieval import Passage
 
 RunStatus = Literal["queued", "running", "waiting_for_human", "succeeded", "failed", "cancelled"]
@@ -167,13 +167,27 @@ class ModelCalled(BaseEvent):
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     request_id: str | None = None
-    #: :func:`pilothouse.model.request_hash` of the request (replay serves by it)
-    request_hash: str = ""
-    #: the rest of the request: what replay needs to send it again
+    #: the rest of the request: with ``messages`` and ``tools``, all of it (see :meth:`request`)
     response_schema: dict[str, Any] | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
     error: str | None = None
+
+    def request(self) -> ModelRequest:
+        """The request this call sent, rebuilt from the event (``model`` is the full id).
+
+        Replay keys recorded replies by :func:`~pilothouse.model.request_hash` of it:
+        the hash is computed when a run is replayed, never stored, so both sides of
+        the comparison always come from the same code.
+        """
+        return ModelRequest(
+            model=self.model,
+            messages=self.messages,
+            tools=self.tools,
+            response_schema=self.response_schema,
+            max_output_tokens=self.max_output_tokens,
+            temperature=self.temperature,
+        )
 
 
 class ModelDelta(BaseEvent):

@@ -1,11 +1,12 @@
 """Record and replay: re-run a logged run fully offline from its own event log.
 
 Every model call's request and response are in the log (``model_call``
-events, keyed by :func:`~pilothouse.model.request_hash`), and so is every tool
-result. ``replay`` runs the run's crew again on the run's input with every
-model call served from that recording and every tool result too, then reports
-the first step where the replay differs. A recorded run is therefore also a
-deterministic fixture for testing changes to a crew.
+events; replay keys each reply by :func:`~pilothouse.model.request_hash` of
+the request its event rebuilds), and so is every tool result. ``replay`` runs
+the run's crew again on the run's input with every model call served from that
+recording and every tool result too, then reports the first step where the
+replay differs. A recorded run is therefore also a deterministic fixture for
+testing changes to a crew.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from .engine import RunResult
 from .errors import ModelError, NotFound, ToolError
-from .events import BaseEvent
+from .events import BaseEvent, ModelCalled
 from .hookspecs import hookimpl
 from .model import Model, ModelProvider, ModelRequest, ModelResponse, request_hash
 from .runtime import Runtime
@@ -47,14 +48,14 @@ class Recording:
         """Collect what the run's model calls answered and its tools returned."""
         recording = cls(run_id)
         for e in events:
-            if e.type == "model_call" and e.error is None:  # type: ignore[attr-defined]
-                recording.replies[e.request_hash].append(  # type: ignore[attr-defined]
+            if isinstance(e, ModelCalled) and e.error is None:
+                recording.replies[request_hash(e.request())].append(
                     ModelResponse(
-                        text=e.text,  # type: ignore[attr-defined]
-                        tool_calls=e.tool_calls,  # type: ignore[attr-defined]
-                        usage=e.usage,  # type: ignore[attr-defined]
-                        cost_usd=e.cost_usd,  # type: ignore[attr-defined]
-                        request_id=e.request_id,  # type: ignore[attr-defined]
+                        text=e.text,
+                        tool_calls=e.tool_calls,
+                        usage=e.usage,
+                        cost_usd=e.cost_usd,
+                        request_id=e.request_id,
                     )
                 )
             elif e.type == "tool_call":
