@@ -19,6 +19,7 @@ Usage: python bench/bench_instructions.py [--runs N] [--only 'log off']
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -39,6 +40,8 @@ VARIANTS = {
     "pilothouse, log on (SQLite)": ("time_pilothouse", (1, True, "{tmp}")),
 }
 
+RAW_SCALE = 100
+
 
 def child(label: str, runs: int) -> None:
     """Run one variant (in a process valgrind watches)."""
@@ -58,6 +61,9 @@ def counted(label: str, runs: int) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # string hashing is salted per process; a fixed seed gives every run the same
+        # dict and set layouts, hence the same count
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
 
 
@@ -88,8 +94,11 @@ def main() -> None:
     # the raw baseline is always counted: every ratio is against it
     for label in [v for v in VARIANTS if v == "raw awaited calls" or args.only in v]:
         # both processes at once: one per core
-        empty, full = counted(label, 0), counted(label, args.runs)
-        steps = args.runs * core.STEPS
+        # the raw loop costs a few hundred instructions a step: with as few runs as
+        # the others, start-up noise (~1k) would swamp it
+        runs = args.runs * (RAW_SCALE if label == "raw awaited calls" else 1)
+        empty, full = counted(label, 0), counted(label, runs)
+        steps = runs * core.STEPS
         per_step[label] = (instructions(full) - instructions(empty)) / steps
 
     raw = per_step["raw awaited calls"]

@@ -44,21 +44,17 @@ class EventLog:
         self._wakeup: anyio.Event | None = None
         self._error: StoreError | None = None
         self._task_group: TaskGroup | None = None
-
-    @property
-    def active(self) -> bool:
-        """True when an event would go anywhere (a store or an observer): else the engine
-        need not build it."""
-        return self.store is not None or bool(self._observers)
-
-    @property
-    def observed(self) -> bool:
-        """True when at least one observer listens (else unstored events need not be made)."""
-        return bool(self._observers)
+        # Plain attributes, not properties: the engine asks several times per step.
+        #: True when an event would go anywhere (a store or an observer): else the
+        #: engine need not build it
+        self.active = store is not None
+        #: True when at least one observer listens (else unstored events need not be made)
+        self.observed = False
 
     def subscribe(self, observer: Observer, *, name: str = "") -> None:
         """Call ``observer(event)`` for every event; it may return an awaitable."""
         self._observers.append((name or getattr(observer, "__name__", "observer"), observer))
+        self.active = self.observed = True
 
     def emit(self, event: BaseEvent, *, persist: bool = True) -> None:
         """Record ``event``: queue it for the store and show it to the observers.
