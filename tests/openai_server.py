@@ -2,7 +2,8 @@
 
 A raw ASGI app under uvicorn, in a background thread. Tests script what it
 answers (``enqueue``: replies, tool calls, HTTP errors, garbage, cut streams,
-slow answers) and read back every request it received.
+slow answers) and read back every request it received and the connections it
+came on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Answer:
     body: str = ""
     delay: float = 0.0
     usage: bool = True
+    #: seconds a stream is held open after ``[DONE]`` before its body ends
+    linger: float = 0.0
 
 
 def reply(text: str, **kw: Any) -> Answer:
@@ -71,6 +74,8 @@ class FakeOpenAI:
         self.peak_in_flight = 0
         self.disconnected = 0
         self.counter = 0
+        #: the (host, port) of every client connection a request came on
+        self.connections: set[tuple[str, int]] = set()
 
     def enqueue(self, *answers: Answer) -> None:
         self.script.extend(answers)
@@ -92,6 +97,7 @@ class FakeOpenAI:
         self.received.append(request)
         self.auth.append(headers.get("authorization"))
         self.stamps.append(time.monotonic())
+        self.connections.add(tuple(scope["client"]))
         self.counter += 1
         answer = self.by_model.get(request.get("model")) or (
             self.script.popleft()
@@ -106,11 +112,13 @@ class FakeOpenAI:
             if not await _wait_or_disconnect(receive, self.latency + answer.delay):
                 self.disconnected += 1
                 return
-            await self._answer(request, answer, send)
+            await self._answer(request, answer, send, receive)
         finally:
             self.in_flight -= 1
 
-    async def _answer(self, request: dict[str, Any], answer: Answer, send: Any) -> None:
+    async def _answer(
+        self, request: dict[str, Any], answer: Answer, send: Any, receive: Any
+    ) -> None:
         request_id = f"req-{self.counter}"
         extra = {"x-request-id": request_id, **answer.headers}
         if answer.kind == "status":
@@ -124,7 +132,7 @@ class FakeOpenAI:
             return
         usage = _usage(request, answer) if answer.usage else None
         if request.get("stream"):
-            await self._stream(request, answer, send, request_id, usage, extra)
+            await self._stream(request, answer, send, receive, request_id, usage, extra)
             return
         message: dict[str, Any] = {"role": "assistant", "content": answer.text}
         if answer.tool_calls:
@@ -152,7 +160,7 @@ class FakeOpenAI:
             data["usage"] = usage
         await _send(send, 200, json.dumps(data).encode(), extra)
 
-    async def _stream(self, request, answer, send, request_id, usage, extra) -> None:
+    async def _stream(self, request, answer, send, receive, request_id, usage, extra) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -223,6 +231,8 @@ class FakeOpenAI:
         if usage and (request.get("stream_options") or {}).get("include_usage"):
             await chunk({**base, "choices": [], "usage": usage})
         await chunk("[DONE]")
+        if answer.linger and not await _wait_or_disconnect(receive, answer.linger):
+            return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -168,6 +168,28 @@ class TestProtocol:
         call = next(e for e in events if e.type == "model_call")
         assert 0 < call.ttft_ms <= call.latency_ms
 
+    @pytest.mark.parametrize("stream", [True, False])
+    async def test_calls_in_turn_reuse_one_connection(self, openai_server, workspace, stream):
+        # A stream closed before its body ends takes its connection with it: every
+        # streamed call would then pay a new connection (and a TLS handshake).
+        three = crew(
+            {"type": "sequential", "steps": ["a", "b", "c"]},
+            {name: {"instructions": f"You are {name}."} for name in "abc"},
+        )
+        result, _ = await _run(_settings(stream=stream, max_concurrency=1), three)
+        assert result.ok and openai_server.counter == 3
+        assert len(openai_server.connections) == 1
+
+    async def test_a_stream_held_open_after_done_does_not_hold_the_run(
+        self, openai_server, workspace
+    ):
+        openai_server.enqueue(reply("all there", linger=30))
+        with anyio.fail_after(10):  # the server would hold the body open for 30 s
+            result, events = await _run(_settings(stream=True), _one_step())
+        assert result.ok and result.output == "all there"
+        call = next(e for e in events if e.type == "model_call")
+        assert call.error is None and call.usage.output_tokens > 0
+
     async def test_missing_usage_is_estimated_and_marked(self, openai_server, workspace):
         openai_server.enqueue(Answer(text="no usage here", usage=False))
         _, events = await _run(_settings(stream=False), _one_step())

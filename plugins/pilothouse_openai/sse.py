@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from pilothouse import ModelError
+
+#: how long to wait after ``[DONE]`` for the body to end (servers end it at once)
+DRAIN_S = 0.25
+#: lines past ``[DONE]`` read before giving up on the rest
+DRAIN_LINES = 16
 
 
 @dataclass
@@ -46,13 +53,15 @@ class StreamedReply:
 
 
 async def read_stream(lines: AsyncIterator[str], reply: StreamedReply, on_text: Any) -> None:
-    """Consume ``data:`` lines until ``[DONE]``; raise :class:`ModelError` on garbage or a cut."""
+    """Consume ``data:`` lines until ``[DONE]``, then the end of the body; raise
+    :class:`ModelError` on garbage or a cut."""
     async for line in lines:
         if not line.startswith("data:"):
             continue  # comments, event names, keep-alives
         data = line[5:].strip()
         if data == "[DONE]":
             reply.done = True
+            await _drain(lines)
             return
         try:
             chunk = json.loads(data)
@@ -70,3 +79,20 @@ async def read_stream(lines: AsyncIterator[str], reply: StreamedReply, on_text: 
         if added:
             on_text(added)
     raise ModelError("the stream ended before [DONE]: the reply was cut off", request_id=reply.id)
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read the body to its end after ``[DONE]`` (normally nothing is left but the end
+    of the chunked body). A response closed before its end takes its connection with
+    it, so every streamed call would pay a new connection (and TLS handshake). A
+    server that keeps sending, or holds the body open, is left after a moment: the
+    reply is whole either way, and only the connection is lost."""
+    with anyio.move_on_after(DRAIN_S):
+        try:
+            read = 0
+            async for _ in lines:
+                read += 1
+                if read > DRAIN_LINES:
+                    return
+        except Exception:  # a broken tail after [DONE] costs the connection, not the reply
+            return
