@@ -60,6 +60,16 @@ def memory_line(item: MemoryItem) -> str:
     return f"- [{item.channel}] {item.fact}".replace("</memory", "&lt;/memory")
 
 
+def _passage_piece(retriever: str, passage: Passage) -> ContextPiece:
+    return ContextPiece(kind="passage", source=f"{retriever}:{passage.source}",
+                        ref=passage.id, tokens=estimate_tokens(fence(passage)))  # fmt: skip
+
+
+def _memory_piece(item: MemoryItem) -> ContextPiece:
+    return ContextPiece(kind="memory", source=f"memory:{item.channel}", ref=item.id,
+                        tokens=estimate_tokens(memory_line(item)))  # fmt: skip
+
+
 def build_context(
     persona: Persona,
     *,
@@ -84,30 +94,23 @@ def build_context(
     dropped: list[ContextPiece] = []
     budget = persona.context_budget
 
-    def passage_piece(retriever: str, passage: Passage) -> ContextPiece:
-        return ContextPiece(kind="passage", source=f"{retriever}:{passage.source}",
-                            ref=passage.id, tokens=estimate_tokens(fence(passage)))  # fmt: skip
-
-    def memory_piece(item: MemoryItem) -> ContextPiece:
-        return ContextPiece(kind="memory", source=f"memory:{item.channel}", ref=item.id,
-                            tokens=estimate_tokens(memory_line(item)))  # fmt: skip
-
-    def total() -> int:
-        fixed = estimate_tokens(persona.instructions) + estimate_tokens(task)
-        return (
-            fixed
-            + sum(passage_piece(r, p).tokens for r, p in kept_passages)
-            + sum(memory_piece(m).tokens for m in kept_memory)
-            + (estimate_tokens(carried) if carried is not None else 0)
-        )
-
     if budget is not None:
+
+        def total() -> int:
+            fixed = estimate_tokens(persona.instructions) + estimate_tokens(task)
+            return (
+                fixed
+                + sum(_passage_piece(r, p).tokens for r, p in kept_passages)
+                + sum(_memory_piece(m).tokens for m in kept_memory)
+                + (estimate_tokens(carried) if carried is not None else 0)
+            )
+
         for kind in persona.context_drop:
             while total() > budget:
                 if kind == "passages" and kept_passages:
-                    dropped.append(passage_piece(*kept_passages.pop()))
+                    dropped.append(_passage_piece(*kept_passages.pop()))
                 elif kind == "memory" and kept_memory:
-                    dropped.append(memory_piece(kept_memory.pop(0)))
+                    dropped.append(_memory_piece(kept_memory.pop(0)))
                 elif kind == "previous_output" and carried:
                     room = max(0, budget - (total() - estimate_tokens(carried)))
                     cut = carried[: max(0, room * 4 - len(CUT_MARK))] + CUT_MARK
@@ -124,8 +127,8 @@ def build_context(
     if provenance:
         pieces.append(ContextPiece(kind="instructions", source=f"persona:{persona.name}",
                                    tokens=estimate_tokens(persona.instructions)))  # fmt: skip
-        pieces += [memory_piece(item) for item in kept_memory]
-        pieces += [passage_piece(r, p) for r, p in kept_passages]
+        pieces += [_memory_piece(item) for item in kept_memory]
+        pieces += [_passage_piece(r, p) for r, p in kept_passages]
         pieces.append(ContextPiece(kind="input", source="run:input", tokens=estimate_tokens(task)))
         if previous is not None:
             pieces.append(ContextPiece(kind="previous_output", source=f"persona:{previous}",

@@ -133,7 +133,7 @@ class _Run:
     output_tokens: int = 0
     cost_usd: float = 0.0
     seen_inputs: set[tuple[str, str]] = field(default_factory=set)
-    tool_calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    tool_calls: dict[tuple[str, str], int] = field(default_factory=dict)
     trail: list[str] = field(default_factory=list)
     #: a step finished since the last flush
     unflushed: bool = False
@@ -144,7 +144,7 @@ class _Run:
 
     #: resumed runs: finished steps by id, unfinished attempts per step id
     done: dict[str, StepFinished] = field(default_factory=dict)
-    attempts: Counter[str] = field(default_factory=Counter)
+    attempts: dict[str, int] = field(default_factory=dict)
     #: resumed runs: escalations raised in unfinished steps, and those decided in the log
     prior_escalations: dict[tuple[str | None, str, str], str] = field(default_factory=dict)
     logged_decisions: set[str] = field(default_factory=set)
@@ -177,7 +177,7 @@ class _Run:
                 if first is not None and first.kind == "tool_approval" and e.decision != "reject":
                     arguments = e.text if e.decision == "edit" else first.proposed
                     self.approved.add((first.evidence["tool"], canonical_json(arguments or "{}")))
-        self.attempts = Counter({s: n for s, n in started.items() if s not in self.done})
+        self.attempts = {s: n for s, n in started.items() if s not in self.done}
         for e in raised.values():
             if e.step_id not in self.done:
                 self.prior_escalations[(e.step_id, e.kind, e.reason)] = e.escalation_id
@@ -555,7 +555,7 @@ class Engine:
         previous: str | None,
         handoff_targets: list[str] | None = None,
     ) -> StepOutcome:
-        if run.unflushed:
+        if run.unflushed and self.log.store is not None:
             # The durability barrier: a finished step is committed before another starts.
             run.unflushed = False
             await self._flush()
@@ -913,8 +913,9 @@ class Engine:
             tool = entry.value
             arguments = tool.parse_arguments(call.arguments)
             canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
-            run.tool_calls[(tool.name, canonical)] += 1
-            if run.tool_calls[(tool.name, canonical)] > run.crew.limits.max_identical_tool_calls:
+            key = (tool.name, canonical)
+            run.tool_calls[key] = calls = run.tool_calls.get(key, 0) + 1
+            if calls > run.crew.limits.max_identical_tool_calls:
                 raise LoopDetected(
                     "loop",
                     f"tool {tool.name!r} was called with the same arguments"
