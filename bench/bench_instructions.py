@@ -4,9 +4,10 @@ Timings on a shared 2-core VM drift by tens of percent from one minute to the
 next, so a 5% change cannot be seen in ``bench_core.py``. Instructions can: each
 variant runs under valgrind's callgrind twice, with no runs and with ``--runs``
 runs, in fresh processes, and the difference divided by the steps is the
-user-space instructions one step costs, start-up and warm-up cancelled out. It
-repeats to within ~0.5% from run to run. What it does not count: the kernel's
-side of system calls (SQLite's writes) and waiting for anything.
+user-space instructions one step costs, start-up and warm-up cancelled out.
+With a fixed hash seed, the log-off count repeats to a few instructions; the
+log-on count to ~1% (its commits are batched by the clock). What it does not
+count: the kernel's side of system calls (SQLite's writes) and waiting for anything.
 
 Variants (a 4-step sequential crew on an in-process fake model, as in bench_core):
 raw awaited calls; raw calls + the SQLite commit this log makes per step (4 JSON
