@@ -36,6 +36,8 @@ class Answer:
     usage: bool = True
     #: seconds a stream is held open after ``[DONE]`` before its body ends
     linger: float = 0.0
+    #: seconds between a stream's chunks
+    pace: float = 0.0
 
 
 def reply(text: str, **kw: Any) -> Answer:
@@ -170,6 +172,8 @@ class FakeOpenAI:
         )
 
         async def chunk(payload: dict[str, Any] | str) -> None:
+            if answer.pace:
+                await asyncio.sleep(answer.pace)
             data = payload if isinstance(payload, str) else json.dumps(payload)
             await send(
                 {

@@ -190,6 +190,27 @@ class TestProtocol:
         call = next(e for e in events if e.type == "model_call")
         assert call.error is None and call.usage.output_tokens > 0
 
+    async def test_a_run_cancelled_mid_stream_leaves_no_live_text(self, openai_server, workspace):
+        # The text streamed so far is published for monitors in other processes; a call
+        # cut off by a cancellation is never logged, so the run's end must clear it.
+        openai_server.enqueue(reply(" ".join(f"w{i}" for i in range(40)), pace=0.02))
+        async with pilothouse.Runtime(_settings(stream=True)) as rt:
+            rt.live.interval = 0.02
+            seen = []
+
+            def cancel_at_the_fifth_delta(event):
+                if event.type == "model_delta":
+                    seen.append(event.text)
+                    if len(seen) == 5:  # this delta is not published yet
+                        rt.engine.cancel("r-live", "stop")
+
+            rt.subscribe(cancel_at_the_fifth_delta)
+            with anyio.fail_after(10):
+                result = await rt.run(_one_step(), "hello", run_id="r-live")
+            await anyio.sleep(0.2)  # ten publishing rounds
+            assert result.status == "cancelled" and len(seen) >= 5
+            assert rt.store.live("r-live") == {}
+
     async def test_missing_usage_is_estimated_and_marked(self, openai_server, workspace):
         openai_server.enqueue(Answer(text="no usage here", usage=False))
         _, events = await _run(_settings(stream=False), _one_step())

@@ -17,6 +17,12 @@ from .retrieval import Passage
 
 RunStatus = Literal["queued", "running", "waiting_for_human", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+#: the event types that end a run, and the status each leaves it in
+FINAL_EVENTS: dict[str, str] = {
+    "run_finished": "succeeded",
+    "run_failed": "failed",
+    "run_cancelled": "cancelled",
+}
 #: how every view colours a run status (CLI, monitor)
 STATUS_COLOURS: dict[str, str] = {
     "succeeded": "green",

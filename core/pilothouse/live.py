@@ -14,7 +14,7 @@ import logging
 import anyio
 
 from .errors import StoreError
-from .events import BaseEvent
+from .events import FINAL_EVENTS, BaseEvent
 from .store import RunStore
 
 log = logging.getLogger("pilothouse.live")
@@ -32,14 +32,23 @@ class LiveText:
         self._dirty: set[tuple[str, str]] = set()
 
     def __call__(self, event: BaseEvent) -> None:
-        """Collect a delta; forget a call once it is logged (the store drops its row)."""
-        key = (event.run_id, event.step_id or "")
-        if event.type == "model_delta":
+        """Collect a delta; forget a call once it is logged, and every call of a run once
+        the run ends (a call cut off by a cancellation or a timeout is never logged); the
+        store drops their rows with the event."""
+        t = event.type
+        if t == "model_delta":
+            key = (event.run_id, event.step_id or "")
             self._text.setdefault(key, []).append(event.text)  # type: ignore[attr-defined]
             self._dirty.add(key)
-        elif event.type == "model_call":
-            self._text.pop(key, None)
-            self._dirty.discard(key)
+        elif t == "model_call":
+            self._forget((event.run_id, event.step_id or ""))
+        elif t in FINAL_EVENTS:
+            for key in [key for key in self._text if key[0] == event.run_id]:
+                self._forget(key)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._text.pop(key, None)
+        self._dirty.discard(key)
 
     async def run(self) -> None:
         """Publish what changed every ``interval`` seconds.

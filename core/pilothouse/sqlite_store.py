@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DecisionError, NotFound, RunBusy, StoreError
-from .events import FINAL_STATUSES, BaseEvent, RunCancelled, event_json, parse_event
+from .events import FINAL_EVENTS, FINAL_STATUSES, BaseEvent, RunCancelled, event_json, parse_event
 from .migrations import migrate
 from .store import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 
@@ -55,7 +55,6 @@ def lease_alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
 _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
 _MEMORY_COLUMNS = ", ".join(MemoryItem.model_fields)
 _AUDIT_COLUMNS = ", ".join(AuditRecord.model_fields)
-_FINAL = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
 
 
 # A new run takes the next number; a queued run keeps its number when it starts.
@@ -141,8 +140,8 @@ class _RunDelta:
             self.cost_usd += e.cost_usd or 0.0  # type: ignore[attr-defined]
         elif t == "run_resumed":
             self.status = "running"
-        elif t in _FINAL:
-            self.status = _FINAL[t]
+        elif t in FINAL_EVENTS:
+            self.status = FINAL_EVENTS[t]
             self.persona_changed, self.persona = True, None
             if t == "run_finished":
                 self.output = e.output  # type: ignore[attr-defined]
@@ -285,7 +284,7 @@ class SQLiteRunStore(RunStore):
                 key = (event.run_id, event.step_id or "")
                 if key in self._live:
                     settled.append(key)
-            elif t in _FINAL:
+            elif t in FINAL_EVENTS:
                 ended.append((event.run_id,))
             if t in ("escalation_raised", "escalation_decided"):
                 escalating.add(event.run_id)
