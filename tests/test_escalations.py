@@ -158,8 +158,12 @@ class TestDecisions:
         async with make_runtime() as rt:
             result = await rt.run(_crew(limits={"timeout_s": 0.3}), "write")
         assert result.error_kind == "limit"
-        escalation = other_store().escalations()[0]
-        with pytest.raises(DecisionError, match=r"no longer waits: its run .* has failed"):
+        # the run's end took the escalation out of the inbox: nobody is asked in vain
+        assert other_store().escalations() == []
+        (escalation,) = other_store().escalations(status=None)
+        assert escalation.status == "withdrawn"
+        assert escalation.note == f"run {result.run_id} failed before anyone decided"
+        with pytest.raises(DecisionError, match=r"no longer waits: run .* failed before anyone"):
             other_store().decide(escalation.id, "approve", by="ana")
 
     @pytest.mark.parametrize(("policy", "status"), [("approve", "succeeded"), ("reject", "failed")])
@@ -310,3 +314,34 @@ async def test_edit_in_the_editor_from_the_cli(make_runtime, scripted, workspace
             cwd=workspace, env=env, capture_output=True, text=True, timeout=60))  # fmt: skip
         assert done.returncode == 0, done.stderr
     assert results[0].ok and results[0].output == "written in the editor"
+
+
+@pytest.mark.slow
+def test_cancelling_a_waiting_run_withdraws_its_escalation_from_the_inbox(tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    run = [sys.executable, "-m", "pilothouse"]
+    runner = subprocess.Popen(
+        [*run, "demo", "--wait", "60", "--json"],
+        cwd=tmp_path, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        (escalation,) = wait_for_inbox(tmp_path, base)
+        cancel = subprocess.run([*run, "cancel", escalation["run_id"]], cwd=tmp_path, env=base,
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert cancel.returncode == 0, cancel.stderr
+        out, err = runner.communicate(timeout=30)
+    finally:
+        stop(runner)
+    assert json.loads(out)["status"] == "cancelled", err
+
+    def inbox(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*run, "inbox", *flags], cwd=tmp_path, env=base,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+
+    assert json.loads(inbox("--json").stdout) == []
+    assert "nothing waits for a decision" in inbox().stdout
+    listed = inbox("--all").stdout
+    assert f"[withdrawn: run {escalation['run_id']} cancelled before anyone decided]" in listed
+    late = subprocess.run([*run, "approve", escalation["id"]], cwd=tmp_path, env=base,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert late.returncode == 3 and "no longer waits" in late.stderr

@@ -139,6 +139,26 @@ def test_pages_for_every_run_and_overview(portal):
     assert ids["failed"] in failures and "RuntimeError" in failures
 
 
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [("failed", "none: the run failed before anyone decided"),
+     ("waiting_for_human", "still waiting")],
+)  # fmt: skip
+def test_an_undecided_escalation_says_whether_it_still_waits(status, shown):
+    from pilothouse.events import EscalationRaised, RunStarted
+    from pilothouse.portal.run_page import run_page
+    from pilothouse.store import RunSummary
+
+    run = RunSummary(id="r1", crew="c", status=status, input="x", created=1.0, updated=2.0)
+    events = [
+        RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="x", flow="sequential"),
+        EscalationRaised(run_id="r1", seq=2, ts=1.5, step_id="1", escalation_id="e1",
+                         persona="writer", kind="guardrail", reason="flagged"),
+    ]  # fmt: skip
+    page = run_page(run, events, Redactor(), crew_page="../crews/c.html")
+    assert f"<strong>Decision:</strong> {shown}" in page
+
+
 class _Elements(HTMLParser):
     """Every element of a page with its attributes, and the text of its scripts."""
 

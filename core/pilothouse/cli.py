@@ -524,7 +524,9 @@ def inbox(obj: Context, show_all: bool, as_json: bool) -> None:
         return
     for e in items:
         colour = "red" if e.risk >= 0.7 else "yellow"
-        state = "" if e.status == "waiting" else f"  [{e.status} by {e.decided_by}]"
+        state = {"waiting": "", "withdrawn": f"  [withdrawn: {e.note}]"}.get(
+            e.status, f"  [{e.status} by {e.decided_by}]"
+        )
         click.secho(f"{e.id}  risk {e.risk:.2f}  {e.kind}{state}", fg=colour, bold=True)
         click.echo(f"  run {e.run_id} ({e.crew}) step {e.step_id} {e.persona}: {e.reason}")
         if e.evidence:

@@ -83,6 +83,12 @@ UPDATE runs SET status = CASE
 WHERE id = ? AND status IN ('running', 'waiting_for_human')
 """
 
+# Nobody can decide for a run that has ended: its waiting escalations leave the inbox.
+_WITHDRAW_ESCALATIONS = """
+UPDATE escalations SET status = 'withdrawn', decided_at = ?, note = ?
+WHERE run_id = ? AND status = 'waiting'
+"""
+
 
 def _escalation_row(e: BaseEvent) -> tuple[object, ...]:
     return (
@@ -273,6 +279,7 @@ class SQLiteRunStore(RunStore):
         deltas: dict[str, _RunDelta] = {}
         settled = []  # (run_id, step_id) whose streamed text is now a logged call
         ended = []
+        withdrawn = []  # (ts, note, run_id): the run ended while a person had yet to decide
         remembered = []
         for event, _ in events:
             t = event.type
@@ -286,6 +293,8 @@ class SQLiteRunStore(RunStore):
                     settled.append(key)
             elif t in FINAL_EVENTS:
                 ended.append((event.run_id,))
+                note = f"run {event.run_id} {FINAL_EVENTS[t]} before anyone decided"
+                withdrawn.append((event.ts, note, event.run_id))
             if t in ("escalation_raised", "escalation_decided"):
                 escalating.add(event.run_id)
                 if t == "escalation_raised":
@@ -337,6 +346,7 @@ class SQLiteRunStore(RunStore):
                     )
                 if ended:
                     self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended)
+                    self._db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
                 if remembered:
                     self._db.executemany(
                         "INSERT OR IGNORE INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)", remembered
@@ -602,6 +612,8 @@ class SQLiteRunStore(RunStore):
                 self._db.rollback()
                 raise StoreError(f"cannot record the decision in {self.path}: {exc}") from exc
         decided = self.get_escalation(current.id)
+        if not changed and decided.status == "withdrawn":
+            raise DecisionError(f"escalation {current.id} no longer waits: {decided.note}")
         if not changed:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(decided.decided_at or 0))
             raise DecisionError(

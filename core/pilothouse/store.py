@@ -62,7 +62,7 @@ class Escalation(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     proposed: str | None = None
     created: float
-    #: waiting, approve, edit or reject
+    #: waiting, approve, edit or reject; withdrawn when the run ended first (``note`` says how)
     status: str = "waiting"
     decided_by: str | None = None
     decided_at: float | None = None

@@ -16,7 +16,7 @@ from ..metrics import Metrics
 from .charts import hbars, stacked_bars
 from .digest import RunDigest
 from .markdown import Redact, inline, link, table
-from .run_page import step_anchor, when
+from .run_page import step_anchor, undecided, when
 
 #: runs listed on a crew's page and steps on a persona's (day and hour pages list them all);
 #: these pages change with every new run, so they stay short
@@ -287,7 +287,7 @@ class Overview:
         for d in self.digests:
             for e in d.escalations:
                 target = rel(page, run_path(d.run.id))
-                decision = e.decision or "*waiting*"
+                decision = e.decision or f"*{undecided(d.run.status)}*"
                 if e.by:
                     decision += f" by {inline(e.by, self.redact)} at {when(e.decided_at)}"
                 rows.append(

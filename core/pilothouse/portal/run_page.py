@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any
 
-from ..events import BaseEvent
+from ..events import FINAL_STATUSES, BaseEvent
 from ..explain import claim_evidence, evidence_of
 from ..store import RunSummary
 from .html import block, heading, link, para, table
@@ -62,7 +62,7 @@ def run_page(run: RunSummary, events: list[BaseEvent], redact: Redact, *, crew_p
         body += [heading(2, "Output", "output"), block(run.output, redact, role="output")]
         body += _claims(run.output, events, anchors, redact)
         body += _why(events, anchors, redact)
-    body += _escalations(events, redact)
+    body += _escalations(events, run.status, redact)
     body += _failure(events, redact)
     body.append(heading(2, "Timeline", "timeline"))
     for event in events:
@@ -145,7 +145,14 @@ def _why(events: list[BaseEvent], anchors: dict, redact: Redact) -> list[str]:
     ]
 
 
-def _escalations(events: list[BaseEvent], redact: Redact) -> list[str]:
+def undecided(run_status: str) -> str:
+    """What an escalation nobody decided shows: it waits, or its run ended first."""
+    if run_status in FINAL_STATUSES:
+        return f"none: the run {run_status} before anyone decided"
+    return "still waiting"
+
+
+def _escalations(events: list[BaseEvent], run_status: str, redact: Redact) -> list[str]:
     raised = [e for e in events if e.type == "escalation_raised"]
     if not raised:
         return []
@@ -169,7 +176,7 @@ def _escalations(events: list[BaseEvent], redact: Redact) -> list[str]:
         if e.proposed is not None:
             out += [para("<strong>Proposed:</strong>"), block(e.proposed, redact)]
         if d is None:
-            out.append(para("<strong>Decision:</strong> still waiting"))
+            out.append(para(f"<strong>Decision:</strong> {undecided(run_status)}"))
             continue
         note = f" · note: {inline(d.note, redact)}" if d.note else ""
         out.append(
