@@ -121,6 +121,22 @@ def test_ingest_every_file_type_then_only_what_changed(tmp_path, corpus, minilm)
     kb.close()
 
 
+def test_a_file_that_is_not_text_is_skipped_and_dropped(tmp_path, corpus, minilm):
+    kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
+    assert kb.ingest([corpus]).updated == 5
+    # shipping.txt turns into a binary file; a Latin-1 note has one byte UTF-8 cannot read
+    (corpus / "shipping.txt").write_bytes(bytes(range(256)) * 8)
+    (corpus / "note.txt").write_bytes("Caf\xe9 opens at nine in Rotterdam.".encode("latin-1"))
+    report = kb.ingest([corpus])
+    assert len(report.failed) == 1 and "shipping.txt: not UTF-8 text" in report.failed[0]
+    assert report.updated == 1 and report.unchanged == 4  # the note is indexed
+    found = kb.search("Rotterdam", k=10)
+    names = [p.source.rsplit("/", 1)[1] for p in found]
+    assert names[0] == "note.txt" and "opens at nine" in found[0].text
+    assert "shipping.txt" not in names  # what the earlier ingest had of it is gone
+    kb.close()
+
+
 def test_hybrid_ranking_finds_meaning_and_rare_words(tmp_path, corpus, minilm):
     kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
     kb.ingest([corpus], tags=["support"])

@@ -41,6 +41,10 @@ class KnowledgeError(PilothouseError):
     kind = "knowledge"
 
 
+class NotText(KnowledgeError):
+    """A file that is not text: skipped, and what an earlier ingest had of it is dropped."""
+
+
 def connect(path: str | Path, *, prefer: str = "sqlite3") -> Any:
     """A connection with sqlite-vec loaded: the standard module when it can load
     extensions, else ``sqlean``; a clear error when neither can."""
@@ -122,6 +126,24 @@ class _TextOfHTML(html.parser.HTMLParser):
             self.parts.append(data)
 
 
+#: the share of undecodable characters above which a file is taken for binary
+NOT_TEXT_SHARE = 0.05
+
+
+def _decoded(path: Path) -> str:
+    """A text file's content as UTF-8 (a stray bad byte becomes U+FFFD); a file that is
+    not text at all (a NUL byte, as git judges it, or mostly undecodable) is refused:
+    indexed, it would fill search results and context windows with noise."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KnowledgeError(f"cannot read {path}: {exc}") from exc
+    text = data.decode("utf-8", errors="replace")
+    if b"\x00" in data[:8000] or text.count("\ufffd") > NOT_TEXT_SHARE * len(text):
+        raise NotText(f"{path}: not UTF-8 text (binary content?)")
+    return text
+
+
 def text_of(path: Path) -> str:
     """A file's text: Markdown and text as they are, HTML without its markup, PDF
     through pypdf (one paragraph break between pages)."""
@@ -135,7 +157,7 @@ def text_of(path: Path) -> str:
             return "\n\n".join((page.extract_text() or "").strip() for page in pages).strip()
         except Exception as exc:  # a damaged or encrypted file: name it, keep going is the caller's
             raise KnowledgeError(f"cannot read the PDF {path}: {exc}") from exc
-    raw = path.read_text(encoding="utf-8", errors="replace")
+    raw = _decoded(path)
     if path.suffix.lower() in (".html", ".htm"):
         parser = _TextOfHTML()
         parser.feed(raw)
@@ -266,6 +288,11 @@ class KnowledgeBase:
                     progress(source)
                 try:
                     text = text_of(file)
+                except NotText as exc:
+                    report.failed.append(str(exc))
+                    with self.db:  # it will not become text by itself: nothing to keep
+                        self._forget(collection, source)
+                    continue
                 except KnowledgeError as exc:
                     report.failed.append(str(exc))
                     seen.discard(source)  # keep what an earlier ingest had of it
@@ -317,13 +344,16 @@ class KnowledgeBase:
             for (source,) in gone:
                 if source not in seen and not any(source in u for u in unreadable):
                     with self.db:
-                        self._remove(collection, source)
-                        self.db.execute(
-                            "DELETE FROM documents WHERE collection = ? AND source = ?",
-                            (collection, source),
-                        )
+                        self._forget(collection, source)
                     report.removed += 1
         return report
+
+    def _forget(self, collection: str, source: str) -> None:
+        """Drop a file from the index: its chunks and its record."""
+        self._remove(collection, source)
+        self.db.execute(
+            "DELETE FROM documents WHERE collection = ? AND source = ?", (collection, source)
+        )
 
     def _remove(self, collection: str, source: str) -> None:
         rows = self.db.execute(
