@@ -46,6 +46,16 @@ def test_a_bad_value_names_the_key_and_where_it_came_from(workspace, monkeypatch
         load_settings()
 
 
+def test_a_bad_value_deep_in_a_table_names_its_whole_path(workspace):
+    (workspace / "pilothouse.toml").write_text(
+        '[endpoints.local]\nbase_url = "http://127.0.0.1:1/v1"\nmax_concurrency = "many"\n'
+    )
+    with pytest.raises(
+        ConfigError, match=r"endpoints\.local\.max_concurrency \(pilothouse.toml\): Input should"
+    ):
+        load_settings()
+
+
 def test_an_unknown_key_in_a_file_is_an_error(workspace):
     (workspace / "pilothouse.toml").write_text('defualt_model = "x"\n')
     with pytest.raises(ConfigError, match=r"defualt_model \(pilothouse.toml\): Extra inputs"):

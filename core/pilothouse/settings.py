@@ -288,7 +288,9 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else "(settings)"
             where = sources.get(key) or origins.get(key) or "?"
-            problems.append(f"{key} ({where}): {err['msg']}")
+            # the whole path names the field: endpoints.local.max_concurrency
+            dotted = ".".join(str(part) for part in err["loc"]) or key
+            problems.append(f"{dotted} ({where}): {err['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
     finally:
         _file_data.reset(token)
