@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import anyio
 import pytest
 
@@ -154,5 +156,28 @@ class TestBudgets:
         c = crew({"type": "sequential", "steps": ["a"]}, {"a": {}}, limits={"timeout_s": 0.2})
         with anyio.fail_after(5):
             result, events = await _run(make_runtime, c)
+        assert _limit(events).limit == "timeout_s"
+        assert result.status == "failed"
+
+    async def test_timeout_ends_a_run_stuck_in_a_blocking_tool(self, make_runtime, scripted):
+        # A blocking tool runs in a worker thread, which nothing can stop: the run must
+        # not wait for it (nor must a cancellation); the thread is left to finish alone.
+        release = threading.Event()
+
+        @tool
+        def slow_lookup(n: int) -> int:
+            """Look something up in a system that hangs."""
+            release.wait(30)
+            return n
+
+        scripted.tools.append(slow_lookup)
+        scripted.provider.enqueue(tool_reply("slow_lookup", {"n": 1}), text_reply("never"))
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"tools": ["slow_lookup"]}},
+                 limits={"timeout_s": 0.3})  # fmt: skip
+        try:
+            with anyio.fail_after(10):
+                result, events = await _run(make_runtime, c)
+        finally:
+            release.set()
         assert _limit(events).limit == "timeout_s"
         assert result.status == "failed"

@@ -1054,9 +1054,10 @@ class Engine:
         return await self._call_model(run, model, call, step_id)
 
     async def _embed(self, name: str, texts: Sequence[str]) -> list[list[float]]:
-        """Vectors from a registered embedder, computed in a worker thread."""
+        """Vectors from a registered embedder, computed in a worker thread (a run that is
+        cancelled or times out meanwhile does not wait for it)."""
         embedder = self.registry.get("embedders", name).value
-        return await anyio.to_thread.run_sync(embedder.embed, list(texts))
+        return await anyio.to_thread.run_sync(embedder.embed, list(texts), abandon_on_cancel=True)
 
     async def _guard(
         self,

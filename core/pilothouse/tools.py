@@ -77,7 +77,11 @@ class Tool:
         if self.is_async:
             return await self.func(**kwargs)
         if self.blocking:
-            return await anyio.to_thread.run_sync(lambda: self.func(**kwargs))
+            # A thread cannot be stopped: a run cancelled or timed out meanwhile goes on
+            # without it (the call finishes on its own and its result is dropped).
+            return await anyio.to_thread.run_sync(
+                lambda: self.func(**kwargs), abandon_on_cancel=True
+            )
         return self.func(**kwargs)
 
     def __repr__(self) -> str:
