@@ -78,6 +78,8 @@ class FakeOpenAI:
         self.counter = 0
         #: the (host, port) of every client connection a request came on
         self.connections: set[tuple[str, int]] = set()
+        #: the path and query of every request
+        self.targets: list[str] = []
 
     def enqueue(self, *answers: Answer) -> None:
         self.script.extend(answers)
@@ -100,6 +102,7 @@ class FakeOpenAI:
         self.auth.append(headers.get("authorization"))
         self.stamps.append(time.monotonic())
         self.connections.add(tuple(scope["client"]))
+        self.targets.append(f"{scope['path']}?{scope['query_string'].decode()}".rstrip("?"))
         self.counter += 1
         answer = self.by_model.get(request.get("model")) or (
             self.script.popleft()

@@ -243,6 +243,25 @@ class TestFaults:
         first, second = openai_server.stamps
         assert second - first >= 0.29
 
+    async def test_credentials_in_the_url_never_reach_the_error_or_the_log(
+        self, openai_server, workspace
+    ):
+        url = os.environ["OPENAI_BASE_URL"].replace("http://", "http://alice:pw-in-url@")
+        url += "?api-key=qk-in-url"
+        echo = json.dumps({"error": {"message": "bad request from alice:pw-in-url (qk-in-url)"}})
+        openai_server.enqueue(status(400, body=echo))
+        settings = pilothouse.load_settings(
+            endpoints={"local": {"base_url": url, "api_key": KEY}}, default_model="local:test"
+        )
+        result, events = await _run(settings, _one_step())
+        assert openai_server.targets == ["/v1/chat/completions?api-key=qk-in-url"]
+        assert result.status == "failed"
+        assert "(http://alice:********@127.0.0.1:" in result.error
+        assert "the server said: bad request from alice:*** (***)" in result.error
+        logged = " ".join(e.model_dump_json() for e in events)
+        for secret in ("pw-in-url", "qk-in-url", KEY):
+            assert secret not in result.error and secret not in logged
+
     async def test_5xx_and_timeouts_are_retried(self, openai_server, workspace):
         openai_server.enqueue(status(500), status(503), Answer(text="slow", delay=2), reply("ok"))
         result, _ = await _run(_settings(timeout_s=0.5), _one_step())

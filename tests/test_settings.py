@@ -74,3 +74,21 @@ def test_secrets_are_masked():
         mask("aliases", {"fast": "offline:x", "token": "abc"}) == "fast=offline:x, token=********"
     )
     assert mask("default_model", "offline") == "offline"
+
+
+def test_secrets_in_an_endpoints_url_and_headers_are_masked():
+    from pilothouse.settings import Endpoint
+
+    endpoint = Endpoint(
+        base_url="http://alice:pw-in-url@127.0.0.1:8000/v1?api-version=2024&api-key=qk-1",
+        api_key="sk-2",
+        headers={"X-Api-Key": "hk-3", "X-Team": "blue"},
+    )
+    shown = mask("local", endpoint)
+    url = "http://alice:********@127.0.0.1:8000/v1?api-version=2024&api-key=********"
+    assert f"base_url={url}" in shown
+    assert "headers=X-Api-Key=********, X-Team=blue" in shown
+    for secret in ("pw-in-url", "qk-1", "sk-2", "hk-3"):
+        assert secret not in shown
+    assert set(endpoint.secrets()) == {"pw-in-url", "qk-1", "sk-2", "hk-3"}
+    assert mask("base_url", "https://api.openai.com/v1") == "https://api.openai.com/v1"

@@ -13,6 +13,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -102,6 +103,18 @@ class Endpoint(BaseModel):
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def shown_url(self) -> str:
+        """``base_url`` as messages and ``pilothouse config`` may show it."""
+        return shown_url(self.base_url)
+
+    def secrets(self) -> list[str]:
+        """Every secret this endpoint holds, for cutting out of any text it produces: the
+        key, a password in the URL, secret query values and secret header values."""
+        found = [self.key(), urlsplit(self.base_url).password]
+        found += [value for name, value in _query(self.base_url) if _secret_name(name)]
+        found += [value for name, value in self.headers.items() if _secret_name(name)]
+        return sorted({s for s in found if s}, key=len, reverse=True)
 
 
 class Price(BaseModel):
@@ -223,17 +236,42 @@ class Settings(BaseSettings):
         return rows
 
 
-_SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "authorization"})
+_SECRET_WORDS = frozenset(
+    {"key", "apikey", "token", "secret", "password", "authorization", "sig", "signature"}
+)
+MASK = "********"
+
+
+def _secret_name(name: str) -> bool:
+    """Whether a setting, header or query parameter of this name holds a secret."""
+    return bool(_SECRET_WORDS & set(name.lower().replace("-", "_").split("_")))
+
+
+def _query(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(url).query, keep_blank_values=True)
+
+
+def shown_url(url: str) -> str:
+    """A URL as it may be shown: a password in it and the values of secret query
+    parameters (``?api-key=...``, ``?sig=...``) are masked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = f"{parts.username}:{MASK}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}={MASK if _secret_name(name) else value}" for name, value in _query(url)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def mask(name: str, value: Any) -> str:
     """Show a setting's value, never a secret's."""
     if name.endswith("_env") and isinstance(value, str):
         return value  # the name of a variable, not its value
-    if isinstance(value, SecretStr) or _SECRET_WORDS & set(
-        name.lower().replace("-", "_").split("_")
-    ):
-        return "********" if value else ""
+    if isinstance(value, SecretStr) or _secret_name(name):
+        return MASK if value else ""
+    if name.endswith("url") and isinstance(value, str):
+        return shown_url(value)
     if isinstance(value, BaseModel):
         return "{" + mask(name, value.model_dump()) + "}"
     if isinstance(value, list):

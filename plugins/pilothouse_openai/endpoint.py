@@ -46,9 +46,14 @@ class EndpointClient:
         self.name = name
         self.config = config
         self.base_url = config.base_url.rstrip("/")
+        #: the URL as messages show it (no password, no secret query values)
+        self.shown_url = config.shown_url().rstrip("/")
+        self._secrets = config.secrets()
         self._key = config.key()
         self._pools: list[httpx.AsyncClient] = []
-        self._url = httpx.URL(f"{self.base_url}/chat/completions")
+        # the path goes before any query the base URL carries (?api-version=... on Azure)
+        base = httpx.URL(self.base_url)
+        self._url = base.copy_with(path=base.path.rstrip("/") + "/chat/completions")
         headers = {
             "Accept": "application/json",
             "Accept-Encoding": "gzip, deflate",
@@ -104,9 +109,10 @@ class EndpointClient:
                 self._free.append(index)
 
     def redact(self, text: str) -> str:
-        """Text from a server or an exception, with the API key cut out."""
-        if self._key:
-            text = text.replace(self._key, "***")
+        """Text from a server or an exception, with every secret of the endpoint cut out
+        (the key, a password or key in the URL, secret header values)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return text
 
     @asynccontextmanager
@@ -154,7 +160,7 @@ class EndpointClient:
                     retry_after = _retry_after(response.headers.get("retry-after"))
             if attempt >= self.config.max_retries:
                 raise ModelError(
-                    f"endpoint {self.name!r} ({self.base_url}) failed after"
+                    f"endpoint {self.name!r} ({self.shown_url}) failed after"
                     f" {attempt + 1} attempts: {problem}"
                 )
             delay = retry_after if retry_after is not None else _backoff(attempt)
@@ -167,7 +173,7 @@ class EndpointClient:
     def _explain(self, status: int, body: str, payload: dict[str, Any]) -> str:
         detail = _server_message(body)
         model = payload.get("model")
-        where = f"endpoint {self.name!r} ({self.base_url})"
+        where = f"endpoint {self.name!r} ({self.shown_url})"
         if status == 401:
             hint = (
                 "set OPENAI_API_KEY"
