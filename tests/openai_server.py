@@ -38,6 +38,8 @@ class Answer:
     linger: float = 0.0
     #: seconds between a stream's chunks
     pace: float = 0.0
+    #: the finish reason sent (default: stop, or tool_calls)
+    finish: str | None = None
 
 
 def reply(text: str, **kw: Any) -> Answer:
@@ -157,7 +159,8 @@ class FakeOpenAI:
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": "tool_calls" if answer.tool_calls else "stop",
+                    "finish_reason": answer.finish
+                    or ("tool_calls" if answer.tool_calls else "stop"),
                 }
             ],
         }
@@ -233,7 +236,7 @@ class FakeOpenAI:
                     ],
                 }
             )
-        finish = "tool_calls" if answer.tool_calls else "stop"
+        finish = answer.finish or ("tool_calls" if answer.tool_calls else "stop")
         await chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if usage and (request.get("stream_options") or {}).get("include_usage"):
             await chunk({**base, "choices": [], "usage": usage})

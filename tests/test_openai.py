@@ -211,6 +211,21 @@ class TestProtocol:
             assert result.status == "cancelled" and len(seen) >= 5
             assert rt.store.live("r-live") == {}
 
+    @pytest.mark.parametrize("stream", [True, False])
+    async def test_a_reply_cut_at_the_token_limit_is_logged_as_cut(
+        self, openai_server, workspace, stream
+    ):
+        openai_server.enqueue(reply("The launch plan has three", finish="length"))
+        result, events = await _run(_settings(stream=stream), _one_step(max_output_tokens=5))
+        call = next(e for e in events if e.type == "model_call")
+        assert result.ok and call.finish_reason == "length"
+        assert call.stop_note == "cut off at the output token limit"
+        shown = subprocess.run(
+            [sys.executable, "-m", "pilothouse", "show", result.run_id],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "-> answer (cut off at the output token limit)" in shown.stdout, shown.stderr
+
     async def test_missing_usage_is_estimated_and_marked(self, openai_server, workspace):
         openai_server.enqueue(Answer(text="no usage here", usage=False))
         _, events = await _run(_settings(stream=False), _one_step())

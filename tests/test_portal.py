@@ -159,6 +159,21 @@ def test_an_undecided_escalation_says_whether_it_still_waits(status, shown):
     assert f"<strong>Decision:</strong> {shown}" in page
 
 
+def test_a_reply_cut_at_the_token_limit_says_so_on_the_run_page():
+    from pilothouse.events import ModelCalled, RunStarted
+    from pilothouse.portal.run_page import run_page
+    from pilothouse.store import RunSummary
+
+    run = RunSummary(id="r1", crew="c", status="succeeded", input="x", created=1.0, updated=2.0)
+    events = [
+        RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="x", flow="sequential"),
+        ModelCalled(run_id="r1", seq=2, ts=1.5, step_id="1", model="m:x", messages=[],
+                    text="The plan has", finish_reason="length"),
+    ]  # fmt: skip
+    page = run_page(run, events, Redactor(), crew_page="../crews/c.html")
+    assert "<strong>cut off at the output token limit</strong>" in page
+
+
 class _Elements(HTMLParser):
     """Every element of a page with its attributes, and the text of its scripts."""
 

@@ -359,6 +359,8 @@ def _timeline_line(e: Any) -> str | None:
         if e.error:
             return f"model {e.model}{label} failed after {e.latency_ms:.0f} ms: {e.error}"
         what = f"{len(e.tool_calls)} tool call(s)" if e.tool_calls else "answer"
+        if e.stop_note:
+            what += f" ({e.stop_note})"
         return (
             f"model {e.model}{label}: {e.usage.input_tokens} in / {e.usage.output_tokens} out,"
             f" {e.latency_ms:.1f} ms -> {what}"

@@ -866,6 +866,7 @@ class Engine:
             latency_ms=(time.perf_counter() - started) * 1000,
             ttft_ms=response.ttft_ms,
             request_id=response.request_id,
+            finish_reason=response.finish_reason,
         )
         return response
 

@@ -158,6 +158,13 @@ class ContextBuilt(BaseEvent):
     dropped: list[ContextPiece] = Field(default_factory=list)
 
 
+#: finish reasons that leave a reply incomplete, and how each is shown
+_STOP_NOTES = {
+    "length": "cut off at the output token limit",
+    "content_filter": "stopped by the provider's content filter",
+}
+
+
 class ModelCalled(BaseEvent):
     """One model call: what was sent, what came back, tokens, cost and latency."""
 
@@ -173,11 +180,19 @@ class ModelCalled(BaseEvent):
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     request_id: str | None = None
+    #: why the model stopped, as the server said: ``stop``, ``tool_calls``, ``length``
+    #: (cut off at the output token limit), ``content_filter``...
+    finish_reason: str | None = None
     #: the rest of the request: with ``messages`` and ``tools``, all of it (see :meth:`request`)
     response_schema: dict[str, Any] | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
     error: str | None = None
+
+    @property
+    def stop_note(self) -> str:
+        """Why the reply may be incomplete, for people ("" when it ended normally)."""
+        return _STOP_NOTES.get(self.finish_reason or "", "")
 
     def request(self) -> ModelRequest:
         """The request this call sent, rebuilt from the event (``model`` is the full id).

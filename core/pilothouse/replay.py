@@ -56,6 +56,7 @@ class Recording:
                         usage=e.usage,
                         cost_usd=e.cost_usd,
                         request_id=e.request_id,
+                        finish_reason=e.finish_reason,
                     )
                 )
             elif e.type == "tool_call":

@@ -154,6 +154,8 @@ def detail(event: BaseEvent, redact: Redact) -> RenderableType:
                 + (f"  first token {e.ttft_ms:.0f} ms" if e.ttft_ms is not None else "")
             )
         )
+        if e.stop_note:
+            parts.append(Text(e.stop_note, style="yellow"))
         parts.append(Text("\ncontext window as the model saw it", style="bold underline"))
         for m in e.messages:
             parts.append(Text(f"[{m.role}]", style="bold cyan"))
