@@ -119,6 +119,28 @@ class TestHandoff:
         assert "refund invoice 42" in scripted.provider.requests[1].messages[-1].content
         assert not scripted.provider.requests[1].tools  # billing has no routes
 
+    async def test_a_handoff_outside_the_routes_is_refused(self, make_runtime, scripted):
+        # triage may hand off to tech only; a model that names billing (in the crew, but
+        # not on triage's routes) gets an error back and the work stays with triage.
+        scripted.provider.enqueue(
+            tool_reply("transfer_to_billing", {"message": "refund invoice 42"}),
+            text_reply("triage answers itself"),
+        )
+        c = crew(
+            {"type": "handoff", "start": "triage", "routes": {"triage": ["tech"]}},
+            {n: {"instructions": f"You are {n}."} for n in ("triage", "billing", "tech")},
+        )
+        async with make_runtime() as rt:
+            result = await rt.run(c, "I was charged twice")
+            events = rt.store.events(result.run_id)
+        assert result.ok and result.output == "triage answers itself"
+        assert not any(e.type == "handoff" for e in events)
+        assert {e.persona for e in events if e.type == "step_started"} == {"triage"}
+        refused = next(e for e in events if e.type == "tool_call")
+        assert refused.error == (
+            "'triage' has no tool named 'transfer_to_billing' (its tools: transfer_to_tech)"
+        )
+
     async def test_demo_support_crew_hands_off_offline(self, make_runtime):
         async with make_runtime(default_model="offline") as rt:
             result = await rt.run("support", "My invoice is wrong, I need billing")

@@ -59,7 +59,7 @@ class TestToolCalls:
             ("add", '{"a": 1, "c": 2}', "c: Extra inputs are not permitted"),
             ("add", "{not json", "not valid JSON"),
             ("add", "[1, 2]", "must be a JSON object"),
-            ("subtract", '{"a": 1}', "there is no tool named 'subtract'"),
+            ("subtract", '{"a": 1}', "'a' has no tool named 'subtract' (its tools: add, explode)"),
             ("explode", '{"reason": "x"}', "raised RuntimeError: kaboom: x"),
         ],
     )
@@ -74,6 +74,25 @@ class TestToolCalls:
         assert call.result is None and expected in call.error
         fed_back = scripted.provider.requests[1].messages[-1].content
         assert fed_back.startswith("error: ") and expected in fed_back
+
+    async def test_a_persona_cannot_call_a_tool_it_was_not_given(self, make_runtime, scripted):
+        # 'issue_refund' is registered (another persona may use it) but not given to this
+        # one: a model that names it anyway, say on an injected instruction, gets an error.
+        ran = []
+
+        @tool(blocking=False)
+        def issue_refund(order: str) -> str:
+            """Refund an order."""
+            ran.append(order)
+            return "refunded"
+
+        scripted.tools += [add, issue_refund]
+        scripted.provider.enqueue(tool_reply("issue_refund", {"order": "42"}), text_reply("ok"))
+        result, events = await _run(make_runtime, _one_step(tools=["add"]))
+        assert result.ok and ran == []
+        call = next(e for e in events if e.type == "tool_call")
+        assert call.error == "'a' has no tool named 'issue_refund' (its tools: add)"
+        assert "has no tool named" in scripted.provider.requests[1].messages[-1].content
 
 
 class Fixed(Guardrail):

@@ -674,6 +674,9 @@ class Engine:
         """Model calls and tool calls until the model answers or hands off."""
         talk = _Talk(models=models, messages=messages)
         limits = run.crew.limits
+        # A model may name any tool, on an injected instruction for one; only those it
+        # was offered (the persona's tools and handoff routes) are ever run.
+        offered = [spec.name for spec in specs]
         for _round in range(limits.max_tool_rounds):
             request = ModelRequest(
                 model=talk.models[0].name,
@@ -692,8 +695,9 @@ class Engine:
             if not response.tool_calls:
                 return talk
             talk.handoff = next(
-                (c for c in response.tool_calls if c.name.startswith(HANDOFF_PREFIX)), None
-            )
+                (c for c in response.tool_calls
+                 if c.name.startswith(HANDOFF_PREFIX) and c.name in offered), None
+            )  # fmt: skip
             if talk.handoff is not None:
                 return talk
             messages = [
@@ -701,7 +705,7 @@ class Engine:
                 Message(role="assistant", content=response.text, tool_calls=response.tool_calls),
             ]
             for call in response.tool_calls:
-                result = await self._tool_call(run, persona, call, step_id)
+                result = await self._tool_call(run, persona, call, step_id, offered)
                 messages.append(Message(role="tool", tool_call_id=call.id, content=result))
             talk.messages = messages
         raise LimitExceeded(
@@ -903,14 +907,19 @@ class Engine:
                     " it was not made",
                 )
 
-    async def _tool_call(self, run: _Run, persona: Persona, call: Any, step_id: str) -> str:
+    async def _tool_call(
+        self, run: _Run, persona: Persona, call: Any, step_id: str, offered: list[str]
+    ) -> str:
         started = time.perf_counter()
         result: str | None = None
         error: str | None = None
         try:
-            entry = self.registry.tools.get(call.name)
+            entry = self.registry.tools.get(call.name) if call.name in offered else None
             if entry is None:
-                raise ToolError(f"there is no tool named {call.name!r}")
+                raise ToolError(
+                    f"{persona.name!r} has no tool named {call.name!r}"
+                    f" (its tools: {', '.join(offered) or 'none'})"
+                )
             tool = entry.value
             arguments = tool.parse_arguments(call.arguments)
             canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
