@@ -34,9 +34,10 @@ class Redactor:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
-        """Redact the configured endpoints' keys, ``redact_patterns`` and, when
-        ``redact_emails`` is set, e-mail addresses."""
-        secrets = [key for endpoint in settings.endpoints.values() if (key := endpoint.key())]
+        """Redact the configured endpoints' secrets (keys, passwords and keys in their
+        URLs, secret header values), ``redact_patterns`` and, when ``redact_emails`` is
+        set, e-mail addresses."""
+        secrets = [s for endpoint in settings.endpoints.values() for s in endpoint.secrets()]
         patterns = list(settings.redact_patterns)
         if settings.redact_emails:
             patterns.append(EMAIL_PATTERN)
