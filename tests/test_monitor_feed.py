@@ -79,14 +79,17 @@ def test_redaction_of_keys_patterns_and_emails(monkeypatch):
     monkeypatch.setenv("PILOTHOUSE_ENDPOINTS__LOCAL__BASE_URL", "http://u:pass-in-url@h/v1")
     monkeypatch.setenv("PILOTHOUSE_REDACT_PATTERNS", '["ACME-\\\\d{4}"]')
     monkeypatch.setenv("PILOTHOUSE_REDACT_EMAILS", "true")
+    monkeypatch.setenv("OTHER_VENDOR_API_KEY", "plain-vendor-key")  # a provider's convention
+    monkeypatch.setenv("SHORT_TOKEN", "x")  # too short to be taken for a secret
     redact = Redactor.from_settings(pilothouse.load_settings())
     text = ("key local-key-123456, sk-abcdefghijklmnop1234, Bearer abc.def.ghi.jkl,"
-            " case ACME-1234, mail ana@example.com, url pass-in-url")  # fmt: skip
+            " case ACME-1234, mail ana@example.com, url pass-in-url, env plain-vendor-key,"
+            " x marks the spot")  # fmt: skip
     shown = redact(text)
     for secret in ("local-key-123456", "sk-abcdefghijklmnop1234", "abc.def.ghi.jkl", "ACME-1234",
-                   "ana@example.com", "pass-in-url"):  # fmt: skip
+                   "ana@example.com", "pass-in-url", "plain-vendor-key"):  # fmt: skip
         assert secret not in shown
-    assert shown.count("[redacted]") == 6
+    assert shown.count("[redacted]") == 7 and "x marks the spot" in shown
     assert Redactor()("mail ana@example.com") == "mail ana@example.com"  # only when asked
 
 

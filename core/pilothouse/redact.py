@@ -7,10 +7,11 @@ reaches a screen or a published page.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 
-from .settings import Settings
+from .settings import Settings, is_secret_name
 
 #: tokens that look like credentials, whatever configuration says
 SECRET_PATTERNS: tuple[str, ...] = (
@@ -20,6 +21,9 @@ SECRET_PATTERNS: tuple[str, ...] = (
     r"\bxox[abpr]-[A-Za-z0-9-]{10,}",
     r"\b(?i:bearer)\s+[A-Za-z0-9._~+/=-]{12,}",
 )
+#: shorter values of secret-named environment variables are not taken for secrets
+#: (a local server's placeholder key "x", a flag "true")
+ENV_SECRET_MIN = 8
 EMAIL_PATTERN = r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"
 MASK = "[redacted]"
 
@@ -35,9 +39,16 @@ class Redactor:
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
         """Redact the configured endpoints' secrets (keys, passwords and keys in their
-        URLs, secret header values), ``redact_patterns`` and, when ``redact_emails`` is
-        set, e-mail addresses."""
+        URLs, secret header values), secret environment variables (``*_API_KEY``,
+        ``*_TOKEN``...), ``redact_patterns`` and, when ``redact_emails`` is set, e-mail
+        addresses."""
         secrets = [s for endpoint in settings.endpoints.values() for s in endpoint.secrets()]
+        # and, as a net under every provider's own conventions (OPENAI_API_KEY...), the
+        # value of each environment variable whose name says it holds a secret
+        secrets += [
+            value for name, value in os.environ.items()
+            if is_secret_name(name) and len(value) >= ENV_SECRET_MIN
+        ]  # fmt: skip
         patterns = list(settings.redact_patterns)
         if settings.redact_emails:
             patterns.append(EMAIL_PATTERN)

@@ -112,8 +112,8 @@ class Endpoint(BaseModel):
         """Every secret this endpoint holds, for cutting out of any text it produces: the
         key, a password in the URL, secret query values and secret header values."""
         found = [self.key(), urlsplit(self.base_url).password]
-        found += [value for name, value in _query(self.base_url) if _secret_name(name)]
-        found += [value for name, value in self.headers.items() if _secret_name(name)]
+        found += [value for name, value in _query(self.base_url) if is_secret_name(name)]
+        found += [value for name, value in self.headers.items() if is_secret_name(name)]
         return sorted({s for s in found if s}, key=len, reverse=True)
 
 
@@ -242,7 +242,7 @@ _SECRET_WORDS = frozenset(
 MASK = "********"
 
 
-def _secret_name(name: str) -> bool:
+def is_secret_name(name: str) -> bool:
     """Whether a setting, header or query parameter of this name holds a secret."""
     return bool(_SECRET_WORDS & set(name.lower().replace("-", "_").split("_")))
 
@@ -259,7 +259,7 @@ def shown_url(url: str) -> str:
     if parts.password:
         netloc = f"{parts.username}:{MASK}@{netloc.rpartition('@')[2]}"
     query = "&".join(
-        f"{name}={MASK if _secret_name(name) else value}" for name, value in _query(url)
+        f"{name}={MASK if is_secret_name(name) else value}" for name, value in _query(url)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
@@ -268,7 +268,7 @@ def mask(name: str, value: Any) -> str:
     """Show a setting's value, never a secret's."""
     if name.endswith("_env") and isinstance(value, str):
         return value  # the name of a variable, not its value
-    if isinstance(value, SecretStr) or _secret_name(name):
+    if isinstance(value, SecretStr) or is_secret_name(name):
         return MASK if value else ""
     if name.endswith("url") and isinstance(value, str):
         return shown_url(value)
