@@ -56,6 +56,22 @@ def test_detached_runs_wait_in_the_queue_for_a_worker(tmp_path):
     assert again.returncode == 3 and "has already succeeded" in again.stderr
 
 
+def test_a_queued_run_whose_crew_is_gone_fails_instead_of_hanging(tmp_path):
+    crews = tmp_path / ".pilothouse" / "crews"
+    crews.mkdir(parents=True)
+    (crews / "temp.toml").write_text('name = "temp"' + SLOW)
+    queued = ph("run", "temp", "-i", "hello", "--detach", "--json", cwd=tmp_path)
+    run_id = json.loads(queued.stdout)["run_id"]
+    (crews / "temp.toml").unlink()  # deleted before a worker takes the run
+    done = ph("worker", "--once", cwd=tmp_path)
+    assert done.returncode == 0 and f"run {run_id}: no crew named 'temp'" in done.stderr
+    (run,) = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
+    assert (run["id"], run["status"]) == (run_id, "failed")  # it stayed 'running' for ever
+    assert _types(tmp_path, run_id) == ["run_queued", "run_failed"]
+    shown = ph("show", run_id, cwd=tmp_path).stdout
+    assert "failed (not_found): no crew named 'temp'" in shown
+
+
 def test_cancel_reaches_the_process_running_the_run(tmp_path):
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "slow.toml").write_text(SLOW)

@@ -335,6 +335,18 @@ class Engine:
         steps = sum(e.type == "step_finished" for e in events)
         return RunResult(run_id=run_id, crew=crew, status="cancelled", error=reason, steps=steps)
 
+    async def fail_logged(self, events: list[BaseEvent], error: PilothouseError) -> RunResult:
+        """Log the failure of a run that cannot start or resume (its crew is gone, say),
+        so that it does not stay queued or running for ever."""
+        run_id, crew = events[0].run_id, events[0].crew  # type: ignore[attr-defined]
+        seq = max(e.seq for e in events) + 1
+        self.log.emit(RunFailed(run_id=run_id, seq=seq, ts=time.time(), kind=error.kind,
+                                error_type=type(error).__name__, message=str(error)))  # fmt: skip
+        await self.log.flush()
+        steps = sum(e.type == "step_finished" for e in events)
+        return RunResult(run_id=run_id, crew=crew, status="failed", error=str(error),
+                         error_kind=error.kind, steps=steps)  # fmt: skip
+
     async def _drive(self, run: _Run, timeout: float | None) -> RunResult:
         crew = run.crew
         result = RunResult(run_id=run.id, crew=crew.name, status="running")

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from .crew import Crew
 from .crewfile import load_crew_file
 from .engine import Engine, RunResult, new_run_id
-from .errors import NotFound, PilothouseError
+from .errors import ConfigError, NotFound, PilothouseError
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
 from .events import FINAL_STATUSES, RunQueued, event_json
@@ -222,7 +222,11 @@ class Runtime:
                             subject=queued.subject,  # type: ignore[attr-defined]
                             after_seq=1,
                         )
-                except PilothouseError as exc:
+                except (ConfigError, NotFound) as exc:
+                    # it can never start as things are: fail it, do not leave it running
+                    logging.getLogger("pilothouse").error("run %s: %s", run_id, exc)
+                    await self.engine.fail_logged(store.events(run_id), exc)
+                except PilothouseError as exc:  # busy elsewhere, the store: try again later
                     logging.getLogger("pilothouse").error("run %s: %s", run_id, exc)
                 finally:
                     done += 1
