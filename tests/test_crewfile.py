@@ -95,3 +95,30 @@ async def test_a_crew_file_in_crews_runs_by_name(make_runtime, workspace, script
         assert rt.crews()["solo"] == "crews/solo.toml"
         result = await rt.run("solo", "hello")
     assert result.ok and result.crew == "solo"
+
+
+async def test_a_crew_file_is_read_again_only_when_it_changes(make_runtime, workspace, scripted):
+    # A worker runs the same file thousands of times: each run read it anew, and each
+    # new Crew object stayed in the engine's cache of checked crews for ever.
+    (workspace / "crews").mkdir()
+    crew_file = '[flow]\nsteps = ["solo"]\n[personas.solo]\ninstructions = "{}"\n'
+    _write(workspace / "crews", crew_file.format("First."), "solo.toml")
+    async with make_runtime() as rt:
+        for i in range(50):
+            assert (await rt.run("solo", f"hello {i}")).ok
+        assert rt.crew("solo") is rt.crew("solo")
+        assert len(rt.engine._checked) == 1
+        _write(workspace / "crews", crew_file.format("Second, and longer."), "solo.toml")
+        assert (await rt.run("solo", "again")).ok
+    assert scripted.provider.requests[-1].messages[0].content == "Second, and longer."
+
+
+async def test_the_engine_forgets_the_oldest_checked_crews(make_runtime, scripted):
+    from conftest import crew
+    from pilothouse.engine import CHECKED_CREWS
+
+    async with make_runtime() as rt:
+        for i in range(CHECKED_CREWS + 20):  # a caller making a new Crew for every run
+            fresh = crew({"type": "sequential", "steps": ["a"]}, {"a": {"instructions": "A."}})
+            assert (await rt.run(fresh, f"task {i}")).ok
+        assert len(rt.engine._checked) == CHECKED_CREWS

@@ -84,6 +84,8 @@ from .store import AUDIT_SUBJECT, Escalation, MemoryItem
 from .tools import canonical_json, result_text
 
 HANDOFF_PREFIX = "transfer_to_"
+#: how many checked crews the engine remembers (the oldest is forgotten first)
+CHECKED_CREWS = 256
 
 
 @dataclass
@@ -253,6 +255,8 @@ class Engine:
                     except NotFound as exc:
                         raise NotFound(f"crew {crew.name!r}, persona {name!r}: {exc}") from None
         self._checked[(id(crew), model)] = crew
+        if len(self._checked) > CHECKED_CREWS:  # a caller making a new Crew per run
+            del self._checked[next(iter(self._checked))]
 
     async def run(
         self,

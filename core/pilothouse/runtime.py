@@ -74,6 +74,7 @@ class Runtime:
                 active=lambda: list(self.engine._active),
             )
         self._task_group: TaskGroup | None = None
+        self._crew_files: dict[Path, tuple[tuple[int, int], Crew]] = {}
 
     async def __aenter__(self) -> Runtime:
         self._task_group = anyio.create_task_group()
@@ -120,7 +121,7 @@ class Runtime:
         """A crew by registered name, by crew-file name in ``crew_paths``, or by file path."""
         path = Path(name_or_path)
         if path.suffix == ".toml" and path.is_file():
-            return load_crew_file(path)
+            return self._crew_file(path)
         name = str(name_or_path)
         entry = self.registry.crews.get(name)
         if entry is not None:
@@ -128,9 +129,23 @@ class Runtime:
         for folder in self.crew_folders():
             candidate = folder / f"{name}.toml"
             if candidate.is_file():
-                return load_crew_file(candidate)
+                return self._crew_file(candidate)
         known = ", ".join(sorted(self.crews())) or "none"
         raise NotFound(f"no crew named {name!r} (available: {known})")
+
+    def _crew_file(self, path: Path) -> Crew:
+        """A crew file, read again only when it changed (a worker runs the same file
+        thousands of times; one Crew object per version also keeps the engine's
+        checks cached)."""
+        stat = path.stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+        key = path.resolve()
+        cached = self._crew_files.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        crew = load_crew_file(path)
+        self._crew_files[key] = (version, crew)
+        return crew
 
     def crew_folders(self) -> list[Path]:
         """Folders searched for crew files."""
