@@ -360,9 +360,10 @@ class Engine:
                 await self._execute(run, timeout, result)
             finally:
                 self._active.pop(run.id, None)
+        reason = self._cancel_reasons.pop(run.id, "cancelled")  # also when it ended first
         if own.cancelled_caught:
             result.status = "cancelled"
-            result.error = self._cancel_reasons.pop(run.id, "cancelled")
+            result.error = reason
         result.steps, result.cost_usd = run.steps, run.cost_usd
         result.input_tokens, result.output_tokens = run.input_tokens, run.output_tokens
         return result
