@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
 from conftest import crew, text_reply
-from pilothouse import Model, Passage, Persona, Retriever
+from pilothouse import ConfigError, Model, Passage, Persona, Retriever
 from pilothouse.context import build_context
 
 
@@ -95,3 +96,21 @@ class TestContext:
         context = next(e for e in events if e.type == "context_built")
         assert [p.ref for p in context.pieces if p.kind == "passage"] == ["d0", "d1"]
         assert "doc 1 about pricing" in scripted.provider.requests[0].messages[0].content
+
+
+class TestRunIds:
+    async def test_a_callers_run_id_must_be_a_plain_name(self, make_runtime, scripted):
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {}})
+        async with make_runtime() as rt:
+            for bad in ("../../etc/passwd", "a/b", "", ".hidden", "x" * 65, "tab\there"):
+                with pytest.raises(ConfigError, match="use 1-64 letters, digits"):
+                    await rt.run(c, "task", run_id=bad)
+            assert (await rt.run(c, "task", run_id="ticket-42_v1.2")).ok
+            assert [r.id for r in rt.store.list_runs()] == ["ticket-42_v1.2"]
+
+    def test_no_run_id_places_a_portal_page_outside_its_folder(self):
+        from pilothouse.portal.pages import run_path  # the portal's extra is optional
+
+        assert run_path("ticket-42") == "runs/ticket-42.md"
+        hostile = run_path("../../etc/passwd")
+        assert hostile.startswith("runs/") and hostile.count("/") == 1 and ".." not in hostile

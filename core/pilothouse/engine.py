@@ -28,6 +28,7 @@ import anyio.lowlevel
 from .context import build_context
 from .crew import Crew, Handoff, Parallel, Persona, Sequential
 from .errors import (
+    ConfigError,
     EscalationRejected,
     GuardrailBlocked,
     LimitExceeded,
@@ -41,6 +42,7 @@ from .errors import (
 from .escalation import DecisionWatcher
 from .eventlog import EventLog
 from .events import (
+    RUN_ID,
     BaseEvent,
     ContextBuilt,
     ErrorRaised,
@@ -272,6 +274,11 @@ class Engine:
 
         :param after_seq: events the run already has (a queued run has one)
         """
+        if run_id is not None and not RUN_ID.fullmatch(run_id):
+            raise ConfigError(
+                f"run id {run_id!r}: use 1-64 letters, digits, '-', '_' or '.',"
+                " starting with a letter or digit"
+            )
         run = _Run(
             id=run_id or new_run_id(), crew=crew, task=task, model_override=model, subject=subject
         )

@@ -7,6 +7,7 @@ apart. ``seq`` orders the events of one run; the store adds a global ``id``.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
@@ -14,6 +15,10 @@ from pydantic import BaseModel, Field, TypeAdapter
 from .guardrails import Action, Stage
 from .model import Message, ModelRequest, ToolCall, ToolSpec, Usage, json_bytes
 from .retrieval import Passage
+
+#: what a run id may be (it names the run's portal page and is typed in commands);
+#: the engine makes 12 hex digits, and refuses a caller's id outside this
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 RunStatus = Literal["queued", "running", "waiting_for_human", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})

@@ -12,6 +12,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
+from ..events import RUN_ID
 from ..metrics import Metrics
 from .charts import hbars, stacked_bars
 from .digest import RunDigest
@@ -34,8 +35,11 @@ def slug(name: str) -> str:
 
 
 def run_path(run_id: str) -> str:
-    """Where a run's page lives in the docs folder."""
-    return f"runs/{run_id}.md"
+    """Where a run's page lives in the docs folder (an id that is not a plain file
+    name, which the engine refuses but another writer of the log might not, gets a
+    slug: no id can place a page outside the folder)."""
+    name = run_id if RUN_ID.fullmatch(run_id) else slug(run_id)
+    return f"runs/{name}.md"
 
 
 def crew_path(crew: str) -> str:
