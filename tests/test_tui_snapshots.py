@@ -92,6 +92,15 @@ def _app(path):
     return app
 
 
+async def _until(pilot, condition, seconds: float = 10.0):
+    """Let the app run until ``condition()`` holds (a bounded wait)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the app never got there")
+
+
 async def _loaded(pilot):
     table = pilot.app.query_one("#runs", DataTable)
     while table.row_count < 4:
@@ -107,9 +116,13 @@ def test_run(snap_compare, fixed_store):
     async def open_run(pilot):
         await _loaded(pilot)
         pilot.app.open_run("a1b2c3d4e5f6")
-        while not getattr(pilot.app.screen, "events", None) or len(pilot.app.screen.events) < 6:
-            await pilot.pause(0.05)
+        await _until(pilot, lambda: len(getattr(pilot.app.screen, "events", ())) == 6)
+        table = pilot.app.screen.query_one("#timeline", DataTable)
+        # the timeline follows the newest event: keys pressed before the cursor got
+        # there were undone by it on a loaded machine
+        await _until(pilot, lambda: table.cursor_row == 5)
         await pilot.press("up", "up")  # the model call, in full on the right
+        await _until(pilot, lambda: table.cursor_row == 3)
         await pilot.pause(0.2)
 
     assert snap_compare(_app(fixed_store), terminal_size=(80, 24), run_before=open_run)
