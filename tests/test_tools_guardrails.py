@@ -75,6 +75,22 @@ class TestToolCalls:
         fed_back = scripted.provider.requests[1].messages[-1].content
         assert fed_back.startswith("error: ") and expected in fed_back
 
+    async def test_a_huge_result_is_cut_before_the_model_gets_it(self, make_runtime, scripted):
+        @tool(blocking=False)
+        def fetch(url: str) -> str:
+            """Fetch a page."""
+            return "x" * 50_000
+
+        scripted.tools.append(fetch)
+        scripted.provider.enqueue(tool_reply("fetch", {"url": "http://a"}), text_reply("read"))
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"tools": ["fetch"]}},
+                 limits={"max_tool_result_chars": 1000})  # fmt: skip
+        result, events = await _run(make_runtime, c)
+        expected = "x" * 1000 + "\n[... cut: 49000 more characters]"
+        assert result.ok
+        assert scripted.provider.requests[1].messages[-1].content == expected
+        assert next(e for e in events if e.type == "tool_call").result == expected
+
     async def test_a_persona_cannot_call_a_tool_it_was_not_given(self, make_runtime, scripted):
         # 'issue_refund' is registered (another persona may use it) but not given to this
         # one: a model that names it anyway, say on an injected instruction, gets an error.

@@ -124,6 +124,9 @@ class Limits(_Strict):
     timeout_s: float | None = Field(default=None, gt=0)
     #: the same tool with the same arguments this many times in a run is a loop
     max_identical_tool_calls: int = Field(default=3, gt=0)
+    #: a tool result longer than this is cut (with a note) before the model gets it:
+    #: a 5 MB page fetched by a tool would otherwise overflow every later call
+    max_tool_result_chars: int = Field(default=20_000, gt=0)
     #: round trips between the same two personas before it counts as ping-pong
     max_ping_pong: int = Field(default=2, gt=0)
     #: a step whose process died this many times is not started again (a poison step)

@@ -967,6 +967,7 @@ class Engine:
                         result = result_text(await tool.invoke(arguments))
                     finally:
                         _memory_sink.reset(token)
+                    result = _cut(result, run.crew.limits.max_tool_result_chars)
             except ToolError as exc:
                 error = str(exc)
             except Exception as exc:  # the model hears about it, the run goes on
@@ -1263,6 +1264,14 @@ class Engine:
                 f"{a!r} and {b!r} handed the work back and forth"
                 f" {run.crew.limits.max_ping_pong} times without finishing",
             )
+
+
+def _cut(result: str, limit: int) -> str:
+    """A tool result as the model gets it and the log keeps it: at most ``limit``
+    characters, and a note saying how much was left out."""
+    if len(result) <= limit:
+        return result
+    return f"{result[:limit]}\n[... cut: {len(result) - limit} more characters]"
 
 
 def _handoff_spec(target: str, persona: Persona) -> ToolSpec:
