@@ -315,6 +315,11 @@ class TestFaults:
             (Answer(kind="garbage"), False, "answered with something that is not JSON"),
             (Answer(kind="no_choices"), False, "answered without choices"),
             (
+                status(200, body=json.dumps({"choices": [{"message": "not an object"}]})),
+                False,
+                "answered with a reply pilothouse cannot read: AttributeError",
+            ),
+            (
                 Answer(kind="cut", text="a long reply that is cut in the middle"),
                 True,
                 "the stream ended before [DONE]: the reply was cut off",
@@ -328,6 +333,30 @@ class TestFaults:
         result, _ = await _run(_settings(stream=stream), _one_step())
         assert result.status == "failed" and message in result.error
         assert "(request id req-" in result.error
+
+    async def test_replies_in_shapes_servers_take_liberties_with_are_read(
+        self, openai_server, workspace, scripted
+    ):
+        # arguments as an object instead of JSON text, content as a list of parts
+        seen = []
+
+        @tool(blocking=False)
+        def lookup(sku: str, qty: int) -> str:
+            """Stock of a product."""
+            seen.append((sku, qty))
+            return "12 in stock"
+
+        scripted.tools.append(lookup)
+        call = {"id": "c1", "type": "function",
+                "function": {"name": "lookup", "arguments": {"sku": "H30", "qty": 2}}}  # fmt: skip
+        parts = [{"type": "text", "text": "12 are "}, {"type": "text", "text": "in stock."}]
+        openai_server.enqueue(
+            status(200, body=json.dumps({"choices": [{"message": {"tool_calls": [call]}}]})),
+            status(200, body=json.dumps({"choices": [{"message": {"content": parts}}]})),
+        )
+        result, _ = await _run(_settings(), _one_step(tools=["lookup"]), plugins=[scripted])
+        assert result.ok and result.output == "12 are in stock."
+        assert seen == [("H30", 2)]
 
     async def test_an_unreachable_server_fails_after_retries(self, workspace):
         sock = __import__("socket").socket()

@@ -10,6 +10,7 @@ from pilothouse import Model, ModelError, ModelRequest, ModelResponse, ToolCall,
 from pilothouse.model import emit_delta, estimate_request_tokens, estimate_tokens
 
 from .endpoint import EndpointClient
+from .shapes import arguments_text, content_text
 from .sse import StreamedReply, read_stream
 
 
@@ -121,7 +122,19 @@ class OpenAIChatModel(Model):
         choices = data.get("choices")
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise ModelError(f"{self.id} answered without choices", request_id=request_id)
-        message = choices[0].get("message") or {}
+        try:
+            return self._reply(data, choices[0], request_id)
+        except (AttributeError, TypeError, ValueError) as exc:  # a shape no server should send
+            raise ModelError(
+                f"{self.id} answered with a reply pilothouse cannot read:"
+                f" {type(exc).__name__}: {str(exc)[:200]}",
+                request_id=request_id,
+            ) from None
+
+    def _reply(
+        self, data: dict[str, Any], choice: dict[str, Any], request_id: Any
+    ) -> ModelResponse:
+        message = choice.get("message") or {}
         calls = []
         for call in message.get("tool_calls") or ():
             function = call.get("function") or {}
@@ -133,14 +146,14 @@ class OpenAIChatModel(Model):
                 ToolCall(
                     id=call.get("id") or f"call_{len(calls)}",
                     name=function["name"],
-                    arguments=function.get("arguments") or "{}",
+                    arguments=arguments_text(function.get("arguments")),
                 )
             )
         return ModelResponse(
-            text=message.get("content"),
+            text=content_text(message.get("content")),
             tool_calls=calls,
             usage=_usage(data.get("usage")),
-            finish_reason=choices[0].get("finish_reason"),
+            finish_reason=choice.get("finish_reason"),
             request_id=request_id,
         )
 

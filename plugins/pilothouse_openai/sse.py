@@ -11,6 +11,8 @@ import anyio
 
 from pilothouse import ModelError
 
+from .shapes import content_text
+
 #: how long to wait after ``[DONE]`` for the body to end (servers end it at once)
 DRAIN_S = 0.25
 #: lines past ``[DONE]`` read before giving up on the rest
@@ -36,8 +38,7 @@ class StreamedReply:
         added = ""
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
-            if delta.get("content"):
-                added += delta["content"]
+            added += content_text(delta.get("content")) or ""
             for call in delta.get("tool_calls") or ():
                 slot = self.tool_calls.setdefault(
                     call.get("index", 0), {"id": "", "name": "", "arguments": ""}
@@ -45,7 +46,8 @@ class StreamedReply:
                 slot["id"] = call.get("id") or slot["id"]
                 function = call.get("function") or {}
                 slot["name"] += function.get("name") or ""
-                slot["arguments"] += function.get("arguments") or ""
+                piece = function.get("arguments") or ""  # a fragment of the JSON text
+                slot["arguments"] += piece if isinstance(piece, str) else json.dumps(piece)
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
         if added:
             self.text.append(added)
@@ -75,7 +77,13 @@ async def read_stream(lines: AsyncIterator[str], reply: StreamedReply, on_text: 
             message = (chunk["error"] or {}).get("message", "unknown error")
             raise ModelError(f"the server reported an error mid-stream: {message}",
                              request_id=reply.id)  # fmt: skip
-        added = reply.add(chunk)
+        try:
+            added = reply.add(chunk)
+        except (AttributeError, TypeError, ValueError) as exc:  # a shape no server should send
+            raise ModelError(
+                f"the stream sent a chunk pilothouse cannot read: {type(exc).__name__}: {exc}",
+                request_id=reply.id,
+            ) from None
         if added:
             on_text(added)
     raise ModelError("the stream ended before [DONE]: the reply was cut off", request_id=reply.id)
