@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -270,17 +271,26 @@ class TestParallel:
         assert results[0].ok and "## a\ncareful" in results[0].output
 
 
-@pytest.mark.slow
-def test_the_demo_waits_for_a_person_deciding_from_another_terminal(tmp_path):
+@contextlib.contextmanager
+def _demo_waiting_for_a_person(folder):
+    """The demo in another process, paused on its escalation: yields the process, its
+    environment, the command and the escalation as ``inbox --json`` lists it."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
     run = [sys.executable, "-m", "pilothouse"]
     runner = subprocess.Popen(
         [*run, "demo", "--wait", "60", "--json"],
-        cwd=tmp_path, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=folder, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        waiting = wait_for_inbox(tmp_path, base)
-        escalation = waiting[0]
+        (escalation,) = wait_for_inbox(folder, base)
+        yield runner, base, run, escalation
+    finally:
+        stop(runner)
+
+
+@pytest.mark.slow
+def test_the_demo_waits_for_a_person_deciding_from_another_terminal(tmp_path):
+    with _demo_waiting_for_a_person(tmp_path) as (runner, base, run, escalation):
         assert escalation["persona"] == "compliance" and "guaranteed" in escalation["reason"]
         assert "is designed to charge a phone" in escalation["proposed"]
         edited = escalation["proposed"].replace("designed to", "built to")
@@ -289,8 +299,6 @@ def test_the_demo_waits_for_a_person_deciding_from_another_terminal(tmp_path):
                                  capture_output=True, text=True, timeout=30)  # fmt: skip
         assert decided.returncode == 0, decided.stderr
         out, err = runner.communicate(timeout=30)
-    finally:
-        stop(runner)
     assert runner.returncode == 0, err
     result = json.loads(out)
     assert result["status"] == "succeeded" and result["output"] == edited
@@ -318,20 +326,11 @@ async def test_edit_in_the_editor_from_the_cli(make_runtime, scripted, workspace
 
 @pytest.mark.slow
 def test_cancelling_a_waiting_run_withdraws_its_escalation_from_the_inbox(tmp_path):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    run = [sys.executable, "-m", "pilothouse"]
-    runner = subprocess.Popen(
-        [*run, "demo", "--wait", "60", "--json"],
-        cwd=tmp_path, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        (escalation,) = wait_for_inbox(tmp_path, base)
+    with _demo_waiting_for_a_person(tmp_path) as (runner, base, run, escalation):
         cancel = subprocess.run([*run, "cancel", escalation["run_id"]], cwd=tmp_path, env=base,
                                 capture_output=True, text=True, timeout=30)  # fmt: skip
         assert cancel.returncode == 0, cancel.stderr
         out, err = runner.communicate(timeout=30)
-    finally:
-        stop(runner)
     assert json.loads(out)["status"] == "cancelled", err
 
     def inbox(*flags: str) -> subprocess.CompletedProcess[str]:
