@@ -50,13 +50,32 @@ class TestBadModelReplies:
     async def test_output_that_breaks_the_schema_fails_the_step(self, make_runtime, scripted):
         scripted.provider.enqueue(text_reply('{"verdict": "ok"}'), text_reply("not json"))
         schema = {"type": "object", "required": ["verdict", "risk"]}
-        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"output_schema": schema}})
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"output_schema": schema}},
+                 limits={"max_schema_retries": 0})  # fmt: skip
         async with make_runtime() as rt:
             first = await rt.run(c, "t1")
             second = await rt.run(c, "t2")
         assert first.error_kind == "model" and "lacks required field(s): risk" in first.error
         assert second.error_kind == "model" and "did not return JSON" in second.error
         assert scripted.provider.requests[0].response_schema == schema
+
+    async def test_the_model_hears_what_broke_the_schema_and_answers_again(
+        self, make_runtime, scripted
+    ):
+        schema = {"type": "object", "required": ["verdict", "risk"]}
+        scripted.provider.enqueue(
+            text_reply('{"verdict": "ok"}'), text_reply('{"verdict": "ok", "risk": 0.1}'),
+            text_reply("not json"), text_reply("still not json"),
+        )  # fmt: skip
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"output_schema": schema}})
+        async with make_runtime() as rt:
+            fixed = await rt.run(c, "t1")
+            broken = await rt.run(c, "t2")
+        assert fixed.ok and fixed.output == '{"verdict": "ok", "risk": 0.1}'
+        feedback = scripted.provider.requests[1].messages[-1].content
+        assert "lacks required field(s): risk" in feedback and "Answer again" in feedback
+        assert broken.error_kind == "model" and "did not return JSON" in broken.error
+        assert len(scripted.provider.requests) == 4  # one retry each, no more
 
 
 class TestContext:

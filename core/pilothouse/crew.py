@@ -127,6 +127,9 @@ class Limits(_Strict):
     #: a tool result longer than this is cut (with a note) before the model gets it:
     #: a 5 MB page fetched by a tool would otherwise overflow every later call
     max_tool_result_chars: int = Field(default=20_000, gt=0)
+    #: times a reply that does not fit the persona's output schema is sent back to the
+    #: model with what was wrong, before the step fails
+    max_schema_retries: int = Field(default=1, ge=0)
     #: round trips between the same two personas before it counts as ping-pong
     max_ping_pong: int = Field(default=2, gt=0)
     #: a step whose process died this many times is not started again (a poison step)

@@ -632,7 +632,7 @@ class Engine:
         for target in handoff_targets or ():
             specs.append(_handoff_spec(target, self._persona(run, target)))
         messages = window.messages
-        step_in = step_out = revisions = 0
+        step_in = step_out = revisions = schema_retries = 0
         while True:
             talk = await self._converse(run, persona, models, messages, specs, step_id)
             models, messages = talk.models, talk.messages
@@ -644,7 +644,21 @@ class Engine:
                 )
             output = (talk.response.text if talk.response else None) or ""
             if persona.output_schema is not None:
-                _check_structured(output, persona.output_schema, models[0].id)
+                try:
+                    _check_structured(output, persona.output_schema, models[0].id)
+                except ModelError as exc:
+                    # the model hears what was wrong and answers again, a bounded number of
+                    # times (the next model call's messages show it in the log)
+                    schema_retries += 1
+                    if schema_retries > run.crew.limits.max_schema_retries:
+                        raise
+                    messages = [
+                        *messages,
+                        Message(role="assistant", content=output),
+                        Message(role="user", content=f"{exc}. Answer again with only JSON"
+                                " that matches the output schema."),
+                    ]  # fmt: skip
+                    continue
             try:
                 if persona.guardrails.output:
                     evidence = [
