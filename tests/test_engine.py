@@ -133,3 +133,22 @@ class TestRunIds:
         assert run_path("ticket-42") == "runs/ticket-42.md"
         hostile = run_path("../../etc/passwd")
         assert hostile.startswith("runs/") and hostile.count("/") == 1 and ".." not in hostile
+
+
+async def test_a_run_cancelled_while_no_process_ran_it_ends_cancelled_on_resume(
+    make_runtime, scripted
+):
+    from pilothouse.events import RunStarted, event_json
+
+    c = crew({"type": "sequential", "steps": ["a"]}, {"a": {}})
+    async with make_runtime() as rt:
+        # a run whose process died before its first step finished
+        started = RunStarted(run_id="dead-1", seq=1, ts=1.0, crew=c.name, input="x",
+                             flow="sequential")  # fmt: skip
+        rt.store.write([(started, event_json(started))])
+        rt.store.request_cancel("dead-1")
+        result = await rt.resume("dead-1", crew=c)
+        events = rt.store.events("dead-1")
+    assert (result.status, result.error) == ("cancelled", "cancelled by request while it was down")
+    assert [e.type for e in events] == ["run_started", "run_cancelled"]
+    assert scripted.provider.requests == []  # nothing ran

@@ -339,24 +339,32 @@ class Engine:
 
     async def cancel_logged(self, events: list[BaseEvent], reason: str) -> RunResult:
         """Log the cancellation of a run no process is executing (from its events)."""
-        run_id, crew = events[0].run_id, events[0].crew  # type: ignore[attr-defined]
-        seq = max(e.seq for e in events) + 1
-        self.log.emit(RunCancelled(run_id=run_id, seq=seq, ts=time.time(), reason=reason))
-        await self.log.flush()
-        steps = sum(e.type == "step_finished" for e in events)
-        return RunResult(run_id=run_id, crew=crew, status="cancelled", error=reason, steps=steps)
+        return await self._end_logged(
+            events, RunCancelled, {"reason": reason}, status="cancelled", error=reason
+        )
 
     async def fail_logged(self, events: list[BaseEvent], error: PilothouseError) -> RunResult:
         """Log the failure of a run that cannot start or resume (its crew is gone, say),
         so that it does not stay queued or running for ever."""
+        fields = {"kind": error.kind, "error_type": type(error).__name__, "message": str(error)}
+        return await self._end_logged(
+            events, RunFailed, fields, status="failed", error=str(error), error_kind=error.kind
+        )
+
+    async def _end_logged(
+        self,
+        events: list[BaseEvent],
+        event_type: type[BaseEvent],
+        fields: dict[str, Any],
+        **result: Any,
+    ) -> RunResult:
+        """Log the final event of a run no process is executing, after its last event."""
         run_id, crew = events[0].run_id, events[0].crew  # type: ignore[attr-defined]
         seq = max(e.seq for e in events) + 1
-        self.log.emit(RunFailed(run_id=run_id, seq=seq, ts=time.time(), kind=error.kind,
-                                error_type=type(error).__name__, message=str(error)))  # fmt: skip
+        self.log.emit(event_type(run_id=run_id, seq=seq, ts=time.time(), **fields))
         await self.log.flush()
         steps = sum(e.type == "step_finished" for e in events)
-        return RunResult(run_id=run_id, crew=crew, status="failed", error=str(error),
-                         error_kind=error.kind, steps=steps)  # fmt: skip
+        return RunResult(run_id=run_id, crew=crew, steps=steps, **result)
 
     async def _drive(self, run: _Run, timeout: float | None) -> RunResult:
         crew = run.crew
