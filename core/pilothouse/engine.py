@@ -1259,7 +1259,7 @@ class Engine:
             evidence={"tool": tool.name, "arguments": json.loads(canonical)},
             proposed=canonical,
         )
-        if decided.status == "reject":
+        if decided.status not in ("approve", "edit"):  # only an approval runs the tool
             if run.crew.escalation.on_reject == "fail":
                 raise EscalationRejected(
                     f"{decided.decided_by} rejected the call to {tool.name!r}:"
