@@ -660,12 +660,10 @@ class Engine:
                     schema_retries += 1
                     if schema_retries > run.crew.limits.max_schema_retries:
                         raise
-                    messages = [
-                        *messages,
-                        Message(role="assistant", content=output),
-                        Message(role="user", content=f"{exc}. Answer again with only JSON"
-                                " that matches the output schema."),
-                    ]  # fmt: skip
+                    messages = _answer_again(
+                        messages, output, f"{exc}. Answer again with only JSON that matches"
+                        " the output schema."
+                    )  # fmt: skip
                     continue
             try:
                 if persona.guardrails.output:
@@ -683,12 +681,9 @@ class Engine:
                     raise EscalationRejected(
                         f"{name!r} was sent back {revisions} times; the last note: {back.note}"
                     ) from None
-                messages = [
-                    *messages,
-                    Message(role="assistant", content=output),
-                    Message(role="user", content=f"A reviewer sent this back: {back.note}\n"
-                            "Revise your answer."),
-                ]  # fmt: skip
+                messages = _answer_again(
+                    messages, output, f"A reviewer sent this back: {back.note}\nRevise your answer."
+                )
                 continue
             break
         self._emit(
@@ -1286,6 +1281,11 @@ class Engine:
                 f"{a!r} and {b!r} handed the work back and forth"
                 f" {run.crew.limits.max_ping_pong} times without finishing",
             )
+
+
+def _answer_again(messages: list[Message], answer: str, why: str) -> list[Message]:
+    """The conversation with the model's answer and a request to answer again."""
+    return [*messages, Message(role="assistant", content=answer), Message(role="user", content=why)]
 
 
 def _cut(result: str, limit: int) -> str:
