@@ -125,6 +125,7 @@ input = ["no_secrets"]
         ),
         (["show", "123"], {}, 3, "no run store at .pilothouse/runs.db"),
         (["run", "marketing"], {}, 2, "Missing option '--input'"),
+        (["run", "marketing", "-i", " \n"], {}, 2, "the input is empty: give --input TEXT"),
         (["config"], {"pilothouse.toml": "synchronous = 3\n"}, 3, "synchronous (pilothouse.toml)"),
     ],
 )

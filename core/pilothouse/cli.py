@@ -203,6 +203,8 @@ def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_j
     """Run CREW (a name or a crew file) on one input."""
     if text == "-":
         text = sys.stdin.read()
+    if not text.strip():  # an empty shell variable, an empty file: every persona would run on it
+        raise click.UsageError("the input is empty: give --input TEXT (or '-' with text on stdin)")
     if detach:
         rt = Runtime(obj.settings)
         try:
