@@ -258,6 +258,29 @@ async def test_model_text_is_shown_as_text_and_secrets_are_cut(make_runtime, scr
         assert key not in app.export_screenshot()
 
 
+async def test_the_timeline_follows_new_events_but_not_over_the_persons_cursor(
+    make_runtime, scripted, workspace
+):
+    async with make_runtime() as rt:
+        result = await rt.run(crew({"type": "sequential", "steps": ["w"]},
+                                   {"w": {"instructions": "Write."}}), "go")  # fmt: skip
+    app = _monitor(pilothouse.load_settings().store_path, redact=Redactor())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.query_one("#runs", DataTable).row_count == 1)
+        app.open_run(result.run_id)
+        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.events)
+        screen = app.screen
+        timeline = screen.query_one("#timeline", DataTable)
+        last = len(screen.events) - 1
+        await until(pilot, lambda: timeline.cursor_row == last, what="the newest event")
+        # the person moves up and a poll that brings nothing new comes in before the
+        # move's highlight is handled: the cursor stays where the person put it
+        timeline.move_cursor(row=last - 1)
+        screen.take(list(screen.events))
+        await pilot.pause(0.2)
+        assert timeline.cursor_row == last - 1  # it was pulled back down before
+
+
 async def test_no_workspace_then_runs_appear(tmp_path):
     path = tmp_path / "ws" / "runs.db"
     app = _monitor(path)

@@ -106,6 +106,7 @@ class RunScreen(Screen):
             self._pending.extend(events)
             return
         table = self.query_one("#timeline", DataTable)
+        shown = len(self.events)
         last = self.events[-1].seq if self.events else 0
         for event in events:
             if event.seq <= last:
@@ -115,7 +116,10 @@ class RunScreen(Screen):
             table.add_row(
                 event.step_id or "", event.type, summary(event, self.redact), key=str(event.seq)
             )
-        if self.following and table.row_count:
+        # Follow new events only: a poll that brought none must not pull the cursor
+        # back down while the person moves it up (their key's highlight may not have
+        # been handled yet).
+        if self.following and len(self.events) > shown:
             table.move_cursor(row=table.row_count - 1)
 
     @on(DataTable.RowHighlighted, "#timeline")
