@@ -232,19 +232,30 @@ async def test_exceptions_show_the_type_plugin_step_and_traceback(make_runtime, 
     assert PluginError  # the error class the engine wraps plugin failures in
 
 
+async def _one_logged_run(make_runtime) -> str:
+    """One run of a one-persona crew in the workspace's store; its id."""
+    async with make_runtime() as rt:
+        result = await rt.run(crew({"type": "sequential", "steps": ["w"]},
+                                   {"w": {"instructions": "Write."}}), "go")  # fmt: skip
+    return result.run_id
+
+
+async def _open_run(app, pilot, run_id: str) -> RunScreen:
+    """Open the run from the fleet table once it is listed; its screen, events loaded."""
+    await until(pilot, lambda: app.query_one("#runs", DataTable).row_count == 1)
+    app.open_run(run_id)
+    await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.events)
+    return app.screen
+
+
 async def test_model_text_is_shown_as_text_and_secrets_are_cut(make_runtime, scripted, workspace):
     key = "sk-live-0123456789abcdefghij"
     hostile = f"[link=https://evil.example]click[/link] [bold red]ALERT[/] key={key}"
     scripted.provider.enqueue(text_reply(hostile))
-    async with make_runtime() as rt:
-        result = await rt.run(crew({"type": "sequential", "steps": ["w"]},
-                                   {"w": {"instructions": "Write."}}), "go")  # fmt: skip
+    run_id = await _one_logged_run(make_runtime)
     app = _monitor(pilothouse.load_settings().store_path, redact=Redactor())
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.query_one("#runs", DataTable).row_count == 1)
-        app.open_run(result.run_id)
-        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.events)
-        screen = app.screen
+        screen = await _open_run(app, pilot, run_id)
         head = rendered(screen.query_one("#run-head", Static))
         # markup arrives as the characters the model wrote, the key does not arrive
         assert "[link=https://evil.example]click[/link]" in head and "[bold red]ALERT[/]" in head
@@ -261,15 +272,10 @@ async def test_model_text_is_shown_as_text_and_secrets_are_cut(make_runtime, scr
 async def test_the_timeline_follows_new_events_but_not_over_the_persons_cursor(
     make_runtime, scripted, workspace
 ):
-    async with make_runtime() as rt:
-        result = await rt.run(crew({"type": "sequential", "steps": ["w"]},
-                                   {"w": {"instructions": "Write."}}), "go")  # fmt: skip
+    run_id = await _one_logged_run(make_runtime)
     app = _monitor(pilothouse.load_settings().store_path, redact=Redactor())
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.query_one("#runs", DataTable).row_count == 1)
-        app.open_run(result.run_id)
-        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.events)
-        screen = app.screen
+        screen = await _open_run(app, pilot, run_id)
         timeline = screen.query_one("#timeline", DataTable)
         last = len(screen.events) - 1
         await until(pilot, lambda: timeline.cursor_row == last, what="the newest event")

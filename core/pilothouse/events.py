@@ -21,13 +21,13 @@ from .retrieval import Passage
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 RunStatus = Literal["queued", "running", "waiting_for_human", "succeeded", "failed", "cancelled"]
-FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 #: the event types that end a run, and the status each leaves it in
 FINAL_EVENTS: dict[str, str] = {
     "run_finished": "succeeded",
     "run_failed": "failed",
     "run_cancelled": "cancelled",
 }
+FINAL_STATUSES: frozenset[str] = frozenset(FINAL_EVENTS.values())
 #: how every view colours a run status (CLI, monitor)
 STATUS_COLOURS: dict[str, str] = {
     "succeeded": "green",

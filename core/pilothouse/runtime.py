@@ -237,12 +237,12 @@ class Runtime:
                             subject=queued.subject,  # type: ignore[attr-defined]
                             after_seq=1,
                         )
-                except (ConfigError, NotFound) as exc:
-                    # it can never start as things are: fail it, do not leave it running
+                except PilothouseError as exc:
                     logging.getLogger("pilothouse").error("run %s: %s", run_id, exc)
-                    await self.engine.fail_logged(store.events(run_id), exc)
-                except PilothouseError as exc:  # busy elsewhere, the store: try again later
-                    logging.getLogger("pilothouse").error("run %s: %s", run_id, exc)
+                    # one that can never start as things are is failed, not left running;
+                    # one busy elsewhere or hit by a store error is tried again later
+                    if isinstance(exc, ConfigError | NotFound):
+                        await self.engine.fail_logged(store.events(run_id), exc)
                 finally:
                     done += 1
                     active.discard(run_id)

@@ -601,7 +601,7 @@ class SQLiteRunStore(RunStore):
                     " note = ?, text = ? WHERE id = ? AND status = 'waiting'",
                     (decision, by, time.time(), note, text, current.id),
                 ).rowcount
-                if changed and run_status and run_status[0] in ("succeeded", "failed", "cancelled"):
+                if changed and run_status and run_status[0] in FINAL_STATUSES:
                     self._db.rollback()
                     raise DecisionError(
                         f"escalation {current.id} no longer waits: its run {current.run_id}"
@@ -625,7 +625,7 @@ class SQLiteRunStore(RunStore):
     def request_cancel(self, run_id: str) -> RunSummary:
         """Flag the run for cancellation; a queued run is cancelled here and now."""
         summary = self.get_run(run_id)
-        if summary.status in ("succeeded", "failed", "cancelled"):
+        if summary.status in FINAL_STATUSES:
             raise DecisionError(f"run {summary.id} has already {summary.status}")
         if summary.status == "queued":
             event = RunCancelled(run_id=summary.id, seq=summary.last_seq + 1, ts=time.time(),
