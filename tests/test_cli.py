@@ -177,10 +177,20 @@ def test_a_crew_naming_a_missing_part_fails_before_it_starts(tmp_path):
 def test_crews_lists_plugin_and_file_crews(tmp_path):
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "mine.toml").write_text('[flow]\nsteps = ["a"]\n')
+    (tmp_path / "crews" / "support.toml").write_text(
+        '[flow]\nsteps = ["mine_only"]\n[personas.mine_only]\ninstructions = "Only mine."\n'
+    )
     out = ph("crews", cwd=tmp_path).stdout
     assert (
         "marketing            plugin demo" in out and "mine                 crews/mine.toml" in out
     )
+    assert "support              crews/support.toml (overrides plugin demo)" in out
+    # and the file is what runs under that name, not the demo's handoff crew
+    done = ph("run", "support", "-i", "hello", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    shown = ph("show", json.loads(done.stdout)["run_id"], "--json", cwd=tmp_path)
+    started = [e for e in json.loads(shown.stdout)["events"] if e["type"] == "step_started"]
+    assert [e["persona"] for e in started] == ["mine_only"]
 
 
 def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):

@@ -44,12 +44,17 @@ async def test_the_readme_plugin_example_loads_and_runs(workspace, monkeypatch, 
     assert [t.name for t in scripted.provider.requests[0].tools] == ["forecast"]
 
 
-def test_the_readme_crew_file_is_valid(tmp_path):
-    path = tmp_path / "support.toml"
-    path.write_text(_block("toml", 'name = "support"'))
-    crew = pilothouse.load_crew_file(path)
-    assert crew.flow.type == "handoff" and crew.limits.max_cost_usd == 0.5
-    assert crew.personas["billing"].guardrails.output == ["redact_pii"]
+async def test_the_readme_crew_file_runs_by_name(workspace):
+    (workspace / "crews").mkdir()
+    (workspace / "crews" / "helpdesk.toml").write_text(_block("toml", 'name = "helpdesk"'))
+    async with pilothouse.Runtime(pilothouse.load_settings()) as rt:
+        crew = rt.crew("helpdesk")
+        assert crew.flow.type == "handoff" and crew.limits.max_cost_usd == 0.5
+        assert crew.personas["billing"].guardrails.output == ["redact_pii"]
+        result = await rt.run("helpdesk", "My invoice 42 was charged twice.")
+        started = [e for e in rt.store.events(result.run_id) if e.type == "step_started"]
+    assert result.ok, result.error
+    assert started[0].persona == "triage"
 
 
 def test_the_readme_endpoint_config_loads(workspace, monkeypatch):

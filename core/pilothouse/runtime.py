@@ -118,18 +118,22 @@ class Runtime:
         self.log.subscribe(observer)
 
     def crew(self, name_or_path: str | Path) -> Crew:
-        """A crew by registered name, by crew-file name in ``crew_paths``, or by file path."""
+        """A crew by file path, by crew-file name in ``crew_paths``, or by registered name.
+
+        A crew file the user keeps wins over a plugin's crew of the same name (the
+        user's copy is the one they mean to run; ``pilothouse crews`` says which is
+        overridden).
+        """
         path = Path(name_or_path)
         if path.suffix == ".toml" and path.is_file():
             return self._crew_file(path)
         name = str(name_or_path)
+        file = self._crew_file_named(name)
+        if file is not None:
+            return self._crew_file(file)
         entry = self.registry.crews.get(name)
         if entry is not None:
             return entry.value
-        for folder in self.crew_folders():
-            candidate = folder / f"{name}.toml"
-            if candidate.is_file():
-                return self._crew_file(candidate)
         known = ", ".join(sorted(self.crews())) or "none"
         raise NotFound(f"no crew named {name!r} (available: {known})")
 
@@ -151,13 +155,27 @@ class Runtime:
         """Folders searched for crew files."""
         return [*self.settings.crew_paths, self.settings.workspace / "crews"]
 
+    def _crew_file_named(self, name: str) -> Path | None:
+        """The first ``NAME.toml`` in the crew folders, if any."""
+        for folder in self.crew_folders():
+            candidate = folder / f"{name}.toml"
+            if candidate.is_file():
+                return candidate
+        return None
+
     def crews(self) -> dict[str, str]:
-        """Every available crew name and where it comes from (a plugin or a file)."""
-        found = {name: f"plugin {entry.plugin}" for name, entry in self.registry.crews.items()}
+        """Every available crew name and where it comes from (a file or a plugin; a file
+        that overrides a plugin's crew says so)."""
+        found: dict[str, str] = {}
         for folder in self.crew_folders():
             if folder.is_dir():
                 for file in sorted(folder.glob("*.toml")):
                     found.setdefault(file.stem, str(file))
+        for name, entry in self.registry.crews.items():
+            if name in found:
+                found[name] += f" (overrides plugin {entry.plugin})"
+            else:
+                found[name] = f"plugin {entry.plugin}"
         return found
 
     async def run(
