@@ -1,5 +1,6 @@
 """pilothouse: a runtime for fleets of LLM agents with human-on-the-loop oversight."""
 
+from .blocking import run_blocking
 from .crew import Crew, GuardrailNames, Handoff, Limits, Parallel, Persona, Sequential
 from .crewfile import load_crew_file
 from .engine import RunResult
@@ -85,5 +86,6 @@ __all__ = [
     "load_crew_file",
     "load_settings",
     "run",
+    "run_blocking",
     "tool",
 ]

@@ -25,6 +25,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from .blocking import run_blocking
 from .context import build_context
 from .crew import Crew, Handoff, Parallel, Persona, Sequential
 from .errors import (
@@ -473,13 +474,16 @@ class Engine:
 
     def _memory_sink(self, run: _Run, persona: str, step_id: str) -> Callable[[str, str], str]:
         """What :func:`pilothouse.memory.remember` calls during a tool call: on the
-        event loop directly, from a blocking tool's worker thread through the loop."""
+        event loop directly, from a blocking tool's thread through the loop."""
         loop_thread = threading.get_ident()
+        token = anyio.lowlevel.current_token()
 
         def sink(fact: str, channel: str) -> str:
             if threading.get_ident() == loop_thread:
                 return self._remember(run, persona, step_id, fact, channel)
-            return anyio.from_thread.run_sync(self._remember, run, persona, step_id, fact, channel)
+            return anyio.from_thread.run_sync(
+                self._remember, run, persona, step_id, fact, channel, token=token
+            )
 
         return sink
 
@@ -1109,7 +1113,8 @@ class Engine:
         """Vectors from a registered embedder, computed in a worker thread (a run that is
         cancelled or times out meanwhile does not wait for it)."""
         embedder = self.registry.get("embedders", name).value
-        return await anyio.to_thread.run_sync(embedder.embed, list(texts), abandon_on_cancel=True)
+        texts = list(texts)
+        return await run_blocking(lambda: embedder.embed(texts), name=f"embedder {name}")
 
     async def _guard(
         self,

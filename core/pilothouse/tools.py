@@ -12,9 +12,9 @@ import json
 from collections.abc import Callable
 from typing import Any, get_type_hints
 
-import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from .blocking import run_blocking
 from .errors import ToolError
 from .model import ToolSpec
 
@@ -24,8 +24,9 @@ class Tool:
 
     Build one with :func:`tool` or ``Tool(func)``. ``requires_approval`` marks a
     tool whose calls a person must approve first (the human-on-the-loop layer
-    enforces it). Synchronous functions run in a worker thread unless
-    ``blocking=False`` says they are quick.
+    enforces it). Synchronous functions run in a thread of their own
+    (:func:`pilothouse.run_blocking`: a run that times out or is cancelled does
+    not wait for them) unless ``blocking=False`` says they are quick.
     """
 
     def __init__(
@@ -79,9 +80,7 @@ class Tool:
         if self.blocking:
             # A thread cannot be stopped: a run cancelled or timed out meanwhile goes on
             # without it (the call finishes on its own and its result is dropped).
-            return await anyio.to_thread.run_sync(
-                lambda: self.func(**kwargs), abandon_on_cancel=True
-            )
+            return await run_blocking(lambda: self.func(**kwargs), name=f"tool {self.name}")
         return self.func(**kwargs)
 
     def __repr__(self) -> str:

@@ -19,9 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
-
-from pilothouse import ConfigError, Passage, Retriever, hookimpl, tool
+from pilothouse import ConfigError, Passage, Retriever, hookimpl, run_blocking, tool
 from pilothouse.embedding import Embedder
 from pilothouse.memory import remember as remember_fact
 
@@ -142,7 +140,8 @@ class SqliteVecRetriever(Retriever):
         self._kb: Any = None
 
     async def search(self, query: str, *, k: int = 4) -> list[Passage]:
-        """The ``k`` best chunks, searched in a worker thread."""
+        """The ``k`` best chunks, searched in a thread (a run cancelled meanwhile does
+        not wait for it)."""
 
         def run() -> list[Passage]:
             from pilothouse.knowledge import KnowledgeBase, KnowledgeError
@@ -155,7 +154,7 @@ class SqliteVecRetriever(Retriever):
                 self._kb = KnowledgeBase(self.path, self.embedder)
             return self._kb.search(query, k=k, collection=self.collection)
 
-        return await anyio.to_thread.run_sync(run)
+        return await run_blocking(run, name=f"retriever {self.name}")
 
 
 @tool

@@ -1,0 +1,71 @@
+"""Plugin code that blocks (sync tools, embedders), run in daemon threads.
+
+``anyio.to_thread`` threads are not daemons, and a thread cannot be stopped. So a
+tool stuck in a blocking call that its run gave up on (a timeout, a cancel) kept
+the process alive at exit until the call returned: ``pilothouse run`` printed
+"the run took longer than 3 s" and then hung for as long as the tool did. It also
+held one of anyio's 40 thread tokens, which the store's own threaded work shares.
+Here each call gets a daemon thread of its own; a caller that is cancelled stops
+waiting at once, and the thread finishes (or not) without holding anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+T = TypeVar("T")
+
+#: at most this many blocking calls run at once; the others wait their turn
+MAX_THREADS = 64
+
+# one per event loop (a limiter belongs to the loop that made it)
+_limiter: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("pilothouse_threads")
+
+
+def _threads() -> anyio.CapacityLimiter:
+    try:
+        return _limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(MAX_THREADS)
+        _limiter.set(limiter)
+        return limiter
+
+
+async def run_blocking(func: Callable[[], T], *, name: str = "blocking call") -> T:
+    """Run ``func()`` in a daemon thread and return its result (or raise its error).
+
+    Cancelling the caller returns at once and leaves the thread to finish alone:
+    its result is dropped, and it neither keeps the process alive at exit nor
+    counts against ``MAX_THREADS`` any longer. ``name`` names the thread (for a
+    stack dump of a hung process).
+    """
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    outcome: list[tuple[bool, object]] = []
+    context = contextvars.copy_context()
+
+    def work() -> None:
+        try:
+            outcome.append((True, context.run(func)))
+        except BaseException as exc:  # handed to the caller, who re-raises it
+            outcome.append((False, exc))
+        # The event loop may be gone already (the run was abandoned and the
+        # process is ending): then nobody waits for this result.
+        with contextlib.suppress(Exception):
+            anyio.from_thread.run_sync(done.set, token=token)
+
+    async with _threads():
+        threading.Thread(target=work, name=f"pilothouse: {name}", daemon=True).start()
+        await done.wait()
+    ok, value = outcome[0]
+    if ok:
+        return value  # type: ignore[return-value]
+    raise value  # type: ignore[misc]

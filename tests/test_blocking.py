@@ -1,0 +1,105 @@
+"""Blocking plugin code runs in daemon threads that a run can give up on."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import subprocess
+import sys
+import threading
+
+import anyio
+import pytest
+
+from pilothouse import run_blocking
+
+WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+async def test_a_result_an_error_and_the_callers_context_come_back():
+    WHO.set("ana")
+    assert await run_blocking(lambda: f"{WHO.get()} in {threading.current_thread().name}",
+                              name="lookup") == "ana in pilothouse: lookup"  # fmt: skip
+
+    def broken() -> None:
+        raise KeyError("no such row")
+
+    with pytest.raises(KeyError, match="no such row"):
+        await run_blocking(broken)
+
+
+async def test_a_cancelled_caller_stops_waiting_and_the_thread_is_a_daemon():
+    release = threading.Event()
+    seen: list[threading.Thread] = []
+
+    def hang() -> str:
+        seen.append(threading.current_thread())
+        release.wait(30)
+        return "late"
+
+    try:
+        with anyio.fail_after(10):  # the test's own bound; the call is abandoned long before
+            with anyio.move_on_after(0.2) as scope:
+                await run_blocking(hang)
+        assert scope.cancelled_caught
+        assert seen[0].daemon and seen[0].is_alive()
+    finally:
+        release.set()
+
+
+async def test_abandoned_calls_do_not_hold_a_thread_slot(monkeypatch):
+    from pilothouse import blocking
+
+    monkeypatch.setattr(blocking, "MAX_THREADS", 2)
+    monkeypatch.setattr(blocking, "_limiter", anyio.lowlevel.RunVar("test_threads"))
+    release = threading.Event()
+    try:
+        for _ in range(3):  # more hung calls than slots
+            with anyio.move_on_after(0.1):
+                await run_blocking(lambda: release.wait(30))
+        with anyio.fail_after(10):
+            assert await run_blocking(lambda: 42) == 42
+    finally:
+        release.set()
+
+
+PLUGIN = '''
+import time
+from pilothouse import hookimpl, tool
+
+@tool
+def stuck_lookup(city: str) -> str:
+    """Look up a city in a system that hangs."""
+    time.sleep(60)
+    return city
+
+@hookimpl
+def register_tools(register):
+    register(stuck_lookup)
+'''
+
+CREW = """
+[flow]
+steps = ["a"]
+[limits]
+timeout_s = 0.5
+[personas.a]
+instructions = "Use stuck_lookup to look up the city."
+tools = ["stuck_lookup"]
+"""
+
+
+def test_the_cli_exits_when_its_run_times_out_in_a_hung_tool(tmp_path):
+    # Before: the run was reported as timed out at once, then the process stayed
+    # alive until the tool's thread returned (here a minute).
+    (tmp_path / "stuck_plugin.py").write_text(PLUGIN)
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "stuck.toml").write_text(CREW)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PILOTHOUSE_")}
+    env |= {"PILOTHOUSE_PLUGINS": "stuck_plugin", "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pilothouse", "run", "stuck", "-i", "Oslo"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=45,  # < the tool's 60 s
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "the run took longer than 0.5 s" in done.stderr
