@@ -251,6 +251,29 @@ class TestProtocol:
 
 
 class TestFaults:
+    async def test_an_endpoint_that_needs_a_key_it_lacks_fails_before_any_call(
+        self, openai_server, workspace, monkeypatch
+    ):
+        monkeypatch.delenv("OPENAI_API_KEY")
+        monkeypatch.delenv("MY_KEY", raising=False)
+        url = os.environ["OPENAI_BASE_URL"]
+        # the implicit endpoint at a local server: no key may be fine
+        local = pilothouse.load_settings(default_model="openai:test")
+        result, _ = await _run(local, _one_step())
+        assert result.ok and len(openai_server.received) == 1
+        # a key named by api_key_env that is not set, and OpenAI's own API without one
+        named = pilothouse.load_settings(
+            endpoints={"local": {"base_url": url, "api_key_env": "MY_KEY"}},
+            default_model="local:test",
+        )
+        with pytest.raises(pilothouse.ConfigError, match="needs an API key: set MY_KEY"):
+            await _run(named, _one_step())
+        monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
+        hosted = pilothouse.load_settings(default_model="openai:gpt-4o")
+        with pytest.raises(pilothouse.ConfigError, match="set OPENAI_API_KEY$"):
+            await _run(hosted, _one_step())
+        assert len(openai_server.received) == 1  # neither was tried
+
     async def test_429_honours_retry_after(self, openai_server, workspace):
         openai_server.enqueue(status(429, headers={"retry-after": "0.3"}), reply("finally"))
         result, _ = await _run(_settings(), _one_step())

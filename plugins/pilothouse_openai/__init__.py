@@ -13,8 +13,9 @@ A persona then names ``openai:gpt-4o-mini`` or ``local:llama3``.
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
-from pilothouse import Model, ModelProvider, Settings, hookimpl
+from pilothouse import ConfigError, Model, ModelProvider, Settings, hookimpl
 from pilothouse.settings import Endpoint
 
 from .chat import OpenAIChatModel
@@ -32,7 +33,14 @@ class OpenAIProvider(ModelProvider):
         self.client = EndpointClient(name, config)
 
     def model(self, name: str) -> Model:
-        """Any model name: the server decides whether it exists (HTTP 404 says so)."""
+        """Any model name: the server decides whether it exists (HTTP 404 says so).
+
+        An endpoint that surely needs a key and has none is refused here, before a
+        run starts, rather than by five failed attempts at the server.
+        """
+        missing = missing_key(self.name, self.config)
+        if missing:
+            raise ConfigError(missing)
         return OpenAIChatModel(self.client, name, price_for(self.settings, self.name, name))
 
     def default_model(self) -> str | None:
@@ -53,6 +61,29 @@ def endpoints(settings: Settings) -> dict[str, Endpoint]:
             api_key_env="OPENAI_API_KEY",
         )
     return found
+
+
+def missing_key(name: str, config: Endpoint) -> str | None:
+    """Why ``config`` cannot work without a key it lacks, or None.
+
+    A key is surely needed when the endpoint names the variable to read it from
+    (a local server needs no ``api_key_env``), and by OpenAI's own API. The
+    implicit ``openai`` endpoint names ``OPENAI_API_KEY`` for every base URL, so
+    for it only the hosted API counts: a local server behind ``OPENAI_BASE_URL``
+    may need no key.
+    """
+    if config.key():
+        return None
+    hosted = urlsplit(config.base_url).hostname == "api.openai.com"
+    if name == "openai" and config.api_key is None and not hosted:
+        return None
+    if config.api_key_env or hosted:
+        variable = config.api_key_env or "the variable named by api_key_env"
+        return (
+            f"endpoint {name!r} ({config.shown_url()}) needs an API key: set {variable}"
+            + ("" if name == "openai" else f" (or endpoints.{name}.api_key)")
+        )
+    return None
 
 
 @hookimpl
