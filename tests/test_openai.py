@@ -270,7 +270,7 @@ class TestFaults:
             await _run(named, _one_step())
         monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
         hosted = pilothouse.load_settings(default_model="openai:gpt-4o")
-        with pytest.raises(pilothouse.ConfigError, match="set OPENAI_API_KEY$"):
+        with pytest.raises(pilothouse.ConfigError, match=r"set OPENAI_API_KEY$"):
             await _run(hosted, _one_step())
         assert len(openai_server.received) == 1  # neither was tried
 

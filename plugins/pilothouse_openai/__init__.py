@@ -79,9 +79,8 @@ def missing_key(name: str, config: Endpoint) -> str | None:
         return None
     if config.api_key_env or hosted:
         variable = config.api_key_env or "the variable named by api_key_env"
-        return (
-            f"endpoint {name!r} ({config.shown_url()}) needs an API key: set {variable}"
-            + ("" if name == "openai" else f" (or endpoints.{name}.api_key)")
+        return f"endpoint {name!r} ({config.shown_url()}) needs an API key: set {variable}" + (
+            "" if name == "openai" else f" (or endpoints.{name}.api_key)"
         )
     return None
 
