@@ -34,6 +34,7 @@ from pilothouse.events import (
     StepFinished,
     StepStarted,
     ToolCalled,
+    log_entry,
 )
 from pilothouse.model import Message, Usage
 from pilothouse.portal import Portal
@@ -135,7 +136,7 @@ def fill(store: SQLiteRunStore, start: int, count: int, t0: float) -> None:
         ]
         for seq, e in enumerate(events, start=1):
             e.seq, e.ts = seq, ts + seq * 0.1
-            batch.append((e, e.model_dump_json()))
+            batch.append(log_entry(e))
         if len(batch) > 5000:
             store.write(batch)
             batch = []

@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from pilothouse.events import ModelCalled, RunStarted, StepFinished, StepStarted
+from pilothouse.events import ModelCalled, RunStarted, StepFinished, StepStarted, log_entry
 from pilothouse.model import Message, Usage
 from pilothouse.sqlite_store import SQLiteRunStore
 from pilothouse.tui import Feed, MonitorApp
@@ -63,7 +63,7 @@ def fill(path: Path, runs: int, events: int) -> None:
             ]
         for seq, e in enumerate(items[:per_run], start=1):
             e.seq, e.ts = seq, t0 + i + seq * 0.001
-            batch.append((e, e.model_dump_json()))
+            batch.append(log_entry(e))
         if len(batch) >= 5000:
             store.write(batch)
             batch = []
@@ -75,7 +75,7 @@ def writer(path: str, run_id: str, count: int, interval: float) -> None:
     """Another process: a live run gaining an event every ``interval`` seconds."""
     store = SQLiteRunStore(path)
     first = RunStarted(run_id=run_id, seq=1, ts=time.time(), crew="live", input="go", flow="seq")
-    store.write([(first, first.model_dump_json())])
+    store.write([log_entry(first)])
     for seq in range(2, count + 2):
         time.sleep(interval)
         e = StepStarted(
@@ -87,7 +87,7 @@ def writer(path: str, run_id: str, count: int, interval: float) -> None:
             input="x",
             model="m",
         )
-        store.write([(e, e.model_dump_json())])
+        store.write([log_entry(e)])
     store.close()
 
 

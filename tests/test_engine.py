@@ -138,14 +138,14 @@ class TestRunIds:
 async def test_a_run_cancelled_while_no_process_ran_it_ends_cancelled_on_resume(
     make_runtime, scripted
 ):
-    from pilothouse.events import RunStarted, event_json
+    from pilothouse.events import RunStarted, log_entry
 
     c = crew({"type": "sequential", "steps": ["a"]}, {"a": {}})
     async with make_runtime() as rt:
         # a run whose process died before its first step finished
         started = RunStarted(run_id="dead-1", seq=1, ts=1.0, crew=c.name, input="x",
                              flow="sequential")  # fmt: skip
-        rt.store.write([(started, event_json(started))])
+        rt.store.write([log_entry(started)])
         rt.store.request_cancel("dead-1")
         result = await rt.resume("dead-1", crew=c)
         events = rt.store.events("dead-1")

@@ -11,7 +11,7 @@ import pytest
 import pilothouse
 from conftest import crew, text_reply, tool_reply
 from pilothouse import hookimpl, tool
-from pilothouse.events import parse_event
+from pilothouse.events import log_entry, parse_event
 from pilothouse.sqlite_store import SQLiteRunStore
 
 
@@ -158,7 +158,7 @@ class TestIsolation:
             write = rt.store.write
 
             def counted(events):
-                commits.append({e.run_id for e, _ in events})
+                commits.append({e.run_id for e in events})
                 write(events)
 
             rt.store.write = counted
@@ -237,7 +237,7 @@ def _begin(store: SQLiteRunStore, run_id: str = "r1") -> None:
     import time
 
     started = _started(run_id, ts=time.time())
-    store.write([(started, started.model_dump_json())])
+    store.write([log_entry(started)])
 
 
 class TestStoreFailure:
@@ -319,11 +319,11 @@ def test_streamed_text_goes_when_its_call_is_logged_or_the_run_is_taken_over(tmp
     store = SQLiteRunStore(tmp_path / "runs.db")
     try:
         started = RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="x", flow="sequential")
-        store.write([(started, started.model_dump_json())])
+        store.write([log_entry(started)])
         store.put_live([("r1", "1", "Hel"), ("r1", "2", "Wor")])
         assert store.live("r1") == {"1": "Hel", "2": "Wor"}
         call = ModelCalled(run_id="r1", seq=2, ts=2.0, step_id="1", model="m:x", messages=[])
-        store.write([(call, call.model_dump_json())])
+        store.write([log_entry(call)])
         assert store.live("r1") == {"2": "Wor"}  # the call of step 1 is in the log now
     finally:
         store.close()
@@ -364,7 +364,7 @@ def test_a_store_from_before_run_numbers_keeps_every_event(tmp_path):
         assert [e.run_id for e in store.events("b-run")] == ["b-run"] * 3
         assert [s.event.run_id for s in store.events_since(0)][:3] == ["b-run"] * 3
         new = RunStarted(run_id="c-run", seq=1, ts=2.0, crew="c", input="y", flow="sequential")
-        store.write([(new, new.model_dump_json())])
+        store.write([log_entry(new)])
         assert [e.type for e in store.events("c-run")] == ["run_started"]
         numbers = dict(store._db.execute("SELECT id, no FROM runs"))
         assert numbers == {"b-run": 1, "a-run": 2, "c-run": 3}
@@ -373,7 +373,7 @@ def test_a_store_from_before_run_numbers_keeps_every_event(tmp_path):
 
 
 def _step_events(run_id: str, seq: int, step: str, persona: str, tokens: int, ts: float) -> list:
-    """One logged step: started, one model call, finished (as (event, json) pairs)."""
+    """One logged step: started, one model call, finished (as log entries)."""
     from pilothouse.events import ModelCalled, StepFinished, StepStarted
     from pilothouse.model import Usage
 
@@ -385,7 +385,7 @@ def _step_events(run_id: str, seq: int, step: str, persona: str, tokens: int, ts
         StepFinished(run_id=run_id, seq=seq + 2, ts=ts, step_id=step, persona=persona,
                      output="y"),
     ]  # fmt: skip
-    return [(e, e.model_dump_json()) for e in events]
+    return [log_entry(e) for e in events]
 
 
 def _raw_row(path, run_id: str) -> tuple:
@@ -424,7 +424,7 @@ class TestSummaryRows:
                 assert summary.last_seq == 7 and summary.status == "running"
             done = RunFinished(run_id="r1", seq=8, ts=now, output="y", steps=2,
                                input_tokens=30, output_tokens=2, cost_usd=1.0)  # fmt: skip
-            store.write([(done, done.model_dump_json())])
+            store.write([log_entry(done)])
             # a status change writes the row at once, with everything it lagged
             assert _raw_row(path, "r1") == (2, 30, None, 8)
             assert store.get_run("r1").status == "succeeded"

@@ -12,6 +12,7 @@ import pytest
 import pilothouse
 from conftest import crew, text_reply
 from pilothouse import Guardrail, ModelError, Verdict
+from pilothouse.events import log_entry
 from pilothouse.metrics import compute
 from pilothouse.portal import Portal
 from pilothouse.sqlite_store import SQLiteRunStore
@@ -176,7 +177,7 @@ def test_old_stores_get_their_runs_subjects_back(workspace):
     store = SQLiteRunStore(path)
     started = RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="i", flow="sequential",
                          subject="ana")  # fmt: skip
-    store.write([(started, started.model_dump_json())])
+    store.write([log_entry(started)])
     store.close()
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE runs DROP COLUMN subject")  # the store as m007 left it

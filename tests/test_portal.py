@@ -20,6 +20,7 @@ from conftest import FlagWord, ScriptedPlugin, crew, serve_and_get, text_reply
 from pilothouse.adversarial import AdversarialPlugin, run_suite
 from pilothouse.bias import Cases, probe
 from pilothouse.cli import DEMO_INPUT
+from pilothouse.events import log_entry
 from pilothouse.portal import Portal
 from pilothouse.probes import Payload
 from pilothouse.redact import Redactor
@@ -243,7 +244,7 @@ def test_regeneration_only_touches_changed_runs(portal, tmp_path):
 
     bumped = RunResumed(run_id=ids["failed"], seq=999, ts=moved.ts, completed_steps=[],
                         retried_steps=[])  # fmt: skip
-    store.write([(bumped, bumped.model_dump_json())])
+    store.write([log_entry(bumped)])
     third = site.generate()
     assert third.written == 1 and page.stat().st_mtime_ns == before
 

@@ -22,6 +22,7 @@ from pilothouse.events import (
     RunStarted,
     StepFinished,
     StepStarted,
+    log_entry,
 )
 from pilothouse.model import Message, Usage
 from pilothouse.sqlite_store import SQLiteRunStore
@@ -33,7 +34,7 @@ T0 = 1_790_000_000.0  # a fixed moment, so times and ages on screen never change
 def _write(store, run_id, events):
     for seq, (offset, event) in enumerate(events, start=1):
         event.run_id, event.seq, event.ts = run_id, seq, T0 + offset
-        store.write([(event, event.model_dump_json())])
+        store.write([log_entry(event)])
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from .errors import StoreError
-from .events import BaseEvent, event_json
+from .events import BaseEvent, LogEntry, log_entry
 from .store import RunStore
 
 log = logging.getLogger("pilothouse.eventlog")
@@ -37,7 +37,7 @@ class EventLog:
         #: commit waits for the disk, e.g. SQLite with synchronous=FULL)
         self.threaded = threaded
         self._observers: list[tuple[str, Observer]] = []
-        self._pending: list[tuple[BaseEvent, str]] = []
+        self._pending: list[LogEntry] = []
         # Made only when someone waits (an anyio.Event costs more than the rest of an
         # emit): by a flush that waits for the flusher, and by the flusher going idle.
         self._committed: anyio.Event | None = None
@@ -62,7 +62,7 @@ class EventLog:
         ``persist=False`` shows it to observers only (streamed token deltas).
         """
         if persist and self.store is not None:
-            self._pending.append((event, event_json(event)))
+            self._pending.append(log_entry(event))
             self._wake()
         for name, observer in self._observers:
             try:
@@ -119,7 +119,7 @@ class EventLog:
             self._wakeup = None
             wakeup.set()
 
-    def _take(self) -> tuple[list[tuple[BaseEvent, str]], anyio.Event | None]:
+    def _take(self) -> tuple[list[LogEntry], anyio.Event | None]:
         batch, self._pending = self._pending, []
         committed, self._committed = self._committed, None
         return batch, committed
@@ -129,15 +129,13 @@ class EventLog:
         batch, committed = self._take()
         self._done(batch, committed, self._store_write(batch))
 
-    async def _commit(
-        self, batch: list[tuple[BaseEvent, str]], committed: anyio.Event | None
-    ) -> None:
+    async def _commit(self, batch: list[LogEntry], committed: anyio.Event | None) -> None:
         """Commit ``batch`` in a worker thread (for stores whose commit waits on fsync)."""
         with anyio.CancelScope(shield=True):
             error = await anyio.to_thread.run_sync(self._store_write, batch)
         self._done(batch, committed, error)
 
-    def _store_write(self, batch: list[tuple[BaseEvent, str]]) -> StoreError | None:
+    def _store_write(self, batch: list[LogEntry]) -> StoreError | None:
         if batch and self.store is not None:
             try:
                 self.store.write(batch)
@@ -147,7 +145,7 @@ class EventLog:
 
     def _done(
         self,
-        batch: list[tuple[BaseEvent, str]],
+        batch: list[LogEntry],
         committed: anyio.Event | None,
         error: StoreError | None,
     ) -> None:

@@ -25,7 +25,7 @@ from .engine import Engine, RunResult, new_run_id
 from .errors import ConfigError, NotFound, PilothouseError
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
-from .events import FINAL_STATUSES, RunQueued, event_json
+from .events import FINAL_STATUSES, RunQueued, log_entry
 from .live import LiveText
 from .plugins import Plugins
 from .registry import Registry
@@ -224,7 +224,7 @@ class Runtime:
         self.engine.check(self.crew(crew), model)
         event = RunQueued(run_id=new_run_id(), seq=1, ts=time.time(), crew=crew, input=input,
                           model_override=model, subject=subject)  # fmt: skip
-        self.store.write([(event, event_json(event))])
+        self.store.write([log_entry(event)])
         return event.run_id
 
     async def work(self, *, concurrency: int = 4, poll: float = 0.5, once: bool = False) -> int:

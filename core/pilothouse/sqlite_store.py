@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DecisionError, NotFound, RunBusy, StoreError
-from .events import FINAL_EVENTS, FINAL_STATUSES, BaseEvent, RunCancelled, event_json, parse_event
+from .events import (
+    FINAL_EVENTS,
+    FINAL_STATUSES,
+    BaseEvent,
+    LogEntry,
+    RunCancelled,
+    log_entry,
+    parse_event,
+)
 from .migrations import migrate
 from .store import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 
@@ -129,30 +137,30 @@ class _RunDelta:
     #: when the first of these events was logged (how long the row has lagged)
     since: float = 0.0
 
-    def fold(self, e: BaseEvent) -> None:
+    def fold(self, e: LogEntry) -> None:
         """Add one event's effect on the run's summary."""
         if not self.since:
             self.since = e.ts
         self.updated, self.last_seq = e.ts, e.seq
         t = e.type
         if t == "step_started":
-            self.persona_changed, self.persona = True, e.persona  # type: ignore[attr-defined]
+            self.persona_changed, self.persona = True, e.persona
             self.step = e.step_id
         elif t == "step_finished":
             self.steps += 1
         elif t == "model_call":
-            self.input_tokens += e.usage.input_tokens  # type: ignore[attr-defined]
-            self.output_tokens += e.usage.output_tokens  # type: ignore[attr-defined]
-            self.cost_usd += e.cost_usd or 0.0  # type: ignore[attr-defined]
+            self.input_tokens += e.input_tokens
+            self.output_tokens += e.output_tokens
+            self.cost_usd += e.cost_usd
         elif t == "run_resumed":
             self.status = "running"
         elif t in FINAL_EVENTS:
             self.status = FINAL_EVENTS[t]
             self.persona_changed, self.persona = True, None
             if t == "run_finished":
-                self.output = e.output  # type: ignore[attr-defined]
+                self.output = e.event.output  # type: ignore[union-attr]
             elif t == "run_failed":
-                self.error, self.error_kind = e.message, e.kind  # type: ignore[attr-defined]
+                self.error, self.error_kind = e.event.message, e.event.kind  # type: ignore[union-attr]
 
     def row(self, run_id: str) -> tuple[object, ...]:
         """The parameters of ``_UPDATE_RUN`` for this run."""
@@ -187,7 +195,7 @@ def _folded(rows: Iterable[tuple[str, str]]) -> dict[str, _RunDelta]:
     """(run id, event JSON) rows in order, folded per run."""
     deltas: dict[str, _RunDelta] = {}
     for run_id, data in rows:
-        deltas.setdefault(run_id, _RunDelta()).fold(parse_event(data))
+        deltas.setdefault(run_id, _RunDelta()).fold(log_entry(parse_event(data), data))
     return deltas
 
 
@@ -262,7 +270,7 @@ class SQLiteRunStore(RunStore):
 
     # -- writing -------------------------------------------------------------
 
-    def write(self, events: Sequence[tuple[BaseEvent, str]]) -> None:
+    def write(self, entries: Sequence[LogEntry]) -> None:
         """Append events in one transaction, with the summary rows that are due.
 
         A run's summary row is rewritten when its status changes and otherwise at
@@ -270,9 +278,9 @@ class SQLiteRunStore(RunStore):
         (one more dirty page per commit, for every run in it, was the larger part of
         a step's commit). Reads fold in the events logged since (:meth:`_caught_up`).
         """
-        if not events:
+        if not entries:
             return
-        rows = [(e.run_id, e.run_id, e.seq, e.type, e.step_id, e.ts, data) for e, data in events]
+        rows = [(e.run_id, e.run_id, e.seq, e.type, e.step_id, e.ts, e.data) for e in entries]
         started = []
         raised = []
         escalating: set[str] = set()
@@ -281,22 +289,24 @@ class SQLiteRunStore(RunStore):
         ended = []
         withdrawn = []  # (ts, note, run_id): the run ended while a person had yet to decide
         remembered = []
-        for event, _ in events:
-            t = event.type
+        for entry in entries:
+            t = entry.type
+            # ``event`` is None but for the KEPT_WHOLE types, the ones read below
+            event: Any = entry.event
             if t == "memory_written":
-                e: Any = event
+                e = event
                 remembered.append((e.memory_id, e.subject, e.channel, e.fact, e.run_id,
                                    e.step_id, e.persona, e.ts))  # fmt: skip
             if t == "model_call":
-                key = (event.run_id, event.step_id or "")
+                key = (entry.run_id, entry.step_id or "")
                 if key in self._live:
                     settled.append(key)
             elif t in FINAL_EVENTS:
-                ended.append((event.run_id,))
-                note = f"run {event.run_id} {FINAL_EVENTS[t]} before anyone decided"
-                withdrawn.append((event.ts, note, event.run_id))
+                ended.append((entry.run_id,))
+                note = f"run {entry.run_id} {FINAL_EVENTS[t]} before anyone decided"
+                withdrawn.append((entry.ts, note, entry.run_id))
             if t in ("escalation_raised", "escalation_decided"):
-                escalating.add(event.run_id)
+                escalating.add(entry.run_id)
                 if t == "escalation_raised":
                     raised.append(_escalation_row(event))
             if t in ("run_started", "run_queued"):
@@ -310,20 +320,20 @@ class SQLiteRunStore(RunStore):
                         event.input,
                         event.ts,
                         event.ts,
-                        event.seq,  # type: ignore[attr-defined]
+                        event.seq,
                         owner,
                         time.time(),
                         event.subject,
                     )
                 )
             else:
-                delta = deltas.get(event.run_id)
+                delta = deltas.get(entry.run_id)
                 if delta is None:
                     # a copy of what the row already lags: a failed write changes nothing
-                    earlier = self._behind.get(event.run_id)
+                    earlier = self._behind.get(entry.run_id)
                     delta = _RunDelta(**vars(earlier)) if earlier is not None else _RunDelta()
-                    deltas[event.run_id] = delta
-                delta.fold(event)
+                    deltas[entry.run_id] = delta
+                delta.fold(entry)
         behind, due = self._due(deltas, escalating)
         if self._checkpointer is None:
             self._checkpointer = _Checkpointer(self.path)
@@ -630,7 +640,7 @@ class SQLiteRunStore(RunStore):
         if summary.status == "queued":
             event = RunCancelled(run_id=summary.id, seq=summary.last_seq + 1, ts=time.time(),
                                  reason="cancelled before it started")  # fmt: skip
-            self.write([(event, event_json(event))])
+            self.write([log_entry(event)])
         else:
             with self._lock:
                 self._db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .events import BaseEvent
+from .events import BaseEvent, LogEntry
 
 #: the subject prefix of the runs an audit makes
 AUDIT_SUBJECT = "audit:"
@@ -115,8 +115,9 @@ class RunStore(abc.ABC):
     location: str = ""
 
     @abc.abstractmethod
-    def write(self, events: Sequence[tuple[BaseEvent, str]]) -> None:
-        """Append ``(event, event_json)`` pairs atomically: all are stored or none."""
+    def write(self, entries: Sequence[LogEntry]) -> None:
+        """Append events (as :func:`~pilothouse.events.log_entry` gives them) atomically:
+        all are stored or none."""
 
     @abc.abstractmethod
     def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
