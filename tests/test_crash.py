@@ -154,3 +154,41 @@ def test_a_decision_made_while_the_runner_is_down_applies_on_resume(tmp_path):
                                    (escalation["run_id"],))]  # fmt: skip
     assert kinds.count("escalation_raised") == 1 and kinds.count("escalation_decided") == 1
     assert "run_resumed" in kinds and kinds[-1] == "run_finished"
+
+
+def test_a_killed_workers_queued_runs_are_resumed_by_the_next_worker(tmp_path):
+    # A run a worker takes from the queue logs run_queued before run_started; resume
+    # looked for run_started first in the log, so no such run could ever be resumed
+    # (and the next worker counted it as done while it stayed 'running').
+    folder = _workspace(tmp_path)
+    run = [sys.executable, "-m", "pilothouse"]
+    ids = []
+    for i in range(2):
+        queued = subprocess.run([*run, "run", "slow", "-i", f"job {i}", "--detach"],
+                                cwd=folder, env=_env(0), capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+        ids.append(queued.stdout.strip())
+    worker = subprocess.Popen([*run, "worker", "--concurrency", "2"], cwd=folder, env=_env(400),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        finished = 0
+        while finished < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            finished = _query(folder, "SELECT COUNT(DISTINCT run_id) FROM events"
+                                      " WHERE type = 'step_finished'")[0][0]  # fmt: skip
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    assert finished == 2, "the worker did not get through a step of each run"
+    assert {s for (s,) in _query(folder, "SELECT status FROM runs")} == {"running"}
+    done = subprocess.run([*run, "worker", "--once"], cwd=folder, env=_env(0),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "worker: 2 run(s) done" in done.stderr, done.stderr
+    for run_id in ids:
+        kinds = [t for (t,) in _query(folder, "SELECT type FROM events WHERE run_id = ?"
+                                              " ORDER BY seq", (run_id,))]  # fmt: skip
+        assert kinds[:2] == ["run_queued", "run_started"] and "run_resumed" in kinds
+        assert kinds[-1] == "run_finished" and kinds.count("step_finished") == 4
+    states = _query(folder, "SELECT status FROM runs")
+    assert states == [("succeeded",), ("succeeded",)]

@@ -158,3 +158,34 @@ def _types_any(folder):
         return []
     finally:
         db.close()
+
+
+def test_a_run_taken_from_the_queue_by_a_process_that_died_starts_afresh(tmp_path):
+    # Claimed (status running, a dead owner) but killed before run_started was logged.
+    import anyio
+
+    import pilothouse
+    from pilothouse.sqlite_store import HOST, SQLiteRunStore
+
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "slow.toml").write_text(SLOW)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that is surely free
+    settings = pilothouse.load_settings(workspace=tmp_path / ".pilothouse",
+                                        crew_paths=[tmp_path / "crews"])  # fmt: skip
+
+    async def main():
+        async with pilothouse.Runtime(settings) as rt:
+            run_id = rt.queue("slow", "job")
+            other = SQLiteRunStore(rt.store.path, owner=f"{HOST}:{gone.pid}:x")
+            try:
+                (claimed,) = other.claim_queued(1)
+            finally:
+                other.close()
+            assert claimed.id == run_id and rt.unfinished() == [run_id]
+            assert await rt.work(once=True) == 1
+            return rt.store.get_run(run_id), [e.type for e in rt.store.events(run_id)]
+
+    summary, kinds = anyio.run(main)
+    assert summary.status == "succeeded", summary.error
+    assert kinds[:2] == ["run_queued", "run_started"] and kinds.count("step_finished") == 3

@@ -304,11 +304,10 @@ class Engine:
         times fails the run. Escalations the interrupted step raised are waited
         on again, and a decision made meanwhile applies at once.
         """
-        started = events[0]
-        if not isinstance(started, RunStarted):
-            raise PilothouseError(
-                f"the log of run {started.run_id} does not begin with run_started"
-            )
+        # A run a worker took from the queue logged run_queued before run_started.
+        started = next((e for e in events if isinstance(e, RunStarted)), None)
+        if started is None:
+            raise PilothouseError(f"run {events[0].run_id} never started: nothing to resume")
         run = _Run(
             id=started.run_id,
             crew=crew,

@@ -212,7 +212,14 @@ class Runtime:
         if self.store.cancel_requested([summary.id]):
             return await self.engine.cancel_logged(events, "cancelled by request while it was down")
         crew_obj = crew or self.crew(summary.crew)
-        self.engine.check(crew_obj, events[0].model_override)  # type: ignore[attr-defined]
+        first: Any = events[0]
+        self.engine.check(crew_obj, first.model_override)
+        if not any(e.type == "run_started" for e in events):
+            # taken from the queue by a process that died before the run started
+            return await self.engine.run(
+                crew_obj, first.input, run_id=first.run_id, model=first.model_override,
+                subject=first.subject, after_seq=max(e.seq for e in events),
+            )  # fmt: skip
         return await self.engine.resume(crew_obj, events)
 
     def queue(
@@ -230,7 +237,7 @@ class Runtime:
     async def work(self, *, concurrency: int = 4, poll: float = 0.5, once: bool = False) -> int:
         """Be a worker: resume unfinished runs, then run queued ones as they come.
 
-        Returns the number of runs executed. ``once`` stops when nothing is left.
+        Returns the number of runs that ended. ``once`` stops when nothing is left.
         """
         if self._task_group is None or self.store is None:
             raise RuntimeError("work needs 'async with Runtime() as rt:' with a run store")
@@ -255,14 +262,15 @@ class Runtime:
                             subject=queued.subject,  # type: ignore[attr-defined]
                             after_seq=1,
                         )
+                    done += 1
                 except PilothouseError as exc:
                     logging.getLogger("pilothouse").error("run %s: %s", run_id, exc)
                     # one that can never start as things are is failed, not left running;
                     # one busy elsewhere or hit by a store error is tried again later
                     if isinstance(exc, ConfigError | NotFound):
                         await self.engine.fail_logged(store.events(run_id), exc)
+                        done += 1
                 finally:
-                    done += 1
                     active.discard(run_id)
 
         async with anyio.create_task_group() as tg:
