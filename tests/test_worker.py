@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -189,3 +190,59 @@ def test_a_run_taken_from_the_queue_by_a_process_that_died_starts_afresh(tmp_pat
     summary, kinds = anyio.run(main)
     assert summary.status == "succeeded", summary.error
     assert kinds[:2] == ["run_queued", "run_started"] and kinds.count("step_finished") == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_a_worker_suspends_its_runs_for_the_next_one(tmp_path, signum):
+    # Before: Ctrl+C cancelled every run the worker had (ended, for good), and SIGTERM
+    # killed it mid-step. Stopping a worker (a deploy, a restart) is not cancelling work.
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "slow.toml").write_text(SLOW)
+    ids = [ph("run", "slow", "-i", f"job {i}", "--detach", cwd=tmp_path).stdout.strip()
+           for i in range(2)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "2000"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pilothouse", "worker", "--concurrency", "2"], cwd=tmp_path,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _started(tmp_path) < 2:
+            time.sleep(0.05)
+        worker.send_signal(signum)
+        _, err = worker.communicate(timeout=30)  # it stops mid-step, not after the runs
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "worker: stopping; 2 run(s) suspended for the next worker to resume" in err
+    db = sqlite3.connect(tmp_path / ".pilothouse" / "runs.db")
+    try:
+        rows = db.execute("SELECT status, owner FROM runs").fetchall()
+    finally:
+        db.close()
+    assert rows == [("running", None), ("running", None)]  # unfinished, and free to take
+    for run_id in ids:
+        assert _types(tmp_path, run_id)[-1] == "run_suspended"
+    shown = ph("show", ids[0], cwd=tmp_path).stdout
+    assert f"suspended: worker stopped ({signal.Signals(signum).name})" in shown
+    done = ph("worker", "--once", cwd=tmp_path)
+    assert "worker: 2 run(s) done" in done.stderr, done.stderr
+    for run_id in ids:
+        kinds = _types(tmp_path, run_id)
+        assert kinds[-1] == "run_finished" and kinds.count("step_finished") == 3
+        assert kinds.index("run_suspended") < kinds.index("run_resumed")
+
+
+def _started(folder) -> int:
+    """How many runs have a step under way."""
+    path = folder / ".pilothouse" / "runs.db"
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        query = "SELECT COUNT(DISTINCT run_id) FROM events WHERE type = 'step_started'"
+        return db.execute(query).fetchone()[0]
+    finally:
+        db.close()

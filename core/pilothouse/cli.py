@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from enum import IntEnum
@@ -222,15 +223,34 @@ def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_j
 @click.option("--once", is_flag=True, help="Stop when nothing is queued or unfinished.")
 @pass_context
 def worker(obj: Context, concurrency: int, once: bool) -> None:
-    """Resume unfinished runs, then take queued runs ('run --detach') as they come."""
+    """Resume unfinished runs, then take queued runs ('run --detach') as they come.
 
-    async def go() -> int:
-        async with Runtime(obj.settings) as rt:
+    Ctrl+C or SIGTERM stops the worker, not the work: its runs are suspended where
+    they are and the next worker resumes them (a second signal exits at once).
+    """
+    done: int | None = None  # stays None when a signal stopped the worker
+
+    async def go() -> None:
+        nonlocal done
+        async with Runtime(obj.settings) as rt, anyio.create_task_group() as tg:
             rt.subscribe(_progress(False))
-            return await rt.work(concurrency=concurrency, once=once)
 
-    done = anyio.run(go)
-    click.secho(f"worker: {done} run(s) done", err=True)
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        left = rt.suspend(f"worker stopped ({signal.Signals(signum).name})")
+                        click.secho(f"worker: stopping; {len(left)} run(s) suspended for the"
+                                    " next worker to resume", err=True)  # fmt: skip
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            done = await rt.work(concurrency=concurrency, once=once)
+            tg.cancel_scope.cancel()
+
+    anyio.run(go)
+    if done is not None:
+        click.secho(f"worker: {done} run(s) done", err=True)
 
 
 @cli.command()
@@ -383,6 +403,8 @@ def _timeline_line(e: Any) -> str | None:
         return f"decided {e.decision} by {e.by}{note}"
     if t == "run_resumed":
         return f"resumed ({len(e.completed_steps)} steps already done)"
+    if t == "run_suspended":
+        return f"suspended: {e.reason} (to be resumed)"
     if t == "output_explained":
         why = ", ".join(f"{a.kind}:{a.ref} {a.score:.2f}" for a in e.evidence[:5])
         return f"why: {why}"

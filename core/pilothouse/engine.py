@@ -63,6 +63,7 @@ from .events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    RunSuspended,
     StepFinished,
     StepStarted,
     ToolCalled,
@@ -225,8 +226,10 @@ class Engine:
         #: set by the runtime when a run store can carry decisions
         self.decisions: DecisionWatcher | None = None
         # the cancel scope of every run executing here, and why one was cancelled
+        # or suspended
         self._active: dict[str, anyio.CancelScope] = {}
         self._cancel_reasons: dict[str, str] = {}
+        self._suspend_reasons: dict[str, str] = {}
         #: when set (by replay), tool results come from it instead of the tools:
         #: ``recorded_tool(name, canonical_arguments) -> result`` or ToolError
         self.recorded_tool: Callable[[str, str], str] | None = None
@@ -337,6 +340,21 @@ class Engine:
         scope.cancel()
         return True
 
+    def executing(self) -> list[str]:
+        """The ids of the runs this engine is executing now."""
+        return list(self._active)
+
+    def suspend(self, run_id: str, reason: str) -> bool:
+        """Stop a run this engine is executing without ending it: it logs
+        ``run_suspended`` and stays unfinished, for another process to resume.
+        False when it is not running here."""
+        scope = self._active.get(run_id)
+        if scope is None:
+            return False
+        self._suspend_reasons[run_id] = reason
+        scope.cancel()
+        return True
+
     async def cancel_logged(self, events: list[BaseEvent], reason: str) -> RunResult:
         """Log the cancellation of a run no process is executing (from its events)."""
         return await self._end_logged(
@@ -376,9 +394,10 @@ class Engine:
             finally:
                 self._active.pop(run.id, None)
         reason = self._cancel_reasons.pop(run.id, "cancelled")  # also when it ended first
+        suspended = self._suspend_reasons.pop(run.id, None)
         if own.cancelled_caught:
-            result.status = "cancelled"
-            result.error = reason
+            result.status = "suspended" if suspended else "cancelled"
+            result.error = suspended or reason
         result.steps, result.cost_usd = run.steps, run.cost_usd
         result.input_tokens, result.output_tokens = run.input_tokens, run.output_tokens
         return result
@@ -401,8 +420,12 @@ class Engine:
                     )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                reason = self._cancel_reasons.get(run.id, "cancelled")
-                self._emit(run, RunCancelled, reason=reason)
+                suspended = self._suspend_reasons.get(run.id)
+                if suspended is not None:
+                    self._emit(run, RunSuspended, reason=suspended)
+                else:
+                    reason = self._cancel_reasons.get(run.id, "cancelled")
+                    self._emit(run, RunCancelled, reason=reason)
                 await self.log.flush()
             raise
         except Exception as exc:

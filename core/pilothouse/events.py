@@ -89,6 +89,14 @@ class RunResumed(BaseEvent):
     retried_steps: list[str]
 
 
+class RunSuspended(BaseEvent):
+    """The process executing the run stopped without ending it (a worker shut down):
+    the run is not over, and the next worker resumes it from its last finished step."""
+
+    type: Literal["run_suspended"] = "run_suspended"
+    reason: str
+
+
 class RunFinished(BaseEvent):
     """The run succeeded with this final output."""
 
@@ -337,6 +345,7 @@ Event = Annotated[
     RunStarted
     | RunQueued
     | RunResumed
+    | RunSuspended
     | RunFinished
     | OutputExplained
     | RunFailed

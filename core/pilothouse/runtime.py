@@ -71,7 +71,7 @@ class Runtime:
             self.engine.decisions = DecisionWatcher(
                 self.store,
                 on_cancel=self.engine.cancel,
-                active=lambda: list(self.engine._active),
+                active=self.engine.executing,
             )
         self._task_group: TaskGroup | None = None
         self._crew_files: dict[Path, tuple[tuple[int, int], Crew]] = {}
@@ -286,6 +286,12 @@ class Runtime:
                 if once and not active and not claimed:
                     return done
                 await anyio.sleep(poll)
+
+    def suspend(self, reason: str = "the process stopped") -> list[str]:
+        """Stop every run this runtime executes without ending them (a worker shutting
+        down): each logs ``run_suspended``, stays running or waiting, and is free for
+        any worker to resume at once. Returns their ids."""
+        return [run_id for run_id in self.engine.executing() if self.engine.suspend(run_id, reason)]
 
     def unfinished(self) -> list[str]:
         """Runs left running or waiting for a person by a process that is gone, oldest first."""

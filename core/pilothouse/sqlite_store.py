@@ -289,6 +289,7 @@ class SQLiteRunStore(RunStore):
         ended = []
         withdrawn = []  # (ts, note, run_id): the run ended while a person had yet to decide
         remembered = []
+        released = []  # (run_id,): suspended by a process that stops; any may resume it
         for entry in entries:
             t = entry.type
             # ``event`` is None but for the KEPT_WHOLE types, the ones read below
@@ -305,6 +306,8 @@ class SQLiteRunStore(RunStore):
                 ended.append((entry.run_id,))
                 note = f"run {entry.run_id} {FINAL_EVENTS[t]} before anyone decided"
                 withdrawn.append((entry.ts, note, entry.run_id))
+            elif t == "run_suspended":
+                released.append((entry.run_id,))
             if t in ("escalation_raised", "escalation_decided"):
                 escalating.add(entry.run_id)
                 if t == "escalation_raised":
@@ -357,6 +360,10 @@ class SQLiteRunStore(RunStore):
                 if ended:
                     self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended)
                     self._db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
+                if released:
+                    self._db.executemany(
+                        "UPDATE runs SET owner = NULL, heartbeat = NULL WHERE id = ?", released
+                    )
                 if remembered:
                     self._db.executemany(
                         "INSERT OR IGNORE INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)", remembered

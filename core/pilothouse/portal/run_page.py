@@ -332,6 +332,8 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
                      f" {inline(e.message, redact)}")]  # fmt: skip
     if t == "run_resumed":
         return [para(f"<em>resumed after {len(e.completed_steps)} finished steps</em>")]
+    if t == "run_suspended":
+        return [para(f"<em>suspended: {inline(e.reason, redact)} (to be resumed)</em>")]
     if t == "memory_written":
         return [para(f"remembered about {inline(e.subject, redact)}"
                      f" ({inline(e.channel, redact)}): {inline(e.fact, redact)}")]  # fmt: skip

@@ -133,6 +133,8 @@ def summary(event: BaseEvent, redact: Redact) -> Text:
         return Text(f"remembered about {e.subject} ({e.channel}): ") + plain(e.fact, redact, 60)
     if t == "run_resumed":
         return Text(f"resumed after {len(e.completed_steps)} finished steps")
+    if t == "run_suspended":
+        return Text("suspended ", "yellow") + plain(e.reason, redact, 60)
     return Text(t)
 
 
