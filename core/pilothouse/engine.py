@@ -333,12 +333,7 @@ class Engine:
 
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
         """Cancel a run this engine is executing; False when it is not running here."""
-        scope = self._active.get(run_id)
-        if scope is None:
-            return False
-        self._cancel_reasons[run_id] = reason
-        scope.cancel()
-        return True
+        return self._stop(run_id, self._cancel_reasons, reason)
 
     def executing(self) -> list[str]:
         """The ids of the runs this engine is executing now."""
@@ -348,10 +343,13 @@ class Engine:
         """Stop a run this engine is executing without ending it: it logs
         ``run_suspended`` and stays unfinished, for another process to resume.
         False when it is not running here."""
+        return self._stop(run_id, self._suspend_reasons, reason)
+
+    def _stop(self, run_id: str, reasons: dict[str, str], reason: str) -> bool:
         scope = self._active.get(run_id)
         if scope is None:
             return False
-        self._suspend_reasons[run_id] = reason
+        reasons[run_id] = reason
         scope.cancel()
         return True
 
