@@ -82,6 +82,32 @@ def test_chunks_keep_their_heading_and_overlap():
     assert pieces[1].text[:40] in pieces[0].text  # the overlap carries the previous tail
 
 
+def test_a_heading_right_above_its_text_starts_a_section():
+    # The usual way to write Markdown; before, the heading line and its text were taken
+    # together for one heading, and the document gave no chunk at all.
+    text = "# Refunds\nRefunds take 14 days.\n## Shipping\nWe ship in 2 days.\n\nAlways."
+    pieces = chunk(text)
+    assert [(p.heading, p.text) for p in pieces] == [
+        ("Refunds", "Refunds take 14 days."),
+        ("Shipping", "We ship in 2 days.\n\nAlways."),
+    ]
+    assert text[pieces[1].position :].startswith("We ship")
+    fenced = chunk("Run this:\n```sh\n# not a heading\n\necho hi\n```\nDone.")
+    assert [p.heading for p in fenced] == [""] and "# not a heading" in fenced[0].text
+
+
+def test_no_chunk_is_larger_than_the_size_whatever_the_text():
+    # one unbroken 200 KB paragraph used to become a single chunk, which a retriever
+    # then put into a context window whole
+    words = chunk("word " * 40_000, size=800, overlap=120)
+    sentences = chunk(" ".join(f"Fact number {i} holds." for i in range(2_000)), size=800)
+    blob = chunk("x" * 5_000, size=800)
+    for pieces in (words, sentences, blob):
+        assert len(pieces) > 5 and max(len(p.text) for p in pieces) <= 800
+    assert all(p.text.endswith("holds.") for p in sentences)  # cut after a sentence
+    assert "".join(p.text for p in blob) == "x" * 5_000  # nothing lost where no space is
+
+
 def test_the_real_minilm_embeds_by_meaning(minilm):
     cat, feline, stocks = minilm.embed(
         ["The cat sat on the mat.", "A feline rested on a rug.", "Stock prices fell sharply."]

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .chunking import chunk
 from .embedding import Embedder
 from .errors import ConfigError, PilothouseError
 from .retrieval import Passage
 from .text import STOP_WORDS
 
 SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
-CHUNK_CHARS = 800
-OVERLAP_CHARS = 120
 RRF_K = 60
 
 
@@ -73,15 +72,6 @@ def connect(path: str | Path, *, prefer: str = "sqlite3") -> Any:
         "this Python's sqlite3 cannot load extensions (sqlite-vec) and sqlean is not"
         " installed: pip install sqlean.py"
     )
-
-
-@dataclass
-class Chunk:
-    """A piece of a document: its text, the heading it sits under, where it starts."""
-
-    text: str
-    heading: str
-    position: int
 
 
 @dataclass
@@ -163,36 +153,6 @@ def text_of(path: Path) -> str:
         parser.feed(raw)
         return re.sub(r"\n{3,}", "\n\n", "".join(parser.parts)).strip()
     return raw
-
-
-def chunk(text: str, *, size: int = CHUNK_CHARS, overlap: int = OVERLAP_CHARS) -> list[Chunk]:
-    """Cut ``text`` into chunks of about ``size`` characters along paragraphs; each
-    chunk knows the heading above it and overlaps the previous one by ``overlap``."""
-    chunks: list[Chunk] = []
-    heading, buffer, start, position = "", "", 0, 0
-    for paragraph in re.split(r"\n\s*\n", text):
-        stripped = paragraph.strip()
-        if not stripped:
-            position += len(paragraph) + 2
-            continue
-        if re.match(r"#{1,6}\s", stripped):
-            if buffer.strip():
-                chunks.append(Chunk(buffer.strip(), heading, start))
-                buffer = ""
-            heading = stripped.lstrip("#").strip()
-            position += len(paragraph) + 2
-            continue
-        if buffer and len(buffer) + len(stripped) > size:
-            chunks.append(Chunk(buffer.strip(), heading, start))
-            tail = buffer[-overlap:]
-            buffer, start = tail[tail.find(" ") + 1 :] + "\n\n", position
-        if not buffer:
-            start = position
-        buffer += stripped + "\n\n"
-        position += len(paragraph) + 2
-    if buffer.strip():
-        chunks.append(Chunk(buffer.strip(), heading, start))
-    return chunks
 
 
 def _blob(vector: Sequence[float]) -> bytes:
