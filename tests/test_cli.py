@@ -214,3 +214,29 @@ def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):
     assert process.returncode == 130 and "interrupted" in err
     (run,) = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
     assert run["status"] == "cancelled"
+
+
+def test_runs_and_show_say_which_runs_no_process_executes(tmp_path):
+    from pilothouse.events import RunStarted, log_entry
+    from pilothouse.lease import HOST
+    from pilothouse.sqlite_store import SQLiteRunStore
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    path = tmp_path / ".pilothouse" / "runs.db"
+    for run_id, pid in (("dead-run", gone.pid), ("live-run", os.getpid())):
+        store = SQLiteRunStore(path, owner=f"{HOST}:{pid}:x")
+        started = RunStarted(run_id=run_id, seq=1, ts=1.0, crew="c", input="x",
+                             flow="sequential")  # fmt: skip
+        store.write([log_entry(started)])
+        store.close()
+    listed = ph("runs", cwd=tmp_path).stdout
+    assert "dead-run     c               stalled" in listed
+    assert "live-run     c               running" in listed
+    assert "'pilothouse worker' or 'pilothouse resume --all' carries it on" in listed
+    stalled = json.loads(ph("runs", "--status", "stalled", "--json", cwd=tmp_path).stdout)
+    assert [(r["id"], r["status"], r["stalled"]) for r in stalled] == [
+        ("dead-run", "running", True)
+    ]
+    shown = ph("show", "dead-run", cwd=tmp_path).stdout
+    assert shown.startswith("run dead-run  crew c  stalled\n")

@@ -492,7 +492,7 @@ class TestSummaryRows:
         """The process that died kept the lagging part in memory; the events have it."""
         import time
 
-        from pilothouse.sqlite_store import HOST
+        from pilothouse.lease import HOST
 
         path = tmp_path / "runs.db"
         dead = SQLiteRunStore(path, owner=f"{HOST}:999999999:x")  # no such process

@@ -97,3 +97,37 @@ def test_a_bad_redaction_pattern_is_named(monkeypatch):
     monkeypatch.setenv("PILOTHOUSE_REDACT_PATTERNS", '["a("]')
     with pytest.raises(ConfigError, match=r"redact_patterns.*not a regular expression"):
         pilothouse.load_settings()
+
+
+def test_a_run_whose_process_dies_shows_as_stalled(tmp_path):
+    # A dying process writes no event, so the feed reads its unfinished runs again
+    # every LEASE_CHECK_S: the fleet and `pilothouse runs` say 'stalled', not 'running'.
+    import subprocess
+    import sys
+
+    from pilothouse.events import RunStarted, log_entry
+    from pilothouse.lease import HOST
+    from pilothouse.sqlite_store import SQLiteRunStore
+    from pilothouse.tui.feed import LEASE_CHECK_S
+
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    now = [1000.0]
+    feed = Feed(tmp_path / "runs.db", clock=lambda: now[0])
+    store = SQLiteRunStore(tmp_path / "runs.db", owner=f"{HOST}:{runner.pid}:x")
+    try:
+        started = RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="x", flow="sequential")
+        store.write([log_entry(started)])
+        feed.poll()
+        feed.poll()
+        assert (feed.runs["r1"].shown_status, feed.runs["r1"].stalled) == ("running", False)
+        runner.kill()
+        runner.wait(timeout=30)
+        assert not feed.poll().runs  # not read again before LEASE_CHECK_S
+        now[0] += LEASE_CHECK_S
+        changes = feed.poll()
+        assert [r.id for r in changes.runs] == ["r1"] and feed.runs["r1"].shown_status == "stalled"
+        assert not feed.poll().runs  # read again later, unchanged: nothing to redraw
+    finally:
+        runner.kill()
+        store.close()
+        feed.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -24,6 +25,7 @@ from pilothouse.events import (
     StepStarted,
     log_entry,
 )
+from pilothouse.lease import HOST
 from pilothouse.model import Message, Usage
 from pilothouse.sqlite_store import SQLiteRunStore
 from pilothouse.tui import Feed, MonitorApp
@@ -43,7 +45,8 @@ def fixed_store(tmp_path, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     path = tmp_path / "runs.db"
-    store = SQLiteRunStore(path)
+    # this process executes the unfinished runs (else they would show as stalled)
+    store = SQLiteRunStore(path, owner=f"{HOST}:{os.getpid()}:snapshots")
     kw = {"run_id": "", "seq": 0}
     _write(store, "a1b2c3d4e5f6", [
         (0, RunStarted(**kw, crew="marketing", input="Plan the Helio 30 launch", flow="sequential")),

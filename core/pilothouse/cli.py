@@ -341,9 +341,14 @@ def _age(ts: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def runs(obj: Context, status: str | None, crew: str | None, limit: int, as_json: bool) -> None:
-    """List runs, newest first."""
+    """List runs, newest first ('stalled': unfinished, and no process executes them)."""
     store = obj.store()
-    found = store.list_runs(status=status, crew=crew, limit=limit)
+    if status == "stalled":
+        unfinished = [r for s in ("running", "waiting_for_human")
+                      for r in store.list_runs(status=s, crew=crew, limit=limit)]  # fmt: skip
+        found = sorted((r for r in unfinished if r.stalled), key=lambda r: -r.created)[:limit]
+    else:
+        found = store.list_runs(status=status, crew=crew, limit=limit)
     if as_json:
         click.echo(json.dumps([r.model_dump() for r in found], indent=2))
         return
@@ -354,13 +359,22 @@ def runs(obj: Context, status: str | None, crew: str | None, limit: int, as_json
         f"{'run':<13}{'crew':<16}{'status':<19}{'steps':>5}{'tokens':>8}  age  input", bold=True
     )
     for r in found:
-        colour = STATUS_COLOURS.get(r.status, "white")
+        shown = r.shown_status
         snippet = " ".join(r.input.split())[:40]
         click.echo(
             f"{r.id:<13}{r.crew[:15]:<16}"
-            + click.style(f"{r.status:<19}", fg=colour)
+            + click.style(f"{shown:<19}", fg=STATUS_COLOURS.get(shown, "white"))
             + f"{r.steps:>5}{r.input_tokens + r.output_tokens:>8}  {_age(r.created):>3}  {snippet}"
         )
+    if any(r.stalled for r in found):
+        click.secho(STALLED_HINT, dim=True)
+
+
+#: what to do about a run no process executes
+STALLED_HINT = (
+    "stalled: no process executes the run any more; 'pilothouse worker' or"
+    " 'pilothouse resume --all' carries it on"
+)
 
 
 def _short(text: str | None, width: int = 100) -> str:
@@ -434,9 +448,11 @@ def show(obj: Context, run_id: str, as_json: bool) -> None:
         }
         click.echo(json.dumps(payload, indent=2))
         return
-    colour = STATUS_COLOURS.get(summary.status, "white")
+    shown = summary.shown_status
     click.secho(f"run {summary.id}  crew {summary.crew}  ", bold=True, nl=False)
-    click.secho(summary.status, fg=colour, bold=True)
+    click.secho(shown, fg=STATUS_COLOURS.get(shown, "white"), bold=True)
+    if summary.stalled:
+        click.secho(STALLED_HINT, dim=True)
     click.echo(
         f"{summary.steps} steps, {summary.input_tokens} in / {summary.output_tokens} out tokens,"
         f" ${summary.cost_usd:.4f}"

@@ -37,6 +37,8 @@ STATUS_COLOURS: dict[str, str] = {
     "queued": "blue",
     "waiting_for_human": "yellow",
     "cancelled": "magenta",
+    #: not a stored status: running or waiting, but no process executes the run
+    "stalled": "bright_red",
 }
 
 

@@ -26,11 +26,12 @@ from .errors import ConfigError, NotFound, PilothouseError
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
 from .events import FINAL_STATUSES, RunQueued, log_entry
+from .lease import new_owner
 from .live import LiveText
 from .plugins import Plugins
 from .registry import Registry
 from .settings import Settings, load_settings
-from .sqlite_store import SQLiteRunStore, new_owner
+from .sqlite_store import SQLiteRunStore
 from .store import RunStore
 
 

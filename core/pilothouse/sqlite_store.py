@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,40 +22,12 @@ from .events import (
     log_entry,
     parse_event,
 )
+from .lease import lease_alive
 from .migrations import migrate
 from .store import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 
 #: how long a working run's summary row may lag its events (status changes never lag)
 SUMMARY_LAG_S = 0.5
-#: a lease whose heartbeat is older than this is dead, wherever its process was
-LEASE_S = 30.0
-HOST = socket.gethostname()
-
-
-def new_owner() -> str:
-    """An owner id for this process: ``host:pid:token``."""
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def lease_alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
-    """Whether the process holding a run still runs it.
-
-    On this host the process id answers at once (a killed runner's runs can be
-    resumed immediately); elsewhere the heartbeat must be younger than LEASE_S.
-    """
-    if not owner or heartbeat is None or now - heartbeat > LEASE_S:
-        return False
-    host, _, rest = owner.partition(":")
-    if host != HOST:
-        return True
-    try:
-        os.kill(int(rest.split(":")[0]), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
 
 _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
 _MEMORY_COLUMNS = ", ".join(MemoryItem.model_fields)

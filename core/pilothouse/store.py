@@ -8,12 +8,14 @@ embedded default; another database can implement the same methods.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from .events import BaseEvent, LogEntry
+from .lease import lease_alive
 
 #: the subject prefix of the runs an audit makes
 AUDIT_SUBJECT = "audit:"
@@ -41,11 +43,28 @@ class RunSummary(BaseModel):
     last_seq: int = 0
     #: what the run is about (``--subject``); audits' runs have ``audit:<kind>:...``
     subject: str | None = None
+    #: the process executing the run (``host:pid:token``) and when it last said so
+    owner: str | None = None
+    heartbeat: float | None = None
 
     @property
     def audit(self) -> bool:
         """The run was made by an audit (a bias probe, an adversarial suite)."""
         return (self.subject or "").startswith(AUDIT_SUBJECT)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def stalled(self) -> bool:
+        """Unfinished, and no process executes it any more (it died, or a worker
+        stopped): a worker or ``pilothouse resume`` must take it over."""
+        return self.status in ("running", "waiting_for_human") and not lease_alive(
+            self.owner, self.heartbeat, time.time()
+        )
+
+    @property
+    def shown_status(self) -> str:
+        """The status as views show it: ``stalled`` for a run no process executes."""
+        return "stalled" if self.stalled else self.status
 
 
 class Escalation(BaseModel):

@@ -22,6 +22,9 @@ from ..store import Escalation, RunStore, RunSummary, StoredEvent
 STATUSES = ("running", "waiting_for_human", "queued", "succeeded", "failed", "cancelled")
 #: how many events one poll reads at most; a backlog is caught up over several polls
 POLL_BATCH = 5000
+#: how often the unfinished runs are read again to notice a runner that died
+LEASE_CHECK_S = 5.0
+UNFINISHED = ("running", "waiting_for_human")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class Batch:
     #: streamed text of the watched run's calls in flight, by step
     live: dict[str, str] | None = None
     problem: str | None = None
+    #: when the unfinished runs' leases were read again (None: not in this batch)
+    leases_at: float | None = None
 
 
 class Feed:
@@ -162,6 +167,9 @@ class Feed:
         self.problem: str | None = None
         #: the run whose streamed text :meth:`fetch` also reads (the open run view)
         self.watch: str | None = None
+        self._leases_at = 0.0
+        #: the runs last seen stalled (that changes with no change to the run's row)
+        self._stalled: set[str] = set()
 
     # -- following the log -------------------------------------------------------
 
@@ -184,13 +192,20 @@ class Feed:
         stored = self.store.events_since(self.last_id, limit=POLL_BATCH)
         watched = self.watch
         live = self.store.live(watched) if watched else None
-        if not stored:
+        touched = {s.event.run_id for s in stored}
+        # A process that dies writes no event: its runs are read again now and then
+        # so that the views can tell they stalled.
+        now, leases_at = self.clock(), None
+        if now - self._leases_at >= LEASE_CHECK_S:
+            leases_at = now
+            touched.update(r.id for r in self.runs.values() if r.status in UNFINISHED)
+        if not touched:
             return Batch(live=live)
-        touched = sorted({s.event.run_id for s in stored})
         waiting = None
         if any(s.event.type.startswith("escalation_") for s in stored):
             waiting = self.store.escalations(status="waiting", limit=1000)
-        return Batch(events=stored, runs=self.store.runs_by_id(touched), waiting=waiting, live=live)
+        runs = self.store.runs_by_id(sorted(touched))
+        return Batch(events=stored, runs=runs, waiting=waiting, live=live, leases_at=leases_at)
 
     def apply(self, batch: Batch) -> Changes:
         """Take in what :meth:`fetch` read; say what changed."""
@@ -203,12 +218,22 @@ class Feed:
         changes = Changes(events=batch.events, reloaded=batch.store is not None, live=batch.live)
         if batch.events:
             self.last_id = batch.events[-1].id
+        if batch.leases_at is not None:
+            self._leases_at = batch.leases_at
         for s in batch.events:
             if s.event.type == "escalation_raised":
                 self.escalated_runs.add(s.event.run_id)
         for run in batch.runs:
-            if run.id not in self.runs:
+            known = self.runs.get(run.id)
+            stalled = run.stalled
+            if known is None:
                 changes.new_runs.append(run.id)
+            elif known == run and (run.id in self._stalled) == stalled:
+                continue  # read again for its lease, and nothing changed
+            if stalled:
+                self._stalled.add(run.id)
+            else:
+                self._stalled.discard(run.id)
             self.runs[run.id] = run
             changes.runs.append(run)
         if batch.waiting is not None:
@@ -220,6 +245,7 @@ class Feed:
         if len(self.runs) > self.max_runs:
             for run in sorted(self.runs.values(), key=_newest)[self.max_runs :]:
                 del self.runs[run.id]
+                self._stalled.discard(run.id)
         return changes
 
     def _open(self) -> Batch:

@@ -76,7 +76,7 @@ class RunScreen(Screen):
             Text(f"run {run.id}  ", "bold"),
             Text(run.crew, "bold"),
             "  ",
-            status_text(run.status),
+            status_text(run.shown_status),
             f"{where}  {elapsed(run, now)}  {run.input_tokens + run.output_tokens:,} tokens"
             f"  ${run.cost_usd:.4f}  {run.steps} steps\n",
             Text("input: ", "bold"),
