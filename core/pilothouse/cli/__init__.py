@@ -1,0 +1,36 @@
+"""The ``pilothouse`` command: a thin layer over :class:`pilothouse.Runtime` and the run store.
+
+Exit codes: 0 success; 1 the run failed; 2 bad usage; 3 bad config, crew
+file, plugin or unknown name; 4 a limit of the crew stopped the run; 5 a
+guardrail blocked the run; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import PilothouseError
+from . import audits, decisions, running, viewing, views, workspace  # noqa: F401  (they register the commands)
+from .base import DEMO_INPUT, Exit, cli
+
+__all__ = ["DEMO_INPUT", "Exit", "cli", "main"]
+
+
+def main() -> None:
+    """Entry point of the ``pilothouse`` script: errors become messages and exit codes."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(Exit.INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(Exit.USAGE if isinstance(exc, click.UsageError) else Exit.CONFIG)
+    except PilothouseError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(Exit.CONFIG)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(Exit.INTERRUPTED)

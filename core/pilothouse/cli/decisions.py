@@ -1,0 +1,104 @@
+"""Deciding escalations: inbox, approve, reject and edit."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .base import Context, cli, pass_context
+from .viewing import _short
+
+
+def _decider(obj: Context, by: str | None) -> str:
+    if by:
+        return by
+    if obj.settings.decider:
+        return obj.settings.decider
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers)
+        return "unknown"
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Decided escalations too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def inbox(obj: Context, show_all: bool, as_json: bool) -> None:
+    """Escalations waiting for a person, the riskiest and newest first."""
+    store = obj.store()
+    items = store.escalations(status=None if show_all else "waiting")
+    if as_json:
+        click.echo(json.dumps([e.model_dump() for e in items], indent=2))
+        return
+    if not items:
+        click.echo("nothing waits for a decision")
+        return
+    for e in items:
+        colour = "red" if e.risk >= 0.7 else "yellow"
+        state = {"waiting": "", "withdrawn": f"  [withdrawn: {e.note}]"}.get(
+            e.status, f"  [{e.status} by {e.decided_by}]"
+        )
+        click.secho(f"{e.id}  risk {e.risk:.2f}  {e.kind}{state}", fg=colour, bold=True)
+        click.echo(f"  run {e.run_id} ({e.crew}) step {e.step_id} {e.persona}: {e.reason}")
+        if e.evidence:
+            click.echo(f"  evidence: {_short(json.dumps(e.evidence), 160)}")
+        if e.proposed is not None:
+            click.echo(f"  proposed: {_short(e.proposed, 160)}")
+
+
+def _decide(obj: Context, escalation_id: str, decision: str, by: str | None, note: str,
+            text: str | None) -> None:  # fmt: skip
+    store = obj.store()
+    decided = store.decide(escalation_id, decision, by=_decider(obj, by), note=note, text=text)
+    click.secho(
+        f"{decided.status}: escalation {decided.id} of run {decided.run_id}"
+        f" (by {decided.decided_by}); the run picks it up within a second",
+        fg="green" if decision != "reject" else "yellow",
+    )
+
+
+_by = click.option("--by", help="Who decides (default: the decider setting or your OS user).")
+
+
+@cli.command()
+@click.argument("escalation_id")
+@click.option("--note", default="", help="Why.")
+@_by
+@pass_context
+def approve(obj: Context, escalation_id: str, note: str, by: str | None) -> None:
+    """Approve: the step goes on with the proposed output (or runs the tool call)."""
+    _decide(obj, escalation_id, "approve", by, note, None)
+
+
+@cli.command()
+@click.argument("escalation_id")
+@click.option("--note", required=True, help="Why (the persona sees it when sent back).")
+@_by
+@pass_context
+def reject(obj: Context, escalation_id: str, note: str, by: str | None) -> None:
+    """Reject: the run fails, or the step goes back to its persona, per the crew's rule."""
+    _decide(obj, escalation_id, "reject", by, note, None)
+
+
+@cli.command()
+@click.argument("escalation_id")
+@click.option("--text", help="The text the step goes on with (for a tool: its JSON arguments).")
+@click.option("--editor", "use_editor", is_flag=True, help="Write the text in $EDITOR.")
+@click.option("--note", default="", help="Why.")
+@_by
+@pass_context
+def edit(obj: Context, escalation_id: str, text: str | None, use_editor: bool, note: str,
+         by: str | None) -> None:  # fmt: skip
+    """Edit: the step goes on with your text instead of the proposal."""
+    if use_editor:
+        proposed = obj.store().get_escalation(escalation_id).proposed or ""
+        text = click.edit(proposed)
+        if text is None:
+            raise click.ClickException("the editor closed without saving: nothing decided")
+    if text is None:
+        raise click.UsageError("give --text TEXT or --editor")
+    _decide(obj, escalation_id, "edit", by, note, text)

@@ -1,0 +1,165 @@
+"""The workspace: plugins, crews, config, memory and the knowledge base."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..runtime import Runtime
+from .base import Context, cli, pass_context
+from .viewing import _short
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def plugins(obj: Context, as_json: bool) -> None:
+    """List every plugin and what it registered."""
+    rt = Runtime(obj.settings, log_events=False)
+    infos = list(rt.plugins.info.values())
+    if as_json:
+        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        return
+    for info in infos:
+        state = click.style("ok", fg="green") if info.loaded else click.style("FAILED", fg="red")
+        click.echo(
+            f"{click.style(info.name, bold=True)}  [{state}]  {info.module}  ({info.source})"
+        )
+        for kind, names in info.registered.items():
+            click.echo(f"    {kind}: {', '.join(names)}")
+        if info.error:
+            click.secho(f"    error: {info.error}", fg="red")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--subject", "-s", help="Only this subject's facts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def memory(ctx: click.Context, subject: str | None, as_json: bool) -> None:
+    """Facts kept per subject across runs (list them; 'memory forget' deletes)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    items = ctx.obj.store().memories(subject, limit=10_000)
+    if as_json:
+        click.echo(json.dumps([m.model_dump() for m in items], indent=2))
+        return
+    if not items:
+        click.echo("nothing remembered" + (f" about {subject}" if subject else ""))
+        return
+    for m in items:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m.created))
+        click.echo(f"{m.id}  {m.subject:<16} {m.channel:<6} {when}  {_short(m.fact, 70)}"
+                   f"  (run {m.run_id} {m.persona})")  # fmt: skip
+
+
+@memory.command("forget")
+@click.argument("memory_id", required=False)
+@click.option("--subject", "-s", help="Forget every fact about this subject.")
+@pass_context
+def memory_forget(obj: Context, memory_id: str | None, subject: str | None) -> None:
+    """Delete one fact (by id) or all facts about a subject (the log keeps the events)."""
+    if bool(memory_id) == bool(subject):
+        raise click.UsageError("give a memory id or --subject, not both")
+    gone = obj.store().forget(memory_id=memory_id, subject=subject)
+    click.echo(f"forgot {gone} fact{'s' if gone != 1 else ''}")
+
+
+# -- the knowledge base ---------------------------------------------------------------
+
+
+def _knowledge(obj: Context, embedder: str) -> Any:
+    from ..knowledge import KnowledgeBase
+
+    rt = Runtime(obj.settings, log_events=False)
+    return KnowledgeBase(
+        obj.settings.workspace / "knowledge.db", rt.registry.get("embedders", embedder).value
+    )
+
+
+_collection = click.option("--collection", "-c", default="default", show_default=True)
+_embedder = click.option("--embedder", default="minilm", show_default=True,
+                         help="A registered embedder (pilothouse plugins lists them).")  # fmt: skip
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@_collection
+@_embedder
+@click.option("--tag", "tags", multiple=True, help="Tag the chunks (search --tag filters).")
+@pass_context
+def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
+           tags: tuple[str, ...]) -> None:  # fmt: skip
+    """Index Markdown, text and HTML files (folders too) into the knowledge base.
+
+    Unchanged files are skipped (content hash); changed ones are re-indexed;
+    files gone from an ingested folder are removed.
+    """
+    kb = _knowledge(obj, embedder)
+    with click.progressbar(length=0, label="ingesting", file=sys.stderr) as bar:
+
+        def step(source: str) -> None:
+            bar.label = f"ingesting {Path(source).name[:40]}"
+            bar.update(1)
+
+        report = kb.ingest(paths, collection=collection, tags=tags, progress=step)
+    kb.close()
+    for failure in report.failed:
+        click.secho(f"skipped: {failure}", fg="yellow", err=True)
+    click.secho(
+        f"{report.files} files: {report.updated} indexed ({report.chunks} chunks),"
+        f" {report.unchanged} unchanged, {report.removed} removed -> {kb.path}",
+        err=True,
+    )
+
+
+@cli.command()
+@click.argument("query")
+@_collection
+@_embedder
+@click.option("-k", default=5, show_default=True, help="How many chunks.")
+@click.option("--source", help="Only chunks whose source path contains this.")
+@click.option("--tag", help="Only chunks with this tag.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def search(obj: Context, query: str, collection: str, embedder: str, k: int,
+           source: str | None, tag: str | None, as_json: bool) -> None:  # fmt: skip
+    """Search the knowledge base: ranked chunks with their source and score."""
+    if not (obj.settings.workspace / "knowledge.db").exists():
+        raise click.ClickException("no knowledge base yet: run 'pilothouse ingest PATH' first")
+    kb = _knowledge(obj, embedder)
+    found = kb.search(query, k=k, collection=collection, source=source, tag=tag)
+    kb.close()
+    if as_json:
+        click.echo(json.dumps([p.model_dump() for p in found], indent=2))
+        return
+    for p in found:
+        heading = f" > {p.metadata['heading']}" if p.metadata.get("heading") else ""
+        click.secho(f"{p.score:.4f}  {p.source}{heading}", bold=True)
+        click.echo(f"  {_short(p.text, 200)}")
+
+
+@cli.command()
+@pass_context
+def crews(obj: Context) -> None:
+    """List the crews that can be run and where each comes from."""
+    rt = Runtime(obj.settings, log_events=False)
+    for name, origin in sorted(rt.crews().items()):
+        click.echo(f"{name:<20} {origin}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def config(obj: Context, as_json: bool) -> None:
+    """Show the effective settings and where each came from (secrets masked)."""
+    rows = obj.settings.describe()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<18} {row['value']:<30} " + click.style(row["source"], dim=True))
