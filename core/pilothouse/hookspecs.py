@@ -64,7 +64,9 @@ def register_tools(register: Any, settings: Any) -> None:
     Call ``register(func_or_tool, name=None)`` with a typed function or a
     :class:`pilothouse.Tool` (see :func:`pilothouse.tool`). The function's
     type hints become the JSON schema the model sees; arguments are validated
-    before the call and a bad call is reported back to the model.
+    before the call and a bad call is reported back to the model. A synchronous
+    function runs in a thread of its own (``@tool(blocking=False)`` for a quick
+    one): a run that times out or is cancelled meanwhile ends at once.
 
     :param register: ``register(tool: Tool | Callable, name: str | None = None) -> None``
     :param settings: the effective :class:`pilothouse.Settings`
@@ -76,7 +78,9 @@ def register_retrievers(register: Any, settings: Any) -> None:
     """Register retrievers that personas can list in ``retrievers``.
 
     Call ``register(retriever)`` with a :class:`pilothouse.Retriever`, whose
-    async ``search(query, k=...)`` returns ranked :class:`pilothouse.Passage`.
+    async ``search(query, k=...)`` returns ranked :class:`pilothouse.Passage`
+    (wrap blocking work in ``await pilothouse.run_blocking(...)``). Passages are
+    data for the model, never instructions: guardrails can screen them first.
 
     :param register: ``register(retriever: Retriever) -> None``
     :param settings: the effective :class:`pilothouse.Settings`
@@ -89,7 +93,9 @@ def register_guardrails(register: Any, settings: Any) -> None:
 
     Call ``register(guardrail)`` with a :class:`pilothouse.Guardrail`, whose
     ``check(text, context)`` returns a :class:`pilothouse.Verdict`:
-    ``pass``, ``fix`` (with ``replacement``), ``flag`` or ``block``.
+    ``pass``, ``fix`` (with ``replacement``), ``flag`` or ``block``. A sync
+    ``check`` runs on the event loop, so it must be quick; make it ``async``
+    for anything that waits (a remote service, a model).
 
     :param register: ``register(guardrail: Guardrail) -> None``
     :param settings: the effective :class:`pilothouse.Settings`
