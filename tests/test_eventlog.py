@@ -202,6 +202,33 @@ class TestObservers:
             "run_finished",
         ]
 
+    async def test_an_observer_that_keeps_failing_is_reported_once_then_counted(
+        self, workspace, scripted, caplog, monkeypatch
+    ):
+        import logging
+
+        from pilothouse import eventlog
+
+        def broken(event):
+            raise KeyError("no exporter")
+
+        one = crew({"type": "sequential", "steps": ["a"]}, {"a": {}})
+        settings = pilothouse.load_settings(default_model="scripted")
+        with caplog.at_level(logging.ERROR, logger="pilothouse.eventlog"):
+            async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
+                rt.subscribe(broken)
+                for i in range(3):
+                    assert (await rt.run(one, f"task {i}")).ok
+                reported = [r for r in caplog.records if "broken" in r.getMessage()]
+                assert len(reported) == 1 and reported[0].exc_info is not None  # 18 failures
+                monkeypatch.setattr(eventlog, "REPEAT_REPORT_S", 0.0)
+                assert (await rt.run(one, "task 3")).ok
+        again = [r.getMessage() for r in caplog.records if "broken" in r.getMessage()][1:]
+        assert again[0] == (
+            "event observer broken raised 18 more times (the last: KeyError: 'no exporter')"
+        )
+        assert all(r.exc_info is None for r in caplog.records[1:])
+
     async def test_without_a_store_events_still_reach_observers(self, workspace, scripted):
         seen = []
         settings = pilothouse.load_settings(default_model="scripted")

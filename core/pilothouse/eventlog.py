@@ -12,6 +12,7 @@ in the log.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,10 @@ log = logging.getLogger("pilothouse.eventlog")
 
 Observer = Callable[[BaseEvent], Any]
 
+#: an observer that keeps failing is reported in full once, then in one line at most
+#: this often (a broken exporter must not bury the log under a traceback per event)
+REPEAT_REPORT_S = 60.0
+
 
 class EventLog:
     """Queues events for a :class:`RunStore` (or none) and fans them out to observers."""
@@ -37,6 +42,8 @@ class EventLog:
         #: commit waits for the disk, e.g. SQLite with synchronous=FULL)
         self.threaded = threaded
         self._observers: list[tuple[str, Observer]] = []
+        #: observer name -> [failures not yet reported, when it was last reported]
+        self._failing: dict[str, list[float]] = {}
         self._pending: list[LogEntry] = []
         # Made only when someone waits (an anyio.Event costs more than the rest of an
         # emit): by a flush that waits for the flusher, and by the flusher going idle.
@@ -67,8 +74,8 @@ class EventLog:
         for name, observer in self._observers:
             try:
                 result = observer(event)
-            except Exception:  # an observer must never break a run
-                log.exception("event observer %s raised; the run goes on", name)
+            except Exception as exc:  # an observer must never break a run
+                self._observer_failed(name, exc)
                 continue
             if result is not None and hasattr(result, "__await__"):
                 self._start_soon(name, result)
@@ -157,12 +164,27 @@ class EventLog:
         if committed is not None:
             committed.set()
 
+    def _observer_failed(self, name: str, exc: Exception) -> None:
+        """Report an observer's failure: the first with its traceback, then a count at
+        most every ``REPEAT_REPORT_S``."""
+        now = time.monotonic()
+        failing = self._failing.get(name)
+        if failing is None:
+            self._failing[name] = [0, now]
+            log.error("event observer %s raised; the run goes on", name, exc_info=exc)
+            return
+        failing[0] += 1
+        if now - failing[1] >= REPEAT_REPORT_S:
+            log.error("event observer %s raised %d more times (the last: %s: %s)",
+                      name, failing[0], type(exc).__name__, exc)  # fmt: skip
+            failing[:] = [0, now]
+
     def _start_soon(self, name: str, awaitable: Any) -> None:
         async def guarded() -> None:
             try:
                 await awaitable
-            except Exception:
-                log.exception("event observer %s raised; the run goes on", name)
+            except Exception as exc:
+                self._observer_failed(name, exc)
 
         if self._task_group is not None:
             self._task_group.start_soon(guarded)
