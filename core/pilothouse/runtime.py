@@ -242,6 +242,8 @@ class Runtime:
         """
         if self._task_group is None or self.store is None:
             raise RuntimeError("work needs 'async with Runtime() as rt:' with a run store")
+        if concurrency < 1:
+            raise ConfigError(f"a worker needs a concurrency of 1 or more, not {concurrency}")
         store = self.store
         done = 0
         limiter = anyio.CapacityLimiter(concurrency)

@@ -144,7 +144,14 @@ def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_j
 
 
 @cli.command()
-@click.option("--concurrency", "-c", default=4, show_default=True, help="Runs at once.")
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Runs at once.",
+)
 @click.option("--once", is_flag=True, help="Stop when nothing is queued or unfinished.")
 @pass_context
 def worker(obj: Context, concurrency: int, once: bool) -> None:
@@ -183,7 +190,7 @@ def worker(obj: Context, concurrency: int, once: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
     "--wait",
-    type=float,
+    type=click.FloatRange(min=0),
     default=15,
     show_default=True,
     help="Seconds to wait for a person's decision before the proposed text is approved.",

@@ -23,7 +23,14 @@ def _age(ts: float) -> str:
 @cli.command()
 @click.option("--status", type=click.Choice(list(STATUS_COLOURS)), help="Only runs in this status.")
 @click.option("--crew", help="Only runs of this crew.")
-@click.option("--limit", "-n", default=50, show_default=True, help="How many runs.")
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many runs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def runs(obj: Context, status: str | None, crew: str | None, limit: int, as_json: bool) -> None:

@@ -15,7 +15,13 @@ from .viewing import _since
 @cli.command()
 @click.option("--serve", is_flag=True, help="Serve the monitor to a browser (textual-serve).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address --serve binds.")
-@click.option("--port", default=8765, show_default=True, help="Port --serve listens on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port --serve listens on.",
+)
 @click.option("--window", type=click.Choice(["15m", "1h", "24h", "7d"]), default="1h",
               show_default=True, help="Time window of the header's numbers.")  # fmt: skip
 @pass_context
@@ -100,7 +106,7 @@ def portal_build(
 @portal.command("serve")
 @_portal_folder
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @pass_context
 def portal_serve(obj: Context, out: str | None, host: str, port: int) -> None:
     """Serve the built portal (pilothouse portal build first)."""

@@ -121,7 +121,9 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
 @click.argument("query")
 @_collection
 @_embedder
-@click.option("-k", default=5, show_default=True, help="How many chunks.")
+@click.option(
+    "-k", type=click.IntRange(min=1), default=5, show_default=True, help="How many chunks."
+)
 @click.option("--source", help="Only chunks whose source path contains this.")
 @click.option("--tag", help="Only chunks with this tag.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
