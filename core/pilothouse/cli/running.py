@@ -140,8 +140,8 @@ def run(obj: Context, crew: str, text: str, model: str | None, quiet: bool, as_j
                 rt.store.close()
         click.echo(json.dumps({"run_id": run_id, "status": "queued"}) if as_json else run_id)
         if not as_json and not quiet:
-            click.secho(f"queued: a 'pilothouse worker' on {obj.settings.workspace} runs it"
-                        f" ('pilothouse show {run_id}' follows it)", err=True, dim=True)  # fmt: skip
+            hint = f"queued: a 'pilothouse worker' on {obj.settings.workspace} runs it"
+            click.secho(f"{hint} ('pilothouse show {run_id}' follows it)", err=True, dim=True)
         return
     _start(obj, crew, text, model, quiet, as_json, subject=subject)
 
