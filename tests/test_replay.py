@@ -63,6 +63,33 @@ async def test_a_recorded_run_replays_offline_without_calling_tools(
     assert "never sent" in report.reason
 
 
+async def test_a_run_whose_model_failed_replays_the_same_failure(
+    openai_server, workspace, scripted, monkeypatch
+):
+    # Before: the failed call was left out of the recording, so the replay "diverged at
+    # the end" with a request the run "never sent".
+    from openai_server import status
+
+    scripted.register_crews = pilothouse.hookimpl(lambda register: register(_crew()))
+    openai_server.enqueue(tool_calls(("stock", {"item": "Helio"})), status(404))
+
+    @tool(blocking=False)
+    def stock(item: str, warehouse: str = "main") -> str:
+        """Units in stock."""
+        return f"{item}: 12 units"
+
+    scripted.tools.append(stock)
+    settings = pilothouse.load_settings()
+    async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
+        original = await rt.run("replayable", "How many Helio?")
+    assert original.status == "failed" and "HTTP 404" in original.error
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    report = await replay(original.run_id, settings, plugins=[scripted])
+    assert report.identical, report.reason
+    assert report.replay.status == "failed" and report.replay.error == original.error
+    assert report.served == 2  # the reply with the tool call, then the failure
+
+
 def test_cli_replay_of_the_demo_is_identical(tmp_path):
     run = [sys.executable, "-m", "pilothouse"]
     done = subprocess.run([*run, "demo", "--json", "--wait", "0"], cwd=tmp_path,

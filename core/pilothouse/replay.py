@@ -37,7 +37,10 @@ class Recording:
     """The model replies and tool results of one logged run, served in order."""
 
     run_id: str
-    replies: dict[str, deque[ModelResponse]] = field(default_factory=lambda: defaultdict(deque))
+    #: by request: the replies, or the error a failed call ended with
+    replies: dict[str, deque[ModelResponse | str]] = field(
+        default_factory=lambda: defaultdict(deque)
+    )
     tools: dict[tuple[str, str], deque[tuple[str | None, str | None]]] = field(
         default_factory=lambda: defaultdict(deque)
     )
@@ -48,7 +51,9 @@ class Recording:
         """Collect what the run's model calls answered and its tools returned."""
         recording = cls(run_id)
         for e in events:
-            if isinstance(e, ModelCalled) and e.error is None:
+            if isinstance(e, ModelCalled) and e.error is not None:
+                recording.replies[request_hash(e.request())].append(e.error)
+            elif isinstance(e, ModelCalled):
                 recording.replies[request_hash(e.request())].append(
                     ModelResponse(
                         text=e.text,
@@ -65,7 +70,8 @@ class Recording:
         return recording
 
     def reply(self, request: ModelRequest) -> ModelResponse:
-        """The recorded reply to this request; :class:`ReplayDiverged` if there is none."""
+        """The recorded reply to this request; the recorded failure raised again as a
+        :class:`ModelError`; :class:`ReplayDiverged` if the run never sent it."""
         queue = self.replies.get(request_hash(request))
         if not queue:
             raise ReplayDiverged(
@@ -73,7 +79,11 @@ class Recording:
                 f" (last message: {_snippet(request)})"
             )
         self.served += 1
-        return queue.popleft()
+        reply = queue.popleft()
+        if isinstance(reply, str):  # logged as "ErrorType: message"
+            kind, _, message = reply.partition(": ")
+            raise ModelError(message if kind.isidentifier() and message else reply)
+        return reply
 
     def tool_result(self, name: str, canonical_arguments: str) -> str:
         """The recorded result of this tool call (a recorded error is raised again)."""
@@ -194,9 +204,15 @@ def compare(
     if len(after) != len(before):
         extra = next(s for s in after if s not in dict(before))
         report.diverged_at, report.reason = extra, "the replay ran a step the recording lacks"
-    elif not result.ok:
+    elif not result.ok and result.error != _failure(original):
         report.reason = result.error or "the replay failed"
     return report
+
+
+def _failure(events: list[BaseEvent]) -> str | None:
+    """Why the run failed, as its result says it (None if it did not)."""
+    failed = next((e for e in events if e.type == "run_failed"), None)
+    return failed.message if failed is not None else None  # type: ignore[attr-defined]
 
 
 def _snippet(request: ModelRequest) -> str:

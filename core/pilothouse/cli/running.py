@@ -243,9 +243,11 @@ def replay(obj: Context, run_id: str, as_json: bool) -> None:
             )
         )
     elif report.identical:
+        ending = "" if report.replay.ok else ", and failed the same way"
         click.secho(
             f"identical: replay {report.replay.run_id} of run {report.original} matched all"
-            f" {report.steps} steps ({report.served} model calls served from the recording)",
+            f" {report.steps} steps{ending} ({report.served} model calls served from the"
+            " recording)",
             fg="green",
         )
     else:
