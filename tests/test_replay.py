@@ -102,8 +102,12 @@ def test_cli_replay_of_the_demo_is_identical(tmp_path):
     assert report["identical"] and report["steps"] == 4 and report["served"] == 5
     shown = subprocess.run([*run, "show", report["replay"], "--json"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=60)  # fmt: skip
-    models = {e["model"] for e in json.loads(shown.stdout)["events"] if e["type"] == "model_call"}
+    events = json.loads(shown.stdout)["events"]
+    models = {e["model"] for e in events if e["type"] == "model_call"}
     assert models == {f"replay:{run_id}"}
+    # the compliance flag is decided as in the recording, not waited on again (15 s)
+    (decided,) = [e for e in events if e["type"] == "escalation_decided"]
+    assert (decided["decision"], decided["by"]) == ("approve", "replay of policy:timeout")
 
 
 def test_a_logged_call_rebuilds_the_request_it_sent():

@@ -233,6 +233,12 @@ class Engine:
         #: when set (by replay), tool results come from it instead of the tools:
         #: ``recorded_tool(name, canonical_arguments) -> result`` or ToolError
         self.recorded_tool: Callable[[str, str], str] | None = None
+        #: when set (by replay), a paused step takes the decision the recording holds
+        #: instead of waiting for a person: ``recorded_decision(step_id, kind, reason)``
+        #: -> ``(decision, by, note, text)``, or None to wait as usual
+        self.recorded_decision: (
+            Callable[[str, str, str], tuple[str, str, str, str | None] | None] | None
+        ) = None
         # crews already checked; the crew is kept so that its id is not reused
         self._checked: dict[tuple[int, str | None], Crew] = {}
 
@@ -1212,6 +1218,11 @@ class Engine:
                 proposed=proposed,
             )
             await self.log.flush()  # the inbox of every process sees it now
+            recorded = self.recorded_decision and self.recorded_decision(step_id, kind, reason)
+            if recorded:
+                decision, by, note, text = recorded
+                self.decisions.store.decide(escalation_id, decision, by=f"replay of {by}",
+                                            note=note, text=text)  # fmt: skip
         decided = await self.decisions.wait(escalation_id, run.crew.escalation)
         self._emit(
             run,

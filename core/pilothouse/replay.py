@@ -4,8 +4,9 @@ Every model call's request and response are in the log (``model_call``
 events; replay keys each reply by :func:`~pilothouse.model.request_hash` of
 the request its event rebuilds), and so is every tool result. ``replay`` runs
 the run's crew again on the run's input with every model call served from that
-recording and every tool result too, then reports the first step where the
-replay differs. A recorded run is therefore also a deterministic fixture for
+recording and every tool result too (a call that failed fails again), and every
+escalation decided as it was (``by`` says ``replay of ...``), then reports the
+first step where the replay differs. A recorded run is therefore also a deterministic fixture for
 testing changes to a crew.
 """
 
@@ -44,13 +45,25 @@ class Recording:
     tools: dict[tuple[str, str], deque[tuple[str | None, str | None]]] = field(
         default_factory=lambda: defaultdict(deque)
     )
+    #: by (step, kind, reason) of the escalation: (decision, by, note, text)
+    decisions: dict[tuple[str, str, str], deque[tuple[str, str, str, str | None]]] = field(
+        default_factory=lambda: defaultdict(deque)
+    )
     served: int = 0
 
     @classmethod
     def from_events(cls, run_id: str, events: list[BaseEvent]) -> Recording:
         """Collect what the run's model calls answered and its tools returned."""
         recording = cls(run_id)
+        raised: dict[str, tuple[str, str, str]] = {}
         for e in events:
+            if e.type == "escalation_raised":
+                raised[e.escalation_id] = (e.step_id or "", e.kind, e.reason)  # type: ignore[attr-defined]
+            elif e.type == "escalation_decided" and e.escalation_id in raised:  # type: ignore[attr-defined]
+                d: Any = e
+                recording.decisions[raised[d.escalation_id]].append(
+                    (d.decision, d.by, d.note, d.text)
+                )
             if isinstance(e, ModelCalled) and e.error is not None:
                 recording.replies[request_hash(e.request())].append(e.error)
             elif isinstance(e, ModelCalled):
@@ -84,6 +97,14 @@ class Recording:
             kind, _, message = reply.partition(": ")
             raise ModelError(message if kind.isidentifier() and message else reply)
         return reply
+
+    def decision(
+        self, step_id: str, kind: str, reason: str
+    ) -> tuple[str, str, str, str | None] | None:
+        """The decision a person (or the timeout policy) made on this escalation in the
+        recording; None when the recording holds none (the replay then waits)."""
+        queue = self.decisions.get((step_id, kind, reason))
+        return queue.popleft() if queue else None
 
     def tool_result(self, name: str, canonical_arguments: str) -> str:
         """The recorded result of this tool call (a recorded error is raised again)."""
@@ -175,6 +196,7 @@ async def replay(
     recording = Recording.from_events(summary.id, events)
     async with Runtime(settings, plugins=[*plugins, _ReplayPlugin(recording)]) as rt:
         rt.engine.recorded_tool = recording.tool_result
+        rt.engine.recorded_decision = recording.decision
         crew = rt.crew(started.crew)  # type: ignore[attr-defined]
         result = await rt.run(crew, started.input, model=f"replay:{summary.id}")  # type: ignore[attr-defined]
         replayed = rt.store.events(result.run_id) if rt.store is not None else []
