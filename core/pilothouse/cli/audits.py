@@ -126,12 +126,7 @@ def audit_adversarial(obj: Context, crew: str, payloads: str | None, as_json: bo
             return await run_suite(rt, plugin, crew_obj, items)
 
     report = anyio.run(go)
-    if as_json:
-        click.echo(report.model_dump_json(indent=2))
-    else:
-        _print_report(report)
-        click.secho(_kept(report), dim=True)
-    sys.exit(Exit.RUN_FAILED if report.passed else Exit.OK)
+    _finish(report, as_json, failed=bool(report.passed))
 
 
 @audit.command("bias")
@@ -163,9 +158,14 @@ def audit_bias(obj: Context, crew: str, cases_path: str, model: str | None, as_j
             return await probe(rt, crew_obj, cases)
 
     report = anyio.run(go)
+    _finish(report, as_json, failed=bool(report.worst and report.worst.significant))
+
+
+def _finish(report: Any, as_json: bool, *, failed: bool) -> None:
+    """Print an audit's report (and where it is kept); exit 1 when it found a problem."""
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
         _print_report(report)
         click.secho(_kept(report), dim=True)
-    sys.exit(Exit.RUN_FAILED if report.worst and report.worst.significant else Exit.OK)
+    sys.exit(Exit.RUN_FAILED if failed else Exit.OK)
