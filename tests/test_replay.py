@@ -140,3 +140,42 @@ def test_a_logged_call_rebuilds_the_request_it_sent():
         {"response_schema": {"type": "object", "properties": {"a": {}, "b": {}}}},
     ):
         assert request_hash(sent.model_copy(update=change)) != request_hash(sent), change
+
+
+DESK = """
+[flow]
+steps = ["clerk"]
+[personas.clerk]
+instructions = "You are the clerk."
+retrievers = ["demo_corpus"]
+retrieve_k = 1
+memory_field = "remember"
+[personas.clerk.output_schema]
+type = "object"
+[personas.clerk.output_schema.properties.answer]
+type = "string"
+[personas.clerk.output_schema.properties.remember]
+type = "array"
+items = {type = "string"}
+"""
+
+
+async def test_a_run_about_a_subject_replays_with_what_it_knew_then(workspace):
+    # Before: the replay recalled nothing about the subject (it was not passed on), so
+    # its first request already differed from the recording.
+    (workspace / "crews").mkdir()
+    (workspace / "crews" / "desk.toml").write_text(DESK)
+    settings = pilothouse.load_settings()
+    async with pilothouse.Runtime(settings) as rt:
+        await rt.run("desk", "Ana asks how heavy the Helio 30 is.", subject="ana")
+        knew = [m.id for m in rt.store.memories("ana")]
+        second = await rt.run("desk", "Ana asks about the Helio 30 battery.", subject="ana")
+        started = next(e for e in rt.store.events(second.run_id) if e.type == "run_started")
+        rt.store.forget(subject="ana")  # gone from memory; the log still has it
+    assert knew and started.recalled == knew
+    report = await replay(second.run_id, settings)
+    assert report.identical, report.reason
+    async with pilothouse.Runtime(settings) as rt:
+        assert rt.store.memories("ana") == []  # the replay kept nothing about Ana herself
+        kept = rt.store.memories("replay:ana")
+    assert kept and {m.run_id for m in kept} == {report.replay.run_id}

@@ -233,6 +233,11 @@ class Engine:
         #: when set (by replay), tool results come from it instead of the tools:
         #: ``recorded_tool(name, canonical_arguments) -> result`` or ToolError
         self.recorded_tool: Callable[[str, str], str] | None = None
+        #: when set (by replay), what runs recall about their subject, instead of the
+        #: store's facts; and the prefix the subject of the facts they keep gets, so
+        #: that a replay never adds to the real subject's memory
+        self.recorded_memory: list[MemoryItem] | None = None
+        self.memory_prefix = ""
         #: when set (by replay), a paused step takes the decision the recording holds
         #: instead of waiting for a person: ``recorded_decision(step_id, kind, reason)``
         #: -> ``(decision, by, note, text)``, or None to wait as usual
@@ -302,6 +307,7 @@ class Engine:
             flow=crew.flow.type,
             model_override=model,
             subject=subject,
+            recalled=[m.id for m in run.memory],
         )
         return await self._drive(run, crew.limits.timeout_s)
 
@@ -483,6 +489,8 @@ class Engine:
         store = self.log.store
         if not subject or store is None or subject.startswith(AUDIT_SUBJECT):
             return []
+        if self.recorded_memory is not None:
+            return list(self.recorded_memory)
         return store.memories(subject)
 
     def _remember(
@@ -491,9 +499,10 @@ class Engine:
         """Log a fact about the run's subject; later steps of this run see it too."""
         assert run.subject is not None
         memory_id = uuid.uuid4().hex[:12]
+        subject = self.memory_prefix + run.subject
         self._emit(run, MemoryWritten, step_id=step_id, memory_id=memory_id,
-                   subject=run.subject, channel=channel, fact=fact, persona=persona)  # fmt: skip
-        run.memory.append(MemoryItem(id=memory_id, subject=run.subject, channel=channel,
+                   subject=subject, channel=channel, fact=fact, persona=persona)  # fmt: skip
+        run.memory.append(MemoryItem(id=memory_id, subject=subject, channel=channel,
                                      fact=fact, run_id=run.id, step_id=step_id,
                                      persona=persona, created=time.time()))  # fmt: skip
         return memory_id

@@ -71,6 +71,8 @@ class RunStarted(BaseEvent):
     flow: str
     model_override: str | None = None
     subject: str | None = None
+    #: the ids of the facts about the subject recalled into the run (what it knew)
+    recalled: list[str] = Field(default_factory=list)
 
 
 class RunQueued(BaseEvent):

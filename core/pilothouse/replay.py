@@ -4,9 +4,11 @@ Every model call's request and response are in the log (``model_call``
 events; replay keys each reply by :func:`~pilothouse.model.request_hash` of
 the request its event rebuilds), and so is every tool result. ``replay`` runs
 the run's crew again on the run's input with every model call served from that
-recording and every tool result too (a call that failed fails again), and every
-escalation decided as it was (``by`` says ``replay of ...``), then reports the
-first step where the replay differs. A recorded run is therefore also a deterministic fixture for
+recording and every tool result too (a call that failed fails again), every
+escalation decided as it was (``by`` says ``replay of ...``), and the facts about
+the run's subject it recalled then; facts the replay keeps go to
+``replay:<subject>``, never to the subject's memory. Then it reports the first
+step where the replay differs. A recorded run is therefore also a deterministic fixture for
 testing changes to a crew.
 """
 
@@ -190,15 +192,20 @@ async def replay(
     try:
         summary = store.get_run(run_id)
         events = store.events(summary.id)
+        # a worker's run logged run_queued first
+        started: Any = next((e for e in events if e.type == "run_started"), events[0])
+        known = store.memories_by_id(getattr(started, "recalled", []))
     finally:
         store.close()
-    started = events[0]
     recording = Recording.from_events(summary.id, events)
     async with Runtime(settings, plugins=[*plugins, _ReplayPlugin(recording)]) as rt:
         rt.engine.recorded_tool = recording.tool_result
         rt.engine.recorded_decision = recording.decision
-        crew = rt.crew(started.crew)  # type: ignore[attr-defined]
-        result = await rt.run(crew, started.input, model=f"replay:{summary.id}")  # type: ignore[attr-defined]
+        # the run knew what it knew then; what the replay keeps goes to replay:<subject>
+        rt.engine.recorded_memory, rt.engine.memory_prefix = known, "replay:"
+        crew = rt.crew(started.crew)
+        result = await rt.run(crew, started.input, model=f"replay:{summary.id}",
+                              subject=started.subject)  # fmt: skip
         replayed = rt.store.events(result.run_id) if rt.store is not None else []
     return compare(summary.id, events, result, replayed, recording.served)
 

@@ -370,6 +370,30 @@ class SQLiteRunStore(RunStore):
         rows = self._select("memory", _MEMORY_COLUMNS, "created, id", limit, subject=subject)
         return [MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True))) for row in rows]
 
+    def memories_by_id(self, ids: Sequence[str]) -> list[MemoryItem]:
+        """The facts with these ids, in that order: from the memory table, or, for one
+        forgotten since, from the ``memory_written`` event that kept it."""
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = self._query(f"SELECT {_MEMORY_COLUMNS} FROM memory WHERE id IN ({marks})", ids)
+        found = {row[0]: MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True)))
+                 for row in rows}  # fmt: skip
+        missing = [i for i in ids if i not in found]
+        if missing:
+            rows = self._query(
+                "SELECT data FROM events WHERE type = 'memory_written'"
+                f" AND json_extract(data, '$.memory_id') IN ({', '.join('?' * len(missing))})",
+                missing,
+            )
+            for (data,) in rows:
+                e: Any = parse_event(data)
+                found[e.memory_id] = MemoryItem(
+                    id=e.memory_id, subject=e.subject, channel=e.channel, fact=e.fact,
+                    run_id=e.run_id, step_id=e.step_id, persona=e.persona, created=e.ts,
+                )  # fmt: skip
+        return [found[i] for i in ids if i in found]
+
     def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
         """Delete a fact (id or unique prefix) or a subject's facts."""
         if memory_id is not None:
