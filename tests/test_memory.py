@@ -117,3 +117,37 @@ async def test_audit_runs_recall_nothing(make_runtime, scripted):
         kept = rt.store.memories("audit:bias:group_a")
     assert [m.fact for m in kept] == ["the applicant is in group A"] * 2  # logged
     assert "group A" not in seen[1]  # but never recalled
+
+
+async def test_a_resumed_run_knows_what_it_knew_and_kept_not_what_came_since(
+    make_runtime, scripted
+):
+    from pilothouse.events import MemoryWritten, RunStarted, StepFinished, StepStarted, log_entry
+
+    def fact(run_id: str, seq: int, memory_id: str, text: str) -> MemoryWritten:
+        return MemoryWritten(run_id=run_id, seq=seq, ts=float(seq), memory_id=memory_id,
+                             subject="ana", channel="chat", fact=text, step_id="1")  # fmt: skip
+
+    two = crew({"type": "sequential", "steps": ["a", "b"]}, {"a": {}, "b": {}}, name="two")
+    scripted.provider.enqueue(text_reply("b's answer"))
+    async with make_runtime() as rt:
+        write = rt.store.write
+        write([log_entry(RunStarted(run_id="r0", seq=1, ts=0.0, crew="two", input="x",
+                                    flow="sequential", subject="ana"))])  # fmt: skip
+        write([log_entry(fact("r0", 2, "m-before", "known before the run"))])
+        # r1 started knowing m-before, kept m-own in step 1, then its process died
+        write([log_entry(e) for e in [
+            RunStarted(run_id="r1", seq=1, ts=1.0, crew="two", input="x", flow="sequential",
+                       subject="ana", recalled=["m-before"]),
+            StepStarted(run_id="r1", seq=2, ts=2.0, step_id="1", persona="a", input="x",
+                        model="scripted:default"),
+            StepFinished(run_id="r1", seq=3, ts=3.0, step_id="1", persona="a", output="a's"),
+            fact("r1", 4, "m-own", "kept by the run itself"),
+        ]])  # fmt: skip
+        write([log_entry(fact("r0", 3, "m-after", "learnt while r1 was down"))])
+        rt.store.forget(memory_id="m-before")  # forgotten since: the run still knew it
+        result = await rt.resume("r1", crew=two)
+    assert result.ok, result.error
+    system = scripted.provider.requests[-1].messages[0].content
+    assert "known before the run" in system and "kept by the run itself" in system
+    assert "learnt while r1 was down" not in system

@@ -177,6 +177,11 @@ class _Run:
                 self.cost_usd += e.cost_usd or 0.0
             elif isinstance(e, EscalationRaised):
                 raised[e.escalation_id] = e
+            elif isinstance(e, MemoryWritten):
+                self.memory.append(MemoryItem(id=e.memory_id, subject=e.subject,
+                                              channel=e.channel, fact=e.fact, run_id=e.run_id,
+                                              step_id=e.step_id, persona=e.persona,
+                                              created=e.ts))  # fmt: skip
             elif isinstance(e, EscalationDecided):
                 self.logged_decisions.add(e.escalation_id)
                 first = raised.get(e.escalation_id)
@@ -330,7 +335,13 @@ class Engine:
             model_override=started.model_override,
             subject=started.subject,
         )
-        run.memory = self._recall(started.subject)
+        # what it recalled when it started (a log from before 'recalled': the facts now),
+        # then what it kept itself before the interruption (restore)
+        if "recalled" in started.model_fields_set and self.log.store is not None:
+            run.memory = self.log.store.memories_by_id(started.recalled)
+        else:
+            recalled = self._recall(started.subject)
+            run.memory = [m for m in recalled if m.run_id != started.run_id]
         run.restore(events)
         self._emit(
             run,

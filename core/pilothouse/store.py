@@ -145,6 +145,11 @@ class RunStore(abc.ABC):
         They come from ``memory_written`` events, in the same transaction."""
 
     @abc.abstractmethod
+    def memories_by_id(self, ids: Sequence[str]) -> list[MemoryItem]:
+        """The facts with these ids, in that order, forgotten ones included (from the
+        events that kept them): what a run recalled, for its resume and its replay."""
+
+    @abc.abstractmethod
     def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
         """Delete one fact by id (or unique prefix), or every fact of a subject;
         return how many. The events that wrote them stay in the log."""
