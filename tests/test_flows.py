@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import crew, text_reply, tool_reply
+from pilothouse import ConfigError, ToolError, tool
 
 
 def _types(rt, run_id):
@@ -140,6 +143,39 @@ class TestHandoff:
         assert refused.error == (
             "'triage' has no tool named 'transfer_to_billing' (its tools: transfer_to_tech)"
         )
+
+    async def test_a_persona_name_a_model_api_refuses_is_offered_under_a_safe_name(
+        self, make_runtime, scripted
+    ):
+        # OpenAI and Anthropic take [A-Za-z0-9_-]{1,64} for a function name: a handoff to
+        # 'billing.team' used to be offered as 'transfer_to_billing.team' (HTTP 400)
+        scripted.provider.enqueue(
+            tool_reply("transfer_to_billing_team", {"message": "refund 42"}), text_reply("done")
+        )
+        routes = {"triage": ["billing.team", "x" * 60]}
+        personas = {n: {"instructions": f"You are {n}."} for n in ["triage", *routes["triage"]]}
+        c = crew({"type": "handoff", "start": "triage", "routes": routes}, personas)
+        async with make_runtime() as rt:
+            result = await rt.run(c, "I was charged twice")
+            events = rt.store.events(result.run_id)
+        offered = [t.name for t in scripted.provider.requests[0].tools]
+        assert offered == ["transfer_to_billing_team", ("transfer_to_" + "x" * 60)[:64]]
+        assert result.ok and [e.target for e in events if e.type == "handoff"] == ["billing.team"]
+
+    async def test_handoffs_whose_tool_names_would_clash_are_refused(self, make_runtime):
+        c = crew({"type": "handoff", "start": "a", "routes": {"a": ["b.c", "b_c"]}},
+                 {n: {} for n in ("a", "b.c", "b_c")})  # fmt: skip
+        async with make_runtime() as rt:
+            with pytest.raises(ConfigError, match="the handoff to 'b_c' would be offered as"):
+                await rt.run(c, "x")
+
+    def test_a_tool_name_a_model_api_refuses_is_refused(self):
+        with pytest.raises(ToolError, match="model APIs take 1-64 letters"):
+
+            @tool(name="lookup.invoice")
+            def lookup(n: int) -> int:
+                """Look up."""
+                return n
 
     async def test_demo_support_crew_hands_off_offline(self, make_runtime):
         async with make_runtime(default_model="offline") as rt:

@@ -12,6 +12,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import threading
 import time
 import traceback
@@ -276,6 +277,10 @@ class Engine:
                         self.registry.get(kind, item)
                     except NotFound as exc:
                         raise NotFound(f"crew {crew.name!r}, persona {name!r}: {exc}") from None
+            if isinstance(crew.flow, Handoff):
+                _check_handoff_tools(
+                    crew.name, persona, crew.flow.routes.get(name, persona.handoffs)
+                )
         self._checked[(id(crew), model)] = crew
         if len(self._checked) > CHECKED_CREWS:  # a caller making a new Crew per run
             del self._checked[next(iter(self._checked))]
@@ -687,7 +692,8 @@ class Engine:
 
         tools = [self.registry.get("tools", t).value for t in persona.tools]
         specs = [t.spec() for t in tools]
-        for target in handoff_targets or ():
+        targets = {handoff_tool(target): target for target in handoff_targets or ()}
+        for target in targets.values():
             specs.append(_handoff_spec(target, self._persona(run, target)))
         messages = window.messages
         step_in = step_out = revisions = schema_retries = 0
@@ -698,8 +704,9 @@ class Engine:
             step_out += talk.output_tokens
             if talk.handoff is not None:
                 return await self._finish_handoff(
-                    run, persona, talk.handoff, step_id, step_in, step_out
-                )
+                    run, persona, talk.handoff, targets[talk.handoff.name], step_id, step_in,
+                    step_out,
+                )  # fmt: skip
             output = (talk.response.text if talk.response else None) or ""
             if persona.output_schema is not None:
                 try:
@@ -805,9 +812,15 @@ class Engine:
         )
 
     async def _finish_handoff(
-        self, run: _Run, persona: Persona, call: Any, step_id: str, step_in: int, step_out: int
+        self,
+        run: _Run,
+        persona: Persona,
+        call: Any,
+        target: str,
+        step_id: str,
+        step_in: int,
+        step_out: int,
     ) -> StepOutcome:
-        target = call.name[len(HANDOFF_PREFIX) :]
         try:
             message = str(json.loads(call.arguments or "{}").get("message", ""))
         except (json.JSONDecodeError, AttributeError):
@@ -1352,10 +1365,31 @@ def _cut(result: str, limit: int) -> str:
     return f"{result[:limit]}\n[... cut: {len(result) - limit} more characters]"
 
 
+def handoff_tool(target: str) -> str:
+    """The name of the tool that hands work to ``target``: a persona name may hold
+    characters (``.``) or a length that model APIs refuse in a function name."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", target)
+    return (HANDOFF_PREFIX + safe)[:64]
+
+
+def _check_handoff_tools(crew: str, persona: Persona, targets: list[str]) -> None:
+    """Refuse routes whose handoff tools would share a name with each other or with
+    one of the persona's tools (the model could not tell them apart)."""
+    seen = {tool: f"tool {tool!r}" for tool in persona.tools}
+    for target in targets:
+        tool = handoff_tool(target)
+        if tool in seen:
+            raise ConfigError(
+                f"crew {crew!r}, persona {persona.name!r}: the handoff to {target!r} would be"
+                f" offered as {tool!r}, like {seen[tool]}; rename one of them"
+            )
+        seen[tool] = f"the handoff to {target!r}"
+
+
 def _handoff_spec(target: str, persona: Persona) -> ToolSpec:
     about = persona.description or persona.instructions.split(".")[0]
     return ToolSpec(
-        name=f"{HANDOFF_PREFIX}{target}",
+        name=handoff_tool(target),
         description=f"Hand the work to {target}. {about}".strip(),
         parameters={
             "type": "object",

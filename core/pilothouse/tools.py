@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Callable
 from typing import Any, get_type_hints
 
@@ -40,6 +41,10 @@ class Tool:
     ) -> None:
         self.func = func
         self.name = name or func.__name__
+        if not TOOL_NAME.fullmatch(self.name):
+            raise ToolError(
+                f"tool name {self.name!r}: model APIs take 1-64 letters, digits, '_' or '-'"
+            )
         self.description = (description or inspect.getdoc(func) or "").strip()
         self.requires_approval = requires_approval
         self.blocking = blocking
@@ -85,6 +90,10 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
+
+
+#: what model APIs (OpenAI, Anthropic, ...) accept as a function name
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def tool(

@@ -43,8 +43,9 @@ def choose_tool_call(request: ModelRequest) -> ToolCall | None:
     lowered = text.lower()
     for spec in request.tools:
         if spec.name.startswith(HANDOFF_PREFIX):
-            target = spec.name[len(HANDOFF_PREFIX) :]
-            if re.search(rf"(?<![a-z0-9_]){re.escape(target.lower())}(?![a-z0-9_])", lowered):
+            # a '.' or ' ' of the persona's name is '_' in its tool's name
+            target = re.escape(spec.name[len(HANDOFF_PREFIX) :].lower()).replace("_", "[._ -]")
+            if re.search(rf"(?<![a-z0-9_]){target}(?![a-z0-9_])", lowered):
                 return _call(spec, {"message": text})
     wanted = words(text)
     system = request.messages[0].content or "" if request.messages else ""
