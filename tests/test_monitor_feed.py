@@ -127,6 +127,7 @@ def test_a_run_whose_process_dies_shows_as_stalled(tmp_path):
         changes = feed.poll()
         assert [r.id for r in changes.runs] == ["r1"] and feed.runs["r1"].shown_status == "stalled"
         assert not feed.poll().runs  # read again later, unchanged: nothing to redraw
+        assert [r.id for r in feed.visible(RunFilter.parse("status:stalled"))] == ["r1"]
     finally:
         runner.kill()
         store.close()

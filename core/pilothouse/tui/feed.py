@@ -57,7 +57,9 @@ class RunFilter:
 
     def matches(self, run: RunSummary) -> bool:
         """Whether ``run`` passes the filter."""
-        if self.status and not run.status.startswith(self.status):
+        if self.status and not (
+            run.status.startswith(self.status) or run.shown_status.startswith(self.status)
+        ):
             return False
         if self.crew and run.crew != self.crew:
             return False
