@@ -240,6 +240,11 @@ def test_runs_and_show_say_which_runs_no_process_executes(tmp_path):
     ]
     shown = ph("show", "dead-run", cwd=tmp_path).stdout
     assert shown.startswith("run dead-run  crew c  stalled\n")
+    # nobody would ever act on a cancel request for it: it is cancelled at once
+    assert ph("cancel", "dead-run", cwd=tmp_path).stdout.startswith("cancelled: run dead-run")
+    assert "cancel requested: run live-run" in ph("cancel", "live-run", cwd=tmp_path).stdout
+    runs = {r["id"]: r["status"] for r in json.loads(ph("runs", "--json", cwd=tmp_path).stdout)}
+    assert runs == {"dead-run": "cancelled", "live-run": "running"}
 
 
 @pytest.mark.parametrize(

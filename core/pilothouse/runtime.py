@@ -25,7 +25,7 @@ from .engine import Engine, RunResult, new_run_id
 from .errors import ConfigError, NotFound, PilothouseError
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
-from .events import FINAL_STATUSES, RunQueued, log_entry
+from .events import FINAL_EVENTS, FINAL_STATUSES, RunQueued, log_entry
 from .lease import new_owner
 from .live import LiveText
 from .plugins import Plugins
@@ -210,6 +210,9 @@ class Runtime:
             raise PilothouseError(f"run {summary.id} has already {summary.status}")
         self.store.take_over(summary.id)
         events = self.store.events(summary.id)
+        ended = next((e for e in events if e.type in FINAL_EVENTS), None)
+        if ended is not None:  # ended (cancelled, say) between the look and the take-over
+            raise PilothouseError(f"run {summary.id} has already {FINAL_EVENTS[ended.type]}")
         if self.store.cancel_requested([summary.id]):
             return await self.engine.cancel_logged(events, "cancelled by request while it was down")
         crew_obj = crew or self.crew(summary.crew)

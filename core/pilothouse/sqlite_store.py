@@ -633,17 +633,25 @@ class SQLiteRunStore(RunStore):
         return decided
 
     def request_cancel(self, run_id: str) -> RunSummary:
-        """Flag the run for cancellation; a queued run is cancelled here and now."""
+        """Flag the run for cancellation. A queued run, or a stalled one (no process
+        executes it), is cancelled here and now; one that is executing stops within a
+        second, in its process."""
         summary = self.get_run(run_id)
         if summary.status in FINAL_STATUSES:
             raise DecisionError(f"run {summary.id} has already {summary.status}")
+        # flagged first: a process that takes the run over meanwhile sees it
+        with self._lock:
+            self._db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))
         if summary.status == "queued":
-            event = RunCancelled(run_id=summary.id, seq=summary.last_seq + 1, ts=time.time(),
-                                 reason="cancelled before it started")  # fmt: skip
-            self.write([log_entry(event)])
+            reason = "cancelled before it started"
+        elif summary.stalled:
+            reason = "cancelled while no process ran it"
         else:
-            with self._lock:
-                self._db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))
+            return self.get_run(summary.id)
+        event = RunCancelled(run_id=summary.id, seq=summary.last_seq + 1, ts=time.time(),
+                             reason=reason)  # fmt: skip
+        with contextlib.suppress(StoreError):  # taken over meanwhile: the flag stops it there
+            self.write([log_entry(event)])
         return self.get_run(summary.id)
 
     def claim_queued(self, limit: int) -> list[RunSummary]:

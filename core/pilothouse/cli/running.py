@@ -307,7 +307,8 @@ def resume(obj: Context, run_id: str | None, resume_all: bool, as_json: bool) ->
 @click.argument("run_id")
 @pass_context
 def cancel(obj: Context, run_id: str) -> None:
-    """Cancel a run: the process executing it stops it and logs why."""
+    """Cancel a run: the process executing it stops it and logs why (a queued or
+    stalled run, which no process executes, is cancelled at once)."""
     store = obj.store()
     summary = store.request_cancel(run_id)
     if summary.status == "cancelled":
