@@ -144,6 +144,42 @@ class TestGuardrails:
         verdicts = [(e.guardrail, e.stage, e.action) for e in events if e.type == "guardrail"]
         assert verdicts == [("g_in", "input", "fix"), ("g_out", "output", "fix")]
 
+    async def test_a_blocking_guardrail_does_not_hold_up_the_other_runs(
+        self, make_runtime, scripted
+    ):
+        import threading
+
+        import anyio
+
+        release = threading.Event()
+        order = []
+
+        class RemoteCheck(Guardrail):
+            name, blocking = "remote", True
+
+            def check(self, text, context):  # waits on a service, off the event loop
+                assert release.wait(10), "the other run never got to finish"
+                return Verdict.ok()
+
+        scripted.guardrails.append(RemoteCheck())
+        scripted.provider.enqueue(text_reply("slow one"), text_reply("quick one"))
+        slow = _one_step(guardrails={"output": ["remote"]})
+        quick = crew({"type": "sequential", "steps": ["b"]}, {"b": {}}, name="quick")
+
+        async with make_runtime() as rt:
+
+            async def go(c, label):
+                result = await rt.run(c, label)
+                order.append((label, result.ok))
+                release.set()  # the quick run ends while the slow check still waits
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(go, slow, "slow")
+                    await anyio.sleep(0.1)
+                    tg.start_soon(go, quick, "quick")
+        assert order == [("quick", True), ("slow", True)]
+
     async def test_block_stops_the_run(self, make_runtime, scripted):
         scripted.guardrails.append(Fixed("stop", Verdict(action="block", reason="forbidden")))
         scripted.provider.enqueue(text_reply("something"))

@@ -1133,8 +1133,13 @@ class Engine:
             ask=functools.partial(self._ask, run, step_id),
             embed=self._embed,
         )
+        guardrail = entry.value
         try:
-            verdict = entry.value.check(text, context)
+            if guardrail.blocking:
+                verdict = await run_blocking(lambda: guardrail.check(text, context),
+                                             name=f"guardrail {name}")  # fmt: skip
+            else:
+                verdict = guardrail.check(text, context)
             if hasattr(verdict, "__await__"):
                 verdict = await verdict
             if not isinstance(verdict, Verdict):

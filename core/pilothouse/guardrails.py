@@ -71,11 +71,15 @@ class Guardrail(abc.ABC):
     """A check. Subclass it and register it through ``register_guardrails``.
 
     ``check`` may be sync or async; an exception in it fails the step with the
-    guardrail's plugin named in the error.
+    guardrail's plugin named in the error. A sync ``check`` runs on the event loop,
+    so it must be quick; set ``blocking = True`` for one that waits on something
+    (a remote service): it then runs in a thread of its own, like a sync tool.
     """
 
     name: str = ""
     description: str = ""
+    #: run the sync ``check`` in a thread (it does blocking I/O)
+    blocking: bool = False
 
     @abc.abstractmethod
     def check(self, text: str, context: GuardrailContext) -> Any:

@@ -94,8 +94,9 @@ def register_guardrails(register: Any, settings: Any) -> None:
     Call ``register(guardrail)`` with a :class:`pilothouse.Guardrail`, whose
     ``check(text, context)`` returns a :class:`pilothouse.Verdict`:
     ``pass``, ``fix`` (with ``replacement``), ``flag`` or ``block``. A sync
-    ``check`` runs on the event loop, so it must be quick; make it ``async``
-    for anything that waits (a remote service, a model).
+    ``check`` runs on the event loop, so it must be quick: make it ``async``
+    for anything that waits (a remote service, a model), or set the class
+    attribute ``blocking = True`` to have it run in a thread of its own.
 
     :param register: ``register(guardrail: Guardrail) -> None``
     :param settings: the effective :class:`pilothouse.Settings`
