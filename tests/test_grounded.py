@@ -8,7 +8,7 @@ import random
 import pytest
 
 from conftest import crew, text_reply
-from pilothouse import GuardrailContext, Passage, Retriever
+from pilothouse import ConfigError, GuardrailContext, Passage, Retriever
 from pilothouse.errors import ModelError
 from pilothouse_demo import HERE
 from pilothouse_guardrails.grounded import Grounded, claims
@@ -295,3 +295,17 @@ async def test_the_engine_embeds_with_the_registered_embedder(make_runtime, scri
     (claim,) = verdict.details["claims"]
     assert claim["lexical"] < 0.6 and claim["semantic"] >= 0.8
     assert claim["supported"] and claim["method"] == "semantic" and verdict.action == "pass"
+
+
+async def test_a_judge_that_cannot_be_reached_stops_the_run_before_it_starts(
+    make_runtime, scripted
+):
+    # Before: the run spent its first model call, then failed at the output check.
+    scripted.retrievers.append(Sheet())
+    async with make_runtime(grounded_judge="nosuch:judge") as rt:
+        with pytest.raises(ConfigError) as raised:
+            await rt.run(_judged_crew(), "Describe the Helio 30")
+        assert rt.store.list_runs() == []
+    assert "guardrail 'grounded' (plugin guardrails) asks model 'nosuch:judge'" in str(raised.value)
+    assert "no model named 'nosuch'" in str(raised.value)
+    assert not scripted.provider.requests

@@ -229,3 +229,12 @@ class TestGuardrails:
         assert "'Guaranteed'" in verdict.reason and "'risk-free'" in verdict.reason
         assert verdict.replacement == "designed results, nearly all low-risk!"
         assert RiskyClaims().check("Tested in the Alps.", ctx).action == "pass"
+
+
+async def test_a_misnamed_retrieval_guardrail_is_named_before_the_run(make_runtime):
+    from pilothouse import NotFound
+
+    c = _one_step(guardrails={"retrieval": ["no_such_screen"]})
+    async with make_runtime() as rt:
+        with pytest.raises(NotFound, match="persona 'a': no guardrail named 'no_such_screen'"):
+            await rt.run(c, "task")

@@ -267,16 +267,28 @@ class Engine:
         for name in crew.persona_names():
             persona = self._persona(run, name)
             self._models_for(run, persona)
+            guards = [*persona.guardrails.input, *persona.guardrails.output,
+                      *persona.guardrails.retrieval]  # fmt: skip
             for kind, names in (
                 ("tools", persona.tools),
                 ("retrievers", persona.retrievers),
-                ("guardrails", persona.guardrails.input + persona.guardrails.output),
+                ("guardrails", guards),
             ):
                 for item in names:
                     try:
                         self.registry.get(kind, item)
                     except NotFound as exc:
                         raise NotFound(f"crew {crew.name!r}, persona {name!r}: {exc}") from None
+            for guard in dict.fromkeys(guards):
+                entry = self.registry.get("guardrails", guard)
+                for spec in entry.value.models:
+                    try:
+                        self.resolve_model(spec)
+                    except PilothouseError as exc:
+                        raise ConfigError(
+                            f"crew {crew.name!r}, persona {name!r}, guardrail {guard!r}"
+                            f" (plugin {entry.plugin}) asks model {spec!r}: {exc}"
+                        ) from None
             if isinstance(crew.flow, Handoff):
                 _check_handoff_tools(
                     crew.name, persona, crew.flow.routes.get(name, persona.handoffs)

@@ -80,6 +80,10 @@ class Guardrail(abc.ABC):
     description: str = ""
     #: run the sync ``check`` in a thread (it does blocking I/O)
     blocking: bool = False
+    #: the models ``check`` asks through ``context.ask`` (aliases or
+    #: ``provider:model``): resolved before a run starts, so that a misnamed one,
+    #: or one without the key it needs, stops the run before it spends anything
+    models: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def check(self, text: str, context: GuardrailContext) -> Any:

@@ -80,6 +80,7 @@ class Grounded(Guardrail):
         self.embedder = embedder
         self.min_similarity = min_similarity
         self.judge = judge
+        self.models = (judge,) if judge else ()
 
     async def check(self, text: str, context: GuardrailContext) -> Verdict:
         """Score every claim; flag when the unsupported share is above the threshold."""
