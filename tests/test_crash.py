@@ -145,6 +145,9 @@ def test_a_decision_made_while_the_runner_is_down_applies_on_resume(tmp_path):
         cwd=folder, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert decided.returncode == 0, decided.stderr
+    assert "no process executes the run now: it applies when a worker resumes it" in (
+        decided.stdout
+    )
     resumed = subprocess.run([*run, "resume", escalation["run_id"], "--json"], cwd=folder,
                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr

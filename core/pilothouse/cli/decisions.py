@@ -54,9 +54,14 @@ def _decide(obj: Context, escalation_id: str, decision: str, by: str | None, not
             text: str | None) -> None:  # fmt: skip
     store = obj.store()
     decided = store.decide(escalation_id, decision, by=_decider(obj, by), note=note, text=text)
+    picked_up = (
+        "no process executes the run now: it applies when a worker resumes it"
+        if store.get_run(decided.run_id).stalled
+        else "the run picks it up within a second"
+    )
     click.secho(
         f"{decided.status}: escalation {decided.id} of run {decided.run_id}"
-        f" (by {decided.decided_by}); the run picks it up within a second",
+        f" (by {decided.decided_by}); {picked_up}",
         fg="green" if decision != "reject" else "yellow",
     )
 

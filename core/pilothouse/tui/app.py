@@ -298,7 +298,9 @@ class MonitorApp(App[None]):
         except PilothouseError as exc:
             self.call_from_thread(self.notify, str(exc), title="not recorded", severity="error")
             return
-        message = f"{decided.status} recorded for run {decided.run_id[:8]}: it continues"
+        run = self.feed.runs.get(decided.run_id)
+        then = "when a worker resumes it" if run is not None and run.stalled else "now"
+        message = f"{decided.status} recorded for run {decided.run_id[:8]}: it continues {then}"
         self.call_from_thread(self.notify, message, title="decision")
 
     def action_cancel_selected(self) -> None:
