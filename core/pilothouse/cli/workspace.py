@@ -131,6 +131,8 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
 def search(obj: Context, query: str, collection: str, embedder: str, k: int,
            source: str | None, tag: str | None, as_json: bool) -> None:  # fmt: skip
     """Search the knowledge base: ranked chunks with their source and score."""
+    if not query.strip():
+        raise click.UsageError("the query is empty")
     if not (obj.settings.workspace / "knowledge.db").exists():
         raise click.ClickException("no knowledge base yet: run 'pilothouse ingest PATH' first")
     kb = _knowledge(obj, embedder)
