@@ -252,7 +252,7 @@ def test_runs_and_show_say_which_runs_no_process_executes(tmp_path):
     [["worker", "-c", "0", "--once"], ["worker", "-c", "-2"], ["runs", "-n", "-1"],
      ["search", "x", "-k", "0"], ["demo", "--wait", "-1"], ["search", "  "]],
 )  # fmt: skip
-def test_numbers_out_of_range_are_usage_errors(tmp_path, args):
+def test_out_of_range_numbers_and_empty_queries_are_usage_errors(tmp_path, args):
     # before: worker -c 0 --once waited for ever, -c -2 printed a traceback, and
     # runs -n -1 listed every run (SQLite reads LIMIT -1 as none)
     done = ph(*args, cwd=tmp_path)
