@@ -10,6 +10,7 @@ import pilothouse
 from conftest import crew
 from openai_server import reply, tool_calls
 from pilothouse import tool
+from pilothouse.metrics import compute
 from pilothouse.replay import replay
 
 
@@ -178,4 +179,10 @@ async def test_a_run_about_a_subject_replays_with_what_it_knew_then(workspace):
     async with pilothouse.Runtime(settings) as rt:
         assert rt.store.memories("ana") == []  # the replay kept nothing about Ana herself
         kept = rt.store.memories("replay:ana")
+        replayed = rt.store.get_run(report.replay.run_id)
     assert kept and {m.run_id for m in kept} == {report.replay.run_id}
+    # a replay checks a crew: marked, and left out of the fleet's figures like audits
+    assert replayed.replay_of == second.run_id and replayed.audit
+    (fleet,) = compute(settings.store_path)
+    (everything,) = compute(settings.store_path, audits=True)
+    assert (fleet.runs, everything.runs) == (2, 3)

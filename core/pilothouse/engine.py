@@ -244,6 +244,8 @@ class Engine:
         #: that a replay never adds to the real subject's memory
         self.recorded_memory: list[MemoryItem] | None = None
         self.memory_prefix = ""
+        #: set by replay: the run its runs replay (logged, so views can tell them apart)
+        self.replay_of: str | None = None
         #: when set (by replay), a paused step takes the decision the recording holds
         #: instead of waiting for a person: ``recorded_decision(step_id, kind, reason)``
         #: -> ``(decision, by, note, text)``, or None to wait as usual
@@ -330,6 +332,7 @@ class Engine:
             model_override=model,
             subject=subject,
             recalled=[m.id for m in run.memory],
+            replay_of=self.replay_of,
         )
         return await self._drive(run, crew.limits.timeout_s)
 

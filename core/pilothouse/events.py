@@ -73,6 +73,8 @@ class RunStarted(BaseEvent):
     subject: str | None = None
     #: the ids of the facts about the subject recalled into the run (what it knew)
     recalled: list[str] = Field(default_factory=list)
+    #: the run this one replays (``pilothouse replay``)
+    replay_of: str | None = None
 
 
 class RunQueued(BaseEvent):

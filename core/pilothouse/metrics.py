@@ -145,8 +145,8 @@ def compute_groupings(
         if since is not None:
             where.append("created >= ?")
             args.append(since)
-        if not audits:
-            where.append("COALESCE(subject, '') NOT LIKE ?")
+        if not audits:  # nor replays: they check a crew too
+            where.append("COALESCE(subject, '') NOT LIKE ? AND replay_of IS NULL")
             args.append(f"{AUDIT_SUBJECT}%")
         runs = db.execute(
             f"SELECT id, crew, status, created FROM runs WHERE {' AND '.join(where)}", args

@@ -178,6 +178,12 @@ def m009_events_by_run_number(db: sqlite3.Connection) -> None:
     )
 
 
+def m010_replays(db: sqlite3.Connection) -> None:
+    """A replay's run names the run it replays: like an audit's runs, it is a check of a
+    crew, not the fleet's work, and the fleet's figures leave it out."""
+    db.execute("ALTER TABLE runs ADD COLUMN replay_of TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_escalations,
@@ -188,6 +194,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m007_audits,
     m008_run_subject,
     m009_events_by_run_number,
+    m010_replays,
 ]
 
 

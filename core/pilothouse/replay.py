@@ -203,6 +203,7 @@ async def replay(
         rt.engine.recorded_decision = recording.decision
         # the run knew what it knew then; what the replay keeps goes to replay:<subject>
         rt.engine.recorded_memory, rt.engine.memory_prefix = known, "replay:"
+        rt.engine.replay_of = summary.id
         crew = rt.crew(started.crew)
         result = await rt.run(crew, started.input, model=f"replay:{summary.id}",
                               subject=started.subject)  # fmt: skip

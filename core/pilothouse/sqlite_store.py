@@ -37,8 +37,9 @@ _AUDIT_COLUMNS = ", ".join(AuditRecord.model_fields)
 # A new run takes the next number; a queued run keeps its number when it starts.
 _START_RUN = """
 INSERT INTO runs
-    (id, crew, status, input, created, updated, last_seq, owner, heartbeat, subject, no)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(no), 0) + 1 FROM runs))
+    (id, crew, status, input, created, updated, last_seq, owner, heartbeat, subject,
+     replay_of, no)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(no), 0) + 1 FROM runs))
 ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated = excluded.updated,
     last_seq = excluded.last_seq, owner = excluded.owner, heartbeat = excluded.heartbeat
 """
@@ -296,6 +297,7 @@ class SQLiteRunStore(RunStore):
                         owner,
                         time.time(),
                         event.subject,
+                        getattr(event, "replay_of", None),  # a queued run replays nothing
                     )
                 )
             else:

@@ -46,11 +46,14 @@ class RunSummary(BaseModel):
     #: the process executing the run (``host:pid:token``) and when it last said so
     owner: str | None = None
     heartbeat: float | None = None
+    #: the run this one replays (``pilothouse replay``)
+    replay_of: str | None = None
 
     @property
     def audit(self) -> bool:
-        """The run was made by an audit (a bias probe, an adversarial suite)."""
-        return (self.subject or "").startswith(AUDIT_SUBJECT)
+        """The run checks a crew rather than doing the fleet's work: an audit made it
+        (a bias probe, an adversarial suite), or it is a replay."""
+        return (self.subject or "").startswith(AUDIT_SUBJECT) or self.replay_of is not None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
