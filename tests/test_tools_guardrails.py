@@ -238,3 +238,16 @@ async def test_a_misnamed_retrieval_guardrail_is_named_before_the_run(make_runti
     async with make_runtime() as rt:
         with pytest.raises(NotFound, match="persona 'a': no guardrail named 'no_such_screen'"):
             await rt.run(c, "task")
+
+
+async def test_revisions_stop_at_max_revisions(make_runtime, scripted):
+    scripted.guardrails.append(Fixed("picky", Verdict(action="flag", reason="too bold")))
+    scripted.provider.enqueue(text_reply("bold"), text_reply("still bold"))
+    c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"guardrails": {"output": ["picky"]}}},
+             escalation={"timeout_s": 0, "on_timeout": "reject", "on_reject": "revise",
+                         "max_revisions": 1})  # fmt: skip
+    result, events = await _run(make_runtime, c)
+    assert result.status == "failed" and result.error_kind == "rejected"
+    assert "'a' was rejected 2 times, its revisions too (max_revisions = 1)" in result.error
+    assert len(scripted.provider.requests) == 2  # the answer, then one revision
+    assert "A reviewer sent this back" in scripted.provider.requests[1].messages[-1].content

@@ -749,9 +749,11 @@ class Engine:
                     output = await self._check_risk(run, persona, output, step_id)
             except _SentBack as back:
                 revisions += 1
-                if revisions > run.crew.escalation.max_revisions:
+                allowed = run.crew.escalation.max_revisions
+                if revisions > allowed:
                     raise EscalationRejected(
-                        f"{name!r} was sent back {revisions} times; the last note: {back.note}"
+                        f"{name!r} was rejected {revisions} times, its revisions too"
+                        f" (max_revisions = {allowed}); the last note: {back.note}"
                     ) from None
                 messages = _answer_again(
                     messages, output, f"A reviewer sent this back: {back.note}\nRevise your answer."
