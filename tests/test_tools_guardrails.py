@@ -251,3 +251,5 @@ async def test_revisions_stop_at_max_revisions(make_runtime, scripted):
     assert "'a' was rejected 2 times, its revisions too (max_revisions = 1)" in result.error
     assert len(scripted.provider.requests) == 2  # the answer, then one revision
     assert "A reviewer sent this back" in scripted.provider.requests[1].messages[-1].content
+    decided = [(e.decision, e.by) for e in events if e.type == "escalation_decided"]
+    assert decided == [("reject", "policy:timeout")] * 2
