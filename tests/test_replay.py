@@ -182,7 +182,7 @@ async def test_a_run_about_a_subject_replays_with_what_it_knew_then(workspace):
         replayed = rt.store.get_run(report.replay.run_id)
     assert kept and {m.run_id for m in kept} == {report.replay.run_id}
     # a replay checks a crew: marked, and left out of the fleet's figures like audits
-    assert replayed.replay_of == second.run_id and replayed.audit
+    assert replayed.replay_of == second.run_id and replayed.check == "replay" and replayed.audit
     (fleet,) = compute(settings.store_path)
     (everything,) = compute(settings.store_path, audits=True)
     assert (fleet.runs, everything.runs) == (2, 3)

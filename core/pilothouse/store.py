@@ -53,7 +53,15 @@ class RunSummary(BaseModel):
     def audit(self) -> bool:
         """The run checks a crew rather than doing the fleet's work: an audit made it
         (a bias probe, an adversarial suite), or it is a replay."""
-        return (self.subject or "").startswith(AUDIT_SUBJECT) or self.replay_of is not None
+        return self.check is not None
+
+    @property
+    def check(self) -> str | None:
+        """What the run checks a crew for, as views mark it: ``replay``, ``audit``, or
+        None for the fleet's own work."""
+        if self.replay_of is not None:
+            return "replay"
+        return "audit" if (self.subject or "").startswith(AUDIT_SUBJECT) else None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -343,7 +343,7 @@ class Overview:
                     link(d.run.id, f"{target}#failure"),
                     inline(d.run.crew, self.redact),
                     ("limit hit" if f.kind == "limit" else f.kind)
-                    + (" (audit run)" if d.run.audit else ""),
+                    + (f" ({d.run.check} run)" if d.run.check else ""),
                     inline(f.error_type, self.redact),
                     inline(f.plugin or "-", self.redact),
                     step,
@@ -522,7 +522,7 @@ class Overview:
                 link(inline(d.run.crew, self.redact), rel(page, crew_path(d.run.crew))),
                 d.run.status
                 + (" · escalated" if d.escalations else "")
-                + (" · audit" if d.run.audit else ""),
+                + (f" · {d.run.check}" if d.run.check else ""),
                 str(d.run.steps),
                 f"{d.run.input_tokens + d.run.output_tokens:,}",
                 f"${d.run.cost_usd:.4f}",

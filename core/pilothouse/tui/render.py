@@ -26,12 +26,13 @@ Redact = Callable[[str], str]
 ACTION_STYLES = {"pass": "green", "fix": "blue", "flag": "yellow", "block": "red"}
 
 
-def status_text(status: str, *, audit: bool = False) -> Text:
-    """A run status, coloured (and marked when an audit made the run)."""
+def status_text(status: str, *, check: str | None = None) -> Text:
+    """A run status, coloured, and marked ``audit`` or ``replay`` when the run checks a
+    crew rather than doing the fleet's work."""
     label = "waiting" if status == "waiting_for_human" else status
     text = Text(label, style=STATUS_COLOURS.get(status, ""))
-    if audit:
-        text.append(" audit", style="dim")
+    if check:
+        text.append(f" {check}", style="dim")
     return text
 
 

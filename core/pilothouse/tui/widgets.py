@@ -130,7 +130,7 @@ class RunTable(KeyedTable):
             clock(run.created)[:5],
             run.id[:6],
             plain(run.crew, redact, 14),
-            status_text(run.shown_status, audit=run.audit),
+            status_text(run.shown_status, check=run.check),
             plain(at, redact, 14),
             elapsed(run, now, coarse=True),
             f"{run.input_tokens + run.output_tokens:,}",
