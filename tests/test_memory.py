@@ -151,3 +151,23 @@ async def test_a_resumed_run_knows_what_it_knew_and_kept_not_what_came_since(
     system = scripted.provider.requests[-1].messages[0].content
     assert "known before the run" in system and "kept by the run itself" in system
     assert "learnt while r1 was down" not in system
+
+
+def test_a_long_lived_subject_recalls_its_newest_facts(tmp_path):
+    # Before: the oldest 200 came back, so past 200 facts nothing new was ever recalled.
+    from pilothouse.events import MemoryWritten, RunStarted, log_entry
+    from pilothouse.sqlite_store import SQLiteRunStore
+
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    try:
+        store.write([log_entry(RunStarted(run_id="r", seq=1, ts=0.0, crew="c", input="x",
+                                          flow="sequential", subject="ana"))])  # fmt: skip
+        store.write([log_entry(MemoryWritten(run_id="r", seq=2 + i, ts=float(i + 1),
+                                             memory_id=f"m{i:03}", subject="ana",
+                                             channel="chat", fact=f"fact {i}"))
+                     for i in range(250)])  # fmt: skip
+        recalled = store.memories("ana")
+    finally:
+        store.close()
+    assert len(recalled) == 200
+    assert [m.fact for m in recalled[:1] + recalled[-1:]] == ["fact 50", "fact 249"]

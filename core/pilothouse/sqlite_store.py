@@ -368,9 +368,12 @@ class SQLiteRunStore(RunStore):
         return behind, due
 
     def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
-        """Facts about ``subject`` (or all), oldest first."""
-        rows = self._select("memory", _MEMORY_COLUMNS, "created, id", limit, subject=subject)
-        return [MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True))) for row in rows]
+        """The newest ``limit`` facts about ``subject`` (or all), oldest first."""
+        rows = self._select(
+            "memory", _MEMORY_COLUMNS, "created DESC, id DESC", limit, subject=subject
+        )
+        return [MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True)))
+                for row in reversed(rows)]  # fmt: skip
 
     def memories_by_id(self, ids: Sequence[str]) -> list[MemoryItem]:
         """The facts with these ids, in that order: from the memory table, or, for one

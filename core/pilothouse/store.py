@@ -151,7 +151,8 @@ class RunStore(abc.ABC):
 
     @abc.abstractmethod
     def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
-        """Facts kept about ``subject`` (every subject when None), oldest first.
+        """The newest ``limit`` facts kept about ``subject`` (every subject when None),
+        oldest first (a long-lived subject's recent facts are never crowded out).
 
         They come from ``memory_written`` events, in the same transaction."""
 
