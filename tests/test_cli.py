@@ -258,3 +258,20 @@ def test_out_of_range_numbers_and_empty_queries_are_usage_errors(tmp_path, args)
     done = ph(*args, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "is not in the range" in done.stderr or "the query is empty" in done.stderr
+
+
+def test_a_port_in_use_is_an_error_not_a_traceback(tmp_path):
+    import socket
+
+    site = tmp_path / ".pilothouse" / "portal" / "site"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("<html></html>")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for args in (["portal", "serve", "--port", port], ["tui", "--serve", "--port", port]):
+            done = ph(*args, cwd=tmp_path)
+            assert done.returncode == 3, done.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+            assert "Traceback" not in done.stderr

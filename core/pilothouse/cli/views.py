@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -46,7 +49,8 @@ def tui(obj: Context, serve: bool, host: str, port: int, window: str) -> None:
         command = shlex.join([sys.executable, "-m", "pilothouse", "--workspace",
                               str(settings.workspace), "tui", "--window", window])  # fmt: skip
         click.secho(f"monitor on http://{host}:{port} (ctrl+c stops)", err=True)
-        Server(command, host=host, port=port, title="pilothouse").serve()
+        with _listening(host, port):
+            Server(command, host=host, port=port, title="pilothouse").serve()
         return
     from ..redact import Redactor
 
@@ -117,6 +121,20 @@ def portal_serve(obj: Context, out: str | None, host: str, port: int) -> None:
     if not (site / "index.html").exists():
         raise click.ClickException(f"no portal built in {site}: run 'pilothouse portal build'")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    with http.server.ThreadingHTTPServer((host, port), handler) as server:
+    with _listening(host, port), http.server.ThreadingHTTPServer((host, port), handler) as server:
         click.secho(f"portal on http://{host}:{port}/ (ctrl+c stops)", err=True)
         server.serve_forever()
+
+
+@contextlib.contextmanager
+def _listening(host: str, port: int) -> Iterator[None]:
+    """A port that cannot be listened on (in use, not allowed) is the user's error to
+    fix, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)"
+        ) from None
