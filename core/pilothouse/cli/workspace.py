@@ -64,7 +64,7 @@ def memory(ctx: click.Context, subject: str | None, as_json: bool) -> None:
 def memory_forget(obj: Context, memory_id: str | None, subject: str | None) -> None:
     """Delete one fact (by id) or all facts about a subject (the log keeps the events)."""
     if bool(memory_id) == bool(subject):
-        raise click.UsageError("give a memory id or --subject, not both")
+        raise click.UsageError("give a memory id or --subject (one of the two)")
     gone = obj.store().forget(memory_id=memory_id, subject=subject)
     click.echo(f"forgot {gone} fact{'s' if gone != 1 else ''}")
 
