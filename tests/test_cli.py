@@ -275,3 +275,30 @@ def test_a_port_in_use_is_an_error_not_a_traceback(tmp_path):
             assert done.returncode == 3, done.stderr
             assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
             assert "Traceback" not in done.stderr
+
+
+def test_prune_deletes_ended_runs_and_keeps_unfinished_ones(tmp_path):
+    import datetime
+
+    from pilothouse.events import RunStarted, log_entry
+    from pilothouse.sqlite_store import SQLiteRunStore
+
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "one.toml").write_text('[flow]\nsteps = ["a"]\n[personas.a]\n')
+    done = [json.loads(ph("run", "one", "-i", f"job {i}", "--json", cwd=tmp_path).stdout)
+            for i in range(2)]  # fmt: skip
+    store = SQLiteRunStore(tmp_path / ".pilothouse" / "runs.db")
+    store.write([log_entry(RunStarted(run_id="going", seq=1, ts=1.0, crew="one", input="x",
+                                      flow="sequential"))])  # fmt: skip
+    store.close()
+    tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
+    dry = ph("prune", "--before", tomorrow, "--dry-run", cwd=tmp_path)
+    assert dry.stdout.startswith("would delete 2 run(s) and ")
+    assert len(json.loads(ph("runs", "--json", cwd=tmp_path).stdout)) == 3  # nothing went
+    pruned = ph("prune", "--before", tomorrow, cwd=tmp_path)
+    assert pruned.returncode == 0 and pruned.stdout.startswith("deleted 2 run(s) and ")
+    left = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
+    assert [r["id"] for r in left] == ["going"]  # an unfinished run is never pruned
+    gone = ph("show", done[0]["run_id"], cwd=tmp_path)
+    assert gone.returncode == 3 and "no run" in gone.stderr
+    assert "deleted 0 run(s)" in ph("prune", "--before", "1d", cwd=tmp_path).stdout

@@ -659,6 +659,33 @@ class SQLiteRunStore(RunStore):
             self.write([log_entry(event)])
         return self.get_run(summary.id)
 
+    def prune(self, before: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Delete the runs that ended before ``before`` (a time), with their events and
+        escalations, in one transaction; return (runs, events). Unfinished runs are
+        never pruned; facts kept about subjects stay (forget them on their own)."""
+        finals = ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES))
+        chosen = f"SELECT no FROM runs WHERE status IN ({finals}) AND updated < ?"
+        runs, events = self._query(
+            f"SELECT COUNT(*), (SELECT COUNT(*) FROM events WHERE run_no IN ({chosen}))"
+            f" FROM runs WHERE no IN ({chosen})",
+            (before, before),
+        )[0]
+        if dry_run or not runs:
+            return runs, events
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                ids = f"SELECT id FROM runs WHERE no IN ({chosen})"
+                self._db.execute(f"DELETE FROM events WHERE run_no IN ({chosen})", (before,))
+                self._db.execute(f"DELETE FROM escalations WHERE run_id IN ({ids})", (before,))
+                self._db.execute(f"DELETE FROM live_text WHERE run_id IN ({ids})", (before,))
+                self._db.execute(f"DELETE FROM runs WHERE no IN ({chosen})", (before,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.rollback()
+                raise self._write_failed(exc) from exc
+        return runs, events
+
     def claim_queued(self, limit: int) -> list[RunSummary]:
         """Take up to ``limit`` queued runs, oldest first; no two callers get the same run."""
         if limit <= 0:

@@ -12,7 +12,7 @@ import click
 
 from ..runtime import Runtime
 from .base import Context, cli, pass_context
-from .viewing import _short
+from .viewing import _short, _since
 
 
 @cli.command()
@@ -167,3 +167,23 @@ def config(obj: Context, as_json: bool) -> None:
         return
     for row in rows:
         click.echo(f"{row['name']:<18} {row['value']:<30} " + click.style(row["source"], dim=True))
+
+
+@cli.command()
+@click.option("--before", required=True, help="Runs that ended before: 90d, 12h or a date.")
+@click.option("--dry-run", is_flag=True, help="Only say how much would go.")
+@pass_context
+def prune(obj: Context, before: str, dry_run: bool) -> None:
+    """Delete the runs that ended before a time, with their events and escalations
+    (unfinished runs are never pruned; facts kept about subjects stay)."""
+    from ..sqlite_store import SQLiteRunStore
+
+    cutoff = _since(before)
+    assert cutoff is not None
+    store = obj.store()
+    assert isinstance(store, SQLiteRunStore)
+    runs, events = store.prune(cutoff, dry_run=dry_run)
+    store.close()
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cutoff))
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {runs} run(s) and {events} event(s) that ended before {when}")
