@@ -302,3 +302,11 @@ def test_prune_deletes_ended_runs_and_keeps_unfinished_ones(tmp_path):
     gone = ph("show", done[0]["run_id"], cwd=tmp_path)
     assert gone.returncode == 3 and "no run" in gone.stderr
     assert "deleted 0 run(s)" in ph("prune", "--before", "1d", cwd=tmp_path).stdout
+
+
+def test_the_served_monitor_stays_on_this_machine_unless_told(tmp_path):
+    # it has no login and can approve, reject and cancel: no address others reach
+    # without --allow-remote (refused before anything is bound)
+    for host in ("0.0.0.0", "192.168.1.20", "monitor.example"):
+        done = ph("tui", "--serve", "--host", host, cwd=tmp_path)
+        assert done.returncode == 2 and "--allow-remote" in done.stderr, done.stderr

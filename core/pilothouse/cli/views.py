@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +26,15 @@ from .viewing import _since
     show_default=True,
     help="Port --serve listens on.",
 )
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Let --serve bind an address other machines reach (it has no login).",
+)
 @click.option("--window", type=click.Choice(["15m", "1h", "24h", "7d"]), default="1h",
               show_default=True, help="Time window of the header's numbers.")  # fmt: skip
 @pass_context
-def tui(obj: Context, serve: bool, host: str, port: int, window: str) -> None:
+def tui(obj: Context, serve: bool, host: str, port: int, allow_remote: bool, window: str) -> None:
     """The monitor: live runs, exceptions and the escalation inbox (needs pilothouse[tui])."""
     try:
         from ..tui import Feed, MonitorApp
@@ -38,6 +44,16 @@ def tui(obj: Context, serve: bool, host: str, port: int, window: str) -> None:
         ) from exc
     settings = obj.settings
     if serve:
+        if not _loopback(host):
+            # whoever reaches it decides escalations and cancels runs, under this user's name
+            if not allow_remote:
+                raise click.UsageError(
+                    f"--host {host} lets other machines reach the monitor, which has no"
+                    " login and can approve, reject and cancel runs: put it behind an"
+                    " authenticating proxy on 127.0.0.1, or pass --allow-remote"
+                )
+            click.secho(f"warning: the monitor on {host}:{port} has no login", err=True,
+                        fg="yellow")  # fmt: skip
         try:
             from textual_serve.server import Server
         except ImportError as exc:
@@ -124,6 +140,16 @@ def portal_serve(obj: Context, out: str | None, host: str, port: int) -> None:
     with _listening(host, port), http.server.ThreadingHTTPServer((host, port), handler) as server:
         click.secho(f"portal on http://{host}:{port}/ (ctrl+c stops)", err=True)
         server.serve_forever()
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
 
 
 @contextlib.contextmanager
