@@ -256,3 +256,17 @@ def test_the_full_weight_minilm_agrees_with_the_int8_one(minilm):
     exact, quantised = MiniLMFull().embed(texts), minilm.embed(texts)
     for a, b in zip(exact, quantised, strict=True):
         assert sum(x * y for x, y in zip(a, b, strict=True)) > 0.98
+
+
+def test_a_new_chunker_indexes_every_file_again_once(tmp_path, corpus, minilm, monkeypatch):
+    # Files whose content did not change were skipped for ever, so an upgrade that cuts
+    # text differently (as this one does headings) never reached an existing base.
+    from pilothouse import knowledge
+
+    kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
+    assert kb.ingest([corpus]).updated == 5
+    monkeypatch.setattr(knowledge, "CHUNKING", "next")
+    again = kb.ingest([corpus])
+    assert (again.updated, again.unchanged) == (5, 0)
+    assert kb.ingest([corpus]).unchanged == 5  # once
+    kb.close()

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 CHUNK_CHARS = 800
 OVERLAP_CHARS = 120
+#: changes whenever the same text would be cut differently: a knowledge base indexes
+#: every file again once, instead of keeping chunks an older cut made
+CHUNKING = "2"
 
 _HEADING = re.compile(r"#{1,6}\s+(.*)")
 _FENCE = ("```", "~~~")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chunking import chunk
+from .chunking import CHUNKING, chunk
 from .embedding import Embedder
 from .errors import ConfigError, PilothouseError
 from .retrieval import Passage
@@ -257,7 +257,8 @@ class KnowledgeBase:
                     report.failed.append(str(exc))
                     seen.discard(source)  # keep what an earlier ingest had of it
                     continue
-                digest = hashlib.sha256(text.encode()).hexdigest()
+                # the chunker's version is part of the digest: a new cut re-indexes
+                digest = hashlib.sha256(f"{CHUNKING}\n{text}".encode()).hexdigest()
                 known = self.db.execute(
                     "SELECT hash FROM documents WHERE collection = ? AND source = ?",
                     (collection, source),
