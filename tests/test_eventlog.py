@@ -537,3 +537,19 @@ class TestSummaryRows:
         finally:
             heir.close()
         assert _raw_row(path, "r1") == (2, 15, "analyst", 7)
+
+
+def test_a_suspended_run_leaves_no_streamed_text_behind(tmp_path):
+    from pilothouse.events import RunStarted, RunSuspended
+
+    store = SQLiteRunStore(tmp_path / "runs.db", owner="worker-1")
+    try:
+        started = RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="x", flow="sequential")
+        store.write([log_entry(started)])
+        store.put_live([("r1", "1", "Hel")])
+        store.write([log_entry(RunSuspended(run_id="r1", seq=2, ts=2.0, reason="stopped"))])
+        assert store.live("r1") == {}  # the call it streamed will not go on
+        (row,) = store._db.execute("SELECT status, owner FROM runs").fetchall()
+        assert row == ("running", None)  # unfinished, free for any worker
+    finally:
+        store.close()

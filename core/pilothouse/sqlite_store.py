@@ -331,10 +331,11 @@ class SQLiteRunStore(RunStore):
                 if ended:
                     self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended)
                     self._db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
-                if released:
+                if released:  # and the text its calls were streaming will not go on
                     self._db.executemany(
                         "UPDATE runs SET owner = NULL, heartbeat = NULL WHERE id = ?", released
                     )
+                    self._db.executemany("DELETE FROM live_text WHERE run_id = ?", released)
                 if remembered:
                     self._db.executemany(
                         "INSERT OR IGNORE INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)", remembered
@@ -347,8 +348,8 @@ class SQLiteRunStore(RunStore):
                 self._behind.pop(run_id, None)
             self._behind.update(behind)
             self._live.difference_update(settled)
-            if ended and self._live:
-                done = {run_id for (run_id,) in ended}
+            if (ended or released) and self._live:
+                done = {run_id for (run_id,) in ended + released}
                 self._live = {key for key in self._live if key[0] not in done}
 
     @staticmethod
