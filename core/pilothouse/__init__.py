@@ -3,7 +3,6 @@
 from .blocking import run_blocking
 from .crew import Crew, GuardrailNames, Handoff, Limits, Parallel, Persona, Sequential
 from .crewfile import load_crew_file
-from .engine import RunResult
 from .errors import (
     ConfigError,
     CrewFileError,
@@ -33,6 +32,7 @@ from .model import (
     estimate_tokens,
 )
 from .retrieval import Passage, Retriever
+from .runstate import RunResult
 from .runtime import Runtime, run
 from .settings import Settings, load_settings
 from .store import Escalation, RunStore, RunSummary

@@ -11,15 +11,12 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 import re
 import threading
 import time
 import traceback
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -69,7 +66,7 @@ from .events import (
     StepStarted,
     ToolCalled,
 )
-from .explain import evidence_of, rank_evidence
+from .explain import rank_evidence
 from .guardrails import GuardrailContext, Stage, Verdict
 from .memory import _sink as _memory_sink
 from .memory import facts_in_output
@@ -84,6 +81,7 @@ from .model import (
 )
 from .registry import Registry
 from .retrieval import Passage
+from .runstate import RunResult, StepOutcome, _Run, _SentBack, _Talk, new_run_id
 from .settings import Settings
 from .store import AUDIT_SUBJECT, Escalation, MemoryItem
 from .tools import canonical_json, result_text
@@ -91,133 +89,6 @@ from .tools import canonical_json, result_text
 HANDOFF_PREFIX = "transfer_to_"
 #: how many checked crews the engine remembers (the oldest is forgotten first)
 CHECKED_CREWS = 256
-
-
-@dataclass
-class RunResult:
-    """How a run ended."""
-
-    run_id: str
-    crew: str
-    status: str
-    output: str | None = None
-    error: str | None = None
-    error_kind: str | None = None
-    steps: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when the run succeeded."""
-        return self.status == "succeeded"
-
-
-@dataclass
-class StepOutcome:
-    """A finished step: its output and, in a handoff flow, who gets the work next."""
-
-    output: str
-    handoff_to: str | None = None
-
-
-@dataclass
-class _Run:
-    """The mutable state of one run (the engine itself holds none)."""
-
-    id: str
-    crew: Crew
-    task: str
-    model_override: str | None
-    #: whom the run is about (a customer, a thread): its memory is recalled and kept
-    subject: str | None = None
-    memory: list[MemoryItem] = field(default_factory=list)
-    seq: int = 0
-    steps: int = 0
-    handoffs: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    seen_inputs: set[tuple[str, str]] = field(default_factory=set)
-    tool_calls: dict[tuple[str, str], int] = field(default_factory=dict)
-    trail: list[str] = field(default_factory=list)
-    #: a step finished since the last flush
-    unflushed: bool = False
-    #: (tool, canonical arguments) a person approved in this run
-    approved: set[tuple[str, str]] = field(default_factory=set)
-    #: what the run saw, for explaining its output: (kind, ref, step_id, text)
-    evidence: list[tuple[str, str, str | None, str]] = field(default_factory=list)
-
-    #: resumed runs: finished steps by id, unfinished attempts per step id
-    done: dict[str, StepFinished] = field(default_factory=dict)
-    attempts: dict[str, int] = field(default_factory=dict)
-    #: resumed runs: escalations raised in unfinished steps, and those decided in the log
-    prior_escalations: dict[tuple[str | None, str, str], str] = field(default_factory=dict)
-    logged_decisions: set[str] = field(default_factory=set)
-
-    @property
-    def tokens(self) -> int:
-        """Tokens spent so far, in and out."""
-        return self.input_tokens + self.output_tokens
-
-    def restore(self, events: list[BaseEvent]) -> None:
-        """Rebuild the state a run had when its last logged event was written."""
-        started: Counter[str] = Counter()
-        raised: dict[str, EscalationRaised] = {}
-        for e in events:
-            self.seq = max(self.seq, e.seq)
-            self.evidence += evidence_of(e)
-            if isinstance(e, StepStarted) and e.step_id is not None:
-                started[e.step_id] += 1
-            elif isinstance(e, StepFinished) and e.step_id is not None:
-                self.done[e.step_id] = e
-            elif isinstance(e, ModelCalled):
-                self.input_tokens += e.usage.input_tokens
-                self.output_tokens += e.usage.output_tokens
-                self.cost_usd += e.cost_usd or 0.0
-            elif isinstance(e, EscalationRaised):
-                raised[e.escalation_id] = e
-            elif isinstance(e, MemoryWritten):
-                self.memory.append(MemoryItem(id=e.memory_id, subject=e.subject,
-                                              channel=e.channel, fact=e.fact, run_id=e.run_id,
-                                              step_id=e.step_id, persona=e.persona,
-                                              created=e.ts))  # fmt: skip
-            elif isinstance(e, EscalationDecided):
-                self.logged_decisions.add(e.escalation_id)
-                first = raised.get(e.escalation_id)
-                if first is not None and first.kind == "tool_approval" and e.decision != "reject":
-                    arguments = e.text if e.decision == "edit" else first.proposed
-                    self.approved.add((first.evidence["tool"], canonical_json(arguments or "{}")))
-        self.attempts = {s: n for s, n in started.items() if s not in self.done}
-        for e in raised.values():
-            if e.step_id not in self.done:
-                self.prior_escalations[(e.step_id, e.kind, e.reason)] = e.escalation_id
-
-
-@dataclass
-class _Talk:
-    """Where a step's conversation with its model ended."""
-
-    models: list[Model]
-    messages: list[Message]
-    #: the last reply (set by the first call; None only before it)
-    response: ModelResponse | None = None
-    handoff: Any = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-class _SentBack(Exception):  # control flow: never leaves the engine
-    """A person rejected a step's output and the crew sends it back for revision."""
-
-    def __init__(self, note: str) -> None:
-        self.note = note
-
-
-def new_run_id() -> str:
-    """A fresh run id: 12 random hex characters."""
-    return os.urandom(6).hex()
 
 
 class Engine:

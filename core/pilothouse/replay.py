@@ -18,11 +18,11 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import RunResult
 from .errors import ModelError, NotFound, ToolError
 from .events import BaseEvent, ModelCalled
 from .hookspecs import hookimpl
 from .model import Model, ModelProvider, ModelRequest, ModelResponse, request_hash
+from .runstate import RunResult
 from .runtime import Runtime
 from .settings import Settings, load_settings
 from .sqlite_store import SQLiteRunStore

@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup
 
 from .crew import Crew
 from .crewfile import load_crew_file
-from .engine import Engine, RunResult, new_run_id
+from .engine import Engine
 from .errors import ConfigError, NotFound, PilothouseError
 from .escalation import DecisionWatcher
 from .eventlog import EventLog, Observer
@@ -30,6 +30,7 @@ from .lease import new_owner
 from .live import LiveText
 from .plugins import Plugins
 from .registry import Registry
+from .runstate import RunResult, new_run_id
 from .settings import Settings, load_settings
 from .sqlite_store import SQLiteRunStore
 from .store import RunStore

@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import click
 
-from ..engine import RunResult
 from ..errors import PilothouseError
 from ..events import STATUS_COLOURS, BaseEvent
+from ..runstate import RunResult
 from ..runtime import Runtime
 from .base import DEMO_INPUT, Context, Exit, cli, pass_context
 
