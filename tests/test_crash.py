@@ -140,6 +140,9 @@ def test_a_decision_made_while_the_runner_is_down_applies_on_resume(tmp_path):
     escalation = waiting[0]
     status = _query(folder, "SELECT status FROM runs WHERE id = ?", (escalation["run_id"],))
     assert status == [("waiting_for_human",)]
+    inbox = subprocess.run([*run, "inbox"], cwd=folder, env=env, capture_output=True,
+                           text=True, timeout=30).stdout  # fmt: skip
+    assert "[stalled run: applies when a worker resumes it]" in inbox
     decided = subprocess.run(
         [*run, "approve", escalation["id"], "--by", "ana", "--note", "ok"],
         cwd=folder, env=env, capture_output=True, text=True, timeout=30,

@@ -37,11 +37,16 @@ def inbox(obj: Context, show_all: bool, as_json: bool) -> None:
     if not items:
         click.echo("nothing waits for a decision")
         return
+    waiting = {e.run_id for e in items if e.status == "waiting"}
+    stalled = {r.id for r in store.runs_by_id(sorted(waiting)) if r.stalled}
     for e in items:
         colour = "red" if e.risk >= 0.7 else "yellow"
-        state = {"waiting": "", "withdrawn": f"  [withdrawn: {e.note}]"}.get(
-            e.status, f"  [{e.status} by {e.decided_by}]"
-        )
+        state = {
+            "waiting": "  [stalled run: applies when a worker resumes it]"
+            if e.run_id in stalled
+            else "",
+            "withdrawn": f"  [withdrawn: {e.note}]",
+        }.get(e.status, f"  [{e.status} by {e.decided_by}]")
         click.secho(f"{e.id}  risk {e.risk:.2f}  {e.kind}{state}", fg=colour, bold=True)
         click.echo(f"  run {e.run_id} ({e.crew}) step {e.step_id} {e.persona}: {e.reason}")
         if e.evidence:
