@@ -17,7 +17,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.from_thread
@@ -89,6 +89,25 @@ from .tools import canonical_json, result_text
 HANDOFF_PREFIX = "transfer_to_"
 #: how many checked crews the engine remembers (the oldest is forgotten first)
 CHECKED_CREWS = 256
+#: the subject prefix of the facts a replay keeps (never the real subject's memory)
+REPLAY_SUBJECT = "replay:"
+
+
+class Replaying(Protocol):
+    """What a replay serves the engine from a recorded run (:mod:`pilothouse.replay`)."""
+
+    #: the run replayed (its replays log it)
+    run_id: str
+    #: the facts about the subject the run recalled, recalled again instead of the store's
+    memory: list[MemoryItem]
+
+    def tool_result(self, name: str, canonical_arguments: str) -> str:
+        """The recorded result of a tool call (a recorded error raised as ToolError)."""
+
+    def decision(
+        self, step_id: str, kind: str, reason: str
+    ) -> tuple[str, str, str, str | None] | None:
+        """The recorded ``(decision, by, note, text)`` of an escalation, or None to wait."""
 
 
 class Engine:
@@ -107,22 +126,8 @@ class Engine:
         self._active: dict[str, anyio.CancelScope] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._suspend_reasons: dict[str, str] = {}
-        #: when set (by replay), tool results come from it instead of the tools:
-        #: ``recorded_tool(name, canonical_arguments) -> result`` or ToolError
-        self.recorded_tool: Callable[[str, str], str] | None = None
-        #: when set (by replay), what runs recall about their subject, instead of the
-        #: store's facts; and the prefix the subject of the facts they keep gets, so
-        #: that a replay never adds to the real subject's memory
-        self.recorded_memory: list[MemoryItem] | None = None
-        self.memory_prefix = ""
-        #: set by replay: the run its runs replay (logged, so views can tell them apart)
-        self.replay_of: str | None = None
-        #: when set (by replay), a paused step takes the decision the recording holds
-        #: instead of waiting for a person: ``recorded_decision(step_id, kind, reason)``
-        #: -> ``(decision, by, note, text)``, or None to wait as usual
-        self.recorded_decision: (
-            Callable[[str, str, str], tuple[str, str, str, str | None] | None] | None
-        ) = None
+        #: set by replay: tool results, decisions and recalled facts come from it
+        self.replaying: Replaying | None = None
         # crews already checked; the crew is kept so that its id is not reused
         self._checked: dict[tuple[int, str | None], Crew] = {}
 
@@ -203,7 +208,7 @@ class Engine:
             model_override=model,
             subject=subject,
             recalled=[m.id for m in run.memory],
-            replay_of=self.replay_of,
+            replay_of=self.replaying.run_id if self.replaying else None,
         )
         return await self._drive(run, crew.limits.timeout_s)
 
@@ -391,8 +396,8 @@ class Engine:
         store = self.log.store
         if not subject or store is None or subject.startswith(AUDIT_SUBJECT):
             return []
-        if self.recorded_memory is not None:
-            return list(self.recorded_memory)
+        if self.replaying is not None:
+            return list(self.replaying.memory)
         return store.memories(subject)
 
     def _remember(
@@ -401,7 +406,7 @@ class Engine:
         """Log a fact about the run's subject; later steps of this run see it too."""
         assert run.subject is not None
         memory_id = uuid.uuid4().hex[:12]
-        subject = self.memory_prefix + run.subject
+        subject = (REPLAY_SUBJECT if self.replaying else "") + run.subject
         self._emit(run, MemoryWritten, step_id=step_id, memory_id=memory_id,
                    subject=subject, channel=channel, fact=fact, persona=persona)  # fmt: skip
         run.memory.append(MemoryItem(id=memory_id, subject=subject, channel=channel,
@@ -926,8 +931,8 @@ class Engine:
             if tool.requires_approval:
                 arguments = await self._approve_tool(run, persona, tool, arguments, step_id)
             try:
-                if self.recorded_tool is not None:
-                    result = self.recorded_tool(tool.name, canonical_json(call.arguments))
+                if self.replaying is not None:
+                    result = self.replaying.tool_result(tool.name, canonical_json(call.arguments))
                 else:
                     sink = self._memory_sink(run, persona.name, step_id) if run.subject else None
                     token = _memory_sink.set(sink)
@@ -1062,8 +1067,8 @@ class Engine:
         return await self._call_model(run, model, call, step_id)
 
     async def _embed(self, name: str, texts: Sequence[str]) -> list[list[float]]:
-        """Vectors from a registered embedder, computed in a worker thread (a run that is
-        cancelled or times out meanwhile does not wait for it)."""
+        """Vectors from a registered embedder, computed in a thread of its own (a run that
+        is cancelled or times out meanwhile does not wait for it)."""
         embedder = self.registry.get("embedders", name).value
         texts = list(texts)
         return await run_blocking(lambda: embedder.embed(texts), name=f"embedder {name}")
@@ -1144,7 +1149,7 @@ class Engine:
                 proposed=proposed,
             )
             await self.log.flush()  # the inbox of every process sees it now
-            recorded = self.recorded_decision and self.recorded_decision(step_id, kind, reason)
+            recorded = self.replaying and self.replaying.decision(step_id, kind, reason)
             if recorded:
                 decision, by, note, text = recorded
                 self.decisions.store.decide(escalation_id, decision, by=f"replay of {by}",

@@ -29,6 +29,8 @@ FINAL_EVENTS: dict[str, str] = {
     "run_cancelled": "cancelled",
 }
 FINAL_STATUSES: frozenset[str] = frozenset(FINAL_EVENTS.values())
+#: the statuses of a run some process should be executing (it is stalled when none is)
+UNFINISHED_STATUSES = ("running", "waiting_for_human")
 #: how every view colours a run status (CLI, monitor)
 STATUS_COLOURS: dict[str, str] = {
     "succeeded": "green",

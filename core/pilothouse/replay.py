@@ -26,6 +26,7 @@ from .runstate import RunResult
 from .runtime import Runtime
 from .settings import Settings, load_settings
 from .sqlite_store import SQLiteRunStore
+from .store import MemoryItem
 from .tools import canonical_json
 
 
@@ -52,6 +53,8 @@ class Recording:
         default_factory=lambda: defaultdict(deque)
     )
     served: int = 0
+    #: the facts about the run's subject it recalled when it started
+    memory: list[MemoryItem] = field(default_factory=list)
 
     @classmethod
     def from_events(cls, run_id: str, events: list[BaseEvent]) -> Recording:
@@ -199,11 +202,8 @@ async def replay(
         store.close()
     recording = Recording.from_events(summary.id, events)
     async with Runtime(settings, plugins=[*plugins, _ReplayPlugin(recording)]) as rt:
-        rt.engine.recorded_tool = recording.tool_result
-        rt.engine.recorded_decision = recording.decision
-        # the run knew what it knew then; what the replay keeps goes to replay:<subject>
-        rt.engine.recorded_memory, rt.engine.memory_prefix = known, "replay:"
-        rt.engine.replay_of = summary.id
+        recording.memory = known  # the run knew what it knew then
+        rt.engine.replaying = recording
         crew = rt.crew(started.crew)
         result = await rt.run(crew, started.input, model=f"replay:{summary.id}",
                               subject=started.subject)  # fmt: skip

@@ -110,10 +110,7 @@ class _Run:
             elif isinstance(e, EscalationRaised):
                 raised[e.escalation_id] = e
             elif isinstance(e, MemoryWritten):
-                self.memory.append(MemoryItem(id=e.memory_id, subject=e.subject,
-                                              channel=e.channel, fact=e.fact, run_id=e.run_id,
-                                              step_id=e.step_id, persona=e.persona,
-                                              created=e.ts))  # fmt: skip
+                self.memory.append(MemoryItem.of(e))
             elif isinstance(e, EscalationDecided):
                 self.logged_decisions.add(e.escalation_id)
                 first = raised.get(e.escalation_id)

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,10 @@ _WITHDRAW_ESCALATIONS = """
 UPDATE escalations SET status = 'withdrawn', decided_at = ?, note = ?
 WHERE run_id = ? AND status = 'waiting'
 """
+
+
+def _memory(row: tuple) -> MemoryItem:
+    return MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True)))
 
 
 def _escalation_row(e: BaseEvent) -> tuple[object, ...]:
@@ -313,8 +317,7 @@ class SQLiteRunStore(RunStore):
             self._checkpointer = _Checkpointer(self.path)
             self._checkpointer.start()
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
                 if started:
                     self._db.executemany(_START_RUN, started)
                 self._db.executemany(_INSERT_EVENT, rows)
@@ -329,21 +332,17 @@ class SQLiteRunStore(RunStore):
                         "DELETE FROM live_text WHERE run_id = ? AND step_id = ?", settled
                     )
                 if ended:
-                    self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended)
                     self._db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
-                if released:  # and the text its calls were streaming will not go on
+                if released:
                     self._db.executemany(
                         "UPDATE runs SET owner = NULL, heartbeat = NULL WHERE id = ?", released
                     )
-                    self._db.executemany("DELETE FROM live_text WHERE run_id = ?", released)
+                if ended or released:  # the text their calls were streaming will not go on
+                    self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended + released)
                 if remembered:
                     self._db.executemany(
                         "INSERT OR IGNORE INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)", remembered
                     )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.rollback()
-                raise self._write_failed(exc) from exc
             for run_id in due:
                 self._behind.pop(run_id, None)
             self._behind.update(behind)
@@ -373,8 +372,7 @@ class SQLiteRunStore(RunStore):
         rows = self._select(
             "memory", _MEMORY_COLUMNS, "created DESC, id DESC", limit, subject=subject
         )
-        return [MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True)))
-                for row in reversed(rows)]  # fmt: skip
+        return [_memory(row) for row in reversed(rows)]
 
     def memories_by_id(self, ids: Sequence[str]) -> list[MemoryItem]:
         """The facts with these ids, in that order: from the memory table, or, for one
@@ -383,8 +381,7 @@ class SQLiteRunStore(RunStore):
             return []
         marks = ", ".join("?" * len(ids))
         rows = self._query(f"SELECT {_MEMORY_COLUMNS} FROM memory WHERE id IN ({marks})", ids)
-        found = {row[0]: MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True)))
-                 for row in rows}  # fmt: skip
+        found = {row[0]: _memory(row) for row in rows}
         missing = [i for i in ids if i not in found]
         if missing:
             rows = self._query(
@@ -394,10 +391,7 @@ class SQLiteRunStore(RunStore):
             )
             for (data,) in rows:
                 e: Any = parse_event(data)
-                found[e.memory_id] = MemoryItem(
-                    id=e.memory_id, subject=e.subject, channel=e.channel, fact=e.fact,
-                    run_id=e.run_id, step_id=e.step_id, persona=e.persona, created=e.ts,
-                )  # fmt: skip
+                found[e.memory_id] = MemoryItem.of(e)
         return [found[i] for i in ids if i in found]
 
     def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
@@ -467,6 +461,18 @@ class SQLiteRunStore(RunStore):
         return dict(rows)
 
     # -- reading -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (the caller holds ``_lock``): committed at the end,
+        rolled back on a database error, which is raised as :class:`StoreError`."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.rollback()
+            raise self._write_failed(exc) from exc
 
     def _write_failed(self, exc: sqlite3.Error) -> StoreError:
         """The error a failed write raises (none of it was kept)."""
@@ -673,18 +679,12 @@ class SQLiteRunStore(RunStore):
         )[0]
         if dry_run or not runs:
             return runs, events
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                ids = f"SELECT id FROM runs WHERE no IN ({chosen})"
-                self._db.execute(f"DELETE FROM events WHERE run_no IN ({chosen})", (before,))
-                self._db.execute(f"DELETE FROM escalations WHERE run_id IN ({ids})", (before,))
-                self._db.execute(f"DELETE FROM live_text WHERE run_id IN ({ids})", (before,))
-                self._db.execute(f"DELETE FROM runs WHERE no IN ({chosen})", (before,))
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.rollback()
-                raise self._write_failed(exc) from exc
+        ids = f"SELECT id FROM runs WHERE no IN ({chosen})"
+        with self._lock, self._transaction():
+            self._db.execute(f"DELETE FROM events WHERE run_no IN ({chosen})", (before,))
+            self._db.execute(f"DELETE FROM escalations WHERE run_id IN ({ids})", (before,))
+            self._db.execute(f"DELETE FROM live_text WHERE run_id IN ({ids})", (before,))
+            self._db.execute(f"DELETE FROM runs WHERE no IN ({chosen})", (before,))
         return runs, events
 
     def claim_queued(self, limit: int) -> list[RunSummary]:

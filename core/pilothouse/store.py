@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
 
-from .events import BaseEvent, LogEntry
+from .events import UNFINISHED_STATUSES, BaseEvent, LogEntry, MemoryWritten
 from .lease import lease_alive
 
 #: the subject prefix of the runs an audit makes
@@ -68,7 +68,7 @@ class RunSummary(BaseModel):
     def stalled(self) -> bool:
         """Unfinished, and no process executes it any more (it died, or a worker
         stopped): a worker or ``pilothouse resume`` must take it over."""
-        return self.status in ("running", "waiting_for_human") and not lease_alive(
+        return self.status in UNFINISHED_STATUSES and not lease_alive(
             self.owner, self.heartbeat, time.time()
         )
 
@@ -111,6 +111,13 @@ class MemoryItem(BaseModel):
     step_id: str | None = None
     persona: str = ""
     created: float
+
+    @classmethod
+    def of(cls, event: MemoryWritten) -> MemoryItem:
+        """The fact a ``memory_written`` event kept."""
+        return cls(id=event.memory_id, subject=event.subject, channel=event.channel,
+                   fact=event.fact, run_id=event.run_id, step_id=event.step_id,
+                   persona=event.persona, created=event.ts)  # fmt: skip
 
 
 class AuditRecord(BaseModel):

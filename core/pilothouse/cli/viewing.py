@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..events import STATUS_COLOURS
+from ..events import STATUS_COLOURS, UNFINISHED_STATUSES
 from .base import Context, cli, pass_context
 
 
@@ -37,7 +37,7 @@ def runs(obj: Context, status: str | None, crew: str | None, limit: int, as_json
     """List runs, newest first ('stalled': unfinished, and no process executes them)."""
     store = obj.store()
     if status == "stalled":
-        unfinished = [r for s in ("running", "waiting_for_human")
+        unfinished = [r for s in UNFINISHED_STATUSES
                       for r in store.list_runs(status=s, crew=crew, limit=limit)]  # fmt: skip
         found = sorted((r for r in unfinished if r.stalled), key=lambda r: -r.created)[:limit]
     else:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..events import FINAL_STATUSES, BaseEvent
+from ..events import FINAL_STATUSES, UNFINISHED_STATUSES, BaseEvent
 from ..failure import FailureInfo, describe_failure
 from ..sqlite_store import SQLiteRunStore
 from ..store import Escalation, RunStore, RunSummary, StoredEvent
@@ -24,7 +24,6 @@ STATUSES = ("running", "waiting_for_human", "queued", "succeeded", "failed", "ca
 POLL_BATCH = 5000
 #: how often the unfinished runs are read again to notice a runner that died
 LEASE_CHECK_S = 5.0
-UNFINISHED = ("running", "waiting_for_human")
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,8 @@ class Feed:
         now, leases_at = self.clock(), None
         if now - self._leases_at >= LEASE_CHECK_S:
             leases_at = now
-            touched.update(r.id for r in self.runs.values() if r.status in UNFINISHED)
+            known = list(self.runs.values())  # the UI thread may change the dict meanwhile
+            touched.update(r.id for r in known if r.status in UNFINISHED_STATUSES)
         if not touched:
             return Batch(live=live)
         waiting = None
