@@ -79,6 +79,55 @@ class TestContentAndOrder:
             await rt.run(c, "go")
         assert seen_by_reader == [0, 1, 2]
 
+    async def test_a_run_alone_commits_once_per_step(self, make_runtime, scripted):
+        """Its start shares the first step's commit when nothing waits in between (a
+        model that answers at once: the offline model, a replay)."""
+        c = crew({"type": "sequential", "steps": ["a", "b", "c"]}, {n: {} for n in "abc"})
+        async with make_runtime() as rt:
+            write = rt.store.write
+            commits = []
+
+            def counted(entries):
+                commits.append([e.type for e in entries])
+                write(entries)
+
+            rt.store.write = counted
+            for i in range(5):
+                assert (await rt.run(c, f"task {i}")).ok
+        assert len(commits) == 15, commits
+        assert all(batch.count("step_finished") == 1 for batch in commits)
+
+    async def test_a_run_waiting_on_its_model_is_visible_at_once(self, make_runtime, scripted):
+        """The flusher commits what a run logged as soon as the run waits, so another
+        process sees it during its first model call, not after it."""
+        from pilothouse import Model
+
+        path = pilothouse.load_settings().store_path
+        seen = []
+
+        class Watching(Model):
+            """Waits up to 2 s for its own step to show in another connection."""
+
+            provider, name = "scripted", "watching"
+
+            async def complete(self, request):
+                db = sqlite3.connect(path)
+                for _ in range(200):
+                    await anyio.sleep(0.01)
+                    types = [r[0] for r in db.execute("SELECT type FROM events ORDER BY id")]
+                    if "step_started" in types:
+                        seen.append(types)
+                        break
+                db.close()
+                return text_reply("ok")
+
+        scripted.provider.model = lambda name: Watching()
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {}})
+        async with make_runtime() as rt:
+            result = await rt.run(c, "go")
+        assert result.ok
+        assert seen == [["run_started", "step_started", "context_built"]]
+
     async def test_the_stored_json_is_the_events_own_json(self, make_runtime, scripted):
         # the log writes through the serializer directly (event_json), not model_dump_json
         scripted.tools.append(lookup)

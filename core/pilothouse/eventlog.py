@@ -50,6 +50,8 @@ class EventLog:
         self._committed: anyio.Event | None = None
         self._wakeup: anyio.Event | None = None
         self._error: StoreError | None = None
+        #: how many times the event loop committed (see _let_others_write)
+        self._writes = 0
         self._task_group: TaskGroup | None = None
         # Plain attributes, not properties: the engine asks several times per step.
         #: True when an event would go anywhere (a store or an observer): else the
@@ -110,6 +112,7 @@ class EventLog:
                     if not self._pending or self._error is not None:
                         wakeup = self._wakeup = anyio.Event()
                         await wakeup.wait()
+                        await self._let_others_write()
                     if self.threaded:
                         batch, committed = self._take()
                         await self._commit(batch, committed)
@@ -119,6 +122,17 @@ class EventLog:
                 self._task_group = None
                 with anyio.CancelScope(shield=True):
                     self._write()
+
+    async def _let_others_write(self) -> None:
+        """Give the tasks ready now a turn before committing: their events share the
+        commit. While a run alone at work commits at its own barriers meanwhile
+        (``flush(alone=True)``), keep leaving the writing to it: the flusher commits
+        once a turn of the loop passes without such a commit, so an event is never
+        left waiting longer than the loop stays busy."""
+        writes = -1
+        while writes != self._writes:
+            writes = self._writes
+            await anyio.lowlevel.checkpoint()
 
     def _wake(self) -> None:
         wakeup = self._wakeup
@@ -134,6 +148,7 @@ class EventLog:
     def _write(self) -> None:
         """Commit what is pending, on the event loop (a small batched write)."""
         batch, committed = self._take()
+        self._writes += 1
         self._done(batch, committed, self._store_write(batch))
 
     async def _commit(self, batch: list[LogEntry], committed: anyio.Event | None) -> None:
