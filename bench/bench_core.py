@@ -23,6 +23,7 @@ import argparse
 import gc
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,11 +96,18 @@ async def time_raw_commit(runs: int, folder: str, shape: bool = False) -> float:
     """The floor of a durable log: the raw loop plus one SQLite commit per step.
 
     ``shape``: the commit this log makes per step, without pilothouse: the step's
-    4 events as JSON rows of their real sizes, indexed by (run, seq).
+    4 events as JSON rows of their real sizes, indexed by (run, seq), and the WAL
+    checkpointed by a thread as the log does it (else every ~250th commit would
+    checkpoint and fsync on the loop).
     """
-    db = sqlite3.connect(Path(tempfile.mkdtemp(dir=folder)) / "raw.db", isolation_level=None)
+    path = Path(tempfile.mkdtemp(dir=folder)) / "raw.db"
+    db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    if shape:  # and checkpoints as the log makes them: in a thread, not in a commit
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        checkpointer = threading.Thread(target=checkpoint_every, args=(path, 0.5, stop := []))
+        checkpointer.start()
     index = ", UNIQUE (run, step)" if shape else ""
     db.execute(f"CREATE TABLE events (id INTEGER PRIMARY KEY, run INT, step INT, data TEXT{index})")
     model = FakeModel()
@@ -117,8 +125,20 @@ async def time_raw_commit(runs: int, folder: str, shape: bool = False) -> float:
                 db.execute("INSERT INTO events (run, step, data) VALUES (?, ?, ?)", (i, step, text))
             db.execute("COMMIT")
     elapsed = time.perf_counter() - start
+    if shape:
+        stop.append(True)
+        checkpointer.join()
     db.close()
     return elapsed
+
+
+def checkpoint_every(path: Path, interval: float, stop: list[bool]) -> None:
+    """Copy the WAL into the database file every ``interval`` s until ``stop`` is set."""
+    db = sqlite3.connect(path, isolation_level=None)
+    while not stop:
+        time.sleep(interval)
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    db.close()
 
 
 async def time_pilothouse(runs: int, concurrent: int, log_events: bool, folder: str) -> float:
