@@ -103,3 +103,78 @@ def test_the_cli_exits_when_its_run_times_out_in_a_hung_tool(tmp_path):
     )  # fmt: skip
     assert done.returncode == 4, done.stderr
     assert "the run took longer than 0.5 s" in done.stderr
+
+
+class TestCodeThatHoldsTheLoop:
+    """Sync plugin code declared quick runs on the event loop; when it is slow, every
+    run in the process stands still, and the log says which part and how to fix it."""
+
+    @pytest.fixture(autouse=True)
+    def _fresh_reports(self, monkeypatch):
+        from pilothouse import blocking
+
+        monkeypatch.setattr(blocking, "_reported", set())
+
+    @staticmethod
+    def _warnings(caplog) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "pilothouse.blocking"]
+
+    async def test_a_slow_guardrail_check_is_reported_once(self, make_runtime, scripted, caplog):
+        import time
+
+        from conftest import crew
+        from pilothouse import Guardrail, Verdict
+
+        class Lookup(Guardrail):
+            name = "lookup"  # blocking = False: it claims to be quick
+
+            def check(self, text, context):
+                time.sleep(0.12)
+                return Verdict.ok()
+
+        scripted.guardrails.append(Lookup())
+        c = crew({"type": "sequential", "steps": ["a", "b"]},
+                 {n: {"guardrails": {"output": ["lookup"]}} for n in "ab"})  # fmt: skip
+        async with make_runtime() as rt:
+            assert (await rt.run(c, "go")).ok
+        warnings = self._warnings(caplog)
+        assert len(warnings) == 1, warnings  # two slow checks, one report
+        assert "guardrail 'lookup' held the event loop" in warnings[0]
+        assert "set blocking = True" in warnings[0]
+
+    async def test_a_quick_tool_that_is_not_and_a_slow_observer(
+        self, make_runtime, scripted, caplog
+    ):
+        import time
+
+        from conftest import crew, text_reply, tool_reply
+        from pilothouse import tool
+
+        @tool(blocking=False)
+        def stock(item: str) -> str:
+            """Stock of an item."""
+            time.sleep(0.12)
+            return "3"
+
+        def audit_trail(event):
+            if event.type == "run_finished":
+                time.sleep(0.12)
+
+        scripted.tools.append(stock)
+        scripted.provider.enqueue(tool_reply("stock", {"item": "x"}), text_reply("3 left"))
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"tools": ["stock"]}})
+        async with make_runtime() as rt:
+            rt.log.subscribe(audit_trail, name="audit-trail")
+            assert (await rt.run(c, "how many x?")).ok
+        warnings = self._warnings(caplog)
+        assert len(warnings) == 2, warnings
+        assert "tool 'stock' held the event loop" in warnings[0]
+        assert "drop blocking=False" in warnings[0]
+        assert "event observer audit-trail held the event loop" in warnings[1]
+
+    async def test_quick_code_is_not_reported(self, make_runtime, scripted, caplog):
+        from conftest import crew
+
+        async with make_runtime() as rt:
+            assert (await rt.run(crew({"type": "sequential", "steps": ["a"]}, {"a": {}}), "go")).ok
+        assert self._warnings(caplog) == []

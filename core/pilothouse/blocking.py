@@ -7,13 +7,19 @@ the process alive at exit until the call returned: ``pilothouse run`` printed
 held one of anyio's 40 thread tokens, which the store's own threaded work shares.
 Here each call gets a daemon thread of its own; a caller that is cancelled stops
 waiting at once, and the thread finishes (or not) without holding anything.
+
+Plugin code declared quick runs on the event loop instead (a guardrail's sync
+``check``, a ``blocking=False`` tool, an event observer). When it is not quick,
+every run in the process stands still meanwhile; :func:`report_held_loop` says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,6 +28,12 @@ import anyio.from_thread
 import anyio.lowlevel
 
 T = TypeVar("T")
+
+log = logging.getLogger("pilothouse.blocking")
+
+#: sync plugin code that holds the event loop this long is reported (once per part)
+SLOW_ON_LOOP_S = 0.1
+_reported: set[str] = set()
 
 #: at most this many blocking calls run at once; the others wait their turn
 MAX_THREADS = 64
@@ -69,3 +81,15 @@ async def run_blocking(func: Callable[[], T], *, name: str = "blocking call") ->
     if ok:
         return value  # type: ignore[return-value]
     raise value  # type: ignore[misc]
+
+
+def report_held_loop(name: str, started: float, fix: str) -> None:
+    """Warn, once per ``name``, when sync plugin code that ran on the event loop since
+    ``started`` (a ``time.perf_counter()``) held it ``SLOW_ON_LOOP_S`` or more: no
+    other run moved meanwhile. ``fix`` says how to move that code off the loop."""
+    held = time.perf_counter() - started
+    if held >= SLOW_ON_LOOP_S and name not in _reported:
+        _reported.add(name)
+        log.warning(
+            "%s held the event loop for %.2f s, and every other run waited; %s", name, held, fix
+        )

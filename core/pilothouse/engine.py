@@ -23,7 +23,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from .blocking import run_blocking
+from .blocking import report_held_loop, run_blocking
 from .context import build_context
 from .crew import Crew, Handoff, Parallel, Persona, Sequential
 from .errors import (
@@ -1032,7 +1032,10 @@ class Engine:
                 verdict = await run_blocking(lambda: guardrail.check(text, context),
                                              name=f"guardrail {name}")  # fmt: skip
             else:
+                started = time.perf_counter()
                 verdict = guardrail.check(text, context)
+                report_held_loop(f"guardrail {name!r}", started,
+                                 "set blocking = True on it to run it in a thread")  # fmt: skip
             if hasattr(verdict, "__await__"):
                 verdict = await verdict
             if not isinstance(verdict, Verdict):

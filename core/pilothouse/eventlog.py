@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
+from .blocking import SLOW_ON_LOOP_S, report_held_loop
 from .errors import StoreError
 from .events import BaseEvent, LogEntry, log_entry
 from .store import RunStore
@@ -74,11 +75,15 @@ class EventLog:
             self._pending.append(log_entry(event))
             self._wake()
         for name, observer in self._observers:
+            started = time.perf_counter()
             try:
                 result = observer(event)
             except Exception as exc:  # an observer must never break a run
                 self._observer_failed(name, exc)
                 continue
+            if time.perf_counter() - started >= SLOW_ON_LOOP_S:
+                report_held_loop(f"event observer {name}", started,
+                                 "return an awaitable, or hand slow work to a thread")  # fmt: skip
             if result is not None and hasattr(result, "__await__"):
                 self._start_soon(name, result)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from .blocking import run_blocking
+from .blocking import report_held_loop, run_blocking
 from .errors import ToolError
 from .model import ToolSpec
 
@@ -86,7 +87,12 @@ class Tool:
             # A thread cannot be stopped: a run cancelled or timed out meanwhile goes on
             # without it (the call finishes on its own and its result is dropped).
             return await run_blocking(lambda: self.func(**kwargs), name=f"tool {self.name}")
-        return self.func(**kwargs)
+        started = time.perf_counter()
+        try:
+            return self.func(**kwargs)
+        finally:
+            report_held_loop(f"tool {self.name!r}", started,
+                             "drop blocking=False from it to run it in a thread")  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
