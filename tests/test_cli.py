@@ -304,6 +304,43 @@ def test_prune_deletes_ended_runs_and_keeps_unfinished_ones(tmp_path):
     assert "deleted 0 run(s)" in ph("prune", "--before", "1d", cwd=tmp_path).stdout
 
 
+def test_prune_vacuum_gives_the_space_back(tmp_path):
+    import re
+    import time
+
+    from pilothouse.events import RunFinished, RunStarted, log_entry
+    from pilothouse.sqlite_store import SQLiteRunStore
+
+    store = SQLiteRunStore(tmp_path / ".pilothouse" / "runs.db")
+    long_ago = time.time() - 10 * 86400
+    for i in range(100):
+        started = RunStarted(run_id=f"old{i}", seq=1, ts=long_ago, crew="c", input="x" * 50_000,
+                             flow="sequential")  # fmt: skip
+        finished = RunFinished(
+            run_id=f"old{i}",
+            seq=2,
+            ts=long_ago,
+            output="y" * 50_000,
+            steps=1,
+            input_tokens=1,
+            output_tokens=1,
+            cost_usd=0.0,
+        )
+        store.write([log_entry(started), log_entry(finished)])
+    store.close()
+    done = ph("prune", "--before", "1d", "--vacuum", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("deleted 100 run(s) and 200 event(s)")
+    sizes = re.search(r"the store went from ([\d.]+) MB to ([\d.]+) MB", done.stdout)
+    assert sizes, done.stdout
+    before, after = map(float, sizes.groups())
+    assert before > 10 and after < 1, done.stdout  # ~20 MB of text gone from the disk
+    on_disk = sum(p.stat().st_size for p in (tmp_path / ".pilothouse").glob("runs.db*")
+                  if not p.name.endswith("-shm"))  # fmt: skip
+    assert on_disk < 1_000_000
+    assert json.loads(ph("runs", "--json", cwd=tmp_path).stdout) == []
+
+
 def test_the_served_monitor_stays_on_this_machine_unless_told(tmp_path):
     # it has no login and can approve, reject and cancel: no address others reach
     # without --allow-remote (refused before anything is bound)

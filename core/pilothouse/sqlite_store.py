@@ -687,6 +687,25 @@ class SQLiteRunStore(RunStore):
             self._db.execute(f"DELETE FROM runs WHERE no IN ({chosen})", (before,))
         return runs, events
 
+    def size(self) -> int:
+        """Bytes the store takes on disk: its file and its write-ahead log."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
+    def vacuum(self) -> tuple[int, int]:
+        """Give the space of deleted rows back to the file system; return the store's
+        size before and after. The store is locked while it runs (a process at work
+        waits to commit), and it needs about the store's size again in free space."""
+        before = self.size()
+        try:
+            with self._lock:
+                self._db.execute("VACUUM")
+                # VACUUM wrote the whole database into the WAL: copy it back, empty it
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot vacuum the run store {self.path}: {exc}") from exc
+        return before, self.size()
+
     def claim_queued(self, limit: int) -> list[RunSummary]:
         """Take up to ``limit`` queued runs, oldest first; no two callers get the same run."""
         if limit <= 0:

@@ -172,18 +172,33 @@ def config(obj: Context, as_json: bool) -> None:
 @cli.command()
 @click.option("--before", required=True, help="Runs that ended before: 90d, 12h or a date.")
 @click.option("--dry-run", is_flag=True, help="Only say how much would go.")
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Then shrink the file (locks the store meanwhile; needs its size free on disk).",
+)
 @pass_context
-def prune(obj: Context, before: str, dry_run: bool) -> None:
+def prune(obj: Context, before: str, dry_run: bool, vacuum: bool) -> None:
     """Delete the runs that ended before a time, with their events and escalations
-    (unfinished runs are never pruned; facts kept about subjects stay)."""
+    (unfinished runs are never pruned; facts kept about subjects stay). The file
+    keeps its size and reuses the space; --vacuum gives it back to the disk."""
     from ..sqlite_store import SQLiteRunStore
 
     cutoff = _since(before)
     assert cutoff is not None
     store = obj.store()
     assert isinstance(store, SQLiteRunStore)
-    runs, events = store.prune(cutoff, dry_run=dry_run)
-    store.close()
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cutoff))
-    verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {runs} run(s) and {events} event(s) that ended before {when}")
+    try:
+        runs, events = store.prune(cutoff, dry_run=dry_run)
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cutoff))
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {runs} run(s) and {events} event(s) that ended before {when}")
+        if vacuum and not dry_run:
+            before_size, after_size = store.vacuum()
+            click.echo(f"the store went from {_mb(before_size)} to {_mb(after_size)}")
+    finally:
+        store.close()
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
