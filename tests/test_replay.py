@@ -91,6 +91,40 @@ async def test_a_run_whose_model_failed_replays_the_same_failure(
     assert report.served == 2  # the reply with the tool call, then the failure
 
 
+async def test_a_model_that_failed_over_to_its_fallback_replays_the_same_way(
+    openai_server, workspace, scripted, monkeypatch
+):
+    # Before: a replay overrode every persona's model with the recording alone, so the
+    # recorded failure had nothing to fall back to and the replay "diverged at step 1".
+    from openai_server import status
+
+    fallback = crew(
+        {"type": "sequential", "steps": ["a"]},
+        {"a": {"model": "openai:gpt-4o-mini", "fallbacks": ["offline"]}},
+        name="fallback",
+    )
+    scripted.register_crews = pilothouse.hookimpl(lambda register: register(fallback))
+    openai_server.enqueue(status(404))
+    settings = pilothouse.load_settings()
+    async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
+        original = await rt.run("fallback", "Summarise the refund policy")
+        switched = [e for e in rt.store.events(original.run_id) if e.type == "model_switched"]
+    assert original.ok and len(switched) == 1
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    report = await replay(original.run_id, settings, plugins=[scripted])
+    assert report.identical, report.reason
+    assert report.replay.output == original.output and report.served == 2
+
+    # a run made with --model tried no fallback: neither does its replay
+    openai_server.enqueue(status(404))
+    async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
+        forced = await rt.run("fallback", "Summarise it", model="openai:gpt-4o-mini")
+    assert forced.status == "failed"
+    report = await replay(forced.run_id, settings, plugins=[scripted])
+    assert report.identical, report.reason
+    assert report.replay.error == forced.error and report.served == 1
+
+
 def test_cli_replay_of_the_demo_is_identical(tmp_path):
     run = [sys.executable, "-m", "pilothouse"]
     done = subprocess.run([*run, "demo", "--json", "--wait", "0"], cwd=tmp_path,

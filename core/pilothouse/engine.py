@@ -100,6 +100,9 @@ class Replaying(Protocol):
     run_id: str
     #: the facts about the subject the run recalled, recalled again instead of the store's
     memory: list[MemoryItem]
+    #: the run tried its personas' fallbacks (no model override): the replay stands in
+    #: for each model a persona would try, so a recorded failure falls back as it did
+    fallbacks: bool
 
     def tool_result(self, name: str, canonical_arguments: str) -> str:
         """The recorded result of a tool call (a recorded error raised as ToolError)."""
@@ -749,7 +752,10 @@ class Engine:
     def _models_for(self, run: _Run, persona: Persona) -> list[Model]:
         """The persona's model then its fallbacks; an override replaces them all."""
         if run.model_override:
-            return [self.resolve_model(run.model_override)]
+            model = self.resolve_model(run.model_override)
+            if self.replaying is not None and self.replaying.fallbacks:
+                return [model] * (1 + len(persona.fallbacks))
+            return [model]
         specs = [persona.model or self.settings.default_model, *persona.fallbacks]
         return [self.resolve_model(spec) for spec in specs]
 

@@ -55,6 +55,8 @@ class Recording:
     served: int = 0
     #: the facts about the run's subject it recalled when it started
     memory: list[MemoryItem] = field(default_factory=list)
+    #: the run had no model override: its personas fell back to their next model
+    fallbacks: bool = True
 
     @classmethod
     def from_events(cls, run_id: str, events: list[BaseEvent]) -> Recording:
@@ -201,6 +203,7 @@ async def replay(
     finally:
         store.close()
     recording = Recording.from_events(summary.id, events)
+    recording.fallbacks = getattr(started, "model_override", None) is None
     async with Runtime(settings, plugins=[*plugins, _ReplayPlugin(recording)]) as rt:
         recording.memory = known  # the run knew what it knew then
         rt.engine.replaying = recording
