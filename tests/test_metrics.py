@@ -66,6 +66,7 @@ async def test_metrics_by_crew(store_with_runs):
     assert (sales.runs, sales.succeeded, sales.failed) == (3, 2, 1)
     assert sales.success_rate == pytest.approx(2 / 3) and sales.error_rate == pytest.approx(1 / 3)
     assert (sales.model_calls, sales.model_errors) == (5, 1)
+    assert sales.call_error_rate == pytest.approx(1 / 5)
     assert (sales.input_tokens, sales.output_tokens) == (400, 40)
     assert sales.tokens_per_success == 220
     assert sales.cost_usd == pytest.approx(0.44)  # the scripted model: $0.001 a token
@@ -95,6 +96,14 @@ async def test_cli_metrics_json(store_with_runs):
     rows = {r["group"]: r for r in json.loads(done.stdout)}
     assert rows["sales"]["success_rate"] == pytest.approx(2 / 3)
     assert rows["legal"]["override_rate"] == 1.0
+    assert rows["sales"]["call_error_rate"] == pytest.approx(1 / 5)
+    table = subprocess.run([*command, "--by", "model"], cwd=store_with_runs,
+                           capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    assert table.split("\n")[0].split()[:8] == [
+        "model", "runs", "ok", "err", "esc", "ovr", "calls", "c.err"
+    ]  # fmt: skip
+    assert table.split("\n")[1].split()[:3] == ["scripted:mock", "-", "-"]
+    assert table.split("\n")[1].split()[6:8] == ["7", "14%"]  # 1 of 7 calls failed
     (store_with_runs / "pilothouse.toml").write_text(
         "[budgets.sales]\ncost_usd_per_day = 0.1\n[budgets.legal]\ntokens_per_day = 1000\n"
     )

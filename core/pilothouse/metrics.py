@@ -60,6 +60,12 @@ class Metrics(BaseModel):
         return self.failed / self.finished if self.finished else None
 
     @property
+    def call_error_rate(self) -> float | None:
+        """Model calls that failed (after the provider's retries) over all model calls:
+        a model failing over to its fallback fails calls while its runs succeed."""
+        return self.model_errors / self.model_calls if self.model_calls else None
+
+    @property
     def escalation_rate(self) -> float | None:
         """Runs with at least one escalation over all runs."""
         return self.runs_escalated / self.runs if self.runs else None
@@ -78,8 +84,8 @@ class Metrics(BaseModel):
     def as_dict(self) -> dict[str, object]:
         """Fields and derived rates, for JSON."""
         data = self.model_dump()
-        for name in ("success_rate", "error_rate", "escalation_rate", "override_rate",
-                     "tokens_per_success"):  # fmt: skip
+        for name in ("success_rate", "error_rate", "call_error_rate", "escalation_rate",
+                     "override_rate", "tokens_per_success"):  # fmt: skip
             data[name] = getattr(self, name)
         return data
 

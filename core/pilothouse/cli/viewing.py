@@ -193,7 +193,8 @@ def _since(value: str | None) -> float | None:
 def metrics(
     obj: Context, by: str, crew: str | None, since: str | None, audits: bool, as_json: bool
 ) -> None:
-    """LLM-ops numbers: runs, success/error/escalation/override rates, tokens, cost, latency."""
+    """LLM-ops numbers: runs, success/error/escalation/override rates, model calls and
+    how many failed (c.err), tokens, cost, latency."""
     from ..metrics import budget_alerts, compute
 
     obj.store().close()  # a clear error when there is no run store
@@ -211,8 +212,8 @@ def metrics(
         return "-" if value is None else f"{value:.0%}"
 
     click.secho(
-        f"{by:<22}{'runs':>6}{'ok':>6}{'err':>6}{'esc':>6}{'ovr':>6}{'calls':>7}{'tokens':>9}"
-        f"{'tok/ok':>8}{'cost $':>9}{'p50 ms':>8}{'p95 ms':>8}",
+        f"{by:<22}{'runs':>6}{'ok':>6}{'err':>6}{'esc':>6}{'ovr':>6}{'calls':>7}{'c.err':>6}"
+        f"{'tokens':>9}{'tok/ok':>8}{'cost $':>9}{'p50 ms':>8}{'p95 ms':>8}",
         bold=True,
     )
     for m in rows:
@@ -223,6 +224,6 @@ def metrics(
         runs = m.runs if by in ("crew", "day") else "-"
         click.echo(
             f"{m.group[:21]:<22}{runs:>6}{pct(m.success_rate):>6}{pct(m.error_rate):>6}"
-            f"{pct(m.escalation_rate):>6}{pct(m.override_rate):>6}{m.model_calls:>7}{tokens:>9}"
-            f"{per:>8}{m.cost_usd:>9.4f}{p50:>8}{p95:>8}"
+            f"{pct(m.escalation_rate):>6}{pct(m.override_rate):>6}{m.model_calls:>7}"
+            f"{pct(m.call_error_rate):>6}{tokens:>9}{per:>8}{m.cost_usd:>9.4f}{p50:>8}{p95:>8}"
         )

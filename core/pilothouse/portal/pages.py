@@ -490,7 +490,7 @@ class Overview:
             [
                 inline(m.group, self.redact),
                 f"{m.model_calls:,}",
-                pct(m.model_errors / m.model_calls if m.model_calls else None),
+                pct(m.call_error_rate),
                 f"{m.input_tokens:,}",
                 f"{m.output_tokens:,}",
                 ms(m.latency_p50_ms),
