@@ -376,6 +376,31 @@ def _open_store(path: str) -> str:
     return "ok"
 
 
+def test_the_wal_is_emptied_under_steady_commits(tmp_path, monkeypatch):
+    """A passive checkpoint never catches up with commits that keep coming, and SQLite
+    only starts the WAL over once one has: past its limit the WAL is emptied."""
+    from pilothouse import sqlite_store
+    from pilothouse.events import ErrorRaised, RunStarted
+
+    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", 512 * 1024)
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    store._checkpointer = sqlite_store._Checkpointer(store.path, interval=0.02)
+    store._checkpointer.start()
+    wal = tmp_path / "runs.db-wal"
+    store.write([log_entry(RunStarted(run_id="r", seq=1, ts=1.0, crew="c", input="x",
+                                      flow="sequential"))])  # fmt: skip
+    sizes = []
+    for seq in range(2, 3000):  # ~75 MB through the WAL, one commit after another
+        event = ErrorRaised(run_id="r", seq=seq, ts=1.0, error_type="E", message="m" * 4000)
+        store.write([log_entry(event)])
+        sizes.append(wal.stat().st_size)
+    store.close()
+    peak = max(sizes)
+    assert any(later < earlier for earlier, later in itertools.pairwise(sizes)), peak
+    assert peak < 40 * 1024 * 1024, peak  # not the ~75 MB that went through it
+    assert len(SQLiteRunStore(tmp_path / "runs.db").events("r")) == 2999  # nothing lost
+
+
 def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
     """A runner and a monitor started together both migrate the new file: one does it,
     the other waits and finds it done (this raced before: 'table already exists')."""

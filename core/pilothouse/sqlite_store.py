@@ -173,13 +173,25 @@ def _folded(rows: Iterable[tuple[str, str]]) -> dict[str, _RunDelta]:
     return deltas
 
 
+#: a WAL this large is emptied by a checkpoint that makes the writer wait (see below)
+WAL_LIMIT_BYTES = 256 * 1024 * 1024
+
+
 class _Checkpointer(threading.Thread):
     """Copies the WAL into the database file every ``interval`` seconds (PASSIVE: it
-    never blocks the writer or readers), so commits on the event loop stay cheap."""
+    never blocks the writer or readers), so commits on the event loop stay cheap.
+
+    SQLite starts the WAL over only when a writer finds it wholly copied, which a
+    passive checkpoint racing steady commits never achieves: under a constant load
+    the WAL grew by ~90 MB per thousand runs, for ever. Past ``WAL_LIMIT_BYTES`` a
+    TRUNCATE checkpoint empties the file; it holds every commit back while it runs
+    (~0.4 s here for 230 MB, mostly giving the file's blocks back), once per limit.
+    """
 
     def __init__(self, path: Path, interval: float = 0.5) -> None:
         super().__init__(name=f"pilothouse-checkpoint-{path.name}", daemon=True)
         self.path = path
+        self.wal = path.with_name(path.name + "-wal")
         self.interval = interval
         self._stopping = threading.Event()
 
@@ -188,8 +200,9 @@ class _Checkpointer(threading.Thread):
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         try:
             while not self._stopping.wait(self.interval):
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    full = self.wal.stat().st_size > WAL_LIMIT_BYTES
+                    db.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if full else 'PASSIVE'})")
         finally:
             db.close()
 
