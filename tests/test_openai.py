@@ -412,6 +412,27 @@ class TestLimits:
                 tg.start_soon(rt.run, _one_step(), f"task {i}")
         assert len(openai_server.received) == 12 and openai_server.peak_in_flight == 3
 
+    async def test_the_wait_for_the_limit_is_told_apart_from_the_model(
+        self, openai_server, workspace
+    ):
+        # latency_ms is what the run waited; queued_ms says how much of it was the
+        # endpoint's own limit, so a slow p95 is not blamed on the model
+        openai_server.latency = 0.1
+        settings = _settings(max_concurrency=1)
+        async with pilothouse.Runtime(settings) as rt:
+            async with anyio.create_task_group() as tg:
+                for i in range(3):
+                    tg.start_soon(rt.run, _one_step(), f"task {i}")
+            calls = [e for r in rt.store.list_runs() for e in rt.store.events(r.id)
+                     if e.type == "model_call"]  # fmt: skip
+        waits = sorted(c.queued_ms for c in calls)
+        assert waits[0] < 50 and waits[2] >= 150  # the third waited for both others
+        for call in calls:
+            assert 90 <= call.latency_ms - call.queued_ms < 1000  # the model's own 100 ms
+        last = max(calls, key=lambda c: c.queued_ms)
+        assert last.queue_note.endswith("ms of it waiting for the endpoint's limits")
+        assert calls[0].model_copy(update={"queued_ms": 0.2}).queue_note == ""
+
     async def test_the_limit_is_reached_across_small_pools(self, openai_server, workspace):
         # connections are split over pools of POOL_SIZE (an httpx pool's cost per
         # request grows with its size); together they still carry the whole limit

@@ -872,6 +872,7 @@ class Engine:
             cost_usd=cost,
             latency_ms=(time.perf_counter() - started) * 1000,
             ttft_ms=response.ttft_ms,
+            queued_ms=response.queued_ms,
             request_id=response.request_id,
             finish_reason=response.finish_reason,
         )

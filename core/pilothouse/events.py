@@ -201,6 +201,8 @@ class ModelCalled(BaseEvent):
     cost_usd: float | None = None
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    #: of ``latency_ms``, the time spent waiting for the provider's limits (not the model)
+    queued_ms: float | None = None
     request_id: str | None = None
     #: why the model stopped, as the server said: ``stop``, ``tool_calls``, ``length``
     #: (cut off at the output token limit), ``content_filter``...
@@ -215,6 +217,13 @@ class ModelCalled(BaseEvent):
     def stop_note(self) -> str:
         """Why the reply may be incomplete, for people ("" when it ended normally)."""
         return _STOP_NOTES.get(self.finish_reason or "", "")
+
+    @property
+    def queue_note(self) -> str:
+        """How long the call waited for the endpoint's limits, for people ("" if not)."""
+        if self.queued_ms is None or self.queued_ms < 1:
+            return ""
+        return f"{self.queued_ms:.0f} ms of it waiting for the endpoint's limits"
 
     def request(self) -> ModelRequest:
         """The request this call sent, rebuilt from the event (``model`` is the full id).

@@ -75,6 +75,9 @@ class ModelResponse(BaseModel):
     request_id: str | None = None
     #: milliseconds from sending the request to the first streamed token
     ttft_ms: float | None = None
+    #: milliseconds the request waited for the provider's own limits (concurrency,
+    #: requests or tokens per minute) before it was sent; part of the call's latency
+    queued_ms: float | None = None
 
 
 def json_bytes(value: BaseModel, *, exclude: set[str] | None = None) -> bytes:

@@ -37,8 +37,8 @@ class OpenAIChatModel(Model):
         payload = self.payload(request, stream=stream)
         estimated_in = estimate_request_tokens(request)
         budget = estimated_in + (request.max_output_tokens or 0)
-        started = time.perf_counter()
-        async with self.endpoint.post(payload, tokens=budget, stream=stream) as response:
+        async with self.endpoint.post(payload, tokens=budget, stream=stream) as sent:
+            response = sent.response
             header_id = response.headers.get("x-request-id")
             if stream:
                 reply = StreamedReply()
@@ -61,10 +61,11 @@ class OpenAIChatModel(Model):
                     ) from None
                 result = self._from_stream(reply, header_id)
                 if first:
-                    result.ttft_ms = (first[0] - started) * 1000
+                    result.ttft_ms = (first[0] - sent.sent_at) * 1000
             else:
                 body = await response.aread()
                 result = self._from_body(body, header_id)
+            result.queued_ms = sent.queued_s * 1000
         if result.usage.input_tokens == 0 and result.usage.output_tokens == 0:
             out = estimate_tokens(result.text or "") + sum(
                 estimate_tokens(c.arguments) for c in result.tool_calls

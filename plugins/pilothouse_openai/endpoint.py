@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -33,6 +34,18 @@ BACKOFF_CAP_S = 30.0
 #: pool (4 per pool: ~30% less client CPU than 32; 1 and 4 measure the same
 #: within this machine's noise)
 POOL_SIZE = 4
+
+
+@dataclass
+class Sent:
+    """A response with status 200 (its body not yet read when streaming), and the
+    time its request spent waiting for the endpoint's limits."""
+
+    response: httpx.Response
+    #: seconds spent waiting for a slot and the rate limits, over every attempt
+    queued_s: float
+    #: ``time.perf_counter()`` when the request that got this response was sent
+    sent_at: float
 
 
 class EndpointClient:
@@ -118,20 +131,25 @@ class EndpointClient:
     @asynccontextmanager
     async def post(
         self, payload: dict[str, Any], *, tokens: int, stream: bool
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[Sent]:
         """POST ``/chat/completions`` within the limits, retrying what is worth retrying.
 
-        Yields a response with status 200 (its body not yet read when streaming);
-        raises :class:`ModelError` saying what to fix otherwise.
+        Yields the :class:`Sent` response with status 200; raises :class:`ModelError`
+        saying what to fix otherwise.
         """
+        self.pools()  # made on the first request: not time spent waiting for the limits
         attempt = 0
+        queued = 0.0
         while True:
+            waiting = time.perf_counter()
             if self._requests is not None:
                 await self._requests.take(1)
             if self._tokens is not None:
                 await self._tokens.take(tokens)
             retry_after: float | None = None
             async with self._connection() as client:
+                sent_at = time.perf_counter()
+                queued += sent_at - waiting
                 try:
                     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
                     request = httpx.Request(
@@ -144,7 +162,7 @@ class EndpointClient:
                 if response is not None:
                     if response.status_code == 200:
                         try:
-                            yield response
+                            yield Sent(response, queued, sent_at)
                         finally:
                             await response.aclose()
                         return

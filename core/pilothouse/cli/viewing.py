@@ -90,9 +90,10 @@ def _timeline_line(e: Any) -> str | None:
         what = f"{len(e.tool_calls)} tool call(s)" if e.tool_calls else "answer"
         if e.stop_note:
             what += f" ({e.stop_note})"
+        queued = f" ({e.queue_note})" if e.queue_note else ""
         return (
             f"model {e.model}{label}: {e.usage.input_tokens} in / {e.usage.output_tokens} out,"
-            f" {e.latency_ms:.1f} ms -> {what}"
+            f" {e.latency_ms:.1f} ms{queued} -> {what}"
         )
     if t == "tool_call":
         outcome = f"error: {e.error}" if e.error else _short(e.result, 60)

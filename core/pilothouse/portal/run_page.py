@@ -282,6 +282,7 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
                 f" {inline(e.model, redact)}{offline}"
                 f" · {u.input_tokens} in + {u.output_tokens} out tokens · {cost}"
                 f" · {e.latency_ms:.0f} ms"
+                + (f" ({e.queue_note})" if e.queue_note else "")
                 + (f" · <strong>{e.stop_note}</strong>" if e.stop_note else "")
             ),
             "<details><summary>Context window as the model saw it</summary>",

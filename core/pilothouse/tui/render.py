@@ -154,6 +154,7 @@ def detail(event: BaseEvent, redact: Redact) -> RenderableType:
             Text(
                 f"{e.model}{offline}  {u.input_tokens} in + {u.output_tokens} out tokens"
                 f"  ${(e.cost_usd or 0):.5f}  {e.latency_ms:.0f} ms"
+                + (f" ({e.queue_note})" if e.queue_note else "")
                 + (f"  first token {e.ttft_ms:.0f} ms" if e.ttft_ms is not None else "")
             )
         )
