@@ -401,6 +401,41 @@ def test_the_wal_is_emptied_under_steady_commits(tmp_path, monkeypatch):
     assert len(SQLiteRunStore(tmp_path / "runs.db").events("r")) == 2999  # nothing lost
 
 
+def test_a_long_read_does_not_hold_commits_back_for_long(tmp_path, monkeypatch):
+    """Emptying the WAL waits for readers while it holds the write lock: a reader in
+    the middle of a long read (the monitor, a portal build) holds commits back for
+    FORCED_WAIT_S at most, not for the 30 s a write waits before it fails."""
+    import time
+
+    from pilothouse import sqlite_store
+    from pilothouse.events import ErrorRaised, RunStarted
+
+    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", 256 * 1024)
+    monkeypatch.setattr(sqlite_store, "FORCED_WAIT_S", 0.3)
+    store = SQLiteRunStore(tmp_path / "runs.db")
+    store._checkpointer = sqlite_store._Checkpointer(store.path, interval=0.02)
+    store._checkpointer.start()
+    store.write([log_entry(RunStarted(run_id="r", seq=1, ts=1.0, crew="c", input="x",
+                                      flow="sequential"))])  # fmt: skip
+    reader = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT COUNT(*) FROM events").fetchone() == (1,)  # a snapshot
+    slowest = 0.0
+    deadline = time.monotonic() + 2
+    seq = 1
+    while time.monotonic() < deadline:  # the WAL passes its limit while the read lasts
+        seq += 1
+        started = time.monotonic()
+        store.write([log_entry(ErrorRaised(run_id="r", seq=seq, ts=1.0, error_type="E",
+                                           message="m" * 4000))])  # fmt: skip
+        slowest = max(slowest, time.monotonic() - started)
+    reader.execute("COMMIT")
+    reader.close()
+    store.close()
+    assert slowest < 1.5, slowest
+    assert len(SQLiteRunStore(tmp_path / "runs.db").events("r")) == seq
+
+
 def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
     """A runner and a monitor started together both migrate the new file: one does it,
     the other waits and finds it done (this raced before: 'table already exists')."""

@@ -175,6 +175,8 @@ def _folded(rows: Iterable[tuple[str, str]]) -> dict[str, _RunDelta]:
 
 #: a WAL this large is emptied by a checkpoint that makes the writer wait (see below)
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
+#: how long that checkpoint waits for the write lock and for readers, at most
+FORCED_WAIT_S = 1.0
 
 
 class _Checkpointer(threading.Thread):
@@ -186,6 +188,9 @@ class _Checkpointer(threading.Thread):
     the WAL grew by ~90 MB per thousand runs, for ever. Past ``WAL_LIMIT_BYTES`` a
     TRUNCATE checkpoint empties the file; it holds every commit back while it runs
     (~0.4 s here for 230 MB, mostly giving the file's blocks back), once per limit.
+    It also waits for readers to leave the WAL, holding the write lock meanwhile: it
+    gives up after ``FORCED_WAIT_S`` (a monitor or portal build in the middle of a
+    long read) and tries again later, so commits never wait much longer than that.
     """
 
     def __init__(self, path: Path, interval: float = 0.5) -> None:
@@ -197,7 +202,7 @@ class _Checkpointer(threading.Thread):
 
     def run(self) -> None:
         """Checkpoint until stopped, on a connection of its own."""
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=FORCED_WAIT_S)
         try:
             while not self._stopping.wait(self.interval):
                 with contextlib.suppress(sqlite3.Error, OSError):
