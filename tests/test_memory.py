@@ -171,3 +171,19 @@ def test_a_long_lived_subject_recalls_its_newest_facts(tmp_path):
         store.close()
     assert len(recalled) == 200
     assert [m.fact for m in recalled[:1] + recalled[-1:]] == ["fact 50", "fact 249"]
+
+
+async def test_the_offline_model_answers_from_what_is_remembered(make_runtime, scripted):
+    """The offline model's replies use the facts recalled about the subject, cited as
+    memory, so a demo of memory shows it without a real model."""
+    desk = _desk(memory_field="remember", model="offline")
+    scripted.provider.enqueue(
+        text_reply(json.dumps({"answer": "noted", "remember": ["prefers email over phone"]}))
+    )
+    keep = _desk(memory_field="remember")
+    async with make_runtime() as rt:
+        await rt.run(keep, "I'm Ana, email me please", subject="ana")
+        later = await rt.run(desk, "How should we contact this customer?", subject="ana")
+        stranger = await rt.run(desk, "How should we contact this customer?", subject="bob")
+    assert "- prefers email over phone (memory)" in later.output.splitlines()
+    assert "(memory)" not in stranger.output

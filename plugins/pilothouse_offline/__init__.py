@@ -2,10 +2,11 @@
 
 ``offline`` (or ``offline:default``) answers from what is in its context
 window: the instructions, the task, the previous persona's output, fenced
-retrieved passages and tool results. When a tool fits the request it calls
-it first. Token counts are its own (about four characters a token). It exists
-so that demos and tests exercise the real paths of the engine; every model
-call it answers is labelled ``offline`` in the log.
+retrieved passages, facts remembered about the run's subject and tool results.
+When a tool fits the request it calls it first. Token counts are its own
+(about four characters a token). It exists so that demos and tests exercise the
+real paths of the engine; every model call it answers is labelled ``offline``
+in the log.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ from pilothouse import Message, ModelRequest, ToolCall, ToolSpec
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _PASSAGE = re.compile(r'<passage id="([^"]*)" source="([^"]*)">\n(.*?)\n</passage>', re.S)
+#: one remembered fact in the quoted memory block: ``- [channel] fact``
+_MEMORY = re.compile(r"<memory>\n(.*?)\n</memory>", re.S)
+_FACT = re.compile(r"^- \[[^\]]*\] (.+)$", re.M)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _STOP = frozenset(
     """
@@ -104,11 +107,14 @@ def _role(system: str) -> str:
 
 
 def _evidence(request: ModelRequest) -> list[tuple[str, str]]:
-    """(sentence, citation) pairs from passages, tool results and the previous output."""
+    """(sentence, citation) pairs from passages, facts remembered about the run's
+    subject, tool results and the previous output."""
     found: list[tuple[str, str]] = []
     system = request.messages[0].content or "" if request.messages else ""
     for pid, _source, body in _PASSAGE.findall(system):
         found += [(s, f"[{pid}]") for s in _sentences(body)]
+    for block in _MEMORY.findall(system):
+        found += [(fact.strip(), "(memory)") for fact in _FACT.findall(block)]
     for m in request.messages:
         if m.role == "tool" and m.content and not m.content.startswith("error:"):
             found += [(s, "(tool)") for s in _sentences(m.content)]
@@ -136,7 +142,7 @@ def answer(request: ModelRequest, *, points: int = 5) -> str:
     seen: set[str] = set()
     ranked: list[tuple[int, int, str, str]] = []
     for order, (sentence, cite) in enumerate(evidence):
-        plain = re.sub(r"\s*(\[[^\]]+\]|\(tool\))\s*$", "", sentence)
+        plain = re.sub(r"\s*(\[[^\]]+\]|\((tool|memory)\))\s*$", "", sentence)
         if plain.lower() in seen:
             continue
         seen.add(plain.lower())
