@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import re
 import threading
 import time
 import traceback
@@ -68,6 +67,7 @@ from .events import (
 )
 from .explain import rank_evidence
 from .guardrails import GuardrailContext, Stage, Verdict
+from .handoffs import HANDOFF_PREFIX, check_handoff_tools, handoff_spec, handoff_tool
 from .memory import _sink as _memory_sink
 from .memory import facts_in_output
 from .model import (
@@ -86,7 +86,6 @@ from .settings import Settings
 from .store import AUDIT_SUBJECT, Escalation, MemoryItem
 from .tools import canonical_json, result_text
 
-HANDOFF_PREFIX = "transfer_to_"
 #: how many checked crews the engine remembers (the oldest is forgotten first)
 CHECKED_CREWS = 256
 #: the subject prefix of the facts a replay keeps (never the real subject's memory)
@@ -171,7 +170,7 @@ class Engine:
                             f" (plugin {entry.plugin}) asks model {spec!r}: {exc}"
                         ) from None
             if isinstance(crew.flow, Handoff):
-                _check_handoff_tools(
+                check_handoff_tools(
                     crew.name, persona, crew.flow.routes.get(name, persona.handoffs)
                 )
         self._checked[(id(crew), model)] = crew
@@ -588,7 +587,7 @@ class Engine:
         specs = [t.spec() for t in tools]
         targets = {handoff_tool(target): target for target in handoff_targets or ()}
         for target in targets.values():
-            specs.append(_handoff_spec(target, self._persona(run, target)))
+            specs.append(handoff_spec(target, self._persona(run, target)))
         messages = window.messages
         step_in = step_out = revisions = schema_retries = 0
         while True:
@@ -1271,40 +1270,6 @@ def _cut(result: str, limit: int) -> str:
     if len(result) <= limit:
         return result
     return f"{result[:limit]}\n[... cut: {len(result) - limit} more characters]"
-
-
-def handoff_tool(target: str) -> str:
-    """The name of the tool that hands work to ``target``: a persona name may hold
-    characters (``.``) or a length that model APIs refuse in a function name."""
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", target)
-    return (HANDOFF_PREFIX + safe)[:64]
-
-
-def _check_handoff_tools(crew: str, persona: Persona, targets: list[str]) -> None:
-    """Refuse routes whose handoff tools would share a name with each other or with
-    one of the persona's tools (the model could not tell them apart)."""
-    seen = {tool: f"tool {tool!r}" for tool in persona.tools}
-    for target in targets:
-        tool = handoff_tool(target)
-        if tool in seen:
-            raise ConfigError(
-                f"crew {crew!r}, persona {persona.name!r}: the handoff to {target!r} would be"
-                f" offered as {tool!r}, like {seen[tool]}; rename one of them"
-            )
-        seen[tool] = f"the handoff to {target!r}"
-
-
-def _handoff_spec(target: str, persona: Persona) -> ToolSpec:
-    about = persona.description or persona.instructions.split(".")[0]
-    return ToolSpec(
-        name=handoff_tool(target),
-        description=f"Hand the work to {target}. {about}".strip(),
-        parameters={
-            "type": "object",
-            "properties": {"message": {"type": "string", "description": "What they should do."}},
-            "required": ["message"],
-        },
-    )
 
 
 def _check_structured(output: str, schema: dict[str, Any], model_id: str) -> None:

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from pilothouse import Message, ModelRequest, ToolCall, ToolSpec
+from pilothouse.handoffs import HANDOFF_PREFIX
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -23,7 +24,6 @@ _STOP = frozenset(
     output do does not can should must
     """.split()
 )
-HANDOFF_PREFIX = "transfer_to_"
 
 
 def words(text: str) -> set[str]:
