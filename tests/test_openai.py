@@ -432,6 +432,11 @@ class TestLimits:
         last = max(calls, key=lambda c: c.queued_ms)
         assert last.queue_note.endswith("ms of it waiting for the endpoint's limits")
         assert calls[0].model_copy(update={"queued_ms": 0.2}).queue_note == ""
+        from pilothouse.metrics import compute
+
+        (local,) = compute(settings.store_path, by="model")
+        assert local.queued_p95_ms == pytest.approx(waits[2], rel=0.2)
+        assert local.latency_p95_ms > local.queued_p95_ms
 
     async def test_the_limit_is_reached_across_small_pools(self, openai_server, workspace):
         # connections are split over pools of POOL_SIZE (an httpx pool's cost per

@@ -39,6 +39,8 @@ class Metrics(BaseModel):
     cost_usd: float = 0.0
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    #: of the calls' latency, the time spent waiting for the provider's own limits
+    queued_p95_ms: float | None = None
     escalations: int = 0
     runs_escalated: int = 0
     human_decisions: int = 0
@@ -162,7 +164,7 @@ def compute_groupings(
             tally.count_runs(runs)
         # SQLite reads the fields out of the JSON: far cheaper than parsing every event
         fields = ("persona", "model", "error", "usage.input_tokens", "usage.output_tokens",
-                  "cost_usd", "latency_ms", "by", "decision")  # fmt: skip
+                  "cost_usd", "latency_ms", "queued_ms", "by", "decision")  # fmt: skip
         columns = ", ".join(f"json_extract(data, '$.{f}')" for f in fields)
         rows = db.execute(
             f"SELECT run_id, step_id, type, {columns} FROM events WHERE type IN ('step_started',"
@@ -195,6 +197,7 @@ class _Tally:
         #: overrides
         self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * 8)
         self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.queued: dict[str, list[float]] = defaultdict(list)
         self.escalated: dict[str, set[str]] = defaultdict(set)
 
     def group_of(self, run_id: str, persona: str | None = None, model: str | None = None) -> str:
@@ -228,7 +231,7 @@ class _Tally:
 
     def add(self, row: tuple, persona: str | None) -> None:
         """One model call or escalation event."""
-        run_id, _, kind, _, model, error, tin, tout, cost, ms, who, verdict = row
+        run_id, _, kind, _, model, error, tin, tout, cost, ms, queued, who, verdict = row
         if kind != "model_call" and self.by == "model":  # escalations belong to no model
             return
         key = self.group_of(run_id, persona, model)
@@ -240,6 +243,8 @@ class _Tally:
             t[3] += tout or 0
             t[4] += cost or 0.0
             self.latencies[key].append(ms or 0.0)
+            if queued is not None:  # providers that have no limits of their own say nothing
+                self.queued[key].append(queued)
         elif kind == "escalation_raised":
             t[5] += 1
             self.escalated[key].add(run_id)
@@ -256,5 +261,6 @@ class _Tally:
             m.escalations, m.human_decisions, m.human_overrides = int(t[5]), int(t[6]), int(t[7])
             m.latency_p50_ms = _percentile(self.latencies[key], 0.5)
             m.latency_p95_ms = _percentile(self.latencies[key], 0.95)
+            m.queued_p95_ms = _percentile(self.queued[key], 0.95)
             m.runs_escalated = len(self.escalated[key])
         return sorted(self.groups.values(), key=lambda m: m.group)

@@ -195,7 +195,8 @@ def metrics(
     obj: Context, by: str, crew: str | None, since: str | None, audits: bool, as_json: bool
 ) -> None:
     """LLM-ops numbers: runs, success/error/escalation/override rates, model calls and
-    how many failed (c.err), tokens, cost, latency."""
+    how many failed (c.err), tokens, cost, latency (q p95: of it, waiting for the
+    endpoint's own limits)."""
     from ..metrics import budget_alerts, compute
 
     obj.store().close()  # a clear error when there is no run store
@@ -214,7 +215,7 @@ def metrics(
 
     click.secho(
         f"{by:<22}{'runs':>6}{'ok':>6}{'err':>6}{'esc':>6}{'ovr':>6}{'calls':>7}{'c.err':>6}"
-        f"{'tokens':>9}{'tok/ok':>8}{'cost $':>9}{'p50 ms':>8}{'p95 ms':>8}",
+        f"{'tokens':>9}{'tok/ok':>8}{'cost $':>9}{'p50 ms':>8}{'p95 ms':>8}{'q p95':>7}",
         bold=True,
     )
     for m in rows:
@@ -222,9 +223,11 @@ def metrics(
         per = "-" if m.tokens_per_success is None else f"{m.tokens_per_success:.0f}"
         p50 = "-" if m.latency_p50_ms is None else f"{m.latency_p50_ms:.0f}"
         p95 = "-" if m.latency_p95_ms is None else f"{m.latency_p95_ms:.0f}"
+        q95 = "-" if m.queued_p95_ms is None else f"{m.queued_p95_ms:.0f}"
         runs = m.runs if by in ("crew", "day") else "-"
         click.echo(
             f"{m.group[:21]:<22}{runs:>6}{pct(m.success_rate):>6}{pct(m.error_rate):>6}"
             f"{pct(m.escalation_rate):>6}{pct(m.override_rate):>6}{m.model_calls:>7}"
             f"{pct(m.call_error_rate):>6}{tokens:>9}{per:>8}{m.cost_usd:>9.4f}{p50:>8}{p95:>8}"
+            f"{q95:>7}"
         )

@@ -495,6 +495,7 @@ class Overview:
                 f"{m.output_tokens:,}",
                 ms(m.latency_p50_ms),
                 ms(m.latency_p95_ms),
+                ms(m.queued_p95_ms),
                 f"${m.cost_usd:.4f}",
             ]
             for m in self.ops.get("model", [])
@@ -504,13 +505,14 @@ class Overview:
             "",
             "The numbers `pilothouse metrics` prints. Override rate: people's edits and"
             " rejections over their decisions; tokens per successful run: all tokens spent"
-            " over the runs that succeeded.",
+            " over the runs that succeeded; waiting p95: of a call's latency, the time it"
+            " waited for the endpoint's own limits (concurrency, rate limits).",
             "",
             table(["crew", "runs", "success", "errors", "escalated", "overridden",
                    "tokens per success", "latency p50", "latency p95", "cost"], crews),
             "",
             table(["model", "calls", "errors", "tokens in", "tokens out", "latency p50",
-                   "latency p95", "cost"], models),
+                   "latency p95", "waiting p95", "cost"], models),
             "",
         ]  # fmt: skip
 
