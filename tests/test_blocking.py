@@ -178,3 +178,43 @@ class TestCodeThatHoldsTheLoop:
         async with make_runtime() as rt:
             assert (await rt.run(crew({"type": "sequential", "steps": ["a"]}, {"a": {}}), "go")).ok
         assert self._warnings(caplog) == []
+
+
+async def test_the_watchdog_says_where_the_event_loop_is_held(
+    make_runtime, scripted, caplog, monkeypatch
+):
+    """An async tool that blocks (time.sleep, a sync HTTP client) holds every run; the
+    watchdog names the place while the loop is still held."""
+    import time
+
+    from conftest import crew, text_reply, tool_reply
+    from pilothouse import tool, watchdog
+
+    monkeypatch.setattr(watchdog, "HELD_S", 0.3)
+
+    @tool
+    async def fetch_rates(currency: str) -> str:
+        """Exchange rates."""
+        time.sleep(0.8)  # the bug: a blocking call in async code
+        return "1.08"
+
+    scripted.tools.append(fetch_rates)
+    scripted.provider.enqueue(tool_reply("fetch_rates", {"currency": "EUR"}), text_reply("ok"))
+    c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"tools": ["fetch_rates"]}})
+    async with make_runtime() as rt:
+        await anyio.sleep(0.2)  # the watchdog is at work
+        assert (await rt.run(c, "EUR rate?")).ok
+    reports = [r.getMessage() for r in caplog.records if r.name == "pilothouse.watchdog"]
+    assert len(reports) == 1, reports
+    assert "the event loop has been held for" in reports[0]
+    assert "fetch_rates (" in reports[0] and "test_blocking.py" in reports[0]
+
+
+async def test_the_watchdog_is_quiet_when_the_loop_moves(make_runtime, scripted, caplog):
+    from conftest import crew
+
+    async with make_runtime() as rt:
+        for _ in range(3):
+            assert (await rt.run(crew({"type": "sequential", "steps": ["a"]}, {"a": {}}), "go")).ok
+        await anyio.sleep(0.3)
+    assert not [r for r in caplog.records if r.name == "pilothouse.watchdog"]

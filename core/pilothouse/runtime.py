@@ -34,6 +34,7 @@ from .runstate import RunResult, new_run_id
 from .settings import Settings, load_settings
 from .sqlite_store import SQLiteRunStore
 from .store import RunStore
+from .watchdog import LoopWatchdog
 
 
 class Runtime:
@@ -88,6 +89,7 @@ class Runtime:
             self._task_group.start_soon(self._heartbeat)
         if self.live is not None:
             self._task_group.start_soon(self.live.run)
+        self._task_group.start_soon(LoopWatchdog().run)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

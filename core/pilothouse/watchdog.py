@@ -1,0 +1,77 @@
+"""A watch on the event loop: code that holds it stops every run in the process.
+
+One badly behaved plugin (an ``async`` tool that calls ``time.sleep`` or a blocking
+HTTP client, a retriever stuck on a lock) freezes the whole fleet, and from the
+outside the process only looks idle. A task on the loop notes the time every
+``INTERVAL_S``; a thread checks that note. When the loop has not come back for
+``HELD_S``, the thread reads where the loop's thread is (its Python stack) and
+logs it, while the loop is still held: a loop that never comes back is found too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+
+import anyio
+
+log = logging.getLogger("pilothouse.watchdog")
+
+#: how often the loop's task notes the time, and the thread looks at the note
+INTERVAL_S = 0.1
+#: the loop held this long is reported
+HELD_S = 1.0
+#: the frames of the loop's stack that a report shows (the innermost ones)
+FRAMES = 4
+
+
+class LoopWatchdog:
+    """Reports, while it happens, an event loop held by code that does not yield."""
+
+    def __init__(self) -> None:
+        self._beat = time.monotonic()
+        self._loop_thread = threading.get_ident()
+        self._stopping = threading.Event()
+        #: where the loop was held, per place reported (each place is reported once)
+        self._reported: set[str] = set()
+
+    async def run(self) -> None:
+        """Note the time on the loop until cancelled; a thread does the watching."""
+        self._loop_thread = threading.get_ident()
+        self._beat = time.monotonic()
+        watcher = threading.Thread(target=self._watch, name="pilothouse-watchdog", daemon=True)
+        watcher.start()
+        try:
+            while True:
+                self._beat = time.monotonic()
+                await anyio.sleep(INTERVAL_S)
+        finally:
+            self._stopping.set()
+
+    def _watch(self) -> None:
+        reported_beat = None
+        while not self._stopping.wait(INTERVAL_S):
+            beat = self._beat
+            held = time.monotonic() - beat
+            if held < HELD_S or beat == reported_beat:
+                continue
+            reported_beat = beat  # one report per stall
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)[-FRAMES:]
+            place = f"{stack[-1].filename}:{stack[-1].lineno}" if stack else "?"
+            if place in self._reported:
+                continue
+            self._reported.add(place)
+            where = " <- ".join(f"{f.name} ({f.filename}:{f.lineno})" for f in reversed(stack))
+            log.warning(
+                "the event loop has been held for %.1f s, and no run moves meanwhile;"
+                " it is in %s. Code that blocks belongs in a thread"
+                " (pilothouse.run_blocking, or a sync tool without blocking=False).",
+                held,
+                where,
+            )
