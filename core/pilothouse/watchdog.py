@@ -63,7 +63,9 @@ class LoopWatchdog:
             if frame is None:
                 continue
             stack = traceback.extract_stack(frame)[-FRAMES:]
-            place = f"{stack[-1].filename}:{stack[-1].lineno}" if stack else "?"
+            if not stack or stack[-1].filename.endswith("selectors.py"):
+                continue  # idle, waiting for I/O: it was late (a suspended process), not held
+            place = f"{stack[-1].filename}:{stack[-1].lineno}"
             if place in self._reported:
                 continue
             self._reported.add(place)
