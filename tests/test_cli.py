@@ -301,6 +301,8 @@ def test_prune_deletes_ended_runs_and_keeps_unfinished_ones(tmp_path):
     assert [r["id"] for r in left] == ["going"]  # an unfinished run is never pruned
     gone = ph("show", done[0]["run_id"], cwd=tmp_path)
     assert gone.returncode == 3 and "no run" in gone.stderr
+    blank = ph("show", " ", cwd=tmp_path)  # not "ambiguous": it names no run at all
+    assert blank.returncode == 3 and "give a run id" in blank.stderr
     assert "deleted 0 run(s)" in ph("prune", "--before", "1d", cwd=tmp_path).stdout
 
 

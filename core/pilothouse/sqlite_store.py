@@ -559,6 +559,8 @@ class SQLiteRunStore(RunStore):
 
     def _by_prefix(self, table: str, columns: str, key: str, what: str) -> tuple:
         """The row whose id is ``key``, or the only one whose id starts with it."""
+        if not key.strip():
+            raise NotFound(f"give a {what} id (or the first characters of one)")
         rows = self._query(
             f"SELECT {columns} FROM {table} WHERE id >= ? AND id < ? LIMIT 2",
             (key, key + "\uffff"),
