@@ -311,6 +311,30 @@ class TestFaults:
         assert result.status == "failed" and result.error_kind == "model"
         assert "failed after 3 attempts: HTTP 502" in result.error
 
+    async def test_the_token_limit_field_follows_the_server(self, openai_server, workspace):
+        # OpenAI's reasoning models refuse max_tokens; the servers people run read it
+        from pilothouse.settings import Endpoint
+
+        assert Endpoint().token_limit_field() == "max_completion_tokens"  # api.openai.com
+        assert Endpoint(base_url="http://127.0.0.1:8000/v1").token_limit_field() == "max_tokens"
+        limited = _one_step(max_output_tokens=50)
+        await _run(_settings(), limited)
+        await _run(_settings(max_tokens_field="max_completion_tokens"), limited)
+        first, second = openai_server.received
+        assert (first["max_tokens"], "max_completion_tokens" in first) == (50, False)
+        assert (second["max_completion_tokens"], "max_tokens" in second) == (50, False)
+
+        refused = ("Unsupported parameter: 'max_tokens' is not supported with this model."
+                   " Use 'max_completion_tokens' instead.")  # fmt: skip
+        too_many = "max_tokens is too large: 50. This model supports at most 16 tokens."
+        for message, hint in ((refused, True), (too_many, False)):
+            body = json.dumps({"error": {"message": message}})
+            openai_server.enqueue(status(400, body=body))
+            result, _ = await _run(_settings(), limited)
+            assert result.status == "failed" and "HTTP 400" in result.error
+            said = 'set endpoints.local.max_tokens_field = "max_completion_tokens"'
+            assert (said in result.error) is hint, result.error
+
     @pytest.mark.parametrize(
         ("code", "message"),
         [

@@ -97,6 +97,18 @@ class Endpoint(BaseModel):
     #: comes) and time to first token is measured, at more client CPU per call
     stream: bool = False
     headers: dict[str, str] = Field(default_factory=dict)
+    #: the request field of the output token limit. OpenAI's own API wants
+    #: ``max_completion_tokens`` (its reasoning models refuse ``max_tokens``); the
+    #: servers people run (vLLM, Ollama, llama.cpp, LM Studio) read ``max_tokens``.
+    #: Unset: the first for api.openai.com, the second elsewhere.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+
+    def token_limit_field(self) -> str:
+        """The field a request's output token limit goes in (see ``max_tokens_field``)."""
+        if self.max_tokens_field is not None:
+            return self.max_tokens_field
+        host = urlsplit(self.base_url).hostname or ""
+        return "max_completion_tokens" if host == "api.openai.com" else "max_tokens"
 
     def key(self) -> str | None:
         """The API key, from ``api_key`` or the variable ``api_key_env`` names."""

@@ -24,6 +24,7 @@ class OpenAIChatModel(Model):
         self.provider = endpoint.name
         self.name = name
         self.price = price
+        self._token_limit = endpoint.config.token_limit_field()
 
     def estimate_cost(self, input_tokens: int, output_tokens: int) -> float | None:
         """USD from the price table, or None when the model has no price."""
@@ -81,7 +82,7 @@ class OpenAIChatModel(Model):
             "messages": [_message(m) for m in request.messages],
         }
         if request.max_output_tokens is not None:
-            body["max_tokens"] = request.max_output_tokens
+            body[self._token_limit] = request.max_output_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.tools:

@@ -188,6 +188,13 @@ class EndpointClient:
             attempt += 1
             await self._sleep(delay)
 
+    def _token_field_hint(self, detail: str, payload: dict[str, Any]) -> str:
+        """What to set when the server refused the field the token limit was sent in."""
+        sent = next((field for field in _OTHER_FIELD if field in payload), None)
+        if sent is None or not _refuses(detail, sent):
+            return ""
+        return f'; set endpoints.{self.name}.max_tokens_field = "{_OTHER_FIELD[sent]}"'
+
     def _explain(self, status: int, body: str, payload: dict[str, Any]) -> str:
         detail = _server_message(body)
         model = payload.get("model")
@@ -212,7 +219,22 @@ class EndpointClient:
             text = f"{where} rejected the request (HTTP {status})"
         if detail:
             text += f"; the server said: {detail}"
+        if status == 400:
+            text += self._token_field_hint(detail, payload)
         return self.redact(text)
+
+
+_OTHER_FIELD = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
+
+
+def _refuses(detail: str, field: str) -> bool:
+    """Whether a server's 400 message refuses the request field ``field`` itself (not its
+    value: "max_tokens is too large" asks for a smaller number, not another field)."""
+    low = detail.lower()
+    return field in detail and (
+        _OTHER_FIELD[field] in detail
+        or any(word in low for word in ("unsupported", "unrecognized", "not permitted"))
+    )
 
 
 def _server_message(body: str) -> str:
