@@ -334,6 +334,13 @@ class TestFaults:
             assert result.status == "failed" and "HTTP 400" in result.error
             said = 'set endpoints.local.max_tokens_field = "max_completion_tokens"'
             assert (said in result.error) is hint, result.error
+        no_temperature = ("Unsupported value: 'temperature' does not support 0.2 with this"
+                          " model. Only the default (1) value is supported.")  # fmt: skip
+        openai_server.enqueue(status(400, body=json.dumps({"error": {"message": no_temperature}})))
+        result, _ = await _run(_settings(), _one_step(temperature=0.2))
+        assert "; this model takes no temperature: drop it from the persona (request id" in (
+            result.error
+        )
 
     @pytest.mark.parametrize(
         ("code", "message"),

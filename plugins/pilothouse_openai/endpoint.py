@@ -189,7 +189,10 @@ class EndpointClient:
             await self._sleep(delay)
 
     def _token_field_hint(self, detail: str, payload: dict[str, Any]) -> str:
-        """What to set when the server refused the field the token limit was sent in."""
+        """What to change when the server refused the field the token limit was sent
+        in, or the temperature (reasoning models take only their own)."""
+        if "temperature" in payload and "temperature" in detail and "unsupported" in detail.lower():
+            return "; this model takes no temperature: drop it from the persona"
         sent = next((field for field in _OTHER_FIELD if field in payload), None)
         if sent is None or not _refuses(detail, sent):
             return ""
