@@ -188,7 +188,7 @@ class EndpointClient:
             attempt += 1
             await self._sleep(delay)
 
-    def _token_field_hint(self, detail: str, payload: dict[str, Any]) -> str:
+    def _parameter_hint(self, detail: str, payload: dict[str, Any]) -> str:
         """What to change when the server refused the field the token limit was sent
         in, or the temperature (reasoning models take only their own)."""
         if "temperature" in payload and "temperature" in detail and "unsupported" in detail.lower():
@@ -223,7 +223,7 @@ class EndpointClient:
         if detail:
             text += f"; the server said: {detail}"
         if status == 400:
-            text += self._token_field_hint(detail, payload)
+            text += self._parameter_hint(detail, payload)
         return self.redact(text)
 
 
