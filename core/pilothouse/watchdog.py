@@ -6,6 +6,9 @@ outside the process only looks idle. A task on the loop notes the time every
 ``INTERVAL_S``; a thread checks that note. When the loop has not come back for
 ``HELD_S``, the thread reads where the loop's thread is (its Python stack) and
 logs it, while the loop is still held: a loop that never comes back is found too.
+It reports a place only when it finds the loop there twice in a row: a turn of
+the loop that is merely long (a thousand runs each doing a little) is busy at a
+different place each time it looks, and is not one piece of code's fault.
 """
 
 from __future__ import annotations
@@ -53,12 +56,12 @@ class LoopWatchdog:
 
     def _watch(self) -> None:
         reported_beat = None
+        seen: tuple[float, str] | None = None  # (stall, place) of the last look
         while not self._stopping.wait(INTERVAL_S):
             beat = self._beat
             held = time.monotonic() - beat
             if held < HELD_S or beat == reported_beat:
                 continue
-            reported_beat = beat  # one report per stall
             frame = sys._current_frames().get(self._loop_thread)
             if frame is None:
                 continue
@@ -66,6 +69,10 @@ class LoopWatchdog:
             if not stack or stack[-1].filename.endswith("selectors.py"):
                 continue  # idle, waiting for I/O: it was late (a suspended process), not held
             place = f"{stack[-1].filename}:{stack[-1].lineno}"
+            if seen != (beat, place):  # look again before blaming this place
+                seen = (beat, place)
+                continue
+            reported_beat = beat  # one report per stall
             if place in self._reported:
                 continue
             self._reported.add(place)
