@@ -376,23 +376,34 @@ def _open_store(path: str) -> str:
     return "ok"
 
 
-def test_the_wal_is_emptied_under_steady_commits(tmp_path, monkeypatch):
-    """A passive checkpoint never catches up with commits that keep coming, and SQLite
-    only starts the WAL over once one has: past its limit the WAL is emptied."""
+def _store_under_load(tmp_path, monkeypatch, wal_limit):
+    """A store whose checkpointer looks every 20 ms and empties the WAL past
+    ``wal_limit`` bytes, with one run started; and how to log a 4 KB event of it."""
     from pilothouse import sqlite_store
     from pilothouse.events import ErrorRaised, RunStarted
 
-    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", 512 * 1024)
+    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", wal_limit)
     store = SQLiteRunStore(tmp_path / "runs.db")
     store._checkpointer = sqlite_store._Checkpointer(store.path, interval=0.02)
     store._checkpointer.start()
-    wal = tmp_path / "runs.db-wal"
     store.write([log_entry(RunStarted(run_id="r", seq=1, ts=1.0, crew="c", input="x",
                                       flow="sequential"))])  # fmt: skip
-    sizes = []
-    for seq in range(2, 3000):  # ~75 MB through the WAL, one commit after another
+
+    def log_big(seq):
         event = ErrorRaised(run_id="r", seq=seq, ts=1.0, error_type="E", message="m" * 4000)
         store.write([log_entry(event)])
+
+    return store, log_big
+
+
+def test_the_wal_is_emptied_under_steady_commits(tmp_path, monkeypatch):
+    """A passive checkpoint never catches up with commits that keep coming, and SQLite
+    only starts the WAL over once one has: past its limit the WAL is emptied."""
+    store, log_big = _store_under_load(tmp_path, monkeypatch, 512 * 1024)
+    wal = tmp_path / "runs.db-wal"
+    sizes = []
+    for seq in range(2, 3000):  # ~75 MB through the WAL, one commit after another
+        log_big(seq)
         sizes.append(wal.stat().st_size)
     store.close()
     peak = max(sizes)
@@ -408,15 +419,9 @@ def test_a_long_read_does_not_hold_commits_back_for_long(tmp_path, monkeypatch):
     import time
 
     from pilothouse import sqlite_store
-    from pilothouse.events import ErrorRaised, RunStarted
 
-    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", 256 * 1024)
     monkeypatch.setattr(sqlite_store, "FORCED_WAIT_S", 0.3)
-    store = SQLiteRunStore(tmp_path / "runs.db")
-    store._checkpointer = sqlite_store._Checkpointer(store.path, interval=0.02)
-    store._checkpointer.start()
-    store.write([log_entry(RunStarted(run_id="r", seq=1, ts=1.0, crew="c", input="x",
-                                      flow="sequential"))])  # fmt: skip
+    store, log_big = _store_under_load(tmp_path, monkeypatch, 256 * 1024)
     reader = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
     reader.execute("BEGIN")
     assert reader.execute("SELECT COUNT(*) FROM events").fetchone() == (1,)  # a snapshot
@@ -426,8 +431,7 @@ def test_a_long_read_does_not_hold_commits_back_for_long(tmp_path, monkeypatch):
     while time.monotonic() < deadline:  # the WAL passes its limit while the read lasts
         seq += 1
         started = time.monotonic()
-        store.write([log_entry(ErrorRaised(run_id="r", seq=seq, ts=1.0, error_type="E",
-                                           message="m" * 4000))])  # fmt: skip
+        log_big(seq)
         slowest = max(slowest, time.monotonic() - started)
     reader.execute("COMMIT")
     reader.close()

@@ -173,6 +173,11 @@ def _folded(rows: Iterable[tuple[str, str]]) -> dict[str, _RunDelta]:
     return deltas
 
 
+def _wal(path: Path) -> Path:
+    """The write-ahead log beside the database file ``path``."""
+    return path.with_name(path.name + "-wal")
+
+
 #: a WAL this large is emptied by a checkpoint that makes the writer wait (see below)
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
 #: how long that checkpoint waits for the write lock and for readers, at most
@@ -196,7 +201,7 @@ class _Checkpointer(threading.Thread):
     def __init__(self, path: Path, interval: float = 0.5) -> None:
         super().__init__(name=f"pilothouse-checkpoint-{path.name}", daemon=True)
         self.path = path
-        self.wal = path.with_name(path.name + "-wal")
+        self.wal = _wal(path)
         self.interval = interval
         self._stopping = threading.Event()
 
@@ -709,8 +714,7 @@ class SQLiteRunStore(RunStore):
 
     def size(self) -> int:
         """Bytes the store takes on disk: its file and its write-ahead log."""
-        wal = self.path.with_name(self.path.name + "-wal")
-        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+        return sum(p.stat().st_size for p in (self.path, _wal(self.path)) if p.exists())
 
     def vacuum(self) -> tuple[int, int]:
         """Give the space of deleted rows back to the file system; return the store's
