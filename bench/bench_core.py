@@ -7,6 +7,8 @@ in-process fake model that answers at once. Measured:
 - pilothouse with the event log off (no store and no observer: no event is built);
 - raw + commit: the raw loop plus one SQLite commit per step (one small row),
   and plus the commit this log makes per step (4 JSON rows, (run, seq) index);
+- pilothouse with the event log on but the store's SQL skipped: events built,
+  serialized and queued, nothing written (what the event path costs by itself);
 - pilothouse with the event log on (SQLite file, WAL, synchronous=NORMAL,
   every step committed before the next starts);
 - 1,000 runs at once, log off and on.
@@ -141,11 +143,17 @@ def checkpoint_every(path: Path, interval: float, stop: list[bool]) -> None:
     db.close()
 
 
-async def time_pilothouse(runs: int, concurrent: int, log_events: bool, folder: str) -> float:
+async def time_pilothouse(
+    runs: int, concurrent: int, log_events: bool, folder: str, sql: bool = True
+) -> float:
+    """``sql=False``: the log does all it does but the store's SQL (its ``write`` does
+    nothing), which shows what the event path costs before any row is written."""
     folder = tempfile.mkdtemp(dir=folder)  # a fresh store for every measurement
     settings = pilothouse.load_settings(workspace=folder, default_model="fake:model")
     async with pilothouse.Runtime(settings, plugins=[FakePlugin()], log_events=log_events) as rt:
         await rt.run(CREW, "warm-up")
+        if not sql:
+            rt.store.write = lambda entries: None  # type: ignore[method-assign,union-attr]
         start = time.perf_counter()
         if concurrent == 1:
             for i in range(runs):
@@ -155,7 +163,7 @@ async def time_pilothouse(runs: int, concurrent: int, log_events: bool, folder: 
                 for i in range(runs):
                     tg.start_soon(rt.run, CREW, f"task {i}")
         elapsed = time.perf_counter() - start
-        if log_events:
+        if log_events and sql:
             done = rt.store.list_runs(status="succeeded", limit=runs + 10)
             assert len(done) == runs + 1, "every run must be in the log"
     return elapsed
@@ -190,6 +198,8 @@ def main() -> None:
                 ("raw calls + 1 SQLite commit per step", time_raw_commit, (n, folder)),
                 ("raw calls + this log's commit shape per step", time_raw_commit,
                  (n, folder, True)),
+                ("pilothouse, log on, no SQL (events only)", time_pilothouse,
+                 (n, 1, True, folder, False)),
                 ("pilothouse, log on (SQLite), sequential", time_pilothouse,
                  (n, 1, True, folder)),
             ]),
