@@ -193,6 +193,21 @@ def test_crews_lists_plugin_and_file_crews(tmp_path):
     assert [e["persona"] for e in started] == ["mine_only"]
 
 
+def _finished_steps(path) -> int:
+    """How many steps the run store at ``path`` holds as finished (0 before it exists)."""
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        return db.execute("SELECT count(*) FROM events WHERE type = 'step_finished'").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not made yet
+        return 0
+    finally:
+        db.close()
+
+
 def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):
     import signal
     import time
@@ -208,12 +223,25 @@ def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    time.sleep(2.5)
+    log = tmp_path / ".pilothouse" / "runs.db"
+    deadline = time.monotonic() + 30
+    while _finished_steps(log) < 1:  # Ctrl+C in the middle of the second step
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
-    assert process.returncode == 130 and "interrupted" in err
     (run,) = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
+    assert process.returncode == 130
+    assert f"run slow {run['id']}" in err  # the id is shown as the run starts
+    assert f"interrupted: run {run['id']} is cancelled" in err
     assert run["status"] == "cancelled"
+    shown = json.loads(ph("show", run["id"], "--json", cwd=tmp_path).stdout)
+    assert [e["type"] for e in shown["events"]].count("step_finished") == 1  # kept
+    # an ended run is not resumed; the error says what can be done instead
+    again = ph("resume", run["id"], cwd=tmp_path)
+    assert again.returncode == 3
+    assert f"run {run['id']} has ended (cancelled)" in again.stderr
+    assert f"pilothouse replay {run['id']}" in again.stderr
 
 
 def test_runs_and_show_say_which_runs_no_process_executes(tmp_path):

@@ -462,7 +462,7 @@ class TestLimits:
             assert 90 <= call.latency_ms - call.queued_ms < 1000  # the model's own 100 ms
         last = max(calls, key=lambda c: c.queued_ms)
         assert last.queue_note.endswith("ms of it waiting for the endpoint's limits")
-        assert calls[0].model_copy(update={"queued_ms": 0.2}).queue_note == ""
+        assert calls[0].model_copy(update={"queued_ms": 3.0}).queue_note == ""
         from pilothouse.metrics import compute
 
         (local,) = compute(settings.store_path, by="model")

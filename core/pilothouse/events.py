@@ -187,6 +187,10 @@ _STOP_NOTES = {
 }
 
 
+#: a model call's wait for its endpoint's limits is mentioned from this long on
+NOTED_WAIT_MS = 10.0
+
+
 class ModelCalled(BaseEvent):
     """One model call: what was sent, what came back, tokens, cost and latency."""
 
@@ -221,7 +225,9 @@ class ModelCalled(BaseEvent):
     @property
     def queue_note(self) -> str:
         """How long the call waited for the endpoint's limits, for people ("" if not)."""
-        if self.queued_ms is None or self.queued_ms < 1:
+        # An uncontended limit still yields to the event loop once, and a busy loop
+        # takes a few ms to come back: below NOTED_WAIT_MS that is not worth a word.
+        if self.queued_ms is None or self.queued_ms < NOTED_WAIT_MS:
             return ""
         return f"{self.queued_ms:.0f} ms of it waiting for the endpoint's limits"
 

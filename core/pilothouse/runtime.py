@@ -210,12 +210,12 @@ class Runtime:
             raise RuntimeError("resume needs 'async with Runtime() as rt:' with a run store")
         summary = self.store.get_run(run_id)
         if summary.status in FINAL_STATUSES:
-            raise PilothouseError(f"run {summary.id} has already {summary.status}")
+            raise _ended(summary.id, summary.status)
         self.store.take_over(summary.id)
         events = self.store.events(summary.id)
         ended = next((e for e in events if e.type in FINAL_EVENTS), None)
         if ended is not None:  # ended (cancelled, say) between the look and the take-over
-            raise PilothouseError(f"run {summary.id} has already {FINAL_EVENTS[ended.type]}")
+            raise _ended(summary.id, FINAL_EVENTS[ended.type])
         if self.store.cancel_requested([summary.id]):
             return await self.engine.cancel_logged(events, "cancelled by request while it was down")
         crew_obj = crew or self.crew(summary.crew)
@@ -305,6 +305,14 @@ class Runtime:
     def unfinished(self) -> list[str]:
         """Runs left running or waiting for a person by a process that is gone, oldest first."""
         return self.store.orphaned() if self.store is not None else []
+
+
+def _ended(run_id: str, status: str) -> PilothouseError:
+    """Why an ended run cannot be resumed, and what to do instead."""
+    return PilothouseError(
+        f"run {run_id} has ended ({status}): only an unfinished run can be resumed;"
+        f" 'pilothouse replay {run_id}' re-runs it from its recording"
+    )
 
 
 async def run(

@@ -22,7 +22,9 @@ def _progress(quiet: bool) -> Any:
         if quiet:
             return
         t = event.type
-        if t == "step_started":
+        if t == "run_started":  # the id at once: to follow, cancel or decide from elsewhere
+            click.secho(f"run {event.crew} {event.run_id}", err=True, bold=True)  # type: ignore[attr-defined]
+        elif t == "step_started":
             offline = " (offline)" if event.model.startswith("offline:") else ""  # type: ignore[attr-defined]
             click.secho(
                 f"  step {event.step_id:<5} {event.persona:<18} {event.model}{offline}",  # type: ignore[attr-defined]
@@ -81,18 +83,27 @@ def _start(
     wait: float | None = None,
     subject: str | None = None,
 ) -> None:
+    started: list[str] = []  # the run's id, once it has one
+
     async def go() -> RunResult:
         async with Runtime(obj.settings) as rt:
             rt.subscribe(_progress(quiet or as_json))
-            if not (quiet or as_json):
-                click.secho(f"run {crew}", err=True, bold=True)
+            rt.subscribe(lambda e: started.append(e.run_id) if e.type == "run_started" else None)
             crew_obj = rt.crew(crew)
             if wait is not None:
                 rules = crew_obj.escalation.model_copy(update={"timeout_s": wait})
                 crew_obj = crew_obj.model_copy(update={"escalation": rules})
             return await rt.run(crew_obj, text, model=model, subject=subject)
 
-    result = anyio.run(go)
+    try:
+        result = anyio.run(go)
+    except KeyboardInterrupt:
+        if not started:
+            raise
+        run_id = started[0]
+        click.echo(f"interrupted: run {run_id} is cancelled; the steps it finished are in"
+                   f" the log (pilothouse show {run_id})", err=True)  # fmt: skip
+        sys.exit(Exit.INTERRUPTED)
     if as_json:
         click.echo(json.dumps(result.__dict__, indent=2))
     else:
