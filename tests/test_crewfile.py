@@ -50,7 +50,13 @@ def test_a_valid_file_loads_and_takes_its_name_from_the_file(tmp_path):
             GOOD.replace('model = "offline:support"', "modle = 'x'"),
             16,
             "personas.billing.modle",
-            "Extra inputs are not permitted",
+            "Extra inputs are not permitted; did you mean 'model'?",
+        ),
+        (
+            GOOD.replace("max_steps = 6", "max_stesp = 6"),
+            8,
+            "limits.max_stesp",
+            "Extra inputs are not permitted; did you mean 'max_steps'?",
         ),
         (
             GOOD.replace('type = "handoff"', 'type = "round-robin"'),
@@ -77,6 +83,13 @@ def test_errors_name_file_line_key_and_reason(tmp_path, text, line, key, reason)
     assert (err.path, err.line, err.key) == (str(path), line, key)
     assert reason in err.reason
     assert str(err).startswith(f"{path}:{line}")
+
+
+def test_a_key_like_no_other_gets_no_suggestion(tmp_path):
+    path = _write(tmp_path, GOOD.replace("[limits]", "[limits]\nzzz = 1"))
+    with pytest.raises(CrewFileError) as info:
+        load_crew_file(path)
+    assert info.value.reason == "Extra inputs are not permitted"
 
 
 def test_missing_file(tmp_path):

@@ -58,7 +58,16 @@ def test_a_bad_value_deep_in_a_table_names_its_whole_path(workspace):
 
 def test_an_unknown_key_in_a_file_is_an_error(workspace):
     (workspace / "pilothouse.toml").write_text('defualt_model = "x"\n')
-    with pytest.raises(ConfigError, match=r"defualt_model \(pilothouse.toml\): Extra inputs"):
+    with pytest.raises(
+        ConfigError,
+        match=r"defualt_model \(pilothouse.toml\): Extra inputs .*; did you mean 'default_model'\?",
+    ):
+        load_settings()
+    # a key inside a table is matched against every key the settings take
+    (workspace / "pilothouse.toml").write_text(
+        '[endpoints.local]\nbase_ur = "http://127.0.0.1:1/v1"\n'
+    )
+    with pytest.raises(ConfigError, match=r"endpoints\.local\.base_ur .*did you mean 'base_url'\?"):
         load_settings()
 
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from .crew import Crew
 from .errors import CrewFileError
+from .suggest import did_you_mean
 
 
 def load_crew_file(path: str | Path) -> Crew:
@@ -49,7 +50,10 @@ def load_crew_file(path: str | Path) -> Crew:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
         more = len(exc.errors()) - 1
-        reason = err["msg"] + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+        reason = err["msg"]
+        if err["type"] == "extra_forbidden" and loc:
+            reason += did_you_mean(loc[-1], Crew)
+        reason += f" (and {more} more problem{'s' * (more > 1)})" if more else ""
         return _raise(path, text, loc, reason)
 
 

@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .suggest import did_you_mean
 
 ENV_PREFIX = "PILOTHOUSE_"
 CONFIG_FILE = "pilothouse.toml"
@@ -340,7 +341,10 @@ def load_settings(**overrides: Any) -> Settings:
             where = sources.get(key) or origins.get(key) or "?"
             # the whole path names the field: endpoints.local.max_concurrency
             dotted = ".".join(str(part) for part in err["loc"]) or key
-            problems.append(f"{dotted} ({where}): {err['msg']}")
+            hint = ""
+            if err["type"] == "extra_forbidden":
+                hint = did_you_mean(dotted.rsplit(".", 1)[-1], Settings)
+            problems.append(f"{dotted} ({where}): {err['msg']}{hint}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
     finally:
         _file_data.reset(token)

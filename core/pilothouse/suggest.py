@@ -1,0 +1,37 @@
+"""A suggestion for a misspelt key in a crew file or the settings: ``did you mean``."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import typing
+
+from pydantic import BaseModel
+
+
+def did_you_mean(key: str, model: type[BaseModel]) -> str:
+    """``; did you mean 'temperature'?`` when ``key`` is close to a key ``model`` takes
+    at any depth, else ""."""
+    close = difflib.get_close_matches(key, model_keys(model), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@functools.cache
+def model_keys(model: type[BaseModel]) -> frozenset[str]:
+    """Every key ``model`` takes, at any depth (the fields of the models inside it too)."""
+    keys: set[str] = set()
+    seen: set[type] = set()
+
+    def walk(annotation: object) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                return
+            seen.add(annotation)
+            for name, field in annotation.model_fields.items():
+                keys.add(field.alias or name)
+                walk(field.annotation)
+        for arg in typing.get_args(annotation):
+            walk(arg)
+
+    walk(model)
+    return frozenset(keys)
