@@ -8,27 +8,24 @@ run's failure is contained in that run.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from .blocking import report_held_loop, run_blocking
 from .context import build_context
 from .crew import Crew, Handoff, Parallel, Persona, Sequential
 from .errors import (
     ConfigError,
     EscalationRejected,
-    GuardrailBlocked,
     LimitExceeded,
     LoopDetected,
     ModelError,
@@ -44,9 +41,6 @@ from .events import (
     BaseEvent,
     ContextBuilt,
     ErrorRaised,
-    EscalationDecided,
-    EscalationRaised,
-    GuardrailChecked,
     HandedOff,
     LimitHit,
     MemoryWritten,
@@ -66,7 +60,6 @@ from .events import (
     ToolCalled,
 )
 from .explain import rank_evidence
-from .guardrails import GuardrailContext, Stage, Verdict
 from .handoffs import HANDOFF_PREFIX, check_handoff_tools, handoff_spec, handoff_tool
 from .memory import _sink as _memory_sink
 from .memory import facts_in_output
@@ -79,37 +72,18 @@ from .model import (
     _delta_sink,
     estimate_request_tokens,
 )
+from .oversight import Oversight
 from .registry import Registry
 from .retrieval import Passage
-from .runstate import RunResult, StepOutcome, _Run, _SentBack, _Talk, new_run_id
+from .runstate import Replaying, RunResult, StepOutcome, _Run, _SentBack, _Talk, new_run_id
 from .settings import Settings
-from .store import AUDIT_SUBJECT, Escalation, MemoryItem
+from .store import AUDIT_SUBJECT, MemoryItem
 from .tools import canonical_json, result_text
 
 #: how many checked crews the engine remembers (the oldest is forgotten first)
 CHECKED_CREWS = 256
 #: the subject prefix of the facts a replay keeps (never the real subject's memory)
 REPLAY_SUBJECT = "replay:"
-
-
-class Replaying(Protocol):
-    """What a replay serves the engine from a recorded run (:mod:`pilothouse.replay`)."""
-
-    #: the run replayed (its replays log it)
-    run_id: str
-    #: the facts about the subject the run recalled, recalled again instead of the store's
-    memory: list[MemoryItem]
-    #: the run tried its personas' fallbacks (no model override): the replay stands in
-    #: for each model a persona would try, so a recorded failure falls back as it did
-    fallbacks: bool
-
-    def tool_result(self, name: str, canonical_arguments: str) -> str:
-        """The recorded result of a tool call (a recorded error raised as ToolError)."""
-
-    def decision(
-        self, step_id: str, kind: str, reason: str
-    ) -> tuple[str, str, str, str | None] | None:
-        """The recorded ``(decision, by, note, text)`` of an escalation, or None to wait."""
 
 
 class Engine:
@@ -132,6 +106,7 @@ class Engine:
         self.replaying: Replaying | None = None
         # crews already checked; the crew is kept so that its id is not reused
         self._checked: dict[tuple[int, str | None], Crew] = {}
+        self.oversight = Oversight(self)
 
     # -- a run ------------------------------------------------------------------
 
@@ -201,7 +176,7 @@ class Engine:
         )
         run.seq = after_seq
         run.memory = self._recall(subject)
-        self._emit(
+        self.emit(
             run,
             RunStarted,
             crew=crew.name,
@@ -241,7 +216,7 @@ class Engine:
             recalled = self._recall(started.subject)
             run.memory = [m for m in recalled if m.run_id != started.run_id]
         run.restore(events)
-        self._emit(
+        self.emit(
             run,
             RunResumed,
             completed_steps=list(run.done),
@@ -341,10 +316,10 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 suspended = self._suspend_reasons.get(run.id)
                 if suspended is not None:
-                    self._emit(run, RunSuspended, reason=suspended)
+                    self.emit(run, RunSuspended, reason=suspended)
                 else:
                     reason = self._cancel_reasons.get(run.id, "cancelled")
-                    self._emit(run, RunCancelled, reason=reason)
+                    self.emit(run, RunCancelled, reason=reason)
                 await self.log.flush()
             raise
         except Exception as exc:
@@ -352,8 +327,8 @@ class Engine:
         else:
             ranked = rank_evidence(output, run.evidence) if self.log.active else None
             if ranked:
-                self._emit(run, OutputExplained, evidence=ranked)
-            self._emit(
+                self.emit(run, OutputExplained, evidence=ranked)
+            self.emit(
                 run,
                 RunFinished,
                 output=output,
@@ -368,10 +343,10 @@ class Engine:
     def _fail(self, run: _Run, exc: Exception, result: RunResult) -> None:
         plugin = getattr(exc, "plugin", None)
         if isinstance(exc, LimitExceeded):
-            self._emit(run, LimitHit, limit=exc.limit, message=str(exc))
+            self.emit(run, LimitHit, limit=exc.limit, message=str(exc))
         else:
             cause = exc.__cause__ if isinstance(exc, PluginError) and exc.__cause__ else exc
-            self._emit(
+            self.emit(
                 run,
                 ErrorRaised,
                 error_type=type(cause).__name__,
@@ -380,7 +355,7 @@ class Engine:
                 traceback="".join(traceback.format_exception(cause)),
             )
         kind = exc.kind if isinstance(exc, PilothouseError) else "internal"
-        self._emit(
+        self.emit(
             run,
             RunFailed,
             kind=kind,
@@ -409,7 +384,7 @@ class Engine:
         assert run.subject is not None
         memory_id = uuid.uuid4().hex[:12]
         subject = (REPLAY_SUBJECT if self.replaying else "") + run.subject
-        self._emit(run, MemoryWritten, step_id=step_id, memory_id=memory_id,
+        self.emit(run, MemoryWritten, step_id=step_id, memory_id=memory_id,
                    subject=subject, channel=channel, fact=fact, persona=persona)  # fmt: skip
         run.memory.append(MemoryItem(id=memory_id, subject=subject, channel=channel,
                                      fact=fact, run_id=run.id, step_id=step_id,
@@ -440,7 +415,8 @@ class Engine:
         """
         await self.log.flush(alone=len(self._active) == 1)
 
-    def _emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
+    def emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
+        """Log an event of ``run`` (its next sequence number and the time are added)."""
         run.seq += 1
         if self.log.active:  # nobody stores or watches: the event need not exist
             self.log.emit(event_type(run_id=run.id, seq=run.seq, ts=time.time(), **fields))
@@ -512,7 +488,7 @@ class Engine:
                     f"more than {run.crew.limits.max_handoffs} handoffs in one run",
                 )
             if str(index) not in run.done:  # a resumed run logged it already
-                self._emit(
+                self.emit(
                     run,
                     HandedOff,
                     step_id=str(index),
@@ -560,15 +536,15 @@ class Engine:
 
         persona = self._persona(run, name)
         models = self._models_for(run, persona)
-        self._emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=models[0].id)
+        self.emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=models[0].id)
         if persona.guardrails.input:
-            text = await self._guard(run, persona, "input", text, step_id)
+            text = await self.oversight.guard(run, persona, "input", text, step_id)
 
         passages: list[tuple[str, Passage]] = []
         for retriever_name in persona.retrievers:
             passages.extend(await self._retrieve(run, persona, retriever_name, text, step_id))
         if persona.guardrails.retrieval:
-            passages = await self._screen(run, persona, passages, step_id)
+            passages = await self.oversight.screen(run, persona, passages, step_id)
         window = build_context(
             persona,
             task=run.task,
@@ -580,7 +556,7 @@ class Engine:
             provenance=self.log.active,
         )
         if self.log.active:
-            self._emit(run, ContextBuilt, step_id=step_id, persona=name, pieces=window.pieces,
+            self.emit(run, ContextBuilt, step_id=step_id, persona=name, pieces=window.pieces,
                        tokens=window.tokens, dropped=window.dropped)  # fmt: skip
 
         tools = [self.registry.get("tools", t).value for t in persona.tools]
@@ -622,9 +598,11 @@ class Engine:
                         *(m.content or "" for m in messages if m.role == "tool"),
                         text,
                     ]
-                    output = await self._guard(run, persona, "output", output, step_id, evidence)
+                    output = await self.oversight.guard(
+                        run, persona, "output", output, step_id, evidence
+                    )
                 if persona.risk_field is not None:
-                    output = await self._check_risk(run, persona, output, step_id)
+                    output = await self.oversight.check_risk(run, persona, output, step_id)
             except _SentBack as back:
                 revisions += 1
                 allowed = run.crew.escalation.max_revisions
@@ -638,7 +616,7 @@ class Engine:
                 )
                 continue
             break
-        self._emit(
+        self.emit(
             run,
             StepFinished,
             step_id=step_id,
@@ -721,7 +699,7 @@ class Engine:
         except (json.JSONDecodeError, AttributeError):
             message = ""
         message = message or run.task
-        self._emit(
+        self.emit(
             run,
             StepFinished,
             step_id=step_id,
@@ -802,7 +780,7 @@ class Engine:
             except (ModelError, PluginError) as exc:
                 if i + 1 == len(models):
                     raise
-                self._emit(
+                self.emit(
                     run,
                     ModelSwitched,
                     step_id=step_id,
@@ -846,7 +824,7 @@ class Engine:
         except Exception as exc:
             latency = (time.perf_counter() - started) * 1000
             error = f"{type(exc).__name__}: {exc}"
-            self._emit(run, ModelCalled, **call, latency_ms=latency, error=error)
+            self.emit(run, ModelCalled, **call, latency_ms=latency, error=error)
             if isinstance(exc, PilothouseError):
                 raise
             plugin = self._model_plugins.get(model.id, model.provider)
@@ -861,7 +839,7 @@ class Engine:
         run.input_tokens += usage.input_tokens
         run.output_tokens += usage.output_tokens
         run.cost_usd += cost or 0.0
-        self._emit(
+        self.emit(
             run,
             ModelCalled,
             **call,
@@ -935,7 +913,9 @@ class Engine:
                     f" {run.crew.limits.max_identical_tool_calls + 1} times",
                 )
             if tool.requires_approval:
-                arguments = await self._approve_tool(run, persona, tool, arguments, step_id)
+                arguments = await self.oversight.approve_tool(
+                    run, persona, tool, arguments, step_id
+                )
             try:
                 if self.replaying is not None:
                     result = self.replaying.tool_result(tool.name, canonical_json(call.arguments))
@@ -958,7 +938,7 @@ class Engine:
             error = str(exc)
         if result is not None:
             run.evidence.append(("tool", call.name, step_id, result))
-        self._emit(
+        self.emit(
             run,
             ToolCalled,
             step_id=step_id,
@@ -983,265 +963,19 @@ class Engine:
             raise PluginError(
                 entry.plugin, f"retriever {name!r} raised {type(exc).__name__}: {exc}"
             ) from exc
-        self._emit(
+        self.emit(
             run, RetrievalDone, step_id=step_id, retriever=name, query=query, passages=passages
         )
         run.evidence += [("passage", p.id, step_id, p.text) for p in passages]
         return [(name, p) for p in passages]
 
-    async def _screen(
-        self, run: _Run, persona: Persona, passages: list[tuple[str, Passage]], step_id: str
-    ) -> list[tuple[str, Passage]]:
-        """Retrieved text is data: a passage a retrieval guardrail does not pass is dropped."""
-        kept = []
-        for retriever, passage in passages:
-            text: str | None = passage.text
-            for name in persona.guardrails.retrieval:
-                verdict = await self._check(
-                    run, persona, name, "retrieval", text or "", step_id, ref=passage.id
-                )
-                if verdict.action == "fix":
-                    text = verdict.replacement
-                elif verdict.action != "pass":
-                    text = None
-                    break
-            if text is not None:
-                kept.append((retriever, passage.model_copy(update={"text": text})))
-        return kept
-
-    async def _check(
-        self,
-        run: _Run,
-        persona: Persona,
-        name: str,
-        stage: Stage,
-        text: str,
-        step_id: str,
-        evidence: list[str] | None = None,
-        ref: str | None = None,
-    ) -> Verdict:
-        """Run one guardrail and log its verdict (with ``ref``: the passage it judged)."""
-        entry = self.registry.get("guardrails", name)
-        context = GuardrailContext(
-            run_id=run.id,
-            step_id=step_id,
-            persona=persona.name,
-            stage=stage,
-            crew=run.crew.name,
-            evidence=list(evidence or ()),
-            ask=functools.partial(self._ask, run, step_id),
-            embed=self._embed,
-        )
-        guardrail = entry.value
-        try:
-            if guardrail.blocking:
-                verdict = await run_blocking(lambda: guardrail.check(text, context),
-                                             name=f"guardrail {name}")  # fmt: skip
-            else:
-                started = time.perf_counter()
-                verdict = guardrail.check(text, context)
-                report_held_loop(f"guardrail {name!r}", started,
-                                 "set blocking = True on it to run it in a thread")  # fmt: skip
-            if hasattr(verdict, "__await__"):
-                verdict = await verdict
-            if not isinstance(verdict, Verdict):
-                raise TypeError(f"check() returned {type(verdict).__name__}, not a Verdict")
-            if verdict.action == "fix" and verdict.replacement is None:
-                raise TypeError("a 'fix' verdict needs a replacement text")
-        except Exception as exc:
-            raise PluginError(
-                entry.plugin, f"guardrail {name!r} raised {type(exc).__name__}: {exc}"
-            ) from exc
-        details = {**verdict.details, "passage": ref} if ref else verdict.details
-        self._emit(
-            run,
-            GuardrailChecked,
-            step_id=step_id,
-            guardrail=name,
-            stage=stage,
-            action=verdict.action,
-            reason=verdict.reason,
-            replacement=verdict.replacement,
-            risk=verdict.risk,
-            details=details,
-        )
-        return verdict
-
-    async def _ask(
+    async def ask(
         self, run: _Run, step_id: str, spec: str, messages: list[Message], **request: Any
     ) -> ModelResponse:
         """A model call a plugin makes inside a step (a guardrail's judge, say)."""
         model = self.resolve_model(spec)
         call = ModelRequest(model=model.name, messages=messages, **request)
         return await self._call_model(run, model, call, step_id)
-
-    async def _embed(self, name: str, texts: Sequence[str]) -> list[list[float]]:
-        """Vectors from a registered embedder, computed in a thread of its own (a run that
-        is cancelled or times out meanwhile does not wait for it)."""
-        embedder = self.registry.get("embedders", name).value
-        texts = list(texts)
-        return await run_blocking(lambda: embedder.embed(texts), name=f"embedder {name}")
-
-    async def _guard(
-        self,
-        run: _Run,
-        persona: Persona,
-        stage: Stage,
-        text: str,
-        step_id: str,
-        evidence: list[str] | None = None,
-    ) -> str:
-        """Apply the persona's input or output guardrails; return the text to go on with."""
-        names = persona.guardrails.input if stage == "input" else persona.guardrails.output
-        for name in names:
-            verdict = await self._check(run, persona, name, stage, text, step_id, evidence)
-            if verdict.action == "block":
-                raise GuardrailBlocked(name, verdict.reason or "no reason given")
-            if verdict.action == "fix":
-                text = verdict.replacement or ""
-            elif verdict.action == "flag" and run.crew.on_flag == "fail":
-                raise GuardrailBlocked(
-                    name, f"flagged, and the crew fails on flags: {verdict.reason}"
-                )
-            elif verdict.action == "flag" and run.crew.on_flag == "escalate":
-                proposed = verdict.replacement if verdict.replacement is not None else text
-                decided = await self._escalate(
-                    run,
-                    persona,
-                    step_id,
-                    kind="guardrail",
-                    reason=f"{name}: {verdict.reason or 'flagged'}",
-                    risk=verdict.risk,
-                    evidence={"guardrail": name, "stage": stage, "text": text},
-                    proposed=proposed,
-                )
-                text = self._decided_text(run, decided, proposed, can_revise=stage == "output")
-        return text
-
-    # -- human on the loop ----------------------------------------------------------
-
-    async def _escalate(
-        self,
-        run: _Run,
-        persona: Persona,
-        step_id: str,
-        *,
-        kind: str,
-        reason: str,
-        risk: float,
-        evidence: dict[str, Any],
-        proposed: str | None,
-    ) -> Escalation:
-        """Pause this step until a person (or the crew's timeout policy) decides."""
-        if self.decisions is None:
-            raise PilothouseError(
-                f"{persona.name!r} needs a person's decision ({reason}), but this runtime has"
-                " no run store for decisions to reach it"
-            )
-        prior = run.prior_escalations.pop((step_id, kind, reason), None)
-        if prior is not None and prior in run.logged_decisions:
-            return self.decisions.store.get_escalation(prior)  # decided before the crash
-        if prior is not None:  # raised before the crash: wait on the same one
-            escalation_id = prior
-        else:
-            escalation_id = uuid.uuid4().hex[:10]
-            self._emit(
-                run,
-                EscalationRaised,
-                step_id=step_id,
-                escalation_id=escalation_id,
-                persona=persona.name,
-                kind=kind,
-                reason=reason,
-                risk=risk,
-                evidence=evidence,
-                proposed=proposed,
-            )
-            await self.log.flush()  # the inbox of every process sees it now
-            recorded = self.replaying and self.replaying.decision(step_id, kind, reason)
-            if recorded:
-                decision, by, note, text = recorded
-                self.decisions.store.decide(escalation_id, decision, by=f"replay of {by}",
-                                            note=note, text=text)  # fmt: skip
-        decided = await self.decisions.wait(escalation_id, run.crew.escalation)
-        self._emit(
-            run,
-            EscalationDecided,
-            step_id=step_id,
-            escalation_id=escalation_id,
-            decision=decided.status,
-            by=decided.decided_by or "",
-            decided_at=decided.decided_at or time.time(),
-            note=decided.note,
-            text=decided.text,
-        )
-        return decided
-
-    def _decided_text(
-        self, run: _Run, decided: Escalation, proposed: str | None, *, can_revise: bool
-    ) -> str:
-        """The text a step goes on with after a decision, or the consequence of a rejection."""
-        if decided.status == "approve":
-            return proposed or ""
-        if decided.status == "edit":
-            return decided.text or ""
-        if can_revise and run.crew.escalation.on_reject == "revise":
-            raise _SentBack(decided.note or "rejected without a note")
-        raise EscalationRejected(
-            f"{decided.decided_by} rejected escalation {decided.id}: {decided.note or 'no note'}"
-        )
-
-    async def _check_risk(self, run: _Run, persona: Persona, output: str, step_id: str) -> str:
-        """The persona's own escalation rule: a risk field of its structured output
-        (called only for a persona that names one)."""
-        assert persona.risk_field is not None
-        try:
-            value = json.loads(output).get(persona.risk_field)
-        except (json.JSONDecodeError, AttributeError):
-            return output
-        if not isinstance(value, int | float) or value <= persona.risk_threshold:
-            return output
-        decided = await self._escalate(
-            run,
-            persona,
-            step_id,
-            kind="policy",
-            reason=f"{persona.risk_field} = {value} is above {persona.risk_threshold}",
-            risk=min(1.0, float(value)),
-            evidence={"output": output},
-            proposed=output,
-        )
-        return self._decided_text(run, decided, output, can_revise=True)
-
-    async def _approve_tool(
-        self, run: _Run, persona: Persona, tool: Any, arguments: Any, step_id: str
-    ) -> Any:
-        """A person approves this exact call; an approval holds for these arguments only."""
-        canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
-        if (tool.name, canonical) in run.approved:
-            return arguments
-        decided = await self._escalate(
-            run,
-            persona,
-            step_id,
-            kind="tool_approval",
-            reason=f"{tool.name!r} needs approval before it runs",
-            risk=0.5,
-            evidence={"tool": tool.name, "arguments": json.loads(canonical)},
-            proposed=canonical,
-        )
-        if decided.status not in ("approve", "edit"):  # only an approval runs the tool
-            if run.crew.escalation.on_reject == "fail":
-                raise EscalationRejected(
-                    f"{decided.decided_by} rejected the call to {tool.name!r}:"
-                    f" {decided.note or 'no note'}"
-                )
-            raise ToolError(f"a person rejected this call: {decided.note or 'no reason given'}")
-        if decided.status == "edit":
-            arguments = tool.parse_arguments(decided.text or "{}")
-            canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
-        run.approved.add((tool.name, canonical))
-        return arguments
 
     def _check_ping_pong(self, run: _Run) -> None:
         window = 2 * run.crew.limits.max_ping_pong + 1

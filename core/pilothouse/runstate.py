@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .crew import Crew
 from .events import (
@@ -22,6 +22,26 @@ from .explain import evidence_of
 from .model import Message, Model, ModelResponse
 from .store import MemoryItem
 from .tools import canonical_json
+
+
+class Replaying(Protocol):
+    """What a replay serves the engine from a recorded run (:mod:`pilothouse.replay`)."""
+
+    #: the run replayed (its replays log it)
+    run_id: str
+    #: the facts about the subject the run recalled, recalled again instead of the store's
+    memory: list[MemoryItem]
+    #: the run tried its personas' fallbacks (no model override): the replay stands in
+    #: for each model a persona would try, so a recorded failure falls back as it did
+    fallbacks: bool
+
+    def tool_result(self, name: str, canonical_arguments: str) -> str:
+        """The recorded result of a tool call (a recorded error raised as ToolError)."""
+
+    def decision(
+        self, step_id: str, kind: str, reason: str
+    ) -> tuple[str, str, str, str | None] | None:
+        """The recorded ``(decision, by, note, text)`` of an escalation, or None to wait."""
 
 
 @dataclass
