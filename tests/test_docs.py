@@ -66,7 +66,7 @@ def test_the_readme_endpoint_config_loads(workspace, monkeypatch):
     assert settings.model_aliases == {"fast": "hosted:gpt-4o-mini"}
     rt = pilothouse.Runtime(settings, log_events=False)
     assert {"local", "hosted", "openai"} <= set(rt.registry.models)
-    assert rt.engine.resolve_model("fast").id == "hosted:gpt-4o-mini"
+    assert rt.engine.calls.resolve("fast").id == "hosted:gpt-4o-mini"
     shown = " ".join(row["value"] for row in settings.describe())
     assert "sk-readme" not in shown and "api_key_env=OPENAI_API_KEY" in shown
 

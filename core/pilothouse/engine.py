@@ -4,6 +4,10 @@ Everything the engine does is recorded through :class:`~pilothouse.eventlog.Even
 Before a step starts, every step that finished before it is committed (the
 durability barrier), and a run's end is committed before ``run`` returns. A
 run's failure is contained in that run.
+
+Two parts of a step live beside it: :mod:`~pilothouse.calls` (which model answers,
+the budget before each call, its log) and :mod:`~pilothouse.oversight` (guardrail
+verdicts and escalations to a person).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from .calls import ModelCalls
 from .context import build_context
 from .crew import Crew, Handoff, Parallel, Persona, Sequential
 from .errors import (
@@ -44,9 +49,6 @@ from .events import (
     HandedOff,
     LimitHit,
     MemoryWritten,
-    ModelCalled,
-    ModelDelta,
-    ModelSwitched,
     OutputExplained,
     RetrievalDone,
     RunCancelled,
@@ -67,10 +69,7 @@ from .model import (
     Message,
     Model,
     ModelRequest,
-    ModelResponse,
     ToolSpec,
-    _delta_sink,
-    estimate_request_tokens,
 )
 from .oversight import Oversight
 from .registry import Registry
@@ -93,8 +92,6 @@ class Engine:
         self.registry = registry
         self.log = log
         self.settings = settings
-        self._models: dict[str, Model] = {}
-        self._model_plugins: dict[str, str] = {}
         #: set by the runtime when a run store can carry decisions
         self.decisions: DecisionWatcher | None = None
         # the cancel scope of every run executing here, and why one was cancelled
@@ -106,6 +103,7 @@ class Engine:
         self.replaying: Replaying | None = None
         # crews already checked; the crew is kept so that its id is not reused
         self._checked: dict[tuple[int, str | None], Crew] = {}
+        self.calls = ModelCalls(self)
         self.oversight = Oversight(self)
 
     # -- a run ------------------------------------------------------------------
@@ -121,7 +119,7 @@ class Engine:
         run = _Run(id="", crew=crew, task="", model_override=model)
         for name in crew.persona_names():
             persona = self._persona(run, name)
-            self._models_for(run, persona)
+            self.calls.models_for(run, persona)
             guards = [*persona.guardrails.input, *persona.guardrails.output,
                       *persona.guardrails.retrieval]  # fmt: skip
             for kind, names in (
@@ -138,7 +136,7 @@ class Engine:
                 entry = self.registry.get("guardrails", guard)
                 for spec in entry.value.models:
                     try:
-                        self.resolve_model(spec)
+                        self.calls.resolve(spec)
                     except PilothouseError as exc:
                         raise ConfigError(
                             f"crew {crew.name!r}, persona {name!r}, guardrail {guard!r}"
@@ -535,7 +533,7 @@ class Engine:
             )
 
         persona = self._persona(run, name)
-        models = self._models_for(run, persona)
+        models = self.calls.models_for(run, persona)
         self.emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=models[0].id)
         if persona.guardrails.input:
             text = await self.oversight.guard(run, persona, "input", text, step_id)
@@ -657,7 +655,7 @@ class Engine:
                 max_output_tokens=persona.max_output_tokens,
                 temperature=persona.temperature,
             )
-            talk.models, talk.response = await self._call_with_fallbacks(
+            talk.models, talk.response = await self.calls.call_with_fallbacks(
                 run, persona, talk.models, request, step_id
             )
             response = talk.response
@@ -725,168 +723,6 @@ class Engine:
                 f"crew {run.crew.name!r} names persona {name!r}, which is neither in the crew"
                 " nor registered by a plugin"
             ) from None
-
-    def _models_for(self, run: _Run, persona: Persona) -> list[Model]:
-        """The persona's model then its fallbacks; an override replaces them all."""
-        if run.model_override:
-            model = self.resolve_model(run.model_override)
-            if self.replaying is not None and self.replaying.fallbacks:
-                return [model] * (1 + len(persona.fallbacks))
-            return [model]
-        specs = [persona.model or self.settings.default_model, *persona.fallbacks]
-        return [self.resolve_model(spec) for spec in specs]
-
-    def resolve_model(self, spec: str) -> Model:
-        """The model for ``alias`` or ``provider[:name]``; instances are cached."""
-        cached = self._models.get(spec)
-        if cached is not None:
-            return cached
-        full = self.settings.model_aliases.get(spec, spec)
-        provider_name, _, model_name = full.partition(":")
-        entry = self.registry.get("models", provider_name)
-        provider = entry.value
-        model_name = model_name or provider.default_model() or ""
-        if not model_name:
-            raise NotFound(
-                f"model provider {provider_name!r} needs a model name: {provider_name}:NAME"
-            )
-        try:
-            model = provider.model(model_name)
-        except PilothouseError:
-            raise
-        except Exception as exc:
-            raise PluginError(entry.plugin, f"provider {provider_name!r} raised {exc!r}") from exc
-        self._models[spec] = model
-        self._model_plugins[model.id] = entry.plugin
-        return model
-
-    async def _call_with_fallbacks(
-        self,
-        run: _Run,
-        persona: Persona,
-        models: list[Model],
-        request: ModelRequest,
-        step_id: str,
-    ) -> tuple[list[Model], ModelResponse]:
-        """Call the first model; when it fails (after its own retries), the next.
-
-        Returns the models still in play (a switch sticks for the rest of the step).
-        """
-        for i, model in enumerate(models):
-            if request.model != model.name:
-                request = request.model_copy(update={"model": model.name})
-            try:
-                return models[i:], await self._call_model(run, model, request, step_id)
-            except (ModelError, PluginError) as exc:
-                if i + 1 == len(models):
-                    raise
-                self.emit(
-                    run,
-                    ModelSwitched,
-                    step_id=step_id,
-                    persona=persona.name,
-                    failed=model.id,
-                    next=models[i + 1].id,
-                    reason=str(exc),
-                )
-        raise AssertionError("unreachable: a persona has at least one model")
-
-    async def _call_model(
-        self, run: _Run, model: Model, request: ModelRequest, step_id: str
-    ) -> ModelResponse:
-        self._check_budget(run, model, request)
-        # what every model-call event says, whether the call worked or not
-        call = (
-            {
-                "step_id": step_id,
-                "model": model.id,
-                "offline": model.offline,
-                "messages": request.messages,
-                "tools": request.tools,
-                "response_schema": request.response_schema,
-                "max_output_tokens": request.max_output_tokens,
-                "temperature": request.temperature,
-            }
-            if self.log.active
-            else {}
-        )
-
-        # deltas go to observers only: with none, the sink stays unset (None)
-        sink = self._delta_sink(run, model, step_id) if self.log.observed else None
-        token = _delta_sink.set(sink) if sink is not None else None
-        started = time.perf_counter()
-        try:
-            response = await model.complete(request)
-            if not isinstance(response, ModelResponse):
-                raise ModelError(
-                    f"model {model.id} returned {type(response).__name__}, not a ModelResponse"
-                )
-        except Exception as exc:
-            latency = (time.perf_counter() - started) * 1000
-            error = f"{type(exc).__name__}: {exc}"
-            self.emit(run, ModelCalled, **call, latency_ms=latency, error=error)
-            if isinstance(exc, PilothouseError):
-                raise
-            plugin = self._model_plugins.get(model.id, model.provider)
-            raise PluginError(plugin, f"model {model.id} raised {error}") from exc
-        finally:  # also on cancellation: deltas belong to this call only
-            if token is not None:
-                _delta_sink.reset(token)
-        usage = response.usage
-        cost = response.cost_usd
-        if cost is None:
-            cost = model.estimate_cost(usage.input_tokens, usage.output_tokens)
-        run.input_tokens += usage.input_tokens
-        run.output_tokens += usage.output_tokens
-        run.cost_usd += cost or 0.0
-        self.emit(
-            run,
-            ModelCalled,
-            **call,
-            text=response.text,
-            tool_calls=response.tool_calls,
-            usage=usage,
-            cost_usd=cost,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            ttft_ms=response.ttft_ms,
-            queued_ms=response.queued_ms,
-            request_id=response.request_id,
-            finish_reason=response.finish_reason,
-        )
-        return response
-
-    def _delta_sink(self, run: _Run, model: Model, step_id: str) -> Callable[[str], None]:
-        """What :func:`pilothouse.model.emit_delta` calls during this model call."""
-
-        def show_delta(text: str) -> None:
-            delta = ModelDelta(run_id=run.id, seq=run.seq, ts=time.time(), step_id=step_id,
-                               model=model.id, text=text)  # fmt: skip
-            self.log.emit(delta, persist=False)
-
-        return show_delta
-
-    def _check_budget(self, run: _Run, model: Model, request: ModelRequest) -> None:
-        limits = run.crew.limits
-        if limits.max_tokens is None and limits.max_cost_usd is None:
-            return
-        est_in = estimate_request_tokens(request)
-        est_out = request.max_output_tokens or 0
-        if limits.max_tokens is not None and run.tokens + est_in + est_out > limits.max_tokens:
-            raise LimitExceeded(
-                "max_tokens",
-                f"the next call to {model.id} could bring the run to"
-                f" {run.tokens + est_in + est_out}"
-                f" tokens, over max_tokens = {limits.max_tokens}; it was not made",
-            )
-        if limits.max_cost_usd is not None:
-            est_cost = model.estimate_cost(est_in, est_out) or 0.0
-            if run.cost_usd + est_cost > limits.max_cost_usd:
-                raise LimitExceeded(
-                    "max_cost_usd",
-                    f"the next call to {model.id} could bring the run to"
-                    f" ${run.cost_usd + est_cost:.4f}, over max_cost_usd = {limits.max_cost_usd};"
-                    " it was not made",
-                )
 
     async def _tool_call(
         self, run: _Run, persona: Persona, call: Any, step_id: str, offered: list[str]
@@ -968,14 +804,6 @@ class Engine:
         )
         run.evidence += [("passage", p.id, step_id, p.text) for p in passages]
         return [(name, p) for p in passages]
-
-    async def ask(
-        self, run: _Run, step_id: str, spec: str, messages: list[Message], **request: Any
-    ) -> ModelResponse:
-        """A model call a plugin makes inside a step (a guardrail's judge, say)."""
-        model = self.resolve_model(spec)
-        call = ModelRequest(model=model.name, messages=messages, **request)
-        return await self._call_model(run, model, call, step_id)
 
     def _check_ping_pong(self, run: _Run) -> None:
         window = 2 * run.crew.limits.max_ping_pong + 1

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .blocking import report_held_loop, run_blocking
+from .calls import ModelCalls
 from .crew import Persona
 from .errors import EscalationRejected, GuardrailBlocked, PilothouseError, PluginError, ToolError
 from .escalation import DecisionWatcher
 from .eventlog import EventLog
 from .events import BaseEvent, EscalationDecided, EscalationRaised, GuardrailChecked
 from .guardrails import GuardrailContext, Stage, Verdict
-from .model import Message, ModelResponse
 from .registry import Registry
 from .retrieval import Passage
 from .runstate import Replaying, _Run, _SentBack
@@ -36,13 +36,10 @@ class Host(Protocol):
     decisions: DecisionWatcher | None
     replaying: Replaying | None
 
+    calls: ModelCalls
+
     def emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         """Log an event of ``run``."""
-
-    async def ask(
-        self, run: _Run, step_id: str, spec: str, messages: list[Message], **request: Any
-    ) -> ModelResponse:
-        """A model call made inside a step."""
 
 
 class Oversight:
@@ -91,7 +88,7 @@ class Oversight:
             stage=stage,
             crew=run.crew.name,
             evidence=list(evidence or ()),
-            ask=functools.partial(self.engine.ask, run, step_id),
+            ask=functools.partial(self.engine.calls.ask, run, step_id),
             embed=self._embed,
         )
         guardrail = entry.value
