@@ -509,29 +509,11 @@ class Engine:
         previous: str | None,
         handoff_targets: list[str] | None = None,
     ) -> StepOutcome:
-        if run.unflushed and self.log.store is not None:
-            # The durability barrier: a finished step is committed before another starts.
-            run.unflushed = False
-            await self._flush()
-        limits = run.crew.limits
-        if run.steps >= limits.max_steps:
-            raise LimitExceeded("max_steps", f"the run reached max_steps = {limits.max_steps}")
-        run.steps += 1
-        key = (name, " ".join(text.lower().split()))
-        if key in run.seen_inputs:
-            raise LoopDetected("loop", f"{name!r} received the same input a second time")
-        run.seen_inputs.add(key)
-        if not run.trail:
-            run.trail.append(name)
-        done = run.done.get(step_id)
-        if done is not None:  # resumed: this step finished before the interruption
-            return StepOutcome(output=done.output, handoff_to=done.handoff_to)
-        if run.attempts.get(step_id, 0) >= limits.max_step_interruptions:
-            raise PilothouseError(
-                f"step {step_id} ({name}) was interrupted {run.attempts[step_id]} times;"
-                " it is not retried again"
-            )
-
+        """One persona's turn: its context, its conversation with its model (tool calls,
+        schema retries, revisions a person asked for) and its guarded output."""
+        done = await self._admit(run, name, text, step_id)
+        if done is not None:
+            return done
         persona = self._persona(run, name)
         models = self.calls.models_for(run, persona)
         self.emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=models[0].id)
@@ -630,6 +612,33 @@ class Engine:
                                                  persona.memory_channel):  # fmt: skip
                 self._remember(run, name, step_id, fact, channel)
         return StepOutcome(output=output)
+
+    async def _admit(self, run: _Run, name: str, text: str, step_id: str) -> StepOutcome | None:
+        """What comes before a step: the steps finished so far committed (the durability
+        barrier), then the crew's step limit and loop rule. Returns the outcome of a step
+        that finished before the run was interrupted (a resumed run does not redo it)."""
+        if run.unflushed and self.log.store is not None:
+            run.unflushed = False
+            await self._flush()
+        limits = run.crew.limits
+        if run.steps >= limits.max_steps:
+            raise LimitExceeded("max_steps", f"the run reached max_steps = {limits.max_steps}")
+        run.steps += 1
+        key = (name, " ".join(text.lower().split()))
+        if key in run.seen_inputs:
+            raise LoopDetected("loop", f"{name!r} received the same input a second time")
+        run.seen_inputs.add(key)
+        if not run.trail:
+            run.trail.append(name)
+        done = run.done.get(step_id)
+        if done is not None:
+            return StepOutcome(output=done.output, handoff_to=done.handoff_to)
+        if run.attempts.get(step_id, 0) >= limits.max_step_interruptions:
+            raise PilothouseError(
+                f"step {step_id} ({name}) was interrupted {run.attempts[step_id]} times;"
+                " it is not retried again"
+            )
+        return None
 
     async def _converse(
         self,
