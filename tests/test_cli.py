@@ -174,17 +174,38 @@ def test_a_crew_naming_a_missing_part_fails_before_it_starts(tmp_path):
     )
 
 
+def test_crews_says_which_crews_cannot_run_and_why(tmp_path):
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "broken.toml").write_text("[flow\n")
+    (tmp_path / "crews" / "notool.toml").write_text(
+        '[flow]\nsteps = ["a"]\n[personas.a]\ntools = ["nope"]\n'
+    )
+    listed = ph("crews", "--json", cwd=tmp_path)
+    assert listed.returncode == 3  # a check of the crew files, for CI
+    crews = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert "invalid TOML" in crews["broken"]["error"]
+    assert "no tool named 'nope'" in crews["notool"]["error"]
+    assert crews["marketing"]["error"] is None  # the others are still listed
+    out = ph("crews", cwd=tmp_path).stdout
+    assert "cannot run: crew 'notool', persona 'a': no tool named 'nope'" in out
+
+
 def test_crews_lists_plugin_and_file_crews(tmp_path):
     (tmp_path / "crews").mkdir()
-    (tmp_path / "crews" / "mine.toml").write_text('[flow]\nsteps = ["a"]\n')
+    (tmp_path / "crews" / "mine.toml").write_text('[flow]\nsteps = ["a"]\n[personas.a]\n')
     (tmp_path / "crews" / "support.toml").write_text(
         '[flow]\nsteps = ["mine_only"]\n[personas.mine_only]\ninstructions = "Only mine."\n'
     )
+    listed = ph("crews", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stdout
+    crews = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert crews["marketing"]["origin"] == "plugin demo"
+    assert crews["marketing"]["personas"] == ["researcher", "analyst", "creative", "compliance"]
+    assert crews["mine"]["origin"] == "crews/mine.toml" and crews["mine"]["flow"] == "sequential"
+    assert crews["support"]["origin"] == "crews/support.toml (overrides plugin demo)"
+    assert not any(row["error"] for row in crews.values())
     out = ph("crews", cwd=tmp_path).stdout
-    assert (
-        "marketing            plugin demo" in out and "mine                 crews/mine.toml" in out
-    )
-    assert "support              crews/support.toml (overrides plugin demo)" in out
+    assert "support              sequential: mine_only  crews/support.toml" in out
     # and the file is what runs under that name, not the demo's handoff crew
     done = ph("run", "support", "-i", "hello", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
+from ..errors import PilothouseError
 from ..runtime import Runtime
-from .base import Context, cli, pass_context
+from .base import Context, Exit, cli, pass_context
 from .viewing import _short, _since
 
 
@@ -148,12 +149,39 @@ def search(obj: Context, query: str, collection: str, embedder: str, k: int,
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def crews(obj: Context) -> None:
-    """List the crews that can be run and where each comes from."""
+def crews(obj: Context, as_json: bool) -> None:
+    """List the crews that can be run, where each comes from and who is in it.
+
+    Each crew is checked as a run would check it: its file, and every persona's
+    model, tools, retrievers and guardrails. One that cannot run says why, and the
+    command then exits 3 (a check for crew files in CI).
+    """
     rt = Runtime(obj.settings, log_events=False)
+    rows = []
     for name, origin in sorted(rt.crews().items()):
-        click.echo(f"{name:<20} {origin}")
+        row: dict[str, Any] = {"name": name, "origin": origin, "flow": None, "personas": [],
+                               "description": "", "error": None}  # fmt: skip
+        try:
+            crew = rt.crew(name)
+            row.update(flow=crew.flow.type, personas=crew.persona_names(),
+                       description=crew.description)  # fmt: skip
+            rt.engine.check(crew)
+        except PilothouseError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            made_of = f"{row['flow']}: {', '.join(row['personas'])}" if row["flow"] else ""
+            click.echo(click.style(f"{row['name']:<20}", bold=True) + f" {made_of}  "
+                       + click.style(row["origin"], dim=True))  # fmt: skip
+            if row["error"]:
+                click.secho(f"    cannot run: {row['error']}", fg="red")
+    if any(row["error"] for row in rows):
+        sys.exit(Exit.CONFIG)
 
 
 @cli.command()
