@@ -109,3 +109,31 @@ async def test_prompt_injection_in_a_passage_is_quoted_not_obeyed():
     )
     reply = await OfflineModel("x").complete(request)
     assert not reply.tool_calls  # a passage cannot make it hand off
+
+
+async def test_it_hands_off_to_the_persona_whose_description_fits():
+    # the support demo's routes, as the engine offers them to triage
+    from pilothouse import Persona
+    from pilothouse.handoffs import handoff_spec, handoff_tool
+
+    billing = Persona(name="billing", description="Answers invoices, refunds and payments.")
+    tech = Persona(name="tech", description="Answers product faults, charging and repairs.")
+    specs = [handoff_spec("billing", billing), handoff_spec("tech", tech)]
+
+    def asked(system: str, user: str) -> ModelRequest:
+        messages = [Message(role="system", content=system), Message(role="user", content=user)]
+        return ModelRequest(model="default", messages=messages, tools=specs)
+
+    model = OfflineModel("default")
+    triage = "You are triage. Pass each request to the right team."
+    refund = await model.complete(asked(triage, "I want a refund for order A1"))
+    fault = await model.complete(asked(triage, "The panel stopped charging"))
+    assert [r.tool_calls[0].name for r in (refund, fault)] == [
+        handoff_tool("billing"),
+        handoff_tool("tech"),
+    ]
+    # nothing fits: triage answers itself
+    assert not (await model.complete(asked(triage, "What time do you open?"))).tool_calls
+    # a specialist whose own instructions fit better keeps the request
+    own = "You are billing. You handle refunds and invoices."
+    assert not (await model.complete(asked(own, "I want a refund for order A1"))).tool_calls

@@ -31,6 +31,10 @@ def words(text: str) -> set[str]:
     return {w[:6] for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
 
 
+#: the words every handoff tool's description starts with ("Hand the work to ...")
+_HANDOFF_WORDS = words("hand the work")
+
+
 def _last_user(messages: list[Message]) -> tuple[int, str]:
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].role == "user":
@@ -52,6 +56,9 @@ def choose_tool_call(request: ModelRequest) -> ToolCall | None:
                 return _call(spec, {"message": text})
     wanted = words(text)
     system = request.messages[0].content or "" if request.messages else ""
+    handoff = _best_handoff(request.tools, wanted, system)
+    if handoff is not None:
+        return _call(handoff, {"message": text})
     best, best_score = None, 0
     for spec in request.tools:
         if spec.name.startswith(HANDOFF_PREFIX):
@@ -65,6 +72,21 @@ def choose_tool_call(request: ModelRequest) -> ToolCall | None:
     if best is None:
         return None
     return _call(best, _arguments(best, text))
+
+
+def _best_handoff(tools: list[ToolSpec], wanted: set[str], system: str) -> ToolSpec | None:
+    """The persona whose description shares the most words with the request, when it
+    shares more than the model's own instructions do (else the model answers itself:
+    a specialist handed a request does not pass it on again)."""
+    own = len(words(system.split("\n\n", 1)[0]) & wanted)
+    best, best_score = None, own
+    for spec in tools:
+        if spec.name.startswith(HANDOFF_PREFIX):
+            about = words(spec.description) - _HANDOFF_WORDS
+            score = len(about & wanted)
+            if score > best_score:
+                best, best_score = spec, score
+    return best
 
 
 def _call(spec: ToolSpec, arguments: dict[str, Any]) -> ToolCall:
