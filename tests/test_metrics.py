@@ -198,3 +198,20 @@ def test_old_stores_get_their_runs_subjects_back(workspace):
         assert store.get_run("r1").subject == "ana"
     finally:
         store.close()
+
+
+def test_the_table_shows_long_names_whole(tmp_path):
+    persona = "a_persona_with_a_rather_long_name"
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "reviews.toml").write_text(
+        f'[flow]\nsteps = ["{persona}"]\n[personas.{persona}]\n'
+    )
+    command = [sys.executable, "-m", "pilothouse"]
+    ran = subprocess.run([*command, "run", "reviews", "-i", "go"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    table = subprocess.run([*command, "metrics", "--by", "persona"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    header, row = table.split("\n")[:2]
+    assert row.split()[0] == f"reviews/{persona}"
+    assert header.index("runs") + len("runs") == row.index("-") + 1  # columns line up

@@ -213,8 +213,10 @@ def metrics(
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.0%}"
 
+    # as wide as the longest name (a crew/persona key cut short names nobody), within reason
+    width = min(max(len(by), *(len(m.group) for m in rows)) + 1, 48)
     click.secho(
-        f"{by:<22}{'runs':>6}{'ok':>6}{'err':>6}{'esc':>6}{'ovr':>6}{'calls':>7}{'c.err':>6}"
+        f"{by:<{width}}{'runs':>6}{'ok':>6}{'err':>6}{'esc':>6}{'ovr':>6}{'calls':>7}{'c.err':>6}"
         f"{'tokens':>9}{'tok/ok':>8}{'cost $':>9}{'p50 ms':>8}{'p95 ms':>8}{'q p95':>7}",
         bold=True,
     )
@@ -226,8 +228,8 @@ def metrics(
         q95 = "-" if m.queued_p95_ms is None else f"{m.queued_p95_ms:.0f}"
         runs = m.runs if by in ("crew", "day") else "-"
         click.echo(
-            f"{m.group[:21]:<22}{runs:>6}{pct(m.success_rate):>6}{pct(m.error_rate):>6}"
-            f"{pct(m.escalation_rate):>6}{pct(m.override_rate):>6}{m.model_calls:>7}"
+            f"{m.group[: width - 1]:<{width}}{runs:>6}{pct(m.success_rate):>6}"
+            f"{pct(m.error_rate):>6}{pct(m.escalation_rate):>6}{pct(m.override_rate):>6}{m.model_calls:>7}"
             f"{pct(m.call_error_rate):>6}{tokens:>9}{per:>8}{m.cost_usd:>9.4f}{p50:>8}{p95:>8}"
             f"{q95:>7}"
         )
