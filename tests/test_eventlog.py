@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import sqlite3
 
 import anyio
@@ -254,7 +255,6 @@ class TestObservers:
     async def test_an_observer_that_keeps_failing_is_reported_once_then_counted(
         self, workspace, scripted, caplog, monkeypatch
     ):
-        import logging
 
         from pilothouse import eventlog
 
@@ -289,15 +289,15 @@ class TestObservers:
 
 
 class FlakyStore(SQLiteRunStore):
-    """A store whose first write fails as a full disk would."""
+    """A store whose first ``fail`` writes fail as a full disk would."""
 
-    fail = True
+    fail = 1
 
     def write(self, events):
         from pilothouse.errors import StoreError
 
         if self.fail:
-            self.fail = False
+            self.fail -= 1
             raise StoreError("disk full")
         super().write(events)
 
@@ -328,6 +328,23 @@ class TestStoreFailure:
             await log.flush()
         await log.flush()
         assert [e.type for e in store.events("r1")] == ["run_started"]
+        store.close()
+
+    async def test_a_write_failing_again_the_same_way_is_reported_once(self, tmp_path, caplog):
+        from pilothouse.errors import StoreError
+        from pilothouse.eventlog import EventLog
+
+        store = FlakyStore(tmp_path / "runs.db")
+        store.fail = 3  # a full disk stays full for a while
+        log = EventLog(store)
+        log.emit(_started())
+        with caplog.at_level(logging.ERROR, logger="pilothouse.eventlog"):
+            for _ in range(3):
+                with pytest.raises(StoreError, match="disk full"):
+                    await log.flush()
+            await log.flush()
+        assert [r.getMessage() for r in caplog.records] == ["disk full"]
+        assert [e.type for e in store.events("r1")] == ["run_started"]  # kept, then written
         store.close()
 
     async def test_a_flush_after_a_failed_background_write_retries_it(self, tmp_path):

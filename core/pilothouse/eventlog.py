@@ -180,7 +180,8 @@ class EventLog:
         if error is not None:
             # Keep the batch so that a later flush retries it: nothing is dropped.
             self._pending[:0] = batch
-            log.error("%s", error)
+            if self._error is None or str(self._error) != str(error):  # said once, not per retry
+                log.error("%s", error)
         self._error = error
         if committed is not None:
             committed.set()
