@@ -398,3 +398,14 @@ def test_the_served_monitor_stays_on_this_machine_unless_told(tmp_path):
     for host in ("0.0.0.0", "192.168.1.20", "monitor.example"):
         done = ph("tui", "--serve", "--host", host, cwd=tmp_path)
         assert done.returncode == 2 and "--allow-remote" in done.stderr, done.stderr
+
+
+def test_a_store_that_cannot_be_opened_has_its_own_exit_code(tmp_path):
+    (tmp_path / ".pilothouse").mkdir()
+    (tmp_path / ".pilothouse" / "runs.db").write_bytes(b"not a database" * 1000)
+    for command in (("runs",), ("run", "marketing", "-i", "go")):
+        done = ph(*command, cwd=tmp_path)
+        assert done.returncode == 6, (command, done.stderr)
+        assert "cannot open the run store .pilothouse/runs.db: file is not a database" in (
+            done.stderr
+        )

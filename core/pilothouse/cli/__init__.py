@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 the run failed; 2 bad usage; 3 bad config, crew
 file, plugin or unknown name; 4 a limit of the crew stopped the run; 5 a
-guardrail blocked the run; 130 interrupted.
+guardrail blocked the run; 6 the run store cannot be opened or written (a full
+disk, a file that is not a database); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import click
 
-from ..errors import PilothouseError
+from ..errors import PilothouseError, StoreError
 from . import audits, decisions, running, viewing, views, workspace  # noqa: F401  (they register the commands)
 from .base import DEMO_INPUT, Exit, cli
 
@@ -30,7 +31,7 @@ def main() -> None:
         sys.exit(Exit.USAGE if isinstance(exc, click.UsageError) else Exit.CONFIG)
     except PilothouseError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(Exit.CONFIG)
+        sys.exit(Exit.STORE if isinstance(exc, StoreError) else Exit.CONFIG)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(Exit.INTERRUPTED)

@@ -27,6 +27,7 @@ class Exit(IntEnum):
     CONFIG = 3
     LIMIT = 4
     BLOCKED = 5
+    STORE = 6
     INTERRUPTED = 130
 
 
