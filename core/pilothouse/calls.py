@@ -119,6 +119,8 @@ class ModelCalls:
     async def call(
         self, run: _Run, model: Model, request: ModelRequest, step_id: str
     ) -> ModelResponse:
+        """One call of ``model``, within the run's budgets, logged whether it answers or
+        fails; a plugin's exception is raised as :class:`PluginError` naming the plugin."""
         self._check_budget(run, model, request)
         # what every model-call event says, whether the call worked or not
         call = (
