@@ -175,6 +175,26 @@ def test_a_reply_cut_at_the_token_limit_says_so_on_the_run_page():
     assert "<strong>cut off at the output token limit</strong>" in page
 
 
+def test_a_call_that_only_asks_for_a_tool_shows_no_empty_reply():
+    from pilothouse import ToolCall
+    from pilothouse.events import ModelCalled, RunStarted
+    from pilothouse.portal.run_page import run_page
+    from pilothouse.store import RunSummary
+
+    run = RunSummary(id="r1", crew="c", status="succeeded", input="x", created=1.0, updated=2.0)
+    asks = ToolCall(id="c1", name="market_size", arguments='{"segment": "solar"}')
+    events = [
+        RunStarted(run_id="r1", seq=1, ts=1.0, crew="c", input="x", flow="sequential"),
+        ModelCalled(run_id="r1", seq=2, ts=1.5, step_id="1", model="m:x", messages=[],
+                    text=None, tool_calls=[asks]),
+        ModelCalled(run_id="r1", seq=3, ts=1.6, step_id="1", model="m:x", messages=[],
+                    text="Solar is 310 million euros."),
+    ]  # fmt: skip
+    page = run_page(run, events, Redactor(), crew_page="../crews/c.html")
+    assert page.count("<strong>Reply:</strong>") == 1  # the answer's, not the tool call's
+    assert "asks for tool <strong>market_size</strong>" in page
+
+
 class _Elements(HTMLParser):
     """Every element of a page with its attributes, and the text of its scripts."""
 

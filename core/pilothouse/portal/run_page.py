@@ -290,7 +290,9 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
         for m in e.messages:
             out += [f'<div class="ph-role">{inline(m.role, redact)}</div>',
                     block(m.content, redact)]  # fmt: skip
-        out += ["</details>", para("<strong>Reply:</strong>"), block(e.text, redact)]
+        out.append("</details>")
+        if e.text or not (e.tool_calls or e.error):  # a reply that only asks for tools has no text
+            out += [para("<strong>Reply:</strong>"), block(e.text, redact)]
         for call in e.tool_calls:
             out += [para(f"asks for tool <strong>{inline(call.name, redact)}</strong>:"),
                     block(call.arguments, redact)]  # fmt: skip
