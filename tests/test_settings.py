@@ -71,6 +71,25 @@ def test_an_unknown_key_in_a_file_is_an_error(workspace):
         load_settings()
 
 
+def test_a_variable_that_names_no_setting_is_an_error(workspace, monkeypatch):
+    monkeypatch.setenv("PILOTHOUSE_DEFUALT_MODEL", "offline:x")
+    with pytest.raises(
+        ConfigError,
+        match=r"PILOTHOUSE_DEFUALT_MODEL \(env\) is not a setting of pilothouse;"
+        r" did you mean PILOTHOUSE_DEFAULT_MODEL\?",
+    ):
+        load_settings()
+    monkeypatch.delenv("PILOTHOUSE_DEFUALT_MODEL")
+    monkeypatch.setenv("PILOTHOUSE_API_KEY", "sk-x")  # like no setting: no guess
+    with pytest.raises(ConfigError, match=r"PILOTHOUSE_API_KEY \(env\) is not a setting") as info:
+        load_settings()
+    assert "did you mean" not in str(info.value)
+    monkeypatch.delenv("PILOTHOUSE_API_KEY")
+    # a nested setting's variable is known by its first part
+    monkeypatch.setenv("PILOTHOUSE_ENDPOINTS__LOCAL__BASE_URL", "http://127.0.0.1:9/v1")
+    assert load_settings().endpoints["local"].base_url == "http://127.0.0.1:9/v1"
+
+
 def test_invalid_toml_names_the_file(workspace):
     (workspace / "pilothouse.toml").write_text("default_model = \n")
     with pytest.raises(ConfigError, match=r"pilothouse.toml: invalid TOML"):

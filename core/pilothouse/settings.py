@@ -33,7 +33,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
-from .suggest import did_you_mean
+from .suggest import closest, did_you_mean
 
 ENV_PREFIX = "PILOTHOUSE_"
 CONFIG_FILE = "pilothouse.toml"
@@ -312,6 +312,20 @@ def _env_value(name: str) -> str | None:
     return None
 
 
+def _check_environment() -> None:
+    """A ``PILOTHOUSE_*`` variable that names no setting is an error, as an unknown key in
+    a file is: a misspelt variable would otherwise be ignored without a word."""
+    for key in sorted(os.environ):
+        if not key.upper().startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].split("__")[0].lower()
+        if name in Settings.model_fields:
+            continue
+        close = closest(name, Settings.model_fields)
+        hint = f"; did you mean {ENV_PREFIX}{close.upper()}?" if close else ""
+        raise ConfigError(f"invalid settings: {key} (env) is not a setting of pilothouse{hint}")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the effective settings; raise :class:`ConfigError` naming the bad key and source."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -331,6 +345,7 @@ def load_settings(**overrides: Any) -> Settings:
             sources[name] = f"env {ENV_PREFIX}{name.upper()}"
         elif name in file_data:
             sources[name] = origins[name]
+    _check_environment()
     token = _file_data.set(file_data)
     try:
         settings = Settings(**overrides)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import typing
+from collections.abc import Iterable
 
 from pydantic import BaseModel
 
@@ -12,8 +13,14 @@ from pydantic import BaseModel
 def did_you_mean(key: str, model: type[BaseModel]) -> str:
     """``; did you mean 'temperature'?`` when ``key`` is close to a key ``model`` takes
     at any depth, else ""."""
-    close = difflib.get_close_matches(key, model_keys(model), n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    close = closest(key, model_keys(model))
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``word`` is most likely a misspelling of, if any is close enough."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 @functools.cache
