@@ -210,6 +210,43 @@ async def test_the_watchdog_says_where_the_event_loop_is_held(
     assert "fetch_rates (" in reports[0] and "test_blocking.py" in reports[0]
 
 
+@pytest.mark.parametrize("repeat_s", [0.0, 60.0], ids=["due", "within-a-minute"])
+async def test_a_place_that_holds_the_loop_again_is_reported_again_with_a_count(
+    make_runtime, scripted, caplog, monkeypatch, repeat_s
+):
+    import time
+
+    from conftest import crew, text_reply, tool_reply
+    from pilothouse import tool, watchdog
+
+    monkeypatch.setattr(watchdog, "HELD_S", 0.3)
+    monkeypatch.setattr(watchdog, "REPEAT_S", repeat_s)
+
+    @tool
+    async def fetch_rates(currency: str) -> str:
+        """Exchange rates."""
+        time.sleep(0.8)
+        return "1.08"
+
+    scripted.tools.append(fetch_rates)
+    for _ in range(2):
+        scripted.provider.enqueue(tool_reply("fetch_rates", {"currency": "EUR"}), text_reply("ok"))
+    c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"tools": ["fetch_rates"]}})
+    async with make_runtime() as rt:
+        await anyio.sleep(0.2)
+        for question in ("EUR rate?", "EUR rate now?"):
+            assert (await rt.run(c, question)).ok
+            await anyio.sleep(0.2)  # the loop beats between the two stalls
+    reports = [r.getMessage() for r in caplog.records if r.name == "pilothouse.watchdog"]
+    assert "the event loop has been held for" in reports[0]
+    if repeat_s:  # the second stall, within a minute of the first report, is counted only
+        assert len(reports) == 1, reports
+        return
+    assert len(reports) == 2, reports
+    assert reports[1].startswith("the event loop was held again in ")
+    assert "test_blocking.py" in reports[1] and "1 time(s) since it was last reported" in reports[1]
+
+
 async def test_the_watchdog_is_quiet_when_the_loop_moves(make_runtime, scripted, caplog):
     from conftest import crew
 

@@ -8,7 +8,9 @@ outside the process only looks idle. A task on the loop notes the time every
 logs it, while the loop is still held: a loop that never comes back is found too.
 It reports a place only when it finds the loop there twice in a row: a turn of
 the loop that is merely long (a thousand runs each doing a little) is busy at a
-different place each time it looks, and is not one piece of code's fault.
+different place each time it looks, and is not one piece of code's fault. A place
+reported before is reported again at most every ``REPEAT_S``, with how often it
+held the loop meanwhile (a worker that runs for weeks still says so).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ INTERVAL_S = 0.1
 HELD_S = 1.0
 #: the frames of the loop's stack that a report shows (the innermost ones)
 FRAMES = 4
+#: a place reported before is reported again at most this often
+REPEAT_S = 60.0
 
 
 class LoopWatchdog:
@@ -38,8 +42,8 @@ class LoopWatchdog:
         self._beat = time.monotonic()
         self._loop_thread = threading.get_ident()
         self._stopping = threading.Event()
-        #: where the loop was held, per place reported (each place is reported once)
-        self._reported: set[str] = set()
+        #: place -> [stalls there since it was last reported, when that was]
+        self._reported: dict[str, list[float]] = {}
 
     async def run(self) -> None:
         """Note the time on the loop until cancelled; a thread does the watching."""
@@ -73,9 +77,16 @@ class LoopWatchdog:
                 seen = (beat, place)
                 continue
             reported_beat = beat  # one report per stall
-            if place in self._reported:
+            now = time.monotonic()
+            known = self._reported.get(place)
+            if known is not None:
+                known[0] += 1
+                if now - known[1] >= REPEAT_S:
+                    log.warning("the event loop was held again in %s: %d time(s) since it was"
+                                " last reported", place, known[0])  # fmt: skip
+                    known[:] = [0, now]
                 continue
-            self._reported.add(place)
+            self._reported[place] = [0, now]
             where = " <- ".join(f"{f.name} ({f.filename}:{f.lineno})" for f in reversed(stack))
             log.warning(
                 "the event loop has been held for %.1f s, and no run moves meanwhile;"
