@@ -112,8 +112,9 @@ class TestCodeThatHoldsTheLoop:
     @pytest.fixture(autouse=True)
     def _fresh_reports(self, monkeypatch):
         from pilothouse import blocking
+        from pilothouse.repeats import Repeats
 
-        monkeypatch.setattr(blocking, "_reported", set())
+        monkeypatch.setattr(blocking, "_reported", Repeats())
 
     @staticmethod
     def _warnings(caplog) -> list[str]:
@@ -141,6 +142,24 @@ class TestCodeThatHoldsTheLoop:
         assert len(warnings) == 1, warnings  # two slow checks, one report
         assert "guardrail 'lookup' held the event loop" in warnings[0]
         assert "set blocking = True" in warnings[0]
+
+    async def test_it_is_reported_again_now_and_then_with_a_count(self, caplog, monkeypatch):
+        import time
+
+        from pilothouse import blocking, repeats
+
+        for _ in range(3):
+            blocking.report_held_loop("tool 'fx'", time.perf_counter() - 0.2, "make it async")
+        monkeypatch.setattr(repeats, "REPEAT_S", 0.0)  # a minute later
+        blocking.report_held_loop("tool 'fx'", time.perf_counter() - 0.3, "make it async")
+        blocking.report_held_loop("tool 'fx'", time.perf_counter(), "make it async")  # quick
+        warnings = self._warnings(caplog)
+        assert len(warnings) == 2, warnings
+        assert warnings[0].startswith("tool 'fx' held the event loop for 0.2")
+        assert warnings[1] == (
+            "tool 'fx' held the event loop again, 3 time(s) since it was last reported"
+            " (0.30 s this time)"
+        )
 
     async def test_a_quick_tool_that_is_not_and_a_slow_observer(
         self, make_runtime, scripted, caplog

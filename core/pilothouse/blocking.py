@@ -27,13 +27,16 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from .repeats import Repeats
+
 T = TypeVar("T")
 
 log = logging.getLogger("pilothouse.blocking")
 
-#: sync plugin code that holds the event loop this long is reported (once per part)
+#: sync plugin code that holds the event loop this long is reported (the first time
+#: in full, then with a count at most every REPEAT_S)
 SLOW_ON_LOOP_S = 0.1
-_reported: set[str] = set()
+_reported = Repeats()
 
 #: at most this many blocking calls run at once; the others wait their turn
 MAX_THREADS = 64
@@ -84,12 +87,18 @@ async def run_blocking(func: Callable[[], T], *, name: str = "blocking call") ->
 
 
 def report_held_loop(name: str, started: float, fix: str) -> None:
-    """Warn, once per ``name``, when sync plugin code that ran on the event loop since
-    ``started`` (a ``time.perf_counter()``) held it ``SLOW_ON_LOOP_S`` or more: no
-    other run moved meanwhile. ``fix`` says how to move that code off the loop."""
+    """Warn when sync plugin code that ran on the event loop since ``started`` (a
+    ``time.perf_counter()``) held it ``SLOW_ON_LOOP_S`` or more: no other run moved
+    meanwhile. ``fix`` says how to move that code off the loop. Each ``name`` is
+    reported in full once, then with a count now and then."""
     held = time.perf_counter() - started
-    if held >= SLOW_ON_LOOP_S and name not in _reported:
-        _reported.add(name)
+    if held < SLOW_ON_LOOP_S:
+        return
+    count = _reported.note(name)
+    if count == 0:
         log.warning(
             "%s held the event loop for %.2f s, and every other run waited; %s", name, held, fix
         )
+    elif count is not None:
+        log.warning("%s held the event loop again, %d time(s) since it was last reported"
+                    " (%.2f s this time)", name, count, held)  # fmt: skip

@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup
 from .blocking import SLOW_ON_LOOP_S, report_held_loop
 from .errors import StoreError
 from .events import BaseEvent, LogEntry, log_entry
+from .repeats import Repeats
 from .store import RunStore
 
 log = logging.getLogger("pilothouse.eventlog")
@@ -44,8 +45,8 @@ class EventLog:
         #: commit waits for the disk, e.g. SQLite with synchronous=FULL)
         self.threaded = threaded
         self._observers: list[tuple[str, Observer]] = []
-        #: observer name -> [failures not yet reported, when it was last reported]
-        self._failing: dict[str, list[float]] = {}
+        #: the failures of each observer, reported now and then
+        self._failing = Repeats()
         self._pending: list[LogEntry] = []
         # Made only when someone waits (an anyio.Event costs more than the rest of an
         # emit): by a flush that waits for the flusher, and by the flusher going idle.
@@ -189,17 +190,12 @@ class EventLog:
     def _observer_failed(self, name: str, exc: Exception) -> None:
         """Report an observer's failure: the first with its traceback, then a count at
         most every ``REPEAT_REPORT_S``."""
-        now = time.monotonic()
-        failing = self._failing.get(name)
-        if failing is None:
-            self._failing[name] = [0, now]
+        count = self._failing.note(name, REPEAT_REPORT_S)
+        if count == 0:
             log.error("event observer %s raised; the run goes on", name, exc_info=exc)
-            return
-        failing[0] += 1
-        if now - failing[1] >= REPEAT_REPORT_S:
+        elif count is not None:
             log.error("event observer %s raised %d more times (the last: %s: %s)",
-                      name, failing[0], type(exc).__name__, exc)  # fmt: skip
-            failing[:] = [0, now]
+                      name, count, type(exc).__name__, exc)  # fmt: skip
 
     def _start_soon(self, name: str, awaitable: Any) -> None:
         async def guarded() -> None:

@@ -23,6 +23,8 @@ import traceback
 
 import anyio
 
+from .repeats import REPEAT_S, Repeats
+
 log = logging.getLogger("pilothouse.watchdog")
 
 #: how often the loop's task notes the time, and the thread looks at the note
@@ -31,8 +33,6 @@ INTERVAL_S = 0.1
 HELD_S = 1.0
 #: the frames of the loop's stack that a report shows (the innermost ones)
 FRAMES = 4
-#: a place reported before is reported again at most this often
-REPEAT_S = 60.0
 
 
 class LoopWatchdog:
@@ -42,8 +42,8 @@ class LoopWatchdog:
         self._beat = time.monotonic()
         self._loop_thread = threading.get_ident()
         self._stopping = threading.Event()
-        #: place -> [stalls there since it was last reported, when that was]
-        self._reported: dict[str, list[float]] = {}
+        #: the stalls found at each place, reported now and then
+        self._reported = Repeats()
 
     async def run(self) -> None:
         """Note the time on the loop until cancelled; a thread does the watching."""
@@ -77,16 +77,12 @@ class LoopWatchdog:
                 seen = (beat, place)
                 continue
             reported_beat = beat  # one report per stall
-            now = time.monotonic()
-            known = self._reported.get(place)
-            if known is not None:
-                known[0] += 1
-                if now - known[1] >= REPEAT_S:
-                    log.warning("the event loop was held again in %s: %d time(s) since it was"
-                                " last reported", place, known[0])  # fmt: skip
-                    known[:] = [0, now]
+            count = self._reported.note(place, REPEAT_S)
+            if count:
+                log.warning("the event loop was held again in %s: %d time(s) since it was"
+                            " last reported", place, count)  # fmt: skip
+            if count != 0:
                 continue
-            self._reported[place] = [0, now]
             where = " <- ".join(f"{f.name} ({f.filename}:{f.lineno})" for f in reversed(stack))
             log.warning(
                 "the event loop has been held for %.1f s, and no run moves meanwhile;"
