@@ -183,3 +183,93 @@ class TestHandoff:
             events = rt.store.events(result.run_id)
         assert result.ok
         assert [e.target for e in events if e.type == "handoff"] == ["billing"]
+
+
+class TestSupervisor:
+    FLOW = {"type": "supervisor", "supervisor": "lead", "workers": ["researcher", "writer"]}
+    PERSONAS = {
+        "lead": {"instructions": "You lead."},
+        "researcher": {"instructions": "You research.", "description": "Finds facts."},
+        "writer": {"instructions": "You write."},
+    }
+
+    async def test_the_supervisor_delegates_gets_the_output_back_and_answers(
+        self, make_runtime, scripted
+    ):
+        scripted.provider.enqueue(
+            tool_reply("transfer_to_researcher", {"message": "find the price"}),
+            text_reply("189 euros"),
+            tool_reply("transfer_to_writer", {"message": "one line on 189 euros"}),
+            text_reply("The Helio 30: 189 euros."),
+            text_reply("Done: The Helio 30: 189 euros."),
+        )
+        async with make_runtime() as rt:
+            result = await rt.run(crew(self.FLOW, self.PERSONAS), "a launch note")
+            events = rt.store.events(result.run_id)
+        assert result.ok and result.output == "Done: The Helio 30: 189 euros."
+        steps = [(e.step_id, e.persona, e.input) for e in events if e.type == "step_started"]
+        assert [s[:2] for s in steps] == [("1", "lead"), ("2", "researcher"), ("3", "lead"),
+                                         ("4", "writer"), ("5", "lead")]  # fmt: skip
+        assert steps[1][2] == "find the price"
+        handoffs = [(e.source, e.target) for e in events if e.type == "handoff"]
+        assert handoffs == [("lead", "researcher"), ("lead", "writer")]
+        requests = scripted.provider.requests
+        assert {t.name for t in requests[0].tools} == {
+            "transfer_to_researcher",
+            "transfer_to_writer",
+        }
+        assert not requests[1].tools  # a worker answers; it hands nothing on
+        # the supervisor sees every report, with what each worker was asked
+        last = requests[4].messages[-1].content
+        assert "## researcher (asked: find the price)\n189 euros" in last
+        assert "## writer (asked: one line on 189 euros)\nThe Helio 30: 189 euros." in last
+        assert last.startswith("Task: a launch note")
+
+    async def test_delegations_count_as_handoffs_and_a_repeated_task_is_a_loop(
+        self, make_runtime, scripted
+    ):
+        limited = {**self.PERSONAS}
+        c = crew(self.FLOW, limited, limits={"max_handoffs": 1})
+        scripted.provider.enqueue(
+            tool_reply("transfer_to_researcher", {"message": "a"}), text_reply("x"),
+            tool_reply("transfer_to_researcher", {"message": "b"}),
+        )  # fmt: skip
+        async with make_runtime() as rt:
+            over = await rt.run(c, "go")
+        assert over.status == "failed" and over.error_kind == "limit"
+        assert "more than 1 handoffs" in over.error
+        # asking a worker the same thing twice goes nowhere: the loop rule stops it
+        scripted.provider.enqueue(
+            tool_reply("transfer_to_researcher", {"message": "same"}), text_reply("x"),
+            tool_reply("transfer_to_researcher", {"message": "same"}),
+        )  # fmt: skip
+        async with make_runtime() as rt:
+            looped = await rt.run(crew(self.FLOW, self.PERSONAS), "go")
+        assert looped.status == "failed" and looped.error_kind == "limit"
+        assert "'researcher' received the same input a second time" in looped.error
+
+    def test_a_supervisor_cannot_be_its_own_worker(self):
+        from pydantic import ValidationError
+
+        with pytest.raises(ValidationError, match="'lead' cannot be one of its own workers"):
+            crew({**self.FLOW, "workers": ["lead"]}, self.PERSONAS)
+
+    async def test_a_crew_file_supervisor_runs_offline(self, make_runtime, workspace):
+        (workspace / "crews").mkdir()
+        (workspace / "crews" / "desk.toml").write_text(
+            '[flow]\ntype = "supervisor"\nsupervisor = "editor"\nworkers = ["pricing", "faults"]\n'
+            '[personas.editor]\ninstructions = "You run the desk."\n'
+            '[personas.pricing]\ndescription = "Answers refunds, invoices and prices."\n'
+            '[personas.faults]\ndescription = "Answers broken or leaking kettles."\n'
+        )
+        async with make_runtime(default_model="offline") as rt:
+            result = await rt.run("desk", "A refund for a leaking kettle")
+            events = rt.store.events(result.run_id)
+        assert result.ok
+        # each worker once (the offline model does not ask a worker whose report it has)
+        handoffs = [(e.target, e.message) for e in events if e.type == "handoff"]
+        assert handoffs == [  # the better fit first ("leaking kettle"), the task handed on
+            ("faults", "A refund for a leaking kettle"),
+            ("pricing", "A refund for a leaking kettle"),
+        ]
+        assert [e.persona for e in events if e.type == "step_started"][-1] == "editor"

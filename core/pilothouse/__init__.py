@@ -1,7 +1,16 @@
 """pilothouse: a runtime for fleets of LLM agents with human-on-the-loop oversight."""
 
 from .blocking import run_blocking
-from .crew import Crew, GuardrailNames, Handoff, Limits, Parallel, Persona, Sequential
+from .crew import (
+    Crew,
+    GuardrailNames,
+    Handoff,
+    Limits,
+    Parallel,
+    Persona,
+    Sequential,
+    Supervisor,
+)
 from .crewfile import load_crew_file
 from .errors import (
     ConfigError,
@@ -75,6 +84,7 @@ __all__ = [
     "Sequential",
     "Settings",
     "StoreError",
+    "Supervisor",
     "Tool",
     "ToolCall",
     "ToolError",

@@ -96,7 +96,23 @@ class Handoff(_Strict):
     routes: dict[str, list[str]] = Field(default_factory=dict)
 
 
-Flow = Annotated[Sequential | Parallel | Handoff, Field(discriminator="type")]
+class Supervisor(_Strict):
+    """``supervisor`` hands each part of the work to one of ``workers``
+    (``transfer_to_<name>``) and gets that worker's output back; it hands out the next
+    part, or answers, which ends the run. Each delegation counts as a handoff."""
+
+    type: Literal["supervisor"]
+    supervisor: str
+    workers: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _not_its_own_worker(self) -> Supervisor:
+        if self.supervisor in self.workers:
+            raise ValueError(f"{self.supervisor!r} cannot be one of its own workers")
+        return self
+
+
+Flow = Annotated[Sequential | Parallel | Handoff | Supervisor, Field(discriminator="type")]
 
 
 class EscalationRules(_Strict):
@@ -176,6 +192,8 @@ class Crew(_Strict):
             names.extend(flow.branches)
             if flow.join:
                 names.append(flow.join)
+        elif isinstance(flow, Supervisor):
+            names += [flow.supervisor, *flow.workers]
         else:
             names.append(flow.start)
             for source, targets in flow.routes.items():

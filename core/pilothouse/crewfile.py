@@ -63,6 +63,7 @@ def _is_union_tag(part: object) -> bool:
         "sequential",
         "parallel",
         "handoff",
+        "supervisor",
         "str",
         "list[str]",
     }

@@ -27,7 +27,7 @@ import anyio.lowlevel
 
 from .calls import ModelCalls
 from .context import build_context
-from .crew import Crew, Handoff, Parallel, Persona, Sequential
+from .crew import Crew, Handoff, Parallel, Persona, Sequential, Supervisor
 from .errors import (
     ConfigError,
     EscalationRejected,
@@ -146,6 +146,8 @@ class Engine:
                 check_handoff_tools(
                     crew.name, persona, crew.flow.routes.get(name, persona.handoffs)
                 )
+            elif isinstance(crew.flow, Supervisor) and name == crew.flow.supervisor:
+                check_handoff_tools(crew.name, persona, crew.flow.workers)
         self._checked[(id(crew), model)] = crew
         if len(self._checked) > CHECKED_CREWS:  # a caller making a new Crew per run
             del self._checked[next(iter(self._checked))]
@@ -427,6 +429,8 @@ class Engine:
             return await self._sequential(run, flow)
         if isinstance(flow, Parallel):
             return await self._parallel(run, flow)
+        if isinstance(flow, Supervisor):
+            return await self._supervise(run, flow)
         return await self._handoff(run, flow)
 
     async def _sequential(self, run: _Run, flow: Sequential) -> str:
@@ -469,6 +473,38 @@ class Engine:
             raise errors[0]
         return "\n\n".join(f"## {name}\n{out}" for name, out in zip(names, outputs, strict=True))
 
+    async def _supervise(self, run: _Run, flow: Supervisor) -> str:
+        """The supervisor's steps and its workers' steps, in turn, until it answers."""
+        reports: list[tuple[str, str, str]] = []  # (worker, what it was asked, its output)
+        index = 0
+        while True:
+            index += 1
+            briefing = "\n\n".join(
+                f"## {worker} (asked: {asked})\n{output}" for worker, asked, output in reports
+            )
+            done_by = ", ".join(dict.fromkeys(worker for worker, _, _ in reports)) or None
+            outcome = await self._step(
+                run, flow.supervisor, briefing or run.task, str(index), done_by, flow.workers
+            )
+            if outcome.handoff_to is None:
+                return outcome.output
+            self._count_handoff(run, str(index), flow.supervisor, outcome)
+            index += 1
+            worker, asked = outcome.handoff_to, outcome.output
+            result = await self._step(run, worker, asked, str(index), flow.supervisor)
+            reports.append((worker, asked, result.output))
+
+    def _count_handoff(self, run: _Run, step_id: str, source: str, outcome: StepOutcome) -> None:
+        """A handoff (or a delegation) within ``max_handoffs``, logged once."""
+        run.handoffs += 1
+        if run.handoffs > run.crew.limits.max_handoffs:
+            raise LimitExceeded(
+                "max_handoffs", f"more than {run.crew.limits.max_handoffs} handoffs in one run"
+            )
+        if step_id not in run.done:  # a resumed run logged it already
+            self.emit(run, HandedOff, step_id=step_id, source=source,
+                      target=outcome.handoff_to, message=outcome.output)  # fmt: skip
+
     async def _handoff(self, run: _Run, flow: Handoff) -> str:
         current, text, previous = flow.start, run.task, None
         index = 0
@@ -479,21 +515,7 @@ class Engine:
             outcome = await self._step(run, current, text, str(index), previous, targets)
             if outcome.handoff_to is None:
                 return outcome.output
-            run.handoffs += 1
-            if run.handoffs > run.crew.limits.max_handoffs:
-                raise LimitExceeded(
-                    "max_handoffs",
-                    f"more than {run.crew.limits.max_handoffs} handoffs in one run",
-                )
-            if str(index) not in run.done:  # a resumed run logged it already
-                self.emit(
-                    run,
-                    HandedOff,
-                    step_id=str(index),
-                    source=current,
-                    target=outcome.handoff_to,
-                    message=outcome.output,
-                )
+            self._count_handoff(run, str(index), current, outcome)
             run.trail.append(outcome.handoff_to)
             self._check_ping_pong(run)
             previous, current, text = current, outcome.handoff_to, outcome.output

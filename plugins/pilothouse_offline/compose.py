@@ -48,17 +48,19 @@ def choose_tool_call(request: ModelRequest) -> ToolCall | None:
     if not request.tools or any(m.role == "tool" for m in request.messages[index + 1 :]):
         return None
     lowered = text.lower()
-    for spec in request.tools:
+    # a model does not hand work to a persona whose output it already has
+    tools = [spec for spec in request.tools if not _reported(spec, text)]
+    for spec in tools:
         if spec.name.startswith(HANDOFF_PREFIX):
             # a '.' or ' ' of the persona's name is '_' in its tool's name
             target = re.escape(spec.name[len(HANDOFF_PREFIX) :].lower()).replace("_", "[._ -]")
             if re.search(rf"(?<![a-z0-9_]){target}(?![a-z0-9_])", lowered):
-                return _call(spec, {"message": text})
+                return _call(spec, {"message": _the_ask(text)})
     wanted = words(text)
     system = request.messages[0].content or "" if request.messages else ""
-    handoff = _best_handoff(request.tools, wanted, system)
+    handoff = _best_handoff(tools, wanted, system)
     if handoff is not None:
-        return _call(handoff, {"message": text})
+        return _call(handoff, {"message": _the_ask(text)})
     best, best_score = None, 0
     for spec in request.tools:
         if spec.name.startswith(HANDOFF_PREFIX):
@@ -72,6 +74,20 @@ def choose_tool_call(request: ModelRequest) -> ToolCall | None:
     if best is None:
         return None
     return _call(best, _arguments(best, text))
+
+
+def _the_ask(text: str) -> str:
+    """What to hand on of a request: its task, without the reports that follow it."""
+    return text.split("\n\n", 1)[0].removeprefix("Task: ")
+
+
+def _reported(spec: ToolSpec, text: str) -> bool:
+    """The handoff tool of a persona whose output is in ``text`` already (a previous
+    step's, or a report to a supervisor)."""
+    if not spec.name.startswith(HANDOFF_PREFIX):
+        return False
+    target = re.escape(spec.name[len(HANDOFF_PREFIX) :])
+    return re.search(rf"^(## {target} \(asked:|Output of {target}:)", text, re.M) is not None
 
 
 def _best_handoff(tools: list[ToolSpec], wanted: set[str], system: str) -> ToolSpec | None:
