@@ -198,3 +198,55 @@ def test_a_killed_workers_queued_runs_are_resumed_by_the_next_worker(tmp_path):
         assert kinds[-1] == "run_finished" and kinds.count("step_finished") == 4
     states = _query(folder, "SELECT status FROM runs")
     assert states == [("succeeded",), ("succeeded",)]
+
+
+SUPERVISED = """
+[flow]
+type = "supervisor"
+supervisor = "editor"
+workers = ["pricing", "faults"]
+[personas.editor]
+instructions = "You run the desk."
+[personas.pricing]
+description = "Answers refunds, invoices and prices."
+[personas.faults]
+description = "Answers broken or leaking kettles."
+"""
+
+
+def test_a_supervised_run_killed_after_a_delegation_resumes_without_redoing_it(tmp_path):
+    task = "A refund for a leaking kettle"
+    start = [sys.executable, "-m", "pilothouse", "run", "desk", "-i", task, "--json"]
+    outputs = {}
+    for name, delay in (("reference", 0), ("crashing", 400)):
+        folder = tmp_path / name
+        (folder / "crews").mkdir(parents=True)
+        (folder / "crews" / "desk.toml").write_text(SUPERVISED)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        process = subprocess.Popen(start, cwd=folder, env=_env(delay), **quiet)
+        if delay:  # killed once the supervisor's first worker has reported
+            deadline = time.monotonic() + 60
+            while (
+                not (folder / ".pilothouse" / "runs.db").exists()
+                or _query(folder, "SELECT COUNT(*) FROM events WHERE type = 'step_finished'")[0][0]
+                < 2
+            ):
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            resumed = subprocess.run([sys.executable, "-m", "pilothouse", "resume", "--all"],
+                                     cwd=folder, env=_env(0), capture_output=True, text=True,
+                                     timeout=120)  # fmt: skip
+            assert resumed.returncode == 0, resumed.stderr
+            (retried,) = _query(folder, "SELECT data FROM events WHERE type = 'run_resumed'")
+            assert json.loads(retried[0])["retried_steps"] == ["3"]  # only the unfinished one
+        else:
+            process.wait(timeout=120)
+        outputs[name] = _outputs(folder)
+        finished = _query(folder, "SELECT step_id, COUNT(*) FROM events"
+                                  " WHERE type = 'step_finished' GROUP BY step_id")  # fmt: skip
+        assert dict(finished) == {str(i): 1 for i in range(1, 6)}, "a step finished twice"
+        handoffs = _query(folder, "SELECT data FROM events WHERE type = 'handoff' ORDER BY seq")
+        assert [json.loads(d)["target"] for (d,) in handoffs] == ["faults", "pricing"]
+    assert list(outputs["crashing"].values()) == list(outputs["reference"].values())
