@@ -273,3 +273,12 @@ class TestSupervisor:
             ("pricing", "A refund for a leaking kettle"),
         ]
         assert [e.persona for e in events if e.type == "step_started"][-1] == "editor"
+
+    async def test_demo_newsdesk_crew_supervises_offline(self, make_runtime):
+        task = "A story on the Helio 30 market and its buyers, with the battery and price checked"
+        async with make_runtime(default_model="offline") as rt:
+            result = await rt.run("newsdesk", task)
+            events = rt.store.events(result.run_id)
+        assert result.ok
+        assert [e.target for e in events if e.type == "handoff"] == ["fact_checker", "reporter"]
+        assert "189 euros" in result.output  # a worker's finding made it into the story

@@ -57,7 +57,7 @@ def register_retrievers(register):
 
 @hookimpl
 def register_crews(register):
-    """The three demo crews, each a TOML crew file shipped with the plugin."""
-    for name in ("marketing", "support", "launch-review", "loans"):
+    """The demo crews, each a TOML crew file shipped with the plugin."""
+    for name in ("marketing", "support", "launch-review", "loans", "newsdesk"):
         crew: Crew = load_crew_file(HERE / f"{name}.toml")
         register(crew)

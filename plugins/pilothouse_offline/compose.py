@@ -160,6 +160,8 @@ def _evidence(request: ModelRequest) -> list[tuple[str, str]]:
     if "\n\nOutput of " in user:
         previous = user.split("\n\nOutput of ", 1)[1].split("\n", 1)[-1]
         for line in previous.splitlines():
+            if line.startswith("## "):  # a section's header: whose output follows
+                continue
             line = line.strip().lstrip("-*# ").strip()
             if line and not line.endswith(":") and " notes on: " not in line:
                 found.append((line, ""))
