@@ -168,6 +168,22 @@ def make_runtime(workspace, scripted):
     return make
 
 
+def finished_steps(path) -> int:
+    """How many finished steps the run store at ``path`` holds: 0 before the file
+    exists, or while another process is still making its tables."""
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        return db.execute("SELECT count(*) FROM events WHERE type = 'step_finished'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
 def wait_for_inbox(cwd, env, timeout: float = 60) -> list[dict[str, Any]]:
     """Poll ``pilothouse inbox --json`` as a person would until something waits."""
     import json

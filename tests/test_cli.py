@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from conftest import finished_steps
+
 pytestmark = pytest.mark.slow
 
 
@@ -214,21 +216,6 @@ def test_crews_lists_plugin_and_file_crews(tmp_path):
     assert [e["persona"] for e in started] == ["mine_only"]
 
 
-def _finished_steps(path) -> int:
-    """How many steps the run store at ``path`` holds as finished (0 before it exists)."""
-    import sqlite3
-
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(path, timeout=5)
-    try:
-        return db.execute("SELECT count(*) FROM events WHERE type = 'step_finished'").fetchone()[0]
-    except sqlite3.OperationalError:  # the schema is not made yet
-        return 0
-    finally:
-        db.close()
-
-
 def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):
     import signal
     import time
@@ -246,7 +233,7 @@ def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):
     )  # fmt: skip
     log = tmp_path / ".pilothouse" / "runs.db"
     deadline = time.monotonic() + 30
-    while _finished_steps(log) < 1:  # Ctrl+C in the middle of the second step
+    while finished_steps(log) < 1:  # Ctrl+C in the middle of the second step
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)

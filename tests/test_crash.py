@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import wait_for_inbox
+from conftest import finished_steps, wait_for_inbox
 
 pytestmark = pytest.mark.slow
 
@@ -226,11 +226,7 @@ def test_a_supervised_run_killed_after_a_delegation_resumes_without_redoing_it(t
         process = subprocess.Popen(start, cwd=folder, env=_env(delay), **quiet)
         if delay:  # killed once the supervisor's first worker has reported
             deadline = time.monotonic() + 60
-            while (
-                not (folder / ".pilothouse" / "runs.db").exists()
-                or _query(folder, "SELECT COUNT(*) FROM events WHERE type = 'step_finished'")[0][0]
-                < 2
-            ):
+            while finished_steps(folder / ".pilothouse" / "runs.db") < 2:
                 assert time.monotonic() < deadline and process.poll() is None
                 time.sleep(0.05)
             process.send_signal(signal.SIGKILL)

@@ -35,7 +35,7 @@ class Host(Protocol):
     log: EventLog
     decisions: DecisionWatcher | None
     replaying: Replaying | None
-
+    #: a guardrail's judge asks a model through them
     calls: ModelCalls
 
     def emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
