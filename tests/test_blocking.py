@@ -236,10 +236,10 @@ async def test_a_place_that_holds_the_loop_again_is_reported_again_with_a_count(
     import time
 
     from conftest import crew, text_reply, tool_reply
-    from pilothouse import tool, watchdog
+    from pilothouse import repeats, tool, watchdog
 
     monkeypatch.setattr(watchdog, "HELD_S", 0.3)
-    monkeypatch.setattr(watchdog, "REPEAT_S", repeat_s)
+    monkeypatch.setattr(repeats, "REPEAT_S", repeat_s)
 
     @tool
     async def fetch_rates(currency: str) -> str:

@@ -256,7 +256,7 @@ class TestObservers:
         self, workspace, scripted, caplog, monkeypatch
     ):
 
-        from pilothouse import eventlog
+        from pilothouse import repeats
 
         def broken(event):
             raise KeyError("no exporter")
@@ -270,7 +270,7 @@ class TestObservers:
                     assert (await rt.run(one, f"task {i}")).ok
                 reported = [r for r in caplog.records if "broken" in r.getMessage()]
                 assert len(reported) == 1 and reported[0].exc_info is not None  # 18 failures
-                monkeypatch.setattr(eventlog, "REPEAT_REPORT_S", 0.0)
+                monkeypatch.setattr(repeats, "REPEAT_S", 0.0)
                 assert (await rt.run(one, "task 3")).ok
         again = [r.getMessage() for r in caplog.records if "broken" in r.getMessage()][1:]
         assert again[0] == (

@@ -34,7 +34,7 @@ T = TypeVar("T")
 log = logging.getLogger("pilothouse.blocking")
 
 #: sync plugin code that holds the event loop this long is reported (the first time
-#: in full, then with a count at most every REPEAT_S)
+#: in full, then with a count at most every repeats.REPEAT_S)
 SLOW_ON_LOOP_S = 0.1
 _reported = Repeats()
 

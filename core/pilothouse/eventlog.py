@@ -31,10 +31,6 @@ log = logging.getLogger("pilothouse.eventlog")
 
 Observer = Callable[[BaseEvent], Any]
 
-#: an observer that keeps failing is reported in full once, then in one line at most
-#: this often (a broken exporter must not bury the log under a traceback per event)
-REPEAT_REPORT_S = 60.0
-
 
 class EventLog:
     """Queues events for a :class:`RunStore` (or none) and fans them out to observers."""
@@ -83,7 +79,7 @@ class EventLog:
             except Exception as exc:  # an observer must never break a run
                 self._observer_failed(name, exc)
                 continue
-            if time.perf_counter() - started >= SLOW_ON_LOOP_S:
+            if time.perf_counter() - started >= SLOW_ON_LOOP_S:  # checked here: once per event
                 report_held_loop(f"event observer {name}", started,
                                  "return an awaitable, or hand slow work to a thread")  # fmt: skip
             if result is not None and hasattr(result, "__await__"):
@@ -189,8 +185,8 @@ class EventLog:
 
     def _observer_failed(self, name: str, exc: Exception) -> None:
         """Report an observer's failure: the first with its traceback, then a count at
-        most every ``REPEAT_REPORT_S``."""
-        count = self._failing.note(name, REPEAT_REPORT_S)
+        most every ``repeats.REPEAT_S``."""
+        count = self._failing.note(name)
         if count == 0:
             log.error("event observer %s raised; the run goes on", name, exc_info=exc)
         elif count is not None:

@@ -15,31 +15,24 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .blocking import report_held_loop, run_blocking
+from .calls import Host as CallsHost
 from .calls import ModelCalls
 from .crew import Persona
 from .errors import EscalationRejected, GuardrailBlocked, PilothouseError, PluginError, ToolError
 from .escalation import DecisionWatcher
-from .eventlog import EventLog
-from .events import BaseEvent, EscalationDecided, EscalationRaised, GuardrailChecked
+from .events import EscalationDecided, EscalationRaised, GuardrailChecked
 from .guardrails import GuardrailContext, Stage, Verdict
-from .registry import Registry
 from .retrieval import Passage
-from .runstate import Replaying, _Run, _SentBack
+from .runstate import _Run, _SentBack
 from .store import Escalation
 
 
-class Host(Protocol):
-    """What oversight needs of the engine it serves."""
+class Host(CallsHost, Protocol):
+    """What oversight needs of the engine it serves, besides what model calls do."""
 
-    registry: Registry
-    log: EventLog
     decisions: DecisionWatcher | None
-    replaying: Replaying | None
     #: a guardrail's judge asks a model through them
     calls: ModelCalls
-
-    def emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
-        """Log an event of ``run``."""
 
 
 class Oversight:

@@ -20,18 +20,17 @@ class Repeats:
         #: key -> [occurrences since the last report, when that was (monotonic)]
         self._seen: dict[str, list[float]] = {}
 
-    def note(self, key: str, every: float | None = None) -> int | None:
+    def note(self, key: str) -> int | None:
         """Count one occurrence of ``key``. Returns 0 the first time (report it in full),
-        the occurrences since the last report once ``every`` seconds (``REPEAT_S``) have
-        passed since it (report that count), else None (say nothing)."""
-        every = REPEAT_S if every is None else every
+        the occurrences since the last report once ``REPEAT_S`` has passed since it
+        (report that count), else None (say nothing)."""
         now = time.monotonic()
         seen = self._seen.get(key)
         if seen is None:
             self._seen[key] = [0, now]
             return 0
         seen[0] += 1
-        if now - seen[1] < every:
+        if now - seen[1] < REPEAT_S:
             return None
         count = int(seen[0])
         seen[:] = [0, now]

@@ -9,7 +9,7 @@ logs it, while the loop is still held: a loop that never comes back is found too
 It reports a place only when it finds the loop there twice in a row: a turn of
 the loop that is merely long (a thousand runs each doing a little) is busy at a
 different place each time it looks, and is not one piece of code's fault. A place
-reported before is reported again at most every ``REPEAT_S``, with how often it
+reported before is reported again at most every ``repeats.REPEAT_S``, with how often it
 held the loop meanwhile (a worker that runs for weeks still says so).
 """
 
@@ -23,7 +23,7 @@ import traceback
 
 import anyio
 
-from .repeats import REPEAT_S, Repeats
+from .repeats import Repeats
 
 log = logging.getLogger("pilothouse.watchdog")
 
@@ -77,11 +77,12 @@ class LoopWatchdog:
                 seen = (beat, place)
                 continue
             reported_beat = beat  # one report per stall
-            count = self._reported.note(place, REPEAT_S)
+            count = self._reported.note(place)
+            if count is None:
+                continue
             if count:
                 log.warning("the event loop was held again in %s: %d time(s) since it was"
                             " last reported", place, count)  # fmt: skip
-            if count != 0:
                 continue
             where = " <- ".join(f"{f.name} ({f.filename}:{f.lineno})" for f in reversed(stack))
             log.warning(

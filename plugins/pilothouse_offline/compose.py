@@ -51,10 +51,11 @@ def choose_tool_call(request: ModelRequest) -> ToolCall | None:
     # a model does not hand work to a persona whose output it already has
     tools = [spec for spec in request.tools if not _reported(spec, text)]
     for spec in tools:
-        if spec.name.startswith(HANDOFF_PREFIX):
+        target = _target(spec)
+        if target is not None:
             # a '.' or ' ' of the persona's name is '_' in its tool's name
-            target = re.escape(spec.name[len(HANDOFF_PREFIX) :].lower()).replace("_", "[._ -]")
-            if re.search(rf"(?<![a-z0-9_]){target}(?![a-z0-9_])", lowered):
+            named = re.escape(target.lower()).replace("_", "[._ -]")
+            if re.search(rf"(?<![a-z0-9_]){named}(?![a-z0-9_])", lowered):
                 return _call(spec, {"message": _the_ask(text)})
     wanted = words(text)
     system = request.messages[0].content or "" if request.messages else ""
@@ -63,7 +64,7 @@ def choose_tool_call(request: ModelRequest) -> ToolCall | None:
         return _call(handoff, {"message": _the_ask(text)})
     best, best_score = None, 0
     for spec in request.tools:
-        if spec.name.startswith(HANDOFF_PREFIX):
+        if _target(spec) is not None:
             continue
         if spec.name in system.split("\n\n", 1)[0]:  # the instructions ask for this tool
             return _call(spec, _arguments(spec, text))
@@ -81,13 +82,19 @@ def _the_ask(text: str) -> str:
     return text.split("\n\n", 1)[0].removeprefix("Task: ")
 
 
+def _target(spec: ToolSpec) -> str | None:
+    """Who a handoff tool hands the work to (its name's tail), or None for a tool."""
+    return spec.name.removeprefix(HANDOFF_PREFIX) if spec.name.startswith(HANDOFF_PREFIX) else None
+
+
 def _reported(spec: ToolSpec, text: str) -> bool:
     """The handoff tool of a persona whose output is in ``text`` already (a previous
     step's, or a report to a supervisor)."""
-    if not spec.name.startswith(HANDOFF_PREFIX):
+    target = _target(spec)
+    if target is None:
         return False
-    target = re.escape(spec.name[len(HANDOFF_PREFIX) :])
-    return re.search(rf"^(## {target} \(asked:|Output of {target}:)", text, re.M) is not None
+    name = re.escape(target)
+    return re.search(rf"^(## {name} \(asked:|Output of {name}:)", text, re.M) is not None
 
 
 def _best_handoff(tools: list[ToolSpec], wanted: set[str], system: str) -> ToolSpec | None:
@@ -97,7 +104,7 @@ def _best_handoff(tools: list[ToolSpec], wanted: set[str], system: str) -> ToolS
     own = len(words(system.split("\n\n", 1)[0]) & wanted)
     best, best_score = None, own
     for spec in tools:
-        if spec.name.startswith(HANDOFF_PREFIX):
+        if _target(spec) is not None:
             about = words(spec.description) - _HANDOFF_WORDS
             score = len(about & wanted)
             if score > best_score:
