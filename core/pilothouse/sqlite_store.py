@@ -178,30 +178,32 @@ def _wal(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
-#: a WAL this large is emptied by a checkpoint that makes the writer wait (see below)
+#: how long a write waits for another process's write to finish before it fails
+BUSY_TIMEOUT_S = 30
+
+#: a WAL this large is emptied by the writer itself, between two of its commits
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
-#: how long that checkpoint waits for the write lock and for readers, at most
+#: how long emptying the WAL waits for readers to leave it, at most
 FORCED_WAIT_S = 1.0
 
 
 class _Checkpointer(threading.Thread):
     """Copies the WAL into the database file every ``interval`` seconds (PASSIVE: it
-    never blocks the writer or readers), so commits on the event loop stay cheap.
+    never blocks the writer or readers), so commits on the event loop stay cheap: the
+    copying and its fsync happen here, not in the commit that crosses a threshold.
 
-    SQLite starts the WAL over only when a writer finds it wholly copied, which a
-    passive checkpoint racing steady commits never achieves: under a constant load
-    the WAL grew by ~90 MB per thousand runs, for ever. Past ``WAL_LIMIT_BYTES`` a
-    TRUNCATE checkpoint empties the file; it holds every commit back while it runs
-    (~0.4 s here for 230 MB, mostly giving the file's blocks back), once per limit.
-    It also waits for readers to leave the WAL, holding the write lock meanwhile: it
-    gives up after ``FORCED_WAIT_S`` (a monitor or portal build in the middle of a
-    long read) and tries again later, so commits never wait much longer than that.
+    A passive checkpoint alone does not bound the WAL: SQLite starts the file over
+    only when a writer finds it wholly copied, which a checkpoint racing steady
+    commits never achieves, and a thread starved of CPU or of the write lock (a busy
+    machine) falls further behind. The bound is the writer's (:class:`_WalBound`).
     """
 
-    def __init__(self, path: Path, interval: float = 0.5) -> None:
+    def __init__(self, path: Path, lock: threading.Lock, interval: float = 0.5) -> None:
         super().__init__(name=f"pilothouse-checkpoint-{path.name}", daemon=True)
         self.path = path
-        self.wal = _wal(path)
+        #: held while copying, so that the writer emptying the WAL waits for the copy
+        #: instead of finding SQLite's checkpoint lock taken
+        self.lock = lock
         self.interval = interval
         self._stopping = threading.Event()
 
@@ -210,9 +212,8 @@ class _Checkpointer(threading.Thread):
         db = sqlite3.connect(self.path, isolation_level=None, timeout=FORCED_WAIT_S)
         try:
             while not self._stopping.wait(self.interval):
-                with contextlib.suppress(sqlite3.Error, OSError):
-                    full = self.wal.stat().st_size > WAL_LIMIT_BYTES
-                    db.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if full else 'PASSIVE'})")
+                with self.lock, contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             db.close()
 
@@ -220,6 +221,56 @@ class _Checkpointer(threading.Thread):
         """Stop after the current checkpoint and wait for the thread."""
         self._stopping.set()
         self.join()
+
+
+class _WalBound:
+    """The writer's promise that the WAL stays under ``WAL_LIMIT_BYTES`` plus a commit,
+    whatever the machine is doing: after a commit that leaves it past the limit, the
+    writer empties it (a TRUNCATE checkpoint on its own connection, where no other
+    writer can get in first). Under a steady load this happens once per limit's
+    worth of commits (~0.4 s here for 230 MB, mostly giving the file's blocks back).
+
+    Emptying also waits for readers to leave the WAL: a reader in the middle of a
+    long read (the monitor, a portal build) makes it give up after ``FORCED_WAIT_S``,
+    and the writer tries again only once the WAL has grown by another half limit, so
+    a long read holds a commit back for ``FORCED_WAIT_S`` now and then, never each one.
+    """
+
+    def __init__(self, path: Path, lock: threading.Lock) -> None:
+        self.wal = _wal(path)
+        #: the lock this process's checkpointer holds while it copies
+        self.lock = lock
+        #: the WAL size past which the next commit empties it
+        self.threshold = WAL_LIMIT_BYTES
+        #: how many times the writer tried to empty the WAL, and how many times readers
+        #: made it give up (for tests and the benchmark)
+        self.attempts = self.gave_up = 0
+
+    def after_commit(self, db: sqlite3.Connection) -> None:
+        """Empty the WAL if this commit left it past the threshold (the caller holds
+        the write lock of the store's connection)."""
+        try:
+            size = self.wal.stat().st_size
+        except OSError:
+            return
+        if size <= self.threshold:
+            return
+        self.attempts += 1
+        db.execute(f"PRAGMA busy_timeout = {int(FORCED_WAIT_S * 1000)}")
+        try:
+            with self.lock:
+                busy, frames, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            busy, frames = 1, 0
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        if not busy:
+            self.threshold = WAL_LIMIT_BYTES
+        elif frames >= 0:  # readers kept it waiting
+            self.gave_up += 1
+            self.threshold = size + WAL_LIMIT_BYTES // 2
+        # else another process was checkpointing at that moment (SQLite then says busy
+        # at once, with no frame counts): the next commit tries again
 
 
 class SQLiteRunStore(RunStore):
@@ -235,13 +286,15 @@ class SQLiteRunStore(RunStore):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30
+                self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
             )
             self._set_up(synchronous)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
+        self._checkpointing = threading.Lock()
+        self._wal_bound = _WalBound(self.path, self._checkpointing)
         #: (run, step) of the live-text rows this handle wrote and has not deleted yet
         self._live: set[tuple[str, str]] = set()
         #: the runs whose summary row lags their events, and by what
@@ -337,7 +390,7 @@ class SQLiteRunStore(RunStore):
                 delta.fold(entry)
         behind, due = self._due(deltas, escalating)
         if self._checkpointer is None:
-            self._checkpointer = _Checkpointer(self.path)
+            self._checkpointer = _Checkpointer(self.path, self._checkpointing)
             self._checkpointer.start()
         with self._lock:
             with self._transaction():
@@ -366,6 +419,7 @@ class SQLiteRunStore(RunStore):
                     self._db.executemany(
                         "INSERT OR IGNORE INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)", remembered
                     )
+            self._wal_bound.after_commit(self._db)
             for run_id in due:
                 self._behind.pop(run_id, None)
             self._behind.update(behind)
