@@ -39,7 +39,7 @@ from pilothouse.events import (
 from pilothouse.model import Message, Usage
 from pilothouse.portal import Portal
 from pilothouse.retrieval import Passage
-from pilothouse.sqlite_store import SQLiteRunStore
+from pilothouse.store.sqlite import SQLiteRunStore
 
 WORDS = "helio backpack solar panel hikers battery market growth charge trail weight".split()
 

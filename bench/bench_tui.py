@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pilothouse.events import ModelCalled, RunStarted, StepFinished, StepStarted, log_entry
 from pilothouse.model import Message, Usage
-from pilothouse.sqlite_store import SQLiteRunStore
+from pilothouse.store.sqlite import SQLiteRunStore
 from pilothouse.tui import Feed, MonitorApp
 
 POLL = 0.25

@@ -13,7 +13,7 @@ from pilothouse_probes import HERE as PROBES
 import pilothouse
 from conftest import crew, text_reply
 from pilothouse import hookimpl
-from pilothouse.bias import Cases, GroupRate, load_cases, probe, two_proportions
+from pilothouse.audits.bias import Cases, GroupRate, load_cases, probe, two_proportions
 from pilothouse.errors import ConfigError
 from pilothouse.probes import AttributeSet, load_attribute_sets
 from pilothouse_demo import HERE

@@ -207,7 +207,8 @@ async def test_the_watchdog_says_where_the_event_loop_is_held(
     import time
 
     from conftest import crew, text_reply, tool_reply
-    from pilothouse import tool, watchdog
+    from pilothouse import tool
+    from pilothouse.engine import watchdog
 
     monkeypatch.setattr(watchdog, "HELD_S", 0.3)
 
@@ -223,7 +224,7 @@ async def test_the_watchdog_says_where_the_event_loop_is_held(
     async with make_runtime() as rt:
         await anyio.sleep(0.2)  # the watchdog is at work
         assert (await rt.run(c, "EUR rate?")).ok
-    reports = [r.getMessage() for r in caplog.records if r.name == "pilothouse.watchdog"]
+    reports = [r.getMessage() for r in caplog.records if r.name == "pilothouse.engine.watchdog"]
     assert len(reports) == 1, reports
     assert "the event loop has been held for" in reports[0]
     assert "fetch_rates (" in reports[0] and "test_blocking.py" in reports[0]
@@ -236,7 +237,8 @@ async def test_a_place_that_holds_the_loop_again_is_reported_again_with_a_count(
     import time
 
     from conftest import crew, text_reply, tool_reply
-    from pilothouse import repeats, tool, watchdog
+    from pilothouse import repeats, tool
+    from pilothouse.engine import watchdog
 
     monkeypatch.setattr(watchdog, "HELD_S", 0.3)
     monkeypatch.setattr(repeats, "REPEAT_S", repeat_s)
@@ -256,7 +258,7 @@ async def test_a_place_that_holds_the_loop_again_is_reported_again_with_a_count(
         for question in ("EUR rate?", "EUR rate now?"):
             assert (await rt.run(c, question)).ok
             await anyio.sleep(0.2)  # the loop beats between the two stalls
-    reports = [r.getMessage() for r in caplog.records if r.name == "pilothouse.watchdog"]
+    reports = [r.getMessage() for r in caplog.records if r.name == "pilothouse.engine.watchdog"]
     assert "the event loop has been held for" in reports[0]
     if repeat_s:  # the second stall, within a minute of the first report, is counted only
         assert len(reports) == 1, reports
@@ -273,4 +275,4 @@ async def test_the_watchdog_is_quiet_when_the_loop_moves(make_runtime, scripted,
         for _ in range(3):
             assert (await rt.run(crew({"type": "sequential", "steps": ["a"]}, {"a": {}}), "go")).ok
         await anyio.sleep(0.3)
-    assert not [r for r in caplog.records if r.name == "pilothouse.watchdog"]
+    assert not [r for r in caplog.records if r.name == "pilothouse.engine.watchdog"]

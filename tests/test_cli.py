@@ -254,8 +254,8 @@ def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):
 
 def test_runs_and_show_say_which_runs_no_process_executes(tmp_path):
     from pilothouse.events import RunStarted, log_entry
-    from pilothouse.lease import HOST
-    from pilothouse.sqlite_store import SQLiteRunStore
+    from pilothouse.store.lease import HOST
+    from pilothouse.store.sqlite import SQLiteRunStore
 
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -317,7 +317,7 @@ def test_prune_deletes_ended_runs_and_keeps_unfinished_ones(tmp_path):
     import datetime
 
     from pilothouse.events import RunStarted, log_entry
-    from pilothouse.sqlite_store import SQLiteRunStore
+    from pilothouse.store.sqlite import SQLiteRunStore
 
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "one.toml").write_text('[flow]\nsteps = ["a"]\n[personas.a]\n')
@@ -347,7 +347,7 @@ def test_prune_vacuum_gives_the_space_back(tmp_path):
     import time
 
     from pilothouse.events import RunFinished, RunStarted, log_entry
-    from pilothouse.sqlite_store import SQLiteRunStore
+    from pilothouse.store.sqlite import SQLiteRunStore
 
     store = SQLiteRunStore(tmp_path / ".pilothouse" / "runs.db")
     long_ago = time.time() - 10 * 86400

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from conftest import crew, text_reply
 from pilothouse import Passage, Persona, Retriever
-from pilothouse.context import CUT_MARK, build_context
-from pilothouse.store import MemoryItem
+from pilothouse.engine.context import CUT_MARK, build_context
+from pilothouse.store.base import MemoryItem
 
 
 def _passages(n: int) -> list[tuple[str, Passage]]:

@@ -128,7 +128,7 @@ async def test_a_crew_file_is_read_again_only_when_it_changes(make_runtime, work
 
 async def test_the_engine_forgets_the_oldest_checked_crews(make_runtime, scripted):
     from conftest import crew
-    from pilothouse.engine import CHECKED_CREWS
+    from pilothouse.engine.runs import CHECKED_CREWS
 
     async with make_runtime() as rt:
         for i in range(CHECKED_CREWS + 20):  # a caller making a new Crew for every run

@@ -134,7 +134,7 @@ def test_the_audits_page_plugin_example_registers_its_data(workspace, monkeypatc
     assert rt.plugins.info["my_probes"].registered == {
         "attribute_sets": ["religion"], "payloads": ["refund-1"]}  # fmt: skip
     # and the page's cases-file examples are valid cases files
-    from pilothouse.bias import load_cases
+    from pilothouse.audits.bias import load_cases
 
     for n, body in enumerate(re.findall(r"```toml\n(.*?)```", page, re.S)):
         if "[[case]]" not in body:

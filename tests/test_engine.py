@@ -7,7 +7,7 @@ import pytest
 
 from conftest import crew, text_reply
 from pilothouse import ConfigError, Model, Passage, Persona, Retriever
-from pilothouse.context import build_context
+from pilothouse.engine.context import build_context
 
 
 class TestCancellation:

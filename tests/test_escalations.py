@@ -15,7 +15,7 @@ import pytest
 import pilothouse
 from conftest import FlagWord, crew, stop, text_reply, tool_reply, wait_for_inbox
 from pilothouse import DecisionError, tool
-from pilothouse.sqlite_store import SQLiteRunStore
+from pilothouse.store.sqlite import SQLiteRunStore
 
 
 def _crew(**extra):

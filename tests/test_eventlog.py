@@ -13,7 +13,7 @@ import pilothouse
 from conftest import crew, text_reply, tool_reply
 from pilothouse import hookimpl, tool
 from pilothouse.events import log_entry, parse_event
-from pilothouse.sqlite_store import SQLiteRunStore
+from pilothouse.store.sqlite import SQLiteRunStore
 
 
 @tool(blocking=False)
@@ -263,7 +263,7 @@ class TestObservers:
 
         one = crew({"type": "sequential", "steps": ["a"]}, {"a": {}})
         settings = pilothouse.load_settings(default_model="scripted")
-        with caplog.at_level(logging.ERROR, logger="pilothouse.eventlog"):
+        with caplog.at_level(logging.ERROR, logger="pilothouse.store.eventlog"):
             async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
                 rt.subscribe(broken)
                 for i in range(3):
@@ -319,7 +319,7 @@ def _begin(store: SQLiteRunStore, run_id: str = "r1") -> None:
 class TestStoreFailure:
     async def test_a_failed_write_keeps_the_events_for_the_next_flush(self, tmp_path):
         from pilothouse.errors import StoreError
-        from pilothouse.eventlog import EventLog
+        from pilothouse.store.eventlog import EventLog
 
         store = FlakyStore(tmp_path / "runs.db")
         log = EventLog(store)
@@ -332,13 +332,13 @@ class TestStoreFailure:
 
     async def test_a_write_failing_again_the_same_way_is_reported_once(self, tmp_path, caplog):
         from pilothouse.errors import StoreError
-        from pilothouse.eventlog import EventLog
+        from pilothouse.store.eventlog import EventLog
 
         store = FlakyStore(tmp_path / "runs.db")
         store.fail = 3  # a full disk stays full for a while
         log = EventLog(store)
         log.emit(_started())
-        with caplog.at_level(logging.ERROR, logger="pilothouse.eventlog"):
+        with caplog.at_level(logging.ERROR, logger="pilothouse.store.eventlog"):
             for _ in range(3):
                 with pytest.raises(StoreError, match="disk full"):
                     await log.flush()
@@ -351,7 +351,7 @@ class TestStoreFailure:
         """With the flusher running, a flush after a failed commit asks it to try again
         (it sleeps after a failure until asked) instead of waiting forever."""
         from pilothouse.errors import StoreError
-        from pilothouse.eventlog import EventLog
+        from pilothouse.store.eventlog import EventLog
 
         store = FlakyStore(tmp_path / "runs.db")
         log = EventLog(store)
@@ -384,7 +384,7 @@ class TestFollowingTheLog:
 
 
 def _open_store(path: str) -> str:
-    from pilothouse.sqlite_store import SQLiteRunStore
+    from pilothouse.store.sqlite import SQLiteRunStore
 
     try:
         SQLiteRunStore(path).close()
@@ -397,8 +397,8 @@ def _store_under_load(tmp_path, monkeypatch, wal_limit, *, checkpointer=True):
     """A store that empties the WAL past ``wal_limit`` bytes, with one run started; and
     how to log a 4 KB event of it. ``checkpointer=False``: its background checkpointer
     never runs, as on a machine too busy to give it a turn."""
-    from pilothouse import sqlite_store
     from pilothouse.events import ErrorRaised, RunStarted
+    from pilothouse.store import sqlite as sqlite_store
 
     monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", wal_limit)
     store = SQLiteRunStore(tmp_path / "runs.db")
@@ -446,7 +446,7 @@ def test_a_long_read_makes_the_writer_give_up_emptying_now_and_then_only(tmp_pat
     the WAL is emptied again."""
     import time
 
-    from pilothouse import sqlite_store
+    from pilothouse.store import sqlite as sqlite_store
 
     limit = 256 * 1024
     monkeypatch.setattr(sqlite_store, "FORCED_WAIT_S", 0.05)
@@ -518,7 +518,7 @@ def test_a_store_from_before_run_numbers_keeps_every_event(tmp_path):
     """m009 rebuilds the events table indexed by run number: nothing is lost, the order
     holds, and runs logged afterwards are numbered after the old ones."""
     from pilothouse.events import RunStarted, StepStarted
-    from pilothouse.migrations import MIGRATIONS
+    from pilothouse.store.sqlite_migrations import MIGRATIONS
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)
@@ -611,7 +611,7 @@ class TestSummaryRows:
     def test_a_row_lagging_long_enough_is_written_with_the_next_commit(self, tmp_path, monkeypatch):
         import time
 
-        from pilothouse import sqlite_store
+        from pilothouse.store import sqlite as sqlite_store
 
         monkeypatch.setattr(sqlite_store, "SUMMARY_LAG_S", 0.2)
         path = tmp_path / "runs.db"
@@ -669,7 +669,7 @@ class TestSummaryRows:
         """The process that died kept the lagging part in memory; the events have it."""
         import time
 
-        from pilothouse.lease import HOST
+        from pilothouse.store.lease import HOST
 
         path = tmp_path / "runs.db"
         dead = SQLiteRunStore(path, owner=f"{HOST}:999999999:x")  # no such process

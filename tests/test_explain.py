@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import crew, text_reply, tool_reply
 from pilothouse import Passage, Retriever, tool
-from pilothouse.explain import rank_evidence
+from pilothouse.engine.evidence import rank_evidence
 
 
 def test_ranking_follows_the_claims():

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime", reason="the MiniLM embedder is the [knowledge
 from pilothouse_knowledge import MiniLM
 
 from pilothouse.embedding import Embedder
-from pilothouse.knowledge import KnowledgeBase, KnowledgeError, chunk, connect
+from pilothouse.knowledge.base import KnowledgeBase, KnowledgeError, chunk, connect
 
 CORPUS = {
     "refunds.md": "# Refund policy\n\nCustomers get their money back within 30 days of purchase"
@@ -261,7 +261,7 @@ def test_the_full_weight_minilm_agrees_with_the_int8_one(minilm):
 def test_a_new_chunker_indexes_every_file_again_once(tmp_path, corpus, minilm, monkeypatch):
     # Files whose content did not change were skipped for ever, so an upgrade that cuts
     # text differently (as this one does headings) never reached an existing base.
-    from pilothouse import knowledge
+    from pilothouse.knowledge import base as knowledge
 
     kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
     assert kb.ingest([corpus]).updated == 5

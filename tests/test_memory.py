@@ -156,7 +156,7 @@ async def test_a_resumed_run_knows_what_it_knew_and_kept_not_what_came_since(
 def test_a_long_lived_subject_recalls_its_newest_facts(tmp_path):
     # Before: the oldest 200 came back, so past 200 facts nothing new was ever recalled.
     from pilothouse.events import MemoryWritten, RunStarted, log_entry
-    from pilothouse.sqlite_store import SQLiteRunStore
+    from pilothouse.store.sqlite import SQLiteRunStore
 
     store = SQLiteRunStore(tmp_path / "runs.db")
     try:

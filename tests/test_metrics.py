@@ -12,10 +12,10 @@ import pytest
 import pilothouse
 from conftest import crew, text_reply
 from pilothouse import Guardrail, ModelError, Verdict
+from pilothouse.audits.metrics import compute
 from pilothouse.events import log_entry
-from pilothouse.metrics import compute
 from pilothouse.portal import Portal
-from pilothouse.sqlite_store import SQLiteRunStore
+from pilothouse.store.sqlite import SQLiteRunStore
 from pilothouse.tui.feed import Feed
 
 

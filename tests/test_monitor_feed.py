@@ -106,8 +106,8 @@ def test_a_run_whose_process_dies_shows_as_stalled(tmp_path):
     import sys
 
     from pilothouse.events import RunStarted, log_entry
-    from pilothouse.lease import HOST
-    from pilothouse.sqlite_store import SQLiteRunStore
+    from pilothouse.store.lease import HOST
+    from pilothouse.store.sqlite import SQLiteRunStore
     from pilothouse.tui.feed import LEASE_CHECK_S
 
     runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

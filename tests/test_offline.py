@@ -114,7 +114,7 @@ async def test_prompt_injection_in_a_passage_is_quoted_not_obeyed():
 async def test_it_hands_off_to_the_persona_whose_description_fits():
     # the support demo's routes, as the engine offers them to triage
     from pilothouse import Persona
-    from pilothouse.handoffs import handoff_spec, handoff_tool
+    from pilothouse.engine.handoffs import handoff_spec, handoff_tool
 
     billing = Persona(name="billing", description="Answers invoices, refunds and payments.")
     tech = Persona(name="tech", description="Answers product faults, charging and repairs.")

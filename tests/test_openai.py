@@ -72,7 +72,7 @@ class TestEndToEnd:
         )
         assert done.returncode == 0, done.stderr
         run_id = json.loads(done.stdout)["run_id"]
-        store = pilothouse.sqlite_store.SQLiteRunStore(workspace / ".pilothouse" / "runs.db")
+        store = pilothouse.store.sqlite.SQLiteRunStore(workspace / ".pilothouse" / "runs.db")
         calls = [e for e in store.events(run_id) if e.type == "model_call"]
         assert len(calls) == len(openai_server.received) == 4
         for call, sent in zip(calls, openai_server.received, strict=True):
@@ -463,7 +463,7 @@ class TestLimits:
         last = max(calls, key=lambda c: c.queued_ms)
         assert last.queue_note.endswith("ms of it waiting for the endpoint's limits")
         assert calls[0].model_copy(update={"queued_ms": 3.0}).queue_note == ""
-        from pilothouse.metrics import compute
+        from pilothouse.audits.metrics import compute
 
         (local,) = compute(settings.store_path, by="model")
         assert local.queued_p95_ms == pytest.approx(waits[2], rel=0.2)

@@ -17,14 +17,14 @@ import pytest
 
 import pilothouse
 from conftest import FlagWord, ScriptedPlugin, crew, serve_and_get, text_reply
-from pilothouse.adversarial import AdversarialPlugin, run_suite
-from pilothouse.bias import Cases, probe
+from pilothouse.audits.adversarial import AdversarialPlugin, run_suite
+from pilothouse.audits.bias import Cases, probe
 from pilothouse.cli import DEMO_INPUT
 from pilothouse.events import log_entry
 from pilothouse.portal import Portal
 from pilothouse.probes import Payload
 from pilothouse.redact import Redactor
-from pilothouse.sqlite_store import SQLiteRunStore
+from pilothouse.store.sqlite import SQLiteRunStore
 
 pytest.importorskip("mkdocs", reason="the portal is the [portal] extra")
 
@@ -148,7 +148,7 @@ def test_pages_for_every_run_and_overview(portal):
 def test_an_undecided_escalation_says_whether_it_still_waits(status, shown):
     from pilothouse.events import EscalationRaised, RunStarted
     from pilothouse.portal.run_page import run_page
-    from pilothouse.store import RunSummary
+    from pilothouse.store.base import RunSummary
 
     run = RunSummary(id="r1", crew="c", status=status, input="x", created=1.0, updated=2.0)
     events = [
@@ -163,7 +163,7 @@ def test_an_undecided_escalation_says_whether_it_still_waits(status, shown):
 def test_a_reply_cut_at_the_token_limit_says_so_on_the_run_page():
     from pilothouse.events import ModelCalled, RunStarted
     from pilothouse.portal.run_page import run_page
-    from pilothouse.store import RunSummary
+    from pilothouse.store.base import RunSummary
 
     run = RunSummary(id="r1", crew="c", status="succeeded", input="x", created=1.0, updated=2.0)
     events = [
@@ -179,7 +179,7 @@ def test_a_call_that_only_asks_for_a_tool_shows_no_empty_reply():
     from pilothouse import ToolCall
     from pilothouse.events import ModelCalled, RunStarted
     from pilothouse.portal.run_page import run_page
-    from pilothouse.store import RunSummary
+    from pilothouse.store.base import RunSummary
 
     run = RunSummary(id="r1", crew="c", status="succeeded", input="x", created=1.0, updated=2.0)
     asks = ToolCall(id="c1", name="market_size", arguments='{"segment": "solar"}')

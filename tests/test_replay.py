@@ -10,8 +10,8 @@ import pilothouse
 from conftest import crew
 from openai_server import reply, tool_calls
 from pilothouse import tool
-from pilothouse.metrics import compute
-from pilothouse.replay import replay
+from pilothouse.audits.metrics import compute
+from pilothouse.audits.replay import replay
 
 
 def _crew(instructions="You are a."):

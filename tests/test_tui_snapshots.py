@@ -25,9 +25,9 @@ from pilothouse.events import (
     StepStarted,
     log_entry,
 )
-from pilothouse.lease import HOST
 from pilothouse.model import Message, Usage
-from pilothouse.sqlite_store import SQLiteRunStore
+from pilothouse.store.lease import HOST
+from pilothouse.store.sqlite import SQLiteRunStore
 from pilothouse.tui import Feed, MonitorApp
 
 T0 = 1_790_000_000.0  # a fixed moment, so times and ages on screen never change

@@ -168,8 +168,8 @@ def test_a_run_taken_from_the_queue_by_a_process_that_died_starts_afresh(tmp_pat
     import anyio
 
     import pilothouse
-    from pilothouse.lease import HOST
-    from pilothouse.sqlite_store import SQLiteRunStore
+    from pilothouse.store.lease import HOST
+    from pilothouse.store.sqlite import SQLiteRunStore
 
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "slow.toml").write_text(SLOW)

@@ -12,6 +12,7 @@ from .crew import (
     Supervisor,
 )
 from .crewfile import load_crew_file
+from .engine.runstate import RunResult
 from .errors import (
     ConfigError,
     CrewFileError,
@@ -29,6 +30,7 @@ from .errors import (
 )
 from .guardrails import Guardrail, GuardrailContext, Verdict
 from .hookspecs import hookimpl
+from .knowledge.memory import remember
 from .model import (
     Message,
     Model,
@@ -41,10 +43,9 @@ from .model import (
     estimate_tokens,
 )
 from .retrieval import Passage, Retriever
-from .runstate import RunResult
 from .runtime import Runtime, run
 from .settings import Settings, load_settings
-from .store import Escalation, RunStore, RunSummary
+from .store.base import Escalation, RunStore, RunSummary
 from .tools import Tool, tool
 
 __version__ = "0.1.0"
@@ -95,6 +96,7 @@ __all__ = [
     "hookimpl",
     "load_crew_file",
     "load_settings",
+    "remember",
     "run",
     "run_blocking",
     "tool",

@@ -13,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
+#: what the name of every handoff tool starts with: a persona hands its work on by
+#: calling ``transfer_to_<name>`` (model providers that plan offline read it too)
+HANDOFF_PREFIX = "transfer_to_"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,7 +62,7 @@ class Persona(_Strict):
     #: the channel facts from ``memory_field`` are filed under (email, chat, crm...)
     memory_channel: str = "run"
     #: estimated tokens the context window may hold; pieces are dropped to fit
-    #: (see pilothouse.context for the policy)
+    #: (see pilothouse.engine.context for the policy)
     context_budget: int | None = Field(default=None, gt=0)
     #: the order of the quoted sections after the instructions
     context_order: list[Literal["memory", "passages"]] = Field(

@@ -414,7 +414,7 @@ KEPT_WHOLE: frozenset[str] = frozenset(
 
 @dataclass(slots=True)
 class LogEntry:
-    """What a :class:`~pilothouse.store.RunStore` is given of one event: where it goes,
+    """What a :class:`~pilothouse.store.base.RunStore` is given of one event: where it goes,
     its JSON, and the few fields a run's summary row adds up.
 
     The typed event rides along only for the :data:`KEPT_WHOLE` types. A step's

@@ -21,20 +21,20 @@ from anyio.abc import TaskGroup
 
 from .crew import Crew
 from .crewfile import load_crew_file
-from .engine import Engine
+from .engine.escalation import DecisionWatcher
+from .engine.runs import Engine
+from .engine.runstate import RunResult, new_run_id
+from .engine.watchdog import LoopWatchdog
 from .errors import ConfigError, NotFound, PilothouseError
-from .escalation import DecisionWatcher
-from .eventlog import EventLog, Observer
 from .events import FINAL_EVENTS, FINAL_STATUSES, RunQueued, log_entry
-from .lease import new_owner
-from .live import LiveText
 from .plugins import Plugins
 from .registry import Registry
-from .runstate import RunResult, new_run_id
 from .settings import Settings, load_settings
-from .sqlite_store import SQLiteRunStore
-from .store import RunStore
-from .watchdog import LoopWatchdog
+from .store.base import RunStore
+from .store.eventlog import EventLog, Observer
+from .store.lease import new_owner
+from .store.live import LiveText
+from .store.sqlite import SQLiteRunStore
 
 
 class Runtime:

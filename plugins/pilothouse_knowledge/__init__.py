@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pilothouse import ConfigError, Passage, Retriever, hookimpl, run_blocking, tool
+from pilothouse import remember as remember_fact
 from pilothouse.embedding import Embedder
-from pilothouse.memory import remember as remember_fact
 
 TOKENIZER = Path(__file__).parent / "minilm-tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"

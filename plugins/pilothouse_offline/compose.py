@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from pilothouse import Message, ModelRequest, ToolCall, ToolSpec
-from pilothouse.handoffs import HANDOFF_PREFIX
+from pilothouse.crew import HANDOFF_PREFIX
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")

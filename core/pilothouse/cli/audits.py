@@ -58,8 +58,8 @@ def audit_show(obj: Context, audit_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(record.model_dump_json(indent=2))
         return
-    from ..adversarial import AdversarialReport
-    from ..bias import BiasReport
+    from ..audits.adversarial import AdversarialReport
+    from ..audits.bias import BiasReport
 
     kinds: dict[str, Any] = {"bias": BiasReport, "adversarial": AdversarialReport}
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created))
@@ -73,7 +73,7 @@ def audit_show(obj: Context, audit_id: str, as_json: bool) -> None:
 
 def _print_report(report: Any) -> None:
     """An audit report for people: bias rates and gap, or each payload's fate."""
-    from ..adversarial import AdversarialReport
+    from ..audits.adversarial import AdversarialReport
 
     if isinstance(report, AdversarialReport):
         for o in report.outcomes:
@@ -112,7 +112,7 @@ def _print_report(report: Any) -> None:
 @pass_context
 def audit_adversarial(obj: Context, crew: str, payloads: str | None, as_json: bool) -> None:
     """Send hostile inputs to CREW, directly and hidden in documents; exit 1 if any got past."""
-    from ..adversarial import AdversarialPlugin, registered_payloads, run_suite
+    from ..audits.adversarial import AdversarialPlugin, registered_payloads, run_suite
     from ..probes import load_payloads
 
     plugin = AdversarialPlugin()
@@ -143,7 +143,7 @@ def audit_adversarial(obj: Context, crew: str, payloads: str | None, as_json: bo
 @pass_context
 def audit_bias(obj: Context, crew: str, cases_path: str, model: str | None, as_json: bool) -> None:
     """Run CREW on counterfactual cases; exit 1 when a group gap is significant."""
-    from ..bias import load_cases, probe
+    from ..audits.bias import load_cases, probe
 
     cases = load_cases(cases_path)
 

@@ -9,8 +9,8 @@ from enum import IntEnum
 import click
 
 from ..settings import Settings, load_settings
-from ..sqlite_store import SQLiteRunStore
-from ..store import RunStore
+from ..store.base import RunStore
+from ..store.sqlite import SQLiteRunStore
 
 DEMO_INPUT = (
     "Plan the launch campaign for the Helio 30 solar backpack: day hikers who need their"

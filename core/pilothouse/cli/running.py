@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import click
 
+from ..engine.runstate import RunResult
 from ..errors import PilothouseError
 from ..events import STATUS_COLOURS, BaseEvent
-from ..runstate import RunResult
 from ..runtime import Runtime
 from .base import DEMO_INPUT, Context, Exit, cli, pass_context
 
@@ -234,7 +234,7 @@ def replay(obj: Context, run_id: str, as_json: bool) -> None:
     Model replies and tool results come from the run's log; the crew, its
     personas and guardrails are today's. Exit 0 when identical, 1 otherwise.
     """
-    from ..replay import replay as replay_run
+    from ..audits.replay import replay as replay_run
 
     obj.store().close()  # a clear error when there is no run store
     report = anyio.run(replay_run, run_id, obj.settings)

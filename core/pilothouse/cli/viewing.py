@@ -197,7 +197,7 @@ def metrics(
     """LLM-ops numbers: runs, success/error/escalation/override rates, model calls and
     how many failed (c.err), tokens, cost, latency (q p95: of it, waiting for the
     endpoint's own limits)."""
-    from ..metrics import budget_alerts, compute
+    from ..audits.metrics import budget_alerts, compute
 
     obj.store().close()  # a clear error when there is no run store
     rows = compute(obj.settings.store_path, by=by, crew=crew, since=_since(since), audits=audits)  # type: ignore[arg-type]

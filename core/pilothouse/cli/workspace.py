@@ -74,7 +74,7 @@ def memory_forget(obj: Context, memory_id: str | None, subject: str | None) -> N
 
 
 def _knowledge(obj: Context, embedder: str) -> Any:
-    from ..knowledge import KnowledgeBase
+    from ..knowledge.base import KnowledgeBase
 
     rt = Runtime(obj.settings, log_events=False)
     return KnowledgeBase(
@@ -210,7 +210,7 @@ def prune(obj: Context, before: str, dry_run: bool, vacuum: bool) -> None:
     """Delete the runs that ended before a time, with their events and escalations
     (unfinished runs are never pruned; facts kept about subjects stay). The file
     keeps its size and reuses the space; --vacuum gives it back to the disk."""
-    from ..sqlite_store import SQLiteRunStore
+    from ..store.sqlite import SQLiteRunStore
 
     cutoff = _since(before)
     assert cutoff is not None

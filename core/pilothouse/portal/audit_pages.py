@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..store import AuditRecord
+from ..store.base import AuditRecord
 from .charts import hbars
 from .markdown import Redact, inline, link, table
 from .pages import rel, run_path

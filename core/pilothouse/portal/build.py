@@ -19,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..audits.metrics import Metrics, compute_groupings
 from ..errors import PortalError
-from ..metrics import Metrics, compute_groupings
-from ..store import RunStore, RunSummary
+from ..store.base import RunStore, RunSummary
 from . import mkbuild
 from .audit_pages import AuditPages
 from .digest import RunDigest, digest

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..audits.failures import FailureInfo, describe_failure
 from ..events import BaseEvent
-from ..failure import FailureInfo, describe_failure
-from ..store import RunSummary
+from ..store.base import RunSummary
 
 
 class StepDigest(BaseModel):

@@ -12,8 +12,8 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
+from ..audits.metrics import Metrics
 from ..events import RUN_ID
-from ..metrics import Metrics
 from .charts import hbars, stacked_bars
 from .digest import RunDigest
 from .markdown import Redact, inline, link, table

@@ -15,9 +15,9 @@ import re
 import time
 from typing import Any
 
+from ..engine.evidence import claim_evidence, evidence_of
 from ..events import FINAL_STATUSES, BaseEvent
-from ..explain import claim_evidence, evidence_of
-from ..store import RunSummary
+from ..store.base import RunSummary
 from .html import block, heading, link, para, table
 from .html import text as inline
 from .markdown import Redact

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..audits.failures import FailureInfo, describe_failure
 from ..events import FINAL_STATUSES, UNFINISHED_STATUSES, BaseEvent
-from ..failure import FailureInfo, describe_failure
-from ..sqlite_store import SQLiteRunStore
-from ..store import Escalation, RunStore, RunSummary, StoredEvent
+from ..store.base import Escalation, RunStore, RunSummary, StoredEvent
+from ..store.sqlite import SQLiteRunStore
 
 STATUSES = ("running", "waiting_for_human", "queued", "succeeded", "failed", "cancelled")
 #: how many events one poll reads at most; a backlog is caught up over several polls

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import STATUS_COLOURS, BaseEvent
-from ..store import Escalation, RunSummary
+from ..store.base import Escalation, RunSummary
 from .feed import Failure
 
 Redact = Callable[[str], str]

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static, TextArea
 
 from ..events import BaseEvent
-from ..store import Escalation, RunSummary
+from ..store.base import Escalation, RunSummary
 from .render import Redact, detail, elapsed, plain, status_text, summary
 
 

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from ..events import FINAL_STATUSES
-from ..store import Escalation, RunSummary
+from ..store.base import Escalation, RunSummary
 from .feed import STATUSES, FleetStats
 from .render import Redact, clock, elapsed, plain, status_text
 

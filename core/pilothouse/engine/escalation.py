@@ -15,9 +15,9 @@ from collections.abc import Callable
 import anyio
 import anyio.to_thread
 
-from .crew import EscalationRules
-from .errors import DecisionError
-from .store import Escalation, RunStore
+from ..crew import EscalationRules
+from ..errors import DecisionError
+from ..store.base import Escalation, RunStore
 
 POLICY_DECIDER = "policy:timeout"
 

@@ -1,7 +1,7 @@
 """The run store: where the event log lives, behind a small interface.
 
 :class:`RunStore` is what the engine writes to and what the CLI, the monitor
-and the portal read from. SQLite (:mod:`pilothouse.sqlite_store`) is the
+and the portal read from. SQLite (:mod:`pilothouse.store.sqlite`) is the
 embedded default; another database can implement the same methods.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
 
-from .events import UNFINISHED_STATUSES, BaseEvent, LogEntry, MemoryWritten
+from ..events import UNFINISHED_STATUSES, BaseEvent, LogEntry, MemoryWritten
 from .lease import lease_alive
 
 #: the subject prefix of the runs an audit makes
@@ -147,7 +147,8 @@ class StoredEvent(BaseModel):
 
 class RunStore(abc.ABC):
     """Append-only event log plus a per-run summary. Methods are synchronous and
-    thread-safe; the async engine batches writes through :class:`~pilothouse.eventlog.EventLog`."""
+    thread-safe; the async engine batches writes through
+    :class:`~pilothouse.store.eventlog.EventLog`."""
 
     location: str = ""
 

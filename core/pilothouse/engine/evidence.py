@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .events import Attribution, BaseEvent, RetrievalDone, StepFinished, ToolCalled
-from .text import claims, content_words
+from ..events import Attribution, BaseEvent, RetrievalDone, StepFinished, ToolCalled
+from ..text import claims, content_words
 
 #: an item must hold this share of a claim's words to count for it
 MIN_SHARE = 0.3

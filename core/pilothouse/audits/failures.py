@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .events import BaseEvent
+from ..events import BaseEvent
 
 
 class FailureInfo(BaseModel):

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ToolError
+from ..errors import ToolError
 
 _sink: contextvars.ContextVar[Callable[[str, str], str] | None] = contextvars.ContextVar(
     "pilothouse_memory_sink", default=None

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DecisionError, NotFound, RunBusy, StoreError
-from .events import (
+from ..errors import DecisionError, NotFound, RunBusy, StoreError
+from ..events import (
     FINAL_EVENTS,
     FINAL_STATUSES,
     BaseEvent,
@@ -22,9 +22,9 @@ from .events import (
     log_entry,
     parse_event,
 )
+from .base import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 from .lease import lease_alive
-from .migrations import migrate
-from .store import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
+from .sqlite_migrations import migrate
 
 #: how long a working run's summary row may lag its events (status changes never lag)
 SUMMARY_LAG_S = 0.5

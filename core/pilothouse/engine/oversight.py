@@ -14,17 +14,17 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .blocking import report_held_loop, run_blocking
+from ..blocking import report_held_loop, run_blocking
+from ..crew import Persona
+from ..errors import EscalationRejected, GuardrailBlocked, PilothouseError, PluginError, ToolError
+from ..events import EscalationDecided, EscalationRaised, GuardrailChecked
+from ..guardrails import GuardrailContext, Stage, Verdict
+from ..retrieval import Passage
+from ..store.base import Escalation
 from .calls import Host as CallsHost
 from .calls import ModelCalls
-from .crew import Persona
-from .errors import EscalationRejected, GuardrailBlocked, PilothouseError, PluginError, ToolError
 from .escalation import DecisionWatcher
-from .events import EscalationDecided, EscalationRaised, GuardrailChecked
-from .guardrails import GuardrailContext, Stage, Verdict
-from .retrieval import Passage
 from .runstate import _Run, _SentBack
-from .store import Escalation
 
 
 class Host(CallsHost, Protocol):

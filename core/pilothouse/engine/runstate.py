@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .crew import Crew
-from .events import (
+from ..crew import Crew
+from ..events import (
     BaseEvent,
     EscalationDecided,
     EscalationRaised,
@@ -18,14 +18,14 @@ from .events import (
     StepFinished,
     StepStarted,
 )
-from .explain import evidence_of
-from .model import Message, Model, ModelResponse
-from .store import MemoryItem
-from .tools import canonical_json
+from ..model import Message, Model, ModelResponse
+from ..store.base import MemoryItem
+from ..tools import canonical_json
+from .evidence import evidence_of
 
 
 class Replaying(Protocol):
-    """What a replay serves the engine from a recorded run (:mod:`pilothouse.replay`)."""
+    """What a replay serves the engine from a recorded run (:mod:`pilothouse.audits.replay`)."""
 
     #: the run replayed (its replays log it)
     run_id: str

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import re
 
-from .crew import Persona
-from .errors import ConfigError
-from .model import ToolSpec
-
-#: what every handoff tool's name starts with
-HANDOFF_PREFIX = "transfer_to_"
+from ..crew import HANDOFF_PREFIX, Persona
+from ..errors import ConfigError
+from ..model import ToolSpec
 
 
 def handoff_tool(target: str) -> str:

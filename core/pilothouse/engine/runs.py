@@ -1,12 +1,12 @@
 """The engine: runs a crew's flow on one input, step by step, under the crew's limits.
 
-Everything the engine does is recorded through :class:`~pilothouse.eventlog.EventLog`.
+Everything the engine does is recorded through :class:`~pilothouse.store.eventlog.EventLog`.
 Before a step starts, every step that finished before it is committed (the
 durability barrier), and a run's end is committed before ``run`` returns. A
 run's failure is contained in that run.
 
-Two parts of a step live beside it: :mod:`~pilothouse.calls` (which model answers,
-the budget before each call, its log) and :mod:`~pilothouse.oversight` (guardrail
+Two parts of a step live beside it: :mod:`~pilothouse.engine.calls` (which model answers,
+the budget before each call, its log) and :mod:`~pilothouse.engine.oversight` (guardrail
 verdicts and escalations to a person).
 """
 
@@ -25,10 +25,8 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from .calls import ModelCalls
-from .context import build_context
-from .crew import Crew, Handoff, Parallel, Persona, Sequential, Supervisor
-from .errors import (
+from ..crew import Crew, Handoff, Parallel, Persona, Sequential, Supervisor
+from ..errors import (
     ConfigError,
     EscalationRejected,
     LimitExceeded,
@@ -39,9 +37,7 @@ from .errors import (
     PluginError,
     ToolError,
 )
-from .escalation import DecisionWatcher
-from .eventlog import EventLog
-from .events import (
+from ..events import (
     RUN_ID,
     BaseEvent,
     ContextBuilt,
@@ -61,23 +57,27 @@ from .events import (
     StepStarted,
     ToolCalled,
 )
-from .explain import rank_evidence
-from .handoffs import HANDOFF_PREFIX, check_handoff_tools, handoff_spec, handoff_tool
-from .memory import _sink as _memory_sink
-from .memory import facts_in_output
-from .model import (
+from ..knowledge.memory import _sink as _memory_sink
+from ..knowledge.memory import facts_in_output
+from ..model import (
     Message,
     Model,
     ModelRequest,
     ToolSpec,
 )
+from ..registry import Registry
+from ..retrieval import Passage
+from ..settings import Settings
+from ..store.base import AUDIT_SUBJECT, MemoryItem
+from ..store.eventlog import EventLog
+from ..tools import canonical_json, result_text
+from .calls import ModelCalls
+from .context import build_context
+from .escalation import DecisionWatcher
+from .evidence import rank_evidence
+from .handoffs import HANDOFF_PREFIX, check_handoff_tools, handoff_spec, handoff_tool
 from .oversight import Oversight
-from .registry import Registry
-from .retrieval import Passage
 from .runstate import Replaying, RunResult, StepOutcome, _Run, _SentBack, _Talk, new_run_id
-from .settings import Settings
-from .store import AUDIT_SUBJECT, MemoryItem
-from .tools import canonical_json, result_text
 
 #: how many checked crews the engine remembers (the oldest is forgotten first)
 CHECKED_CREWS = 256
@@ -392,7 +392,7 @@ class Engine:
         return memory_id
 
     def _memory_sink(self, run: _Run, persona: str, step_id: str) -> Callable[[str, str], str]:
-        """What :func:`pilothouse.memory.remember` calls during a tool call: on the
+        """What :func:`pilothouse.knowledge.memory.remember` calls during a tool call: on the
         event loop directly, from a blocking tool's thread through the loop."""
         loop_thread = threading.get_ident()
         token = anyio.lowlevel.current_token()

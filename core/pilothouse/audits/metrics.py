@@ -17,8 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from .settings import Budget
-from .store import AUDIT_SUBJECT
+from ..settings import Budget
+from ..store.base import AUDIT_SUBJECT
 
 GroupBy = Literal["crew", "persona", "model", "day"]
 

@@ -22,12 +22,12 @@ from typing import Any, ClassVar
 import anyio
 from pydantic import BaseModel, Field, ValidationError
 
-from .audit import AuditReport
-from .crew import Crew
-from .errors import ConfigError, NotFound
-from .probes import AttributeSet, problem, read_toml
-from .registry import Registry
-from .runtime import Runtime
+from ..crew import Crew
+from ..errors import ConfigError, NotFound
+from ..probes import AttributeSet, problem, read_toml
+from ..registry import Registry
+from ..runtime import Runtime
+from .report import AuditReport
 
 
 class Cases(BaseModel):

@@ -1,4 +1,4 @@
-"""Reference pages generated from the code, so they cannot drift from it.
+"""The documentation site's reference pages, generated from the code so they cannot drift.
 
 ``hooks_reference`` reads :mod:`pilothouse.hookspecs`, ``cli_reference`` the
 click commands and ``settings_reference`` the :class:`~pilothouse.Settings`

@@ -13,11 +13,11 @@ import logging
 
 import anyio
 
-from .errors import StoreError
-from .events import FINAL_EVENTS, BaseEvent
-from .store import RunStore
+from ..errors import StoreError
+from ..events import FINAL_EVENTS, BaseEvent
+from .base import RunStore
 
-log = logging.getLogger("pilothouse.live")
+log = logging.getLogger("pilothouse.store.live")
 
 
 class LiveText:

@@ -18,16 +18,16 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ModelError, NotFound, ToolError
-from .events import BaseEvent, ModelCalled
-from .hookspecs import hookimpl
-from .model import Model, ModelProvider, ModelRequest, ModelResponse, request_hash
-from .runstate import RunResult
-from .runtime import Runtime
-from .settings import Settings, load_settings
-from .sqlite_store import SQLiteRunStore
-from .store import MemoryItem
-from .tools import canonical_json
+from ..engine.runstate import RunResult
+from ..errors import ModelError, NotFound, ToolError
+from ..events import BaseEvent, ModelCalled
+from ..hookspecs import hookimpl
+from ..model import Model, ModelProvider, ModelRequest, ModelResponse, request_hash
+from ..runtime import Runtime
+from ..settings import Settings, load_settings
+from ..store.base import MemoryItem
+from ..store.sqlite import SQLiteRunStore
+from ..tools import canonical_json
 
 
 class ReplayDiverged(ModelError):

@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .crew import Persona
-from .errors import LimitExceeded, ModelError, NotFound, PilothouseError, PluginError
-from .eventlog import EventLog
-from .events import BaseEvent, ModelCalled, ModelDelta, ModelSwitched
-from .model import (
+from ..crew import Persona
+from ..errors import LimitExceeded, ModelError, NotFound, PilothouseError, PluginError
+from ..events import BaseEvent, ModelCalled, ModelDelta, ModelSwitched
+from ..model import (
     Message,
     Model,
     ModelRequest,
@@ -25,9 +24,10 @@ from .model import (
     _delta_sink,
     estimate_request_tokens,
 )
-from .registry import Registry
+from ..registry import Registry
+from ..settings import Settings
+from ..store.eventlog import EventLog
 from .runstate import Replaying, _Run
-from .settings import Settings
 
 
 class Host(Protocol):

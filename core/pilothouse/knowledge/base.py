@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..embedding import Embedder
+from ..errors import ConfigError, PilothouseError
+from ..retrieval import Passage
+from ..text import STOP_WORDS
 from .chunking import CHUNKING, chunk
-from .embedding import Embedder
-from .errors import ConfigError, PilothouseError
-from .retrieval import Passage
-from .text import STOP_WORDS
 
 SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
 RRF_K = 60

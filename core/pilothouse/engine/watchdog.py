@@ -23,9 +23,9 @@ import traceback
 
 import anyio
 
-from .repeats import Repeats
+from ..repeats import Repeats
 
-log = logging.getLogger("pilothouse.watchdog")
+log = logging.getLogger("pilothouse.engine.watchdog")
 
 #: how often the loop's task notes the time, and the thread looks at the note
 INTERVAL_S = 0.1

@@ -21,13 +21,13 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from .blocking import SLOW_ON_LOOP_S, report_held_loop
-from .errors import StoreError
-from .events import BaseEvent, LogEntry, log_entry
-from .repeats import Repeats
-from .store import RunStore
+from ..blocking import SLOW_ON_LOOP_S, report_held_loop
+from ..errors import StoreError
+from ..events import BaseEvent, LogEntry, log_entry
+from ..repeats import Repeats
+from .base import RunStore
 
-log = logging.getLogger("pilothouse.eventlog")
+log = logging.getLogger("pilothouse.store.eventlog")
 
 Observer = Callable[[BaseEvent], Any]
 

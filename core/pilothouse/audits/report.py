@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from .store import AuditRecord, RunStore
+from ..store.base import AuditRecord, RunStore
 
 
 class AuditReport(BaseModel):

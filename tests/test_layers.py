@@ -1,0 +1,146 @@
+"""The layering is a contract: lint-imports checks it, and a wrong-way import fails it."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pilothouse
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lint(cwd: Path, pythonpath: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": str(Path(sys.executable).parent), "LANG": "C.UTF-8", "HOME": str(cwd)}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    command = [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()",
+               "--config", str(cwd / "pyproject.toml"), "--no-cache"]  # fmt: skip
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_imports_keep_every_contract():
+    done = _lint(ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("store/base.py", "from ..engine import runs", "Imports run one way"),
+        ("events.py", "from .store import base", "Imports run one way"),
+        ("engine/runs.py", "import pilothouse_offline", "never imports a bundled plugin"),
+    ],
+)
+def test_a_wrong_way_import_fails_the_contract(tmp_path, module, line, contract):
+    """A copy of the tree with one import that runs the wrong way."""
+    for part in ("core", "plugins"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / "core" / "pilothouse" / module
+    target.write_text(target.read_text() + f"\n{line}  # the wrong way\n")
+    done = _lint(tmp_path, f"{tmp_path / 'core'}:{tmp_path / 'plugins'}")
+    assert done.returncode != 0, done.stdout[-3000:]
+    broken = done.stdout.split("Broken contracts", 1)[-1]
+    assert contract in broken and "(l." in broken, done.stdout[-3000:]
+
+
+def test_a_plugin_reaching_into_the_engine_fails_the_contract(tmp_path):
+    for part in ("core", "plugins"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / "plugins" / "pilothouse_demo" / "__init__.py"
+    target.write_text(target.read_text() + "\nfrom pilothouse.engine import runs  # internal\n")
+    done = _lint(tmp_path, f"{tmp_path / 'core'}:{tmp_path / 'plugins'}")
+    assert done.returncode != 0
+    assert "public API" in done.stdout.split("Broken contracts", 1)[-1]
+
+
+#: the top-level names before the core was grouped into wings
+TOP_LEVEL = [
+    "ConfigError",
+    "Crew",
+    "CrewFileError",
+    "DecisionError",
+    "Escalation",
+    "EscalationRejected",
+    "Guardrail",
+    "GuardrailBlocked",
+    "GuardrailContext",
+    "GuardrailNames",
+    "Handoff",
+    "LimitExceeded",
+    "Limits",
+    "LoopDetected",
+    "Message",
+    "Model",
+    "ModelError",
+    "ModelProvider",
+    "ModelRequest",
+    "ModelResponse",
+    "NotFound",
+    "Parallel",
+    "Passage",
+    "Persona",
+    "PilothouseError",
+    "PluginError",
+    "Retriever",
+    "RunResult",
+    "RunStore",
+    "RunSummary",
+    "Runtime",
+    "Sequential",
+    "Settings",
+    "StoreError",
+    "Supervisor",
+    "Tool",
+    "ToolCall",
+    "ToolError",
+    "ToolSpec",
+    "Usage",
+    "Verdict",
+    "estimate_tokens",
+    "hookimpl",
+    "load_crew_file",
+    "load_settings",
+    "run",
+    "run_blocking",
+    "tool",
+]
+
+#: what plugins and users import from pilothouse, by module: it does not move
+PUBLIC = {
+    "pilothouse": [*TOP_LEVEL, "remember"],
+    "pilothouse.crew": ["Crew", "Persona", "Limits", "HANDOFF_PREFIX"],
+    "pilothouse.crewfile": ["load_crew_file"],
+    "pilothouse.embedding": ["Embedder"],
+    "pilothouse.errors": ["PilothouseError", "ModelError", "PluginError", "ConfigError"],
+    "pilothouse.events": ["BaseEvent", "parse_event"],
+    "pilothouse.guardrails": ["Guardrail", "GuardrailContext", "Verdict"],
+    "pilothouse.hookspecs": ["hookimpl"],
+    "pilothouse.knowledge": ["KnowledgeBase", "KnowledgeError", "remember"],
+    "pilothouse.model": ["Model", "ModelProvider", "emit_delta", "estimate_request_tokens"],
+    "pilothouse.probes": ["load_attribute_sets", "load_payloads"],
+    "pilothouse.redact": ["EMAIL_PATTERN", "SECRET_PATTERNS"],
+    "pilothouse.retrieval": ["Passage", "Retriever"],
+    "pilothouse.settings": ["Endpoint", "Settings", "load_settings"],
+    "pilothouse.text": ["claims", "content_words", "sentences"],
+    "pilothouse.tools": ["Tool", "tool"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_every_public_name_imports_from_where_it_did(module):
+    imported = importlib.import_module(module)
+    missing = [name for name in PUBLIC[module] if not hasattr(imported, name)]
+    assert not missing, f"{module} lost {missing}"
+
+
+def test_the_top_level_names_are_the_listed_ones():
+    assert sorted(pilothouse.__all__) == sorted([*TOP_LEVEL, "remember"])
