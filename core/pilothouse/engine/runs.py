@@ -1,19 +1,18 @@
-"""The engine: runs a crew's flow on one input, step by step, under the crew's limits.
+"""The engine: runs a crew on one input, under the crew's limits; many runs at once.
 
 Everything the engine does is recorded through :class:`~pilothouse.store.eventlog.EventLog`.
 Before a step starts, every step that finished before it is committed (the
 durability barrier), and a run's end is committed before ``run`` returns. A
 run's failure is contained in that run.
 
-Two parts of a step live beside it: :mod:`~pilothouse.engine.calls` (which model answers,
-the budget before each call, its log) and :mod:`~pilothouse.engine.oversight` (guardrail
-verdicts and escalations to a person).
+This module holds a run's life (start, resume, cancel, suspend, its end and its
+memory); :mod:`.flows` decides which persona takes each step, :mod:`.steps` takes
+it, with :mod:`.calls` (which model answers, the budget before each call, its log)
+and :mod:`.oversight` (guardrail verdicts and escalations to a person).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import threading
 import time
 import traceback
@@ -25,59 +24,40 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from ..crew import Crew, Handoff, Parallel, Persona, Sequential, Supervisor
+from ..crew import Crew, Handoff, Supervisor
 from ..errors import (
     ConfigError,
-    EscalationRejected,
     LimitExceeded,
-    LoopDetected,
-    ModelError,
     NotFound,
     PilothouseError,
     PluginError,
-    ToolError,
 )
 from ..events import (
     RUN_ID,
     BaseEvent,
-    ContextBuilt,
     ErrorRaised,
-    HandedOff,
     LimitHit,
     MemoryWritten,
     OutputExplained,
-    RetrievalDone,
     RunCancelled,
     RunFailed,
     RunFinished,
     RunResumed,
     RunStarted,
     RunSuspended,
-    StepFinished,
-    StepStarted,
-    ToolCalled,
-)
-from ..knowledge.memory import _sink as _memory_sink
-from ..knowledge.memory import facts_in_output
-from ..model import (
-    Message,
-    Model,
-    ModelRequest,
-    ToolSpec,
 )
 from ..registry import Registry
-from ..retrieval import Passage
 from ..settings import Settings
 from ..store.base import AUDIT_SUBJECT, MemoryItem
 from ..store.eventlog import EventLog
-from ..tools import canonical_json, result_text
 from .calls import ModelCalls
-from .context import build_context
 from .escalation import DecisionWatcher
 from .evidence import rank_evidence
-from .handoffs import HANDOFF_PREFIX, check_handoff_tools, handoff_spec, handoff_tool
+from .flows import run_flow
+from .handoffs import check_handoff_tools
 from .oversight import Oversight
-from .runstate import Replaying, RunResult, StepOutcome, _Run, _SentBack, _Talk, new_run_id
+from .runstate import Replaying, RunResult, _Run, new_run_id
+from .steps import Steps
 
 #: how many checked crews the engine remembers (the oldest is forgotten first)
 CHECKED_CREWS = 256
@@ -105,6 +85,7 @@ class Engine:
         self._checked: dict[tuple[int, str | None], Crew] = {}
         self.calls = ModelCalls(self)
         self.oversight = Oversight(self)
+        self.steps = Steps(self)
 
     # -- a run ------------------------------------------------------------------
 
@@ -118,7 +99,7 @@ class Engine:
             return
         run = _Run(id="", crew=crew, task="", model_override=model)
         for name in crew.persona_names():
-            persona = self._persona(run, name)
+            persona = self.steps.persona(run, name)
             self.calls.models_for(run, persona)
             guards = [*persona.guardrails.input, *persona.guardrails.output,
                       *persona.guardrails.retrieval]  # fmt: skip
@@ -304,10 +285,10 @@ class Engine:
                 # reaches its first commit, so they share commits from the start.
                 await anyio.lowlevel.checkpoint()
             if timeout is None:
-                output = await self._flow(run)
+                output = await run_flow(self, run)
             else:
                 with anyio.move_on_after(timeout) as scope:
-                    output = await self._flow(run)
+                    output = await run_flow(self, run)
                 if scope.cancelled_caught:
                     raise LimitExceeded(
                         "timeout_s", f"the run took longer than {crew.limits.timeout_s} s"
@@ -338,7 +319,7 @@ class Engine:
                 cost_usd=run.cost_usd,
             )
             result.status, result.output = "succeeded", output
-        await self._flush()
+        await self.flush()
 
     def _fail(self, run: _Run, exc: Exception, result: RunResult) -> None:
         plugin = getattr(exc, "plugin", None)
@@ -377,7 +358,7 @@ class Engine:
             return list(self.replaying.memory)
         return store.memories(subject)
 
-    def _remember(
+    def remember(
         self, run: _Run, persona: str, step_id: str | None, fact: str, channel: str
     ) -> str:
         """Log a fact about the run's subject; later steps of this run see it too."""
@@ -391,7 +372,7 @@ class Engine:
                                      persona=persona, created=time.time()))  # fmt: skip
         return memory_id
 
-    def _memory_sink(self, run: _Run, persona: str, step_id: str) -> Callable[[str, str], str]:
+    def memory_sink(self, run: _Run, persona: str, step_id: str) -> Callable[[str, str], str]:
         """What :func:`pilothouse.knowledge.memory.remember` calls during a tool call: on the
         event loop directly, from a blocking tool's thread through the loop."""
         loop_thread = threading.get_ident()
@@ -399,14 +380,14 @@ class Engine:
 
         def sink(fact: str, channel: str) -> str:
             if threading.get_ident() == loop_thread:
-                return self._remember(run, persona, step_id, fact, channel)
+                return self.remember(run, persona, step_id, fact, channel)
             return anyio.from_thread.run_sync(
-                self._remember, run, persona, step_id, fact, channel, token=token
+                self.remember, run, persona, step_id, fact, channel, token=token
             )
 
         return sink
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         """Commit what was emitted (the durability barrier).
 
         A run alone at work commits at once: no other run's events could share the
@@ -420,461 +401,3 @@ class Engine:
         run.seq += 1
         if self.log.active:  # nobody stores or watches: the event need not exist
             self.log.emit(event_type(run_id=run.id, seq=run.seq, ts=time.time(), **fields))
-
-    # -- flows ------------------------------------------------------------------
-
-    async def _flow(self, run: _Run) -> str:
-        flow = run.crew.flow
-        if isinstance(flow, Sequential):
-            return await self._sequential(run, flow)
-        if isinstance(flow, Parallel):
-            return await self._parallel(run, flow)
-        if isinstance(flow, Supervisor):
-            return await self._supervise(run, flow)
-        return await self._handoff(run, flow)
-
-    async def _sequential(self, run: _Run, flow: Sequential) -> str:
-        text, previous = run.task, None
-        for index, stage in enumerate(flow.steps, start=1):
-            if isinstance(stage, str):
-                outcome = await self._step(run, stage, text, str(index), previous)
-                text, previous = outcome.output, stage
-            else:
-                text = await self._fan_out(run, stage, text, str(index), previous)
-                previous = ", ".join(stage)
-        return text
-
-    async def _parallel(self, run: _Run, flow: Parallel) -> str:
-        joined = await self._fan_out(run, flow.branches, run.task, "1", None)
-        if flow.join is None:
-            return joined
-        outcome = await self._step(run, flow.join, joined, "2", ", ".join(flow.branches))
-        return outcome.output
-
-    async def _fan_out(
-        self, run: _Run, names: list[str], text: str, prefix: str, previous: str | None
-    ) -> str:
-        outputs: list[str] = [""] * len(names)
-        errors: list[Exception] = []
-
-        async def branch(i: int, name: str, scope: anyio.CancelScope) -> None:
-            try:
-                outputs[i] = (
-                    await self._step(run, name, text, f"{prefix}.{i + 1}", previous)
-                ).output
-            except Exception as exc:  # first failure cancels the siblings
-                errors.append(exc)
-                scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            for i, name in enumerate(names):
-                tg.start_soon(branch, i, name, tg.cancel_scope)
-        if errors:
-            raise errors[0]
-        return "\n\n".join(f"## {name}\n{out}" for name, out in zip(names, outputs, strict=True))
-
-    async def _supervise(self, run: _Run, flow: Supervisor) -> str:
-        """The supervisor's steps and its workers' steps, in turn, until it answers."""
-        reports: list[tuple[str, str, str]] = []  # (worker, what it was asked, its output)
-        index = 0
-        while True:
-            index += 1
-            briefing = "\n\n".join(
-                f"## {worker} (asked: {asked})\n{output}" for worker, asked, output in reports
-            )
-            done_by = ", ".join(dict.fromkeys(worker for worker, _, _ in reports)) or None
-            outcome = await self._step(
-                run, flow.supervisor, briefing or run.task, str(index), done_by, flow.workers
-            )
-            if outcome.handoff_to is None:
-                return outcome.output
-            self._count_handoff(run, str(index), flow.supervisor, outcome)
-            index += 1
-            worker, asked = outcome.handoff_to, outcome.output
-            result = await self._step(run, worker, asked, str(index), flow.supervisor)
-            reports.append((worker, asked, result.output))
-
-    def _count_handoff(self, run: _Run, step_id: str, source: str, outcome: StepOutcome) -> None:
-        """A handoff (or a delegation) within ``max_handoffs``, logged once."""
-        run.handoffs += 1
-        if run.handoffs > run.crew.limits.max_handoffs:
-            raise LimitExceeded(
-                "max_handoffs", f"more than {run.crew.limits.max_handoffs} handoffs in one run"
-            )
-        if step_id not in run.done:  # a resumed run logged it already
-            self.emit(run, HandedOff, step_id=step_id, source=source,
-                      target=outcome.handoff_to, message=outcome.output)  # fmt: skip
-
-    async def _handoff(self, run: _Run, flow: Handoff) -> str:
-        current, text, previous = flow.start, run.task, None
-        index = 0
-        while True:
-            index += 1
-            persona = self._persona(run, current)
-            targets = flow.routes.get(current, persona.handoffs)
-            outcome = await self._step(run, current, text, str(index), previous, targets)
-            if outcome.handoff_to is None:
-                return outcome.output
-            self._count_handoff(run, str(index), current, outcome)
-            run.trail.append(outcome.handoff_to)
-            self._check_ping_pong(run)
-            previous, current, text = current, outcome.handoff_to, outcome.output
-
-    # -- one step ---------------------------------------------------------------
-
-    async def _step(
-        self,
-        run: _Run,
-        name: str,
-        text: str,
-        step_id: str,
-        previous: str | None,
-        handoff_targets: list[str] | None = None,
-    ) -> StepOutcome:
-        """One persona's turn: its context, its conversation with its model (tool calls,
-        schema retries, revisions a person asked for) and its guarded output."""
-        done = await self._admit(run, name, text, step_id)
-        if done is not None:
-            return done
-        persona = self._persona(run, name)
-        models = self.calls.models_for(run, persona)
-        self.emit(run, StepStarted, step_id=step_id, persona=name, input=text, model=models[0].id)
-        if persona.guardrails.input:
-            text = await self.oversight.guard(run, persona, "input", text, step_id)
-
-        passages: list[tuple[str, Passage]] = []
-        for retriever_name in persona.retrievers:
-            passages.extend(await self._retrieve(run, persona, retriever_name, text, step_id))
-        if persona.guardrails.retrieval:
-            passages = await self.oversight.screen(run, persona, passages, step_id)
-        window = build_context(
-            persona,
-            task=run.task,
-            step_input=text,
-            previous=previous,
-            passages=passages,
-            memory=run.memory,
-            subject=run.subject,
-            provenance=self.log.active,
-        )
-        if self.log.active:
-            self.emit(run, ContextBuilt, step_id=step_id, persona=name, pieces=window.pieces,
-                       tokens=window.tokens, dropped=window.dropped)  # fmt: skip
-
-        tools = [self.registry.get("tools", t).value for t in persona.tools]
-        specs = [t.spec() for t in tools]
-        targets = {handoff_tool(target): target for target in handoff_targets or ()}
-        for target in targets.values():
-            specs.append(handoff_spec(target, self._persona(run, target)))
-        messages = window.messages
-        step_in = step_out = revisions = schema_retries = 0
-        while True:
-            talk = await self._converse(run, persona, models, messages, specs, step_id)
-            models, messages = talk.models, talk.messages
-            step_in += talk.input_tokens
-            step_out += talk.output_tokens
-            if talk.handoff is not None:
-                return await self._finish_handoff(
-                    run, persona, talk.handoff, targets[talk.handoff.name], step_id, step_in,
-                    step_out,
-                )  # fmt: skip
-            output = (talk.response.text if talk.response else None) or ""
-            if persona.output_schema is not None:
-                try:
-                    _check_structured(output, persona.output_schema, models[0].id)
-                except ModelError as exc:
-                    # the model hears what was wrong and answers again, a bounded number of
-                    # times (the next model call's messages show it in the log)
-                    schema_retries += 1
-                    if schema_retries > run.crew.limits.max_schema_retries:
-                        raise
-                    messages = _answer_again(
-                        messages, output, f"{exc}. Answer again with only JSON that matches"
-                        " the output schema."
-                    )  # fmt: skip
-                    continue
-            try:
-                if persona.guardrails.output:
-                    evidence = [
-                        *(p.text for _, p in passages),
-                        *(m.content or "" for m in messages if m.role == "tool"),
-                        text,
-                    ]
-                    output = await self.oversight.guard(
-                        run, persona, "output", output, step_id, evidence
-                    )
-                if persona.risk_field is not None:
-                    output = await self.oversight.check_risk(run, persona, output, step_id)
-            except _SentBack as back:
-                revisions += 1
-                allowed = run.crew.escalation.max_revisions
-                if revisions > allowed:
-                    raise EscalationRejected(
-                        f"{name!r} was rejected {revisions} times, its revisions too"
-                        f" (max_revisions = {allowed}); the last note: {back.note}"
-                    ) from None
-                messages = _answer_again(
-                    messages, output, f"A reviewer sent this back: {back.note}\nRevise your answer."
-                )
-                continue
-            break
-        self.emit(
-            run,
-            StepFinished,
-            step_id=step_id,
-            persona=name,
-            output=output,
-            input_tokens=step_in,
-            output_tokens=step_out,
-        )
-        run.unflushed = True
-        run.evidence.append(("output", name, step_id, output))
-        if run.subject and persona.memory_field:
-            for fact, channel in facts_in_output(output, persona.memory_field,
-                                                 persona.memory_channel):  # fmt: skip
-                self._remember(run, name, step_id, fact, channel)
-        return StepOutcome(output=output)
-
-    async def _admit(self, run: _Run, name: str, text: str, step_id: str) -> StepOutcome | None:
-        """What comes before a step: the steps finished so far committed (the durability
-        barrier), then the crew's step limit and loop rule. Returns the outcome of a step
-        that finished before the run was interrupted (a resumed run does not redo it)."""
-        if run.unflushed and self.log.store is not None:
-            run.unflushed = False
-            await self._flush()
-        limits = run.crew.limits
-        if run.steps >= limits.max_steps:
-            raise LimitExceeded("max_steps", f"the run reached max_steps = {limits.max_steps}")
-        run.steps += 1
-        key = (name, " ".join(text.lower().split()))
-        if key in run.seen_inputs:
-            raise LoopDetected("loop", f"{name!r} received the same input a second time")
-        run.seen_inputs.add(key)
-        if not run.trail:
-            run.trail.append(name)
-        done = run.done.get(step_id)
-        if done is not None:
-            return StepOutcome(output=done.output, handoff_to=done.handoff_to)
-        if run.attempts.get(step_id, 0) >= limits.max_step_interruptions:
-            raise PilothouseError(
-                f"step {step_id} ({name}) was interrupted {run.attempts[step_id]} times;"
-                " it is not retried again"
-            )
-        return None
-
-    async def _converse(
-        self,
-        run: _Run,
-        persona: Persona,
-        models: list[Model],
-        messages: list[Message],
-        specs: list[ToolSpec],
-        step_id: str,
-    ) -> _Talk:
-        """Model calls and tool calls until the model answers or hands off."""
-        talk = _Talk(models=models, messages=messages)
-        limits = run.crew.limits
-        # A model may name any tool, on an injected instruction for one; only those it
-        # was offered (the persona's tools and handoff routes) are ever run.
-        offered = [spec.name for spec in specs]
-        for _round in range(limits.max_tool_rounds):
-            request = ModelRequest(
-                model=talk.models[0].name,
-                messages=messages,
-                tools=specs,
-                response_schema=persona.output_schema,
-                max_output_tokens=persona.max_output_tokens,
-                temperature=persona.temperature,
-            )
-            talk.models, talk.response = await self.calls.call_with_fallbacks(
-                run, persona, talk.models, request, step_id
-            )
-            response = talk.response
-            talk.input_tokens += response.usage.input_tokens
-            talk.output_tokens += response.usage.output_tokens
-            if not response.tool_calls:
-                return talk
-            talk.handoff = next(
-                (c for c in response.tool_calls
-                 if c.name.startswith(HANDOFF_PREFIX) and c.name in offered), None
-            )  # fmt: skip
-            if talk.handoff is not None:
-                return talk
-            messages = [
-                *messages,
-                Message(role="assistant", content=response.text, tool_calls=response.tool_calls),
-            ]
-            for call in response.tool_calls:
-                result = await self._tool_call(run, persona, call, step_id, offered)
-                messages.append(Message(role="tool", tool_call_id=call.id, content=result))
-            talk.messages = messages
-        raise LimitExceeded(
-            "max_tool_rounds",
-            f"{persona.name!r} was still calling tools after {limits.max_tool_rounds} rounds",
-        )
-
-    async def _finish_handoff(
-        self,
-        run: _Run,
-        persona: Persona,
-        call: Any,
-        target: str,
-        step_id: str,
-        step_in: int,
-        step_out: int,
-    ) -> StepOutcome:
-        try:
-            message = str(json.loads(call.arguments or "{}").get("message", ""))
-        except (json.JSONDecodeError, AttributeError):
-            message = ""
-        message = message or run.task
-        self.emit(
-            run,
-            StepFinished,
-            step_id=step_id,
-            persona=persona.name,
-            output=message,
-            input_tokens=step_in,
-            output_tokens=step_out,
-            handoff_to=target,
-        )
-        run.unflushed = True
-        return StepOutcome(output=message, handoff_to=target)
-
-    # -- the parts of a step ------------------------------------------------------
-
-    def _persona(self, run: _Run, name: str) -> Persona:
-        persona = run.crew.personas.get(name)
-        if persona is not None:
-            return persona
-        try:
-            return self.registry.get("personas", name).value
-        except NotFound:
-            raise NotFound(
-                f"crew {run.crew.name!r} names persona {name!r}, which is neither in the crew"
-                " nor registered by a plugin"
-            ) from None
-
-    async def _tool_call(
-        self, run: _Run, persona: Persona, call: Any, step_id: str, offered: list[str]
-    ) -> str:
-        started = time.perf_counter()
-        result: str | None = None
-        error: str | None = None
-        try:
-            entry = self.registry.tools.get(call.name) if call.name in offered else None
-            if entry is None:
-                raise ToolError(
-                    f"{persona.name!r} has no tool named {call.name!r}"
-                    f" (its tools: {', '.join(offered) or 'none'})"
-                )
-            tool = entry.value
-            arguments = tool.parse_arguments(call.arguments)
-            canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
-            key = (tool.name, canonical)
-            run.tool_calls[key] = calls = run.tool_calls.get(key, 0) + 1
-            if calls > run.crew.limits.max_identical_tool_calls:
-                raise LoopDetected(
-                    "loop",
-                    f"tool {tool.name!r} was called with the same arguments"
-                    f" {run.crew.limits.max_identical_tool_calls + 1} times",
-                )
-            if tool.requires_approval:
-                arguments = await self.oversight.approve_tool(
-                    run, persona, tool, arguments, step_id
-                )
-            try:
-                if self.replaying is not None:
-                    result = self.replaying.tool_result(tool.name, canonical_json(call.arguments))
-                else:
-                    sink = self._memory_sink(run, persona.name, step_id) if run.subject else None
-                    token = _memory_sink.set(sink)
-                    try:
-                        result = result_text(await tool.invoke(arguments))
-                    finally:
-                        _memory_sink.reset(token)
-                    result = _cut(result, run.crew.limits.max_tool_result_chars)
-            except ToolError as exc:
-                error = str(exc)
-            except Exception as exc:  # the model hears about it, the run goes on
-                error = (
-                    f"tool {tool.name!r} (plugin {entry.plugin!r})"
-                    f" raised {type(exc).__name__}: {exc}"
-                )
-        except ToolError as exc:
-            error = str(exc)
-        if result is not None:
-            run.evidence.append(("tool", call.name, step_id, result))
-        self.emit(
-            run,
-            ToolCalled,
-            step_id=step_id,
-            call_id=call.id,
-            tool=call.name,
-            arguments=call.arguments,
-            result=result,
-            error=error,
-            duration_ms=(time.perf_counter() - started) * 1000,
-        )
-        return result if error is None else f"error: {error}"
-
-    async def _retrieve(
-        self, run: _Run, persona: Persona, name: str, query: str, step_id: str
-    ) -> list[tuple[str, Passage]]:
-        entry = self.registry.get("retrievers", name)
-        try:
-            passages = await entry.value.search(query, k=persona.retrieve_k)
-        except PilothouseError:
-            raise
-        except Exception as exc:
-            raise PluginError(
-                entry.plugin, f"retriever {name!r} raised {type(exc).__name__}: {exc}"
-            ) from exc
-        self.emit(
-            run, RetrievalDone, step_id=step_id, retriever=name, query=query, passages=passages
-        )
-        run.evidence += [("passage", p.id, step_id, p.text) for p in passages]
-        return [(name, p) for p in passages]
-
-    def _check_ping_pong(self, run: _Run) -> None:
-        window = 2 * run.crew.limits.max_ping_pong + 1
-        trail = run.trail[-window:]
-        if (
-            len(trail) == window
-            and len(set(trail)) == 2
-            and all(a != b for a, b in itertools.pairwise(trail))
-        ):
-            a, b = trail[0], trail[1]
-            raise LoopDetected(
-                "loop",
-                f"{a!r} and {b!r} handed the work back and forth"
-                f" {run.crew.limits.max_ping_pong} times without finishing",
-            )
-
-
-def _answer_again(messages: list[Message], answer: str, why: str) -> list[Message]:
-    """The conversation with the model's answer and a request to answer again."""
-    return [*messages, Message(role="assistant", content=answer), Message(role="user", content=why)]
-
-
-def _cut(result: str, limit: int) -> str:
-    """A tool result as the model gets it and the log keeps it: at most ``limit``
-    characters, and a note saying how much was left out."""
-    if len(result) <= limit:
-        return result
-    return f"{result[:limit]}\n[... cut: {len(result) - limit} more characters]"
-
-
-def _check_structured(output: str, schema: dict[str, Any], model_id: str) -> None:
-    try:
-        data = json.loads(output)
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{model_id} did not return JSON for an output schema: {exc}") from None
-    if schema.get("type") == "object":
-        if not isinstance(data, dict):
-            raise ModelError(
-                f"{model_id} returned {type(data).__name__}, the schema wants an object"
-            )
-        missing = [k for k in schema.get("required", []) if k not in data]
-        if missing:
-            raise ModelError(f"{model_id}'s output lacks required field(s): {', '.join(missing)}")
