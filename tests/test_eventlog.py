@@ -398,11 +398,11 @@ def _store_under_load(tmp_path, monkeypatch, wal_limit, *, checkpointer=True):
     how to log a 4 KB event of it. ``checkpointer=False``: its background checkpointer
     never runs, as on a machine too busy to give it a turn."""
     from pilothouse.events import ErrorRaised, RunStarted
-    from pilothouse.store import sqlite as sqlite_store
+    from pilothouse.store import sqlite_wal
 
-    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", wal_limit)
+    monkeypatch.setattr(sqlite_wal, "WAL_LIMIT_BYTES", wal_limit)
     store = SQLiteRunStore(tmp_path / "runs.db")
-    store._checkpointer = sqlite_store._Checkpointer(store.path, store._checkpointing, 0.02)
+    store._checkpointer = sqlite_wal.Checkpointer(store.path, store._checkpointing, 0.02)
     if checkpointer:
         store._checkpointer.start()
     else:
@@ -446,10 +446,10 @@ def test_a_long_read_makes_the_writer_give_up_emptying_now_and_then_only(tmp_pat
     the WAL is emptied again."""
     import time
 
-    from pilothouse.store import sqlite as sqlite_store
+    from pilothouse.store import sqlite_wal
 
     limit = 256 * 1024
-    monkeypatch.setattr(sqlite_store, "FORCED_WAIT_S", 0.05)
+    monkeypatch.setattr(sqlite_wal, "FORCED_WAIT_S", 0.05)
     store, log_big = _store_under_load(tmp_path, monkeypatch, limit, checkpointer=False)
     wal = tmp_path / "runs.db-wal"
     reader = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
@@ -611,9 +611,9 @@ class TestSummaryRows:
     def test_a_row_lagging_long_enough_is_written_with_the_next_commit(self, tmp_path, monkeypatch):
         import time
 
-        from pilothouse.store import sqlite as sqlite_store
+        from pilothouse.store import summaries
 
-        monkeypatch.setattr(sqlite_store, "SUMMARY_LAG_S", 0.2)
+        monkeypatch.setattr(summaries, "SUMMARY_LAG_S", 0.2)
         path = tmp_path / "runs.db"
         store = SQLiteRunStore(path)
         try:

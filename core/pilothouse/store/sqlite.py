@@ -7,8 +7,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,12 @@ from ..events import (
     log_entry,
     parse_event,
 )
+from . import summaries
 from .base import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
 from .lease import lease_alive
 from .sqlite_migrations import migrate
-
-#: how long a working run's summary row may lag its events (status changes never lag)
-SUMMARY_LAG_S = 0.5
+from .sqlite_wal import BUSY_TIMEOUT_S, Checkpointer, WalBound, wal_path
+from .summaries import RunDelta, folded
 
 _RUN_COLUMNS = ", ".join(RunSummary.model_fields)
 _MEMORY_COLUMNS = ", ".join(MemoryItem.model_fields)
@@ -91,188 +90,6 @@ WHERE id = ?
 """
 
 
-@dataclass
-class _RunDelta:
-    """What a stretch of one run's events changes in its summary row (None: unchanged)."""
-
-    updated: float = 0.0
-    last_seq: int = 0
-    steps: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    status: str | None = None
-    output: str | None = None
-    error: str | None = None
-    error_kind: str | None = None
-    persona_changed: bool = False
-    persona: str | None = None
-    step: str | None = None
-    #: when the first of these events was logged (how long the row has lagged)
-    since: float = 0.0
-
-    def fold(self, e: LogEntry) -> None:
-        """Add one event's effect on the run's summary."""
-        if not self.since:
-            self.since = e.ts
-        self.updated, self.last_seq = e.ts, e.seq
-        t = e.type
-        if t == "step_started":
-            self.persona_changed, self.persona = True, e.persona
-            self.step = e.step_id
-        elif t == "step_finished":
-            self.steps += 1
-        elif t == "model_call":
-            self.input_tokens += e.input_tokens
-            self.output_tokens += e.output_tokens
-            self.cost_usd += e.cost_usd
-        elif t == "run_resumed":
-            self.status = "running"
-        elif t in FINAL_EVENTS:
-            self.status = FINAL_EVENTS[t]
-            self.persona_changed, self.persona = True, None
-            if t == "run_finished":
-                self.output = e.event.output  # type: ignore[union-attr]
-            elif t == "run_failed":
-                self.error, self.error_kind = e.event.message, e.event.kind  # type: ignore[union-attr]
-
-    def row(self, run_id: str) -> tuple[object, ...]:
-        """The parameters of ``_UPDATE_RUN`` for this run."""
-        return (
-            self.updated, self.last_seq, self.steps, self.input_tokens, self.output_tokens,
-            self.cost_usd, self.status, self.output, self.error, self.error_kind,
-            self.persona_changed, self.persona, self.step, run_id,
-        )  # fmt: skip
-
-    def apply(self, summary: RunSummary) -> RunSummary:
-        """``summary`` with these events folded in."""
-        s = summary
-        return s.model_copy(
-            update={
-                "updated": self.updated,
-                "last_seq": self.last_seq,
-                "steps": s.steps + self.steps,
-                "input_tokens": s.input_tokens + self.input_tokens,
-                "output_tokens": s.output_tokens + self.output_tokens,
-                "cost_usd": s.cost_usd + self.cost_usd,
-                "status": self.status or s.status,
-                "output": s.output if self.output is None else self.output,
-                "error": s.error if self.error is None else self.error,
-                "error_kind": s.error_kind if self.error_kind is None else self.error_kind,
-                "current_persona": self.persona if self.persona_changed else s.current_persona,
-                "current_step": self.step or s.current_step,
-            }
-        )
-
-
-def _folded(rows: Iterable[tuple[str, str]]) -> dict[str, _RunDelta]:
-    """(run id, event JSON) rows in order, folded per run."""
-    deltas: dict[str, _RunDelta] = {}
-    for run_id, data in rows:
-        deltas.setdefault(run_id, _RunDelta()).fold(log_entry(parse_event(data), data))
-    return deltas
-
-
-def _wal(path: Path) -> Path:
-    """The write-ahead log beside the database file ``path``."""
-    return path.with_name(path.name + "-wal")
-
-
-#: how long a write waits for another process's write to finish before it fails
-BUSY_TIMEOUT_S = 30
-
-#: a WAL this large is emptied by the writer itself, between two of its commits
-WAL_LIMIT_BYTES = 256 * 1024 * 1024
-#: how long emptying the WAL waits for readers to leave it, at most
-FORCED_WAIT_S = 1.0
-
-
-class _Checkpointer(threading.Thread):
-    """Copies the WAL into the database file every ``interval`` seconds (PASSIVE: it
-    never blocks the writer or readers), so commits on the event loop stay cheap: the
-    copying and its fsync happen here, not in the commit that crosses a threshold.
-
-    A passive checkpoint alone does not bound the WAL: SQLite starts the file over
-    only when a writer finds it wholly copied, which a checkpoint racing steady
-    commits never achieves, and a thread starved of CPU or of the write lock (a busy
-    machine) falls further behind. The bound is the writer's (:class:`_WalBound`).
-    """
-
-    def __init__(self, path: Path, lock: threading.Lock, interval: float = 0.5) -> None:
-        super().__init__(name=f"pilothouse-checkpoint-{path.name}", daemon=True)
-        self.path = path
-        #: held while copying, so that the writer emptying the WAL waits for the copy
-        #: instead of finding SQLite's checkpoint lock taken
-        self.lock = lock
-        self.interval = interval
-        self._stopping = threading.Event()
-
-    def run(self) -> None:
-        """Checkpoint until stopped, on a connection of its own."""
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=FORCED_WAIT_S)
-        try:
-            while not self._stopping.wait(self.interval):
-                with self.lock, contextlib.suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
-
-    def stop(self) -> None:
-        """Stop after the current checkpoint and wait for the thread."""
-        self._stopping.set()
-        self.join()
-
-
-class _WalBound:
-    """The writer's promise that the WAL stays under ``WAL_LIMIT_BYTES`` plus a commit,
-    whatever the machine is doing: after a commit that leaves it past the limit, the
-    writer empties it (a TRUNCATE checkpoint on its own connection, where no other
-    writer can get in first). Under a steady load this happens once per limit's
-    worth of commits (~0.4 s here for 230 MB, mostly giving the file's blocks back).
-
-    Emptying also waits for readers to leave the WAL: a reader in the middle of a
-    long read (the monitor, a portal build) makes it give up after ``FORCED_WAIT_S``,
-    and the writer tries again only once the WAL has grown by another half limit, so
-    a long read holds a commit back for ``FORCED_WAIT_S`` now and then, never each one.
-    """
-
-    def __init__(self, path: Path, lock: threading.Lock) -> None:
-        self.wal = _wal(path)
-        #: the lock this process's checkpointer holds while it copies
-        self.lock = lock
-        #: the WAL size past which the next commit empties it
-        self.threshold = WAL_LIMIT_BYTES
-        #: how many times the writer tried to empty the WAL, and how many times readers
-        #: made it give up (for tests and the benchmark)
-        self.attempts = self.gave_up = 0
-
-    def after_commit(self, db: sqlite3.Connection) -> None:
-        """Empty the WAL if this commit left it past the threshold (the caller holds
-        the write lock of the store's connection)."""
-        try:
-            size = self.wal.stat().st_size
-        except OSError:
-            return
-        if size <= self.threshold:
-            return
-        self.attempts += 1
-        db.execute(f"PRAGMA busy_timeout = {int(FORCED_WAIT_S * 1000)}")
-        try:
-            with self.lock:
-                busy, frames, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.Error:
-            busy, frames = 1, 0
-        finally:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        if not busy:
-            self.threshold = WAL_LIMIT_BYTES
-        elif frames >= 0:  # readers kept it waiting
-            self.gave_up += 1
-            self.threshold = size + WAL_LIMIT_BYTES // 2
-        # else another process was checkpointing at that moment (SQLite then says busy
-        # at once, with no frame counts): the next commit tries again
-
-
 class SQLiteRunStore(RunStore):
     """A :class:`RunStore` in one SQLite file (WAL: readers never block the writer)."""
 
@@ -292,13 +109,13 @@ class SQLiteRunStore(RunStore):
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: Checkpointer | None = None
         self._checkpointing = threading.Lock()
-        self._wal_bound = _WalBound(self.path, self._checkpointing)
+        self._wal_bound = WalBound(self.path, self._checkpointing)
         #: (run, step) of the live-text rows this handle wrote and has not deleted yet
         self._live: set[tuple[str, str]] = set()
         #: the runs whose summary row lags their events, and by what
-        self._behind: dict[str, _RunDelta] = {}
+        self._behind: dict[str, RunDelta] = {}
 
     def _set_up(self, synchronous: str, attempts: int = 100) -> None:
         """WAL mode, durability and migrations. Switching a new file to WAL while
@@ -309,7 +126,7 @@ class SQLiteRunStore(RunStore):
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous}")
                 # Checkpoints (and their fsync) run in a background thread, not in the
-                # commit that happens to cross the threshold: see _Checkpointer.
+                # commit that happens to cross the threshold: see Checkpointer.
                 self._db.execute("PRAGMA wal_autocheckpoint=0")
                 migrate(self._db)
                 return
@@ -334,7 +151,7 @@ class SQLiteRunStore(RunStore):
         started = []
         raised = []
         escalating: set[str] = set()
-        deltas: dict[str, _RunDelta] = {}
+        deltas: dict[str, RunDelta] = {}
         settled = []  # (run_id, step_id) whose streamed text is now a logged call
         ended = []
         withdrawn = []  # (ts, note, run_id): the run ended while a person had yet to decide
@@ -385,12 +202,12 @@ class SQLiteRunStore(RunStore):
                 if delta is None:
                     # a copy of what the row already lags: a failed write changes nothing
                     earlier = self._behind.get(entry.run_id)
-                    delta = _RunDelta(**vars(earlier)) if earlier is not None else _RunDelta()
+                    delta = RunDelta(**vars(earlier)) if earlier is not None else RunDelta()
                     deltas[entry.run_id] = delta
                 delta.fold(entry)
         behind, due = self._due(deltas, escalating)
         if self._checkpointer is None:
-            self._checkpointer = _Checkpointer(self.path, self._checkpointing)
+            self._checkpointer = Checkpointer(self.path, self._checkpointing)
             self._checkpointer.start()
         with self._lock:
             with self._transaction():
@@ -430,15 +247,15 @@ class SQLiteRunStore(RunStore):
 
     @staticmethod
     def _due(
-        deltas: dict[str, _RunDelta], escalating: set[str]
-    ) -> tuple[dict[str, _RunDelta], dict[str, tuple[object, ...]]]:
+        deltas: dict[str, RunDelta], escalating: set[str]
+    ) -> tuple[dict[str, RunDelta], dict[str, tuple[object, ...]]]:
         """Split the batch's runs' summaries (each with what its row already lagged) into
         those that stay behind and the ``_UPDATE_RUN`` rows to write now."""
-        behind: dict[str, _RunDelta] = {}
+        behind: dict[str, RunDelta] = {}
         due: dict[str, tuple[object, ...]] = {}
         now = time.time()
         for run_id, delta in deltas.items():
-            if delta.status or run_id in escalating or now - delta.since >= SUMMARY_LAG_S:
+            if delta.status or run_id in escalating or now - delta.since >= summaries.SUMMARY_LAG_S:
                 due[run_id] = delta.row(run_id)
             else:
                 behind[run_id] = delta
@@ -592,7 +409,7 @@ class SQLiteRunStore(RunStore):
         """The summaries with the events their rows lag behind folded in (see
         :meth:`write`); a finished run's row is never behind."""
         working = [(s.id, s.last_seq) for s in summaries if s.status not in FINAL_STATUSES]
-        deltas: dict[str, _RunDelta] = {}
+        deltas: dict[str, RunDelta] = {}
         for start in range(0, len(working), 400):  # two parameters each, under the limit
             part = working[start : start + 400]
             lag = ", ".join("(?, ?)" for _ in part)
@@ -602,7 +419,7 @@ class SQLiteRunStore(RunStore):
                 " AND e.seq > lag.after ORDER BY e.run_no, e.seq",
                 [value for pair in part for value in pair],
             )
-            deltas.update(_folded(rows))
+            deltas.update(folded(rows))
         return [deltas[s.id].apply(s) if s.id in deltas else s for s in summaries]
 
     def _catch_up_row(self, run_id: str) -> None:
@@ -613,7 +430,7 @@ class SQLiteRunStore(RunStore):
             " AND e.seq > r.last_seq WHERE r.id = ? ORDER BY e.seq",
             (run_id,),
         )
-        for delta in _folded(rows).values():
+        for delta in folded(rows).values():
             self._db.execute(_UPDATE_RUN, delta.row(run_id))
 
     def _by_prefix(self, table: str, columns: str, key: str, what: str) -> tuple:
@@ -768,7 +585,7 @@ class SQLiteRunStore(RunStore):
 
     def size(self) -> int:
         """Bytes the store takes on disk: its file and its write-ahead log."""
-        return sum(p.stat().st_size for p in (self.path, _wal(self.path)) if p.exists())
+        return sum(p.stat().st_size for p in (self.path, wal_path(self.path)) if p.exists())
 
     def vacuum(self) -> tuple[int, int]:
         """Give the space of deleted rows back to the file system; return the store's
