@@ -63,7 +63,7 @@ class Runtime:
                 synchronous=self.settings.synchronous.upper(),
                 owner=new_owner(),
             )
-        self.log = EventLog(self.store, threaded=self.settings.synchronous == "full")
+        self.log = EventLog(self.store)
         for name, observer in self.plugins.observers():
             self.log.subscribe(observer, name=name)
         self.engine = Engine(self.registry, self.log, self.settings)

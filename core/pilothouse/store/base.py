@@ -147,8 +147,8 @@ class StoredEvent(BaseModel):
 
 class RunStore(abc.ABC):
     """Append-only event log plus a per-run summary. Methods are synchronous and
-    thread-safe; the async engine batches writes through
-    :class:`~pilothouse.store.eventlog.EventLog`."""
+    thread-safe, but :meth:`commit`, the engine's write path, which the async engine
+    awaits through :class:`~pilothouse.store.eventlog.EventLog`."""
 
     location: str = ""
 
@@ -156,6 +156,21 @@ class RunStore(abc.ABC):
     def write(self, entries: Sequence[LogEntry]) -> None:
         """Append events (as :func:`~pilothouse.events.log_entry` gives them) atomically:
         all are stored or none."""
+
+    async def commit(self, entries: Sequence[LogEntry]) -> None:
+        """The engine's write path: commit ``entries`` in one transaction and return
+        once they are durable; raise :class:`~pilothouse.errors.StoreError` and keep
+        none of them when that fails.
+
+        A batch holds the events of one or more steps, of one run or of many (group
+        commit); a run's events come in order, and the event log never has two
+        commits in flight. It must not hold the event loop for a round trip: a store
+        on the network awaits its driver here, and it completes or fails as a whole
+        when the awaiting task is cancelled (shield the round trip). The default
+        calls :meth:`write` on the event loop, for an embedded database whose commit
+        takes tens of microseconds.
+        """
+        self.write(entries)
 
     @abc.abstractmethod
     def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:

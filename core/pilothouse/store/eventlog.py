@@ -7,6 +7,11 @@ transaction (group commit). ``await flush()`` is the durability barrier: the
 engine awaits it before a step starts if another step finished since the last
 flush, and when a run ends, so the engine never gets ahead of a finished step
 in the log.
+
+One commit is in flight at a time (:meth:`RunStore.commit`, awaited: a store over
+the network waits for its round trip there without holding the event loop).
+Whatever is emitted meanwhile goes into the next commit, which is how the runs
+that are ready together share one transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from ..blocking import SLOW_ON_LOOP_S, report_held_loop
@@ -35,21 +39,20 @@ Observer = Callable[[BaseEvent], Any]
 class EventLog:
     """Queues events for a :class:`RunStore` (or none) and fans them out to observers."""
 
-    def __init__(self, store: RunStore | None, *, threaded: bool = False) -> None:
+    def __init__(self, store: RunStore | None) -> None:
         self.store = store
-        #: commit in a worker thread instead of on the event loop (set when each
-        #: commit waits for the disk, e.g. SQLite with synchronous=FULL)
-        self.threaded = threaded
         self._observers: list[tuple[str, Observer]] = []
         #: the failures of each observer, reported now and then
         self._failing = Repeats()
         self._pending: list[LogEntry] = []
         # Made only when someone waits (an anyio.Event costs more than the rest of an
-        # emit): by a flush that waits for the flusher, and by the flusher going idle.
+        # emit): by a flush that waits for a commit, and by the flusher going idle.
         self._committed: anyio.Event | None = None
         self._wakeup: anyio.Event | None = None
         self._error: StoreError | None = None
-        #: how many times the event loop committed (see _let_others_write)
+        #: a commit is in flight (the next one waits for it: one at a time, in order)
+        self._committing = False
+        #: how many commits were made (see _let_others_write)
         self._writes = 0
         self._task_group: TaskGroup | None = None
         # Plain attributes, not properties: the engine asks several times per step.
@@ -89,18 +92,18 @@ class EventLog:
         """Wait until every event emitted so far is committed; raise :class:`StoreError`.
 
         ``alone``: the caller is the only run at work, so no other run's events are
-        coming to share the commit; write now instead of waiting for the flusher's turn.
+        coming to share the commit; commit now instead of waiting for the flusher's turn.
         """
         if self.store is None:
             return
         if self._pending:
-            if self._task_group is None or (alone and not self.threaded):
-                self._write()
+            if not self._committing and (self._task_group is None or alone):
+                await self._commit_pending()
             else:
                 if self._committed is None:
                     self._committed = anyio.Event()
                 committed = self._committed
-                self._wake()  # after a failed write the flusher sleeps until asked
+                self._wake()  # after a failed commit the flusher sleeps until asked
                 await committed.wait()
         if self._error is not None:
             raise self._error
@@ -112,19 +115,18 @@ class EventLog:
             task_status.started()
             try:
                 while True:
-                    if not self._pending or self._error is not None:
+                    if not self._pending or self._error is not None or self._committing:
                         wakeup = self._wakeup = anyio.Event()
                         await wakeup.wait()
                         await self._let_others_write()
-                    if self.threaded:
-                        batch, committed = self._take()
-                        await self._commit(batch, committed)
-                    else:
-                        self._write()
+                        if self._committing or not self._pending:
+                            continue
+                    await self._commit_pending()
             finally:
                 self._task_group = None
                 with anyio.CancelScope(shield=True):
-                    self._write()
+                    if not self._committing:
+                        await self._commit_pending()
 
     async def _let_others_write(self) -> None:
         """Give the tasks ready now a turn before committing: their events share the
@@ -143,30 +145,29 @@ class EventLog:
             self._wakeup = None
             wakeup.set()
 
-    def _take(self) -> tuple[list[LogEntry], anyio.Event | None]:
-        batch, self._pending = self._pending, []
-        committed, self._committed = self._committed, None
-        return batch, committed
-
-    def _write(self) -> None:
-        """Commit what is pending, on the event loop (a small batched write)."""
-        batch, committed = self._take()
-        self._writes += 1
-        self._done(batch, committed, self._store_write(batch))
-
-    async def _commit(self, batch: list[LogEntry], committed: anyio.Event | None) -> None:
-        """Commit ``batch`` in a worker thread (for stores whose commit waits on fsync)."""
-        with anyio.CancelScope(shield=True):
-            error = await anyio.to_thread.run_sync(self._store_write, batch)
-        self._done(batch, committed, error)
-
-    def _store_write(self, batch: list[LogEntry]) -> StoreError | None:
-        if batch and self.store is not None:
-            try:
-                self.store.write(batch)
-            except StoreError as exc:
-                return exc
-        return None
+    async def _commit_pending(self) -> None:
+        """Commit what is pending; then again while a flush waits for events that were
+        queued during the commit (one commit in flight at a time keeps each run's
+        events in order)."""
+        self._committing = True
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                committed, self._committed = self._committed, None
+                self._writes += 1
+                error = None
+                if self.store is not None:
+                    try:
+                        await self.store.commit(batch)
+                    except StoreError as exc:
+                        error = exc
+                self._done(batch, committed, error)
+                if error is not None or self._committed is None:
+                    break
+        finally:
+            self._committing = False
+        if self._pending:
+            self._wake()  # queued during the commit, with nobody waiting yet
 
     def _done(
         self,
