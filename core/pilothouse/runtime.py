@@ -69,7 +69,8 @@ class Runtime:
         self.engine = Engine(self.registry, self.log, self.settings)
         self.live = LiveText(self.store) if self.store is not None else None
         if self.live is not None:
-            self.log.subscribe(self.live, name="live-text")
+            self.log.subscribe(self.live.delta, name="live-text", types=frozenset({"model_delta"}))
+            self.log.tap(self.live.written)
         if self.store is not None:
             self.engine.decisions = DecisionWatcher(
                 self.store,

@@ -27,13 +27,15 @@ from anyio.abc import TaskGroup
 
 from ..blocking import SLOW_ON_LOOP_S, report_held_loop
 from ..errors import StoreError
-from ..events import BaseEvent, LogEntry, log_entry
+from ..events import KEPT_WHOLE, BaseEvent, LogEntry, entry_of, event_type_name, log_entry
 from ..repeats import Repeats
 from .base import RunStore
 
 log = logging.getLogger("pilothouse.store.eventlog")
 
 Observer = Callable[[BaseEvent], Any]
+#: sees the entry of every event queued for the store (``pilothouse``'s own views)
+Tap = Callable[[LogEntry], None]
 
 
 class EventLog:
@@ -41,7 +43,10 @@ class EventLog:
 
     def __init__(self, store: RunStore | None) -> None:
         self.store = store
-        self._observers: list[tuple[str, Observer]] = []
+        self._observers: list[tuple[str, Observer, frozenset[str] | None]] = []
+        self._taps: list[Tap] = []
+        #: the event types some observer wants typed (None in it: all of them)
+        self._typed: set[str | None] = set()
         #: the failures of each observer, reported now and then
         self._failing = Repeats()
         self._pending: list[LogEntry] = []
@@ -62,10 +67,32 @@ class EventLog:
         #: True when at least one observer listens (else unstored events need not be made)
         self.observed = False
 
-    def subscribe(self, observer: Observer, *, name: str = "") -> None:
-        """Call ``observer(event)`` for every event; it may return an awaitable."""
-        self._observers.append((name or getattr(observer, "__name__", "observer"), observer))
+    def subscribe(
+        self, observer: Observer, *, name: str = "", types: frozenset[str] | None = None
+    ) -> None:
+        """Call ``observer(event)`` for every event (of ``types``, when given); it may
+        return an awaitable."""
+        name = name or getattr(observer, "__name__", "observer")
+        self._observers.append((name, observer, types))
+        self._typed.update(types if types is not None else {None})
         self.active = self.observed = True
+
+    def tap(self, tap: Tap) -> None:
+        """Call ``tap(entry)`` for the entry of every event queued for the store: what
+        a view of the log in this process needs (no typed event is built for it)."""
+        self._taps.append(tap)
+
+    def record(
+        self, event_type: type[BaseEvent], run_id: str, seq: int, ts: float, **fields: Any
+    ) -> None:
+        """Record an event given as its fields: the engine's way. The typed event is
+        built only when an observer wants it (or the store reads it whole); else its
+        entry is made straight from the fields (:func:`~pilothouse.events.entry_of`)."""
+        name = event_type_name(event_type)
+        if self.store is None or name in KEPT_WHOLE or None in self._typed or name in self._typed:
+            self.emit(event_type(run_id=run_id, seq=seq, ts=ts, **fields))
+            return
+        self._queue(entry_of(event_type, run_id, seq, ts, fields))
 
     def emit(self, event: BaseEvent, *, persist: bool = True) -> None:
         """Record ``event``: queue it for the store and show it to the observers.
@@ -73,9 +100,11 @@ class EventLog:
         ``persist=False`` shows it to observers only (streamed token deltas).
         """
         if persist and self.store is not None:
-            self._pending.append(log_entry(event))
-            self._wake()
-        for name, observer in self._observers:
+            self._queue(log_entry(event))
+        t = event.type
+        for name, observer, types in self._observers:
+            if types is not None and t not in types:
+                continue
             started = time.perf_counter()
             try:
                 result = observer(event)
@@ -138,6 +167,12 @@ class EventLog:
         while writes != self._writes:
             writes = self._writes
             await anyio.lowlevel.checkpoint()
+
+    def _queue(self, entry: LogEntry) -> None:
+        self._pending.append(entry)
+        self._wake()
+        for tap in self._taps:
+            tap(entry)
 
     def _wake(self) -> None:
         wakeup = self._wakeup

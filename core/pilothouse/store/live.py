@@ -14,7 +14,7 @@ import logging
 import anyio
 
 from ..errors import StoreError
-from ..events import FINAL_EVENTS, BaseEvent
+from ..events import FINAL_EVENTS, BaseEvent, LogEntry
 from .base import RunStore
 
 log = logging.getLogger("pilothouse.store.live")
@@ -31,19 +31,21 @@ class LiveText:
         self._text: dict[tuple[str, str], list[str]] = {}
         self._dirty: set[tuple[str, str]] = set()
 
-    def __call__(self, event: BaseEvent) -> None:
-        """Collect a delta; forget a call once it is logged, and every call of a run once
-        the run ends (a call cut off by a cancellation or a timeout is never logged); the
-        store drops their rows with the event."""
-        t = event.type
-        if t == "model_delta":
-            key = (event.run_id, event.step_id or "")
-            self._text.setdefault(key, []).append(event.text)  # type: ignore[attr-defined]
-            self._dirty.add(key)
-        elif t == "model_call":
-            self._forget((event.run_id, event.step_id or ""))
-        elif t in FINAL_EVENTS:
-            for key in [key for key in self._text if key[0] == event.run_id]:
+    def delta(self, event: BaseEvent) -> None:
+        """Collect a piece of streamed text (an observer of ``model_delta`` events)."""
+        key = (event.run_id, event.step_id or "")
+        self._text.setdefault(key, []).append(event.text)  # type: ignore[attr-defined]
+        self._dirty.add(key)
+
+    def written(self, entry: LogEntry) -> None:
+        """Forget a call once it is logged, and every call of a run once the run ends (a
+        call cut off by a cancellation or a timeout is never logged); the store drops
+        their rows with the event (a tap of the event log)."""
+        t = entry.type
+        if t == "model_call":
+            self._forget((entry.run_id, entry.step_id or ""))
+        elif t in FINAL_EVENTS and self._text:
+            for key in [key for key in self._text if key[0] == entry.run_id]:
                 self._forget(key)
 
     def _forget(self, key: tuple[str, str]) -> None:

@@ -8,6 +8,7 @@ written from worker threads too: the UI never waits on the store.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
@@ -118,7 +120,10 @@ class MonitorApp(App[None]):
         self._fetching = False
         changes = self.feed.apply(batch)
         if (changes or changes.problem) and self._views_up():
-            self.refresh_views(changes)
+            # A fetch that ends while the app shuts down finds its widgets going one by
+            # one (seen on a busy machine): there is nothing left to show them in.
+            with contextlib.suppress(NoMatches):
+                self.refresh_views(changes)
 
     def _views_up(self) -> bool:
         """Whether the tabs are mounted (timers and workers also fire while the app
