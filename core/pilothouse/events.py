@@ -470,9 +470,12 @@ def _layout(event_type: type[BaseEvent]) -> tuple[str, dict[str, Any], frozenset
     return template["type"], template, required - {"run_id"}
 
 
-def event_type_name(event_type: type[BaseEvent]) -> str:
-    """The ``type`` of the events of this class (``step_started``...)."""
-    return _layout(event_type)[0]
+@functools.cache
+def fast_type(event_type: type[BaseEvent]) -> str | None:
+    """The ``type`` of the events of this class (``step_started``...), or None for the
+    :data:`KEPT_WHOLE` ones, which :func:`entry_of` does not make."""
+    name = _layout(event_type)[0]
+    return None if name in KEPT_WHOLE else name
 
 
 def entry_of(

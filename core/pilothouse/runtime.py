@@ -70,7 +70,7 @@ class Runtime:
         self.live = LiveText(self.store) if self.store is not None else None
         if self.live is not None:
             self.log.subscribe(self.live.delta, name="live-text", types=frozenset({"model_delta"}))
-            self.log.tap(self.live.written)
+            self.log.tap(self.live.written, LiveText.SETTLED_BY)
         if self.store is not None:
             self.engine.decisions = DecisionWatcher(
                 self.store,

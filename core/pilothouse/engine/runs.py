@@ -400,4 +400,4 @@ class Engine:
         """Log an event of ``run`` (its next sequence number and the time are added)."""
         run.seq += 1
         if self.log.active:  # nobody stores or watches: the event need not exist
-            self.log.record(event_type, run.id, run.seq, time.time(), **fields)
+            self.log.record(event_type, run.id, run.seq, time.time(), fields)

@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 
 from ..blocking import SLOW_ON_LOOP_S, report_held_loop
 from ..errors import StoreError
-from ..events import KEPT_WHOLE, BaseEvent, LogEntry, entry_of, event_type_name, log_entry
+from ..events import BaseEvent, LogEntry, entry_of, fast_type, log_entry
 from ..repeats import Repeats
 from .base import RunStore
 
@@ -44,7 +44,7 @@ class EventLog:
     def __init__(self, store: RunStore | None) -> None:
         self.store = store
         self._observers: list[tuple[str, Observer, frozenset[str] | None]] = []
-        self._taps: list[Tap] = []
+        self._taps: list[tuple[Tap, frozenset[str]]] = []
         #: the event types some observer wants typed (None in it: all of them)
         self._typed: set[str | None] = set()
         #: the failures of each observer, reported now and then
@@ -77,19 +77,21 @@ class EventLog:
         self._typed.update(types if types is not None else {None})
         self.active = self.observed = True
 
-    def tap(self, tap: Tap) -> None:
-        """Call ``tap(entry)`` for the entry of every event queued for the store: what
-        a view of the log in this process needs (no typed event is built for it)."""
-        self._taps.append(tap)
+    def tap(self, tap: Tap, types: frozenset[str]) -> None:
+        """Call ``tap(entry)`` for the entry of every event of ``types`` queued for the
+        store: what a view of the log in this process needs (no typed event is built
+        for it)."""
+        self._taps.append((tap, types))
 
     def record(
-        self, event_type: type[BaseEvent], run_id: str, seq: int, ts: float, **fields: Any
+        self, event_type: type[BaseEvent], run_id: str, seq: int, ts: float, fields: dict[str, Any]
     ) -> None:
         """Record an event given as its fields: the engine's way. The typed event is
         built only when an observer wants it (or the store reads it whole); else its
         entry is made straight from the fields (:func:`~pilothouse.events.entry_of`)."""
-        name = event_type_name(event_type)
-        if self.store is None or name in KEPT_WHOLE or None in self._typed or name in self._typed:
+        name = fast_type(event_type)
+        typed = self._typed
+        if name is None or self.store is None or (typed and (None in typed or name in typed)):
             self.emit(event_type(run_id=run_id, seq=seq, ts=ts, **fields))
             return
         self._queue(entry_of(event_type, run_id, seq, ts, fields))
@@ -170,9 +172,11 @@ class EventLog:
 
     def _queue(self, entry: LogEntry) -> None:
         self._pending.append(entry)
-        self._wake()
-        for tap in self._taps:
-            tap(entry)
+        if self._wakeup is not None:
+            self._wake()
+        for tap, types in self._taps:
+            if entry.type in types:
+                tap(entry)
 
     def _wake(self) -> None:
         wakeup = self._wakeup

@@ -23,6 +23,10 @@ log = logging.getLogger("pilothouse.store.live")
 class LiveText:
     """Observer of ``model_delta`` events that publishes them to a run store."""
 
+    #: the events after which a call's streamed text is no longer shown: its own
+    #: logged call, or its run's end
+    SETTLED_BY = frozenset({"model_call", *FINAL_EVENTS})
+
     def __init__(self, store: RunStore, interval: float = 0.25) -> None:
         self.store = store
         self.interval = interval

@@ -46,9 +46,16 @@ ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated = excluded.upda
     last_seq = excluded.last_seq, owner = excluded.owner, heartbeat = excluded.heartbeat
 """
 _INSERT_EVENT = """
-INSERT INTO events (run_no, run_id, seq, type, step_id, ts, data)
-VALUES ((SELECT no FROM runs WHERE id = ?), ?, ?, ?, ?, ?, ?)
+INSERT INTO events (run_no, run_id, seq, type, step_id, ts, data) VALUES (?, ?, ?, ?, ?, ?, ?)
 """
+#: the event types a write does more with than add them to their run's row
+_READ_WHOLE = frozenset(
+    {"run_started", "run_queued", "run_suspended", "memory_written", "escalation_raised",
+     "escalation_decided", *FINAL_EVENTS}
+)  # fmt: skip
+#: how many run numbers a store handle keeps at most (its own runs forget theirs as
+#: they end)
+MAX_KEPT_NUMBERS = 100_000
 _ESCALATION_COLUMNS = ", ".join(Escalation.model_fields)
 _INSERT_ESCALATION = """
 INSERT INTO escalations
@@ -120,6 +127,8 @@ class SQLiteRunStore(RunStore):
         self._live: set[tuple[str, str]] = set()
         #: the runs whose summary row lags their events, and by what
         self._behind: dict[str, RunDelta] = {}
+        #: the run number of each run at work (run id -> runs.no)
+        self._numbers: dict[str, int] = {}
 
     def _set_up(self, synchronous: str, attempts: int = 100) -> None:
         """WAL mode, durability and migrations. Switching a new file to WAL while
@@ -161,7 +170,6 @@ class SQLiteRunStore(RunStore):
         """
         if not entries:
             return
-        rows = [(e.run_id, e.run_id, e.seq, e.type, e.step_id, e.ts, e.data) for e in entries]
         started = []
         raised = []
         escalating: set[str] = set()
@@ -171,29 +179,17 @@ class SQLiteRunStore(RunStore):
         withdrawn = []  # (ts, note, run_id): the run ended while a person had yet to decide
         remembered = []
         released = []  # (run_id,): suspended by a process that stops; any may resume it
+        data_bytes = 0
         for entry in entries:
             t = entry.type
-            # ``event`` is None but for the KEPT_WHOLE types, the ones read below
-            event: Any = entry.event
-            if t == "memory_written":
-                e = event
-                remembered.append((e.memory_id, e.subject, e.channel, e.fact, e.run_id,
-                                   e.step_id, e.persona, e.ts))  # fmt: skip
-            if t == "model_call":
-                key = (entry.run_id, entry.step_id or "")
-                if key in self._live:
-                    settled.append(key)
-            elif t in FINAL_EVENTS:
-                ended.append((entry.run_id,))
-                note = f"run {entry.run_id} {FINAL_EVENTS[t]} before anyone decided"
-                withdrawn.append((entry.ts, note, entry.run_id))
-            elif t == "run_suspended":
-                released.append((entry.run_id,))
-            if t in ("escalation_raised", "escalation_decided"):
-                escalating.add(entry.run_id)
-                if t == "escalation_raised":
-                    raised.append(_escalation_row(event))
-            if t in ("run_started", "run_queued"):
+            data_bytes += len(entry.data)
+            if t not in _READ_WHOLE:  # most of a step's events: they only add to the row
+                if t == "model_call" and self._live:
+                    key = (entry.run_id, entry.step_id or "")
+                    if key in self._live:
+                        settled.append(key)
+            elif t in ("run_started", "run_queued"):
+                event: Any = entry.event  # the typed event rides along for these types
                 status = "running" if t == "run_started" else "queued"
                 owner = self.owner if status == "running" else None
                 started.append(
@@ -211,14 +207,28 @@ class SQLiteRunStore(RunStore):
                         getattr(event, "replay_of", None),  # a queued run replays nothing
                     )
                 )
-            else:
-                delta = deltas.get(entry.run_id)
-                if delta is None:
-                    # a copy of what the row already lags: a failed write changes nothing
-                    earlier = self._behind.get(entry.run_id)
-                    delta = RunDelta(**vars(earlier)) if earlier is not None else RunDelta()
-                    deltas[entry.run_id] = delta
-                delta.fold(entry)
+                continue
+            elif t in FINAL_EVENTS:
+                ended.append((entry.run_id,))
+                note = f"run {entry.run_id} {FINAL_EVENTS[t]} before anyone decided"
+                withdrawn.append((entry.ts, note, entry.run_id))
+            elif t == "run_suspended":
+                released.append((entry.run_id,))
+            elif t == "memory_written":
+                e = entry.event
+                remembered.append((e.memory_id, e.subject, e.channel, e.fact, e.run_id,
+                                   e.step_id, e.persona, e.ts))  # fmt: skip
+            elif t in ("escalation_raised", "escalation_decided"):
+                escalating.add(entry.run_id)
+                if t == "escalation_raised":
+                    raised.append(_escalation_row(entry.event))
+            delta = deltas.get(entry.run_id)
+            if delta is None:
+                # a copy of what the row already lags: a failed write changes nothing
+                earlier = self._behind.get(entry.run_id)
+                delta = RunDelta(**vars(earlier)) if earlier is not None else RunDelta()
+                deltas[entry.run_id] = delta
+            delta.fold(entry)
         behind, due = self._due(deltas, escalating)
         if self._checkpointer is None:
             self._checkpointer = Checkpointer(self.path, self._checkpointing)
@@ -227,7 +237,12 @@ class SQLiteRunStore(RunStore):
             with self._transaction():
                 if started:
                     self._db.executemany(_START_RUN, started)
-                self._db.executemany(_INSERT_EVENT, rows)
+                numbers = self._run_numbers(entries)
+                self._db.executemany(
+                    _INSERT_EVENT,
+                    [(numbers.get(e.run_id), e.run_id, e.seq, e.type, e.step_id, e.ts, e.data)
+                     for e in entries],
+                )  # fmt: skip
                 if due:
                     self._db.executemany(_UPDATE_RUN, due.values())
                 if raised:
@@ -250,14 +265,31 @@ class SQLiteRunStore(RunStore):
                     self._db.executemany(
                         "INSERT OR IGNORE INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)", remembered
                     )
-            self._wal_bound.after_commit(self._db)
+            self._wal_bound.after_commit(self._db, data_bytes)
             for run_id in due:
                 self._behind.pop(run_id, None)
             self._behind.update(behind)
             self._live.difference_update(settled)
-            if (ended or released) and self._live:
+            if ended or released:
                 done = {run_id for (run_id,) in ended + released}
-                self._live = {key for key in self._live if key[0] not in done}
+                for run_id in done:
+                    self._numbers.pop(run_id, None)
+                if self._live:
+                    self._live = {key for key in self._live if key[0] not in done}
+
+    def _run_numbers(self, entries: Sequence[LogEntry]) -> dict[str, int]:
+        """The run numbers of the batch's runs, which order their events in the table
+        (read once per run and kept while it works; the caller is in the transaction
+        that starts new ones)."""
+        numbers = self._numbers
+        unknown = {e.run_id for e in entries if e.run_id not in numbers}
+        if unknown:
+            marks = ", ".join("?" * len(unknown))
+            rows = self._db.execute(f"SELECT id, no FROM runs WHERE id IN ({marks})", [*unknown])
+            if len(numbers) > MAX_KEPT_NUMBERS:  # runs that ended in another process
+                numbers.clear()
+            numbers.update(rows.fetchall())
+        return numbers
 
     @staticmethod
     def _due(

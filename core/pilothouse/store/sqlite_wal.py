@@ -4,6 +4,7 @@ and kept under a bound by the writer whatever the machine is doing."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,6 +20,9 @@ BUSY_TIMEOUT_S = 30
 
 #: a WAL this large is emptied by the writer itself, between two of its commits
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
+#: the pages a commit adds to the WAL besides its rows, at most, and a page's frame there
+COMMIT_PAGES = 12
+FRAME_BYTES = 4096 + 24
 #: how long emptying the WAL waits for readers to leave it, at most
 FORCED_WAIT_S = 1.0
 
@@ -73,22 +77,31 @@ class WalBound:
     """
 
     def __init__(self, path: Path, lock: threading.Lock) -> None:
-        self.wal = wal_path(path)
+        self.wal = str(wal_path(path))
         #: the lock this process's checkpointer holds while it copies
         self.lock = lock
         #: the WAL size past which the next commit empties it
         self.threshold = WAL_LIMIT_BYTES
+        #: what the WAL may hold by now at most: its size when last looked at, plus a
+        #: generous guess of what each commit since added (so it is seldom looked at)
+        self.at_most = 0
         #: how many times the writer tried to empty the WAL, and how many times readers
         #: made it give up (for tests and the benchmark)
         self.attempts = self.gave_up = 0
 
-    def after_commit(self, db: sqlite3.Connection) -> None:
-        """Empty the WAL if this commit left it past the threshold (the caller holds
-        the write lock of the store's connection)."""
+    def after_commit(self, db: sqlite3.Connection, data_bytes: int) -> None:
+        """Empty the WAL if this commit, of ``data_bytes`` of events, left it past the
+        threshold (the caller holds the write lock of the store's connection)."""
+        # A commit adds its pages to the WAL: its rows, and a page or so for each
+        # table and index it touched (a run's start touches the most: about 8).
+        self.at_most += 2 * data_bytes + COMMIT_PAGES * FRAME_BYTES
+        if self.at_most <= self.threshold:
+            return
         try:
-            size = self.wal.stat().st_size
+            size = os.stat(self.wal).st_size
         except OSError:
             return
+        self.at_most = size
         if size <= self.threshold:
             return
         self.attempts += 1
@@ -102,6 +115,7 @@ class WalBound:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         if not busy:
             self.threshold = WAL_LIMIT_BYTES
+            self.at_most = 0
         elif frames >= 0:  # readers kept it waiting
             self.gave_up += 1
             self.threshold = size + WAL_LIMIT_BYTES // 2
