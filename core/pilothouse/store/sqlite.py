@@ -1,116 +1,45 @@
-"""The embedded run store: one SQLite file in WAL mode (its schema: :mod:`.migrations`)."""
+"""The embedded run store: one SQLite file in WAL mode (its schema: :mod:`.sqlite_migrations`).
+
+What it does is :class:`~.sql.SQLRunStore`'s; here is how it opens the file, keeps the
+write-ahead log bounded (:mod:`.sqlite_wal`) and numbers runs.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from ..errors import DecisionError, NotFound, RunBusy, StoreError
-from ..events import (
-    FINAL_EVENTS,
-    FINAL_STATUSES,
-    BaseEvent,
-    LogEntry,
-    RunCancelled,
-    log_entry,
-    parse_event,
-)
-from . import summaries
-from .base import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
-from .lease import lease_alive
+from ..errors import StoreError
+from ..events import LogEntry
+from .sql import START_RUN, SQLRunStore
 from .sqlite_migrations import migrate
 from .sqlite_wal import BUSY_TIMEOUT_S, Checkpointer, WalBound, wal_path
-from .summaries import RunDelta, folded
-
-_RUN_COLUMNS = ", ".join(RunSummary.model_fields)
-_MEMORY_COLUMNS = ", ".join(MemoryItem.model_fields)
-_AUDIT_COLUMNS = ", ".join(AuditRecord.model_fields)
 
 
-# A new run takes the next number; a queued run keeps its number when it starts.
-_START_RUN = """
-INSERT INTO runs
-    (id, crew, status, input, created, updated, last_seq, owner, heartbeat, subject,
-     replay_of, no)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(no), 0) + 1 FROM runs))
-ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated = excluded.updated,
-    last_seq = excluded.last_seq, owner = excluded.owner, heartbeat = excluded.heartbeat
-"""
-_INSERT_EVENT = """
-INSERT INTO events (run_no, run_id, seq, type, step_id, ts, data) VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
-#: the event types a write does more with than add them to their run's row
-_READ_WHOLE = frozenset(
-    {"run_started", "run_queued", "run_suspended", "memory_written", "escalation_raised",
-     "escalation_decided", *FINAL_EVENTS}
-)  # fmt: skip
-#: how many run numbers a store handle keeps at most (its own runs forget theirs as
-#: they end)
-MAX_KEPT_NUMBERS = 100_000
-_ESCALATION_COLUMNS = ", ".join(Escalation.model_fields)
-_INSERT_ESCALATION = """
-INSERT INTO escalations
-    (id, run_id, crew, step_id, persona, kind, reason, risk, evidence, proposed, created)
-VALUES (?, ?, COALESCE((SELECT crew FROM runs WHERE id = ?), ''), ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-# A run waits for a human while any of its escalations waits.
-_RUN_WAITING = """
-UPDATE runs SET status = CASE
-    WHEN EXISTS (SELECT 1 FROM escalations WHERE run_id = ? AND status = 'waiting')
-    THEN 'waiting_for_human' ELSE 'running' END
-WHERE id = ? AND status IN ('running', 'waiting_for_human')
-"""
+class SQLiteRunStore(SQLRunStore):
+    """A :class:`~pilothouse.RunStore` in one SQLite file (WAL: readers never block the
+    writer)."""
 
-# Nobody can decide for a run that has ended: its waiting escalations leave the inbox.
-_WITHDRAW_ESCALATIONS = """
-UPDATE escalations SET status = 'withdrawn', decided_at = ?, note = ?
-WHERE run_id = ? AND status = 'waiting'
-"""
-
-
-def _memory(row: tuple) -> MemoryItem:
-    return MemoryItem(**dict(zip(MemoryItem.model_fields, row, strict=True)))
-
-
-def _escalation_row(e: BaseEvent) -> tuple[object, ...]:
-    return (
-        e.escalation_id, e.run_id, e.run_id, e.step_id, e.persona, e.kind,  # type: ignore[attr-defined]
-        e.reason, e.risk, json.dumps(e.evidence), e.proposed, e.ts,  # type: ignore[attr-defined]
-    )  # fmt: skip
-
-
-_UPDATE_RUN = """
-UPDATE runs SET
-    updated = ?, last_seq = ?, steps = steps + ?, input_tokens = input_tokens + ?,
-    output_tokens = output_tokens + ?, cost_usd = cost_usd + ?,
-    status = COALESCE(?, status), output = COALESCE(?, output), error = COALESCE(?, error),
-    error_kind = COALESCE(?, error_kind),
-    current_persona = CASE WHEN ? THEN ? ELSE current_persona END,
-    current_step = COALESCE(?, current_step)
-WHERE id = ?
-"""
-
-
-class SQLiteRunStore(RunStore):
-    """A :class:`RunStore` in one SQLite file (WAL: readers never block the writer)."""
+    _errors = (sqlite3.Error,)
+    _begin = "BEGIN IMMEDIATE"
+    # A new run takes the next number (one writer at a time holds the write lock).
+    _start_run = START_RUN.format(
+        number=", no", next_number=", (SELECT COALESCE(MAX(no), 0) + 1 FROM runs)"
+    )
 
     def __init__(
         self, path: str | Path, *, synchronous: str = "NORMAL", owner: str | None = None
     ) -> None:
         self.path = Path(path)
+        super().__init__(str(self.path), owner=owner)
         self._commit_in_thread = synchronous.upper() == "FULL"
-        #: the lease holder written with the runs this handle starts (a runner's id)
-        self.owner = owner
-        self.location = str(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -119,16 +48,9 @@ class SQLiteRunStore(RunStore):
             self._set_up(synchronous)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
-        self._lock = threading.Lock()
         self._checkpointer: Checkpointer | None = None
         self._checkpointing = threading.Lock()
         self._wal_bound = WalBound(self.path, self._checkpointing)
-        #: (run, step) of the live-text rows this handle wrote and has not deleted yet
-        self._live: set[tuple[str, str]] = set()
-        #: the runs whose summary row lags their events, and by what
-        self._behind: dict[str, RunDelta] = {}
-        #: the run number of each run at work (run id -> runs.no)
-        self._numbers: dict[str, int] = {}
 
     def _set_up(self, synchronous: str, attempts: int = 100) -> None:
         """WAL mode, durability and migrations. Switching a new file to WAL while
@@ -148,8 +70,6 @@ class SQLiteRunStore(RunStore):
                     raise
                 time.sleep(0.05)
 
-    # -- writing -------------------------------------------------------------
-
     async def commit(self, entries: Sequence[LogEntry]) -> None:
         """Commit on the event loop (a few tens of microseconds: handing the write to a
         thread costs more than it), or in a worker thread when every commit waits for
@@ -160,474 +80,13 @@ class SQLiteRunStore(RunStore):
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.write, entries)
 
-    def write(self, entries: Sequence[LogEntry]) -> None:
-        """Append events in one transaction, with the summary rows that are due.
-
-        A run's summary row is rewritten when its status changes and otherwise at
-        most every ``SUMMARY_LAG_S`` while it works: the row is a cache of the events
-        (one more dirty page per commit, for every run in it, was the larger part of
-        a step's commit). Reads fold in the events logged since (:meth:`_caught_up`).
-        """
-        if not entries:
-            return
-        started = []
-        raised = []
-        escalating: set[str] = set()
-        deltas: dict[str, RunDelta] = {}
-        settled = []  # (run_id, step_id) whose streamed text is now a logged call
-        ended = []
-        withdrawn = []  # (ts, note, run_id): the run ended while a person had yet to decide
-        remembered = []
-        released = []  # (run_id,): suspended by a process that stops; any may resume it
-        data_bytes = 0
-        for entry in entries:
-            t = entry.type
-            data_bytes += len(entry.data)
-            if t not in _READ_WHOLE:  # most of a step's events: they only add to the row
-                if t == "model_call" and self._live:
-                    key = (entry.run_id, entry.step_id or "")
-                    if key in self._live:
-                        settled.append(key)
-            elif t in ("run_started", "run_queued"):
-                event: Any = entry.event  # the typed event rides along for these types
-                status = "running" if t == "run_started" else "queued"
-                owner = self.owner if status == "running" else None
-                started.append(
-                    (
-                        event.run_id,
-                        event.crew,
-                        status,
-                        event.input,
-                        event.ts,
-                        event.ts,
-                        event.seq,
-                        owner,
-                        time.time(),
-                        event.subject,
-                        getattr(event, "replay_of", None),  # a queued run replays nothing
-                    )
-                )
-                continue
-            elif t in FINAL_EVENTS:
-                ended.append((entry.run_id,))
-                note = f"run {entry.run_id} {FINAL_EVENTS[t]} before anyone decided"
-                withdrawn.append((entry.ts, note, entry.run_id))
-            elif t == "run_suspended":
-                released.append((entry.run_id,))
-            elif t == "memory_written":
-                e = entry.event
-                remembered.append((e.memory_id, e.subject, e.channel, e.fact, e.run_id,
-                                   e.step_id, e.persona, e.ts))  # fmt: skip
-            elif t in ("escalation_raised", "escalation_decided"):
-                escalating.add(entry.run_id)
-                if t == "escalation_raised":
-                    raised.append(_escalation_row(entry.event))
-            delta = deltas.get(entry.run_id)
-            if delta is None:
-                # a copy of what the row already lags: a failed write changes nothing
-                earlier = self._behind.get(entry.run_id)
-                delta = RunDelta(**vars(earlier)) if earlier is not None else RunDelta()
-                deltas[entry.run_id] = delta
-            delta.fold(entry)
-        behind, due = self._due(deltas, escalating)
+    def _before_write(self) -> None:
         if self._checkpointer is None:
             self._checkpointer = Checkpointer(self.path, self._checkpointing)
             self._checkpointer.start()
-        with self._lock:
-            with self._transaction():
-                if started:
-                    self._db.executemany(_START_RUN, started)
-                numbers = self._run_numbers(entries)
-                self._db.executemany(
-                    _INSERT_EVENT,
-                    [(numbers.get(e.run_id), e.run_id, e.seq, e.type, e.step_id, e.ts, e.data)
-                     for e in entries],
-                )  # fmt: skip
-                if due:
-                    self._db.executemany(_UPDATE_RUN, due.values())
-                if raised:
-                    self._db.executemany(_INSERT_ESCALATION, raised)
-                if escalating:
-                    self._db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
-                if settled:
-                    self._db.executemany(
-                        "DELETE FROM live_text WHERE run_id = ? AND step_id = ?", settled
-                    )
-                if ended:
-                    self._db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
-                if released:
-                    self._db.executemany(
-                        "UPDATE runs SET owner = NULL, heartbeat = NULL WHERE id = ?", released
-                    )
-                if ended or released:  # the text their calls were streaming will not go on
-                    self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended + released)
-                if remembered:
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)", remembered
-                    )
-            self._wal_bound.after_commit(self._db, data_bytes)
-            for run_id in due:
-                self._behind.pop(run_id, None)
-            self._behind.update(behind)
-            self._live.difference_update(settled)
-            if ended or released:
-                done = {run_id for (run_id,) in ended + released}
-                for run_id in done:
-                    self._numbers.pop(run_id, None)
-                if self._live:
-                    self._live = {key for key in self._live if key[0] not in done}
 
-    def _run_numbers(self, entries: Sequence[LogEntry]) -> dict[str, int]:
-        """The run numbers of the batch's runs, which order their events in the table
-        (read once per run and kept while it works; the caller is in the transaction
-        that starts new ones)."""
-        numbers = self._numbers
-        unknown = {e.run_id for e in entries if e.run_id not in numbers}
-        if unknown:
-            marks = ", ".join("?" * len(unknown))
-            rows = self._db.execute(f"SELECT id, no FROM runs WHERE id IN ({marks})", [*unknown])
-            if len(numbers) > MAX_KEPT_NUMBERS:  # runs that ended in another process
-                numbers.clear()
-            numbers.update(rows.fetchall())
-        return numbers
-
-    @staticmethod
-    def _due(
-        deltas: dict[str, RunDelta], escalating: set[str]
-    ) -> tuple[dict[str, RunDelta], dict[str, tuple[object, ...]]]:
-        """Split the batch's runs' summaries (each with what its row already lagged) into
-        those that stay behind and the ``_UPDATE_RUN`` rows to write now."""
-        behind: dict[str, RunDelta] = {}
-        due: dict[str, tuple[object, ...]] = {}
-        now = time.time()
-        for run_id, delta in deltas.items():
-            if delta.status or run_id in escalating or now - delta.since >= summaries.SUMMARY_LAG_S:
-                due[run_id] = delta.row(run_id)
-            else:
-                behind[run_id] = delta
-        return behind, due
-
-    def memories(self, subject: str | None = None, *, limit: int = 200) -> list[MemoryItem]:
-        """The newest ``limit`` facts about ``subject`` (or all), oldest first."""
-        rows = self._select(
-            "memory", _MEMORY_COLUMNS, "created DESC, id DESC", limit, subject=subject
-        )
-        return [_memory(row) for row in reversed(rows)]
-
-    def memories_by_id(self, ids: Sequence[str]) -> list[MemoryItem]:
-        """The facts with these ids, in that order: from the memory table, or, for one
-        forgotten since, from the ``memory_written`` event that kept it."""
-        if not ids:
-            return []
-        marks = ", ".join("?" * len(ids))
-        rows = self._query(f"SELECT {_MEMORY_COLUMNS} FROM memory WHERE id IN ({marks})", ids)
-        found = {row[0]: _memory(row) for row in rows}
-        missing = [i for i in ids if i not in found]
-        if missing:
-            rows = self._query(
-                "SELECT data FROM events WHERE type = 'memory_written'"
-                f" AND json_extract(data, '$.memory_id') IN ({', '.join('?' * len(missing))})",
-                missing,
-            )
-            for (data,) in rows:
-                e: Any = parse_event(data)
-                found[e.memory_id] = MemoryItem.of(e)
-        return [found[i] for i in ids if i in found]
-
-    def forget(self, *, memory_id: str | None = None, subject: str | None = None) -> int:
-        """Delete a fact (id or unique prefix) or a subject's facts."""
-        if memory_id is not None:
-            (found,) = self._by_prefix("memory", "id", memory_id, "memory")
-            with self._lock:
-                return self._db.execute("DELETE FROM memory WHERE id = ?", (found,)).rowcount
-        if subject is not None:
-            with self._lock:
-                return self._db.execute("DELETE FROM memory WHERE subject = ?", (subject,)).rowcount
-        return 0
-
-    def add_audit(self, record: AuditRecord) -> None:
-        """Keep an audit's report (a record with the same id is replaced)."""
-        row = record.model_dump()
-        row["report"] = json.dumps(row["report"])
-        row["run_ids"] = json.dumps(row["run_ids"])
-        with self._lock:
-            try:
-                self._db.execute(
-                    f"INSERT OR REPLACE INTO audits ({_AUDIT_COLUMNS})"
-                    f" VALUES ({', '.join('?' * len(row))})",
-                    list(row.values()),
-                )
-            except sqlite3.Error as exc:
-                raise self._write_failed(exc) from exc
-
-    def audits(
-        self, *, kind: str | None = None, crew: str | None = None, limit: int = 1000
-    ) -> list[AuditRecord]:
-        """Audit reports, the newest first."""
-        rows = self._select(
-            "audits", _AUDIT_COLUMNS, "created DESC, id", limit, kind=kind, crew=crew
-        )
-        return [self._audit(row) for row in rows]
-
-    def get_audit(self, audit_id: str) -> AuditRecord:
-        """One audit by id or unique id prefix."""
-        return self._audit(self._by_prefix("audits", _AUDIT_COLUMNS, audit_id, "audit"))
-
-    @staticmethod
-    def _audit(row: tuple) -> AuditRecord:
-        data = dict(zip(AuditRecord.model_fields, row, strict=True))
-        data["report"] = json.loads(data["report"])
-        data["run_ids"] = json.loads(data["run_ids"])
-        return AuditRecord(**data)
-
-    def put_live(self, items: Sequence[tuple[str, str, str]]) -> None:
-        """Record the text streamed so far by the calls in flight: (run, step, text)."""
-        now = time.time()
-        with self._lock:
-            try:
-                self._db.executemany(
-                    "INSERT INTO live_text (run_id, step_id, text, updated) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (run_id, step_id) DO UPDATE SET text = excluded.text,"
-                    " updated = excluded.updated",
-                    [(run_id, step_id, text, now) for run_id, step_id, text in items],
-                )
-                self._live.update((run_id, step_id) for run_id, step_id, _ in items)
-            except sqlite3.Error as exc:
-                raise self._write_failed(exc) from exc
-
-    def live(self, run_id: str) -> dict[str, str]:
-        """The text the run's model calls in flight have streamed so far, by step."""
-        rows = self._query("SELECT step_id, text FROM live_text WHERE run_id = ?", (run_id,))
-        return dict(rows)
-
-    # -- reading -------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One write transaction (the caller holds ``_lock``): committed at the end,
-        rolled back on a database error, which is raised as :class:`StoreError`."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            yield
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._db.rollback()
-            raise self._write_failed(exc) from exc
-
-    def _write_failed(self, exc: sqlite3.Error) -> StoreError:
-        """The error a failed write raises (none of it was kept)."""
-        return StoreError(f"cannot write to the run store {self.path}: {exc}")
-
-    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    def list_runs(
-        self, *, status: str | None = None, crew: str | None = None, limit: int = 100
-    ) -> list[RunSummary]:
-        """Runs, newest first, optionally filtered by status and crew."""
-        rows = self._select(
-            "runs", _RUN_COLUMNS, "created DESC, rowid DESC", limit, status=status, crew=crew
-        )
-        return self._caught_up([self._summary(row) for row in rows])
-
-    def runs_by_id(self, ids: Sequence[str]) -> list[RunSummary]:
-        """The runs among ``ids``, in chunks that stay under SQLite's parameter limit."""
-        found: list[RunSummary] = []
-        ids = list(ids)
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            marks = ", ".join("?" * len(part))
-            rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", part)
-            found.extend(self._summary(row) for row in rows)
-        return self._caught_up(found)
-
-    def last_event_id(self) -> int:
-        """The newest event's global id."""
-        return self._query("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
-
-    def get_run(self, run_id: str) -> RunSummary:
-        """One run by id or by a unique prefix of its id."""
-        summary = self._summary(self._by_prefix("runs", _RUN_COLUMNS, run_id, "run"))
-        return self._caught_up([summary])[0]
-
-    def _caught_up(self, summaries: list[RunSummary]) -> list[RunSummary]:
-        """The summaries with the events their rows lag behind folded in (see
-        :meth:`write`); a finished run's row is never behind."""
-        working = [(s.id, s.last_seq) for s in summaries if s.status not in FINAL_STATUSES]
-        deltas: dict[str, RunDelta] = {}
-        for start in range(0, len(working), 400):  # two parameters each, under the limit
-            part = working[start : start + 400]
-            lag = ", ".join("(?, ?)" for _ in part)
-            rows = self._query(
-                f"WITH lag (id, after) AS (VALUES {lag}) SELECT lag.id, e.data FROM lag"
-                " JOIN runs r ON r.id = lag.id JOIN events e ON e.run_no = r.no"
-                " AND e.seq > lag.after ORDER BY e.run_no, e.seq",
-                [value for pair in part for value in pair],
-            )
-            deltas.update(folded(rows))
-        return [deltas[s.id].apply(s) if s.id in deltas else s for s in summaries]
-
-    def _catch_up_row(self, run_id: str) -> None:
-        """Rewrite the run's summary row from the events it lags (inside a transaction:
-        a process that died left it behind, and the new owner's rows build on it)."""
-        rows = self._db.execute(
-            "SELECT r.id, e.data FROM runs r JOIN events e ON e.run_no = r.no"
-            " AND e.seq > r.last_seq WHERE r.id = ? ORDER BY e.seq",
-            (run_id,),
-        )
-        for delta in folded(rows).values():
-            self._db.execute(_UPDATE_RUN, delta.row(run_id))
-
-    def _by_prefix(self, table: str, columns: str, key: str, what: str) -> tuple:
-        """The row whose id is ``key``, or the only one whose id starts with it."""
-        if not key.strip():
-            raise NotFound(f"give a {what} id (or the first characters of one)")
-        rows = self._query(
-            f"SELECT {columns} FROM {table} WHERE id >= ? AND id < ? LIMIT 2",
-            (key, key + "\uffff"),
-        )
-        exact = [r for r in rows if r[0] == key]
-        if exact:
-            return exact[0]
-        if not rows:
-            raise NotFound(f"no {what} {key!r} in {self.path}")
-        if len(rows) > 1:
-            raise NotFound(f"{what} id prefix {key!r} is ambiguous; give more characters")
-        return rows[0]
-
-    def _select(
-        self, table: str, columns: str, order: str, limit: int, **filters: object
-    ) -> list[tuple]:
-        """Rows of ``table`` matching the filters that are set (column = value)."""
-        set_ = {column: value for column, value in filters.items() if value}
-        clause = " AND ".join(f"{column} = ?" for column in set_)
-        where = f"WHERE {clause}" if clause else ""
-        return self._query(
-            f"SELECT {columns} FROM {table} {where} ORDER BY {order} LIMIT ?",
-            [*set_.values(), limit],
-        )
-
-    def events(self, run_id: str, *, after_seq: int = 0) -> list[BaseEvent]:
-        """The run's events in order."""
-        rows = self._query(
-            "SELECT data FROM events WHERE run_no = (SELECT no FROM runs WHERE id = ?)"
-            " AND seq > ? ORDER BY seq",
-            (run_id, after_seq),
-        )
-        return [parse_event(row[0]) for row in rows]
-
-    def events_since(self, after_id: int = 0, *, limit: int = 1000) -> list[StoredEvent]:
-        """Every run's events after global id ``after_id``, oldest first."""
-        rows = self._query(
-            "SELECT id, data FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
-        )
-        return [StoredEvent(id=row[0], event=parse_event(row[1])) for row in rows]
-
-    def escalations(
-        self, *, status: str | None = "waiting", run_id: str | None = None, limit: int = 100
-    ) -> list[Escalation]:
-        """Escalations, the riskiest and newest first."""
-        rows = self._select(
-            "escalations", _ESCALATION_COLUMNS, "risk DESC, created DESC", limit,
-            status=status, run_id=run_id,
-        )  # fmt: skip
-        return [self._escalation(row) for row in rows]
-
-    def get_escalation(self, escalation_id: str) -> Escalation:
-        """One escalation by id or unique id prefix."""
-        row = self._by_prefix("escalations", _ESCALATION_COLUMNS, escalation_id, "escalation")
-        return self._escalation(row)
-
-    def decide(
-        self,
-        escalation_id: str,
-        decision: str,
-        *,
-        by: str,
-        note: str = "",
-        text: str | None = None,
-    ) -> Escalation:
-        """Record a decision; the conditional UPDATE makes exactly one decider win."""
-        if decision not in ("approve", "edit", "reject"):
-            raise DecisionError(f"unknown decision {decision!r}: approve, edit or reject")
-        if decision == "edit" and text is None:
-            raise DecisionError("an edit needs the new text")
-        current = self.get_escalation(escalation_id)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                run_status = self._db.execute(
-                    "SELECT status FROM runs WHERE id = ?", (current.run_id,)
-                ).fetchone()
-                changed = self._db.execute(
-                    "UPDATE escalations SET status = ?, decided_by = ?, decided_at = ?,"
-                    " note = ?, text = ? WHERE id = ? AND status = 'waiting'",
-                    (decision, by, time.time(), note, text, current.id),
-                ).rowcount
-                if changed and run_status and run_status[0] in FINAL_STATUSES:
-                    self._db.rollback()
-                    raise DecisionError(
-                        f"escalation {current.id} no longer waits: its run {current.run_id}"
-                        f" has {run_status[0]}"
-                    )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.rollback()
-                raise StoreError(f"cannot record the decision in {self.path}: {exc}") from exc
-        decided = self.get_escalation(current.id)
-        if not changed and decided.status == "withdrawn":
-            raise DecisionError(f"escalation {current.id} no longer waits: {decided.note}")
-        if not changed:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(decided.decided_at or 0))
-            raise DecisionError(
-                f"escalation {current.id} was already decided: {decided.status} by"
-                f" {decided.decided_by} at {when}"
-            )
-        return decided
-
-    def request_cancel(self, run_id: str) -> RunSummary:
-        """Flag the run for cancellation. A queued run, or a stalled one (no process
-        executes it), is cancelled here and now; one that is executing stops within a
-        second, in its process."""
-        summary = self.get_run(run_id)
-        if summary.status in FINAL_STATUSES:
-            raise DecisionError(f"run {summary.id} has already {summary.status}")
-        # flagged first: a process that takes the run over meanwhile sees it
-        with self._lock:
-            self._db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))
-        if summary.status == "queued":
-            reason = "cancelled before it started"
-        elif summary.stalled:
-            reason = "cancelled while no process ran it"
-        else:
-            return self.get_run(summary.id)
-        event = RunCancelled(run_id=summary.id, seq=summary.last_seq + 1, ts=time.time(),
-                             reason=reason)  # fmt: skip
-        with contextlib.suppress(StoreError):  # taken over meanwhile: the flag stops it there
-            self.write([log_entry(event)])
-        return self.get_run(summary.id)
-
-    def prune(self, before: float, *, dry_run: bool = False) -> tuple[int, int]:
-        """Delete the runs that ended before ``before`` (a time), with their events and
-        escalations, in one transaction; return (runs, events). Unfinished runs are
-        never pruned; facts kept about subjects stay (forget them on their own)."""
-        finals = ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES))
-        chosen = f"SELECT no FROM runs WHERE status IN ({finals}) AND updated < ?"
-        runs, events = self._query(
-            f"SELECT COUNT(*), (SELECT COUNT(*) FROM events WHERE run_no IN ({chosen}))"
-            f" FROM runs WHERE no IN ({chosen})",
-            (before, before),
-        )[0]
-        if dry_run or not runs:
-            return runs, events
-        ids = f"SELECT id FROM runs WHERE no IN ({chosen})"
-        with self._lock, self._transaction():
-            self._db.execute(f"DELETE FROM events WHERE run_no IN ({chosen})", (before,))
-            self._db.execute(f"DELETE FROM escalations WHERE run_id IN ({ids})", (before,))
-            self._db.execute(f"DELETE FROM live_text WHERE run_id IN ({ids})", (before,))
-            self._db.execute(f"DELETE FROM runs WHERE no IN ({chosen})", (before,))
-        return runs, events
+    def _after_commit(self, data_bytes: int) -> None:
+        self._wal_bound.after_commit(self._db, data_bytes)
 
     def size(self) -> int:
         """Bytes the store takes on disk: its file and its write-ahead log."""
@@ -647,103 +106,8 @@ class SQLiteRunStore(RunStore):
             raise StoreError(f"cannot vacuum the run store {self.path}: {exc}") from exc
         return before, self.size()
 
-    def claim_queued(self, limit: int) -> list[RunSummary]:
-        """Take up to ``limit`` queued runs, oldest first; no two callers get the same run."""
-        if limit <= 0:
-            return []
-        with self._lock:
-            rows = self._db.execute(
-                "UPDATE runs SET status = 'running', owner = ?, heartbeat = ? WHERE id IN"
-                " (SELECT id FROM runs WHERE status = 'queued' ORDER BY created LIMIT ?)"
-                " RETURNING id",
-                (self.owner, time.time(), limit),
-            ).fetchall()
-        return [self.get_run(row[0]) for row in rows]
-
-    def take_over(self, run_id: str) -> None:
-        """Become the run's owner unless a live process holds it; raise RunBusy if one does."""
-        now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT owner, heartbeat FROM runs WHERE id = ?", (run_id,)
-                ).fetchone()
-                if row and row[0] != self.owner and lease_alive(row[0], row[1], now):
-                    raise RunBusy(
-                        f"run {run_id} is being executed by {row[0]} (alive {now - row[1]:.0f} s"
-                        " ago); resume it only after that process stops"
-                    )
-                self._db.execute(
-                    "UPDATE runs SET owner = ?, heartbeat = ? WHERE id = ?",
-                    (self.owner, now, run_id),
-                )
-                # text a dead process was streaming: nobody will settle it now
-                self._db.execute("DELETE FROM live_text WHERE run_id = ?", (run_id,))
-                self._catch_up_row(run_id)
-            except BaseException:
-                self._db.rollback()
-                raise
-            self._db.execute("COMMIT")
-
-    def orphaned(self) -> list[str]:
-        """Runs left running or waiting by a process that is gone, oldest first."""
-        now = time.time()
-        rows = self._query(
-            "SELECT id, owner, heartbeat FROM runs"
-            " WHERE status IN ('running', 'waiting_for_human') ORDER BY created"
-        )
-        return [r[0] for r in rows if r[1] == self.owner or not lease_alive(r[1], r[2], now)]
-
-    def heartbeat(self) -> None:
-        """Say that this owner's unfinished runs are still being executed."""
-        with self._lock:
-            self._db.execute(
-                "UPDATE runs SET heartbeat = ? WHERE owner = ?"
-                " AND status IN ('running', 'waiting_for_human')",
-                (time.time(), self.owner),
-            )
-
-    def cancel_requested(self, ids: Sequence[str]) -> list[str]:
-        """Those of ``ids`` flagged for cancellation."""
-        if not ids:
-            return []
-        marks = ", ".join("?" * len(ids))
-        rows = self._query(
-            f"SELECT id FROM runs WHERE cancel_requested = 1 AND id IN ({marks})", list(ids)
-        )
-        return [row[0] for row in rows]
-
-    def decided_among(self, ids: Sequence[str]) -> list[Escalation]:
-        """Those of ``ids`` that have a decision (the runner's poll for its waiting steps)."""
-        if not ids:
-            return []
-        marks = ", ".join("?" * len(ids))
-        rows = self._query(
-            f"SELECT {_ESCALATION_COLUMNS} FROM escalations"
-            f" WHERE id IN ({marks}) AND status != 'waiting'",
-            list(ids),
-        )
-        return [self._escalation(row) for row in rows]
-
-    @staticmethod
-    def _escalation(row: tuple) -> Escalation:
-        data = dict(zip(Escalation.model_fields, row, strict=True))
-        data["evidence"] = json.loads(data["evidence"] or "{}")
-        return Escalation(**data)
-
-    def close(self) -> None:
-        """Bring the summary rows up to date, stop the checkpointer, fold the WAL into
-        the database file and close."""
-        if self._behind:
-            with self._lock:
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    self._db.executemany(_UPDATE_RUN, [d.row(r) for r, d in self._behind.items()])
-                    self._db.execute("COMMIT")
-                except sqlite3.Error:  # the rows are a cache: readers fold the events in
-                    self._db.rollback()
-            self._behind = {}
+    def _close(self) -> None:
+        """Stop the checkpointer, fold the WAL into the database file and close."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
@@ -751,7 +115,3 @@ class SQLiteRunStore(RunStore):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._lock:
             self._db.close()
-
-    @staticmethod
-    def _summary(row: tuple) -> RunSummary:
-        return RunSummary(**dict(zip(RunSummary.model_fields, row, strict=True)))
