@@ -45,7 +45,7 @@ async def test_window_numbers(make_runtime, scripted, workspace):
     assert stats.runs == 2 and stats.counts == {"succeeded": 1, "failed": 1}
     assert stats.rate("succeeded") == 0.5 and stats.rate("failed") == 0.5
     assert stats.tokens == 10 and stats.escalation_rate == 0
-    later = Feed(feed.path, clock=lambda: max(r.created for r in feed.runs.values()) + 7200)
+    later = Feed(feed.location, clock=lambda: max(r.created for r in feed.runs.values()) + 7200)
     later.poll()
     assert later.stats(3600).runs == 0 and later.stats(86400).runs == 2
     feed.close()

@@ -34,7 +34,7 @@ from .store.base import RunStore
 from .store.eventlog import EventLog, Observer
 from .store.lease import new_owner
 from .store.live import LiveText
-from .store.sqlite import SQLiteRunStore
+from .store.open import open_store
 
 
 class Runtime:
@@ -58,11 +58,7 @@ class Runtime:
         self.registry: Registry = self.plugins.collect()
         self.store: RunStore | None = None
         if log_events:
-            self.store = SQLiteRunStore(
-                self.settings.store_path,
-                synchronous=self.settings.synchronous.upper(),
-                owner=new_owner(),
-            )
+            self.store = open_store(self.settings, owner=new_owner())
         self.log = EventLog(self.store)
         for name, observer in self.plugins.observers():
             self.log.subscribe(observer, name=name)

@@ -161,6 +161,11 @@ class Settings(BaseSettings):
     store: str = Field(
         default="runs.db", description="Run store file name, relative to the workspace."
     )
+    store_url: str | None = Field(
+        default=None,
+        description="A PostgreSQL URL (postgresql://user:password@host/db) for a run store"
+        " many workers share; unset: the workspace's SQLite file.",
+    )
     synchronous: Literal["normal", "full"] = Field(
         default="normal",
         description="SQLite durability: 'normal' survives a killed process, 'full' a power cut.",

@@ -26,7 +26,7 @@ from ..model import Model, ModelProvider, ModelRequest, ModelResponse, request_h
 from ..runtime import Runtime
 from ..settings import Settings, load_settings
 from ..store.base import MemoryItem
-from ..store.sqlite import SQLiteRunStore
+from ..store.open import open_store
 from ..tools import canonical_json
 
 
@@ -193,7 +193,7 @@ async def replay(
     :param plugins: extra plugin objects, as for :class:`~pilothouse.Runtime`
     """
     settings = settings or load_settings()
-    store = SQLiteRunStore(settings.store_path)
+    store = open_store(settings)
     try:
         summary = store.get_run(run_id)
         events = store.events(summary.id)

@@ -10,7 +10,7 @@ import click
 
 from ..settings import Settings, load_settings
 from ..store.base import RunStore
-from ..store.sqlite import SQLiteRunStore
+from ..store.open import open_store, store_exists
 
 DEMO_INPUT = (
     "Plan the launch campaign for the Helio 30 solar backpack: day hikers who need their"
@@ -47,13 +47,12 @@ class Context:
 
     def store(self) -> RunStore:
         """The workspace's run store; a clear error when no run was made yet."""
-        path = self.settings.store_path
-        if not path.exists():
+        if not store_exists(self.settings):
             raise click.ClickException(
-                f"no run store at {path}: no run has been made in this workspace yet"
-                " (try 'pilothouse demo')"
+                f"no run store at {self.settings.store_path}: no run has been made in this"
+                " workspace yet (try 'pilothouse demo')"
             )
-        return SQLiteRunStore(path)
+        return open_store(self.settings)
 
 
 pass_context = click.make_pass_decorator(Context)

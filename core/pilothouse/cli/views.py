@@ -69,9 +69,10 @@ def tui(obj: Context, serve: bool, host: str, port: int, allow_remote: bool, win
             Server(command, host=host, port=port, title="pilothouse").serve()
         return
     from ..redact import Redactor
+    from ..store.open import store_location
 
     app = MonitorApp(
-        Feed(settings.store_path),
+        Feed(store_location(settings)),
         redact=Redactor.from_settings(settings),
         decider=_decider(obj, None),
         window=window,

@@ -210,12 +210,9 @@ def prune(obj: Context, before: str, dry_run: bool, vacuum: bool) -> None:
     """Delete the runs that ended before a time, with their events and escalations
     (unfinished runs are never pruned; facts kept about subjects stay). The file
     keeps its size and reuses the space; --vacuum gives it back to the disk."""
-    from ..store.sqlite import SQLiteRunStore
-
     cutoff = _since(before)
     assert cutoff is not None
     store = obj.store()
-    assert isinstance(store, SQLiteRunStore)
     try:
         runs, events = store.prune(cutoff, dry_run=dry_run)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cutoff))

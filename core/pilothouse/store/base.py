@@ -297,5 +297,19 @@ class RunStore(abc.ABC):
         """Those of ``ids`` that have a decision (how a runner learns of decisions)."""
 
     @abc.abstractmethod
+    def prune(self, before: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Delete the runs that ended before ``before`` (a time), with their events and
+        escalations, at once; return (runs, events). Unfinished runs are never pruned;
+        facts kept about subjects stay."""
+
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Bytes the store takes on disk."""
+
+    @abc.abstractmethod
+    def vacuum(self) -> tuple[int, int]:
+        """Give the space of deleted rows back; return the size before and after."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the store's resources."""

@@ -65,7 +65,9 @@ class MonitorApp(App[None]):
         self.filter = RunFilter()
         self.clock = feed.clock
         self._fetching = False
-        self.sub_title = str(Path(feed.path).parent)
+        self.sub_title = (
+            str(feed.location.parent) if isinstance(feed.location, Path) else feed.shown
+        )
 
     # -- layout ----------------------------------------------------------------------
 

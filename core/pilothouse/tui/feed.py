@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..audits.failures import FailureInfo, describe_failure
 from ..events import FINAL_STATUSES, UNFINISHED_STATUSES, BaseEvent
+from ..settings import shown_url
 from ..store.base import Escalation, RunStore, RunSummary, StoredEvent
-from ..store.sqlite import SQLiteRunStore
+from ..store.open import is_url, open_location
 
 STATUSES = ("running", "waiting_for_human", "queued", "succeeded", "failed", "cancelled")
 #: how many events one poll reads at most; a backlog is caught up over several polls
@@ -152,12 +153,14 @@ class Feed:
 
     def __init__(
         self,
-        path: str | Path,
+        location: str | Path,
         *,
         max_runs: int = 2000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path)
+        #: the store's URL, or its SQLite file's path
+        self.location = location if is_url(location) else Path(location)
+        self.shown = shown_url(str(location)) if is_url(location) else str(location)
         self.max_runs = max_runs
         self.clock = clock
         self.store: RunStore | None = None
@@ -186,7 +189,7 @@ class Feed:
         try:
             return self._read_new()
         except Exception as exc:  # the file went away or is locked: say so, try again
-            return Batch(problem=f"cannot read the run store {self.path}: {exc}")
+            return Batch(problem=f"cannot read the run store {self.shown}: {exc}")
 
     def _read_new(self) -> Batch:
         assert self.store is not None
@@ -251,19 +254,20 @@ class Feed:
         return changes
 
     def _open(self) -> Batch:
-        if not self.path.parent.exists():
+        path = self.location
+        if isinstance(path, Path) and not path.parent.exists():
             return Batch(
-                problem=f"workspace {self.path.parent} does not exist: no run has been made"
+                problem=f"workspace {path.parent} does not exist: no run has been made"
                 " here yet (check --workspace). Start one and it shows here."
             )
-        if not self.path.exists():
+        if isinstance(path, Path) and not path.exists():
             return Batch(
-                problem=f"no run store at {self.path}: no run has been made in this workspace"
+                problem=f"no run store at {path}: no run has been made in this workspace"
                 " yet. Start one (pilothouse run CREW 'input', or pilothouse demo): it shows here."
             )
         store: RunStore | None = None
         try:
-            store = SQLiteRunStore(self.path)
+            store = open_location(self.location)
             # The high-water mark first: an event written meanwhile is read twice
             # (harmless), never missed.
             last_id = store.last_event_id()
@@ -278,7 +282,7 @@ class Feed:
         except Exception as exc:  # a damaged file: say so, keep watching
             if store is not None:
                 store.close()
-            return Batch(problem=f"cannot read the run store {self.path}: {exc}")
+            return Batch(problem=f"cannot read the run store {self.shown}: {exc}")
         batch.last_id = last_id
         return batch
 
