@@ -151,6 +151,41 @@ def openai_server(openai_app, monkeypatch):
     return app
 
 
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A private PostgreSQL 16 with pgvector for the whole session, from the pgserver
+    wheel (no system package, no server started by hand), on a Unix socket."""
+    import os
+    import warnings
+
+    runtime = tmp_path_factory.mktemp("xdg")
+    runtime.chmod(0o700)  # platformdirs warns (an error here) about a looser or no folder
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session's server: its URL."""
+    import uuid
+
+    import psycopg
+
+    admin = postgres_server.get_uri()
+    name = f"t{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    yield admin.replace("/postgres?", f"/{name}?")
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def scripted():
     """The scripted plugin; tests add tools, guardrails and replies to it."""
