@@ -80,7 +80,14 @@ class PostgresRunStore(SQLRunStore):
             migrate(conn)
         except psycopg.Error as exc:
             conn.close()
-            raise StoreError(f"cannot set up the run store in {self.location}: {exc}") from exc
+            text = " ".join(str(exc).split())
+            if "permission denied" in text:
+                raise StoreError(
+                    f"the user of {self.location} may not create the run store's tables"
+                    f" ({text}): grant it CREATE on the database's schema, or let an owner"
+                    " open the store once"
+                ) from None
+            raise StoreError(f"cannot set up the run store in {self.location}: {text}") from None
         self._db = _Connection(conn)
 
     def _json_field(self, column: str, key: str) -> str:
@@ -126,7 +133,8 @@ def connect(url: str) -> Any:
     except psycopg.OperationalError as exc:
         raise StoreError(_connect_failure(shown, str(exc))) from None
     except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to the run store {shown}: {exc}") from None
+        text = " ".join(str(exc).split())
+        raise StoreError(f"cannot connect to the run store {shown}: {text}") from None
 
 
 def _connect_failure(shown: str, message: str) -> str:
@@ -137,6 +145,8 @@ def _connect_failure(shown: str, message: str) -> str:
         who = f" as {user.group(1)}" if user else ""
         return (f"PostgreSQL refused the login{who} at {shown}: the password is wrong or"
                 " missing (check store_url)")  # fmt: skip
+    if "role" in text and "does not exist" in text:
+        return f"PostgreSQL has no such user at {shown}: check the user in store_url"
     if "does not exist" in text and "database" in text:
         return (f"the database in {shown} does not exist: create it (createdb) or name"
                 " another in store_url")  # fmt: skip

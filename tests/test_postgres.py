@@ -1,0 +1,98 @@
+"""pilothouse on PostgreSQL end to end: the same commands with PILOTHOUSE_STORE_URL set,
+and a connection that fails says why in one line (exit 6, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import pilothouse
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(args, cwd, url, **env):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    environment.update(PILOTHOUSE_STORE_URL=url, **env)
+    return subprocess.run([sys.executable, "-m", "pilothouse", *args], cwd=cwd,
+                          env=environment, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+async def test_a_crew_runs_on_postgres_and_the_log_is_there(workspace, postgres_url, monkeypatch):
+    monkeypatch.setenv("PILOTHOUSE_STORE_URL", postgres_url)
+    settings = pilothouse.load_settings()
+    async with pilothouse.Runtime(settings) as rt:
+        result = await rt.run("newsdesk", "Write up the Helio 30 launch")
+    assert result.ok, result.error
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute(
+            "SELECT type FROM events WHERE run_id = %s ORDER BY seq", (result.run_id,)
+        )
+        types = [t for (t,) in rows]
+        finished = db.execute("SELECT status, steps FROM runs WHERE id = %s",
+                              (result.run_id,)).fetchone()  # fmt: skip
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.count("step_finished") == result.steps and finished == ("succeeded", result.steps)
+    assert not (workspace / ".pilothouse" / "runs.db").exists()  # nothing went to SQLite
+
+
+def test_the_commands_read_and_decide_on_postgres(workspace, postgres_url):
+    done = _cli(["demo", "--wait", "0"], workspace, postgres_url)
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(_cli(["runs", "--json"], workspace, postgres_url).stdout)
+    assert [r["status"] for r in runs] == ["succeeded"] and runs[0]["crew"] == "marketing"
+    shown = _cli(["show", runs[0]["id"][:6]], workspace, postgres_url)
+    assert shown.returncode == 0 and "step_finished" not in shown.stderr
+    assert "compliance" in shown.stdout
+    config = _cli(["config", "--json"], workspace, postgres_url)
+    rows = {r["name"]: r for r in json.loads(config.stdout)}
+    assert rows["store_url"]["source"] == "env PILOTHOUSE_STORE_URL"
+
+
+def test_a_password_in_the_url_is_never_shown(workspace, postgres_server):
+    url = postgres_server.get_uri().replace("postgres:@", "postgres:s3cret-pw@")
+    config = _cli(["config"], workspace, url)
+    assert "s3cret-pw" not in config.stdout + config.stderr and "********" in config.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://pilot:pw@127.0.0.1:9/db", "nothing listens there"),
+        ("mysql://pilot@127.0.0.1/db", "is not a PostgreSQL URL"),
+    ],
+)
+def test_a_store_that_cannot_be_reached_says_why(workspace, url, said):
+    done = _cli(["runs"], workspace, url)
+    assert done.returncode == 6 if "nothing" in said else done.returncode == 3, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and said in lines[0], done.stderr
+    assert "pw@" not in done.stderr  # the password stays masked in the message
+    assert not (workspace / ".pilothouse" / "runs.db").exists()
+
+
+def test_a_wrong_password_is_named_as_such(workspace, postgres_server):
+    admin = postgres_server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute("DROP ROLE IF EXISTS pilot")
+        db.execute("CREATE ROLE pilot LOGIN PASSWORD 'right'")
+        hba = db.execute("SHOW hba_file").fetchone()[0]
+        rules = Path(hba).read_text()
+        if "local all pilot scram-sha-256" not in rules:  # the server trusts everyone else
+            Path(hba).write_text("local all pilot scram-sha-256\n" + rules)
+            db.execute("SELECT pg_reload_conf()")
+    url = admin.replace("postgres:@", "pilot:wrong@")
+    done = _cli(["runs"], workspace, url)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 6 and len(lines) == 1, done.stderr
+    assert "the password is wrong or missing" in lines[0] and ":wrong@" not in lines[0]
+    right = _cli(["runs"], workspace, admin.replace("postgres:@", "pilot:right@"))
+    lines = [line for line in right.stderr.splitlines() if line.strip()]
+    # the right password gets in; a user who may not create tables is told so
+    assert right.returncode == 6 and len(lines) == 1 and "may not create" in lines[0], right.stderr
