@@ -8,7 +8,6 @@ portal show the same numbers.
 from __future__ import annotations
 
 import calendar
-import sqlite3
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -18,7 +17,8 @@ from typing import Literal
 from pydantic import BaseModel
 
 from ..settings import Budget
-from ..store.base import AUDIT_SUBJECT
+from ..store.base import RunStore
+from ..store.open import open_location
 
 GroupBy = Literal["crew", "persona", "model", "day"]
 
@@ -92,13 +92,13 @@ class Metrics(BaseModel):
         return data
 
 
-def budget_alerts(path: str | Path, budgets: dict[str, Budget]) -> list[str]:
+def budget_alerts(source: RunStore | str | Path, budgets: dict[str, Budget]) -> list[str]:
     """Crews whose spend today (UTC) is over their daily budget, said in words."""
     if not budgets:
         return []
     start = calendar.timegm(time.strptime(time.strftime("%Y-%m-%d", time.gmtime()), "%Y-%m-%d"))
     alerts = []
-    for m in compute(path, by="crew", since=start, audits=True):  # their spend is real
+    for m in compute(source, by="crew", since=start, audits=True):  # their spend is real
         budget = budgets.get(m.group)
         if budget is None:
             continue
@@ -121,7 +121,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def compute(
-    path: str | Path,
+    source: RunStore | str | Path,
     *,
     by: GroupBy = "crew",
     crew: str | None = None,
@@ -132,58 +132,46 @@ def compute(
 
     The runs audits make (subject ``audit:...``) are left out unless ``audits`` is set:
     a hundred blocked hostile inputs say nothing about how the fleet does its work."""
-    return compute_groupings(path, (by,), crew=crew, since=since, audits=audits)[by]
+    return compute_groupings(source, (by,), crew=crew, since=since, audits=audits)[by]
 
 
 def compute_groupings(
-    path: str | Path,
+    source: RunStore | str | Path,
     groupings: Sequence[GroupBy],
     *,
     crew: str | None = None,
     since: float | None = None,
     audits: bool = False,
 ) -> dict[GroupBy, list[Metrics]]:
-    """:func:`compute` for several groupings in one read of the log."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    """:func:`compute` for several groupings in one read of the log (``source``: a run
+    store, or where one is: a SQLite file's path or a PostgreSQL URL)."""
+    store = source if isinstance(source, RunStore) else open_location(source)
     try:
-        where, args = ["1 = 1"], []
-        if crew:
-            where.append("crew = ?")
-            args.append(crew)
-        if since is not None:
-            where.append("created >= ?")
-            args.append(since)
-        if not audits:  # nor replays: they check a crew too
-            where.append("COALESCE(subject, '') NOT LIKE ? AND replay_of IS NULL")
-            args.append(f"{AUDIT_SUBJECT}%")
-        runs = db.execute(
-            f"SELECT id, crew, status, created FROM runs WHERE {' AND '.join(where)}", args
-        ).fetchall()
-        tallies = {by: _Tally(by, {r[0]: r for r in runs}) for by in groupings}
-        for tally in tallies.values():
-            tally.count_runs(runs)
-        # SQLite reads the fields out of the JSON: far cheaper than parsing every event
-        fields = ("persona", "model", "error", "usage.input_tokens", "usage.output_tokens",
-                  "cost_usd", "latency_ms", "queued_ms", "by", "decision")  # fmt: skip
-        columns = ", ".join(f"json_extract(data, '$.{f}')" for f in fields)
-        rows = db.execute(
-            f"SELECT run_id, step_id, type, {columns} FROM events WHERE type IN ('step_started',"
-            " 'model_call', 'escalation_raised', 'escalation_decided')"
-            f" AND run_id IN (SELECT id FROM runs WHERE {' AND '.join(where)}) ORDER BY id",
-            args,
-        )
-        personas: dict[tuple[str, str | None], str] = {}
-        for row in rows:
-            run_id, step_id, kind, persona = row[:4]
-            if kind == "step_started":
-                personas[(run_id, step_id)] = persona
-                continue
-            persona = persona or personas.get((run_id, step_id))
-            for tally in tallies.values():
-                tally.add(row, persona)
-        return {by: tally.metrics() for by, tally in tallies.items()}
+        runs, rows = store.metric_facts(_FIELDS, crew=crew, since=since, audits=audits)
     finally:
-        db.close()
+        if store is not source:
+            store.close()
+    tallies = {by: _Tally(by, {r[0]: r for r in runs}) for by in groupings}
+    for tally in tallies.values():
+        tally.count_runs(runs)
+    personas: dict[tuple[str, str | None], str] = {}
+    for row in rows:
+        run_id, step_id, kind, persona = row[:4]
+        if kind == "step_started":
+            personas[(run_id, step_id)] = persona
+            continue
+        persona = persona or personas.get((run_id, step_id))
+        for tally in tallies.values():
+            tally.add(row, persona)
+    return {by: tally.metrics() for by, tally in tallies.items()}
+
+
+#: what the metrics read of each event: a dotted path into its JSON, and whether a number
+_FIELDS = (
+    ("persona", False), ("model", False), ("error", False), ("usage.input_tokens", True),
+    ("usage.output_tokens", True), ("cost_usd", True), ("latency_ms", True),
+    ("queued_ms", True), ("by", False), ("decision", False),
+)  # fmt: skip
 
 
 class _Tally:

@@ -199,9 +199,13 @@ def metrics(
     endpoint's own limits)."""
     from ..audits.metrics import budget_alerts, compute
 
-    obj.store().close()  # a clear error when there is no run store
-    rows = compute(obj.settings.store_path, by=by, crew=crew, since=_since(since), audits=audits)  # type: ignore[arg-type]
-    for alert in budget_alerts(obj.settings.store_path, obj.settings.budgets):
+    store = obj.store()  # a clear error when there is no run store
+    try:
+        rows = compute(store, by=by, crew=crew, since=_since(since), audits=audits)  # type: ignore[arg-type]
+        alerts = budget_alerts(store, obj.settings.budgets)
+    finally:
+        store.close()
+    for alert in alerts:
         click.secho(f"budget alert: {alert}", fg="red", err=True)
     if as_json:
         click.echo(json.dumps([m.as_dict() for m in rows], indent=2))

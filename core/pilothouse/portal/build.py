@@ -136,10 +136,7 @@ class Portal:
 
     def _ops(self) -> dict[str, list[Metrics]]:
         """The LLM-ops numbers by crew and by model, as ``pilothouse metrics`` computes them."""
-        path = Path(self.store.location)
-        if not path.is_file():  # a store that is not a SQLite file: the digests still count
-            return {}
-        return dict(compute_groupings(path, ("crew", "model"), since=self.since))
+        return dict(compute_groupings(self.store, ("crew", "model"), since=self.since))
 
     def _write(self, path: Path, text: str) -> None:
         """Write ``text`` unless the file already holds it (its mtime then stays)."""

@@ -297,6 +297,24 @@ class RunStore(abc.ABC):
         """Those of ``ids`` that have a decision (how a runner learns of decisions)."""
 
     @abc.abstractmethod
+    def metric_facts(
+        self,
+        fields: Sequence[tuple[str, bool]],
+        *,
+        crew: str | None = None,
+        since: float | None = None,
+        audits: bool = False,
+    ) -> tuple[list[tuple], list[tuple]]:
+        """What the LLM-ops metrics add up, read in two queries rather than event by event.
+
+        Returns the runs created since ``since`` (of ``crew``; the runs audits and
+        replays made only with ``audits``) as ``(id, crew, status, created)``, and
+        their step-start, model-call and escalation events in log order as
+        ``(run_id, step_id, type, *fields)``: each of ``fields`` is a dotted path into
+        the event's JSON and whether it is a number (None where the event has none).
+        """
+
+    @abc.abstractmethod
     def prune(self, before: float, *, dry_run: bool = False) -> tuple[int, int]:
         """Delete the runs that ended before ``before`` (a time), with their events and
         escalations, at once; return (runs, events). Unfinished runs are never pruned;

@@ -93,6 +93,13 @@ class PostgresRunStore(SQLRunStore):
     def _json_field(self, column: str, key: str) -> str:
         return f"({column}::jsonb ->> '{key}')"
 
+    def _json_doc(self, column: str) -> str:
+        return f"{column}::jsonb"
+
+    def _json_get(self, doc: str, path: str, number: bool) -> str:
+        value = f"({doc} #>> '{{{path.replace('.', ',')}}}')"
+        return f"{value}::float8" if number else value
+
     def _prefix(self, column: str, key: str) -> tuple[str, tuple[object, ...]]:
         return f"starts_with({column}, ?)", (key,)
 

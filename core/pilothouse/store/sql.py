@@ -22,7 +22,15 @@ from ..events import (
     parse_event,
 )
 from . import summaries
-from .base import AuditRecord, Escalation, MemoryItem, RunStore, RunSummary, StoredEvent
+from .base import (
+    AUDIT_SUBJECT,
+    AuditRecord,
+    Escalation,
+    MemoryItem,
+    RunStore,
+    RunSummary,
+    StoredEvent,
+)
 from .lease import lease_alive
 from .summaries import RunDelta, folded
 
@@ -129,6 +137,14 @@ class SQLRunStore(RunStore):
     def _json_field(self, column: str, key: str) -> str:
         """SQL for the text of top-level ``key`` of the JSON in ``column``."""
         return f"json_extract({column}, '$.{key}')"
+
+    def _json_doc(self, column: str) -> str:
+        """SQL for a JSON text column as a document that :meth:`_json_get` reads from."""
+        return column
+
+    def _json_get(self, doc: str, path: str, number: bool) -> str:
+        """SQL for the value at the dotted ``path`` of ``doc`` (a number when ``number``)."""
+        return f"json_extract({doc}, '$.{path}')"
 
     def _prefix(self, column: str, key: str) -> tuple[str, tuple[object, ...]]:
         """SQL and arguments matching the rows whose ``column`` starts with ``key``."""
@@ -586,6 +602,38 @@ class SQLRunStore(RunStore):
         with contextlib.suppress(StoreError):  # taken over meanwhile: the flag stops it there
             self.write([log_entry(event)])
         return self.get_run(summary.id)
+
+    def metric_facts(
+        self,
+        fields: Sequence[tuple[str, bool]],
+        *,
+        crew: str | None = None,
+        since: float | None = None,
+        audits: bool = False,
+    ) -> tuple[list[tuple], list[tuple]]:
+        """See :meth:`RunStore.metric_facts`: the database reads the fields out of the
+        JSON, far cheaper than parsing every event."""
+        where, args = ["1 = 1"], []
+        if crew:
+            where.append("crew = ?")
+            args.append(crew)
+        if since is not None:
+            where.append("created >= ?")
+            args.append(since)
+        if not audits:  # nor replays: they check a crew too
+            where.append("COALESCE(subject, '') NOT LIKE ? AND replay_of IS NULL")
+            args.append(f"{AUDIT_SUBJECT}%")
+        chosen = " AND ".join(where)
+        runs = self._query(f"SELECT id, crew, status, created FROM runs WHERE {chosen}", args)
+        columns = ", ".join(self._json_get("doc", path, number) for path, number in fields)
+        rows = self._query(
+            f"SELECT run_id, step_id, type, {columns} FROM (SELECT id, run_id, step_id, type,"
+            f" {self._json_doc('data')} AS doc FROM events WHERE type IN ('step_started',"
+            " 'model_call', 'escalation_raised', 'escalation_decided')"
+            f" AND run_id IN (SELECT id FROM runs WHERE {chosen})) AS e ORDER BY id",
+            args,
+        )
+        return runs, rows
 
     def prune(self, before: float, *, dry_run: bool = False) -> tuple[int, int]:
         """Delete the runs that ended before ``before`` (a time), with their events and
