@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import psycopg
 import pytest
 
@@ -96,3 +97,57 @@ def test_a_wrong_password_is_named_as_such(workspace, postgres_server):
     lines = [line for line in right.stderr.splitlines() if line.strip()]
     # the right password gets in; a user who may not create tables is told so
     assert right.returncode == 6 and len(lines) == 1 and "may not create" in lines[0], right.stderr
+
+
+def test_metrics_on_postgres_are_sqlites(workspace, postgres_url, tmp_path):
+    """The same offline demo in a SQLite workspace and on PostgreSQL: the same numbers."""
+    sqlite_side = tmp_path / "sqlite-side"
+    sqlite_side.mkdir()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    for args in (["demo", "--wait", "0"], ["metrics", "--json"]):
+        command = [sys.executable, "-m", "pilothouse", *args]
+        local = subprocess.run(command, cwd=sqlite_side, env=environment, capture_output=True,
+                               text=True, timeout=120)  # fmt: skip
+        remote = _cli(args, workspace, postgres_url)
+        assert local.returncode == remote.returncode == 0, local.stderr + remote.stderr
+    mine, theirs = json.loads(remote.stdout), json.loads(local.stdout)
+
+    def counted(rows):
+        return [{k: v for k, v in row.items() if "latency" not in k and "queued" not in k}
+                for row in rows]  # fmt: skip
+
+    assert counted(mine) == counted(theirs)
+    assert mine[0]["runs"] == 1 and mine[0]["model_calls"] >= 4 and mine[0]["escalations"] == 1
+
+
+def test_the_portal_builds_from_postgres(workspace, postgres_url):
+    # the server trusts local users: the password is there to be kept out of the pages
+    postgres_url = postgres_url.replace("postgres:@", "postgres:s3cret-pw@")
+    assert _cli(["demo", "--wait", "0"], workspace, postgres_url).returncode == 0
+    run_id = json.loads(_cli(["runs", "--json"], workspace, postgres_url).stdout)[0]["id"]
+    built = _cli(["portal", "build"], workspace, postgres_url)
+    assert built.returncode == 0, built.stderr
+    site = workspace / ".pilothouse" / "portal" / "site"
+    page = next(site.rglob(f"*{run_id}*/index.html"), None) or next(site.rglob(f"*{run_id}*.html"))
+    assert "compliance" in page.read_text()
+    home = (site / "index.html").read_text()
+    assert "marketing" in home
+    assert not [p for p in site.rglob("*.html") if "s3cret-pw" in p.read_text()]
+
+
+async def test_the_monitor_follows_a_postgres_store(workspace, postgres_url):
+    from textual.widgets import DataTable
+
+    from pilothouse.tui import Feed, MonitorApp
+
+    postgres_url = postgres_url.replace("postgres:@", "postgres:s3cret-pw@")
+    assert _cli(["demo", "--wait", "0"], workspace, postgres_url).returncode == 0
+    app = MonitorApp(Feed(postgres_url), poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        runs = app.query_one("#runs", DataTable)
+        with anyio.fail_after(30):
+            while runs.row_count != 1:
+                await pilot.pause(0.05)
+        row = " ".join(str(cell) for cell in runs.get_row_at(0))
+        assert "marketing" in row and "succeeded" in row
+        assert "s3cret-pw" not in str(app.sub_title) and "****" in str(app.sub_title)
