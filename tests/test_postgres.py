@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -151,3 +153,85 @@ async def test_the_monitor_follows_a_postgres_store(workspace, postgres_url):
         row = " ".join(str(cell) for cell in runs.get_row_at(0))
         assert "marketing" in row and "succeeded" in row
         assert "s3cret-pw" not in str(app.sub_title) and "****" in str(app.sub_title)
+
+
+FLEET_CREW = """
+[flow]
+steps = ["a", "b", "c", "d"]
+[personas.a]
+instructions = "You are the first."
+[personas.b]
+instructions = "You are the second."
+[personas.c]
+instructions = "You are the third."
+[personas.d]
+instructions = "You are the fourth."
+"""
+
+
+def test_workers_on_many_machines_share_one_queue_and_survive_kills(workspace, postgres_url):
+    """Processes stand for machines: 4 workers on one PostgreSQL take 300 queued runs;
+    two are killed (-9) midway and one more starts. Every run succeeds, every step
+    finishes exactly once, and the killed workers' runs are taken over."""
+    from pilothouse.store.open import open_location
+
+    (workspace / "crews").mkdir()
+    (workspace / "crews" / "fleet.toml").write_text(FLEET_CREW)
+    queue = pilothouse.Runtime(pilothouse.load_settings(store_url=postgres_url))
+    try:
+        ids = [queue.queue("fleet", f"job {i}") for i in range(300)]
+    finally:
+        queue.store.close()  # type: ignore[union-attr]
+
+    def finished() -> int:
+        with psycopg.connect(postgres_url) as db:
+            return db.execute("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
+
+    def start_worker():
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+        environment.update(PILOTHOUSE_STORE_URL=postgres_url, PILOTHOUSE_OFFLINE_DELAY_MS="40")
+        return subprocess.Popen([sys.executable, "-m", "pilothouse", "worker", "-c", "12"],
+                                cwd=workspace, env=environment, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+
+    workers = [start_worker() for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 180
+        while finished() < 60:  # midway: the work is spread over every worker by now
+            assert time.monotonic() < deadline, "the workers did not get going"
+            time.sleep(0.05)
+        for victim in workers[:2]:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=30)
+        killed = finished()
+        workers.append(start_worker())
+        while finished() < len(ids):
+            assert time.monotonic() < deadline, f"{finished()} of {len(ids)} runs finished"
+            time.sleep(0.1)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=60)
+    assert killed < len(ids)  # the kills landed with work left to do
+    store = open_location(postgres_url)
+    try:
+        assert {r.status for r in store.list_runs(limit=1000)} == {"succeeded"}
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as db:
+        per_step = db.execute(
+            "SELECT run_id, step_id, COUNT(*) FROM events WHERE type = 'step_finished'"
+            " GROUP BY run_id, step_id"
+        ).fetchall()
+        gaps = db.execute(
+            "SELECT run_id FROM events GROUP BY run_id HAVING MAX(seq) != COUNT(*)"
+        ).fetchall()
+        resumed = db.execute("SELECT COUNT(*) FROM events WHERE type = 'run_resumed'").fetchone()
+        owners = db.execute("SELECT COUNT(DISTINCT owner) FROM runs").fetchone()[0]
+        corrupt = db.execute("SELECT COUNT(*) FROM events e LEFT JOIN runs r ON r.no = e.run_no"
+                             " WHERE r.id IS NULL OR r.id != e.run_id").fetchone()  # fmt: skip
+    assert len(per_step) == 4 * len(ids) and {n for _, _, n in per_step} == {1}  # once each
+    assert gaps == [] and corrupt == (0,)  # every run's events 1..n, each under its run
+    assert resumed[0] >= 1 and owners >= 4  # the killed workers' runs went on elsewhere

@@ -25,7 +25,7 @@ from .engine.escalation import DecisionWatcher
 from .engine.runs import Engine
 from .engine.runstate import RunResult, new_run_id
 from .engine.watchdog import LoopWatchdog
-from .errors import ConfigError, NotFound, PilothouseError
+from .errors import ConfigError, NotFound, PilothouseError, RunBusy
 from .events import FINAL_EVENTS, FINAL_STATUSES, RunQueued, log_entry
 from .plugins import Plugins
 from .registry import Registry
@@ -269,6 +269,8 @@ class Runtime:
                             after_seq=1,
                         )
                     done += 1
+                except RunBusy:
+                    pass  # another worker took the stalled run over first: it is in hand
                 except PilothouseError as exc:
                     logging.getLogger("pilothouse").error("run %s: %s", run_id, exc)
                     # one that can never start as things are is failed, not left running;
@@ -280,16 +282,20 @@ class Runtime:
                     active.discard(run_id)
 
         async with anyio.create_task_group() as tg:
-            for run_id in self.unfinished():
-                active.add(run_id)
-                tg.start_soon(execute, run_id, True)
             while True:
+                # Runs another worker left behind (it was killed, its machine lost):
+                # whoever sees one first takes it over (the store's lease decides).
+                stalled = [r for r in await anyio.to_thread.run_sync(self.unfinished)
+                           if r not in active]  # fmt: skip
+                for run_id in stalled[: max(0, concurrency - len(active))]:
+                    active.add(run_id)
+                    tg.start_soon(execute, run_id, True)
                 free = concurrency - len(active)
                 claimed = await anyio.to_thread.run_sync(store.claim_queued, free) if free else []
                 for summary in claimed:
                     active.add(summary.id)
                     tg.start_soon(execute, summary.id, False)
-                if once and not active and not claimed:
+                if once and not active and not claimed and not stalled:
                     return done
                 await anyio.sleep(poll)
 
