@@ -235,3 +235,80 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(workspace, p
     assert len(per_step) == 4 * len(ids) and {n for _, _, n in per_step} == {1}  # once each
     assert gaps == [] and corrupt == (0,)  # every run's events 1..n, each under its run
     assert resumed[0] >= 1 and owners >= 4  # the killed workers' runs went on elsewhere
+
+
+async def test_decisions_and_cancels_from_another_machine_arrive_by_notification(
+    workspace, postgres_url, monkeypatch, scripted
+):
+    """The runner waits on LISTEN with no poll in between (quiet_s is longer than the
+    test may take): a decision and a cancel made by other processes (the CLI) reach
+    their runs through NOTIFY."""
+    from conftest import FlagWord, crew, text_reply
+
+    monkeypatch.setenv("PILOTHOUSE_STORE_URL", postgres_url)
+    scripted.guardrails.append(FlagWord())
+    scripted.provider.enqueue(text_reply("a risky plan"))
+    writer = {"instructions": "Write.", "guardrails": {"output": ["flag_word"]}}
+    flagging = crew({"type": "sequential", "steps": ["writer"]}, {"writer": writer})
+    settings = pilothouse.load_settings(default_model="scripted")
+    results: dict[str, pilothouse.RunResult] = {}
+    async with pilothouse.Runtime(settings, plugins=[scripted, _WaitingPlugin()]) as rt:
+        assert rt.engine.decisions is not None
+        rt.engine.decisions.quiet_s = 600  # only a notification can wake it in time
+        rt.engine.decisions.interval = 600
+
+        async def go(name, task, run_crew):
+            results[name] = await rt.run(run_crew, task)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go, "decided", "write", flagging)
+            with anyio.fail_after(30):
+                while not rt.store.escalations():  # type: ignore[union-attr]
+                    await anyio.sleep(0.02)
+            escalation = rt.store.escalations()[0]  # type: ignore[union-attr]
+            approve = ["approve", escalation.id, "--by", "ana"]
+            decided = await anyio.to_thread.run_sync(lambda: _cli(approve, workspace, postgres_url))
+            assert decided.returncode == 0, decided.stderr
+            with anyio.fail_after(30):  # woken by NOTIFY: no poll comes for 600 s
+                while "decided" not in results:
+                    await anyio.sleep(0.02)
+
+            slow = crew({"type": "sequential", "steps": ["sleeper"]},
+                        {"sleeper": {"model": "waiting:forever"}})  # fmt: skip
+            tg.start_soon(go, "cancelled", "sleep", slow)
+            with anyio.fail_after(30):
+                while not rt.engine.executing():
+                    await anyio.sleep(0.02)
+            run_id = rt.engine.executing()[0]
+            cancel = ["cancel", run_id]
+            done = await anyio.to_thread.run_sync(lambda: _cli(cancel, workspace, postgres_url))
+            assert done.returncode == 0, done.stderr
+            with anyio.fail_after(30):
+                while "cancelled" not in results:
+                    await anyio.sleep(0.02)
+    assert results["decided"].ok and results["decided"].output == "a careful plan"
+    assert results["cancelled"].status == "cancelled"
+
+
+class _Waiting(pilothouse.Model):
+    """A model that never answers (until its run is cancelled)."""
+
+    provider, name = "waiting", "forever"
+
+    async def complete(self, request):
+        await anyio.sleep_forever()
+
+
+class _WaitingProvider(pilothouse.ModelProvider):
+    name = "waiting"
+
+    def model(self, name):
+        return _Waiting()
+
+
+class _WaitingPlugin:
+    __name__ = "waiting"
+
+    @pilothouse.hookimpl
+    def register_models(self, register):
+        register(_WaitingProvider())

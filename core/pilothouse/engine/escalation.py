@@ -10,14 +10,18 @@ process sharing the store) and wakes those steps. Nothing busy-polls.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
 
 from ..crew import EscalationRules
-from ..errors import DecisionError
-from ..store.base import Escalation, RunStore
+from ..errors import DecisionError, StoreError
+from ..repeats import Repeats
+from ..store.base import Escalation, Listener, RunStore
+
+log = logging.getLogger("pilothouse.engine.escalation")
 
 POLICY_DECIDER = "policy:timeout"
 
@@ -30,14 +34,19 @@ class DecisionWatcher:
         store: RunStore,
         *,
         interval: float = 0.25,
+        quiet_s: float = 5.0,
         on_cancel: Callable[[str, str], object] | None = None,
         active: Callable[[], list[str]] | None = None,
     ) -> None:
         self.store = store
         self.interval = interval
+        #: with a store that announces decisions: how long to wait for one before
+        #: asking the store anyway
+        self.quiet_s = quiet_s
         #: ``on_cancel(run_id, reason)`` for runs cancelled from another process
         self.on_cancel = on_cancel
         self.active = active
+        self._faults = Repeats()
         self._waiting: dict[str, anyio.Event] = {}
         self._decided: dict[str, Escalation] = {}
 
@@ -64,18 +73,46 @@ class DecisionWatcher:
             self._decided.pop(escalation_id, None)
 
     async def run(self) -> None:
-        """The polling loop; run it in the runtime's task group."""
-        while True:
+        """The loop; run it in the runtime's task group. Where the store announces
+        decisions and cancel requests (PostgreSQL's NOTIFY), it waits for those and
+        asks the store only then (and every ``quiet_s`` in case a notice was lost);
+        elsewhere it asks every ``interval``."""
+        listener = self.store.listener()
+        try:
+            while True:
+                await self._next(listener)
+                await self._check()
+        finally:
+            if listener is not None:
+                with anyio.CancelScope(shield=True):
+                    await listener.aclose()
+
+    async def _next(self, listener: Listener | None) -> None:
+        """Until there may be news."""
+        if listener is None:
             await anyio.sleep(self.interval)
-            running = self.active() if self.active is not None else []
-            if running and self.on_cancel is not None:
-                for run_id in await anyio.to_thread.run_sync(self.store.cancel_requested, running):
-                    self.on_cancel(run_id, "cancelled by request")
-            if not self._waiting:
-                continue
-            ids = list(self._waiting)
-            for escalation in await anyio.to_thread.run_sync(self.store.decided_among, ids):
-                event = self._waiting.get(escalation.id)
-                if event is not None:
-                    self._decided[escalation.id] = escalation
-                    event.set()
+            return
+        try:
+            await listener.wait(self.quiet_s)
+        except StoreError as exc:  # the server away: ask it again soon, say so now and then
+            count = self._faults.note("listen")
+            if count is not None:
+                again = f" ({count} more time(s))" if count else ""
+                log.warning("%s%s; asking the run store every %g s meanwhile", exc, again,
+                            self.interval)  # fmt: skip
+            await anyio.sleep(self.interval)
+
+    async def _check(self) -> None:
+        """Carry the cancel requests and decisions the store holds to the runs here."""
+        running = self.active() if self.active is not None else []
+        if running and self.on_cancel is not None:
+            for run_id in await anyio.to_thread.run_sync(self.store.cancel_requested, running):
+                self.on_cancel(run_id, "cancelled by request")
+        if not self._waiting:
+            return
+        ids = list(self._waiting)
+        for escalation in await anyio.to_thread.run_sync(self.store.decided_among, ids):
+            event = self._waiting.get(escalation.id)
+            if event is not None:
+                self._decided[escalation.id] = escalation
+                event.set()

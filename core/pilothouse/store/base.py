@@ -145,6 +145,24 @@ class StoredEvent(BaseModel):
     event: BaseEvent
 
 
+class Listener(abc.ABC):
+    """News from other processes sharing a store, as they happen: what a process that
+    waits for decisions or cancel requests (or follows the log) listens to instead of
+    asking the store again and again."""
+
+    #: a decision was recorded, a cancel was requested, events were committed
+    CHANNELS = ("decisions", "cancels", "events")
+
+    @abc.abstractmethod
+    async def wait(self, timeout: float) -> set[str]:
+        """The channels that had news within ``timeout`` seconds (empty: none came).
+        Raise :class:`~pilothouse.errors.StoreError` when the store cannot be heard."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Stop listening."""
+
+
 class RunStore(abc.ABC):
     """Append-only event log plus a per-run summary. Methods are synchronous and
     thread-safe, but :meth:`commit`, the engine's write path, which the async engine
@@ -295,6 +313,11 @@ class RunStore(abc.ABC):
     @abc.abstractmethod
     def decided_among(self, ids: Sequence[str]) -> list[Escalation]:
         """Those of ``ids`` that have a decision (how a runner learns of decisions)."""
+
+    def listener(self) -> Listener | None:
+        """A :class:`Listener` for news from other processes, or None when the store
+        has no way to announce it (readers then ask again every fraction of a second)."""
+        return None
 
     @abc.abstractmethod
     def metric_facts(

@@ -19,6 +19,7 @@ import anyio.to_thread
 from ..errors import StoreError
 from ..events import LogEntry
 from ..settings import shown_url
+from .base import Listener
 from .sql import START_RUN, SQLRunStore
 
 try:
@@ -72,6 +73,7 @@ class PostgresRunStore(SQLRunStore):
 
     def __init__(self, url: str, *, owner: str | None = None) -> None:
         super().__init__(shown_url(url), owner=owner)
+        self._url = url
         self._errors = (psycopg.Error,) if psycopg is not None else ()
         conn = connect(url)
         try:
@@ -92,6 +94,14 @@ class PostgresRunStore(SQLRunStore):
 
     def _json_field(self, column: str, key: str) -> str:
         return f"({column}::jsonb ->> '{key}')"
+
+    def _announce(self, channel: str) -> None:
+        # delivered when the transaction commits (at once outside one)
+        self._db.execute("SELECT pg_notify(?, '')", (f"pilothouse_{channel}",))
+
+    def listener(self) -> Listener:
+        """LISTEN on the store's channels, on a connection of its own."""
+        return _PgListener(self._url)
 
     def _json_doc(self, column: str) -> str:
         return f"{column}::jsonb"
@@ -124,6 +134,37 @@ class PostgresRunStore(SQLRunStore):
         except psycopg.Error as exc:
             raise StoreError(f"cannot vacuum the run store {self.location}: {exc}") from exc
         return before, self.size()
+
+
+class _PgListener(Listener):
+    """LISTEN/NOTIFY on an async connection of its own (it never holds the event loop)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+
+    async def wait(self, timeout: float) -> set[str]:
+        try:
+            if self._conn is None:
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=10
+                )
+                for channel in self.CHANNELS:
+                    await self._conn.execute(f"LISTEN pilothouse_{channel}")
+            heard = set()
+            async for notice in self._conn.notifies(timeout=timeout, stop_after=1):
+                heard.add(notice.channel.removeprefix("pilothouse_"))
+            return heard
+        except psycopg.Error as exc:
+            await self.aclose()  # the next wait connects again
+            raise StoreError(
+                f"cannot listen to the run store {shown_url(self.url)}: {exc}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
 
 
 def connect(url: str) -> Any:

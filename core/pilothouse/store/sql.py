@@ -150,6 +150,10 @@ class SQLRunStore(RunStore):
         """SQL and arguments matching the rows whose ``column`` starts with ``key``."""
         return f"{column} >= ? AND {column} < ?", (key, key + "\uffff")
 
+    def _announce(self, channel: str) -> None:
+        """Tell listening processes that ``channel`` has news, with the current
+        transaction (the caller holds the lock; nothing where the backend cannot)."""
+
     def _before_write(self) -> None:
         """Called before each write (SQLite starts its checkpointer on the first)."""
 
@@ -260,6 +264,7 @@ class SQLRunStore(RunStore):
                         "INSERT INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         remembered,
                     )
+                self._announce("events")
             self._after_commit(data_bytes)
             for run_id in due:
                 self._behind.pop(run_id, None)
@@ -566,6 +571,8 @@ class SQLRunStore(RunStore):
                         f"escalation {current.id} no longer waits: its run {current.run_id}"
                         f" has {run_status[0]}"
                     )
+                if changed:
+                    self._announce("decisions")
                 self._db.execute("COMMIT")
             except self._errors as exc:
                 self._db.rollback()
@@ -591,6 +598,7 @@ class SQLRunStore(RunStore):
         # flagged first: a process that takes the run over meanwhile sees it
         with self._lock:
             self._db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))
+            self._announce("cancels")
         if summary.status == "queued":
             reason = "cancelled before it started"
         elif summary.stalled:
