@@ -312,3 +312,69 @@ class _WaitingPlugin:
     @pilothouse.hookimpl
     def register_models(self, register):
         register(_WaitingProvider())
+
+
+def test_a_workspace_moves_to_postgres_and_back_with_equal_digests(workspace, postgres_url):
+    """A demo workspace (a decided escalation, a fact kept and one forgotten, an audit)
+    copied to PostgreSQL, copied again (nothing doubles), then back to a new SQLite file."""
+    from pilothouse.events import MemoryWritten, log_entry
+    from pilothouse.store.base import AuditRecord
+    from pilothouse.store.copy import digests
+    from pilothouse.store.open import open_location
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+
+    def local(*args):
+        command = [sys.executable, "-m", "pilothouse", *args]
+        return subprocess.run(command, cwd=workspace, env=environment, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    assert local("demo", "--wait", "0").returncode == 0
+    run_id = json.loads(local("runs", "--json").stdout)[0]["id"]
+    store = open_location(workspace / ".pilothouse" / "runs.db")
+    try:
+        audit = AuditRecord(id="aud-1", kind="bias", crew="loans", created=1.0, ok=True,
+                            summary="no gap", report={"gap": 0.01}, run_ids=[run_id])  # fmt: skip
+        store.add_audit(audit)
+        facts = [MemoryWritten(run_id=run_id, seq=100 + i, ts=2.0 + i, memory_id=f"m{i}",
+                               subject="ana", channel="email", fact=f"fact {i}", persona="p")
+                 for i in range(2)]  # fmt: skip
+        store.write([log_entry(f) for f in facts])
+        store.forget(memory_id="m0")
+    finally:
+        store.close()
+    copied = local("store", "copy", "--to", postgres_url, "--json")
+    assert copied.returncode == 0, copied.stderr
+    report = json.loads(copied.stdout)
+    assert report["mismatched"] == [] and report["uneven"] == []
+    counts = report["counts"]
+    assert (counts["runs"], counts["audits"], counts["escalations"], counts["memory"]) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    again = json.loads(local("store", "copy", "--to", postgres_url, "--json").stdout)
+    assert again["counts"] == counts  # idempotent: nothing doubled
+    remote = open_location(postgres_url)
+    try:
+        assert remote.escalations() == [] and remote.escalations(status=None)[0].status == "approve"
+        assert [m.fact for m in remote.memories("ana")] == ["fact 1"]  # forgotten stays so
+        assert remote.get_audit("aud").report == {"gap": 0.01} and remote.get_audit("aud").ok
+    finally:
+        remote.close()
+
+    back = workspace / "back.db"
+    returned = _cli(["store", "copy", "--to", str(back), "--json"], workspace, postgres_url)
+    assert returned.returncode == 0, returned.stderr
+    assert json.loads(returned.stdout)["counts"] == counts
+    original, copy_back = open_location(workspace / ".pilothouse" / "runs.db"), open_location(back)
+    try:
+        ours = digests(original)  # type: ignore[arg-type]
+        assert ours == digests(copy_back) and list(ours) == [run_id]  # type: ignore[arg-type]
+        assert original.get_run(run_id) == copy_back.get_run(run_id)
+    finally:
+        original.close()
+        copy_back.close()
+    itself = local("store", "copy", "--to", str(workspace / ".pilothouse" / "runs.db"))
+    assert itself.returncode == 2 and "own store" in itself.stderr

@@ -103,7 +103,7 @@ def p001_initial(db: Any) -> None:
             kind TEXT NOT NULL,
             crew TEXT NOT NULL,
             created DOUBLE PRECISION NOT NULL,
-            ok BOOLEAN NOT NULL,
+            ok INTEGER NOT NULL,
             summary TEXT NOT NULL,
             report TEXT NOT NULL,
             run_ids TEXT NOT NULL

@@ -103,6 +103,12 @@ WHERE id = ?
 """
 
 
+def _portable(value: object) -> object:
+    """A value as both backends take it in a copied row: booleans and integers differ
+    between them in a few columns (``audits.ok``), and each side converts a 0/1."""
+    return int(value) if isinstance(value, bool) else value
+
+
 class SQLRunStore(RunStore):
     """A :class:`RunStore` over one SQL connection: a backend opens the connection
     (``_db``, with ``execute`` and ``executemany`` taking ``?`` placeholders) and says
@@ -116,6 +122,8 @@ class SQLRunStore(RunStore):
     _begin = "BEGIN"
     #: a run's row as it starts (:data:`START_RUN` with the backend's way to number runs)
     _start_run = ""
+    #: SQL for the number of a run inserted now ("": the table numbers it itself)
+    _next_number = ""
     #: what locks the rows a read-then-write transaction reads (PostgreSQL: FOR UPDATE)
     _for_update = ""
     #: how workers claiming queued runs at once pass over each other's (SKIP LOCKED)
@@ -349,6 +357,7 @@ class SQLRunStore(RunStore):
     def add_audit(self, record: AuditRecord) -> None:
         """Keep an audit's report (a record with the same id is replaced)."""
         row = record.model_dump()
+        row["ok"] = int(row["ok"])  # an INTEGER column on every backend
         row["report"] = json.dumps(row["report"])
         row["run_ids"] = json.dumps(row["run_ids"])
         with self._lock:
@@ -610,6 +619,37 @@ class SQLRunStore(RunStore):
         with contextlib.suppress(StoreError):  # taken over meanwhile: the flag stops it there
             self.write([log_entry(event)])
         return self.get_run(summary.id)
+
+    # -- copying a store (see :mod:`.copy`) -----------------------------------
+
+    def select_rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
+        """Rows of a read-only query (``?`` placeholders), for copying and checking."""
+        return self._query(sql, args)
+
+    def put_rows(
+        self, table: str, columns: Sequence[str], key: str, rows: Sequence[Sequence[object]]
+    ) -> None:
+        """Insert ``rows`` into ``table``, or update the ones whose ``key`` is there, in
+        one transaction (a run gets this store's next number)."""
+        names = ", ".join(columns)
+        marks = ", ".join("?" * len(columns))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+        if table == "runs" and self._next_number:
+            names, marks = f"{names}, no", f"{marks}, {self._next_number}"
+        sql = (f"INSERT INTO {table} ({names}) VALUES ({marks})"
+               f" ON CONFLICT ({key}) DO UPDATE SET {updates}")  # fmt: skip
+        with self._lock, self._transaction():
+            self._db.executemany(sql, [tuple(_portable(v) for v in row) for row in rows])
+
+    def put_events(self, rows: Sequence[Sequence[object]]) -> None:
+        """Insert events given as ``(run_no, run_id, seq, type, step_id, ts, data)``,
+        those already there left as they are, in one transaction."""
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT INTO events (run_no, run_id, seq, type, step_id, ts, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                rows,
+            )
 
     def metric_facts(
         self,

@@ -30,9 +30,8 @@ class SQLiteRunStore(SQLRunStore):
     _errors = (sqlite3.Error,)
     _begin = "BEGIN IMMEDIATE"
     # A new run takes the next number (one writer at a time holds the write lock).
-    _start_run = START_RUN.format(
-        number=", no", next_number=", (SELECT COALESCE(MAX(no), 0) + 1 FROM runs)"
-    )
+    _next_number = "(SELECT COALESCE(MAX(no), 0) + 1 FROM runs)"
+    _start_run = START_RUN.format(number=", no", next_number=f", {_next_number}")
 
     def __init__(
         self, path: str | Path, *, synchronous: str = "NORMAL", owner: str | None = None
