@@ -160,10 +160,19 @@ def _blob(vector: Sequence[float]) -> bytes:
 
 
 class KnowledgeBase:
-    """Collections of chunks with vectors and full text, in one SQLite file."""
+    """Collections of chunks with vectors and full text, and hybrid search over them.
+
+    This class keeps them in one SQLite file (sqlite-vec for the vectors, FTS5 for
+    BM25); :class:`~.postgres.PgKnowledgeBase` keeps them in PostgreSQL (pgvector,
+    full-text search). Reading files, chunking, embedding, skipping what did not
+    change and fusing the two rankings are the same for both: a backend implements
+    the storage methods (those starting with ``_`` below ``ingest`` and ``search``).
+    """
 
     def __init__(self, path: str | Path, embedder: Embedder, *, prefer: str = "sqlite3") -> None:
         self.path = Path(path)
+        #: where the knowledge base is, as messages name it
+        self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
         self.db = connect(self.path, prefer=prefer)
@@ -192,19 +201,9 @@ class KnowledgeBase:
 
     def collection(self, name: str) -> None:
         """Create ``name`` for this embedder, or check it was built with this one."""
-        row = self.db.execute(
-            "SELECT embedder, dimension FROM collections WHERE name = ?", (name,)
-        ).fetchone()
+        row = self._collection_row(name)
         if row is None:
-            with self.db:
-                self.db.execute(
-                    "INSERT INTO collections VALUES (?, ?, ?)",
-                    (name, self.embedder.name, self.embedder.dimension),
-                )
-                self.db.execute(
-                    f"CREATE VIRTUAL TABLE {self._vectors(name)} USING vec0("
-                    f"embedding float[{self.embedder.dimension}] distance_metric=cosine)"
-                )
+            self._add_collection(name)
             return
         embedder, dimension = row
         if (embedder, dimension) != (self.embedder.name, self.embedder.dimension):
@@ -213,6 +212,10 @@ class KnowledgeBase:
                 f" dimensions); it cannot be used with {self.embedder.name!r}"
                 f" ({self.embedder.dimension} dimensions). Re-ingest into another collection."
             )
+
+    def has_collection(self, name: str) -> bool:
+        """Whether anything was ever ingested into ``name``."""
+        return self._collection_row(name) is not None
 
     # -- ingest ----------------------------------------------------------------------
 
@@ -250,8 +253,8 @@ class KnowledgeBase:
                     text = text_of(file)
                 except NotText as exc:
                     report.failed.append(str(exc))
-                    with self.db:  # it will not become text by itself: nothing to keep
-                        self._forget(collection, source)
+                    # it will not become text by itself: nothing to keep
+                    self._forget(collection, source)
                     continue
                 except KnowledgeError as exc:
                     report.failed.append(str(exc))
@@ -259,11 +262,7 @@ class KnowledgeBase:
                     continue
                 # the chunker's version is part of the digest: a new cut re-indexes
                 digest = hashlib.sha256(f"{CHUNKING}\n{text}".encode()).hexdigest()
-                known = self.db.execute(
-                    "SELECT hash FROM documents WHERE collection = ? AND source = ?",
-                    (collection, source),
-                ).fetchone()
-                if known and known[0] == digest:
+                if self._known(collection, source) == digest:
                     report.unchanged += 1
                     continue
                 pieces = chunk(text)
@@ -271,50 +270,89 @@ class KnowledgeBase:
                 for start in range(0, len(pieces), batch):
                     part = pieces[start : start + batch]
                     vectors += self.embedder.embed([f"{c.heading}\n{c.text}" for c in part])
-                with self.db:
-                    self._remove(collection, source)
-                    for piece, vector in zip(pieces, vectors, strict=True):
-                        cursor = self.db.execute(
-                            "INSERT INTO chunks (collection, source, heading, position, text, tags)"
-                            " VALUES (?, ?, ?, ?, ?, ?)",
-                            (collection, source, piece.heading, piece.position, piece.text,
-                             json.dumps(list(tags))),
-                        )  # fmt: skip
-                        rowid = cursor.lastrowid
-                        self.db.execute(
-                            "INSERT INTO chunks_fts (rowid, text, heading) VALUES (?, ?, ?)",
-                            (rowid, piece.text, piece.heading),
-                        )
-                        self.db.execute(
-                            f"INSERT INTO {self._vectors(collection)} (rowid, embedding)"
-                            " VALUES (?, ?)",
-                            (rowid, _blob(vector)),
-                        )
-                    self.db.execute(
-                        "INSERT OR REPLACE INTO documents VALUES (?, ?, ?)",
-                        (collection, source, digest),
-                    )
+                self._replace(collection, source, digest, pieces, vectors, list(tags))
                 report.updated += 1
                 report.chunks += len(pieces)
         for folder in folders:
-            gone = self.db.execute(
-                "SELECT source FROM documents WHERE collection = ? AND source LIKE ?",
-                (collection, folder.rstrip("/") + "/%"),
-            ).fetchall()
             unreadable = {f.split(": ", 1)[0] for f in report.failed}
-            for (source,) in gone:
+            for source in self._indexed_under(collection, folder.rstrip("/") + "/"):
                 if source not in seen and not any(source in u for u in unreadable):
-                    with self.db:
-                        self._forget(collection, source)
+                    self._forget(collection, source)
                     report.removed += 1
         return report
 
+    def _known(self, collection: str, source: str) -> str | None:
+        """The digest the file had when it was last indexed."""
+        row = self.db.execute(
+            "SELECT hash FROM documents WHERE collection = ? AND source = ?",
+            (collection, source),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _collection_row(self, name: str) -> tuple[str, int] | None:
+        """(embedder, dimension) of a collection, or None when there is none."""
+        return self.db.execute(
+            "SELECT embedder, dimension FROM collections WHERE name = ?", (name,)
+        ).fetchone()
+
+    def _add_collection(self, name: str) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO collections VALUES (?, ?, ?)",
+                (name, self.embedder.name, self.embedder.dimension),
+            )
+            self.db.execute(
+                f"CREATE VIRTUAL TABLE {self._vectors(name)} USING vec0("
+                f"embedding float[{self.embedder.dimension}] distance_metric=cosine)"
+            )
+
+    def _replace(
+        self,
+        collection: str,
+        source: str,
+        digest: str,
+        pieces: Sequence[Any],
+        vectors: Sequence[Sequence[float]],
+        tags: list[str],
+    ) -> None:
+        """A file's chunks in place of what it had, with its digest, at once."""
+        with self.db:
+            self._remove(collection, source)
+            for piece, vector in zip(pieces, vectors, strict=True):
+                cursor = self.db.execute(
+                    "INSERT INTO chunks (collection, source, heading, position, text, tags)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (collection, source, piece.heading, piece.position, piece.text,
+                     json.dumps(tags)),
+                )  # fmt: skip
+                rowid = cursor.lastrowid
+                self.db.execute(
+                    "INSERT INTO chunks_fts (rowid, text, heading) VALUES (?, ?, ?)",
+                    (rowid, piece.text, piece.heading),
+                )
+                self.db.execute(
+                    f"INSERT INTO {self._vectors(collection)} (rowid, embedding) VALUES (?, ?)",
+                    (rowid, _blob(vector)),
+                )
+            self.db.execute(
+                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?)", (collection, source, digest)
+            )
+
+    def _indexed_under(self, collection: str, folder: str) -> list[str]:
+        """The sources indexed from under ``folder`` (ending in a slash)."""
+        rows = self.db.execute(
+            "SELECT source FROM documents WHERE collection = ? AND source LIKE ?",
+            (collection, folder + "%"),
+        ).fetchall()
+        return [source for (source,) in rows]
+
     def _forget(self, collection: str, source: str) -> None:
-        """Drop a file from the index: its chunks and its record."""
-        self._remove(collection, source)
-        self.db.execute(
-            "DELETE FROM documents WHERE collection = ? AND source = ?", (collection, source)
-        )
+        """Drop a file from the index: its chunks and its record, at once."""
+        with self.db:
+            self._remove(collection, source)
+            self.db.execute(
+                "DELETE FROM documents WHERE collection = ? AND source = ?", (collection, source)
+            )
 
     def _remove(self, collection: str, source: str) -> None:
         rows = self.db.execute(
@@ -343,38 +381,19 @@ class KnowledgeBase:
         source: str | None = None,
         tag: str | None = None,
     ) -> list[Passage]:
-        """The ``k`` best chunks: vector and BM25 ranks fused (reciprocal rank fusion)."""
+        """The ``k`` best chunks: vector and keyword ranks fused (reciprocal rank fusion)."""
         self.collection(collection)
         depth = max(k * 4, 20)
         (vector,) = self.embedder.embed([query])
-        nearest = self.db.execute(
-            f"SELECT rowid, distance FROM {self._vectors(collection)}"
-            " WHERE embedding MATCH ? AND k = ? ORDER BY distance",
-            (_blob(vector), depth),
-        ).fetchall()
+        nearest = self._nearest(collection, vector, depth)
         # Stop words would let BM25 "match" every chunk and outvote the vectors.
         terms = [w for w in re.findall(r"\w+", query.lower()) if w not in STOP_WORDS]
-        words = " OR ".join(f'"{w}"' for w in terms)
-        lexical = []
-        if words:
-            lexical = self.db.execute(
-                "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
-                " ORDER BY bm25(chunks_fts) LIMIT ?",
-                (words, depth),
-            ).fetchall()
+        lexical = self._lexical(collection, terms, depth) if terms else []
         scores: dict[int, float] = {}
         for ranking in (nearest, lexical):
-            for rank, (rowid, _) in enumerate(ranking):
+            for rank, rowid in enumerate(ranking):
                 scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
-        marks = ", ".join("?" * len(scores))
-        rows = {
-            row[0]: row[1:]
-            for row in self.db.execute(
-                f"SELECT id, source, heading, text, tags FROM chunks WHERE id IN ({marks})"
-                " AND collection = ?",
-                (*scores, collection),
-            )
-        }  # one read for every candidate, not one each
+        rows = self._chunks(list(scores), collection)  # one read for every candidate
         passages = []
         for rowid in sorted(scores, key=lambda r: -scores[r]):
             if rowid not in rows:
@@ -391,6 +410,35 @@ class KnowledgeBase:
             if len(passages) == k:
                 break
         return passages
+
+    def _nearest(self, collection: str, vector: Sequence[float], depth: int) -> list[int]:
+        """The ids of the ``depth`` chunks nearest to ``vector`` (cosine), nearest first."""
+        rows = self.db.execute(
+            f"SELECT rowid, distance FROM {self._vectors(collection)}"
+            " WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+            (_blob(vector), depth),
+        ).fetchall()
+        return [rowid for rowid, _ in rows]
+
+    def _lexical(self, collection: str, terms: list[str], depth: int) -> list[int]:
+        """The ids of the ``depth`` chunks that best match any of ``terms`` (BM25)."""
+        words = " OR ".join(f'"{w}"' for w in terms)
+        rows = self.db.execute(
+            "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+            " ORDER BY bm25(chunks_fts) LIMIT ?",
+            (words, depth),
+        ).fetchall()
+        return [rowid for rowid, _ in rows]
+
+    def _chunks(self, ids: list[int], collection: str) -> dict[int, tuple[str, str, str, str]]:
+        """(source, heading, text, tags as JSON) of the chunks among ``ids`` in ``collection``."""
+        marks = ", ".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT id, source, heading, text, tags FROM chunks WHERE id IN ({marks})"
+            " AND collection = ?",
+            (*ids, collection),
+        )
+        return {row[0]: row[1:] for row in rows}
 
     def close(self) -> None:
         """Close the file."""
