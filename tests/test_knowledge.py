@@ -61,6 +61,29 @@ def minilm():
     return MiniLM()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_kb(request, tmp_path):
+    """Opens the knowledge base on each backend: a SQLite file, or a PostgreSQL database
+    (pgvector) from the session's server; every handle on the same one."""
+    location = tmp_path / "knowledge.db"
+    if request.param == "postgres":
+        location = request.getfixturevalue("postgres_url")
+    opened = []
+
+    def make(embedder):
+        kb = KnowledgeBase(location, embedder) if request.param == "sqlite" else None
+        if kb is None:
+            from pilothouse.knowledge.postgres import PgKnowledgeBase
+
+            kb = PgKnowledgeBase(location, embedder)
+        opened.append(kb)
+        return kb
+
+    yield make
+    for kb in opened:
+        kb.close()
+
+
 @pytest.fixture
 def corpus(tmp_path):
     folder = tmp_path / "docs"
@@ -120,8 +143,8 @@ def test_the_real_minilm_embeds_by_meaning(minilm):
     assert cos(cat, feline) > 0.4 > cos(cat, stocks) + 0.2
 
 
-def test_ingest_every_file_type_then_only_what_changed(tmp_path, corpus, minilm):
-    kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
+def test_ingest_every_file_type_then_only_what_changed(make_kb, corpus, minilm):
+    kb = make_kb(minilm)
     first = kb.ingest([corpus])
     assert (first.files, first.updated, first.unchanged) == (5, 5, 0)
     pdf = kb.search("when must an invoice be paid", k=1)[0]
@@ -147,8 +170,8 @@ def test_ingest_every_file_type_then_only_what_changed(tmp_path, corpus, minilm)
     kb.close()
 
 
-def test_a_file_that_is_not_text_is_skipped_and_dropped(tmp_path, corpus, minilm):
-    kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
+def test_a_file_that_is_not_text_is_skipped_and_dropped(make_kb, corpus, minilm):
+    kb = make_kb(minilm)
     assert kb.ingest([corpus]).updated == 5
     # shipping.txt turns into a binary file; a Latin-1 note has one byte UTF-8 cannot read
     (corpus / "shipping.txt").write_bytes(bytes(range(256)) * 8)
@@ -163,8 +186,8 @@ def test_a_file_that_is_not_text_is_skipped_and_dropped(tmp_path, corpus, minilm
     kb.close()
 
 
-def test_hybrid_ranking_finds_meaning_and_rare_words(tmp_path, corpus, minilm):
-    kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
+def test_hybrid_ranking_finds_meaning_and_rare_words(make_kb, corpus, minilm):
+    kb = make_kb(minilm)
     kb.ingest([corpus], tags=["support"])
     # no shared word with the answer: only the vectors can find it
     assert kb.search("can I return a product and be reimbursed", k=1)[0].source.endswith(
@@ -185,9 +208,9 @@ class Tiny(Embedder):
         return [[float(len(t) % (i + 2)) + 1 for i in range(8)] for t in texts]
 
 
-def test_a_collection_refuses_another_embedder(tmp_path, corpus, minilm):
-    KnowledgeBase(tmp_path / "knowledge.db", minilm).ingest([corpus])
-    other = KnowledgeBase(tmp_path / "knowledge.db", Tiny())
+def test_a_collection_refuses_another_embedder(make_kb, corpus, minilm):
+    make_kb(minilm).ingest([corpus])
+    other = make_kb(Tiny())
     with pytest.raises(KnowledgeError, match="built with embedder 'minilm' \\(384 dimensions\\)"):
         other.search("anything")
     assert other.ingest([corpus], collection="tiny").updated == 5  # its own collection works

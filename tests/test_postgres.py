@@ -378,3 +378,55 @@ def test_a_workspace_moves_to_postgres_and_back_with_equal_digests(workspace, po
         copy_back.close()
     itself = local("store", "copy", "--to", str(workspace / ".pilothouse" / "runs.db"))
     assert itself.returncode == 2 and "own store" in itself.stderr
+
+
+def test_ingest_search_and_a_retrieving_crew_on_pgvector(workspace, postgres_url):
+    """The same commands, the same results' format and provenance, on PostgreSQL."""
+    corpus = Path(pilothouse.__file__).parent.parent.parent / "plugins" / "pilothouse_demo"
+    corpus = corpus / "corpus"
+    ingested = _cli(["ingest", str(corpus), "--tag", "demo"], workspace, postgres_url)
+    assert ingested.returncode == 0, ingested.stderr
+    assert "indexed" in ingested.stderr and "runs.db" not in ingested.stderr
+    found = json.loads(_cli(["search", "solar panel watts", "-k", "3", "--json"], workspace,
+                            postgres_url).stdout)  # fmt: skip
+    assert len(found) == 3 and set(found[0]) == {"id", "text", "source", "score", "metadata"}
+    assert found[0]["source"].startswith(str(corpus)) and "#" in found[0]["id"]
+    assert "watt" in " ".join(p["text"] for p in found).lower()
+    none = json.loads(_cli(["search", "solar", "--tag", "other", "--json"], workspace,
+                           postgres_url).stdout)  # fmt: skip
+    assert none == []
+    (workspace / "crews").mkdir()
+    (workspace / "crews" / "asker.toml").write_text(
+        '[flow]\nsteps = ["researcher"]\n[personas.researcher]\n'
+        'instructions = "Answer from the passages."\nretrievers = ["knowledge", "sqlite_vec"]\n'
+    )
+    ran = _cli(["run", "asker", "-i", "How many watts does the solar panel give?", "--json"],
+               workspace, postgres_url)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT data FROM events WHERE run_id = %s AND type = 'retrieval'"
+                          " ORDER BY seq", (run_id,)).fetchall()  # fmt: skip
+    retrievals = [json.loads(data) for (data,) in rows]
+    assert [r["retriever"] for r in retrievals] == ["knowledge", "sqlite_vec"]
+    assert retrievals[0]["passages"] and retrievals[0]["passages"] == retrievals[1]["passages"]
+    assert not (workspace / ".pilothouse" / "knowledge.db").exists()
+
+
+def test_a_database_without_pgvector_says_so(workspace, postgres_server):
+    """A user who cannot create the vector extension in a database that lacks it."""
+    admin = postgres_server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute("DROP DATABASE IF EXISTS novector WITH (FORCE)")
+        db.execute("DROP ROLE IF EXISTS plain")
+        db.execute("CREATE ROLE plain LOGIN")
+        db.execute("CREATE DATABASE novector OWNER plain")
+    url = admin.replace("postgres:@", "plain:@").replace("/postgres?", "/novector?")
+    corpus = workspace / "docs"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# A\n\nSome text.")
+    done = _cli(["ingest", str(corpus)], workspace, url)
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "ingesting" not in line]
+    assert done.returncode == 6, done.stderr
+    assert len(lines) == 1 and "no 'vector' extension (pgvector)" in lines[0]
+    assert "CREATE EXTENSION vector" in lines[0]

@@ -128,13 +128,17 @@ class MiniLMFull(Embedder):
         return vectors.tolist()
 
 
-class SqliteVecRetriever(Retriever):
-    """Hybrid search (vectors + BM25) over the workspace's knowledge base."""
+class KnowledgeRetriever(Retriever):
+    """Hybrid search (vectors + keywords) over the workspace's knowledge base, wherever
+    it is kept: ``knowledge.db`` beside a SQLite run store, or the run store's
+    PostgreSQL database (pgvector)."""
 
-    name = "sqlite_vec"
-
-    def __init__(self, path: Path, embedder: Embedder, collection: str = "default") -> None:
-        self.path = path
+    def __init__(
+        self, settings: Any, embedder: Embedder, name: str = "knowledge",
+        collection: str = "default",
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.settings = settings
         self.embedder = embedder
         self.collection = collection
         self._kb: Any = None
@@ -144,14 +148,20 @@ class SqliteVecRetriever(Retriever):
         not wait for it)."""
 
         def run() -> list[Passage]:
-            from pilothouse.knowledge import KnowledgeBase, KnowledgeError
+            from pilothouse.knowledge import KnowledgeError, knowledge_location, open_knowledge
 
-            if not self.path.exists():
+            location = knowledge_location(self.settings)
+            if isinstance(location, Path) and not location.exists():
                 raise KnowledgeError(
-                    f"no knowledge base at {self.path}: run 'pilothouse ingest PATH' first"
+                    f"no knowledge base at {location}: run 'pilothouse ingest PATH' first"
                 )
             if self._kb is None:
-                self._kb = KnowledgeBase(self.path, self.embedder)
+                self._kb = open_knowledge(self.settings, self.embedder)
+            if not self._kb.has_collection(self.collection):
+                raise KnowledgeError(
+                    f"nothing was ingested into collection {self.collection!r} of the"
+                    f" knowledge base at {self._kb.location}: run 'pilothouse ingest PATH' first"
+                )
             return self._kb.search(query, k=k, collection=self.collection)
 
         return await run_blocking(run, name=f"retriever {self.name}")
@@ -184,5 +194,7 @@ def register_embedders(register: Any) -> None:
 
 @hookimpl
 def register_retrievers(register: Any, settings: Any) -> None:
-    """``sqlite_vec``: the workspace's knowledge base, collection ``default``."""
-    register(SqliteVecRetriever(settings.workspace / "knowledge.db", _minilm))
+    """``knowledge``: the workspace's knowledge base, collection ``default``, on the run
+    store's backend; ``sqlite_vec`` is its older name, kept for crews that use it."""
+    register(KnowledgeRetriever(settings, _minilm))
+    register(KnowledgeRetriever(settings, _minilm, name="sqlite_vec"))

@@ -74,12 +74,10 @@ def memory_forget(obj: Context, memory_id: str | None, subject: str | None) -> N
 
 
 def _knowledge(obj: Context, embedder: str) -> Any:
-    from ..knowledge.base import KnowledgeBase
+    from ..knowledge import open_knowledge
 
     rt = Runtime(obj.settings, log_events=False)
-    return KnowledgeBase(
-        obj.settings.workspace / "knowledge.db", rt.registry.get("embedders", embedder).value
-    )
+    return open_knowledge(obj.settings, rt.registry.get("embedders", embedder).value)
 
 
 _collection = click.option("--collection", "-c", default="default", show_default=True)
@@ -113,7 +111,7 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
         click.secho(f"skipped: {failure}", fg="yellow", err=True)
     click.secho(
         f"{report.files} files: {report.updated} indexed ({report.chunks} chunks),"
-        f" {report.unchanged} unchanged, {report.removed} removed -> {kb.path}",
+        f" {report.unchanged} unchanged, {report.removed} removed -> {kb.location}",
         err=True,
     )
 
@@ -134,7 +132,10 @@ def search(obj: Context, query: str, collection: str, embedder: str, k: int,
     """Search the knowledge base: ranked chunks with their source and score."""
     if not query.strip():
         raise click.UsageError("the query is empty")
-    if not (obj.settings.workspace / "knowledge.db").exists():
+    from ..knowledge import knowledge_location
+
+    location = knowledge_location(obj.settings)
+    if isinstance(location, Path) and not location.exists():
         raise click.ClickException("no knowledge base yet: run 'pilothouse ingest PATH' first")
     kb = _knowledge(obj, embedder)
     found = kb.search(query, k=k, collection=collection, source=source, tag=tag)
