@@ -169,12 +169,16 @@ instructions = "You are the fourth."
 """
 
 
-def test_workers_on_many_machines_share_one_queue_and_survive_kills(workspace, postgres_url):
-    """Processes stand for machines: 4 workers on one PostgreSQL take 300 queued runs;
+def test_workers_on_many_machines_share_one_queue_and_survive_kills(
+    workspace, postgres_url, openai_server
+):
+    """Processes stand for machines: 4 workers on one PostgreSQL take 300 queued runs
+    of a crew whose model is the loopback OpenAI-compatible server (20 ms a call);
     two are killed (-9) midway and one more starts. Every run succeeds, every step
     finishes exactly once, and the killed workers' runs are taken over."""
     from pilothouse.store.open import open_location
 
+    openai_server.latency = 0.02
     (workspace / "crews").mkdir()
     (workspace / "crews" / "fleet.toml").write_text(FLEET_CREW)
     queue = pilothouse.Runtime(pilothouse.load_settings(store_url=postgres_url))
@@ -189,7 +193,8 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(workspace, p
 
     def start_worker():
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-        environment.update(PILOTHOUSE_STORE_URL=postgres_url, PILOTHOUSE_OFFLINE_DELAY_MS="40")
+        environment.update(PILOTHOUSE_STORE_URL=postgres_url,
+                           PILOTHOUSE_DEFAULT_MODEL="openai:gpt-4o-mini")  # fmt: skip
         return subprocess.Popen([sys.executable, "-m", "pilothouse", "worker", "-c", "12"],
                                 cwd=workspace, env=environment, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
@@ -235,6 +240,15 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(workspace, p
     assert len(per_step) == 4 * len(ids) and {n for _, _, n in per_step} == {1}  # once each
     assert gaps == [] and corrupt == (0,)  # every run's events 1..n, each under its run
     assert resumed[0] >= 1 and owners >= 4  # the killed workers' runs went on elsewhere
+    calls = db_calls(postgres_url)
+    assert calls >= 4 * len(ids) and len(openai_server.received) >= calls  # all over HTTP
+
+
+def db_calls(url: str) -> int:
+    """Model calls the log holds that the model answered."""
+    with psycopg.connect(url) as db:
+        return db.execute("SELECT COUNT(*) FROM events WHERE type = 'model_call'"
+                          " AND data::jsonb ->> 'error' IS NULL").fetchone()[0]  # fmt: skip
 
 
 async def test_decisions_and_cancels_from_another_machine_arrive_by_notification(
