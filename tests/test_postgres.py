@@ -444,3 +444,26 @@ def test_a_database_without_pgvector_says_so(workspace, postgres_server):
     assert done.returncode == 6, done.stderr
     assert len(lines) == 1 and "no 'vector' extension (pgvector)" in lines[0]
     assert "CREATE EXTENSION vector" in lines[0]
+
+
+async def test_the_monitor_hears_new_runs_without_polling(workspace, postgres_url):
+    """Polls pushed out to 600 s: a run committed by another process still shows,
+    announced by NOTIFY."""
+    from textual.widgets import DataTable
+
+    from pilothouse.tui import Feed, MonitorApp
+
+    app = MonitorApp(Feed(postgres_url), poll_interval=600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        with anyio.fail_after(30):
+            while app.feed.store is None or (not app.feed.problem and app._fetching):
+                await pilot.pause(0.05)
+        runs = app.query_one("#runs", DataTable)
+        assert runs.row_count == 0
+        done = await anyio.to_thread.run_sync(
+            lambda: _cli(["demo", "--wait", "0"], workspace, postgres_url)
+        )
+        assert done.returncode == 0, done.stderr
+        with anyio.fail_after(30):
+            while runs.row_count != 1 or "succeeded" not in str(runs.get_row_at(0)):
+                await pilot.pause(0.05)

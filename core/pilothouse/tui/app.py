@@ -8,6 +8,7 @@ written from worker threads too: the UI never waits on the store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
-from ..errors import PilothouseError
+from ..errors import PilothouseError, StoreError
 from .feed import Batch, Changes, Feed, RunFilter
 from .render import escalation_detail, failure_detail
 from .screens import Decision, DecisionScreen, RunScreen
@@ -65,6 +66,8 @@ class MonitorApp(App[None]):
         self.filter = RunFilter()
         self.clock = feed.clock
         self._fetching = False
+        #: a poll came while a fetch was out (it may have missed what the poll was for)
+        self._stale = False
         self.sub_title = (
             str(feed.location.parent) if isinstance(feed.location, Path) else feed.shown
         )
@@ -97,6 +100,27 @@ class MonitorApp(App[None]):
         self._poll()
         self.set_interval(self.poll_interval, self._poll)
         self.set_interval(1.0, self._tick)
+        self.run_worker(self._listen(), group="listen", exclusive=True)
+
+    async def _listen(self) -> None:
+        """Where the store announces its commits (PostgreSQL's NOTIFY), read the news as
+        soon as they are committed rather than at the next poll."""
+        while self.feed.store is None:  # the first fetch opens it
+            await asyncio.sleep(0.1)
+        listener = self.feed.store.listener()
+        if listener is None:
+            return
+        try:
+            while True:
+                try:
+                    heard = await listener.wait(30.0)
+                except StoreError:  # the polls go on meanwhile and say what is wrong
+                    await asyncio.sleep(5.0)
+                    continue
+                if heard:
+                    self._poll()
+        finally:
+            await listener.aclose()
 
     @property
     def main(self) -> Screen:
@@ -113,6 +137,8 @@ class MonitorApp(App[None]):
         if not self._fetching:
             self._fetching = True
             self._fetch()
+        else:  # news while a fetch is out: read again when it is back
+            self._stale = True
 
     @work(thread=True, group="poll")
     def _fetch(self) -> None:
@@ -120,6 +146,9 @@ class MonitorApp(App[None]):
 
     def _apply(self, batch: Batch) -> None:
         self._fetching = False
+        if self._stale:
+            self._stale = False
+            self.call_later(self._poll)
         changes = self.feed.apply(batch)
         if (changes or changes.problem) and self._views_up():
             # A fetch that ends while the app shuts down finds its widgets going one by
