@@ -194,10 +194,12 @@ class MonitorApp(App[None]):
         if not self._views_up():
             return
         now = self.clock()
-        self.main.query_one(RunTable).tick(self.feed.visible(self.filter), now)
-        screen = self.screen
-        if isinstance(screen, RunScreen) and screen.run_summary.id in self.feed.runs:
-            screen.show_run(self.feed.runs[screen.run_summary.id], now)
+        # as in _apply: a tick while the app shuts down finds its widgets going
+        with contextlib.suppress(NoMatches):
+            self.main.query_one(RunTable).tick(self.feed.visible(self.filter), now)
+            screen = self.screen
+            if isinstance(screen, RunScreen) and screen.run_summary.id in self.feed.runs:
+                screen.show_run(self.feed.runs[screen.run_summary.id], now)
 
     def _alert(self, count: int) -> None:
         self.bell()
