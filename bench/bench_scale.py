@@ -30,18 +30,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-CREW = """
-[flow]
-steps = ["a", "b", "c", "d"]
-[personas.a]
-instructions = "You are the first."
-[personas.b]
-instructions = "You are the second."
-[personas.c]
-instructions = "You are the third."
-[personas.d]
-instructions = "You are the fourth."
-"""
+#: a crew of 4 personas in sequence, as a crew file
+CREW = '[flow]\nsteps = ["a", "b", "c", "d"]\n' + "".join(
+    f'[personas.{name}]\ninstructions = "You are persona {name}: answer briefly."\n'
+    for name in "abcd"
+)
 
 
 def model_server(latency: float) -> tuple[subprocess.Popen, str]:

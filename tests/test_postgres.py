@@ -155,18 +155,10 @@ async def test_the_monitor_follows_a_postgres_store(workspace, postgres_url):
         assert "s3cret-pw" not in str(app.sub_title) and "****" in str(app.sub_title)
 
 
-FLEET_CREW = """
-[flow]
-steps = ["a", "b", "c", "d"]
-[personas.a]
-instructions = "You are the first."
-[personas.b]
-instructions = "You are the second."
-[personas.c]
-instructions = "You are the third."
-[personas.d]
-instructions = "You are the fourth."
-"""
+#: 4 personas in sequence, as a crew file
+FLEET_CREW = '[flow]\nsteps = ["a", "b", "c", "d"]\n' + "".join(
+    f'[personas.{name}]\ninstructions = "You are persona {name}."\n' for name in "abcd"
+)
 
 
 def test_workers_on_many_machines_share_one_queue_and_survive_kills(
@@ -202,12 +194,16 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(
     workers = [start_worker() for _ in range(4)]
     try:
         deadline = time.monotonic() + 180
-        while finished() < 60:  # midway: the work is spread over every worker by now
+        # midway, as the log shows it: each worker to be killed holds a run it has
+        # taken a step of (so the kill leaves half-done runs behind, whatever the clock)
+        victims = {str(w.pid) for w in workers[:2]}
+        while not victims <= holding_started_runs(postgres_url):
             assert time.monotonic() < deadline, "the workers did not get going"
-            time.sleep(0.05)
+            time.sleep(0.02)
         for victim in workers[:2]:
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=30)
+        left = held_by(postgres_url, victims)  # what the dead workers held, unfinished
         killed = finished()
         workers.append(start_worker())
         while finished() < len(ids):
@@ -239,9 +235,31 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(
                              " WHERE r.id IS NULL OR r.id != e.run_id").fetchone()  # fmt: skip
     assert len(per_step) == 4 * len(ids) and {n for _, _, n in per_step} == {1}  # once each
     assert gaps == [] and corrupt == (0,)  # every run's events 1..n, each under its run
-    assert resumed[0] >= 1 and owners >= 4  # the killed workers' runs went on elsewhere
+    # the dead workers' runs went on elsewhere: resumed, and finished by another worker
+    assert left and resumed[0] >= 1
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT owner FROM runs WHERE id = ANY(%s)", (list(left),)).fetchall()
+    assert len(rows) == len(left) and owners >= 2
+    assert not {owner.split(":")[1] for (owner,) in rows} & victims  # another worker finished them
     calls = db_calls(postgres_url)
     assert calls >= 4 * len(ids) and len(openai_server.received) >= calls  # all over HTTP
+
+
+def held_by(url: str, pids: set[str]) -> set[str]:
+    """The unfinished runs whose owner is one of the processes ``pids``."""
+    with psycopg.connect(url) as db:
+        rows = db.execute("SELECT id, owner FROM runs WHERE status != 'succeeded'").fetchall()
+    return {run_id for run_id, owner in rows if owner and owner.split(":")[1] in pids}
+
+
+def holding_started_runs(url: str) -> set[str]:
+    """The process ids of the workers that hold a running run with a finished step."""
+    with psycopg.connect(url) as db:
+        rows = db.execute(
+            "SELECT DISTINCT owner FROM runs r WHERE status = 'running' AND EXISTS"
+            " (SELECT 1 FROM events e WHERE e.run_id = r.id AND e.type = 'step_finished')"
+        ).fetchall()
+    return {owner.split(":")[1] for (owner,) in rows if owner}
 
 
 def db_calls(url: str) -> int:
