@@ -128,7 +128,7 @@ class TestRunIds:
             assert [r.id for r in rt.store.list_runs()] == ["ticket-42_v1.2"]
 
     def test_no_run_id_places_a_portal_page_outside_its_folder(self):
-        from pilothouse.portal.pages import run_path  # the portal's extra is optional
+        from pilothouse.portal.paths import run_path  # the portal's extra is optional
 
         assert run_path("ticket-42") == "runs/ticket-42.md"
         hostile = run_path("../../etc/passwd")

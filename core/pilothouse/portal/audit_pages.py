@@ -14,7 +14,7 @@ from typing import Any
 from ..store.base import AuditRecord
 from .charts import hbars
 from .markdown import Redact, inline, link, table
-from .pages import rel, run_path
+from .paths import rel, run_path
 from .run_page import when
 
 INDEX = "audits/index.md"

@@ -26,7 +26,8 @@ from . import mkbuild
 from .audit_pages import AuditPages
 from .digest import RunDigest, digest
 from .markdown import Redact
-from .pages import Overview, crew_path, hour_of, rel, run_path
+from .pages import Overview
+from .paths import crew_path, hour_of, rel, run_path
 from .run_html import EXCLUDE, TEMPLATE, template_markdown
 from .run_page import run_page
 

@@ -5,18 +5,24 @@ out of the navigation, which every page of the site embeds)."""
 from __future__ import annotations
 
 import functools
-import hashlib
-import posixpath
-import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from ..audits.metrics import Metrics
-from ..events import RUN_ID
 from .charts import hbars, stacked_bars
 from .digest import RunDigest
 from .markdown import Redact, inline, link, table
+from .paths import (
+    crew_path,
+    day_of,
+    day_path,
+    hour_of,
+    hour_path,
+    persona_path,
+    rel,
+    run_path,
+)
 from .run_page import step_anchor, undecided, when
 
 #: runs listed on a crew's page and steps on a persona's (day and hour pages list them all);
@@ -25,61 +31,6 @@ LATEST = 30
 #: runs listed on the run index
 INDEX_LATEST = 50
 FINAL = ("succeeded", "failed", "cancelled")
-
-
-def slug(name: str) -> str:
-    """A file name for a crew or persona: readable, and unique even for names that
-    differ only in characters a file name cannot hold."""
-    readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "x"
-    return f"{readable}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
-
-
-def run_path(run_id: str) -> str:
-    """Where a run's page lives in the docs folder (an id that is not a plain file
-    name, which the engine refuses but another writer of the log might not, gets a
-    slug: no id can place a page outside the folder)."""
-    name = run_id if RUN_ID.fullmatch(run_id) else slug(run_id)
-    return f"runs/{name}.md"
-
-
-def crew_path(crew: str) -> str:
-    """Where a crew's page lives."""
-    return f"crews/{slug(crew)}.md"
-
-
-def persona_path(crew: str, persona: str) -> str:
-    """Where a persona's page lives (personas belong to a crew)."""
-    return f"personas/{slug(crew + '/' + persona)}.md"
-
-
-def day_path(day: str) -> str:
-    """The page listing one day's hours."""
-    return f"runs/days/{day}.md"
-
-
-def hour_path(hour: str) -> str:
-    """The page listing one hour's runs (``YYYY-MM-DDTHH``): pages stay small however
-    busy the fleet, and a new run changes only its hour's page."""
-    return f"runs/hours/{hour}.md"
-
-
-def rel(source: str, target: str) -> str:
-    """A link from page ``source`` to page ``target`` (both docs-relative, no ``..``)."""
-    source_dir = posixpath.dirname(source)
-    if not source_dir:
-        return target
-    if posixpath.dirname(target) == source_dir:
-        return posixpath.basename(target)
-    return "../" * (source_dir.count("/") + 1) + target
-
-
-def _day(ts: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
-
-
-def hour_of(ts: float) -> str:
-    """The hour a timestamp falls in, as its page names it (``YYYY-MM-DDTHH``, UTC)."""
-    return time.strftime("%Y-%m-%dT%H", time.gmtime(ts))
 
 
 def _pct(part: int, whole: int) -> str:
@@ -189,11 +140,11 @@ class Overview:
                 ]
             ],
         )
-        days = sorted({_day(d.run.created) for d in ds})[-30:]
+        days = sorted({day_of(d.run.created) for d in ds})[-30:]
         per_day: dict[str, Counter[str]] = {day: Counter() for day in days}
         cost_day: Counter[str] = Counter()
         for d in ds:
-            day = _day(d.run.created)
+            day = day_of(d.run.created)
             if day in per_day:
                 status = d.run.status if d.run.status in FINAL else "active"
                 per_day[day][status] += 1
@@ -259,7 +210,7 @@ class Overview:
     def run_index(self) -> str:
         """The latest runs and one page per day."""
         page = "runs/index.md"
-        days = Counter(_day(d.run.created) for d in self.digests)
+        days = Counter(day_of(d.run.created) for d in self.digests)
         day_rows = [
             [link(day, rel(page, day_path(day))), str(n)]
             for day, n in sorted(days.items(), reverse=True)
