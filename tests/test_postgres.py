@@ -304,6 +304,12 @@ async def test_decisions_and_cancels_from_another_machine_arrive_by_notification
             with anyio.fail_after(30):  # woken by NOTIFY: no poll comes for 600 s
                 while "decided" not in results:
                     await anyio.sleep(0.02)
+            store = rt.store
+            assert store is not None
+            decided_at = store.get_escalation(escalation.id).decided_at or 0.0
+            woke = next(e.ts for e in store.events(escalation.run_id)
+                        if e.type == "escalation_decided")  # fmt: skip
+            print(f"\nthe waiting run logged the decision {woke - decided_at:.3f} s after it")
 
             slow = crew({"type": "sequential", "steps": ["sleeper"]},
                         {"sleeper": {"model": "waiting:forever"}})  # fmt: skip
