@@ -491,3 +491,19 @@ async def test_the_monitor_hears_new_runs_without_polling(workspace, postgres_ur
         with anyio.fail_after(30):
             while runs.row_count != 1 or "succeeded" not in str(runs.get_row_at(0)):
                 await pilot.pause(0.05)
+
+
+def test_without_the_postgres_extra_a_store_url_says_what_to_install(workspace):
+    """psycopg made unimportable, as on an install without the extra."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    environment["PILOTHOUSE_STORE_URL"] = "postgresql://pilot:pw@db.internal/fleet"
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from pilothouse.cli import main; sys.argv = ['pilothouse', 'runs']; main()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=workspace, env=environment,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 6 and len(lines) == 1, done.stderr
+    assert "pip install 'pilothouse[postgres]'" in lines[0] and ":pw@" not in lines[0]
+    assert not (workspace / ".pilothouse").exists()  # nothing written
