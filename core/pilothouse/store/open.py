@@ -15,11 +15,6 @@ from ..settings import Settings, shown_url
 from .base import RunStore
 
 
-def is_postgres(settings: Settings) -> bool:
-    """Whether the settings put the run store on a PostgreSQL server."""
-    return bool(settings.store_url)
-
-
 def store_location(settings: Settings) -> str | Path:
     """Where the run store is: its URL, or its SQLite file's path."""
     return settings.store_url or settings.store_path
@@ -28,7 +23,7 @@ def store_location(settings: Settings) -> str | Path:
 def store_exists(settings: Settings) -> bool:
     """Whether there is a store to read: a server always has one (it is made on first
     use); a SQLite file only once a run was made."""
-    return is_postgres(settings) or settings.store_path.exists()
+    return bool(settings.store_url) or settings.store_path.exists()
 
 
 def is_url(location: str | Path) -> bool:

@@ -46,8 +46,6 @@ class _Connection:
         return converted
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> Any:
-        if sql in ("BEGIN", "COMMIT"):
-            return self.conn.execute(sql)
         return self.conn.execute(self._convert(sql), args)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> Any:
@@ -66,6 +64,7 @@ class _Connection:
 class PostgresRunStore(SQLRunStore):
     """A :class:`~pilothouse.RunStore` in a PostgreSQL database (``store_url``)."""
 
+    _errors = (psycopg.Error,) if psycopg is not None else ()
     _begin = "BEGIN"
     _start_run = START_RUN.format(number="", next_number="")  # numbered by the identity
     _for_update = " FOR UPDATE"
@@ -74,7 +73,6 @@ class PostgresRunStore(SQLRunStore):
     def __init__(self, url: str, *, owner: str | None = None) -> None:
         super().__init__(shown_url(url), owner=owner)
         self._url = url
-        self._errors = (psycopg.Error,) if psycopg is not None else ()
         conn = connect(url)
         try:
             from .postgres_migrations import migrate

@@ -93,12 +93,6 @@ WHERE id = ?
 """
 
 
-def _portable(value: object) -> object:
-    """A value as both backends take it in a copied row: booleans and integers differ
-    between them in a few columns (``audits.ok``), and each side converts a 0/1."""
-    return int(value) if isinstance(value, bool) else value
-
-
 class SQLRunStore(SQLReads, RunStore):
     """A :class:`RunStore` over one SQL connection: a backend opens the connection
     (``_db``, with ``execute`` and ``executemany`` taking ``?`` placeholders) and says
@@ -448,7 +442,7 @@ class SQLRunStore(SQLReads, RunStore):
         sql = (f"INSERT INTO {table} ({names}) VALUES ({marks})"
                f" ON CONFLICT ({key}) DO UPDATE SET {updates}")  # fmt: skip
         with self._lock, self._transaction():
-            self._db.executemany(sql, [tuple(_portable(v) for v in row) for row in rows])
+            self._db.executemany(sql, rows)
 
     def put_events(self, rows: Sequence[Sequence[object]]) -> None:
         """Insert events given as ``(run_no, run_id, seq, type, step_id, ts, data)``,
