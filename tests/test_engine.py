@@ -55,9 +55,33 @@ class TestBadModelReplies:
         async with make_runtime() as rt:
             first = await rt.run(c, "t1")
             second = await rt.run(c, "t2")
-        assert first.error_kind == "model" and "lacks required field(s): risk" in first.error
-        assert second.error_kind == "model" and "did not return JSON" in second.error
+        assert first.error_kind == "model" and "'risk' is a required property" in first.error
+        assert second.error_kind == "model" and "the reply is not JSON" in second.error
         assert scripted.provider.requests[0].response_schema == schema
+
+    async def test_the_whole_schema_is_checked_not_only_its_required_fields(
+        self, make_runtime, scripted
+    ):
+        schema = {
+            "type": "object",
+            "properties": {"decision": {"enum": ["approve", "deny"]}, "amount": {"type": "number"}},
+            "required": ["decision"],
+        }
+        scripted.provider.enqueue(
+            text_reply('{"decision": "maybe"}'), text_reply('{"decision": "deny", "amount": "5k"}')
+        )
+        c = crew({"type": "sequential", "steps": ["a"]}, {"a": {"output_schema": schema}},
+                 limits={"max_schema_retries": 0})  # fmt: skip
+        async with make_runtime() as rt:
+            enum = await rt.run(c, "t1")
+            typed = await rt.run(c, "t2")
+        assert "at $.decision: 'maybe' is not one of ['approve', 'deny']" in enum.error
+        assert "at $.amount: '5k' is not of type 'number'" in typed.error
+
+    def test_a_schema_no_validator_can_read_is_refused_with_the_crew(self):
+        with pytest.raises(ValueError, match=r"invalid JSON Schema at type"):
+            crew({"type": "sequential", "steps": ["a"]},
+                 {"a": {"output_schema": {"type": "objekt"}}})  # fmt: skip
 
     async def test_the_model_hears_what_broke_the_schema_and_answers_again(
         self, make_runtime, scripted
@@ -73,8 +97,8 @@ class TestBadModelReplies:
             broken = await rt.run(c, "t2")
         assert fixed.ok and fixed.output == '{"verdict": "ok", "risk": 0.1}'
         feedback = scripted.provider.requests[1].messages[-1].content
-        assert "lacks required field(s): risk" in feedback and "Answer again" in feedback
-        assert broken.error_kind == "model" and "did not return JSON" in broken.error
+        assert "'risk' is a required property" in feedback and "Answer again" in feedback
+        assert broken.error_kind == "model" and "the reply is not JSON" in broken.error
         assert len(scripted.provider.requests) == 4  # one retry each, no more
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -73,6 +73,18 @@ class Persona(_Strict):
         default_factory=lambda: ["passages", "memory", "previous_output"]
     )
     temperature: float | None = Field(default=None, ge=0, le=2)
+
+    @field_validator("output_schema")
+    @classmethod
+    def _a_valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        # a schema no validator can read would fail every step that uses it: say so now
+        if schema is not None:
+            from .structured import schema_error
+
+            problem = schema_error(schema)
+            if problem is not None:
+                raise ValueError(problem)
+        return schema
 
 
 class Sequential(_Strict):

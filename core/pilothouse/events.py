@@ -214,6 +214,10 @@ class ModelCalled(BaseEvent):
     #: why the model stopped, as the server said: ``stop``, ``tool_calls``, ``length``
     #: (cut off at the output token limit), ``content_filter``...
     finish_reason: str | None = None
+    #: how the output schema was asked for, and why that way when it was not the first
+    #: tried (see :attr:`pilothouse.ModelResponse.output_mode`)
+    output_mode: str | None = None
+    output_note: str | None = None
     #: the rest of the request: with ``messages`` and ``tools``, all of it (see :meth:`request`)
     response_schema: dict[str, Any] | None = None
     max_output_tokens: int | None = None

@@ -73,6 +73,11 @@ class ModelResponse(BaseModel):
     cost_usd: float | None = None
     finish_reason: str | None = None
     request_id: str | None = None
+    #: how the provider asked for the output schema (``json_schema``, ``json_object``,
+    #: ``tool``, ``prompt``: see :mod:`pilothouse.structured`); None without a schema
+    output_mode: str | None = None
+    #: why that mode and not the first one tried, when the provider fell back
+    output_note: str | None = None
     #: milliseconds from sending the request to the first streamed token
     ttft_ms: float | None = None
     #: milliseconds the request waited for the provider's own limits (concurrency,

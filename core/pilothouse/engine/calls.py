@@ -179,6 +179,8 @@ class ModelCalls:
             queued_ms=response.queued_ms,
             request_id=response.request_id,
             finish_reason=response.finish_reason,
+            output_mode=response.output_mode,
+            output_note=response.output_note,
         )
         return response
 

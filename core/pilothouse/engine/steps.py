@@ -32,6 +32,7 @@ from ..model import Message, Model, ModelRequest, ToolSpec
 from ..registry import Registry
 from ..retrieval import Passage
 from ..store.eventlog import EventLog
+from ..structured import output_problem
 from ..tools import canonical_json, result_text
 from .calls import ModelCalls
 from .context import build_context
@@ -131,7 +132,12 @@ class Steps:
             output = (talk.response.text if talk.response else None) or ""
             if persona.output_schema is not None:
                 try:
-                    _check_structured(output, persona.output_schema, models[0].id)
+                    _check_structured(
+                        output,
+                        persona.output_schema,
+                        models[0].id,
+                        talk.response.output_mode if talk.response else None,
+                    )
                 except ModelError as exc:
                     # the model hears what was wrong and answers again, a bounded number of
                     # times (the next model call's messages show it in the log)
@@ -403,16 +409,11 @@ def _cut(result: str, limit: int) -> str:
     return f"{result[:limit]}\n[... cut: {len(result) - limit} more characters]"
 
 
-def _check_structured(output: str, schema: dict[str, Any], model_id: str) -> None:
-    try:
-        data = json.loads(output)
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{model_id} did not return JSON for an output schema: {exc}") from None
-    if schema.get("type") == "object":
-        if not isinstance(data, dict):
-            raise ModelError(
-                f"{model_id} returned {type(data).__name__}, the schema wants an object"
-            )
-        missing = [k for k in schema.get("required", []) if k not in data]
-        if missing:
-            raise ModelError(f"{model_id}'s output lacks required field(s): {', '.join(missing)}")
+def _check_structured(output: str, schema: dict[str, Any], model_id: str, mode: str | None) -> None:
+    """Raise :class:`ModelError` when ``output`` is not JSON that validates against
+    ``schema``, naming the way the schema was asked for (the provider's output mode)."""
+    problem = output_problem(output, schema)
+    if problem is not None:
+        how = f" (output mode {mode})" if mode else ""
+        raise ModelError(f"{model_id}{how} gave output that does not match the output schema:"
+                         f" {problem}")  # fmt: skip
