@@ -59,6 +59,25 @@ def status(code: int, body: str = "", **kw: Any) -> Answer:
     )
 
 
+#: what llama.cpp's Python server answers a json_schema response format with (HTTP 500)
+LLAMA_CPP_FORMAT_ERROR = (
+    "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input"
+    " should be 'text' or 'json_object'\", 'input': 'json_schema'}]"
+)
+
+
+@dataclass
+class Quirks:
+    """How a kind of server departs from OpenAI's protocol: what it refuses before any
+    scripted answer is taken (the refused request is still in ``received``)."""
+
+    #: response_format type -> the status a request asking for it is refused with
+    #: (500: llama.cpp's Python server; 400: a gateway that knows no structured output)
+    refuse_format: dict[str, int] = field(default_factory=dict)
+    #: a request with ``tools`` is refused with this status (a chat format without tools)
+    refuse_tools: int | None = None
+
+
 class FakeOpenAI:
     """The app. ``received`` holds each request body, ``stamps`` when it arrived."""
 
@@ -67,6 +86,7 @@ class FakeOpenAI:
 
     def reset(self) -> None:
         self.script: deque[Answer] = deque()
+        self.quirks = Quirks()
         self.by_model: dict[str, Answer] = {}
         #: when set, answers every request the script and by_model leave (by its content)
         self.responder: Callable[[dict[str, Any]], Answer] | None = None
@@ -106,12 +126,16 @@ class FakeOpenAI:
         self.connections.add(tuple(scope["client"]))
         self.targets.append(f"{scope['path']}?{scope['query_string'].decode()}".rstrip("?"))
         self.counter += 1
-        answer = self.by_model.get(request.get("model")) or (
-            self.script.popleft()
-            if self.script
-            else self.responder(request)
-            if self.responder
-            else Answer(text=_echo(request))
+        answer = (
+            self._refusal(request)
+            or self.by_model.get(request.get("model"))
+            or (
+                self.script.popleft()
+                if self.script
+                else self.responder(request)
+                if self.responder
+                else Answer(text=_echo(request))
+            )
         )
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -122,6 +146,25 @@ class FakeOpenAI:
             await self._answer(request, answer, send, receive)
         finally:
             self.in_flight -= 1
+
+    def _refusal(self, request: dict[str, Any]) -> Answer | None:
+        """The error the server's quirks answer ``request`` with, if any."""
+        kind = (request.get("response_format") or {}).get("type")
+        code = self.quirks.refuse_format.get(kind or "")
+        if code is not None:
+            message = (
+                LLAMA_CPP_FORMAT_ERROR
+                if code >= 500
+                else f"response_format of type {kind!r} is not supported"
+            )
+            error = {"message": message, "type": "invalid_request_error"}
+            return status(code, body=json.dumps({"error": error}))
+        if request.get("tools") and self.quirks.refuse_tools is not None:
+            message = "tools are not supported with chat format 'gemma'"
+            return status(
+                self.quirks.refuse_tools, body=json.dumps({"error": {"message": message}})
+            )
+        return None
 
     async def _answer(
         self, request: dict[str, Any], answer: Answer, send: Any, receive: Any

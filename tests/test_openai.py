@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 import pilothouse
+import pilothouse.store.sqlite
 from conftest import crew
 from openai_server import Answer, reply, status, tool_calls
 from pilothouse import tool

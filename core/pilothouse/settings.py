@@ -103,6 +103,12 @@ class Endpoint(BaseModel):
     #: servers people run (vLLM, Ollama, llama.cpp, LM Studio) read ``max_tokens``.
     #: Unset: the first for api.openai.com, the second elsewhere.
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+    #: how a persona's output schema is asked for: OpenAI's ``json_schema`` response
+    #: format, ``json_object`` with the schema beside it (llama.cpp), a forced ``tool``
+    #: call, or the schema in the ``prompt`` (the reply checked, one repair round).
+    #: ``auto`` starts with ``json_schema`` and falls back in that order when the
+    #: server refuses it, remembering per model what worked.
+    structured_output: Literal["auto", "json_schema", "json_object", "tool", "prompt"] = "auto"
 
     def token_limit_field(self) -> str:
         """The field a request's output token limit goes in (see ``max_tokens_field``)."""

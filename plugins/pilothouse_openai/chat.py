@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
-from pilothouse import Model, ModelError, ModelRequest, ModelResponse, ToolCall, Usage
+from pilothouse import Message, Model, ModelError, ModelRequest, ModelResponse, ToolCall, Usage
 from pilothouse.model import emit_delta, estimate_request_tokens, estimate_tokens
+from pilothouse.structured import OUTPUT_MODES, output_problem
 
-from .endpoint import EndpointClient
-from .shapes import arguments_text, content_text
+from . import output
+from .endpoint import EndpointClient, EndpointRejected, Sent
+from .shapes import arguments_text, content_text, tool_call_in_text
 from .sse import StreamedReply, read_stream
+
+log = logging.getLogger("pilothouse.openai")
+
+#: what makes a server take tool calls, for the error that says it does not
+TOOLS_FIX = (
+    "use a model and chat template that take tools (llama.cpp's llama-server: --jinja;"
+    " llama-cpp-python: --chat_format chatml-function-calling or a functionary model;"
+    " Ollama: a model with the tools capability), or take the tools off the persona"
+)
 
 
 class OpenAIChatModel(Model):
@@ -33,50 +45,168 @@ class OpenAIChatModel(Model):
         return (input_tokens * self.price[0] + output_tokens * self.price[1]) / 1_000_000
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """One chat completion, streamed when the endpoint is set to stream."""
+        """One chat completion (streamed when the endpoint is set to stream); with an
+        output schema, asked for in the endpoint's output mode (see :meth:`_structured`)."""
+        if request.response_schema is None:
+            result = await self._send(request, None)
+        else:
+            result = await self._structured(request)
+        result.cost_usd = self.estimate_cost(result.usage.input_tokens, result.usage.output_tokens)
+        return result
+
+    async def _structured(self, request: ModelRequest) -> ModelResponse:
+        """The reply in the endpoint's ``structured_output`` mode; ``auto`` starts with
+        what answered last for this model (else ``json_schema``) and moves on to the
+        next mode when the server refuses the form, or accepts it and answers with
+        something that is not the schema's JSON (it ignored the form)."""
+        schema = request.response_schema
+        assert schema is not None
+        setting = self.endpoint.config.structured_output
+        key = (self.endpoint.base_url, self.name)
+        auto = setting == "auto"
+        modes = OUTPUT_MODES[OUTPUT_MODES.index(output.learned.get(key, OUTPUT_MODES[0])) :]
+        if not auto:
+            modes = (setting,)
+        spent: list[Usage] = []
+        notes: list[str] = []
+        for i, mode in enumerate(modes):
+            last = i == len(modes) - 1
+            try:
+                result = await self._send(request, mode)
+                if mode == "prompt":
+                    result = await self._repaired(request, result, spent)
+            except EndpointRejected as exc:
+                refused = output.refuses_mode(mode, exc, request)
+                if refused and auto and not last:
+                    notes.append(f"{mode} refused (HTTP {exc.status}: {exc.detail[:160]})")
+                    continue
+                if refused:
+                    hint = (
+                        f"output modes tried: {'; '.join([*notes, mode])}"
+                        if auto
+                        else f"set endpoints.{self.provider}.structured_output to another mode"
+                        ' (json_object, tool, prompt) or "auto"'
+                    )
+                    raise ModelError(
+                        f"{exc.explanation}; {hint}", request_id=exc.request_id
+                    ) from None
+                raise
+            spent.append(result.usage)
+            if auto and not last and not result.tool_calls and result.finish_reason != "length":
+                problem = output_problem(result.text, schema)
+                if problem is not None:
+                    notes.append(f"{mode} answered, but {problem}")
+                    continue
+            result.usage = _sum(spent)
+            result.output_mode = mode
+            if notes:
+                said = [*notes, f"{mode} answered", *filter(None, [result.output_note])]
+                result.output_note = "; ".join(said)
+            if auto and not result.tool_calls and output.learned.get(key) != mode:
+                output.learned[key] = mode
+                if mode != OUTPUT_MODES[0]:
+                    log.warning(
+                        "endpoint %s: model %s takes structured output as %s (%s)",
+                        self.provider, self.name, mode, "; ".join(notes) or "learned earlier",
+                    )  # fmt: skip
+            return result
+        raise AssertionError("unreachable: the last mode returns or raises")
+
+    async def _repaired(
+        self, request: ModelRequest, result: ModelResponse, spent: list[Usage]
+    ) -> ModelResponse:
+        """A prompted reply that does not match the schema gets one repair round: the
+        model hears what was wrong and answers again (both calls' tokens count)."""
+        assert request.response_schema is not None
+        if result.tool_calls:
+            return result
+        problem = output_problem(result.text, request.response_schema)
+        if problem is None:
+            return result
+        spent.append(result.usage)
+        again = [
+            *request.messages,
+            Message(role="assistant", content=result.text),
+            Message(
+                role="user",
+                content=f"That answer does not match the JSON Schema: {problem}. Answer again"
+                " with only the JSON.",
+            ),
+        ]
+        second = await self._send(request.model_copy(update={"messages": again}), "prompt")
+        second.output_note = f"prompt: the first reply did not match ({problem}); one repair round"
+        return second
+
+    async def _send(self, request: ModelRequest, mode: str | None) -> ModelResponse:
+        """One request and its reply (tokens estimated when the server gave none), its
+        schema asked for in output mode ``mode``."""
         stream = self.endpoint.config.stream
-        payload = self.payload(request, stream=stream)
+        payload = self.payload(request, stream=stream, mode=mode)
         estimated_in = estimate_request_tokens(request)
         budget = estimated_in + (request.max_output_tokens or 0)
-        async with self.endpoint.post(payload, tokens=budget, stream=stream) as sent:
-            response = sent.response
-            header_id = response.headers.get("x-request-id")
-            if stream:
-                reply = StreamedReply()
-                first: list[float] = []
-
-                def on_text(text: str) -> None:
-                    if not first:
-                        first.append(time.perf_counter())
-                    emit_delta(text)
-
-                try:
-                    await read_stream(response.aiter_lines(), reply, on_text)
-                except ModelError as exc:
-                    raise ModelError(str(exc), request_id=exc.request_id or header_id) from None
-                except Exception as exc:  # transport errors mid-stream
-                    raise ModelError(
-                        f"the stream from {self.id} broke off: {type(exc).__name__}: "
-                        f"{self.endpoint.redact(str(exc))}",
-                        request_id=reply.id or header_id,
-                    ) from None
-                result = self._from_stream(reply, header_id)
-                if first:
-                    result.ttft_ms = (first[0] - sent.sent_at) * 1000
-            else:
-                body = await response.aread()
-                result = self._from_body(body, header_id)
-            result.queued_ms = sent.queued_s * 1000
+        try:
+            async with self.endpoint.post(payload, tokens=budget, stream=stream) as sent:
+                result = await self._read(sent, stream)
+        except EndpointRejected as exc:
+            if request.tools and "tool" in exc.detail.lower():
+                raise ModelError(
+                    f"{exc.explanation}; {self.id} does not take tool calls there: {TOOLS_FIX}",
+                    request_id=exc.request_id,
+                ) from None
+            raise
         if result.usage.input_tokens == 0 and result.usage.output_tokens == 0:
             out = estimate_tokens(result.text or "") + sum(
                 estimate_tokens(c.arguments) for c in result.tool_calls
             )
             result.usage = Usage(input_tokens=estimated_in, output_tokens=out, estimated=True)
-        result.cost_usd = self.estimate_cost(result.usage.input_tokens, result.usage.output_tokens)
+        if mode is not None:
+            result = output.read(mode, result, request)
+        if request.tools and not result.tool_calls:
+            written = tool_call_in_text(result.text, {t.name for t in request.tools})
+            if written is not None:
+                raise ModelError(
+                    f"{self.id} wrote a call of tool {written!r} as text instead of calling it:"
+                    f" the server did not read it as a tool call. {TOOLS_FIX}",
+                    request_id=result.request_id,
+                )
         return result
 
-    def payload(self, request: ModelRequest, *, stream: bool) -> dict[str, Any]:
-        """The JSON body of the request."""
+    async def _read(self, sent: Sent, stream: bool) -> ModelResponse:
+        """The reply of a response with status 200, streamed or whole."""
+        response = sent.response
+        header_id = response.headers.get("x-request-id")
+        if stream:
+            reply = StreamedReply()
+            first: list[float] = []
+
+            def on_text(text: str) -> None:
+                if not first:
+                    first.append(time.perf_counter())
+                emit_delta(text)
+
+            try:
+                await read_stream(response.aiter_lines(), reply, on_text)
+            except ModelError as exc:
+                raise ModelError(str(exc), request_id=exc.request_id or header_id) from None
+            except Exception as exc:  # transport errors mid-stream
+                raise ModelError(
+                    f"the stream from {self.id} broke off: {type(exc).__name__}: "
+                    f"{self.endpoint.redact(str(exc))}",
+                    request_id=reply.id or header_id,
+                ) from None
+            result = self._from_stream(reply, header_id)
+            if first:
+                result.ttft_ms = (first[0] - sent.sent_at) * 1000
+        else:
+            result = self._from_body(await response.aread(), header_id)
+        result.queued_ms = sent.queued_s * 1000
+        return result
+
+    def payload(
+        self, request: ModelRequest, *, stream: bool, mode: str | None = "json_schema"
+    ) -> dict[str, Any]:
+        """The JSON body of the request, its schema (if any) asked for in output mode
+        ``mode``."""
         body: dict[str, Any] = {
             "model": request.model,
             "messages": [_message(m) for m in request.messages],
@@ -97,11 +227,8 @@ class OpenAIChatModel(Model):
                 }
                 for t in request.tools
             ]
-        if request.response_schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": request.response_schema},
-            }
+        if request.response_schema is not None and mode is not None:
+            output.ask(mode, body, request)
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -198,6 +325,15 @@ def _message(m: Any) -> dict[str, Any]:
     if m.tool_call_id:
         out["tool_call_id"] = m.tool_call_id
     return out
+
+
+def _sum(spent: list[Usage]) -> Usage:
+    """The tokens of every request a call made (a fallback or a repair costs too)."""
+    return Usage(
+        input_tokens=sum(u.input_tokens for u in spent),
+        output_tokens=sum(u.output_tokens for u in spent),
+        estimated=any(u.estimated for u in spent),
+    )
 
 
 def _usage(data: Any) -> Usage:

@@ -36,6 +36,21 @@ BACKOFF_CAP_S = 30.0
 POOL_SIZE = 4
 
 
+class EndpointRejected(ModelError):
+    """The server refused the request (a status that retrying will not change), with
+    its status and its own words, which decide what the provider tries next."""
+
+    def __init__(
+        self, message: str, *, status: int, detail: str, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        #: the message without the request id (for an error that adds to it)
+        self.explanation = message
+        self.status = status
+        #: the server's message (redacted): its ``error.message``, or the body's start
+        self.detail = detail
+
+
 @dataclass
 class Sent:
     """A response with status 200 (its body not yet read when streaming), and the
@@ -168,13 +183,16 @@ class EndpointClient:
                         return
                     body = (await response.aread()).decode("utf-8", "replace")
                     await response.aclose()
-                    request_id = response.headers.get("x-request-id")
-                    if response.status_code not in RETRY_STATUSES:
-                        raise ModelError(
-                            self._explain(response.status_code, body, payload),
-                            request_id=request_id,
+                    code = response.status_code
+                    detail = self.redact(_server_message(body))
+                    if code not in RETRY_STATUSES or (code >= 500 and _malformed(detail)):
+                        raise EndpointRejected(
+                            self._explain(code, detail, payload),
+                            status=code,
+                            detail=detail,
+                            request_id=response.headers.get("x-request-id"),
                         )
-                    problem = f"HTTP {response.status_code}"
+                    problem = f"HTTP {code}" + (f"; the server said: {detail}" if detail else "")
                     retry_after = _retry_after(response.headers.get("retry-after"))
             if attempt >= self.config.max_retries:
                 raise ModelError(
@@ -198,8 +216,7 @@ class EndpointClient:
             return ""
         return f'; set endpoints.{self.name}.max_tokens_field = "{_OTHER_FIELD[sent]}"'
 
-    def _explain(self, status: int, body: str, payload: dict[str, Any]) -> str:
-        detail = _server_message(body)
+    def _explain(self, status: int, detail: str, payload: dict[str, Any]) -> str:
         model = payload.get("model")
         where = f"endpoint {self.name!r} ({self.shown_url})"
         if status == 401:
@@ -218,6 +235,8 @@ class EndpointClient:
                 f"{where} has no model {model!r} or no /chat/completions (HTTP 404):"
                 " check the model name and the base URL"
             )
+        elif status >= 500:
+            text = f"{where} rejected the request as malformed (HTTP {status}, not retried)"
         else:
             text = f"{where} rejected the request (HTTP {status})"
         if detail:
@@ -238,6 +257,21 @@ def _refuses(detail: str, field: str) -> bool:
         _OTHER_FIELD[field] in detail
         or any(word in low for word in ("unsupported", "unrecognized", "not permitted"))
     )
+
+
+#: what a server error says when the request itself is wrong, not the server for now
+#: (a 5xx that retrying cannot change: llama.cpp's Python server answers its
+#: request validation errors with HTTP 500)
+_MALFORMED = (
+    "validation error", "input should be", "field required", "extra inputs are not permitted",
+    "unprocessable", "not supported", "unsupported", "response_format", "json_schema",
+)  # fmt: skip
+
+
+def _malformed(detail: str) -> bool:
+    """Whether a server error's message says the request is malformed."""
+    low = detail.lower()
+    return any(sign in low for sign in _MALFORMED)
 
 
 def _server_message(body: str) -> str:

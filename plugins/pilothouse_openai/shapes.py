@@ -19,3 +19,26 @@ def content_text(value: Any) -> str | None:
     if isinstance(value, list):
         return "".join(part.get("text") or "" for part in value if isinstance(part, dict))
     return value
+
+
+#: how chat templates mark a tool call they write as text
+_CALL_TAGS = ("<tool_call>", "<|tool_call|>", "<function=", "[TOOL_CALLS]")
+
+
+def tool_call_in_text(text: str | None, names: set[str]) -> str | None:
+    """The tool a reply's text calls when the model wrote the call as text (a server
+    whose chat template has no tool calls passes it on as an answer), or None."""
+    if not text:
+        return None
+    stripped = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
+    try:
+        data = json.loads(stripped)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        called = data.get("name") or (data.get("function") or {}).get("name")
+        if isinstance(called, str) and called in names:
+            return called
+    if any(tag in text for tag in _CALL_TAGS):
+        return next((name for name in names if name in text), "(unknown)")
+    return None

@@ -90,6 +90,8 @@ def _timeline_line(e: Any) -> str | None:
         what = f"{len(e.tool_calls)} tool call(s)" if e.tool_calls else "answer"
         if e.stop_note:
             what += f" ({e.stop_note})"
+        if e.output_mode:
+            what += f" [schema as {e.output_mode}]"
         queued = f" ({e.queue_note})" if e.queue_note else ""
         return (
             f"model {e.model}{label}: {e.usage.input_tokens} in / {e.usage.output_tokens} out,"

@@ -284,7 +284,12 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
                 f" · {e.latency_ms:.0f} ms"
                 + (f" ({e.queue_note})" if e.queue_note else "")
                 + (f" · <strong>{e.stop_note}</strong>" if e.stop_note else "")
+                + (f" · schema asked as {inline(e.output_mode, redact)}" if e.output_mode else "")
             ),
+        ]
+        if e.output_note:  # a server's words among them: untrusted text
+            out.append(para(f"Output mode: {inline(e.output_note, redact)}"))
+        out += [
             "<details><summary>Context window as the model saw it</summary>",
         ]
         for m in e.messages:

@@ -160,6 +160,9 @@ def detail(event: BaseEvent, redact: Redact) -> RenderableType:
         )
         if e.stop_note:
             parts.append(Text(e.stop_note, style="yellow"))
+        if e.output_mode:
+            note = f": {e.output_note}" if e.output_note else ""
+            parts.append(plain(f"schema asked as {e.output_mode}{note}", redact))
         parts.append(Text("\ncontext window as the model saw it", style="bold underline"))
         for m in e.messages:
             parts.append(Text(f"[{m.role}]", style="bold cyan"))
