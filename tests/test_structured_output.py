@@ -153,6 +153,14 @@ class TestChosenModes:
         )
         assert "the reply is not JSON" in result.error
 
+    async def test_a_reply_cut_at_the_token_limit_says_so(self, openai_server, workspace):
+        openai_server.enqueue(reply('{"decision": "deny", "reason": "the', finish="length"))
+        c = _one_step(output_schema=SCHEMA, max_output_tokens=16)
+        c.limits.max_schema_retries = 0
+        result, _ = await _run(_settings(structured_output="json_object"), c)
+        assert "(output mode json_object) gave output that does not match" in result.error
+        assert "cut off at the output token limit (max_output_tokens = 16)" in result.error
+
     async def test_a_non_object_schema_travels_wrapped_in_tool_mode(self, openai_server, workspace):
         schema = {"type": "array", "items": {"type": "string"}}
         openai_server.enqueue(tool_calls(("final_answer", {"output": ["a", "b"]})))

@@ -28,7 +28,7 @@ from ..errors import (
 from ..events import BaseEvent, ContextBuilt, RetrievalDone, StepFinished, StepStarted, ToolCalled
 from ..knowledge.memory import _sink as _memory_sink
 from ..knowledge.memory import facts_in_output
-from ..model import Message, Model, ModelRequest, ToolSpec
+from ..model import Message, Model, ModelRequest, ModelResponse, ToolSpec
 from ..registry import Registry
 from ..retrieval import Passage
 from ..store.eventlog import EventLog
@@ -132,12 +132,7 @@ class Steps:
             output = (talk.response.text if talk.response else None) or ""
             if persona.output_schema is not None:
                 try:
-                    _check_structured(
-                        output,
-                        persona.output_schema,
-                        models[0].id,
-                        talk.response.output_mode if talk.response else None,
-                    )
+                    _check_structured(output, persona, models[0].id, talk.response)
                 except ModelError as exc:
                     # the model hears what was wrong and answers again, a bounded number of
                     # times (the next model call's messages show it in the log)
@@ -409,11 +404,23 @@ def _cut(result: str, limit: int) -> str:
     return f"{result[:limit]}\n[... cut: {len(result) - limit} more characters]"
 
 
-def _check_structured(output: str, schema: dict[str, Any], model_id: str, mode: str | None) -> None:
-    """Raise :class:`ModelError` when ``output`` is not JSON that validates against
-    ``schema``, naming the way the schema was asked for (the provider's output mode)."""
-    problem = output_problem(output, schema)
-    if problem is not None:
-        how = f" (output mode {mode})" if mode else ""
-        raise ModelError(f"{model_id}{how} gave output that does not match the output schema:"
-                         f" {problem}")  # fmt: skip
+def _check_structured(
+    output: str, persona: Persona, model_id: str, response: ModelResponse | None
+) -> None:
+    """Raise :class:`ModelError` when ``output`` is not JSON that validates against the
+    persona's schema, naming the way the schema was asked for (the provider's output
+    mode) and a reply cut off at the token limit (the likeliest cause of broken JSON)."""
+    assert persona.output_schema is not None
+    problem = output_problem(output, persona.output_schema)
+    if problem is None:
+        return
+    mode = response.output_mode if response is not None else None
+    how = f" (output mode {mode})" if mode else ""
+    if response is not None and response.finish_reason == "length":
+        problem += (
+            f"; the reply was cut off at the output token limit (max_output_tokens ="
+            f" {persona.max_output_tokens})"
+        )
+    raise ModelError(
+        f"{model_id}{how} gave output that does not match the output schema: {problem}"
+    )
