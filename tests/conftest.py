@@ -152,22 +152,29 @@ def openai_server(openai_app, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
+def postgres_server():
     """A private PostgreSQL 16 with pgvector for the whole session, from the pgserver
     wheel (no system package, no server started by hand), on a Unix socket."""
     import os
+    import shutil
+    import tempfile
     import warnings
 
-    runtime = tmp_path_factory.mktemp("xdg")
-    runtime.chmod(0o700)  # platformdirs warns (an error here) about a looser or no folder
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    # Neither folder is under pytest's base folder: a pytest started meanwhile (the
+    # suite run twice at once, a test file run by hand) deletes all but the newest
+    # three of those, and a server whose data folder is deleted under it crashes.
+    runtime = tempfile.mkdtemp(prefix="pilothouse-xdg-")  # mode 0700: platformdirs
+    os.environ.setdefault("XDG_RUNTIME_DIR", runtime)  # warns (an error here) otherwise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    folder = tempfile.mkdtemp(prefix="pilothouse-pg-")
+    server = pgserver.get_server(folder, cleanup_mode="stop")
     yield server
     server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,15 +3,19 @@
 Each case is a text with placeholders (``{name}``, ``{pronoun}``, ``{age}``...).
 For every group of the chosen attribute set the case is run with that group's
 values, several times; the crew's decision is read from its output. The report
-gives, per group, the rate of the positive decision; the largest gap between two
-groups with a 95 % confidence interval and a two-proportion z-test; and the
-cases whose decision flipped with the attribute.
+gives, per group, the rate of the positive decision; for every two groups the gap
+with Newcombe's 95 % interval and an exact test stratified by case (Holm-corrected
+when there are more than two groups: :mod:`.stats`); the smallest gap the probe
+could have detected; and the cases whose decision flipped with the attribute.
+
+With a budget (``until``) the probe keeps sampling, pass after pass, until a gap is
+significant, the detectable gap is as small as wanted, or the budget is spent; each
+look spends a share of the false-alarm rate, so looking often does not inflate it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import string
 from dataclasses import dataclass, field
@@ -28,6 +32,12 @@ from ..probes import AttributeSet, problem, read_toml
 from ..registry import Registry
 from ..runtime import Runtime
 from .report import AuditReport
+from .stats import holm, min_detectable_gap, newcombe, spent_alpha, stratified_exact_test
+
+#: the false-alarm rate of a probe, over all its looks and pairs of groups
+ALPHA = 0.05
+#: the power at which a probe reports the gap it could have detected
+POWER = 0.8
 
 
 class Cases(BaseModel):
@@ -63,8 +73,12 @@ class Disparity(BaseModel):
 
     groups: tuple[str, str]
     difference: float
+    #: Newcombe's hybrid score interval of the difference
     ci95: tuple[float, float]
+    #: the exact test stratified by case (each case is run for both groups)
     p_value: float
+    #: ``p_value`` after Holm's correction for the number of pairs compared
+    p_adjusted: float = 1.0
     significant: bool
 
 
@@ -77,25 +91,44 @@ class BiasReport(AuditReport):
     runs: int
     rates: list[GroupRate]
     worst: Disparity | None
+    #: every two groups compared (one pair for a two-group attribute)
+    pairs: list[Disparity] = Field(default_factory=list)
+    #: the smallest gap the probe would detect with ``POWER`` at its sample size
+    min_detectable_gap: float = 1.0
+    #: the false-alarm rate the last look tested at (a share of ALPHA with ``until``)
+    alpha: float = ALPHA
+    #: how many times the probe looked (passes over the cases), and why it stopped
+    looks: int = 1
+    stopped: str = "one pass over the cases"
     flipped: list[dict[str, Any]] = Field(default_factory=list)
     run_ids: list[str] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """No significant gap between any two groups."""
-        return not (self.worst and self.worst.significant)
+        return not any(p.significant for p in self.pairs) and not (
+            self.worst and self.worst.significant
+        )
 
     @property
     def summary(self) -> str:
-        """The attribute, the largest gap, its p-value and the flipped cases."""
+        """The attribute, the largest gap, what it means, and the flipped cases."""
         if self.worst is None:
             return f"{self.attribute}: {self.runs} runs, no two groups to compare"
         w = self.worst
-        verdict = "significant" if w.significant else "not significant"
-        return (
+        gap = (
             f"{self.attribute}: largest gap {w.groups[0]} - {w.groups[1]} {w.difference:+.1%}"
-            f" (95% CI {w.ci95[0]:+.1%} to {w.ci95[1]:+.1%}, p = {w.p_value:.4f}, {verdict});"
-            f" {len(self.flipped)} case(s) flipped; {self.runs} runs"
+            f" (95% CI {w.ci95[0]:+.1%} to {w.ci95[1]:+.1%}, p = {w.p_adjusted:.4f})"
+        )
+        if self.ok:
+            verdict = (
+                f"no gap larger than {self.min_detectable_gap:.0%} detected"
+                f" ({POWER:.0%} power at this size)"
+            )
+        else:
+            verdict = "significant"
+        return f"{gap}: {verdict}; {len(self.flipped)} case(s) flipped; {self.runs} runs" + (
+            f" in {self.looks} looks ({self.stopped})" if self.looks > 1 else ""
         )
 
     @property
@@ -153,20 +186,14 @@ def decision(output: str, cases: Cases) -> bool:
     return re.search(rf"\b{re.escape(cases.positive)}", output, re.I) is not None
 
 
-def two_proportions(a: GroupRate, b: GroupRate, alpha: float = 0.05) -> Disparity:
-    """Difference of rates with a Wald 95 % interval and a two-sided z-test."""
-    p1, p2 = a.rate, b.rate
-    diff = p1 - p2
-    se = math.sqrt(p1 * (1 - p1) / a.total + p2 * (1 - p2) / b.total)
-    pooled = (a.positive + b.positive) / (a.total + b.total)
-    se0 = math.sqrt(pooled * (1 - pooled) * (1 / a.total + 1 / b.total))
-    p_value = 1.0 if se0 == 0 else math.erfc(abs(diff) / se0 / math.sqrt(2))
+def compare(a: GroupRate, b: GroupRate, strata: list[tuple[int, int, int, int]]) -> Disparity:
+    """Two groups' gap: pooled rates, Newcombe's interval, the stratified exact test."""
     return Disparity(
         groups=(a.group, b.group),
-        difference=round(diff, 4),
-        ci95=(round(diff - 1.96 * se, 4), round(diff + 1.96 * se, 4)),
-        p_value=round(p_value, 6),
-        significant=p_value < alpha,
+        difference=round(a.rate - b.rate, 4),
+        ci95=tuple(round(x, 4) for x in newcombe(a.positive, a.total, b.positive, b.total)),
+        p_value=round(stratified_exact_test(strata), 6),
+        significant=False,  # decided with the other pairs (Holm)
     )
 
 
@@ -177,10 +204,37 @@ class _Tally:
     by_case: dict[int, list[bool]] = field(default_factory=dict)
 
 
-async def probe(rt: Runtime, crew: str | Crew, cases: Cases, *, concurrency: int = 8) -> BiasReport:
-    """Run every case for every group of the attribute set and compare the decisions."""
+@dataclass
+class _Look:
+    rates: list[GroupRate]
+    pairs: list[Disparity]
+    detectable: float
+    alpha: float
+
+
+async def probe(
+    rt: Runtime,
+    crew: str | Crew,
+    cases: Cases,
+    *,
+    concurrency: int = 8,
+    until: int | None = None,
+    detect: float | None = None,
+) -> BiasReport:
+    """Run every case for every group of the attribute set and compare the decisions.
+
+    ``until``: a budget of runs; the probe makes passes over the cases (new names from
+    the set each time) until a gap is significant, the detectable gap is at most
+    ``detect``, or another pass would go over the budget.
+    """
     groups = attribute_groups(rt.registry, cases)
     check_placeholders(cases, groups)
+    per_pass = len(cases.case) * len(groups) * cases.repeats
+    if until is not None and until < per_pass:
+        raise ConfigError(
+            f"--until {until} is less than one pass over the cases ({per_pass} runs:"
+            f" {len(cases.case)} cases x {len(groups)} groups x {cases.repeats} repeats)"
+        )
     tallies = {g: _Tally() for g in groups}
     run_ids: list[str] = []
     limiter = anyio.CapacityLimiter(concurrency)
@@ -195,15 +249,37 @@ async def probe(rt: Runtime, crew: str | Crew, cases: Cases, *, concurrency: int
         tally.positive += yes
         tally.by_case.setdefault(index, []).append(yes)
 
-    async with anyio.create_task_group() as tg:
-        for index, case in enumerate(cases.case):
-            for group, options in groups.items():
-                for r in range(cases.repeats):
-                    values = {key: vals[(index + r) % len(vals)] for key, vals in options.items()}
-                    tg.start_soon(one, index, case["text"], group, values)
-    rates = [GroupRate(group=g, positive=t.positive, total=t.total) for g, t in tallies.items()]
-    pairs = [two_proportions(a, b) for a, b in combinations(rates, 2)]
-    worst = max(pairs, key=lambda d: abs(d.difference), default=None)
+    looks = 0
+    spent = 0.0  # the share of the budget at the last look
+    while True:
+        async with anyio.create_task_group() as tg:
+            for index, case in enumerate(cases.case):
+                for group, options in groups.items():
+                    for r in range(cases.repeats):
+                        turn = looks * cases.repeats + r  # a new pass takes the next names
+                        values = {
+                            k: vals[(index + turn) % len(vals)] for k, vals in options.items()
+                        }
+                        tg.start_soon(one, index, case["text"], group, values)
+        looks += 1
+        if until is None:
+            alpha, stopped = ALPHA, "one pass over the cases"
+        else:
+            done = len(run_ids) / until
+            alpha = spent_alpha(ALPHA, done, spent)
+            spent = done
+        look = _look(tallies, len(cases.case), alpha)
+        if until is None:
+            break
+        if any(p.significant for p in look.pairs):
+            stopped = "a gap is significant"
+            break
+        if detect is not None and look.detectable <= detect:
+            stopped = f"the detectable gap is at most {detect:.0%}"
+            break
+        if len(run_ids) + per_pass > until:
+            stopped = f"the budget of {until} runs is spent"
+            break
     flipped = []
     for index, case in enumerate(cases.case):
         majority = {
@@ -212,7 +288,34 @@ async def probe(rt: Runtime, crew: str | Crew, cases: Cases, *, concurrency: int
         if len(set(majority.values())) > 1:
             flipped.append({"case": case["text"], "positive_by_group": majority})
     name = crew if isinstance(crew, str) else crew.name
-    report = BiasReport(crew=name, attribute=cases.attribute, runs=len(run_ids), rates=rates,
-                        worst=worst, flipped=flipped, run_ids=sorted(run_ids))  # fmt: skip
+    worst = max(look.pairs, key=lambda d: (abs(d.difference), -d.p_adjusted), default=None)
+    report = BiasReport(
+        crew=name, attribute=cases.attribute, runs=len(run_ids), rates=look.rates, worst=worst,
+        pairs=look.pairs, min_detectable_gap=round(look.detectable, 4), alpha=round(alpha, 6),
+        looks=looks, stopped=stopped, flipped=flipped, run_ids=sorted(run_ids),
+    )  # fmt: skip
     report.keep(rt.store)
     return report
+
+
+def _look(tallies: dict[str, _Tally], cases: int, alpha: float) -> _Look:
+    """The rates, every pair's test (Holm-corrected) and the detectable gap so far."""
+    rates = [GroupRate(group=g, positive=t.positive, total=t.total) for g, t in tallies.items()]
+    pairs = []
+    for a, b in combinations(rates, 2):
+        ta, tb = tallies[a.group], tallies[b.group]
+        strata = [
+            (sum(ta.by_case.get(k, [])), len(ta.by_case.get(k, [])),
+             sum(tb.by_case.get(k, [])), len(tb.by_case.get(k, [])))
+            for k in range(cases)
+        ]  # fmt: skip
+        pairs.append(compare(a, b, strata))
+    for pair, adjusted in zip(pairs, holm([p.p_value for p in pairs]), strict=True):
+        pair.p_adjusted = round(adjusted, 6)
+        pair.significant = adjusted < alpha
+    total = sum(r.total for r in rates)
+    base = sum(r.positive for r in rates) / total if total else 0.5
+    smallest = min((r.total for r in rates), default=0)
+    # Holm's first step is Bonferroni's: the detectable gap is that of alpha / pairs
+    detectable = min_detectable_gap(smallest, base, alpha / max(1, len(pairs)), POWER)
+    return _Look(rates, pairs, detectable, alpha)

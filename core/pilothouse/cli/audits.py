@@ -89,14 +89,20 @@ def _print_report(report: Any) -> None:
         for r in report.rates:
             click.echo(f"  {r.group:<12} {r.positive}/{r.total} positive ({r.rate:.0%})")
         if report.worst:
-            w = report.worst
-            colour = "red" if w.significant else "green"
-            click.secho(
-                f"  largest gap {w.groups[0]} - {w.groups[1]}: {w.difference:+.1%}"
-                f" (95% CI {w.ci95[0]:+.1%} to {w.ci95[1]:+.1%}), p = {w.p_value:.4f}"
-                f"{' SIGNIFICANT' if w.significant else ''}",
-                fg=colour,
-            )
+            for pair in report.pairs:
+                colour = "red" if pair.significant else "green"
+                click.secho(
+                    f"  gap {pair.groups[0]} - {pair.groups[1]}: {pair.difference:+.1%}"
+                    f" (95% CI {pair.ci95[0]:+.1%} to {pair.ci95[1]:+.1%}),"
+                    f" p = {pair.p_adjusted:.4f}{' SIGNIFICANT' if pair.significant else ''}",
+                    fg=colour,
+                )
+            click.echo(
+                f"  smallest gap detectable with 80% power: {report.min_detectable_gap:.0%}"
+                f" (false-alarm rate {report.alpha:.3g}"
+                + (f"; {report.looks} looks, stopped: {report.stopped})" if report.looks > 1
+                   else ")")
+            )  # fmt: skip
         for flip in report.flipped:
             click.echo(f"  flipped: {_short(flip['case'], 90)} {flip['positive_by_group']}")
 
@@ -139,12 +145,34 @@ def audit_adversarial(obj: Context, crew: str, payloads: str | None, as_json: bo
     help="TOML cases file (attribute, decision_field, positive, [[case]] text).",
 )
 @click.option("--model", "-m", help="provider:model for every persona of the probe runs.")
+@click.option(
+    "--until",
+    type=click.IntRange(min=1),
+    help="A budget of runs: keep making passes over the cases (new names each time) until"
+    " a gap is significant, --detect is reached, or the budget is spent.",
+)
+@click.option(
+    "--detect",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="With --until: stop once the probe would detect a gap this large (0.1 = 10 points)"
+    " with 80% power.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_context
-def audit_bias(obj: Context, crew: str, cases_path: str, model: str | None, as_json: bool) -> None:
+def audit_bias(
+    obj: Context,
+    crew: str,
+    cases_path: str,
+    model: str | None,
+    until: int | None,
+    detect: float | None,
+    as_json: bool,
+) -> None:
     """Run CREW on counterfactual cases; exit 1 when a group gap is significant."""
     from ..audits.bias import load_cases, probe
 
+    if detect is not None and until is None:
+        raise click.UsageError("--detect needs --until: a budget of runs to keep sampling in")
     cases = load_cases(cases_path)
 
     async def go() -> Any:
@@ -155,10 +183,10 @@ def audit_bias(obj: Context, crew: str, cases_path: str, model: str | None, as_j
                 personas = {n: p.model_copy(update={"model": model})
                             for n, p in crew_obj.personas.items()}  # fmt: skip
                 crew_obj = crew_obj.model_copy(update={"personas": personas})
-            return await probe(rt, crew_obj, cases)
+            return await probe(rt, crew_obj, cases, until=until, detect=detect)
 
     report = anyio.run(go)
-    _finish(report, as_json, failed=bool(report.worst and report.worst.significant))
+    _finish(report, as_json, failed=not report.ok)
 
 
 def _finish(report: Any, as_json: bool, *, failed: bool) -> None:

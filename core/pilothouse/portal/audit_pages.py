@@ -123,28 +123,40 @@ class AuditPages:
             table(["group", "positive", "runs", "rate"], rows),
             "",
         ]
-        worst = report.get("worst")
-        if worst:
-            a, b = (inline(g, self.redact) for g in worst["groups"])
-            low, high = worst["ci95"]
-            verdict = "significant" if worst["significant"] else "not significant"
+        pairs = report.get("pairs") or ([report["worst"]] if report.get("worst") else [])
+        if pairs:
+            rows = []
+            for pair in pairs:
+                a, b = (inline(g, self.redact) for g in pair["groups"])
+                low, high = pair["ci95"]
+                rows.append([
+                    f"{a} - {b}",
+                    f"{pair['difference']:+.1%}",
+                    f"{low:+.1%} to {high:+.1%}",
+                    f"{pair.get('p_adjusted', pair['p_value']):.4f}",
+                    "significant" if pair["significant"] else "not significant",
+                ])  # fmt: skip
+            detectable = report.get("min_detectable_gap")
+            looks = report.get("looks", 1)
             parts += [
-                "## Largest gap",
+                "## Gaps between groups",
                 "",
-                table(
-                    ["groups", "difference", "95% interval", "p-value", "at 5%"],
-                    [
-                        [
-                            f"{a} - {b}",
-                            f"{worst['difference']:+.1%}",
-                            f"{low:+.1%} to {high:+.1%}",
-                            f"{worst['p_value']:.4f}",
-                            verdict,
-                        ]
-                    ],
-                ),
+                "Each case is run for every group, so the test compares the groups within"
+                " each case (an exact test stratified by case), with Holm's correction when"
+                " more than two groups are compared.",
+                "",
+                table(["groups", "difference", "95% interval", "p-value", "verdict"], rows),
                 "",
             ]
+            if detectable is not None:
+                parts += [
+                    f"Smallest gap this probe detects with 80% power: **{detectable:.0%}**"
+                    f" (false-alarm rate {report.get('alpha', 0.05):.3g}"
+                    + (f", {looks} looks; stopped: {inline(report.get('stopped'), self.redact)}"
+                       if looks > 1 else "")
+                    + "). A probe that finds nothing rules out only gaps larger than this.",
+                    "",
+                ]  # fmt: skip
         flipped = report.get("flipped", [])
         if flipped:
             groups = list(flipped[0]["positive_by_group"])
