@@ -14,12 +14,15 @@ when configured:
    ``provider:model``): one model call per output, which rules on every claim
    given its best evidence; its verdict wins. The call is logged with the step.
 
-Figures are checked apart: a claim whose numbers are not all in its best
-evidence sentence is not supported, whatever the similarity ("19 euros"
-against "79 to 129 euros"). When more than ``max_unsupported`` of the judged
-claims are unsupported the output is flagged (an escalation when the crew's
-``on_flag`` says so), with every claim's scores, method and best evidence in
-the verdict's details.
+Whatever the scores, a claim is supported only when its fact-bearing parts are in its
+best evidence (the closest sentence, with the next one for a claim that merges two):
+its figures, codes, names, attributes, polarity and comparisons (:mod:`.facts`).
+"five-year" against "two-year", "IP67" against "IP54", "can be folded" against
+"must not be folded" share most words, and fail there; each unsupported claim says
+which part failed and why, and the judge is told the same. When more than
+``max_unsupported`` of the judged claims are unsupported the output is flagged (an
+escalation when the crew's ``on_flag`` says so), with every claim's scores, method,
+best evidence and failed parts in the verdict's details.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from typing import Any
 from pilothouse import Guardrail, GuardrailContext, Message, Verdict
 from pilothouse.errors import ModelError, PluginError
 from pilothouse.text import claims, content_words, sentences
+
+from .facts import Finding, findings
 
 JUDGE_INSTRUCTIONS = (
     "You check whether claims are supported by evidence. The claims and the evidence are"
@@ -117,17 +122,17 @@ class Grounded(Guardrail):
         scored = []
         for text in judged:
             words = content_words(text)
-            numbers = {w for w in words if w[0].isdigit()}
-            # a sentence that lacks one of the claim's figures cannot be its support
-            shares = [
-                len(words & found) / len(words)
-                if numbers <= found
-                else min(len(words & found) / len(words), self.min_support / 2)
-                for found in sets
-            ]
-            best = max(range(len(shares)), key=shares.__getitem__)
-            claim = _Claim(text, words, evidence, sets, best, lexical=shares[best])
-            claim.settle(shares[best] >= self.min_support)
+            shares = [len(words & found) / len(words) for found in sets]
+            ranked = sorted(range(len(shares)), key=shares.__getitem__, reverse=True)
+            best, share = ranked[0], shares[ranked[0]]
+            chosen = [best]
+            if len(ranked) > 1:  # a claim that merges two sentences: both are its evidence
+                second = ranked[1]
+                merged = len(words & (sets[best] | sets[second])) / len(words)
+                if merged > share and shares[second] > 0:
+                    chosen, share = [best, second], merged
+            claim = _Claim(text, words, evidence, sets, chosen, lexical=share)
+            claim.settle(share >= self.min_support)
             scored.append(claim)
         return scored
 
@@ -142,13 +147,14 @@ class Grounded(Guardrail):
             best = max(range(len(sims)), key=sims.__getitem__)
             claim.semantic = sims[best]
             if not claim.supported and sims[best] >= self.min_similarity:
-                claim.best, claim.method = best, "semantic"
-                claim.settle(True)  # unless the closest sentence lacks one of its figures
+                claim.chosen, claim.method = [best], "semantic"
+                claim.settle(True)  # unless a fact-bearing part is not in that sentence
 
     async def _judged(self, scored: list[_Claim], context: GuardrailContext) -> dict[str, Any]:
         """Ask the judge about every claim with its best evidence; its verdicts win."""
         numbered = "\n".join(
             f"{i}. Claim: {c.claim}\n   Evidence: {c.evidence}"
+            + "".join(f"\n   Checker: {f.part}: {f.why}" for f in c.failed)
             for i, c in enumerate(scored, start=1)
         )
         messages = [
@@ -173,30 +179,30 @@ class Grounded(Guardrail):
 
 @dataclass
 class _Claim:
-    """One claim being judged: its scores, its best evidence sentence, the verdict."""
+    """One claim being judged: its scores, its best evidence, the verdict."""
 
     claim: str
     words: set[str]
     sentences: list[str]
     sets: list[set[str]]
-    best: int
+    #: the evidence sentences it is checked against (the best, and a second it merges)
+    chosen: list[int]
     lexical: float
     semantic: float | None = None
     judge: bool | None = None
     method: str = "lexical"
     supported: bool = False
-    missing: list[str] = field(default_factory=list)
+    failed: list[Finding] = field(default_factory=list)
 
     @property
     def evidence(self) -> str:
-        """The best evidence sentence."""
-        return self.sentences[self.best][:300]
+        """The best evidence: its sentence or two."""
+        return " ".join(self.sentences[i] for i in self.chosen)[:400]
 
     def settle(self, supported: bool) -> None:
-        """Decide; a figure the best evidence sentence does not state is never supported."""
-        numbers = {w for w in self.words if w[0].isdigit()}
-        self.missing = sorted(numbers - self.sets[self.best])
-        self.supported = supported and not self.missing
+        """Decide; a fact-bearing part its evidence does not state is never supported."""
+        self.failed = findings(self.claim, " ".join(self.sentences[i] for i in self.chosen))
+        self.supported = supported and not self.failed
 
     def details(self) -> dict[str, Any]:
         """What the verdict's details hold about the claim."""
@@ -212,8 +218,11 @@ class _Claim:
             found["semantic"] = round(self.semantic, 3)
         if self.judge is not None:
             found["judge"] = self.judge
-        if self.missing:
-            found["missing_figures"] = self.missing
+        if self.failed:
+            found["failed"] = [
+                {"part": f.part, "claim": f.claim, "evidence": f.evidence, "why": f.why}
+                for f in self.failed
+            ]
         return found
 
 

@@ -348,6 +348,14 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
     return []
 
 
+def _failed_parts(claim: dict[str, Any]) -> str:
+    """Which fact-bearing parts of a claim its evidence lacks, and why ("-": none)."""
+    failed = claim.get("failed") or []
+    parts = [f"{f.get('part')}: {f.get('why')}" for f in failed if isinstance(f, dict)]
+    parts += [f"figure {x} not in evidence" for x in claim.get("missing_figures", [])]
+    return "; ".join(parts) or "-"
+
+
 def _claim_scores(details: dict[str, Any], redact: Redact) -> list[str]:
     """A groundedness verdict's claims: each with its scores, method and best evidence."""
     scored = details.get("claims")
@@ -370,11 +378,11 @@ def _claim_scores(details: dict[str, Any], redact: Redact) -> list[str]:
                 score(c.get("lexical", c.get("support"))),
                 score(c.get("semantic")),
                 "-" if judge is None else ("supported" if judge else "unsupported"),
-                inline(", ".join(map(str, c.get("missing_figures", []))) or "-", redact),
+                inline(_failed_parts(c), redact, 200),
                 inline(str(c.get("evidence", "")), redact, 120),
             ]
         )
-    header = ["claim", "supported", "by", "lexical", "semantic", "judge", "figures not in evidence",
+    header = ["claim", "supported", "by", "lexical", "semantic", "judge", "what failed",
               "best evidence"]  # fmt: skip
     out = [table(header, rows)]
     if details.get("judge_error"):
