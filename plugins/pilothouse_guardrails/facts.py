@@ -21,6 +21,7 @@ Offline, stdlib only, microseconds per claim.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019-]*|\d[\w.,-]*")
 _CODE = re.compile(
     r"\b(?=[A-Za-z0-9-]*\d)(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\b"
 )
+#: "5-year", "12-watt", "30-litre": a figure and its unit, not a code
+_MEASURE = re.compile(r"^\d+(?:\.\d+)?-[A-Za-z]+$")
 _ACRONYM = re.compile(r"\b[A-Z]{2,}\b")
 _NEGATIONS = re.compile(
     r"\b(?:not|no|never|none|neither|nor|without|cannot|can't|won't|don't|doesn't|didn't"
@@ -71,6 +74,8 @@ _COMPARATIVES = {
     **dict.fromkeys("less fewer slower lower smaller cheaper weaker worse shorter lighter"
                     " below under".split(), -1),
 }  # fmt: skip
+#: adverbs that turn "more" round: "more slowly" is "slower"
+_BACKWARD = frozenset("slowly rarely weakly seldom cheaply poorly".split())
 _CLASSES: dict[str, frozenset[str]] = {
     "colour": frozenset(
         "black white grey gray red green blue yellow orange purple pink brown beige navy"
@@ -100,10 +105,13 @@ _CLASSES: dict[str, frozenset[str]] = {
 }
 _CLASS_OF = {word: name for name, words in _CLASSES.items() for word in words}
 #: where a sentence's clauses part
-_CLAUSE = re.compile(r"[;:,]|\b(?:while|whereas|but|although|though|so|because)\b", re.I)
+_CLAUSE = re.compile(
+    r"[;:,](?=\s)|[.!?](?=\s|$)|\b(?:while|whereas|but|although|though|so|because)\b", re.I
+)
 _NEGATION_WORDS = frozenset(
     "not no never none neither nor without cannot nothing longer must should".split()
 )
+_STOP = frozenset("a an and or the of in on at to for with by from as is are".split())
 #: capitalised words that name nothing in particular
 _COMMON_CAPITALS = frozenset("i a the it its this that these those we you they he she".split())
 
@@ -131,6 +139,7 @@ def findings(claim: str, evidence: str) -> list[Finding]:
     found += _attributes(claim, evidence)
     found += _polarity(claim, evidence)
     found += _comparison(claim, evidence)
+    found += _added_clause(claim, evidence)
     return found
 
 
@@ -173,11 +182,15 @@ def _figures(claim: str, evidence: str) -> list[Finding]:
 def _codes_and_names(claim: str, evidence: str) -> list[Finding]:
     lowered = evidence.lower()
     evidence_words = {w.lower().strip("'\u2019") for w in _WORD.findall(evidence)}
-    codes = set(_CODE.findall(claim)) | set(_ACRONYM.findall(claim))
+    codes = {c for c in _CODE.findall(claim) if not _MEASURE.match(c)}
+    codes |= set(_ACRONYM.findall(claim))
     out = []
     for code in sorted(codes):
-        if code.lower() not in evidence_words and not code.isdigit():
-            theirs = sorted(set(_CODE.findall(evidence)) | set(_ACRONYM.findall(evidence)))
+        if not code.isdigit() and not re.search(rf"\b{re.escape(code)}\b", evidence, re.I):
+            theirs = sorted(
+                {c for c in _CODE.findall(evidence) if not _MEASURE.match(c)}
+                | set(_ACRONYM.findall(evidence))
+            )
             said = ", ".join(theirs[:4])
             out.append(Finding("code", code, said, f"the evidence does not name {code}"
                                + (f" (it names {said})" if said else "")))  # fmt: skip
@@ -194,20 +207,36 @@ def _codes_and_names(claim: str, evidence: str) -> list[Finding]:
 
 
 def _attributes(claim: str, evidence: str) -> list[Finding]:
-    evidence_words = {w.lower() for w in _WORD.findall(evidence)}
+    tokens = [w.lower() for w in _WORD.findall(claim)]
+    theirs = [w.lower() for w in _WORD.findall(evidence)]
+    evidence_words = set(theirs)
+    stems = {_stem(w) for w in evidence_words}
+    pairs = set(itertools.pairwise(theirs))
     out = []
-    for word in dict.fromkeys(w.lower() for w in _WORD.findall(claim)):
+    for i, word in enumerate(tokens):
         kind = _CLASS_OF.get(word)
-        if (
-            kind is None
-            or word in evidence_words
-            or _stem(word) in {_stem(w) for w in evidence_words}
-        ):
+        if kind is None:
             continue
-        theirs = [w for w in evidence_words if _CLASS_OF.get(w) == kind]
-        said = ", ".join(sorted(theirs))
-        out.append(Finding("attribute", word, said, f"the evidence does not say {word}"
-                           + (f" (its {kind}: {said})" if said else "")))  # fmt: skip
+        listed = sorted(w for w in evidence_words if _CLASS_OF.get(w) == kind)
+        said = ", ".join(listed)
+        if _stem(word) not in stems:
+            out.append(Finding("attribute", word, said, f"the evidence does not say {word}"
+                               + (f" (its {kind}: {said})" if said else "")))  # fmt: skip
+            continue
+        # "moss grey" where the evidence has "slate grey and moss green": each word is
+        # there, not together
+        before = tokens[i - 1] if i else ""
+        if before in evidence_words and before not in _STOP and (before, word) not in pairs:
+            named = next((b for a, b in pairs if a == before and _CLASS_OF.get(b) == kind), "")
+            if named and named != word:
+                out.append(
+                    Finding(
+                        "attribute",
+                        f"{before} {word}",
+                        f"{before} {named}",
+                        f"the evidence says {before} {named}, not {before} {word}",
+                    )
+                )
     return out
 
 
@@ -217,14 +246,14 @@ def _polarity(claim: str, evidence: str) -> list[Finding]:
     theirs = [c for c in _CLAUSE.split(evidence) if c.strip()]
     for clause in _CLAUSE.split(claim):
         words = _plain_words(clause)
-        if len(words) < 2 or not theirs:
+        if not words or not theirs:
             continue
         match = max(theirs, key=lambda c: len(words & _plain_words(c)))
         # only a clause that says the same thing can say it the other way
-        if len(words & _plain_words(match)) < max(2, len(words) / 2):
+        if len(words & _plain_words(match)) < max(1, len(words) / 2):
             continue
-        claim_neg = bool(_NEGATIONS.search(clause))
-        evidence_neg = bool(_NEGATIONS.search(match))
+        claim_neg = len(_NEGATIONS.findall(clause))
+        evidence_neg = len(_NEGATIONS.findall(match))
         clause_words = {w.lower() for w in _WORD.findall(clause)}
         match_words = {w.lower() for w in _WORD.findall(match)}
         flipped = [
@@ -251,6 +280,25 @@ def _polarity(claim: str, evidence: str) -> list[Finding]:
     return []
 
 
+def _added_clause(claim: str, evidence: str) -> list[Finding]:
+    """A clause the evidence says nothing of, beside clauses it states word for word: a
+    supported sentence with a fact added to it ("..., and it won an award in 2019").
+    A claim reworded throughout is left to the overall scores (and the embeddings)."""
+    known = {_stem(w) for w in _WORD.findall(evidence)}
+    covered = []
+    for clause in _CLAUSE.split(claim):
+        words = {_stem(w) for w in _WORD.findall(clause) if len(w) > 3}
+        if words:
+            covered.append((len(words & known) / len(words), len(words), clause.strip()))
+    if not any(share >= 0.8 and size >= 2 for share, size, _ in covered):
+        return []
+    return [
+        Finding("clause", clause[:80], "", f"the evidence says nothing of {clause[:80]!r}")
+        for share, size, clause in covered
+        if size >= 3 and share < 0.34
+    ]
+
+
 def _comparison(claim: str, evidence: str) -> list[Finding]:
     words = [w.lower() for w in _WORD.findall(claim)]
     direction = next(((i, _COMPARATIVES[w]) for i, w in enumerate(words) if w in _COMPARATIVES),
@@ -259,6 +307,8 @@ def _comparison(claim: str, evidence: str) -> list[Finding]:
         return []
     at, sign = direction
     word = words[at]
+    if word in ("more", "less") and words[at + 1 : at + 2] and words[at + 1] in _BACKWARD:
+        sign, word = -sign, f"{word} {words[at + 1]}"  # "more slowly" says "slower"
     theirs = [w.lower() for w in _WORD.findall(evidence)]
     stated = [_COMPARATIVES[w] for w in theirs if w in _COMPARATIVES]
     if stated:
@@ -306,4 +356,10 @@ def _plain_words(text: str) -> set[str]:
 
 
 def _stem(word: str) -> str:
-    return word.lower()[:5]
+    """A crude stem: a plural or verb ending off, then the first five letters."""
+    word = word.lower()
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:5]
