@@ -103,6 +103,8 @@ async def test_the_engine_hands_the_steps_evidence_to_the_guardrail(make_runtime
     scores = {c["claim"]: c["supported"] for c in verdict.details["claims"]}
     assert scores == {"The Helio 30 weighs 1.4 kg.": True,
                       "It is waterproof down to fifty metres and floats.": False}  # fmt: skip
+    # the reason says which part of the unsupported claim failed
+    assert "(figure: the evidence does not give fifty" in verdict.reason
 
 
 # Supported claims reworded for the test: most content words replaced by synonyms.

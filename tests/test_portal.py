@@ -356,8 +356,8 @@ def test_home_and_run_page_render(portal, served, page):
     assert f"Run {ids['demo']}" in body and DEMO_INPUT in body
     assert "Claims and their evidence" in body and "Model call" in body
     assert "market_size" in body and "Retrieval by demo_corpus" in body.replace("\n", " ")
-    # the grounded verdict's claims, each with its scores and best evidence
-    assert "figures not in evidence" in body and "best evidence" in body
+    # the grounded verdict's claims, each with its scores, best evidence and what failed
+    assert "what failed" in body and "best evidence" in body
     assert "Why: the evidence behind the output" in body
     why = page.locator("article table:has(th:text-is('excerpt'))").first
     assert "%" in why.inner_text() and why.locator("a[href^='#passage-']").count() >= 1

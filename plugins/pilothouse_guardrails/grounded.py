@@ -109,7 +109,10 @@ class Grounded(Guardrail):
         details |= {"claims": [c.details() for c in scored], "unsupported_share": round(share, 3)}
         if share <= self.max_unsupported:
             return Verdict(details=details)
-        listed = "; ".join(f"'{c.claim[:80]}'" for c in unsupported[:3])
+        listed = "; ".join(
+            f"'{c.claim[:80]}'" + (f" ({c.failed[0].part}: {c.failed[0].why})" if c.failed else "")
+            for c in unsupported[:3]
+        )
         return Verdict(
             action="flag",
             reason=f"{len(unsupported)} of {len(scored)} claims lack support in the evidence:"
