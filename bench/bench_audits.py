@@ -18,7 +18,11 @@ a persona's output would be against its step's evidence. Rows:
 - raw: the share of a claim's content words in its best evidence sentence >= 0.6
   (word overlap alone, the baseline);
 - lexical: the guardrail with its defaults (overlap, then the fact-bearing parts);
-- semantic: with the MiniLM embedder (when the knowledge extra is installed).
+- semantic: with the MiniLM embedder (when the knowledge extra is installed);
+- judge: with ``grounded_judge`` at a loopback OpenAI-compatible server (tests/
+  openai_server.py), over HTTP: one judge heeds the checker's findings in its prompt,
+  one calls every claim supported (a credulous judge: it cannot overrule a failed
+  fact-bearing part, only the scores, which is what this row shows).
 
 Usage: python bench/bench_audits.py [--per-kind 40] [--seed 1]
 """
@@ -26,18 +30,25 @@ Usage: python bench/bench_audits.py [--per-kind 40] [--seed 1]
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
+import sys
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 
 import anyio
 
-from pilothouse import GuardrailContext
+from pilothouse import GuardrailContext, ModelRequest
+from pilothouse.settings import Endpoint
 from pilothouse.text import content_words, sentences
 from pilothouse_guardrails.grounded import Grounded
+from pilothouse_openai.chat import OpenAIChatModel
+from pilothouse_openai.endpoint import EndpointClient
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 SUPPORTED = ("copied", "paraphrased", "merged")
 UNSUPPORTED = ("figure", "code", "name", "attribute", "negation", "comparison", "invented")
 
@@ -173,10 +184,23 @@ def raw_supported(claim: str, evidence: list[set[str]]) -> bool:
     return bool(words) and max(len(words & e) / len(words) for e in evidence) >= 0.6
 
 
-async def judged(guard: Grounded, claim: str, source: list[str], embed) -> bool | None:
+def judge_replies(request: dict) -> object:
+    """The loopback judge: every numbered claim supported unless ``heed`` (the model
+    name) and the checker wrote a finding under it."""
+    from openai_server import reply
+
+    text = request["messages"][-1]["content"]
+    heed = request["model"] == "heeds-findings"
+    verdicts = []
+    for number, block in re.findall(r"(?m)^(\d+)\. Claim:(.*?)(?=^\d+\. Claim:|\Z)", text, re.S):
+        verdicts.append({"claim": int(number), "supported": not (heed and "Checker:" in block)})
+    return reply(json.dumps({"verdicts": verdicts}))
+
+
+async def judged(guard: Grounded, claim: str, source: list[str], embed, ask=None) -> bool | None:
     """Whether the guardrail supports ``claim`` (None: too short to judge)."""
     context = GuardrailContext(run_id="b", step_id="1", persona="p", stage="output",
-                               crew="bench", evidence=source, embed=embed)  # fmt: skip
+                               crew="bench", evidence=source, embed=embed, ask=ask)  # fmt: skip
     verdict = await guard.check(claim, context)
     scored = verdict.details.get("claims") or []
     return all(c["supported"] for c in scored) if scored else None
@@ -191,6 +215,19 @@ async def main() -> None:
         "raw overlap": (None, None),
         "lexical": (Grounded(), None),
     }
+    stack = ExitStack()
+    from openai_server import FakeOpenAI, serve
+
+    app = FakeOpenAI()
+    app.responder = judge_replies
+    client = EndpointClient("local", Endpoint(base_url=stack.enter_context(serve(app))))
+    models = {name: OpenAIChatModel(client, name, None)
+              for name in ("heeds-findings", "credulous")}  # fmt: skip
+
+    async def ask(spec: str, messages, **request):
+        name = spec.split(":", 1)[1]
+        return await models[name].complete(ModelRequest(model=name, messages=messages, **request))
+
     try:
         from pilothouse_knowledge import MiniLM
 
@@ -206,6 +243,8 @@ async def main() -> None:
         modes["semantic"] = (Grounded(embedder="minilm"), embed)
     except Exception as exc:  # the knowledge extra is not installed
         print(f"(no semantic mode: {exc})")
+    modes["judge heeds"] = (Grounded(judge="local:heeds-findings"), None)
+    modes["judge credulous"] = (Grounded(judge="local:credulous"), None)
 
     labels = {"demo": "tuning set", "docs": "seen in development", "readme": "held out"}
     for name, label in labels.items():
@@ -215,7 +254,7 @@ async def main() -> None:
         counts = ", ".join(f"{k} {len(v)}" for k, v in claims.items())
         print(f"\n{name} corpus ({label}): {len(source)} sentences; claims per kind: {counts}")
         header = ["kind", *modes]
-        print(f"{header[0]:<12}" + "".join(f"{h:>14}" for h in header[1:]))
+        print(f"{header[0]:<12}" + "".join(f"{h:>16}" for h in header[1:]))
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # caught, bad, alarms, ok
         for kind in SUPPORTED + UNSUPPORTED:
             row = []
@@ -225,7 +264,8 @@ async def main() -> None:
                     if guard is None:
                         verdicts.append(raw_supported(claim, evidence))
                     else:
-                        verdicts.append(await judged(guard, claim, source, embed))
+                        asks = ask if guard.judge else None
+                        verdicts.append(await judged(guard, claim, source, embed, asks))
                 verdicts = [v for v in verdicts if v is not None]
                 flagged = sum(not v for v in verdicts)
                 t = totals[mode]
@@ -237,10 +277,12 @@ async def main() -> None:
                     t[0] += flagged
                     t[1] += len(verdicts)
                     row.append(f"{flagged}/{len(verdicts)} caught")
-            print(f"{kind:<12}" + "".join(f"{cell:>14}" for cell in row))
-        print(f"{'caught':<12}" + "".join(f"{t[0] / max(1, t[1]):>14.0%}" for t in totals.values()))
-        print(f"{'false alarm':<12}" + "".join(f"{t[2] / max(1, t[3]):>14.0%}"
+            print(f"{kind:<12}" + "".join(f"{cell:>16}" for cell in row))
+        print(f"{'caught':<12}" + "".join(f"{t[0] / max(1, t[1]):>16.0%}" for t in totals.values()))
+        print(f"{'false alarm':<12}" + "".join(f"{t[2] / max(1, t[3]):>16.0%}"
                                                for t in totals.values()))  # fmt: skip
+    await client.aclose()
+    stack.close()
 
 
 if __name__ == "__main__":

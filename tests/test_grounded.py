@@ -227,9 +227,10 @@ async def test_a_judge_rules_on_every_claim_in_a_logged_call(make_runtime, scrip
     scripted.retrievers.append(Sheet())
     judge = Judge(unsupported_words=["heavy"])
     scripted.provider.enqueue(
-        text_reply("The Helio 30 costs 189 euros.\nThe Helio 30 weighs 1.4 kg and is heavy."),
+        text_reply("The Helio 30 costs 189 euros.\nThe Helio 30 weighs 1.4 kg and is heavy.\n"
+                   "The Helio 30 costs 289 euros."),
         judge,
-    )
+    )  # fmt: skip
     async with make_runtime(grounded_judge="scripted:judge") as rt:
         result = await rt.run(_judged_crew(), "Describe the Helio 30")
         events = rt.store.events(result.run_id)
@@ -242,6 +243,11 @@ async def test_a_judge_rules_on_every_claim_in_a_logged_call(make_runtime, scrip
     heavy = by_claim["The Helio 30 weighs 1.4 kg and is heavy."]
     assert heavy["method"] == "judge" and heavy["judge"] is False and not heavy["supported"]
     assert heavy["lexical"] >= 0.6  # word overlap alone would have let it through
+    # the judge hears the checker's findings, and cannot vouch for a figure it lacks
+    asked = judge.requests[0].messages[-1].content
+    assert "Checker: figure: the evidence does not give 289" in asked
+    dearer = by_claim["The Helio 30 costs 289 euros."]
+    assert dearer["judge"] is True and not dearer["supported"] and dearer["method"] == "lexical"
     assert verdict.action == "flag" and verdict.details["judge"] == "scripted:judge"
     assert result.ok
 

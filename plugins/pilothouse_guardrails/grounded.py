@@ -12,7 +12,9 @@ when configured:
    (``min_similarity`` or more is support), which catches paraphrases;
 3. **judge** (setting ``grounded_judge``, a model alias or
    ``provider:model``): one model call per output, which rules on every claim
-   given its best evidence; its verdict wins. The call is logged with the step.
+   given its best evidence and the checker's findings; its verdict wins, except
+   that it cannot vouch for a claim whose fact-bearing parts the evidence lacks.
+   The call is logged with the step.
 
 Whatever the scores, a claim is supported only when its fact-bearing parts are in its
 best evidence (the closest sentence, with the next one for a claim that merges two):
@@ -180,7 +182,10 @@ class Grounded(Guardrail):
         for i, supported in verdicts.items():
             claim = scored[i - 1]
             claim.judge = supported
-            claim.supported, claim.method = supported, "judge"
+            # a judge cannot vouch for a part the evidence lacks (a figure, a name...):
+            # it rules on the rest, where the scores were the only word
+            if not claim.failed:
+                claim.supported, claim.method = supported, "judge"
         return {"judge": self.judge}
 
 
