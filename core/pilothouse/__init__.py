@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         Usage,
         estimate_tokens,
     )
+    from .observers import EventObserver
     from .retrieval import Passage, Retriever
     from .runtime import Runtime, run
     from .settings import Settings, load_settings
@@ -66,6 +67,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "Crew": ".crew",
     "Escalation": ".store.base",
+    "EventObserver": ".observers",
     "Guardrail": ".guardrails",
     "GuardrailContext": ".guardrails",
     "GuardrailNames": ".crew",
@@ -123,6 +125,7 @@ __all__ = [
     "DecisionError",
     "Escalation",
     "EscalationRejected",
+    "EventObserver",
     "Guardrail",
     "GuardrailBlocked",
     "GuardrailContext",

@@ -166,6 +166,18 @@ def register_payloads(register: Any, settings: Any) -> None:
 
 
 @hookspec
+def register_observers(register: Any, settings: Any) -> None:
+    """Register observers of every run's events that need the settings or a lifecycle
+    (an exporter that sends where the settings say, and flushes when the runtime closes).
+
+    Register only what is on: an exporter left unconfigured registers nothing.
+
+    :param register: ``register(observer: pilothouse.EventObserver) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
 def on_event(event: Any) -> Any:
     """Observe every event of every run as it is logged (exporters, notifiers).
 

@@ -11,6 +11,7 @@ from .embedding import Embedder
 from .errors import NotFound, PluginError
 from .guardrails import Guardrail
 from .model import ModelProvider
+from .observers import EventObserver
 from .probes import AttributeSet, Payload
 from .retrieval import Retriever
 from .tools import Tool
@@ -29,7 +30,7 @@ class Entry(Generic[T]):
 @dataclass
 class Registry:
     """Everything available to runs and audits: providers, personas, tools, retrievers,
-    guardrails, crews, embedders, attribute sets and payloads."""
+    guardrails, crews, embedders, attribute sets, payloads and observers."""
 
     models: dict[str, Entry[ModelProvider]] = field(default_factory=dict)
     personas: dict[str, Entry[Persona]] = field(default_factory=dict)
@@ -40,9 +41,10 @@ class Registry:
     embedders: dict[str, Entry[Embedder]] = field(default_factory=dict)
     attribute_sets: dict[str, Entry[AttributeSet]] = field(default_factory=dict)
     payloads: dict[str, Entry[Payload]] = field(default_factory=dict)
+    observers: dict[str, Entry[EventObserver]] = field(default_factory=dict)
 
     KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews", "embedders",
-             "attribute_sets", "payloads")  # fmt: skip
+             "attribute_sets", "payloads", "observers")  # fmt: skip
 
     def registrar(self, kind: str, plugin: str) -> Callable[..., None]:
         """The ``register`` callback handed to ``register_<kind>`` of ``plugin``."""
@@ -96,4 +98,5 @@ _EXPECTED: dict[str, type] = {
     "embedders": Embedder,
     "attribute_sets": AttributeSet,
     "payloads": Payload,
+    "observers": EventObserver,
 }

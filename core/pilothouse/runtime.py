@@ -62,6 +62,9 @@ class Runtime:
         self.log = EventLog(self.store)
         for name, observer in self.plugins.observers():
             self.log.subscribe(observer, name=name)
+        for name, entry in self.registry.observers.items():
+            entry.value.open(self.store)
+            self.log.subscribe(entry.value, name=f"{entry.plugin}:{name}", types=entry.value.types)
         self.engine = Engine(self.registry, self.log, self.settings)
         self.live = LiveText(self.store) if self.store is not None else None
         if self.live is not None:
@@ -99,7 +102,7 @@ class Runtime:
         )
         await self._task_group.__aexit__(*(exc_info if cancelled else (None, None, None)))
         self._task_group = None
-        for entry in self.registry.models.values():
+        for entry in [*self.registry.observers.values(), *self.registry.models.values()]:
             try:
                 await entry.value.aclose()
             except Exception:  # closing must not hide the caller's own outcome

@@ -217,6 +217,11 @@ class Settings(BaseSettings):
         description="Model (alias or provider:model) that rules on every claim the grounded"
         " guardrail checks.",
     )
+    otel: Literal["auto", "off"] = Field(
+        default="auto",
+        description="OpenTelemetry export (the otel extra): auto sends every run's trace and"
+        " metrics wherever OTEL_EXPORTER_OTLP_ENDPOINT says; off sends nothing.",
+    )
     endpoints: dict[str, Endpoint] = Field(
         default_factory=dict,
         description="Model servers by name ([endpoints.NAME] in pilothouse.toml).",

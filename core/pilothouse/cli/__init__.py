@@ -13,7 +13,15 @@ import sys
 import click
 
 from ..errors import PilothouseError, StoreError
-from . import audits, decisions, running, viewing, views, workspace  # noqa: F401  (they register the commands)
+from . import (  # noqa: F401  (they register the commands)
+    audits,
+    decisions,
+    exporting,
+    running,
+    viewing,
+    views,
+    workspace,
+)
 from .base import DEMO_INPUT, Exit, cli
 
 __all__ = ["DEMO_INPUT", "Exit", "cli", "main"]

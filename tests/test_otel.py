@@ -1,0 +1,187 @@
+"""OpenTelemetry export to a real OTLP/HTTP receiver on 127.0.0.1 (protobuf decoded with
+``opentelemetry-proto``): the trace of a crew run, content capture, a backend that is
+down, and the export of runs already in the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+from otlp_receiver import OTLPReceiver
+
+from conftest import FlagWord, crew, text_reply, tool_reply
+from pilothouse import tool
+
+SECRET = "sk-live-0123456789abcdefghij"
+
+
+@pytest.fixture(scope="session")
+def otlp_app():
+    from openai_server import serve
+
+    app = OTLPReceiver()
+    with serve(app) as url:  # serve() names the base URL with its /v1
+        yield app, url.removesuffix("/v1")
+
+
+@pytest.fixture
+def receiver(otlp_app, monkeypatch):
+    """The receiver, emptied, with OTEL_EXPORTER_OTLP_ENDPOINT pointing at it."""
+    app, url = otlp_app
+    app.reset()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "loan-desk")
+    return app
+
+
+def _crew():
+    return crew(
+        {"type": "sequential", "steps": ["researcher", "writer"]},
+        {"researcher": {"model": "scripted:r1", "tools": ["lookup"]},
+         "writer": {"model": "scripted:w1", "guardrails": {"output": ["flag_word"]}}},
+        on_flag="continue",
+    )  # fmt: skip
+
+
+def _with_tools(scripted):
+    @tool(blocking=False)
+    def lookup(sku: str) -> str:
+        """Stock of a product."""
+        return "12 in stock"
+
+    scripted.tools.append(lookup)
+    scripted.guardrails.append(FlagWord())
+    scripted.provider.enqueue(
+        tool_reply("lookup", {"sku": "H30"}),
+        text_reply("12 in stock", tokens=(31, 7)),
+        text_reply("a risky launch plan", tokens=(52, 11)),
+    )
+
+
+async def test_a_runs_trace_follows_the_genai_conventions(make_runtime, scripted, receiver):
+    _with_tools(scripted)
+    async with make_runtime() as rt:
+        result = await rt.run(_crew(), f"Plan the launch; my key is {SECRET}")
+        events = rt.store.events(result.run_id)
+    spans = {s.name: s for s in receiver.spans}
+    assert len({s.trace_id for s in receiver.spans}) == 1
+    root = spans["invoke_workflow test"]
+    assert root.parent_id == "" and root.attributes["gen_ai.conversation.id"] == result.run_id
+    assert root.resource["service.name"] == "loan-desk"
+    research, writing = spans["invoke_agent researcher"], spans["invoke_agent writer"]
+    assert research.parent_id == writing.parent_id == root.span_id
+    chats = [s for s in receiver.spans if s.name.startswith("chat ")]
+    assert sorted(s.name for s in chats) == ["chat r1", "chat r1", "chat w1"]
+    assert all(s.kind == 3 for s in chats)  # CLIENT
+    assert {s.parent_id for s in chats if s.name == "chat r1"} == {research.span_id}
+    tool_span = spans["execute_tool lookup"]
+    assert tool_span.parent_id == research.span_id
+    assert tool_span.attributes["gen_ai.tool.name"] == "lookup"
+    # token counts equal the log's
+    logged = [e for e in events if e.type == "model_call"]
+    sent = sorted((s.attributes["gen_ai.usage.input_tokens"],
+                   s.attributes["gen_ai.usage.output_tokens"]) for s in chats)  # fmt: skip
+    assert sent == sorted((e.usage.input_tokens, e.usage.output_tokens) for e in logged)
+    w1 = spans["chat w1"]
+    assert w1.attributes["gen_ai.provider.name"] == "scripted"
+    assert w1.attributes["gen_ai.request.model"] == "w1"
+    assert w1.attributes["gen_ai.operation.name"] == "chat"
+    assert w1.attributes["pilothouse.cost_usd"] == pytest.approx((52 + 11) * 0.001)
+    # the guardrail's flag is an event of the writer's step
+    (flag,) = [a for name, a in writing.events if name == "pilothouse.guardrail"]
+    assert flag["pilothouse.action"] == "flag" and flag["pilothouse.guardrail"] == "flag_word"
+    # times are the events' own, children inside their parents
+    assert root.start <= research.start <= research.end <= writing.start <= root.end
+    # content is off by default: no prompt, reply or key in any byte sent
+    raw = b"".join(receiver.bodies)
+    for text in (b"Plan the launch", b"risky launch plan", b"12 in stock", SECRET.encode()):
+        assert text not in raw
+
+
+async def test_content_capture_sends_prompts_and_replies_redacted(
+    make_runtime, scripted, receiver, monkeypatch
+):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    _with_tools(scripted)
+    async with make_runtime() as rt:
+        await rt.run(_crew(), f"Plan the launch; my key is {SECRET}")
+    spans = {s.name: s for s in receiver.spans}
+    asked = json.loads(spans["chat w1"].attributes["gen_ai.input.messages"])
+    assert any("Plan the launch" in (m["content"] or "") for m in asked) or any(
+        "12 in stock" in (m["content"] or "") for m in asked
+    )
+    reply = json.loads(spans["chat w1"].attributes["gen_ai.output.messages"])
+    assert reply[0]["content"] == "a risky launch plan"
+    assert spans["execute_tool lookup"].attributes["gen_ai.tool.call.result"] == "12 in stock"
+    root = spans["invoke_workflow test"]
+    assert root.attributes["pilothouse.input"] == "Plan the launch; my key is [redacted]"
+    assert SECRET.encode() not in b"".join(receiver.bodies)
+
+
+async def test_a_failed_run_has_an_error_status(make_runtime, scripted, receiver):
+    from pilothouse import ModelError
+
+    scripted.provider.enqueue(ModelError("the server said no"))
+    async with make_runtime() as rt:
+        result = await rt.run(crew({"type": "sequential", "steps": ["a"]}, {"a": {}}), "go")
+    assert result.status == "failed"
+    spans = {s.name: s for s in receiver.spans}
+    root = spans["invoke_workflow test"]
+    assert root.status == 2 and root.message.startswith("model: ")  # ERROR
+    chat = next(s for s in receiver.spans if s.name.startswith("chat "))
+    assert chat.status == 2 and chat.attributes["error.type"] == "ModelError"
+
+
+async def test_a_backend_that_is_down_costs_the_runs_nothing_and_is_told_once(
+    make_runtime, scripted, receiver, caplog
+):
+    receiver.status = 503
+    c = crew({"type": "sequential", "steps": ["a"]}, {"a": {}})
+    with caplog.at_level(logging.WARNING, logger="pilothouse.otel"):
+        async with make_runtime() as rt:
+            results = [await rt.run(c, f"task {i}") for i in range(20)]
+            exporter = rt.registry.observers["otlp"].value
+            exporter.flush()
+    assert all(r.ok for r in results)
+    assert receiver.requests >= 1 and not receiver.spans
+    told = [r for r in caplog.records if r.name.startswith(("pilothouse.otel", "opentelemetry"))]
+    assert len(told) == 1 and "cannot send traces to http://127.0.0.1:" in told[0].getMessage()
+
+
+def test_setting_off_and_no_endpoint_register_nothing(workspace, monkeypatch, otlp_app):
+    import pilothouse
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    assert "otlp" not in pilothouse.Runtime(pilothouse.load_settings()).registry.observers
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_app[1])
+    on = pilothouse.Runtime(pilothouse.load_settings()).registry.observers["otlp"].value
+    assert on.describe() == f"traces to {otlp_app[1]}/v1/traces, without content"
+    off = pilothouse.Runtime(pilothouse.load_settings(otel="off"))
+    assert "otlp" not in off.registry.observers
+
+
+def test_export_otlp_sends_runs_already_in_the_log(workspace, receiver, otlp_app, monkeypatch):
+    # a run made with no endpoint configured, sent afterwards
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    done = subprocess.run([sys.executable, "-m", "pilothouse", "run", "marketing", "--input",
+                           "Launch the Helio 30", "--json"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    assert not receiver.spans
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_app[1])
+    sent = subprocess.run([sys.executable, "-m", "pilothouse", "export", "otlp", "--since", "1d"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    assert "1 run(s)" in sent.stdout
+    traces = {s.trace_id for s in receiver.spans}
+    assert len(traces) == 1
+    root = next(s for s in receiver.spans if s.parent_id == "")
+    assert root.name == "invoke_workflow marketing"
+    assert root.attributes["gen_ai.conversation.id"] == run_id
