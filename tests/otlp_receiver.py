@@ -7,6 +7,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 
@@ -47,6 +50,9 @@ class OTLPReceiver:
 
     def reset(self) -> None:
         self.spans: list[Span] = []
+        #: (metric name, data point attributes, value: a histogram's sum and count, or
+        #: a counter's value)
+        self.points: list[tuple[str, dict[str, Any], Any]] = []
         self.bodies: list[bytes] = []
         self.status = 200
         self.delay = 0.0
@@ -80,7 +86,22 @@ class OTLPReceiver:
                             events=[(e.name, _attrs(e.attributes)) for e in s.events],
                             status=s.status.code, message=s.status.message, resource=resource,
                         ))  # fmt: skip
-        status = self.status if scope["path"] == "/v1/traces" else 404
+        if scope["path"] == "/v1/metrics" and self.status == 200:
+            self.bodies.append(body)
+            request = ExportMetricsServiceRequest()
+            request.ParseFromString(body)
+            for resource_metrics in request.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for m in scope_metrics.metrics:
+                        if m.HasField("histogram"):
+                            for p in m.histogram.data_points:
+                                self.points.append((m.name, _attrs(p.attributes),
+                                                    (p.sum, p.count)))  # fmt: skip
+                        elif m.HasField("sum"):
+                            for p in m.sum.data_points:
+                                self.points.append((m.name, _attrs(p.attributes), p.as_int))
+        known = scope["path"] in ("/v1/traces", "/v1/metrics")
+        status = self.status if known else 404
         headers = [(b"content-type", b"application/x-protobuf")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

@@ -97,6 +97,15 @@ async def test_a_runs_trace_follows_the_genai_conventions(make_runtime, scripted
     assert flag["pilothouse.action"] == "flag" and flag["pilothouse.guardrail"] == "flag_word"
     # times are the events' own, children inside their parents
     assert root.start <= research.start <= research.end <= writing.start <= root.end
+    # the conventions' client metrics and the runs by status, through the same endpoint
+    tokens = [(a, v) for n, a, v in receiver.points if n == "gen_ai.client.token.usage"]
+    sent_in = sum(v[0] for a, v in tokens if a["gen_ai.token.type"] == "input")
+    assert sent_in == sum(e.usage.input_tokens for e in logged)
+    assert {a["gen_ai.request.model"] for a, _ in tokens} == {"r1", "w1"}
+    durations = [v for n, _, v in receiver.points if n == "gen_ai.client.operation.duration"]
+    assert sum(count for _, count in durations) == len(logged)
+    runs = [(a, v) for n, a, v in receiver.points if n == "pilothouse.runs"]
+    assert runs == [({"pilothouse.crew": "test", "pilothouse.status": "succeeded"}, 1)]
     # content is off by default: no prompt, reply or key in any byte sent
     raw = b"".join(receiver.bodies)
     for text in (b"Plan the launch", b"risky launch plan", b"12 in stock", SECRET.encode()):
@@ -149,8 +158,12 @@ async def test_a_backend_that_is_down_costs_the_runs_nothing_and_is_told_once(
             exporter.flush()
     assert all(r.ok for r in results)
     assert receiver.requests >= 1 and not receiver.spans
-    told = [r for r in caplog.records if r.name.startswith(("pilothouse.otel", "opentelemetry"))]
-    assert len(told) == 1 and "cannot send traces to http://127.0.0.1:" in told[0].getMessage()
+    told = sorted(r.getMessage() for r in caplog.records
+                  if r.name.startswith(("pilothouse.otel", "opentelemetry")))  # fmt: skip
+    # once per signal, however many batches failed
+    assert len(told) == 2 and exporter.sender.failures >= 1
+    assert told[0].startswith("otel: cannot send metrics to http://127.0.0.1:")
+    assert told[1].startswith("otel: cannot send traces to http://127.0.0.1:")
 
 
 def test_setting_off_and_no_endpoint_register_nothing(workspace, monkeypatch, otlp_app):
@@ -161,7 +174,8 @@ def test_setting_off_and_no_endpoint_register_nothing(workspace, monkeypatch, ot
     assert "otlp" not in pilothouse.Runtime(pilothouse.load_settings()).registry.observers
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_app[1])
     on = pilothouse.Runtime(pilothouse.load_settings()).registry.observers["otlp"].value
-    assert on.describe() == f"traces to {otlp_app[1]}/v1/traces, without content"
+    assert on.describe() == (f"traces to {otlp_app[1]}/v1/traces, without content,"
+                             f" metrics to {otlp_app[1]}/v1/metrics")  # fmt: skip
     off = pilothouse.Runtime(pilothouse.load_settings(otel="off"))
     assert "otlp" not in off.registry.observers
 

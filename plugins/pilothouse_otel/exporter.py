@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from pilothouse import EventObserver
 
+from .metrics import RunMetrics, metrics_endpoint
 from .spans import run_spans
 
 log = logging.getLogger("pilothouse.otel")
@@ -119,9 +120,13 @@ class OtelExporter(EventObserver):
         self.processor = BatchSpanProcessor(self.sender, max_queue_size=8192,
                                             schedule_delay_millis=500)  # fmt: skip
         for name in ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
                      "opentelemetry.exporter.otlp.proto.http",
+                     "opentelemetry.sdk.metrics._internal.export",
                      "opentelemetry.sdk.trace.export"):  # fmt: skip
             logging.getLogger(name).addFilter(_Quiet())
+        metrics_to = metrics_endpoint() if exporter is None else None
+        self.metrics = RunMetrics(metrics_to, self.resource) if metrics_to else None
         self.store: Any = None
         #: runs that ended and whose trace is not handed over yet (sent at close if the
         #: runtime closes first)
@@ -134,7 +139,8 @@ class OtelExporter(EventObserver):
     def describe(self) -> str:
         """Where traces go, and whether prompts and replies go with them."""
         what = "with content (redacted)" if self.content else "without content"
-        return f"traces to {shown(self.endpoint)}, {what}"
+        metrics = f", metrics to {shown(self.metrics.sender._endpoint)}" if self.metrics else ""
+        return f"traces to {shown(self.endpoint)}, {what}{metrics}"
 
     def __call__(self, event: Any) -> Any:
         if self.store is None:
@@ -150,6 +156,12 @@ class OtelExporter(EventObserver):
         if run_id not in self.pending:  # sent by close meanwhile
             return 0
         self.pending.discard(run_id)
+        return self._ended(events)
+
+    def _ended(self, events: Sequence[Any]) -> int:
+        """A run that ended in this runtime: its metrics, then its trace."""
+        if self.metrics is not None:
+            self.metrics.record(events)
         return self.export(events)
 
     def export(self, events: Sequence[Any]) -> int:
@@ -170,8 +182,10 @@ class OtelExporter(EventObserver):
 
         def close() -> None:
             while self.pending:
-                self.export(self.store.events(self.pending.pop()))
+                self._ended(self.store.events(self.pending.pop()))
             self.processor.force_flush(int(SEND_TIMEOUT_S * 1000))
             self.processor.shutdown()
+            if self.metrics is not None:
+                self.metrics.close()
 
         await anyio.to_thread.run_sync(close)

@@ -23,8 +23,11 @@ def plugins(obj: Context, as_json: bool) -> None:
     """List every plugin and what it registered."""
     rt = Runtime(obj.settings, log_events=False)
     infos = list(rt.plugins.info.values())
+    exporters = _exporters(rt)
     if as_json:
-        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        rows = [{**info.__dict__, "observers": {n: d for n, (p, d) in exporters.items()
+                                                if p == info.name}} for info in infos]  # fmt: skip
+        click.echo(json.dumps(rows, indent=2))
         return
     for info in infos:
         state = click.style("ok", fg="green") if info.loaded else click.style("FAILED", fg="red")
@@ -33,6 +36,9 @@ def plugins(obj: Context, as_json: bool) -> None:
         )
         for kind, names in info.registered.items():
             click.echo(f"    {kind}: {', '.join(names)}")
+        for name, (plugin, described) in exporters.items():
+            if plugin == info.name and described:
+                click.echo(f"    {name}: {described}")
         if info.error:
             click.secho(f"    error: {info.error}", fg="red")
 
@@ -191,11 +197,25 @@ def crews(obj: Context, as_json: bool) -> None:
 def config(obj: Context, as_json: bool) -> None:
     """Show the effective settings and where each came from (secrets masked)."""
     rows = obj.settings.describe()
+    exporters = _exporters(Runtime(obj.settings, log_events=False))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         click.echo(f"{row['name']:<18} {row['value']:<30} " + click.style(row["source"], dim=True))
+    for name, (plugin, described) in exporters.items():
+        click.echo(f"{'exporter ' + name:<18} {described}  " + click.style(plugin, dim=True))
+    if not exporters:
+        click.echo(
+            f"{'exporters':<18} none (OTEL_EXPORTER_OTLP_ENDPOINT is not set)"
+            if obj.settings.otel != "off"
+            else f"{'exporters':<18} none (otel = off)"
+        )
+
+
+def _exporters(rt: Runtime) -> dict[str, tuple[str, str]]:
+    """The registered observers: name -> (plugin, what it does and where it sends)."""
+    return {name: (e.plugin, e.value.describe()) for name, e in rt.registry.observers.items()}
 
 
 @cli.command()
