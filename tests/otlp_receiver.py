@@ -25,7 +25,8 @@ class Span:
     start: int
     end: int
     attributes: dict[str, Any]
-    events: list[tuple[str, dict[str, Any]]]
+    #: (name, attributes, time in ns)
+    events: list[tuple[str, dict[str, Any], int]]
     status: int
     message: str
     resource: dict[str, Any] = field(default_factory=dict)
@@ -83,7 +84,8 @@ class OTLPReceiver:
                             parent_id=s.parent_span_id.hex(), kind=s.kind,
                             start=s.start_time_unix_nano, end=s.end_time_unix_nano,
                             attributes=_attrs(s.attributes),
-                            events=[(e.name, _attrs(e.attributes)) for e in s.events],
+                            events=[(e.name, _attrs(e.attributes), e.time_unix_nano)
+                                    for e in s.events],
                             status=s.status.code, message=s.status.message, resource=resource,
                         ))  # fmt: skip
         if scope["path"] == "/v1/metrics" and self.status == 200:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -93,7 +94,7 @@ async def test_a_runs_trace_follows_the_genai_conventions(make_runtime, scripted
     assert w1.attributes["gen_ai.operation.name"] == "chat"
     assert w1.attributes["pilothouse.cost_usd"] == pytest.approx((52 + 11) * 0.001)
     # the guardrail's flag is an event of the writer's step
-    (flag,) = [a for name, a in writing.events if name == "pilothouse.guardrail"]
+    (flag,) = [a for name, a, _ in writing.events if name == "pilothouse.guardrail"]
     assert flag["pilothouse.action"] == "flag" and flag["pilothouse.guardrail"] == "flag_word"
     # times are the events' own, children inside their parents
     assert root.start <= research.start <= research.end <= writing.start <= root.end
@@ -183,9 +184,9 @@ def test_setting_off_and_no_endpoint_register_nothing(workspace, monkeypatch, ot
 def test_export_otlp_sends_runs_already_in_the_log(workspace, receiver, otlp_app, monkeypatch):
     # a run made with no endpoint configured, sent afterwards
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
-    done = subprocess.run([sys.executable, "-m", "pilothouse", "run", "marketing", "--input",
-                           "Launch the Helio 30", "--json"], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "pilothouse", "run", "loans", "--input",
+                           "Anna Berg asks for 5,000 euros", "--json"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["run_id"]
     assert not receiver.spans
@@ -197,5 +198,52 @@ def test_export_otlp_sends_runs_already_in_the_log(workspace, receiver, otlp_app
     traces = {s.trace_id for s in receiver.spans}
     assert len(traces) == 1
     root = next(s for s in receiver.spans if s.parent_id == "")
-    assert root.name == "invoke_workflow marketing"
+    assert root.name == "invoke_workflow loans"
     assert root.attributes["gen_ai.conversation.id"] == run_id
+
+
+@pytest.mark.slow
+def test_a_run_killed_and_resumed_is_one_trace_with_each_step_once(tmp_path, receiver, otlp_app):
+    import signal
+    import time
+
+    from conftest import finished_steps, stop
+
+    folder = tmp_path / "w"
+    (folder / "crews").mkdir(parents=True)
+    (folder / "crews" / "slow.toml").write_text(
+        '[flow]\nsteps = ["a", "b", "c", "d"]\n'
+        + "".join(f'[personas.{p}]\ninstructions = "You are {p}."\n' for p in "abcd")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    env |= {"PILOTHOUSE_OFFLINE_DELAY_MS": "300", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_app[1]}
+    start = [sys.executable, "-m", "pilothouse", "run", "slow", "-i", "plan it", "--json"]
+    process = subprocess.Popen(start, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while finished_steps(folder / ".pilothouse" / "runs.db") < 2:  # killed mid-run
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        stop(process)
+    assert not receiver.spans  # the killed process never ended the run: it sent nothing
+    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "0"
+    resume = [sys.executable, "-m", "pilothouse", "resume", "--all"]
+    resumed = subprocess.run(resume, cwd=folder, env=env, capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert len({s.trace_id for s in receiver.spans}) == 1
+    steps = [s for s in receiver.spans if s.name.startswith("invoke_agent ")]
+    finished = [s for s in steps if not s.attributes.get("pilothouse.interrupted")]
+    # each step once as finished, whichever process ran it; the one cut short is marked
+    assert sorted(s.name for s in finished) == [f"invoke_agent {p}" for p in "abcd"]
+    assert len({s.span_id for s in receiver.spans}) == len(receiver.spans)
+    root = next(s for s in receiver.spans if s.parent_id == "")
+    ((name, _, resumed_at),) = root.events
+    assert name == "pilothouse.resumed"
+    # spans of both processes: the killed one finished steps a and b, the next one d
+    by_name = {s.name: s for s in finished}
+    assert by_name["invoke_agent b"].end < resumed_at < by_name["invoke_agent d"].start
