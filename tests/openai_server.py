@@ -92,6 +92,8 @@ class FakeOpenAI:
         self.responder: Callable[[dict[str, Any]], Answer] | None = None
         self.received: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
+        #: the W3C traceparent header of every request (None when it had none)
+        self.traceparents: list[str | None] = []
         self.stamps: list[float] = []
         self.latency = 0.0
         self.in_flight = 0
@@ -122,6 +124,7 @@ class FakeOpenAI:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.received.append(request)
         self.auth.append(headers.get("authorization"))
+        self.traceparents.append(headers.get("traceparent"))
         self.stamps.append(time.monotonic())
         self.connections.add(tuple(scope["client"]))
         self.targets.append(f"{scope['path']}?{scope['query_string'].decode()}".rstrip("?"))

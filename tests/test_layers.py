@@ -70,6 +70,7 @@ TOP_LEVEL = [
     "DecisionError",
     "Escalation",
     "EscalationRejected",
+    "EventObserver",
     "Guardrail",
     "GuardrailBlocked",
     "GuardrailContext",

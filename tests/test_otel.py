@@ -247,3 +247,29 @@ def test_a_run_killed_and_resumed_is_one_trace_with_each_step_once(tmp_path, rec
     # spans of both processes: the killed one finished steps a and b, the next one d
     by_name = {s.name: s for s in finished}
     assert by_name["invoke_agent b"].end < resumed_at < by_name["invoke_agent d"].start
+
+
+async def test_model_requests_carry_the_traceparent_of_their_call_span(
+    workspace, receiver, openai_server
+):
+    import pilothouse
+
+    settings = pilothouse.load_settings(default_model="openai:m1")
+    c = crew({"type": "sequential", "steps": ["a", "b"]}, {"a": {}, "b": {}})
+    async with pilothouse.Runtime(settings) as rt:
+        await rt.run(c, "go")
+    chats = {s.span_id: s for s in receiver.spans if s.name == "chat m1"}
+    sent = openai_server.traceparents
+    assert len(sent) == 2 and all(sent)
+    for header in sent:
+        version, trace, span, flags = header.split("-")
+        assert (version, flags) == ("00", "01")
+        assert span in chats and chats[span].trace_id == trace
+    # without an exporter that traces, no header
+    openai_server.reset()
+    receiver.reset()
+    async with pilothouse.Runtime(
+        pilothouse.load_settings(default_model="openai:m1", otel="off")
+    ) as rt:
+        await rt.run(c, "go")
+    assert openai_server.traceparents == [None, None] and not receiver.spans

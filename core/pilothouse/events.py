@@ -218,6 +218,9 @@ class ModelCalled(BaseEvent):
     #: tried (see :attr:`pilothouse.ModelResponse.output_mode`)
     output_mode: str | None = None
     output_note: str | None = None
+    #: the engine's id of the call (its trace span's, whose ``traceparent`` the request
+    #: carried when an exporter propagates: :mod:`pilothouse.tracing`)
+    call_id: str | None = None
     #: the rest of the request: with ``messages`` and ``tools``, all of it (see :meth:`request`)
     response_schema: dict[str, Any] | None = None
     max_output_tokens: int | None = None

@@ -21,6 +21,9 @@ class EventObserver(abc.ABC):
     name: str = ""
     #: the event types it wants (None: every type); fewer types cost the engine less
     types: frozenset[str] | None = None
+    #: model requests carry the W3C ``traceparent`` of their call's span while it is
+    #: registered (a tracing exporter: :mod:`pilothouse.tracing`)
+    propagates: bool = False
 
     @abc.abstractmethod
     def __call__(self, event: Any) -> Any:

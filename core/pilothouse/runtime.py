@@ -66,6 +66,7 @@ class Runtime:
             entry.value.open(self.store)
             self.log.subscribe(entry.value, name=f"{entry.plugin}:{name}", types=entry.value.types)
         self.engine = Engine(self.registry, self.log, self.settings)
+        self.engine.propagate = any(e.value.propagates for e in self.registry.observers.values())
         self.live = LiveText(self.store) if self.store is not None else None
         if self.live is not None:
             self.log.subscribe(self.live.delta, name="live-text", types=frozenset({"model_delta"}))

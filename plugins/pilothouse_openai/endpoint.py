@@ -19,6 +19,7 @@ import httpx2 as httpx
 
 from pilothouse import ModelError
 from pilothouse.settings import Endpoint
+from pilothouse.tracing import traceparent
 
 from .ratelimit import Bucket
 
@@ -167,9 +168,12 @@ class EndpointClient:
                 queued += sent_at - waiting
                 try:
                     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-                    request = httpx.Request(
-                        "POST", self._url, headers=self._headers, content=body.encode()
-                    )
+                    headers = self._headers
+                    parent = traceparent()  # the model call's span, when a run is traced
+                    if parent is not None:
+                        headers = httpx.Headers({**headers, "traceparent": parent})
+                    request = httpx.Request("POST", self._url, headers=headers,
+                                            content=body.encode())  # fmt: skip
                     response = await client.send(request, stream=stream)
                 except httpx.TransportError as exc:
                     problem = f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"

@@ -99,6 +99,7 @@ class OtelExporter(EventObserver):
 
     name = "otlp"
     types = ENDINGS
+    propagates = True
 
     def __init__(
         self,

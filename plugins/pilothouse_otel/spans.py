@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from .ids import span_id, trace_id
+from pilothouse.tracing import span_id, trace_id
 
 SCOPE = InstrumentationScope("pilothouse", "0.1.0")
 #: what ends a run's root span, and the status it ends with
@@ -105,7 +105,8 @@ def run_spans(
             if content:
                 span.attributes["pilothouse.output"] = text(e.output)
         elif t == "model_call":
-            spans[f"event:{e.seq}"] = _model_span(e, parent_of(e).key, content, text)
+            span = _model_span(e, parent_of(e).key, content, text)
+            spans[span.key] = span
         elif t == "tool_call":
             span = _Open(f"event:{e.seq}", f"execute_tool {e.tool}", e.ts - e.duration_ms / 1000,
                          parent_of(e).key, end=e.ts)  # fmt: skip
@@ -176,7 +177,8 @@ _WORDS = {"guardrail": "reason", "escalation_raised": "reason", "escalation_deci
 
 def _model_span(e: Any, parent: str, content: bool, text: Callable[[str | None], str]) -> _Open:
     provider, _, model = e.model.partition(":")
-    span = _Open(f"event:{e.seq}", f"chat {model or provider}", e.ts - e.latency_ms / 1000,
+    key = f"call:{e.call_id}" if getattr(e, "call_id", None) else f"event:{e.seq}"
+    span = _Open(key, f"chat {model or provider}", e.ts - e.latency_ms / 1000,
                  parent, kind=SpanKind.CLIENT, end=e.ts)  # fmt: skip
     a = span.attributes
     a |= {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,

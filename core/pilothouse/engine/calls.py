@@ -9,6 +9,7 @@ that could exceed them is not made. Each call, answered or failed, is logged as 
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from ..model import (
 from ..registry import Registry
 from ..settings import Settings
 from ..store.eventlog import EventLog
+from ..tracing import enter_call, leave_call
 from .runstate import Replaying, _Run
 
 
@@ -37,6 +39,8 @@ class Host(Protocol):
     settings: Settings
     log: EventLog
     replaying: Replaying | None
+    #: model requests carry their call's ``traceparent`` (an exporter traces)
+    propagate: bool
 
     def emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         """Log an event of ``run``."""
@@ -138,6 +142,10 @@ class ModelCalls:
             else {}
         )
 
+        # a call id names the call's span, whose traceparent the request then carries
+        traced = enter_call(run.id, call.setdefault("call_id", secrets.token_hex(8))) if (
+            self.engine.propagate
+        ) else None  # fmt: skip
         # deltas go to observers only: with none, the sink stays unset (None)
         sink = self._delta_sink(run, model, step_id) if self.engine.log.observed else None
         token = _delta_sink.set(sink) if sink is not None else None
@@ -156,9 +164,11 @@ class ModelCalls:
                 raise
             plugin = self._model_plugins.get(model.id, model.provider)
             raise PluginError(plugin, f"model {model.id} raised {error}") from exc
-        finally:  # also on cancellation: deltas belong to this call only
+        finally:  # also on cancellation: deltas and the trace belong to this call only
             if token is not None:
                 _delta_sink.reset(token)
+            if traced is not None:
+                leave_call(traced)
         usage = response.usage
         cost = response.cost_usd
         if cost is None:

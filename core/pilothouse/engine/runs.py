@@ -74,6 +74,8 @@ class Engine:
         self.settings = settings
         #: set by the runtime when a run store can carry decisions
         self.decisions: DecisionWatcher | None = None
+        #: set by the runtime when an exporter traces: model requests carry traceparent
+        self.propagate = False
         # the cancel scope of every run executing here, and why one was cancelled
         # or suspended
         self._active: dict[str, anyio.CancelScope] = {}
