@@ -273,3 +273,22 @@ async def test_model_requests_carry_the_traceparent_of_their_call_span(
     ) as rt:
         await rt.run(c, "go")
     assert openai_server.traceparents == [None, None] and not receiver.spans
+
+
+async def test_an_escalation_and_its_decision_are_events_of_the_step(
+    make_runtime, scripted, receiver
+):
+    scripted.guardrails.append(FlagWord())
+    scripted.provider.enqueue(text_reply("a risky plan"))
+    c = crew({"type": "sequential", "steps": ["w"]},
+             {"w": {"guardrails": {"output": ["flag_word"]}}}, on_flag="escalate",
+             escalation={"timeout_s": 0, "on_timeout": "approve"})  # fmt: skip
+    async with make_runtime() as rt:
+        result = await rt.run(c, "write")
+    assert result.ok
+    step = next(s for s in receiver.spans if s.name == "invoke_agent w")
+    names = [name for name, _, _ in step.events]
+    assert names == ["pilothouse.guardrail", "pilothouse.escalation", "pilothouse.decision"]
+    decision = step.events[2][1]
+    assert decision["pilothouse.decision"] == "approve"
+    assert step.events[1][1]["pilothouse.kind"] == "guardrail"
