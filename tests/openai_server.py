@@ -111,12 +111,7 @@ class FakeOpenAI:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
             await _send(send, 404, b'{"error": {"message": "no such route"}}')
             return
@@ -290,6 +285,16 @@ class FakeOpenAI:
         if answer.linger and not await _wait_or_disconnect(receive, answer.linger):
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
 
 
 def _echo(request: dict[str, Any]) -> str:

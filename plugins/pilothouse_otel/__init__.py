@@ -25,7 +25,8 @@ def register_observers(register, settings):
     if settings.otel == "off":
         return
     try:
-        from .exporter import OtelExporter, content_captured, traces_endpoint
+        from .endpoints import endpoint
+        from .exporter import OtelExporter, content_captured
     except ImportError as exc:  # the extra is not installed
         import os
 
@@ -33,7 +34,7 @@ def register_observers(register, settings):
             log.warning("otel: OTEL_EXPORTER_OTLP_ENDPOINT is set but the exporter is not"
                         " installed (%s): pip install 'pilothouse[otel]'", exc)  # fmt: skip
         return
-    endpoint = traces_endpoint()
-    if endpoint:
-        register(OtelExporter(endpoint, content=content_captured(),
+    traces = endpoint("traces")
+    if traces:
+        register(OtelExporter(traces, content=content_captured(),
                               redact=Redactor.from_settings(settings)))  # fmt: skip

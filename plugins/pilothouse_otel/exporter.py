@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio.to_thread
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -22,7 +21,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from pilothouse import EventObserver
 
-from .metrics import RunMetrics, metrics_endpoint
+from .endpoints import endpoint as signal_endpoint
+from .endpoints import shown
+from .metrics import RunMetrics
 from .spans import run_spans
 
 log = logging.getLogger("pilothouse.otel")
@@ -33,23 +34,6 @@ ENDINGS = frozenset({"run_finished", "run_failed", "run_cancelled"})
 CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 #: seconds one send may take (the SDK retries within it); closing waits about this long
 SEND_TIMEOUT_S = 5.0
-
-
-def traces_endpoint() -> str | None:
-    """Where traces go, from the standard variables (None: nowhere configured)."""
-    specific = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if specific:
-        return specific
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return base.rstrip("/") + "/v1/traces" if base else None
-
-
-def shown(url: str) -> str:
-    """``url`` without a user or password, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def content_captured() -> bool:
@@ -126,7 +110,7 @@ class OtelExporter(EventObserver):
                      "opentelemetry.sdk.metrics._internal.export",
                      "opentelemetry.sdk.trace.export"):  # fmt: skip
             logging.getLogger(name).addFilter(_Quiet())
-        metrics_to = metrics_endpoint() if exporter is None else None
+        metrics_to = signal_endpoint("metrics") if exporter is None else None
         self.metrics = RunMetrics(metrics_to, self.resource) if metrics_to else None
         self.store: Any = None
         #: runs that ended and whose trace is not handed over yet (sent at close if the

@@ -5,7 +5,6 @@ run ends and sent over the same OTLP endpoint."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,15 +20,6 @@ TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
                     40.96, 81.92]  # fmt: skip
 _STATUS = {"run_finished": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
-
-
-def metrics_endpoint() -> str | None:
-    """Where metrics go, from the standard variables (None: nowhere configured)."""
-    specific = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-    if specific:
-        return specific
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return base.rstrip("/") + "/v1/metrics" if base else None
 
 
 class _Sender(OTLPMetricExporter):
