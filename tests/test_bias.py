@@ -161,6 +161,11 @@ def test_cli_probe_of_the_demo_loans_crew_offline(tmp_path):
     assert [(a["id"], a["kind"], a["ok"]) for a in listed] == [(report["id"], "bias", True)]
     assert "gender: largest gap" in listed[0]["summary"]
     assert "no gap larger than" in listed[0]["summary"]
+    shown = subprocess.run([sys.executable, "-m", "pilothouse", "audit", "show", report["id"]],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "gap female - male: +0.0% (95% CI" in shown.stdout
+    gap = report["min_detectable_gap"]
+    assert f"smallest gap detectable with 80% power: {gap:.0%}" in shown.stdout
 
 
 class Religion:

@@ -99,3 +99,13 @@ def test_figures_are_read_as_numbers_however_they_are_written():
     assert values == [42000, 1.4, 3000, 5, 6, 8]
     # "one" is a figure before a unit only, elsewhere a pronoun
     assert [v for v, _ in figures("one of the best, a one-year plan, one hour")] == [1, 1]
+
+
+def test_ranks_count_where_the_evidence_ranks():
+    evidence = "Weight is the second reason hikers give for buying new gear."
+    assert _parts("Weight is the third reason hikers give for buying gear.", evidence) == ["figure"]
+    assert _parts("Weight is the second reason hikers give for buying gear.", evidence) == []
+    # "first" where the evidence ranks nothing is not a figure
+    assert (
+        _parts("At first, hikers buy gear for its weight.", "Hikers buy gear for its weight.") == []
+    )

@@ -14,7 +14,7 @@ import pytest
 from otlp_receiver import OTLPReceiver
 
 from conftest import FlagWord, crew, text_reply, tool_reply
-from pilothouse import tool
+from pilothouse import Passage, Retriever, tool
 
 SECRET = "sk-live-0123456789abcdefghij"
 
@@ -40,10 +40,17 @@ def receiver(otlp_app, monkeypatch):
     return app
 
 
+class Sheet(Retriever):
+    name = "sheet"
+
+    async def search(self, query, *, k=4):
+        return [Passage(id="sheet#1", text="The Helio 30 costs 189 euros.", source="sheet.md")]
+
+
 def _crew():
     return crew(
         {"type": "sequential", "steps": ["researcher", "writer"]},
-        {"researcher": {"model": "scripted:r1", "tools": ["lookup"]},
+        {"researcher": {"model": "scripted:r1", "tools": ["lookup"], "retrievers": ["sheet"]},
          "writer": {"model": "scripted:w1", "guardrails": {"output": ["flag_word"]}}},
         on_flag="continue",
     )  # fmt: skip
@@ -56,6 +63,7 @@ def _with_tools(scripted):
         return "12 in stock"
 
     scripted.tools.append(lookup)
+    scripted.retrievers.append(Sheet())
     scripted.guardrails.append(FlagWord())
     scripted.provider.enqueue(
         tool_reply("lookup", {"sku": "H30"}),
@@ -80,6 +88,10 @@ async def test_a_runs_trace_follows_the_genai_conventions(make_runtime, scripted
     assert sorted(s.name for s in chats) == ["chat r1", "chat r1", "chat w1"]
     assert all(s.kind == 3 for s in chats)  # CLIENT
     assert {s.parent_id for s in chats if s.name == "chat r1"} == {research.span_id}
+    retrieval = spans["retrieval sheet"]
+    assert retrieval.parent_id == research.span_id
+    assert retrieval.attributes["pilothouse.passage_ids"] == ["sheet#1"]
+    assert retrieval.attributes["gen_ai.data_source.id"] == "sheet"
     tool_span = spans["execute_tool lookup"]
     assert tool_span.parent_id == research.span_id
     assert tool_span.attributes["gen_ai.tool.name"] == "lookup"
@@ -292,3 +304,20 @@ async def test_an_escalation_and_its_decision_are_events_of_the_step(
     decision = step.events[2][1]
     assert decision["pilothouse.decision"] == "approve"
     assert step.events[1][1]["pilothouse.kind"] == "guardrail"
+
+
+def test_plugins_and_config_say_where_it_sends_never_the_headers(workspace, otlp_app):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PILOTHOUSE_", "OTEL_"))}
+    host = otlp_app[1].removeprefix("http://")
+    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://user:pw-9s8d7f@{host}",
+            "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer hdr-secret-123"}  # fmt: skip
+    for command in ("plugins", "config"):
+        shown = subprocess.run([sys.executable, "-m", "pilothouse", command], env=env,
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert f"traces to http://{host}/v1/traces, without content" in shown.stdout
+        assert "pw-9s8d7f" not in shown.stdout and "hdr-secret-123" not in shown.stdout
+    env["PILOTHOUSE_OTEL"] = "off"
+    off = subprocess.run([sys.executable, "-m", "pilothouse", "config"], env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "exporters          none (otel = off)" in off.stdout

@@ -415,6 +415,9 @@ def test_audit_reports_have_their_pages_linked_to_their_runs(portal, served, pag
     body = page.locator("article").inner_text()
     assert HOSTILE_GROUP in body  # a group name is data, shown as text
     assert "Cases that flipped" in body and "-100.0%" in body.replace("+", "")
+    # the stratified test's verdict and the smallest gap the probe could have seen
+    assert "Gaps between groups" in body and "stratified by case" in body
+    assert "Smallest gap this probe detects with 80% power: " in body
     assert page.locator("article svg.ph-chart").count() == 1
     assert page.locator("article a[href*='/runs/']").count() == 4
     assert not page.dialogs and not page.errors

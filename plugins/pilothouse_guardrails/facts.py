@@ -33,6 +33,10 @@ _NUMBER_WORDS = {
     "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
     "dozen": 12, "twice": 2, "half": 0.5, "thirds": 3, "quarter": 0.25,
 }  # fmt: skip
+_ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+    "eighth": 8, "ninth": 9, "tenth": 10, "last": -1,
+}  # fmt: skip
 #: "one" is a figure only before a unit ("one-year", "one hour"): elsewhere a pronoun
 _UNITS = frozenset(
     "year years month months week weeks day days hour hours minute minutes second seconds"
@@ -166,10 +170,29 @@ def figures(text: str) -> list[tuple[float, str]]:
     return out
 
 
+def ordinals(text: str) -> list[tuple[int, str]]:
+    """The ordinal words of a text ("second", "third"...) as (rank, word)."""
+    return [(_ORDINALS[w.lower()], w) for w in _WORD.findall(text) if w.lower() in _ORDINALS]
+
+
 def _figures(claim: str, evidence: str) -> list[Finding]:
     stated = figures(evidence)
     values = {v for v, _ in stated}
     out = []
+    # a rank only where the evidence ranks too ("first" is often just "at first")
+    ranked = {rank for rank, _ in ordinals(evidence)}
+    if ranked:
+        for rank, word in ordinals(claim):
+            if rank not in ranked:
+                said = ", ".join(w for _, w in ordinals(evidence))
+                out.append(
+                    Finding(
+                        "figure",
+                        word,
+                        said,
+                        f"the evidence does not rank it {word} (it says {said})",
+                    )
+                )
     for value, written in figures(claim):
         if value not in values:
             said = ", ".join(w for _, w in stated[:4])
