@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,6 +117,7 @@ class OtelExporter(EventObserver):
         #: runs that ended and whose trace is not handed over yet (sent at close if the
         #: runtime closes first)
         self.pending: set[str] = set()
+        self._lock = threading.Lock()
 
     def open(self, store: Any) -> None:
         """Keep the run store: a run's whole log is read from it when the run ends."""
@@ -134,14 +136,17 @@ class OtelExporter(EventObserver):
         return self.export_run(event.run_id)
 
     async def export_run(self, run_id: str) -> int:
-        """Send ``run_id``'s trace, read from the log (off the event loop); return how many
-        spans were handed to the batch thread."""
+        """Send ``run_id``'s trace, read from the log and built in a worker thread (off
+        the event loop); return how many spans were handed to the batch thread."""
         with anyio.CancelScope(shield=True):  # a runtime closing now still sends it
-            events = await anyio.to_thread.run_sync(self.store.events, run_id)
-        if run_id not in self.pending:  # sent by close meanwhile
-            return 0
-        self.pending.discard(run_id)
-        return self._ended(events)
+            return await anyio.to_thread.run_sync(self._send_ended, run_id)
+
+    def _send_ended(self, run_id: str) -> int:
+        with self._lock:
+            if run_id not in self.pending:  # sent by close meanwhile
+                return 0
+            self.pending.discard(run_id)
+        return self._ended(self.store.events(run_id))
 
     def _ended(self, events: Sequence[Any]) -> int:
         """A run that ended in this runtime: its metrics, then its trace."""
@@ -166,8 +171,12 @@ class OtelExporter(EventObserver):
         """Send what is pending, within a bound, off the event loop."""
 
         def close() -> None:
-            while self.pending:
-                self._ended(self.store.events(self.pending.pop()))
+            while True:
+                with self._lock:
+                    if not self.pending:
+                        break
+                    run_id = self.pending.pop()
+                self._ended(self.store.events(run_id))
             self.processor.force_flush(int(SEND_TIMEOUT_S * 1000))
             self.processor.shutdown()
             if self.metrics is not None:
