@@ -1,5 +1,6 @@
 """What OpenTelemetry export costs per step: the same crew with the event log on, with the
-exporter sending to a local OTLP/HTTP receiver and without it, in one run.
+exporter sending to a local OTLP/HTTP receiver, to one that is down (answers 503), and
+without it, in one run.
 
 Workload: bench_core's 4-step sequential crew on an in-process model that answers at
 once (the worst case: no model time to hide the export behind). The receiver is the
@@ -51,14 +52,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     receiver = OTLPReceiver()
-    best = {"log on, no exporter": float("inf"), "log on, OTLP exporter": float("inf")}
+    best = {
+        "log on, no exporter": float("inf"),
+        "log on, OTLP exporter": float("inf"),
+        "log on, receiver down": float("inf"),
+    }
     with serve(receiver) as url, tempfile.TemporaryDirectory() as folder:
         endpoint = url.removesuffix("/v1")
         for _ in range(args.repeats):
             for label in best:
                 os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-                if "OTLP" in label:
+                if "no exporter" not in label:
                     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+                receiver.status = 503 if "down" in label else 200
                 gc.collect()
                 best[label] = min(best[label], anyio.run(timed, args.runs, folder))
     base = best["log on, no exporter"]

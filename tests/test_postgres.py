@@ -187,18 +187,26 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
         environment.update(PILOTHOUSE_STORE_URL=postgres_url,
                            PILOTHOUSE_DEFAULT_MODEL="openai:gpt-4o-mini")  # fmt: skip
+        log = open(workspace / f"worker-{len(logs)}.log", "w")  # noqa: SIM115
+        logs.append(log)
         return subprocess.Popen([sys.executable, "-m", "pilothouse", "worker", "-c", "12"],
-                                cwd=workspace, env=environment, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)  # fmt: skip
+                                cwd=workspace, env=environment, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
 
+    def said() -> str:
+        """What the workers printed, for a failing assertion."""
+        return "\n".join(f"{p.name}: {p.read_text()[-800:]}"
+                          for p in sorted(workspace.glob("worker-*.log")))  # fmt: skip
+
+    logs: list = []
     workers = [start_worker() for _ in range(4)]
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 100
         # midway, as the log shows it: each worker to be killed holds a run it has
         # taken a step of (so the kill leaves half-done runs behind, whatever the clock)
         victims = {str(w.pid) for w in workers[:2]}
         while not victims <= holding_started_runs(postgres_url):
-            assert time.monotonic() < deadline, "the workers did not get going"
+            assert time.monotonic() < deadline, f"the workers did not get going:\n{said()}"
             time.sleep(0.02)
         for victim in workers[:2]:
             victim.send_signal(signal.SIGKILL)
@@ -207,7 +215,7 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(
         killed = finished()
         workers.append(start_worker())
         while finished() < len(ids):
-            assert time.monotonic() < deadline, f"{finished()} of {len(ids)} runs finished"
+            assert time.monotonic() < deadline, f"{finished()} of {len(ids)} finished:\n{said()}"
             time.sleep(0.1)
     finally:
         for worker in workers:
@@ -215,6 +223,8 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(
                 worker.send_signal(signal.SIGTERM)
         for worker in workers:
             worker.wait(timeout=60)
+        for log in logs:
+            log.close()
     assert killed < len(ids)  # the kills landed with work left to do
     store = open_location(postgres_url)
     try:
