@@ -96,6 +96,12 @@ class FakeOpenAI:
         self.traceparents: list[str | None] = []
         self.stamps: list[float] = []
         self.latency = 0.0
+        #: hold the requests this says yes to until ``release()`` (a test's way to stop
+        #: a fleet mid-work, whatever the machine's speed)
+        self.hold: Callable[[dict[str, Any]], bool] | None = None
+        self.released = threading.Event()
+        #: requests being held
+        self.holding = 0
         self.in_flight = 0
         self.peak_in_flight = 0
         self.disconnected = 0
@@ -104,6 +110,10 @@ class FakeOpenAI:
         self.connections: set[tuple[str, int]] = set()
         #: the path and query of every request
         self.targets: list[str] = []
+
+    def release(self) -> None:
+        """Answer the held requests and every later one."""
+        self.released.set()
 
     def enqueue(self, *answers: Answer) -> None:
         self.script.extend(answers)
@@ -124,6 +134,13 @@ class FakeOpenAI:
         self.connections.add(tuple(scope["client"]))
         self.targets.append(f"{scope['path']}?{scope['query_string'].decode()}".rstrip("?"))
         self.counter += 1
+        if self.hold is not None and self.hold(request):
+            self.holding += 1
+            try:
+                while not self.released.is_set():
+                    await asyncio.sleep(0.01)
+            finally:
+                self.holding -= 1
         answer = (
             self._refusal(request)
             or self.by_model.get(request.get("model"))

@@ -167,10 +167,15 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(
     """Processes stand for machines: 4 workers on one PostgreSQL take 300 queued runs
     of a crew whose model is the loopback OpenAI-compatible server (20 ms a call);
     two are killed (-9) midway and one more starts. Every run succeeds, every step
-    finishes exactly once, and the killed workers' runs are taken over."""
+    finishes exactly once, and the killed workers' runs are taken over.
+
+    "Midway" is made true, not raced for: the server answers every run's first step
+    and holds the later ones until the kills are done (a fast machine drains the
+    queue in about a second, faster than a poll could catch the workers at work)."""
     from pilothouse.store.open import open_location
 
     openai_server.latency = 0.02
+    openai_server.hold = lambda request: "persona a." not in request["messages"][0]["content"]
     (workspace / "crews").mkdir()
     (workspace / "crews" / "fleet.toml").write_text(FLEET_CREW)
     queue = pilothouse.Runtime(pilothouse.load_settings(store_url=postgres_url))
@@ -206,13 +211,18 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(
         # taken a step of (so the kill leaves half-done runs behind, whatever the clock)
         victims = {str(w.pid) for w in workers[:2]}
         while not victims <= holding_started_runs(postgres_url):
-            assert time.monotonic() < deadline, f"the workers did not get going:\n{said()}"
+            assert time.monotonic() < deadline, (
+                f"the workers did not get going: victims {victims}, holding"
+                f" {holding_started_runs(postgres_url)}, owners {owned_runs(postgres_url)},"
+                f" {openai_server.counter} calls, {openai_server.holding} held\n{said()}"
+            )
             time.sleep(0.02)
         for victim in workers[:2]:
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=30)
         left = held_by(postgres_url, victims)  # what the dead workers held, unfinished
         killed = finished()
+        openai_server.release()
         workers.append(start_worker())
         while finished() < len(ids):
             assert time.monotonic() < deadline, f"{finished()} of {len(ids)} finished:\n{said()}"
@@ -253,6 +263,14 @@ def test_workers_on_many_machines_share_one_queue_and_survive_kills(
     assert not {owner.split(":")[1] for (owner,) in rows} & victims  # another worker finished them
     calls = db_calls(postgres_url)
     assert calls >= 4 * len(ids) and len(openai_server.received) >= calls  # all over HTTP
+
+
+def owned_runs(url: str) -> dict[str, int]:
+    """How many unfinished runs each owner holds."""
+    with psycopg.connect(url) as db:
+        rows = db.execute("SELECT owner, status, COUNT(*) FROM runs WHERE status != 'succeeded'"
+                          " GROUP BY owner, status").fetchall()  # fmt: skip
+    return {f"{owner}/{status}": n for owner, status, n in rows}
 
 
 def held_by(url: str, pids: set[str]) -> set[str]:
