@@ -202,19 +202,19 @@ def _figures(claim: str, evidence: str) -> list[Finding]:
     return out
 
 
+def _codes(text: str) -> set[str]:
+    """The codes of a text: letters with digits (``IP67``, not ``5-year``), capitals."""
+    return {c for c in _CODE.findall(text) if not _MEASURE.match(c)} | set(_ACRONYM.findall(text))
+
+
 def _codes_and_names(claim: str, evidence: str) -> list[Finding]:
     lowered = evidence.lower()
-    evidence_words = {w.lower().strip("'\u2019") for w in _WORD.findall(evidence)}
-    codes = {c for c in _CODE.findall(claim) if not _MEASURE.match(c)}
-    codes |= set(_ACRONYM.findall(claim))
+    stems = {_stem(w.strip("'\u2019")) for w in _WORD.findall(evidence)}
+    codes = _codes(claim)
     out = []
     for code in sorted(codes):
         if not code.isdigit() and not re.search(rf"\b{re.escape(code)}\b", evidence, re.I):
-            theirs = sorted(
-                {c for c in _CODE.findall(evidence) if not _MEASURE.match(c)}
-                | set(_ACRONYM.findall(evidence))
-            )
-            said = ", ".join(theirs[:4])
+            said = ", ".join(sorted(_codes(evidence))[:4])
             out.append(Finding("code", code, said, f"the evidence does not name {code}"
                                + (f" (it names {said})" if said else "")))  # fmt: skip
     words = _WORD.findall(claim)
@@ -224,7 +224,7 @@ def _codes_and_names(claim: str, evidence: str) -> list[Finding]:
             continue
         if bare.lower() in _COMMON_CAPITALS or words[i - 1].endswith(":"):
             continue
-        if _stem(bare) not in {_stem(w) for w in evidence_words} and bare.lower() not in lowered:
+        if _stem(bare) not in stems and bare.lower() not in lowered:
             out.append(Finding("name", bare, "", f"the evidence does not mention {bare}"))
     return out
 

@@ -79,6 +79,19 @@ class _Quiet(logging.Filter):
         return False
 
 
+#: the SDK's loggers that report each failed batch
+_SDK_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.sdk.trace.export",
+)
+# once per process, not once per exporter (every runtime makes one)
+for _name in _SDK_LOGGERS:
+    logging.getLogger(_name).addFilter(_Quiet())
+
+
 class OtelExporter(EventObserver):
     """Sends every run's trace to an OTLP/HTTP endpoint when the run ends."""
 
@@ -105,12 +118,6 @@ class OtelExporter(EventObserver):
         self.sender = _ReportOnce(inner, shown(endpoint))
         self.processor = BatchSpanProcessor(self.sender, max_queue_size=8192,
                                             schedule_delay_millis=500)  # fmt: skip
-        for name in ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
-                     "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-                     "opentelemetry.exporter.otlp.proto.http",
-                     "opentelemetry.sdk.metrics._internal.export",
-                     "opentelemetry.sdk.trace.export"):  # fmt: skip
-            logging.getLogger(name).addFilter(_Quiet())
         metrics_to = signal_endpoint("metrics") if exporter is None else None
         self.metrics = RunMetrics(metrics_to, self.resource) if metrics_to else None
         self.store: Any = None
@@ -126,7 +133,7 @@ class OtelExporter(EventObserver):
     def describe(self) -> str:
         """Where traces go, and whether prompts and replies go with them."""
         what = "with content (redacted)" if self.content else "without content"
-        metrics = f", metrics to {shown(self.metrics.sender._endpoint)}" if self.metrics else ""
+        metrics = f", metrics to {shown(self.metrics.endpoint)}" if self.metrics else ""
         return f"traces to {shown(self.endpoint)}, {what}{metrics}"
 
     def __call__(self, event: Any) -> Any:

@@ -43,6 +43,8 @@ class RunMetrics:
     """Records each ended run's figures; a reader thread sends them every ``interval_s``."""
 
     def __init__(self, endpoint: str, resource: Resource, *, interval_s: float = 10.0) -> None:
+        #: where metrics go
+        self.endpoint = endpoint
         self.sender = _Sender(endpoint=endpoint, timeout=5.0)
         self.reader = PeriodicExportingMetricReader(
             self.sender, export_interval_millis=interval_s * 1000, export_timeout_millis=5000
