@@ -217,6 +217,12 @@ class Settings(BaseSettings):
         description="Model (alias or provider:model) that rules on every claim the grounded"
         " guardrail checks.",
     )
+    knowledge_index_from: int = Field(
+        default=10_000,
+        ge=1,
+        description="Chunks from which a knowledge-base collection gets an approximate vector"
+        " index (HNSW, usearch); below it, search scans every vector exactly.",
+    )
     otel: Literal["auto", "off"] = Field(
         default="auto",
         description="OpenTelemetry export (the otel extra): auto sends every run's trace and"

@@ -96,13 +96,17 @@ _embedder = click.option("--embedder", default="minilm", show_default=True,
 @_collection
 @_embedder
 @click.option("--tag", "tags", multiple=True, help="Tag the chunks (search --tag filters).")
+@click.option("--reindex", is_flag=True,
+              help="Rebuild the collection's vector index from its chunks.")  # fmt: skip
 @pass_context
 def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
-           tags: tuple[str, ...]) -> None:  # fmt: skip
-    """Index Markdown, text and HTML files (folders too) into the knowledge base.
+           tags: tuple[str, ...], reindex: bool) -> None:  # fmt: skip
+    """Index Markdown, text, HTML and PDF files (folders too) into the knowledge base.
 
     Unchanged files are skipped (content hash); changed ones are re-indexed;
-    files gone from an ingested folder are removed.
+    files gone from an ingested folder are removed. A collection of
+    knowledge_index_from chunks or more then gets its approximate vector index
+    brought up to date (only what changed goes in; --reindex rebuilds it).
     """
     kb = _knowledge(obj, embedder)
     with click.progressbar(length=0, label="ingesting", file=sys.stderr) as bar:
@@ -111,13 +115,14 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
             bar.label = f"ingesting {Path(source).name[:40]}"
             bar.update(1)
 
-        report = kb.ingest(paths, collection=collection, tags=tags, progress=step)
+        report = kb.ingest(paths, collection=collection, tags=tags, progress=step, reindex=reindex)
     kb.close()
     for failure in report.failed:
         click.secho(f"skipped: {failure}", fg="yellow", err=True)
     click.secho(
         f"{report.files} files: {report.updated} indexed ({report.chunks} chunks),"
-        f" {report.unchanged} unchanged, {report.removed} removed -> {kb.location}",
+        f" {report.unchanged} unchanged, {report.removed} removed -> {kb.location}"
+        f" ({report.index})",
         err=True,
     )
 
@@ -131,10 +136,12 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
 )
 @click.option("--source", help="Only chunks whose source path contains this.")
 @click.option("--tag", help="Only chunks with this tag.")
+@click.option("--exact", is_flag=True,
+              help="Compare every vector instead of asking the approximate index.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def search(obj: Context, query: str, collection: str, embedder: str, k: int,
-           source: str | None, tag: str | None, as_json: bool) -> None:  # fmt: skip
+           source: str | None, tag: str | None, exact: bool, as_json: bool) -> None:  # fmt: skip
     """Search the knowledge base: ranked chunks with their source and score."""
     if not query.strip():
         raise click.UsageError("the query is empty")
@@ -144,7 +151,7 @@ def search(obj: Context, query: str, collection: str, embedder: str, k: int,
     if isinstance(location, Path) and not location.exists():
         raise click.ClickException("no knowledge base yet: run 'pilothouse ingest PATH' first")
     kb = _knowledge(obj, embedder)
-    found = kb.search(query, k=k, collection=collection, source=source, tag=tag)
+    found = kb.search(query, k=k, collection=collection, source=source, tag=tag, exact=exact)
     kb.close()
     if as_json:
         click.echo(json.dumps([p.model_dump() for p in found], indent=2))

@@ -30,7 +30,7 @@ def open_knowledge(settings: Settings, embedder: Embedder) -> KnowledgeBase:
         from .postgres import PgKnowledgeBase
 
         return PgKnowledgeBase(location, embedder)
-    return KnowledgeBase(location, embedder)
+    return KnowledgeBase(location, embedder, index_from=settings.knowledge_index_from)
 
 
 __all__ = ["KnowledgeBase", "KnowledgeError", "knowledge_location", "open_knowledge", "remember"]

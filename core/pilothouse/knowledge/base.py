@@ -19,6 +19,7 @@ import json
 import re
 import sqlite3
 import struct
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,12 @@ from ..errors import ConfigError, PilothouseError
 from ..retrieval import Passage
 from ..text import STOP_WORDS
 from .chunking import CHUNKING, chunk
+from .vectorindex import VectorIndex
 
 SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
 RRF_K = 60
+#: a filter that keeps at most this many chunks is searched exactly over those chunks
+EXACT_UP_TO = 20_000
 
 
 class KnowledgeError(PilothouseError):
@@ -85,6 +89,8 @@ class IngestReport:
     chunks: int = 0
     #: files that could not be read, with the reason (the others are indexed)
     failed: list[str] = field(default_factory=list)
+    #: what became of the approximate vector index
+    index: str = ""
 
 
 class _TextOfHTML(html.parser.HTMLParser):
@@ -159,6 +165,15 @@ def _blob(vector: Sequence[float]) -> bytes:
     return struct.pack(f"{len(vector)}f", *vector)
 
 
+def _cosine(keys: Sequence[int], vectors: Any, query: Any) -> list[tuple[float, int]]:
+    """(cosine distance to the unit ``query``, key) for each row of ``vectors``."""
+    import numpy as np
+
+    norms = np.linalg.norm(vectors, axis=1)
+    distances = 1.0 - (vectors @ query) / np.maximum(norms, 1e-12)
+    return [(d, k) for d, k in zip(distances.tolist(), keys, strict=True) if d == d]  # NaN: absent
+
+
 class KnowledgeBase:
     """Collections of chunks with vectors and full text, and hybrid search over them.
 
@@ -169,14 +184,25 @@ class KnowledgeBase:
     the storage methods (those starting with ``_`` below ``ingest`` and ``search``).
     """
 
-    def __init__(self, path: str | Path, embedder: Embedder, *, prefer: str = "sqlite3") -> None:
+    def __init__(
+        self, path: str | Path, embedder: Embedder, *, prefer: str = "sqlite3",
+        index_from: int = 10_000,
+    ) -> None:  # fmt: skip
         self.path = Path(path)
+        #: the size from which a collection's vectors get an approximate index
+        self.index_from = index_from
+        self._indexes: dict[str, VectorIndex] = {}
+        # searches from several threads (the retriever's) share one connection and index
+        self._lock = threading.Lock()
         #: where the knowledge base is, as messages name it
         self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
         self.db = connect(self.path, prefer=prefer)
         self.db.execute("PRAGMA journal_mode=WAL")
+        tagged = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'document_tags'"
+        ).fetchone()
         self.db.executescript(
             """
             CREATE TABLE IF NOT EXISTS collections (
@@ -191,13 +217,39 @@ class KnowledgeBase:
             CREATE INDEX IF NOT EXISTS chunks_source ON chunks (collection, source);
             CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
                 text, heading, content='chunks', content_rowid='id');
+            -- the chunks each change touched, in order: what the vector index has not
+            -- yet taken in (it records the last seq it includes)
+            CREATE TABLE IF NOT EXISTS index_log (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL,
+                chunk INTEGER NOT NULL);
+            -- up to which seq the log was emptied (a saved index includes it)
+            CREATE TABLE IF NOT EXISTS index_state (
+                collection TEXT PRIMARY KEY, trimmed INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS document_tags (
+                collection TEXT NOT NULL, tag TEXT NOT NULL, source TEXT NOT NULL,
+                PRIMARY KEY (collection, tag, source));
             """
         )
+        if not tagged:  # a knowledge base from before the table: fill it once
+            with self.db:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO document_tags SELECT DISTINCT c.collection,"
+                    " t.value, c.source FROM chunks c, json_each(c.tags) t"
+                )
 
     # -- collections ---------------------------------------------------------------
 
     def _vectors(self, collection: str) -> str:
         return "vec_" + hashlib.sha1(collection.encode()).hexdigest()[:12]
+
+    def _index(self, collection: str) -> VectorIndex:
+        """The approximate vector index of ``collection`` (kept in ``<file>-index/``)."""
+        if collection not in self._indexes:
+            folder = self.path.with_name(self.path.name + "-index")
+            self._indexes[collection] = VectorIndex(
+                folder, self._vectors(collection), self.embedder.dimension
+            )
+        return self._indexes[collection]
 
     def collection(self, name: str) -> None:
         """Create ``name`` for this embedder, or check it was built with this one."""
@@ -227,9 +279,11 @@ class KnowledgeBase:
         tags: Sequence[str] = (),
         progress: Callable[[str], None] | None = None,
         batch: int = 32,
+        reindex: bool = False,
     ) -> IngestReport:
         """Index new and changed files under ``paths``; drop files that disappeared
-        from an ingested folder."""
+        from an ingested folder; then bring the vector index up to date (``reindex``:
+        rebuild it from the chunks)."""
         self.collection(collection)
         report = IngestReport()
         seen: set[str] = set()
@@ -279,7 +333,92 @@ class KnowledgeBase:
                 if source not in seen and not any(source in u for u in unreadable):
                     self._forget(collection, source)
                     report.removed += 1
+        report.index = self.sync_index(collection, rebuild=reindex)
         return report
+
+    def sync_index(self, collection: str = "default", *, rebuild: bool = False) -> str:
+        """Bring the collection's approximate vector index up to date with its chunks
+        (what it lacks is in the change log), or rebuild it from them; a collection
+        smaller than ``index_from`` has none (its exact scan is cheap). Says what it did."""
+        index = self._index(collection)
+        table = self._vectors(collection)
+        self.db.execute("BEGIN")  # one snapshot: the log's end and the vectors agree
+        try:
+            (last,) = self.db.execute(
+                "SELECT max(coalesce((SELECT max(seq) FROM index_log WHERE collection = ?), 0),"
+                " coalesce((SELECT trimmed FROM index_state WHERE collection = ?), 0))",
+                (collection, collection),
+            ).fetchone()
+            (size,) = self.db.execute(
+                "SELECT count(*) FROM chunks WHERE collection = ?", (collection,)
+            ).fetchone()
+            if size < self.index_from:
+                index.drop()
+                did = "no index: exact scan"
+            elif rebuild or not index.exists():
+                index.reset()
+                index.update(self._all_vectors(table), [])
+                did = f"index built from {size} vectors"
+            else:
+                index.refresh()
+                touched = [chunk for (chunk,) in self.db.execute(
+                    "SELECT DISTINCT chunk FROM index_log WHERE collection = ? AND seq > ?",
+                    (collection, index.seq),
+                )]  # fmt: skip
+                present = self._vectors_of(table, touched)
+                gone = sorted(set(touched) - set(present))
+                index.update([(list(present), list(present.values()))], gone)
+                did = f"index updated: {len(present)} in, {len(gone)} out"
+        finally:
+            self.db.commit()
+        if size >= self.index_from:
+            index.save(last)
+        # the saved index includes every change up to ``last``: the log can forget them
+        with self.db:
+            self.db.execute(
+                "DELETE FROM index_log WHERE collection = ? AND seq <= ?", (collection, last)
+            )
+            self.db.execute(
+                "INSERT INTO index_state VALUES (?, ?) ON CONFLICT (collection)"
+                " DO UPDATE SET trimmed = max(trimmed, excluded.trimmed)",
+                (collection, last),
+            )
+        return did
+
+    def _all_vectors(self, table: str, page: int = 20_000) -> Iterable[tuple[list[int], Any]]:
+        """Every (rowid, vector) of a vector table, a page at a time."""
+        import numpy as np
+
+        after = 0
+        while True:
+            rows = self.db.execute(
+                f"SELECT rowid, embedding FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, page),
+            ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield (
+                [rowid for rowid, _ in rows],
+                np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(
+                    len(rows), -1
+                ),
+            )
+
+    def _vectors_of(self, table: str, ids: Sequence[int]) -> dict[int, Any]:
+        """The stored vectors of those of ``ids`` that exist."""
+        import numpy as np
+
+        found: dict[int, Any] = {}
+        for start in range(0, len(ids), 500):
+            part = list(ids[start : start + 500])
+            for rowid, blob in self.db.execute(
+                f"SELECT rowid, embedding FROM {table} WHERE rowid IN"
+                " (SELECT value FROM json_each(?))",
+                (json.dumps(part),),
+            ):
+                found[rowid] = np.frombuffer(blob, dtype=np.float32)
+        return found
 
     def _known(self, collection: str, source: str) -> str | None:
         """The digest the file had when it was last indexed."""
@@ -318,6 +457,10 @@ class KnowledgeBase:
         """A file's chunks in place of what it had, with its digest, at once."""
         with self.db:
             self._remove(collection, source)
+            self.db.executemany(
+                "INSERT INTO document_tags VALUES (?, ?, ?)",
+                [(collection, tag, source) for tag in dict.fromkeys(tags)],
+            )
             for piece, vector in zip(pieces, vectors, strict=True):
                 cursor = self.db.execute(
                     "INSERT INTO chunks (collection, source, heading, position, text, tags)"
@@ -333,6 +476,9 @@ class KnowledgeBase:
                 self.db.execute(
                     f"INSERT INTO {self._vectors(collection)} (rowid, embedding) VALUES (?, ?)",
                     (rowid, _blob(vector)),
+                )
+                self.db.execute(
+                    "INSERT INTO index_log (collection, chunk) VALUES (?, ?)", (collection, rowid)
                 )
             self.db.execute(
                 "INSERT OR REPLACE INTO documents VALUES (?, ?, ?)", (collection, source, digest)
@@ -355,6 +501,16 @@ class KnowledgeBase:
             )
 
     def _remove(self, collection: str, source: str) -> None:
+        """Delete a file's chunks, full text, vectors and tags (inside the caller's
+        transaction); the change log records the chunks for the vector index."""
+        self.db.execute(
+            "INSERT INTO index_log (collection, chunk)"
+            " SELECT collection, id FROM chunks WHERE collection = ? AND source = ?",
+            (collection, source),
+        )
+        self.db.execute(
+            "DELETE FROM document_tags WHERE collection = ? AND source = ?", (collection, source)
+        )
         rows = self.db.execute(
             "SELECT id, text, heading FROM chunks WHERE collection = ? AND source = ?",
             (collection, source),
@@ -380,20 +536,29 @@ class KnowledgeBase:
         collection: str = "default",
         source: str | None = None,
         tag: str | None = None,
+        exact: bool = False,
     ) -> list[Passage]:
-        """The ``k`` best chunks: vector and keyword ranks fused (reciprocal rank fusion)."""
+        """The ``k`` best chunks: vector and keyword ranks fused (reciprocal rank fusion).
+
+        ``source`` keeps chunks whose source path contains it, ``tag`` those ingested
+        with that tag; both sides of the search look only among those. ``exact``
+        scans every vector instead of asking the approximate index."""
         self.collection(collection)
         depth = max(k * 4, 20)
         (vector,) = self.embedder.embed([query])
-        nearest = self._nearest(collection, vector, depth)
-        # Stop words would let BM25 "match" every chunk and outvote the vectors.
-        terms = [w for w in re.findall(r"\w+", query.lower()) if w not in STOP_WORDS]
-        lexical = self._lexical(collection, terms, depth) if terms else []
-        scores: dict[int, float] = {}
-        for ranking in (nearest, lexical):
-            for rank, rowid in enumerate(ranking):
-                scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
-        rows = self._chunks(list(scores), collection)  # one read for every candidate
+        with self._lock:
+            allowed = self._allowed(collection, source, tag)
+            if allowed is not None and not allowed:
+                return []
+            nearest = self._nearest(collection, vector, depth, allowed=allowed, exact=exact)
+            # Stop words would let BM25 "match" every chunk and outvote the vectors.
+            terms = [w for w in re.findall(r"\w+", query.lower()) if w not in STOP_WORDS]
+            lexical = self._lexical(collection, terms, depth, allowed) if terms else []
+            scores: dict[int, float] = {}
+            for ranking in (nearest, lexical):
+                for rank, rowid in enumerate(ranking):
+                    scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
+            rows = self._chunks(list(scores), collection)  # one read for every candidate
         passages = []
         for rowid in sorted(scores, key=lambda r: -scores[r]):
             if rowid not in rows:
@@ -411,22 +576,117 @@ class KnowledgeBase:
                 break
         return passages
 
-    def _nearest(self, collection: str, vector: Sequence[float], depth: int) -> list[int]:
-        """The ids of the ``depth`` chunks nearest to ``vector`` (cosine), nearest first."""
+    def _allowed(self, collection: str, source: str | None, tag: str | None) -> set[int] | None:
+        """The ids of the chunks the filters keep (None: no filter)."""
+        if not source and not tag:
+            return None
+        where, args = ["d.collection = ?"], [collection]
+        if source:
+            where.append("instr(d.source, ?) > 0")
+            args.append(source)
+        if tag:
+            where.append(
+                "d.source IN (SELECT source FROM document_tags WHERE collection = ? AND tag = ?)"
+            )
+            args += [collection, tag]
+        rows = self.db.execute(
+            "SELECT c.id FROM documents d JOIN chunks c"
+            " ON c.collection = d.collection AND c.source = d.source WHERE " + " AND ".join(where),
+            args,
+        )
+        return {rowid for (rowid,) in rows}
+
+    def _nearest(
+        self, collection: str, vector: Sequence[float], depth: int, *,
+        allowed: set[int] | None = None, exact: bool = False,
+    ) -> list[int]:  # fmt: skip
+        """The ids of the ``depth`` chunks nearest to ``vector`` (cosine), nearest first,
+        among ``allowed`` when it is given: from the approximate index when the
+        collection has one, else (or when ``exact``) by scanning every vector."""
+        import numpy as np
+
+        index = self._index(collection)
+        if exact or not index.refresh():
+            return self._scan(collection, vector, depth, allowed)
+        pending = self._pending(collection, index)
+        if pending is None:  # the index was dropped meanwhile
+            return self._scan(collection, vector, depth, allowed)
+        query = np.asarray(vector, dtype=np.float32)
+        query /= max(float(np.linalg.norm(query)), 1e-12)
+        scored: list[tuple[float, int]] = []
+        if allowed is not None and len(allowed) <= EXACT_UP_TO:
+            # a narrow filter: every allowed vector, scored exactly
+            keys = sorted(allowed - pending)
+            scored = _cosine(keys, index.vectors(keys), query)
+        else:
+            # over-fetch as much as the filter thins the answer out
+            thinning = 1 if allowed is None else -(-len(index) // max(len(allowed), 1))
+            count = depth * thinning * 2 + len(pending)
+            scored = [
+                (distance, key) for key, distance in index.search(query, count)
+                if key not in pending and (allowed is None or key in allowed)
+            ]  # fmt: skip
+            if len(scored) < depth and (allowed is None or len(scored) < len(allowed)):
+                return self._scan(collection, vector, depth, allowed)
+        # what changed since the index was saved: scored exactly, from the vectors' table
+        fresh = self._vectors_of(self._vectors(collection), sorted(
+            pending if allowed is None else pending & allowed
+        ))  # fmt: skip
+        if fresh:
+            scored += _cosine(list(fresh), np.stack(list(fresh.values())), query)
+        scored.sort()
+        return [key for _, key in scored[:depth]]
+
+    def _pending(self, collection: str, index: VectorIndex) -> set[int] | None:
+        """The chunks changed since ``index`` was saved (None: it is gone). When a
+        writer saved a newer index and emptied the log meanwhile, the newer index is
+        taken and the question asked again: never a change missed."""
+        for _ in range(5):
+            self.db.execute("BEGIN")  # the trim mark and the log from one snapshot
+            try:
+                row = self.db.execute(
+                    "SELECT trimmed FROM index_state WHERE collection = ?", (collection,)
+                ).fetchone()
+                if row is None or row[0] <= index.seq:
+                    return {chunk for (chunk,) in self.db.execute(
+                        "SELECT chunk FROM index_log WHERE collection = ? AND seq > ?",
+                        (collection, index.seq),
+                    )}  # fmt: skip
+            finally:
+                self.db.commit()
+            if not index.refresh():
+                return None
+        return None
+
+    def _scan(
+        self, collection: str, vector: Sequence[float], depth: int, allowed: set[int] | None
+    ) -> list[int]:
+        """The exact answer: every vector of the collection (or of ``allowed``) compared."""
+        restrict = " AND rowid IN (SELECT value FROM json_each(?))" if allowed is not None else ""
+        args: tuple[Any, ...] = (_blob(vector), depth)
+        if allowed is not None:
+            args += (json.dumps(sorted(allowed)),)
         rows = self.db.execute(
             f"SELECT rowid, distance FROM {self._vectors(collection)}"
-            " WHERE embedding MATCH ? AND k = ? ORDER BY distance",
-            (_blob(vector), depth),
+            f" WHERE embedding MATCH ? AND k = ?{restrict} ORDER BY distance",
+            args,
         ).fetchall()
         return [rowid for rowid, _ in rows]
 
-    def _lexical(self, collection: str, terms: list[str], depth: int) -> list[int]:
-        """The ids of the ``depth`` chunks that best match any of ``terms`` (BM25)."""
+    def _lexical(
+        self, collection: str, terms: list[str], depth: int, allowed: set[int] | None = None
+    ) -> list[int]:
+        """The ids of the ``depth`` chunks that best match any of ``terms`` (BM25),
+        among ``allowed`` when it is given."""
         words = " OR ".join(f'"{w}"' for w in terms)
+        restrict = " AND rowid IN (SELECT value FROM json_each(?))" if allowed is not None else ""
+        args: tuple[Any, ...] = (words,) + (
+            (json.dumps(sorted(allowed)),) if allowed is not None else ()
+        )
         rows = self.db.execute(
-            "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+            f"SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?{restrict}"
             " ORDER BY bm25(chunks_fts) LIMIT ?",
-            (words, depth),
+            (*args, depth),
         ).fetchall()
         return [rowid for rowid, _ in rows]
 

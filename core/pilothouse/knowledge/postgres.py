@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,7 @@ class PgKnowledgeBase(KnowledgeBase):
             ) from exc
         self.location = shown_url(url)
         self.embedder = embedder
+        self._lock = threading.Lock()
         self._errors = (psycopg.Error,)
         try:
             self.db = psycopg.connect(url, autocommit=True, connect_timeout=10)
@@ -160,23 +162,57 @@ class PgKnowledgeBase(KnowledgeBase):
                 (collection, source),
             )
 
-    def _nearest(self, collection: str, vector: Sequence[float], depth: int) -> list[int]:
+    def sync_index(self, collection: str = "default", *, rebuild: bool = False) -> str:
+        """pgvector keeps its HNSW index up to date by itself; ``rebuild`` re-creates it."""
+        if rebuild:
+            self.db.execute(f"REINDEX TABLE {self._vectors(collection)}")
+            return "index rebuilt (pgvector HNSW)"
+        return "index up to date (pgvector HNSW)"
+
+    def _allowed(self, collection: str, source: str | None, tag: str | None) -> set[int] | None:
+        if not source and not tag:
+            return None
+        rows = self.db.execute(
+            "SELECT id FROM kb_chunks WHERE collection = %s"
+            " AND (%s::text IS NULL OR strpos(source, %s) > 0)"
+            " AND (%s::text IS NULL OR tags::jsonb ? %s)",
+            (collection, source or None, source or "", tag or None, tag or ""),
+        )
+        return {rowid for (rowid,) in rows}
+
+    def _nearest(
+        self, collection: str, vector: Sequence[float], depth: int, *,
+        allowed: set[int] | None = None, exact: bool = False,
+    ) -> list[int]:  # fmt: skip
         import numpy
 
-        rows = self.db.execute(
-            f"SELECT id FROM {self._vectors(collection)} ORDER BY embedding <=> %s LIMIT %s",
-            (numpy.asarray(vector, dtype=numpy.float32), depth),
-        ).fetchall()
+        restrict = "" if allowed is None else " WHERE id = ANY(%s)"
+        args: tuple[Any, ...] = () if allowed is None else (sorted(allowed),)
+        with self.db.transaction():
+            if exact or allowed is not None:
+                # a scan, not the HNSW graph: the graph stops at ef_search rows and a
+                # filter applied after it can leave fewer than asked for (pgvector
+                # before 0.8 cannot keep walking it)
+                self.db.execute("SET LOCAL enable_indexscan = off")
+            rows = self.db.execute(
+                f"SELECT id FROM {self._vectors(collection)}{restrict}"
+                " ORDER BY embedding <=> %s LIMIT %s",
+                (*args, numpy.asarray(vector, dtype=numpy.float32), depth),
+            ).fetchall()
         return [rowid for (rowid,) in rows]
 
-    def _lexical(self, collection: str, terms: list[str], depth: int) -> list[int]:
+    def _lexical(
+        self, collection: str, terms: list[str], depth: int, allowed: set[int] | None = None
+    ) -> list[int]:
         # the words only (\w+ from the query): nothing of the query's syntax gets in
         query = " | ".join(terms)
+        restrict = "" if allowed is None else " AND id = ANY(%s)"
+        args: tuple[Any, ...] = () if allowed is None else (sorted(allowed),)
         rows = self.db.execute(
             "SELECT id FROM kb_chunks, to_tsquery('simple', %s) AS q"
-            " WHERE collection = %s AND words @@ q"
+            f" WHERE collection = %s AND words @@ q{restrict}"
             " ORDER BY ts_rank_cd(words, q) DESC, id LIMIT %s",
-            (query, collection, depth),
+            (query, collection, *args, depth),
         ).fetchall()
         return [rowid for (rowid,) in rows]
 
