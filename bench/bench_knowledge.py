@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import struct
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from knowledge_corpus import Corpus
 from pilothouse_knowledge import MiniLM
 
 from pilothouse.embedding import Embedder
@@ -43,8 +45,8 @@ class Fixed(Embedder):
 
     name, dimension = "fixed", DIM
 
-    def __init__(self, vector: np.ndarray) -> None:
-        self.vector = vector.tolist()
+    def __init__(self, vector) -> None:
+        self.vector = list(map(float, vector))
 
     def embed(self, texts):
         return [self.vector for _ in texts]
@@ -81,63 +83,114 @@ def bench_ingest(files: int) -> None:
     )
 
 
-def bench_query(size: int, queries: int = 50) -> None:
-    rng = np.random.default_rng(2)
-    vectors = rng.standard_normal((size, DIM), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+def load(kb: KnowledgeBase, corpus: Corpus) -> float:
+    """The corpus into the tables as ingest writes them (no model): seconds taken.
+    Every 20 passages make a document; one document in a hundred is tagged ``rare``."""
+    kb.collection("bench")
+    table = kb._vectors("bench")
+    started = time.perf_counter()
+    for first, texts, vectors in corpus.batches():
+        ids = range(first + 1, first + len(texts) + 1)
+        tags = [json.dumps(["rare"] if (i - 1) // 20 % 100 == 0 else []) for i in ids]
+        rows = [(i, "bench", f"/kb/doc{(i - 1) // 20}.md", "", 0, t, g)
+                for i, t, g in zip(ids, texts, tags, strict=True)]  # fmt: skip
+        with kb.db:
+            kb.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            kb.db.executemany(
+                "INSERT INTO chunks_fts (rowid, text, heading) VALUES (?, ?, ?)",
+                [(r[0], r[5], "") for r in rows],
+            )
+            kb.db.executemany(
+                f"INSERT INTO {table} (rowid, embedding) VALUES (?, ?)",
+                [(i, v.tobytes()) for i, v in zip(ids, vectors, strict=True)],
+            )
+            documents = {r[2]: r[6] for r in rows}
+            kb.db.executemany(
+                "INSERT OR IGNORE INTO documents VALUES ('bench', ?, 'x')", [(d,) for d in documents]
+            )
+            kb.db.executemany(
+                "INSERT OR IGNORE INTO document_tags VALUES ('bench', 'rare', ?)",
+                [(d,) for d, g in documents.items() if "rare" in g],
+            )
+    return time.perf_counter() - started
+
+
+BUILD = """
+import resource, sys, time
+from pilothouse.knowledge import KnowledgeBase
+from bench_knowledge import Fixed
+kb = KnowledgeBase(sys.argv[1], Fixed([0.0] * 384))
+started = time.perf_counter()
+kb.sync_index("bench", rebuild=True)
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def build(path: Path) -> tuple[float, float]:
+    """Build the index in a process of its own: (seconds, peak resident MB)."""
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD, str(path)], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).parent,
+    )  # fmt: skip
+    seconds, peak = done.stdout.split()
+    return float(seconds), float(peak)
+
+
+def ms(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def bench_query(size: int) -> None:
+    corpus = Corpus(size)
     with tempfile.TemporaryDirectory() as tmp:
-        kb = KnowledgeBase(Path(tmp) / "kb.db", Fixed(vectors[0]))
-        kb.collection("bench")
-        table = kb._vectors("bench")
-        started = time.perf_counter()
-        batch = 20_000
-        for start in range(0, size, batch):
-            stop = min(size, start + batch)
-            rows = [(i + 1, "bench", f"doc{i // 50}.md", "", 0, text(rng, 30), json.dumps([]))
-                    for i in range(start, stop)]  # fmt: skip
-            with kb.db:
-                kb.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                kb.db.executemany(
-                    "INSERT INTO chunks_fts (rowid, text, heading) VALUES (?, ?, ?)",
-                    [(r[0], r[5], "") for r in rows],
-                )
-                kb.db.executemany(
-                    f"INSERT INTO {table} (rowid, embedding) VALUES (?, ?)",
-                    [(i + 1, vectors[i].tobytes()) for i in range(start, stop)],
-                )
-        load_s = time.perf_counter() - started
-        hybrid, knn, raw, recalls = [], [], [], []
-        for q in range(queries):
-            query = vectors[rng.integers(size)] + 0.1 * rng.standard_normal(DIM).astype(np.float32)
-            query /= np.linalg.norm(query)
-            kb.embedder = Fixed(query)
+        path = Path(tmp) / "kb.db"
+        kb = KnowledgeBase(path, Fixed([0.0] * DIM))
+        load_s = load(kb, corpus)
+        build_s, peak_mb = build(path)
+        folder = path.with_name(path.name + "-index")
+        index_mb = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+        matrix = np.concatenate([v for _, _, v in corpus.batches()])
+        rare = np.array([(i // 20) % 100 == 0 for i in range(size)])
+        timing: dict[str, list[float]] = {"hybrid": [], "exact": [], "rare": [], "numpy": []}
+        recall: dict[str, list[float]] = {"all": [], "rare": []}
+        allowed = kb._allowed("bench", None, "rare")
+        for text, vector in corpus.queries:
+            kb.embedder = Fixed(vector)
+            for name, kwargs in (("hybrid", {}), ("exact", {"exact": True}),
+                                 ("rare", {"tag": "rare"})):  # fmt: skip
+                started = time.perf_counter()
+                found = kb.search(text, k=10, collection="bench", **kwargs)
+                timing[name].append(time.perf_counter() - started)
+                assert len(found) == 10, (name, text)
             started = time.perf_counter()
-            kb.search(f"{WORDS[q % len(WORDS)]} {WORDS[(q * 7) % len(WORDS)]}", k=10,
-                      collection="bench")  # fmt: skip
-            hybrid.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            found = kb.db.execute(
-                f"SELECT rowid FROM {table} WHERE embedding MATCH ? AND k = 10 ORDER BY distance",
-                (struct.pack(f"{DIM}f", *query),),
-            ).fetchall()
-            knn.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            scores = vectors @ query
+            scores = matrix @ vector
             top = np.argpartition(-scores, 10)[:10]
-            exact = top[np.argsort(-scores[top])]
-            raw.append(time.perf_counter() - started)
-            recalls.append(len({r[0] - 1 for r in found} & set(exact.tolist())) / 10)
+            timing["numpy"].append(time.perf_counter() - started)
+            truth = {int(i) + 1 for i in top}
+            recall["all"].append(len(truth & set(kb._nearest("bench", vector, 10))) / 10)
+            scores[~rare] = -2
+            truth = {int(i) + 1 for i in np.argpartition(-scores, 10)[:10]}
+            got = kb._nearest("bench", vector, 10, allowed=allowed)
+            recall["rare"].append(len(truth & set(got)) / 10)
         kb.close()
-
-    def ms(values: list[float], q: float) -> float:
-        return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
-
+        kb = KnowledgeBase(path, Fixed(corpus.queries[0][1]))
+        docs = Path(tmp) / "new"
+        docs.mkdir()
+        for i in range(100):
+            (docs / f"new{i}.md").write_text(corpus.queries[i % len(corpus.queries)][0] * 20)
+        started = time.perf_counter()
+        report = kb.ingest([docs], collection="bench")
+        add_s = time.perf_counter() - started
+        kb.close()
     print(
-        f"query {size:>9,} chunks (load {load_s:6.1f} s): hybrid p50 {ms(hybrid, 0.5):7.1f} ms"
-        f" p95 {ms(hybrid, 0.95):7.1f} | sqlite-vec KNN p50 {ms(knn, 0.5):7.1f} ms | numpy brute"
-        f" force p50 {ms(raw, 0.5):6.1f} ms p95 {ms(raw, 0.95):6.1f} | KNN/numpy"
-        f" {statistics.median(knn) / statistics.median(raw):5.2f}x | recall@10"
-        f" {statistics.mean(recalls):.3f}"
+        f"{size:>9,} chunks | load {load_s:5.0f} s, index build {build_s:6.1f} s peak {peak_mb:5.0f}"
+        f" MB, {index_mb:5.0f} MB on disk | hybrid p50 {ms(timing['hybrid'], 0.5):6.1f} ms p95"
+        f" {ms(timing['hybrid'], 0.95):6.1f} | 1% filter p50 {ms(timing['rare'], 0.5):6.1f} p95"
+        f" {ms(timing['rare'], 0.95):6.1f} | exact hybrid p50 {ms(timing['exact'], 0.5):6.1f} |"
+        f" numpy top-10 p50 {ms(timing['numpy'], 0.5):5.1f} | hybrid/numpy"
+        f" {statistics.median(timing['hybrid']) / statistics.median(timing['numpy']):5.2f}x |"
+        f" recall@10 {statistics.mean(recall['all']):.3f}, 1% filter"
+        f" {statistics.mean(recall['rare']):.3f} | +100 files {add_s:5.1f} s ({report.index})"
     )
 
 
@@ -145,8 +198,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--no-ingest", action="store_true", help="Only the query side.")
     args = parser.parse_args()
-    bench_ingest(args.files)
+    if not args.no_ingest:
+        bench_ingest(args.files)
     for size in args.sizes:
         bench_query(size)
 

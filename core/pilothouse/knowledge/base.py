@@ -30,6 +30,7 @@ from ..errors import ConfigError, PilothouseError
 from ..retrieval import Passage
 from ..text import STOP_WORDS
 from .chunking import CHUNKING, chunk
+from .keywordindex import KeywordBusy, KeywordIndex
 from .vectorindex import VectorIndex
 
 SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
@@ -192,6 +193,7 @@ class KnowledgeBase:
         #: the size from which a collection's vectors get an approximate index
         self.index_from = index_from
         self._indexes: dict[str, VectorIndex] = {}
+        self._keyword_indexes: dict[str, KeywordIndex] = {}
         # searches from several threads (the retriever's) share one connection and index
         self._lock = threading.Lock()
         #: where the knowledge base is, as messages name it
@@ -250,6 +252,13 @@ class KnowledgeBase:
                 folder, self._vectors(collection), self.embedder.dimension
             )
         return self._indexes[collection]
+
+    def _keywords(self, collection: str) -> KeywordIndex:
+        """The BM25 index of ``collection`` (kept in ``<file>-index/`` too)."""
+        if collection not in self._keyword_indexes:
+            folder = self.path.with_name(self.path.name + "-index")
+            self._keyword_indexes[collection] = KeywordIndex(folder, self._vectors(collection))
+        return self._keyword_indexes[collection]
 
     def collection(self, name: str) -> None:
         """Create ``name`` for this embedder, or check it was built with this one."""
@@ -337,12 +346,13 @@ class KnowledgeBase:
         return report
 
     def sync_index(self, collection: str = "default", *, rebuild: bool = False) -> str:
-        """Bring the collection's approximate vector index up to date with its chunks
-        (what it lacks is in the change log), or rebuild it from them; a collection
-        smaller than ``index_from`` has none (its exact scan is cheap). Says what it did."""
-        index = self._index(collection)
+        """Bring the collection's derived indexes (approximate vectors, BM25 for top-k)
+        up to date with its chunks (what they lack is in the change log), or rebuild
+        them from the chunks; a collection smaller than ``index_from`` has none (its
+        exact scans are cheap). Says what it did."""
+        vectors, keywords = self._index(collection), self._keywords(collection)
         table = self._vectors(collection)
-        self.db.execute("BEGIN")  # one snapshot: the log's end and the vectors agree
+        self.db.execute("BEGIN")  # one snapshot: the log's end and the chunks agree
         try:
             (last,) = self.db.execute(
                 "SELECT max(coalesce((SELECT max(seq) FROM index_log WHERE collection = ?), 0),"
@@ -353,27 +363,33 @@ class KnowledgeBase:
                 "SELECT count(*) FROM chunks WHERE collection = ?", (collection,)
             ).fetchone()
             if size < self.index_from:
-                index.drop()
+                vectors.drop()
+                keywords.drop()
                 did = "no index: exact scan"
-            elif rebuild or not index.exists():
-                index.reset()
-                index.update(self._all_vectors(table), [])
+            elif rebuild or not vectors.exists() or not keywords.exists():
+                vectors.reset()
+                vectors.update(self._all_vectors(table), [])
+                keywords.write(last, self._texts(collection), rebuild=True)
                 did = f"index built from {size} vectors"
             else:
-                index.refresh()
-                touched = [chunk for (chunk,) in self.db.execute(
-                    "SELECT DISTINCT chunk FROM index_log WHERE collection = ? AND seq > ?",
-                    (collection, index.seq),
-                )]  # fmt: skip
+                vectors.refresh()
+                touched = self._touched(collection, vectors.seq)
                 present = self._vectors_of(table, touched)
                 gone = sorted(set(touched) - set(present))
-                index.update([(list(present), list(present.values()))], gone)
+                vectors.update([(list(present), list(present.values()))], gone)
+                keywords.refresh()
+                touched = self._touched(collection, keywords.seq)
+                texts = dict(self._texts(collection, touched))
+                try:
+                    keywords.write(last, [(c, texts.get(c)) for c in touched], rebuild=False)
+                except KeywordBusy:
+                    last = keywords.seq  # another ingest writes it: keep the log for it
                 did = f"index updated: {len(present)} in, {len(gone)} out"
         finally:
             self.db.commit()
         if size >= self.index_from:
-            index.save(last)
-        # the saved index includes every change up to ``last``: the log can forget them
+            vectors.save(last)
+        # both indexes include every change up to ``last``: the log can forget them
         with self.db:
             self.db.execute(
                 "DELETE FROM index_log WHERE collection = ? AND seq <= ?", (collection, last)
@@ -384,6 +400,31 @@ class KnowledgeBase:
                 (collection, last),
             )
         return did
+
+    def _touched(self, collection: str, after: int) -> list[int]:
+        """The chunks the change log names after entry ``after``."""
+        rows = self.db.execute(
+            "SELECT DISTINCT chunk FROM index_log WHERE collection = ? AND seq > ?",
+            (collection, after),
+        )
+        return [chunk for (chunk,) in rows]
+
+    def _texts(
+        self, collection: str, ids: Sequence[int] | None = None
+    ) -> Iterable[tuple[int, str]]:
+        """(id, heading and text) of the collection's chunks, or of those of ``ids``."""
+        if ids is None:
+            yield from self.db.execute(
+                "SELECT id, heading || char(10) || text FROM chunks WHERE collection = ?",
+                (collection,),
+            )
+            return
+        for start in range(0, len(ids), 500):
+            yield from self.db.execute(
+                "SELECT id, heading || char(10) || text FROM chunks"
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(ids[start : start + 500])),),
+            )
 
     def _all_vectors(self, table: str, page: int = 20_000) -> Iterable[tuple[list[int], Any]]:
         """Every (rowid, vector) of a vector table, a page at a time."""
@@ -553,7 +594,7 @@ class KnowledgeBase:
             nearest = self._nearest(collection, vector, depth, allowed=allowed, exact=exact)
             # Stop words would let BM25 "match" every chunk and outvote the vectors.
             terms = [w for w in re.findall(r"\w+", query.lower()) if w not in STOP_WORDS]
-            lexical = self._lexical(collection, terms, depth, allowed) if terms else []
+            lexical = self._lexical(collection, terms, depth, allowed, exact=exact) if terms else []
             scores: dict[int, float] = {}
             for ranking in (nearest, lexical):
                 for rank, rowid in enumerate(ranking):
@@ -637,7 +678,7 @@ class KnowledgeBase:
         scored.sort()
         return [key for _, key in scored[:depth]]
 
-    def _pending(self, collection: str, index: VectorIndex) -> set[int] | None:
+    def _pending(self, collection: str, index: VectorIndex | KeywordIndex) -> set[int] | None:
         """The chunks changed since ``index`` was saved (None: it is gone). When a
         writer saved a newer index and emptied the log meanwhile, the newer index is
         taken and the question asked again: never a change missed."""
@@ -674,29 +715,52 @@ class KnowledgeBase:
         return [rowid for rowid, _ in rows]
 
     def _lexical(
-        self, collection: str, terms: list[str], depth: int, allowed: set[int] | None = None
-    ) -> list[int]:
-        """The ids of the ``depth`` chunks that best match any of ``terms`` (BM25),
-        among ``allowed`` when it is given."""
+        self, collection: str, terms: list[str], depth: int, allowed: set[int] | None = None,
+        *, exact: bool = False,
+    ) -> list[int]:  # fmt: skip
+        """The ids of the ``depth`` chunks that best match any of ``terms`` (BM25), best
+        first, among ``allowed`` when it is given: from the collection's top-k index when
+        it has one, else (or when ``exact``) from FTS5, which scores every match."""
+        index = self._keywords(collection)
+        if exact or not index.refresh():
+            return [rowid for _, rowid in self._fts(collection, terms, depth, allowed)]
+        pending = self._pending(collection, index)
+        if pending is None:
+            return [rowid for _, rowid in self._fts(collection, terms, depth, allowed)]
+        found = [
+            (score, rowid)
+            for score, rowid in index.search(terms, depth + len(pending), allowed)
+            if rowid not in pending
+        ]
+        if pending:  # what changed since the index's commit: scored by FTS5
+            found += self._fts(collection, terms, depth, pending if allowed is None
+                               else pending & allowed)  # fmt: skip
+            found.sort(key=lambda hit: -hit[0])
+        return [rowid for _, rowid in found[:depth]]
+
+    def _fts(
+        self, collection: str, terms: list[str], depth: int, allowed: set[int] | None
+    ) -> list[tuple[float, int]]:
+        """(BM25 score, id) of the ``depth`` best FTS5 matches in the collection."""
         words = " OR ".join(f'"{w}"' for w in terms)
-        restrict = " AND rowid IN (SELECT value FROM json_each(?))" if allowed is not None else ""
-        args: tuple[Any, ...] = (words,) + (
-            (json.dumps(sorted(allowed)),) if allowed is not None else ()
-        )
+        if allowed is not None:
+            restrict, among = "SELECT value FROM json_each(?)", json.dumps(sorted(allowed))
+        else:
+            restrict, among = "SELECT id FROM chunks WHERE collection = ?", collection
         rows = self.db.execute(
-            f"SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?{restrict}"
-            " ORDER BY bm25(chunks_fts) LIMIT ?",
-            (*args, depth),
+            "SELECT bm25(chunks_fts), rowid FROM chunks_fts WHERE chunks_fts MATCH ?"
+            f" AND rowid IN ({restrict}) ORDER BY bm25(chunks_fts) LIMIT ?",
+            (words, among, depth),
         ).fetchall()
-        return [rowid for rowid, _ in rows]
+        return [(-score, rowid) for score, rowid in rows]  # FTS5's bm25() is negated
 
     def _chunks(self, ids: list[int], collection: str) -> dict[int, tuple[str, str, str, str]]:
         """(source, heading, text, tags as JSON) of the chunks among ``ids`` in ``collection``."""
-        marks = ", ".join("?" * len(ids))
         rows = self.db.execute(
-            f"SELECT id, source, heading, text, tags FROM chunks WHERE id IN ({marks})"
-            " AND collection = ?",
-            (*ids, collection),
+            # ``+collection``: look the ids up by key, not the collection's every row
+            "SELECT id, source, heading, text, tags FROM chunks"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND +collection = ?",
+            (json.dumps(ids), collection),
         )
         return {row[0]: row[1:] for row in rows}
 

@@ -202,8 +202,9 @@ class PgKnowledgeBase(KnowledgeBase):
         return [rowid for (rowid,) in rows]
 
     def _lexical(
-        self, collection: str, terms: list[str], depth: int, allowed: set[int] | None = None
-    ) -> list[int]:
+        self, collection: str, terms: list[str], depth: int, allowed: set[int] | None = None,
+        *, exact: bool = False,
+    ) -> list[int]:  # fmt: skip
         # the words only (\w+ from the query): nothing of the query's syntax gets in
         query = " | ".join(terms)
         restrict = "" if allowed is None else " AND id = ANY(%s)"

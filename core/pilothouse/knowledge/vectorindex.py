@@ -52,6 +52,7 @@ class VectorIndex:
         self._index: Any = None
         self._writable = False
         self._pattern = re.compile(re.escape(table) + r"\.(\d+)\.usearch")
+        self._leftover = re.compile(re.escape(table) + r"\.\d+\.tmp")
 
     def newest(self) -> tuple[int, Path] | None:
         """The newest saved generation: (its change-log seq, its file), or None."""
@@ -172,5 +173,5 @@ class VectorIndex:
         needs an index, or is rebuilt from nothing)."""
         self._index, self._writable, self.seq = None, False, -1
         for name in os.listdir(self.folder) if self.folder.exists() else []:
-            if self._pattern.fullmatch(name) or name.startswith(self.table + "."):
+            if self._pattern.fullmatch(name) or self._leftover.fullmatch(name):
                 (self.folder / name).unlink(missing_ok=True)
