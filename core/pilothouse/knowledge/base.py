@@ -744,14 +744,19 @@ class KnowledgeBase:
         """(BM25 score, id) of the ``depth`` best FTS5 matches in the collection."""
         words = " OR ".join(f'"{w}"' for w in terms)
         if allowed is not None:
-            restrict, among = "SELECT value FROM json_each(?)", json.dumps(sorted(allowed))
-        else:
-            restrict, among = "SELECT id FROM chunks WHERE collection = ?", collection
-        rows = self.db.execute(
-            "SELECT bm25(chunks_fts), rowid FROM chunks_fts WHERE chunks_fts MATCH ?"
-            f" AND rowid IN ({restrict}) ORDER BY bm25(chunks_fts) LIMIT ?",
-            (words, among, depth),
-        ).fetchall()
+            rows = self.db.execute(
+                "SELECT bm25(chunks_fts), rowid FROM chunks_fts WHERE chunks_fts MATCH ?"
+                " AND rowid IN (SELECT value FROM json_each(?)) ORDER BY bm25(chunks_fts) LIMIT ?",
+                (words, json.dumps(sorted(allowed)), depth),
+            ).fetchall()
+        else:  # the matches first, each looked up by key for its collection
+            rows = self.db.execute(
+                "SELECT bm25(chunks_fts), chunks_fts.rowid FROM chunks_fts"
+                " JOIN chunks ON chunks.id = chunks_fts.rowid"
+                " WHERE chunks_fts MATCH ? AND chunks.collection = ?"
+                " ORDER BY bm25(chunks_fts) LIMIT ?",
+                (words, collection, depth),
+            ).fetchall()
         return [(-score, rowid) for score, rowid in rows]  # FTS5's bm25() is negated
 
     def _chunks(self, ids: list[int], collection: str) -> dict[int, tuple[str, str, str, str]]:
