@@ -152,8 +152,8 @@ def bench_query(size: int) -> None:
         kb = KnowledgeBase(path, Fixed([0.0] * DIM))
         load_s = load(kb, corpus)
         build_s, peak_mb = build(path)
-        folder = path.with_name(path.name + "-index")
-        index_mb = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+        files = [f for f in kb.index_folder.rglob("*") if f.is_file()]
+        index_mb = sum(f.stat().st_size for f in files) / 1e6
         matrix = np.concatenate([v for _, _, v in corpus.batches()])
         rare = np.array([(i // 20) % 100 == 0 for i in range(size)])
         timing: dict[str, list[float]] = {"hybrid": [], "exact": [], "rare": [], "numpy": []}

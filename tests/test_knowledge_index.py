@@ -105,7 +105,7 @@ def kb(tmp_path):
 
 
 def index_files(kb):
-    folder = kb.path.with_name(kb.path.name + "-index")
+    folder = kb.index_folder
     return sorted(p.name for p in folder.iterdir())
 
 

@@ -90,7 +90,7 @@ class IngestReport:
     chunks: int = 0
     #: files that could not be read, with the reason (the others are indexed)
     failed: list[str] = field(default_factory=list)
-    #: what became of the approximate vector index
+    #: what became of the collection's derived indexes (vectors, keywords)
     index: str = ""
 
 
@@ -219,8 +219,8 @@ class KnowledgeBase:
             CREATE INDEX IF NOT EXISTS chunks_source ON chunks (collection, source);
             CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
                 text, heading, content='chunks', content_rowid='id');
-            -- the chunks each change touched, in order: what the vector index has not
-            -- yet taken in (it records the last seq it includes)
+            -- the chunks each change touched, in order: what the derived indexes have
+            -- not yet taken in (each records the last seq it includes)
             CREATE TABLE IF NOT EXISTS index_log (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL,
                 chunk INTEGER NOT NULL);
@@ -244,20 +244,25 @@ class KnowledgeBase:
     def _vectors(self, collection: str) -> str:
         return "vec_" + hashlib.sha1(collection.encode()).hexdigest()[:12]
 
+    @property
+    def index_folder(self) -> Path:
+        """Where the derived indexes live: ``<file>-index/`` beside the database."""
+        return self.path.with_name(self.path.name + "-index")
+
     def _index(self, collection: str) -> VectorIndex:
-        """The approximate vector index of ``collection`` (kept in ``<file>-index/``)."""
+        """The approximate vector index of ``collection``."""
         if collection not in self._indexes:
-            folder = self.path.with_name(self.path.name + "-index")
             self._indexes[collection] = VectorIndex(
-                folder, self._vectors(collection), self.embedder.dimension
+                self.index_folder, self._vectors(collection), self.embedder.dimension
             )
         return self._indexes[collection]
 
     def _keywords(self, collection: str) -> KeywordIndex:
-        """The BM25 index of ``collection`` (kept in ``<file>-index/`` too)."""
+        """The BM25 index of ``collection``."""
         if collection not in self._keyword_indexes:
-            folder = self.path.with_name(self.path.name + "-index")
-            self._keyword_indexes[collection] = KeywordIndex(folder, self._vectors(collection))
+            self._keyword_indexes[collection] = KeywordIndex(
+                self.index_folder, self._vectors(collection)
+            )
         return self._keyword_indexes[collection]
 
     def collection(self, name: str) -> None:
@@ -291,8 +296,8 @@ class KnowledgeBase:
         reindex: bool = False,
     ) -> IngestReport:
         """Index new and changed files under ``paths``; drop files that disappeared
-        from an ingested folder; then bring the vector index up to date (``reindex``:
-        rebuild it from the chunks)."""
+        from an ingested folder; then bring the derived indexes up to date (``reindex``:
+        rebuild them from the chunks)."""
         self.collection(collection)
         report = IngestReport()
         seen: set[str] = set()
@@ -419,11 +424,16 @@ class KnowledgeBase:
                 (collection,),
             )
             return
-        for start in range(0, len(ids), 500):
+        yield from self._by_ids(
+            "SELECT id, heading || char(10) || text FROM chunks WHERE id IN", ids
+        )
+
+    def _by_ids(self, select: str, ids: Sequence[int], page: int = 500) -> Iterable[Any]:
+        """The rows of ``select`` (ending in ``WHERE ... IN``) for ``ids``, a page at a time."""
+        for start in range(0, len(ids), page):
             yield from self.db.execute(
-                "SELECT id, heading || char(10) || text FROM chunks"
-                " WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(ids[start : start + 500])),),
+                f"{select} (SELECT value FROM json_each(?))",
+                (json.dumps(list(ids[start : start + page])),),
             )
 
     def _all_vectors(self, table: str, page: int = 20_000) -> Iterable[tuple[list[int], Any]]:
@@ -450,16 +460,8 @@ class KnowledgeBase:
         """The stored vectors of those of ``ids`` that exist."""
         import numpy as np
 
-        found: dict[int, Any] = {}
-        for start in range(0, len(ids), 500):
-            part = list(ids[start : start + 500])
-            for rowid, blob in self.db.execute(
-                f"SELECT rowid, embedding FROM {table} WHERE rowid IN"
-                " (SELECT value FROM json_each(?))",
-                (json.dumps(part),),
-            ):
-                found[rowid] = np.frombuffer(blob, dtype=np.float32)
-        return found
+        rows = self._by_ids(f"SELECT rowid, embedding FROM {table} WHERE rowid IN", ids)
+        return {rowid: np.frombuffer(blob, dtype=np.float32) for rowid, blob in rows}
 
     def _known(self, collection: str, source: str) -> str | None:
         """The digest the file had when it was last indexed."""
@@ -604,11 +606,7 @@ class KnowledgeBase:
         for rowid in sorted(scores, key=lambda r: -scores[r]):
             if rowid not in rows:
                 continue
-            chunk_source, heading, text, tags = rows[rowid]
-            if source and source not in chunk_source:
-                continue
-            if tag and tag not in json.loads(tags):
-                continue
+            chunk_source, heading, text, _ = rows[rowid]
             passages.append(Passage(
                 id=f"{Path(chunk_source).name}#{rowid}", text=text, source=chunk_source,
                 score=round(scores[rowid], 5), metadata={"heading": heading},
@@ -654,7 +652,6 @@ class KnowledgeBase:
             return self._scan(collection, vector, depth, allowed)
         query = np.asarray(vector, dtype=np.float32)
         query /= max(float(np.linalg.norm(query)), 1e-12)
-        scored: list[tuple[float, int]] = []
         if allowed is not None and len(allowed) <= EXACT_UP_TO:
             # a narrow filter: every allowed vector, scored exactly
             keys = sorted(allowed - pending)
@@ -689,10 +686,7 @@ class KnowledgeBase:
                     "SELECT trimmed FROM index_state WHERE collection = ?", (collection,)
                 ).fetchone()
                 if row is None or row[0] <= index.seq:
-                    return {chunk for (chunk,) in self.db.execute(
-                        "SELECT chunk FROM index_log WHERE collection = ? AND seq > ?",
-                        (collection, index.seq),
-                    )}  # fmt: skip
+                    return set(self._touched(collection, index.seq))
             finally:
                 self.db.commit()
             if not index.refresh():

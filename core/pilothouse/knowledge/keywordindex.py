@@ -72,9 +72,9 @@ class KeywordIndex:
             seq = int(self._mark.read_text())
         except (FileNotFoundError, ValueError):
             return False
-        index = self._open()
-        index.reload()
-        self.seq = seq
+        if seq != self.seq or self._index is None:  # a newer commit: search it
+            self._open().reload()
+            self.seq = seq
         return True
 
     def search(
@@ -119,6 +119,7 @@ class KeywordIndex:
                 writer.add_document(document)
         writer.commit()
         writer.wait_merging_threads()
+        index.reload()  # this process's searches see the commit at once
         temporary = self._mark.with_suffix(".tmp")
         temporary.write_text(str(seq))
         os.replace(temporary, self._mark)
