@@ -24,6 +24,7 @@ from pilothouse.cli import cli
 from pilothouse.embedding import Embedder
 from pilothouse.knowledge import base
 from pilothouse.knowledge.base import KnowledgeBase
+from pilothouse.knowledge.vectorindex import VectorIndex
 
 TOPICS = ("refund", "parcel", "battery", "warranty", "invoice", "hiking", "solar", "contract")
 VOCABULARY = [f"{topic}{i}" for topic in TOPICS for i in range(30)]
@@ -143,6 +144,21 @@ def test_the_keyword_index_and_fts5_agree(kb):
     assert filtered and set(filtered) <= allowed
     assert set(filtered) == set(kb._lexical("default", words, 40, allowed, exact=True))
     assert len(set(kb._lexical("default", words, 40)) - allowed) > 0
+
+
+def test_every_node_of_a_small_graph_is_reachable(tmp_path):
+    """Two threads inserting into a small HNSW graph can lose a back-link and leave a
+    chunk no search reaches: a search as wide as the graph finds every chunk, build
+    after build."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((300, 48)).astype(np.float32)
+    query = rng.standard_normal(48).astype(np.float32)
+    for build in range(12):
+        index = VectorIndex(tmp_path, f"t{build}", 48)
+        index.reset()
+        index.update([(np.arange(1, 301), vectors)], [])
+        found = {key for key, _ in index.search(query, 300)}
+        assert found == set(range(1, 301)), f"build {build}: {300 - len(found)} unreachable"
 
 
 def test_a_small_collection_has_no_index_and_scans(tmp_path):
