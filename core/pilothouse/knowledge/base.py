@@ -660,28 +660,20 @@ class KnowledgeBase:
             # over-fetch as much as the filter thins the answer out
             thinning = 1 if allowed is None else -(-len(index) // max(len(allowed), 1))
             count = depth * thinning * 2 + len(pending)
-            found = [
-                key for key, _ in index.search(query, count)
+            scored = [
+                (distance, key) for key, distance in index.search(query, count)
                 if key not in pending and (allowed is None or key in allowed)
             ]  # fmt: skip
-            if len(found) < depth and (allowed is None or len(found) < len(allowed)):
+            if len(scored) < depth and (allowed is None or len(scored) < len(allowed)):
                 return self._scan(collection, vector, depth, allowed)
-            # the index's half-precision distances pick the candidates; their full
-            # precision vectors rank them, as the exact scan would
-            scored = self._rescored(collection, found, query)
         # what changed since the index was saved: scored exactly, from the vectors' table
-        scored += self._rescored(
-            collection, sorted(pending if allowed is None else pending & allowed), query
-        )
+        fresh = self._vectors_of(self._vectors(collection), sorted(
+            pending if allowed is None else pending & allowed
+        ))  # fmt: skip
+        if fresh:
+            scored += _cosine(list(fresh), np.stack(list(fresh.values())), query)
         scored.sort()
         return [key for _, key in scored[:depth]]
-
-    def _rescored(self, collection: str, keys: list[int], query: Any) -> list[tuple[float, int]]:
-        """(cosine distance, key) of those of ``keys`` still stored, from their vectors."""
-        import numpy as np
-
-        found = self._vectors_of(self._vectors(collection), keys)
-        return _cosine(list(found), np.stack(list(found.values())), query) if found else []
 
     def _pending(self, collection: str, index: VectorIndex | KeywordIndex) -> set[int] | None:
         """The chunks changed since ``index`` was saved (None: it is gone). When a
