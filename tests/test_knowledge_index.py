@@ -19,6 +19,7 @@ pytest.importorskip("sqlite_vec", reason="the knowledge base is the [knowledge] 
 pytest.importorskip("usearch", reason="the vector index is the [knowledge] extra")
 
 from click.testing import CliRunner
+from pilothouse_knowledge import MiniLM
 
 from pilothouse.cli import cli
 from pilothouse.embedding import Embedder
@@ -345,7 +346,7 @@ def test_the_collection_shrinking_below_the_size_drops_its_index(kb, tmp_path):
     assert index_files(kb) == [] and len(kb.search("refund1", k=5)) == 5
 
 
-def test_cli_reindex_and_exact(tmp_path):
+def test_cli_reindex_and_exact(tmp_path, monkeypatch):
     write_docs(tmp_path / "docs", 120)
     workspace = tmp_path / "ws"
     env = {"PILOTHOUSE_WORKSPACE": str(workspace), "PILOTHOUSE_KNOWLEDGE_INDEX_FROM": "100"}
@@ -355,13 +356,24 @@ def test_cli_reindex_and_exact(tmp_path):
     assert "index built from 120 vectors" in first.output
     again = runner.invoke(cli, ["ingest", "--reindex", str(tmp_path / "docs")], env=env)
     assert again.exit_code == 0 and "index built from 120 vectors" in again.output
-    answers = {}
+    query = "refund1 refund2 refund3"
+    scans = []
+    scan = KnowledgeBase._scan
+    monkeypatch.setattr(KnowledgeBase, "_scan", lambda kb, *a: scans.append(1) or scan(kb, *a))
+    kb = KnowledgeBase(workspace / "knowledge.db", MiniLM())
     for flag in ([], ["--exact"]):
-        result = runner.invoke(cli, ["search", "refund1 refund2 refund3", "-k", "5", "--json",
-                                     *flag], env=env)  # fmt: skip
+        scans.clear()
+        result = runner.invoke(cli, ["search", query, "-k", "5", "--json", *flag], env=env)
         assert result.exit_code == 0, result.output
-        answers[bool(flag)] = [p["id"] for p in json.loads(result.output)]
-    assert len(answers[True]) == 5 and answers[True] == answers[False]
+        # the search the flag asks for: the index, or every vector
+        assert len(scans) == (1 if flag else 0)
+        got = [p["id"] for p in json.loads(result.output)]
+        assert got == [p.id for p in kb.search(query, k=5, exact=bool(flag))]
+    exact = got
+    got = [p.id for p in kb.search(query, k=5)]
+    # on 120 chunks the index is as good as the scan: the same five chunks
+    assert len(exact) == 5 and set(got) == set(exact)
+    kb.close()
 
 
 @pytest.mark.parametrize(
