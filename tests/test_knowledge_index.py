@@ -361,18 +361,17 @@ def test_cli_reindex_and_exact(tmp_path, monkeypatch):
     scan = KnowledgeBase._scan
     monkeypatch.setattr(KnowledgeBase, "_scan", lambda kb, *a: scans.append(1) or scan(kb, *a))
     kb = KnowledgeBase(workspace / "knowledge.db", MiniLM())
+    answers = {}
     for flag in ([], ["--exact"]):
         scans.clear()
         result = runner.invoke(cli, ["search", query, "-k", "5", "--json", *flag], env=env)
         assert result.exit_code == 0, result.output
         # the search the flag asks for: the index, or every vector
         assert len(scans) == (1 if flag else 0)
-        got = [p["id"] for p in json.loads(result.output)]
-        assert got == [p.id for p in kb.search(query, k=5, exact=bool(flag))]
-    exact = got
-    got = [p.id for p in kb.search(query, k=5)]
+        answers[bool(flag)] = [p["id"] for p in json.loads(result.output)]
+        assert answers[bool(flag)] == [p.id for p in kb.search(query, k=5, exact=bool(flag))]
     # on 120 chunks the index is as good as the scan: the same five chunks
-    assert len(exact) == 5 and set(got) == set(exact)
+    assert len(answers[True]) == 5 and set(answers[False]) == set(answers[True])
     kb.close()
 
 

@@ -606,7 +606,7 @@ class KnowledgeBase:
         for rowid in sorted(scores, key=lambda r: -scores[r]):
             if rowid not in rows:
                 continue
-            chunk_source, heading, text, _ = rows[rowid]
+            chunk_source, heading, text = rows[rowid]
             passages.append(Passage(
                 id=f"{Path(chunk_source).name}#{rowid}", text=text, source=chunk_source,
                 score=round(scores[rowid], 5), metadata={"heading": heading},
@@ -753,11 +753,11 @@ class KnowledgeBase:
             ).fetchall()
         return [(-score, rowid) for score, rowid in rows]  # FTS5's bm25() is negated
 
-    def _chunks(self, ids: list[int], collection: str) -> dict[int, tuple[str, str, str, str]]:
-        """(source, heading, text, tags as JSON) of the chunks among ``ids`` in ``collection``."""
+    def _chunks(self, ids: list[int], collection: str) -> dict[int, tuple[str, str, str]]:
+        """(source, heading, text) of the chunks among ``ids`` in ``collection``."""
         rows = self.db.execute(
             # ``+collection``: look the ids up by key, not the collection's every row
-            "SELECT id, source, heading, text, tags FROM chunks"
+            "SELECT id, source, heading, text FROM chunks"
             " WHERE id IN (SELECT value FROM json_each(?)) AND +collection = ?",
             (json.dumps(ids), collection),
         )

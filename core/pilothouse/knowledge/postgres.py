@@ -217,9 +217,9 @@ class PgKnowledgeBase(KnowledgeBase):
         ).fetchall()
         return [rowid for (rowid,) in rows]
 
-    def _chunks(self, ids: list[int], collection: str) -> dict[int, tuple[str, str, str, str]]:
+    def _chunks(self, ids: list[int], collection: str) -> dict[int, tuple[str, str, str]]:
         rows = self.db.execute(
-            "SELECT id, source, heading, text, tags FROM kb_chunks"
+            "SELECT id, source, heading, text FROM kb_chunks"
             " WHERE id = ANY(%s) AND collection = %s",
             (ids, collection),
         )
