@@ -13,6 +13,7 @@ from pilothouse.events import (
     EscalationRaised,
     MemoryWritten,
     ModelCalled,
+    RunFailed,
     RunFinished,
     RunQueued,
     RunStarted,
@@ -177,6 +178,39 @@ def test_a_run_that_ends_withdraws_what_still_waits(make_store):
     assert withdrawn.status == "withdrawn" and "before anyone decided" in withdrawn.note
     with pytest.raises(DecisionError, match="no longer waits"):
         store.decide("esc-w", "approve", by="late")
+
+
+def test_a_run_that_escalates_and_ends_in_one_write_withdraws_it(make_store):
+    """The handle that started a run skips the end-of-run clean-up only while the run
+    has raised nothing: an escalation and the end in one batch still withdraw it."""
+    store = make_store()
+    _start(store, "run-x")
+    raised = EscalationRaised(run_id="run-x", seq=2, ts=time.time(), step_id="1", persona="p",
+                              escalation_id="esc-x", kind="guardrail", reason="risky", risk=0.5,
+                              evidence={}, proposed=None)  # fmt: skip
+    failed = RunFailed(run_id="run-x", seq=3, ts=time.time(), kind="error", error_type="E",
+                       message="boom")  # fmt: skip
+    store.write([log_entry(raised), log_entry(failed)])
+    assert store.get_escalation("esc-x").status == "withdrawn"
+    assert store.escalations() == []
+
+
+def test_a_run_ended_by_another_handle_leaves_nothing_waiting_or_streaming(make_store):
+    """A run started (and streamed, and escalated) by one process and ended by another
+    (a stalled run cancelled from the monitor, say): the other handle knows nothing
+    of the run and clears it all."""
+    first, other = make_store("host:1:a"), make_store("host:2:b")
+    _start(first, "run-y")
+    first.put_live([("run-y", "1", "Hel")])
+    _raise(first, "run-y", 2, "esc-y")
+    _finish(other, "run-y", 3)
+    assert first.live("run-y") == {} and other.live("run-y") == {}
+    assert other.get_escalation("esc-y").status == "withdrawn"
+    # and a run the first handle started, streamed and ended itself
+    _start(first, "run-z")
+    first.put_live([("run-z", "1", "Wor")])
+    _finish(first, "run-z", 2)
+    assert other.live("run-z") == {}
 
 
 def test_memory_is_kept_recalled_and_forgotten(make_store):

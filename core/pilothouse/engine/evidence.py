@@ -21,6 +21,11 @@ def rank_evidence(
     output: str, evidence: Iterable[tuple[str, str, str | None, str]], *, top: int = 10
 ) -> list[Attribution]:
     """``evidence`` is (kind, ref, step_id, text); returns the ``top`` items, best first."""
+    # only claims of three content words or more are weighed: an output with none (a
+    # short answer) is backed by nothing, and its evidence need not be read
+    weighed = [words for claim in claims(output) if len(words := content_words(claim)) >= 3]
+    if not weighed:
+        return []
     items, seen = [], set()
     for kind, ref, step, text in evidence:
         # the same passage retrieved twice counts once, at its first step
@@ -29,10 +34,7 @@ def rank_evidence(
         seen.add((kind, ref, text))
         items.append((kind, ref, step, text, content_words(text)))
     totals = [0.0] * len(items)
-    for claim in claims(output):
-        words = content_words(claim)
-        if len(words) < 3:
-            continue
+    for words in weighed:
         shares = [len(words & found) / len(words) for *_, found in items]
         weight = sum(s for s in shares if s >= MIN_SHARE)
         if weight:

@@ -125,6 +125,11 @@ class SQLRunStore(SQLReads, RunStore):
         self._behind: dict[str, RunDelta] = {}
         #: the run number of each run at work (run id -> runs.no)
         self._numbers: dict[str, int] = {}
+        #: the runs this handle started that have raised no escalation since: when one
+        #: stops, none of its escalations can be waiting (only a run's executor raises
+        #: them) and no other handle streamed text for it, so the statements that clear
+        #: those need not run
+        self._clean: set[str] = set()
 
     def _announce(self, channel: str) -> None:
         """Tell listening processes that ``channel`` has news, with the current
@@ -156,13 +161,14 @@ class SQLRunStore(SQLReads, RunStore):
         remembered = []
         released = []  # (run_id,): suspended by a process that stops; any may resume it
         data_bytes = 0
+        live = self._live
         for entry in entries:
             t = entry.type
             data_bytes += len(entry.data)
             if t not in _READ_WHOLE:  # most of a step's events: they only add to the row
-                if t == "model_call" and self._live:
+                if t == "model_call" and live:
                     key = (entry.run_id, entry.step_id or "")
-                    if key in self._live:
+                    if key in live:
                         settled.append(key)
             elif t in ("run_started", "run_queued"):
                 event: Any = entry.event  # the typed event rides along for these types
@@ -186,8 +192,9 @@ class SQLRunStore(SQLReads, RunStore):
                 continue
             elif t in FINAL_EVENTS:
                 ended.append((entry.run_id,))
-                note = f"run {entry.run_id} {FINAL_EVENTS[t]} before anyone decided"
-                withdrawn.append((entry.ts, note, entry.run_id))
+                if entry.run_id not in self._clean or entry.run_id in escalating:
+                    note = f"run {entry.run_id} {FINAL_EVENTS[t]} before anyone decided"
+                    withdrawn.append((entry.ts, note, entry.run_id))
             elif t == "run_suspended":
                 released.append((entry.run_id,))
             elif t == "memory_written":
@@ -206,52 +213,70 @@ class SQLRunStore(SQLReads, RunStore):
                 deltas[entry.run_id] = delta
             delta.fold(entry)
         behind, due = self._due(deltas, escalating)
+        # the text their calls were streaming will not go on
+        stopped = ended + released
+        unstreamed = [r for r in stopped if r[0] not in self._clean
+                      or any(key[0] == r[0] for key in live)]  # fmt: skip
         self._before_write()
+        db = self._db
         with self._lock:
-            with self._transaction():
+            try:
+                db.execute(self._begin)
                 if started:
-                    self._db.executemany(self._start_run, started)
+                    db.executemany(self._start_run, started)
                 numbers = self._run_numbers(entries)
-                self._db.executemany(
+                db.executemany(
                     _INSERT_EVENT,
                     [(numbers.get(e.run_id), e.run_id, e.seq, e.type, e.step_id, e.ts, e.data)
                      for e in entries],
                 )  # fmt: skip
                 if due:
-                    self._db.executemany(_UPDATE_RUN, due.values())
+                    db.executemany(_UPDATE_RUN, due.values())
                 if raised:
-                    self._db.executemany(_INSERT_ESCALATION, raised)
+                    db.executemany(_INSERT_ESCALATION, raised)
                 if escalating:
-                    self._db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
+                    db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
                 if settled:
-                    self._db.executemany(
+                    db.executemany(
                         "DELETE FROM live_text WHERE run_id = ? AND step_id = ?", settled
                     )
-                if ended:
-                    self._db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
+                if withdrawn:
+                    db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
                 if released:
-                    self._db.executemany(
+                    db.executemany(
                         "UPDATE runs SET owner = NULL, heartbeat = NULL WHERE id = ?", released
                     )
-                if ended or released:  # the text their calls were streaming will not go on
-                    self._db.executemany("DELETE FROM live_text WHERE run_id = ?", ended + released)
+                if unstreamed:
+                    db.executemany("DELETE FROM live_text WHERE run_id = ?", unstreamed)
                 if remembered:
-                    self._db.executemany(
+                    db.executemany(
                         "INSERT INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         remembered,
                     )
                 self._announce("events")
+                db.execute("COMMIT")
+            except self._errors as exc:
+                db.rollback()
+                raise self._write_failed(exc) from exc
             self._after_commit(data_bytes)
             for run_id in due:
                 self._behind.pop(run_id, None)
             self._behind.update(behind)
-            self._live.difference_update(settled)
-            if ended or released:
-                done = {run_id for (run_id,) in ended + released}
+            if started:
+                if len(self._clean) > MAX_KEPT_NUMBERS:  # runs that ended in another process
+                    self._clean.clear()
+                self._clean.update(row[0] for row in started if row[2] == "running")
+            if escalating:
+                self._clean.difference_update(escalating)
+            if settled:
+                live.difference_update(settled)
+            if stopped:
+                done = {run_id for (run_id,) in stopped}
                 for run_id in done:
                     self._numbers.pop(run_id, None)
-                if self._live:
-                    self._live = {key for key in self._live if key[0] not in done}
+                self._clean.difference_update(done)
+                if unstreamed:
+                    self._live = {key for key in live if key[0] not in done}
 
     def _run_numbers(self, entries: Sequence[LogEntry]) -> dict[str, int]:
         """The run numbers of the batch's runs, which order their events in the table
