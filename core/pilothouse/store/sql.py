@@ -220,8 +220,7 @@ class SQLRunStore(SQLReads, RunStore):
         self._before_write()
         db = self._db
         with self._lock:
-            try:
-                db.execute(self._begin)
+            with self._transaction():
                 if started:
                     db.executemany(self._start_run, started)
                 numbers = self._run_numbers(entries)
@@ -254,10 +253,6 @@ class SQLRunStore(SQLReads, RunStore):
                         remembered,
                     )
                 self._announce("events")
-                db.execute("COMMIT")
-            except self._errors as exc:
-                db.rollback()
-                raise self._write_failed(exc) from exc
             self._after_commit(data_bytes)
             for run_id in due:
                 self._behind.pop(run_id, None)
