@@ -99,6 +99,7 @@ TOP_LEVEL = [
     "Sequential",
     "Settings",
     "StoreError",
+    "StoreUnavailable",
     "Supervisor",
     "Tool",
     "ToolCall",

@@ -23,6 +23,7 @@ from .errors import (
     PilothouseError,
     PluginError,
     StoreError,
+    StoreUnavailable,
     ToolError,
 )
 from .hookspecs import hookimpl
@@ -154,6 +155,7 @@ __all__ = [
     "Sequential",
     "Settings",
     "StoreError",
+    "StoreUnavailable",
     "Supervisor",
     "Tool",
     "ToolCall",

@@ -126,6 +126,15 @@ class StoreError(PilothouseError):
     kind = "store"
 
 
+class StoreUnavailable(StoreError):
+    """The run store cannot be reached for now: its server is down or does not answer,
+    the connection was lost, the file is locked beyond the busy timeout or the disk is
+    full. What failed did not happen (or is settled when it is tried again): a caller
+    may wait and try again, which the event log does for runs (``store_outage_s``)."""
+
+    kind = "store_unavailable"
+
+
 class PortalError(PilothouseError):
     """The audit portal could not be generated or built (the builder's output says why)."""
 

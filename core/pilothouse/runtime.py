@@ -10,6 +10,7 @@ For a one-off run, :func:`pilothouse.run` does the same in one call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from .engine.escalation import DecisionWatcher
 from .engine.runs import Engine
 from .engine.runstate import RunResult, new_run_id
 from .engine.watchdog import LoopWatchdog
-from .errors import ConfigError, NotFound, PilothouseError, RunBusy
+from .errors import ConfigError, NotFound, PilothouseError, RunBusy, StoreUnavailable
 from .events import FINAL_EVENTS, FINAL_STATUSES, RunQueued, log_entry
 from .plugins import Plugins
 from .registry import Registry
@@ -35,6 +36,8 @@ from .store.eventlog import EventLog, Observer
 from .store.lease import new_owner
 from .store.live import LiveText
 from .store.open import open_store
+
+log = logging.getLogger("pilothouse")
 
 
 class Runtime:
@@ -59,7 +62,7 @@ class Runtime:
         self.store: RunStore | None = None
         if log_events:
             self.store = open_store(self.settings, owner=new_owner())
-        self.log = EventLog(self.store)
+        self.log = EventLog(self.store, outage_s=self.settings.store_outage_s)
         for name, observer in self.plugins.observers():
             self.log.subscribe(observer, name=name)
         for name, entry in self.registry.observers.items():
@@ -107,7 +110,7 @@ class Runtime:
             try:
                 await entry.value.aclose()
             except Exception:  # closing must not hide the caller's own outcome
-                logging.getLogger("pilothouse").exception("plugin %r: aclose failed", entry.plugin)
+                log.exception("plugin %r: aclose failed", entry.plugin)
         if self.store is not None:
             self.store.close()
 
@@ -116,7 +119,10 @@ class Runtime:
         assert store is not None
         while True:
             await anyio.sleep(interval)
-            await anyio.to_thread.run_sync(store.heartbeat)
+            # a store that does not answer is said by its health; the lease is renewed
+            # at the next beat after it is back
+            with contextlib.suppress(StoreUnavailable):
+                await anyio.to_thread.run_sync(store.heartbeat)
 
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer(event)`` for every event of every run of this runtime."""
@@ -261,10 +267,10 @@ class Runtime:
             async with limiter:
                 try:
                     if resume:
-                        await self.resume(run_id)
+                        result = await self.resume(run_id)
                     else:
                         queued = store.events(run_id)[0]
-                        await self.engine.run(
+                        result = await self.engine.run(
                             self.crew(queued.crew),  # type: ignore[attr-defined]
                             queued.input,  # type: ignore[attr-defined]
                             run_id=run_id,
@@ -272,11 +278,16 @@ class Runtime:
                             subject=queued.subject,  # type: ignore[attr-defined]
                             after_seq=1,
                         )
-                    done += 1
+                    if result.status == "suspended":  # the store was away too long
+                        log.warning("run %s %s", run_id, result.error)
+                    else:
+                        done += 1
                 except RunBusy:
                     pass  # another worker took the stalled run over first: it is in hand
+                except StoreUnavailable:
+                    pass  # said by the store's health; the run is taken up again when it answers
                 except PilothouseError as exc:
-                    logging.getLogger("pilothouse").error("run %s: %s", run_id, exc)
+                    log.error("run %s: %s", run_id, exc)
                     # one that can never start as things are is failed, not left running;
                     # one busy elsewhere or hit by a store error is tried again later
                     if isinstance(exc, ConfigError | NotFound):
@@ -288,14 +299,22 @@ class Runtime:
         async with anyio.create_task_group() as tg:
             while True:
                 # Runs another worker left behind (it was killed, its machine lost):
-                # whoever sees one first takes it over (the store's lease decides).
-                stalled = [r for r in await anyio.to_thread.run_sync(self.unfinished)
-                           if r not in active]  # fmt: skip
-                for run_id in stalled[: max(0, concurrency - len(active))]:
-                    active.add(run_id)
-                    tg.start_soon(execute, run_id, True)
-                free = concurrency - len(active)
-                claimed = await anyio.to_thread.run_sync(store.claim_queued, free) if free else []
+                # whoever sees one first takes it over (the store's lease decides). Runs
+                # whose own events this process has yet to commit are not stalled: read
+                # before the store is asked, so that a commit in between cannot slip by.
+                unwritten = self.log.unwritten_runs()
+                try:
+                    stalled = [r for r in await anyio.to_thread.run_sync(self.unfinished)
+                               if r not in active and r not in unwritten]  # fmt: skip
+                    for run_id in stalled[: max(0, concurrency - len(active))]:
+                        active.add(run_id)
+                        tg.start_soon(execute, run_id, True)
+                    free = concurrency - len(active)
+                    claimed = (await anyio.to_thread.run_sync(store.claim_queued, free)
+                               if free else [])  # fmt: skip
+                except StoreUnavailable:  # said by the store's health: ask again in a while
+                    await anyio.sleep(poll)
+                    continue
                 for summary in claimed:
                     active.add(summary.id)
                     tg.start_soon(execute, summary.id, False)

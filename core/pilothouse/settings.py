@@ -172,6 +172,19 @@ class Settings(BaseSettings):
         description="A PostgreSQL URL (postgresql://user:password@host/db) for a run store"
         " many workers share; unset: the workspace's SQLite file.",
     )
+    store_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="PostgreSQL: a statement or a connection the server has not answered"
+        " within this many seconds is given up as lost (a partition is noticed in that time).",
+    )
+    store_outage_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a run waits for an unreachable run store (server down, file"
+        " locked, disk full), holding its finished step, before it is suspended for any"
+        " worker to resume.",
+    )
     synchronous: Literal["normal", "full"] = Field(
         default="normal",
         description="SQLite durability: 'normal' survives a killed process, 'full' a power cut.",

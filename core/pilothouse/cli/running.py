@@ -68,7 +68,7 @@ def _exit_code(result: RunResult) -> Exit:
         return Exit.OK
     if result.status == "cancelled":
         return Exit.INTERRUPTED
-    return {"limit": Exit.LIMIT, "guardrail": Exit.BLOCKED}.get(
+    return {"limit": Exit.LIMIT, "guardrail": Exit.BLOCKED, "store_unavailable": Exit.STORE}.get(
         result.error_kind or "", Exit.RUN_FAILED
     )
 

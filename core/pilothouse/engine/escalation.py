@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 
 from ..crew import EscalationRules
-from ..errors import DecisionError, StoreError
+from ..errors import DecisionError, StoreError, StoreUnavailable
 from ..repeats import Repeats
 from ..store.base import Escalation, Listener, RunStore
 
@@ -94,16 +94,30 @@ class DecisionWatcher:
             return
         try:
             await listener.wait(self.quiet_s)
-        except StoreError as exc:  # the server away: ask it again soon, say so now and then
-            count = self._faults.note("listen")
-            if count is not None:
-                again = f" ({count} more time(s))" if count else ""
-                log.warning("%s%s; asking the run store every %g s meanwhile", exc, again,
-                            self.interval)  # fmt: skip
+        except StoreError as exc:  # the server away: ask it again soon
+            self._fault("listen", exc)
             await anyio.sleep(self.interval)
 
+    def _fault(self, doing: str, exc: StoreError) -> None:
+        """Say a failure now and then; an unreachable store is said by its health, once
+        per outage."""
+        if isinstance(exc, StoreUnavailable):
+            return
+        count = self._faults.note(doing)
+        if count is not None:
+            again = f" ({count} more time(s))" if count else ""
+            log.warning("%s%s; asking the run store every %g s meanwhile", exc, again,
+                        self.interval)  # fmt: skip
+
     async def _check(self) -> None:
-        """Carry the cancel requests and decisions the store holds to the runs here."""
+        """Carry the cancel requests and decisions the store holds to the runs here (a
+        store that does not answer now is asked again at the next turn)."""
+        try:
+            await self._carry()
+        except StoreError as exc:
+            self._fault("check", exc)
+
+    async def _carry(self) -> None:
         running = self.active() if self.active is not None else []
         if running and self.on_cancel is not None:
             for run_id in await anyio.to_thread.run_sync(self.store.cancel_requested, running):

@@ -31,6 +31,7 @@ from ..errors import (
     NotFound,
     PilothouseError,
     PluginError,
+    StoreUnavailable,
 )
 from ..events import (
     RUN_ID,
@@ -303,8 +304,19 @@ class Engine:
                 else:
                     reason = self._cancel_reasons.get(run.id, "cancelled")
                     self.emit(run, RunCancelled, reason=reason)
-                await self.log.flush()
+                # a store that does not answer is not waited for here (a worker told to
+                # stop must stop): the event stays queued for the flusher's last try
+                if not self.log.unreachable:
+                    await self.log.flush()
             raise
+        except StoreUnavailable as exc:
+            # The database blinked for longer than store_outage_s: the run is not failed
+            # for it. It stops here, its finished steps and this suspension queued, and
+            # any worker resumes it from its last logged step once the store answers.
+            reason = f"suspended while the run store was unreachable: {exc}"
+            self.emit(run, RunSuspended, reason=reason)
+            result.status, result.error, result.error_kind = "suspended", reason, exc.kind
+            return
         except Exception as exc:
             self._fail(run, exc, result)
         else:

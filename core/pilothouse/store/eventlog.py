@@ -12,11 +12,19 @@ One commit is in flight at a time (:meth:`RunStore.commit`, awaited: a store ove
 the network waits for its round trip there without holding the event loop).
 Whatever is emitted meanwhile goes into the next commit, which is how the runs
 that are ready together share one transaction.
+
+When the store cannot be reached (:class:`~pilothouse.errors.StoreUnavailable`: its
+server down or silent, its file locked, its disk full), nothing is dropped: the
+events stay queued and the flusher tries again with backoff, while the runs that
+flush wait at their barrier, holding their finished steps (no model call is made
+again). Once the outage has lasted ``outage_s``, a flush raises instead, and the
+engine suspends the run; its events are still committed whenever the store answers.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +34,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from ..blocking import SLOW_ON_LOOP_S, report_held_loop
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..events import BaseEvent, LogEntry, entry_of, fast_type, log_entry
 from ..repeats import Repeats
 from .base import RunStore
@@ -36,13 +44,23 @@ log = logging.getLogger("pilothouse.store.eventlog")
 Observer = Callable[[BaseEvent], Any]
 #: sees the entry of every event queued for the store (``pilothouse``'s own views)
 Tap = Callable[[LogEntry], None]
+#: the first and the longest wait between two attempts to commit to an unreachable
+#: store (doubling in between, with jitter so that many workers do not knock at once)
+RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 
 
 class EventLog:
     """Queues events for a :class:`RunStore` (or none) and fans them out to observers."""
 
-    def __init__(self, store: RunStore | None) -> None:
+    def __init__(self, store: RunStore | None, *, outage_s: float = 300.0) -> None:
         self.store = store
+        #: how long a flush waits for an unreachable store before it raises
+        self.outage_s = outage_s
+        #: since when (``time.monotonic()``) commits fail because the store is unreachable
+        self._failing_since: float | None = None
+        self._attempts = 0
+        #: the batch being committed now
+        self._in_flight: list[LogEntry] = []
         self._observers: list[tuple[str, Observer, frozenset[str] | None]] = []
         self._taps: list[tuple[Tap, frozenset[str]]] = []
         #: the event types some observer wants typed (None in it: all of them)
@@ -124,11 +142,18 @@ class EventLog:
 
         ``alone``: the caller is the only run at work, so no other run's events are
         coming to share the commit; commit now instead of waiting for the flusher's turn.
+
+        While the store is unreachable this waits (the flusher tries again with
+        backoff) and raises :class:`StoreUnavailable` once the outage has lasted
+        ``outage_s``; the events stay queued either way.
         """
         if self.store is None:
             return
-        if self._pending:
-            if not self._committing and (self._task_group is None or alone):
+        while self._pending:
+            unreachable = isinstance(self._error, StoreUnavailable)
+            if not self._committing and (self._task_group is None or (alone and not unreachable)):
+                if unreachable:  # no flusher to try again: this caller does, in time
+                    await self._back_off()
                 await self._commit_pending()
             else:
                 if self._committed is None:
@@ -136,8 +161,28 @@ class EventLog:
                 committed = self._committed
                 self._wake()  # after a failed commit the flusher sleeps until asked
                 await committed.wait()
-        if self._error is not None:
-            raise self._error
+            error = self._error
+            if error is None:
+                return  # committed, this caller's events with it
+            if not isinstance(error, StoreUnavailable):
+                raise error
+            if self.outage_over():
+                raise StoreUnavailable(f"{error} (unreachable for {self.outage_s:g} s or more)")
+
+    @property
+    def unreachable(self) -> bool:
+        """The last commit found the store unreachable (its events wait, queued)."""
+        return isinstance(self._error, StoreUnavailable)
+
+    def outage_over(self) -> bool:
+        """The store has been unreachable for ``outage_s`` or more."""
+        since = self._failing_since
+        return since is not None and time.monotonic() - since >= self.outage_s
+
+    def unwritten_runs(self) -> set[str]:
+        """The runs that have events not committed yet (queued or being committed): a
+        worker must not take them for stalled, their own events are on the way."""
+        return {e.run_id for e in self._pending} | {e.run_id for e in self._in_flight}
 
     async def run_flusher(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """The background writer: run it in a task group for the log's lifetime."""
@@ -146,6 +191,15 @@ class EventLog:
             task_status.started()
             try:
                 while True:
+                    if (
+                        self._pending
+                        and isinstance(self._error, StoreUnavailable)
+                        and not self._committing
+                    ):
+                        await self._back_off()
+                        if not self._committing:
+                            await self._commit_pending()
+                        continue
                     if not self._pending or self._error is not None or self._committing:
                         wakeup = self._wakeup = anyio.Event()
                         await wakeup.wait()
@@ -158,6 +212,18 @@ class EventLog:
                 with anyio.CancelScope(shield=True):
                     if not self._committing:
                         await self._commit_pending()
+                    if self._pending:
+                        runs = ", ".join(sorted({e.run_id for e in self._pending}))
+                        log.error(
+                            "%d event(s) could not be written before this process stopped (%s):"
+                            " runs %s go on from their last logged step when resumed",
+                            len(self._pending), self._error, runs,
+                        )  # fmt: skip
+
+    async def _back_off(self) -> None:
+        """Sleep before the next attempt at an unreachable store."""
+        delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(self._attempts, 10))
+        await anyio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _let_others_write(self) -> None:
         """Give the tasks ready now a turn before committing: their events share the
@@ -196,10 +262,13 @@ class EventLog:
                 self._writes += 1
                 error = None
                 if self.store is not None:
+                    self._in_flight = batch
                     try:
                         await self.store.commit(batch)
                     except StoreError as exc:
                         error = exc
+                    finally:
+                        self._in_flight = []
                 self._done(batch, committed, error)
                 if error is not None or self._committed is None:
                     break
@@ -217,8 +286,15 @@ class EventLog:
         if error is not None:
             # Keep the batch so that a later flush retries it: nothing is dropped.
             self._pending[:0] = batch
-            if self._error is None or str(self._error) != str(error):  # said once, not per retry
+            if isinstance(error, StoreUnavailable):
+                # said by the store's health, once per outage: not once per retry here
+                self._attempts += 1
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+            elif self._error is None or str(self._error) != str(error):  # once, not per retry
                 log.error("%s", error)
+        else:
+            self._failing_since, self._attempts = None, 0
         self._error = error
         if committed is not None:
             committed.set()

@@ -31,8 +31,13 @@ def is_url(location: str | Path) -> bool:
     return isinstance(location, str) and "://" in location
 
 
-def open_location(location: str | Path, *, owner: str | None = None) -> RunStore:
-    """The run store at ``location``: a ``postgresql://`` URL or a SQLite file's path."""
+def open_location(
+    location: str | Path, *, owner: str | None = None, timeout_s: float | None = None
+) -> RunStore:
+    """The run store at ``location``: a ``postgresql://`` URL or a SQLite file's path.
+
+    :param timeout_s: a server's statement deadline (default: ``store_timeout_s``'s)
+    """
     if is_url(location):
         from .postgres import SCHEMES, PostgresRunStore
 
@@ -41,7 +46,9 @@ def open_location(location: str | Path, *, owner: str | None = None) -> RunStore
                 f"store_url {shown_url(str(location))!r} is not a PostgreSQL URL: it starts"
                 " with postgresql:// (unset it for the workspace's SQLite file)"
             )
-        return PostgresRunStore(str(location), owner=owner)
+        if timeout_s is None:
+            return PostgresRunStore(str(location), owner=owner)
+        return PostgresRunStore(str(location), owner=owner, timeout_s=timeout_s)
     from .sqlite import SQLiteRunStore
 
     return SQLiteRunStore(location, owner=owner)
@@ -59,7 +66,7 @@ def open_store(settings: Settings, *, owner: str | None = None) -> RunStore:
                 f"store_url {shown_url(settings.store_url)!r} is not a URL: give"
                 " postgresql://user:password@host/database"
             )
-        return open_location(settings.store_url, owner=owner)
+        return open_location(settings.store_url, owner=owner, timeout_s=settings.store_timeout_s)
     from .sqlite import SQLiteRunStore
 
     return SQLiteRunStore(

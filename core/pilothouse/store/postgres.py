@@ -1,7 +1,8 @@
 """The run store on PostgreSQL: one database for many workers on many machines.
 
 What it does is :class:`~.sql.SQLRunStore`'s; here is how it connects (psycopg 3, the
-``postgres`` extra), says a connection failure in one line, numbers runs (an identity
+``postgres`` extra, through :mod:`.postgres_connection`, which rides out a lost
+connection and a silent server), says a connection failure in one line, numbers runs (an identity
 column: many writers at once), locks what a read-then-write reads (``FOR UPDATE``)
 and lets workers claim queued runs side by side (``FOR UPDATE SKIP LOCKED``). Its
 schema: :mod:`.postgres_migrations`.
@@ -9,17 +10,19 @@ schema: :mod:`.postgres_migrations`.
 
 from __future__ import annotations
 
-import re
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..events import LogEntry
 from ..settings import shown_url
 from .base import Listener
+from .health import StoreHealth
+from .postgres_connection import STATEMENT_TIMEOUT_S, PgConnection, connect, connection_params
 from .sql import START_RUN, SQLRunStore
 
 try:
@@ -31,49 +34,23 @@ except ImportError:  # the extra is missing: said where a URL asks for PostgreSQ
 SCHEMES = ("postgresql://", "postgres://")
 
 
-class _Connection:
-    """A psycopg connection that takes the ``?`` placeholders the shared SQL is written
-    with (psycopg's are ``%s``), and the few calls :class:`SQLRunStore` makes."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self._sql: dict[str, str] = {}
-
-    def _convert(self, sql: str) -> str:
-        converted = self._sql.get(sql)
-        if converted is None:
-            converted = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
-        return converted
-
-    def execute(self, sql: str, args: Sequence[object] = ()) -> Any:
-        return self.conn.execute(self._convert(sql), args)
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> Any:
-        cursor = self.conn.cursor()
-        cursor.executemany(self._convert(sql), rows)
-        return cursor
-
-    def rollback(self) -> None:
-        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            self.conn.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 class PostgresRunStore(SQLRunStore):
     """A :class:`~pilothouse.RunStore` in a PostgreSQL database (``store_url``)."""
 
     _errors = (psycopg.Error,) if psycopg is not None else ()
+    _unsure_commits = True
     _begin = "BEGIN"
     _start_run = START_RUN.format(number="", next_number="")  # numbered by the identity
     _for_update = " FOR UPDATE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, url: str, *, owner: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, owner: str | None = None, timeout_s: float | None = STATEMENT_TIMEOUT_S
+    ) -> None:
         super().__init__(shown_url(url), owner=owner)
         self._url = url
-        conn = connect(url)
+        self._timeout_s = timeout_s
+        conn = connect(url, timeout_s)
         try:
             from .postgres_migrations import migrate
 
@@ -88,7 +65,13 @@ class PostgresRunStore(SQLRunStore):
                     " open the store once"
                 ) from None
             raise StoreError(f"cannot set up the run store in {self.location}: {text}") from None
-        self._db = _Connection(conn)
+        self._db = PgConnection(url, conn, timeout_s=timeout_s)
+
+    def _transient(self, exc: Exception) -> bool:
+        # a lost or refused connection, a server shutting down or starting, a statement
+        # cut off by its deadline, a full disk, too many connections: all of them
+        # OperationalError (SQLSTATE classes 08, 53, 57)
+        return isinstance(exc, psycopg.OperationalError) or bool(self._db.conn.broken)
 
     def _json_field(self, column: str, key: str) -> str:
         return f"({column}::jsonb ->> '{key}')"
@@ -99,7 +82,7 @@ class PostgresRunStore(SQLRunStore):
 
     def listener(self) -> Listener:
         """LISTEN on the store's channels, on a connection of its own."""
-        return _PgListener(self._url)
+        return _PgListener(self._url, self.health, self._timeout_s)
 
     def _json_doc(self, column: str) -> str:
         return f"{column}::jsonb"
@@ -126,7 +109,7 @@ class PostgresRunStore(SQLRunStore):
         return the database's size before and after."""
         before = self.size()
         try:
-            with self._lock:
+            with self._lock, self._db.deadline.suspended():
                 for table in ("events", "runs", "escalations", "live_text"):
                     self._db.execute(f"VACUUM FULL {table}")
         except psycopg.Error as exc:
@@ -135,70 +118,42 @@ class PostgresRunStore(SQLRunStore):
 
 
 class _PgListener(Listener):
-    """LISTEN/NOTIFY on an async connection of its own (it never holds the event loop)."""
+    """LISTEN/NOTIFY on an async connection of its own (it never holds the event loop).
 
-    def __init__(self, url: str) -> None:
+    A lost connection is made again at the next wait, LISTEN included; a connection or
+    a LISTEN that takes longer than the store's statement deadline counts as lost."""
+
+    def __init__(self, url: str, health: StoreHealth, timeout_s: float | None) -> None:
         self.url = url
+        self.health = health
+        self.timeout_s = timeout_s
         self._conn: Any = None
 
     async def wait(self, timeout: float) -> set[str]:
         try:
             if self._conn is None:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=10
-                )
-                for channel in self.CHANNELS:
-                    await self._conn.execute(f"LISTEN pilothouse_{channel}")
+                with anyio.fail_after(self.timeout_s or STATEMENT_TIMEOUT_S):
+                    conn = await psycopg.AsyncConnection.connect(
+                        autocommit=True, **connection_params(self.url, self.timeout_s)
+                    )
+                    self._conn = conn
+                    for channel in self.CHANNELS:
+                        await conn.execute(f"LISTEN pilothouse_{channel}")
+                self.health.answered()
             heard = set()
             async for notice in self._conn.notifies(timeout=timeout, stop_after=1):
                 heard.add(notice.channel.removeprefix("pilothouse_"))
             return heard
-        except psycopg.Error as exc:
+        except (psycopg.Error, TimeoutError) as exc:
             await self.aclose()  # the next wait connects again
-            raise StoreError(
-                f"cannot listen to the run store {shown_url(self.url)}: {exc}"
+            text = " ".join(str(exc).split()) or "no answer in time"
+            self.health.failed(text)
+            raise StoreUnavailable(
+                f"cannot listen to the run store {shown_url(self.url)}: {text}"
             ) from exc
 
     async def aclose(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await conn.close()
-
-
-def connect(url: str) -> Any:
-    """A psycopg connection (autocommit) to ``url``; a failure is a :class:`StoreError`
-    whose one line names the cause and the fix."""
-    shown = shown_url(url)
-    if psycopg is None:
-        raise StoreError(
-            f"store_url names a PostgreSQL server ({shown}) but psycopg is not installed:"
-            " pip install 'pilothouse[postgres]'"
-        )
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise StoreError(_connect_failure(shown, str(exc))) from None
-    except psycopg.Error as exc:
-        text = " ".join(str(exc).split())
-        raise StoreError(f"cannot connect to the run store {shown}: {text}") from None
-
-
-def _connect_failure(shown: str, message: str) -> str:
-    """What went wrong connecting, in one line, with what to do about it."""
-    text = " ".join(message.split())
-    if "password authentication failed" in text or "no password supplied" in text:
-        user = re.search(r'for user "([^"]+)"', text)
-        who = f" as {user.group(1)}" if user else ""
-        return (f"PostgreSQL refused the login{who} at {shown}: the password is wrong or"
-                " missing (check store_url)")  # fmt: skip
-    if "role" in text and "does not exist" in text:
-        return f"PostgreSQL has no such user at {shown}: check the user in store_url"
-    if "does not exist" in text and "database" in text:
-        return (f"the database in {shown} does not exist: create it (createdb) or name"
-                " another in store_url")  # fmt: skip
-    if "Connection refused" in text or "No such file or directory" in text:
-        return (f"cannot connect to PostgreSQL at {shown}: nothing listens there (is the"
-                " server running, and are the host and port right?)")  # fmt: skip
-    if "timeout" in text.lower():
-        return f"cannot connect to PostgreSQL at {shown}: no answer within 10 s"
-    return f"cannot connect to PostgreSQL at {shown}: {text}"
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from ..errors import DecisionError, RunBusy, StoreError
+from ..errors import DecisionError, RunBusy, StoreError, StoreUnavailable
 from ..events import (
     FINAL_EVENTS,
     FINAL_STATUSES,
@@ -27,6 +27,7 @@ from .base import (
     RunStore,
     RunSummary,
 )
+from .health import StoreHealth
 from .lease import lease_alive
 from .sql_reads import (
     AUDIT_COLUMNS,
@@ -46,6 +47,9 @@ ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated = excluded.upda
 _INSERT_EVENT = """
 INSERT INTO events (run_no, run_id, seq, type, step_id, ts, data) VALUES (?, ?, ?, ?, ?, ?, ?)
 """
+#: the same, when a retried write may find them there already (a commit whose answer
+#: was lost with the connection); events are keyed by run and sequence number
+_INSERT_EVENT_AGAIN = _INSERT_EVENT.rstrip() + " ON CONFLICT DO NOTHING\n"
 #: the event types a write does more with than add them to their run's row
 _READ_WHOLE = frozenset(
     {"run_started", "run_queued", "run_suspended", "memory_written", "escalation_raised",
@@ -58,6 +62,12 @@ _INSERT_ESCALATION = """
 INSERT INTO escalations
     (id, run_id, crew, step_id, persona, kind, reason, risk, evidence, proposed, created)
 VALUES (?, ?, COALESCE((SELECT crew FROM runs WHERE id = ?), ''), ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_ESCALATION_AGAIN = _INSERT_ESCALATION.rstrip() + " ON CONFLICT DO NOTHING\n"
+#: a summary row made again from all of its run's events (see ``_rebuild_row``)
+_RESET_ROW = """
+UPDATE runs SET steps = 0, input_tokens = 0, output_tokens = 0, cost_usd = 0, last_seq = 0
+WHERE id = ?
 """
 # A run waits for a human while any of its escalations waits.
 _RUN_WAITING = """
@@ -100,8 +110,9 @@ class SQLRunStore(SQLReads, RunStore):
 
     #: the connection (its ``execute``, ``executemany``, ``rollback`` and ``close``)
     _db: Any
-    #: what a backend's driver raises
-    _errors: ClassVar[tuple[type[Exception], ...]] = ()
+    #: a commit's answer can be lost with the connection (a server on the network): a
+    #: write that failed there may have been applied, and its retry must not apply it twice
+    _unsure_commits: ClassVar[bool] = False
     #: how a write transaction starts (SQLite takes the write lock at once)
     _begin = "BEGIN"
     #: a run's row as it starts (:data:`START_RUN` with the backend's way to number runs)
@@ -119,6 +130,13 @@ class SQLRunStore(SQLReads, RunStore):
         #: the lease holder written with the runs this handle starts (a runner's id)
         self.owner = owner
         self._lock = threading.Lock()
+        self.health = StoreHealth(location)
+        #: the last transaction's COMMIT failed (see :meth:`_transaction`)
+        self._commit_unanswered = False
+        #: runs whose last write may or may not have been applied (its COMMIT's answer was
+        #: lost): the next write that succeeds inserts what is not there yet and makes
+        #: their summary rows again from their events
+        self._unsure: set[str] = set()
         #: (run, step) of the live-text rows this handle wrote and has not deleted yet
         self._live: set[tuple[str, str]] = set()
         #: the runs whose summary row lags their events, and by what
@@ -220,39 +238,60 @@ class SQLRunStore(SQLReads, RunStore):
         self._before_write()
         db = self._db
         with self._lock:
-            with self._transaction():
-                if started:
-                    db.executemany(self._start_run, started)
-                numbers = self._run_numbers(entries)
-                db.executemany(
-                    _INSERT_EVENT,
-                    [(numbers.get(e.run_id), e.run_id, e.seq, e.type, e.step_id, e.ts, e.data)
-                     for e in entries],
-                )  # fmt: skip
-                if due:
-                    db.executemany(_UPDATE_RUN, due.values())
-                if raised:
-                    db.executemany(_INSERT_ESCALATION, raised)
-                if escalating:
-                    db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
-                if settled:
+            unsure = self._unsure
+            try:
+                with self._transaction():
+                    if started:
+                        db.executemany(self._start_run, started)
+                    numbers = self._run_numbers(entries)
                     db.executemany(
-                        "DELETE FROM live_text WHERE run_id = ? AND step_id = ?", settled
-                    )
-                if withdrawn:
-                    db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
-                if released:
-                    db.executemany(
-                        "UPDATE runs SET owner = NULL, heartbeat = NULL WHERE id = ?", released
-                    )
-                if unstreamed:
-                    db.executemany("DELETE FROM live_text WHERE run_id = ?", unstreamed)
-                if remembered:
-                    db.executemany(
-                        "INSERT INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        remembered,
-                    )
-                self._announce("events")
+                        _INSERT_EVENT_AGAIN if unsure else _INSERT_EVENT,
+                        [(numbers.get(e.run_id), e.run_id, e.seq, e.type, e.step_id, e.ts,
+                          e.data) for e in entries],
+                    )  # fmt: skip
+                    if unsure:
+                        due = {r: row for r, row in due.items() if r not in unsure}
+                    if due:
+                        db.executemany(_UPDATE_RUN, due.values())
+                    if raised:
+                        db.executemany(
+                            _INSERT_ESCALATION_AGAIN if unsure else _INSERT_ESCALATION, raised
+                        )
+                    if unsure:
+                        for run_id in unsure:
+                            self._rebuild_row(run_id)
+                        escalating.update(unsure)
+                    if escalating:
+                        db.executemany(_RUN_WAITING, [(r, r) for r in escalating])
+                    if settled:
+                        db.executemany(
+                            "DELETE FROM live_text WHERE run_id = ? AND step_id = ?", settled
+                        )
+                    if withdrawn:
+                        db.executemany(_WITHDRAW_ESCALATIONS, withdrawn)
+                    if released:
+                        db.executemany(
+                            "UPDATE runs SET owner = NULL, heartbeat = NULL WHERE id = ?",
+                            released,
+                        )
+                    if unstreamed:
+                        db.executemany("DELETE FROM live_text WHERE run_id = ?", unstreamed)
+                    if remembered:
+                        db.executemany(
+                            "INSERT INTO memory VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                            " ON CONFLICT DO NOTHING",
+                            remembered,
+                        )
+                    self._announce("events")
+            except StoreUnavailable:
+                if self._unsure_commits and self._commit_unanswered:
+                    self._unsure = unsure | {e.run_id for e in entries}
+                raise
+            if unsure:
+                self._unsure = set()
+                for run_id in unsure:
+                    self._behind.pop(run_id, None)
+                    behind.pop(run_id, None)
             self._after_commit(data_bytes)
             for run_id in due:
                 self._behind.pop(run_id, None)
@@ -307,11 +346,11 @@ class SQLRunStore(SQLReads, RunStore):
         """Delete a fact (id or unique prefix) or a subject's facts."""
         if memory_id is not None:
             (found,) = self._by_prefix("memory", "id", memory_id, "memory")
-            with self._lock:
-                return self._db.execute("DELETE FROM memory WHERE id = ?", (found,)).rowcount
+            with self._session("write to") as db:
+                return db.execute("DELETE FROM memory WHERE id = ?", (found,)).rowcount
         if subject is not None:
-            with self._lock:
-                return self._db.execute("DELETE FROM memory WHERE subject = ?", (subject,)).rowcount
+            with self._session("write to") as db:
+                return db.execute("DELETE FROM memory WHERE subject = ?", (subject,)).rowcount
         return 0
 
     def add_audit(self, record: AuditRecord) -> None:
@@ -320,49 +359,51 @@ class SQLRunStore(SQLReads, RunStore):
         row["ok"] = int(row["ok"])  # an INTEGER column on every backend
         row["report"] = json.dumps(row["report"])
         row["run_ids"] = json.dumps(row["run_ids"])
-        with self._lock:
-            try:
-                self._db.execute(
-                    f"INSERT INTO audits ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * len(row))})"
-                    f" ON CONFLICT (id) DO UPDATE SET"
-                    f" {', '.join(f'{c} = excluded.{c}' for c in row if c != 'id')}",
-                    list(row.values()),
-                )
-            except self._errors as exc:
-                raise self._write_failed(exc) from exc
+        with self._session("write to") as db:
+            db.execute(
+                f"INSERT INTO audits ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * len(row))})"
+                f" ON CONFLICT (id) DO UPDATE SET"
+                f" {', '.join(f'{c} = excluded.{c}' for c in row if c != 'id')}",
+                list(row.values()),
+            )
 
     def put_live(self, items: Sequence[tuple[str, str, str]]) -> None:
         """Record the text streamed so far by the calls in flight: (run, step, text)."""
         now = time.time()
-        with self._lock:
-            try:
-                self._db.executemany(
-                    "INSERT INTO live_text (run_id, step_id, text, updated) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (run_id, step_id) DO UPDATE SET text = excluded.text,"
-                    " updated = excluded.updated",
-                    [(run_id, step_id, text, now) for run_id, step_id, text in items],
-                )
-                self._live.update((run_id, step_id) for run_id, step_id, _ in items)
-            except self._errors as exc:
-                raise self._write_failed(exc) from exc
-
-    # -- reading -------------------------------------------------------------
+        with self._session("write to") as db:
+            db.executemany(
+                "INSERT INTO live_text (run_id, step_id, text, updated) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (run_id, step_id) DO UPDATE SET text = excluded.text,"
+                " updated = excluded.updated",
+                [(run_id, step_id, text, now) for run_id, step_id, text in items],
+            )
+            self._live.update((run_id, step_id) for run_id, step_id, _ in items)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One write transaction (the caller holds ``_lock``): committed at the end,
-        rolled back on a database error, which is raised as :class:`StoreError`."""
-        try:
-            self._db.execute(self._begin)
-            yield
-            self._db.execute("COMMIT")
-        except self._errors as exc:
-            self._db.rollback()
-            raise self._write_failed(exc) from exc
+    def _transaction(self, doing: str = "write to") -> Iterator[Any]:
+        """One transaction (the caller holds ``_lock``): committed at the end, rolled
+        back on any error; a driver's error is raised as :class:`StoreError`
+        (:class:`StoreUnavailable` when waiting may cure it).
 
-    def _write_failed(self, exc: Exception) -> StoreError:
-        """The error a failed write raises (none of it was kept)."""
-        return StoreError(f"cannot write to the run store {self.location}: {exc}")
+        ``_commit_unanswered`` says afterwards whether the COMMIT itself failed: only
+        then may the transaction have been applied (the server got it and the answer
+        was lost); a statement before it that failed leaves nothing behind."""
+        db = self._db
+        self._commit_unanswered = False
+        try:
+            db.execute(self._begin)
+            yield db
+            self._commit_unanswered = True
+            db.execute("COMMIT")
+            self._commit_unanswered = False
+        except self._errors as exc:
+            self._rollback()
+            raise self._failure(exc, doing) from exc
+        except BaseException:
+            self._commit_unanswered = False
+            self._rollback()
+            raise
+        self.health.answered()
 
     def _catch_up_row(self, run_id: str) -> None:
         """Rewrite the run's summary row from the events it lags (inside a transaction:
@@ -374,6 +415,13 @@ class SQLRunStore(SQLReads, RunStore):
         )
         for delta in folded(rows).values():
             self._db.execute(_UPDATE_RUN, delta.row(run_id))
+
+    def _rebuild_row(self, run_id: str) -> None:
+        """Make the run's summary row again from all of its events (inside a
+        transaction): after a write whose commit may or may not have been applied, a
+        row built by adding deltas could count that write twice or not at all."""
+        self._db.execute(_RESET_ROW, (run_id,))
+        self._catch_up_row(run_id)
 
     def decide(
         self,
@@ -390,29 +438,22 @@ class SQLRunStore(SQLReads, RunStore):
         if decision == "edit" and text is None:
             raise DecisionError("an edit needs the new text")
         current = self.get_escalation(escalation_id)
-        with self._lock:
-            self._db.execute(self._begin)
-            try:
-                run_status = self._db.execute(
-                    f"SELECT status FROM runs WHERE id = ?{self._for_update}", (current.run_id,)
-                ).fetchone()
-                changed = self._db.execute(
-                    "UPDATE escalations SET status = ?, decided_by = ?, decided_at = ?,"
-                    " note = ?, text = ? WHERE id = ? AND status = 'waiting'",
-                    (decision, by, time.time(), note, text, current.id),
-                ).rowcount
-                if changed and run_status and run_status[0] in FINAL_STATUSES:
-                    self._db.rollback()
-                    raise DecisionError(
-                        f"escalation {current.id} no longer waits: its run {current.run_id}"
-                        f" has {run_status[0]}"
-                    )
-                if changed:
-                    self._announce("decisions")
-                self._db.execute("COMMIT")
-            except self._errors as exc:
-                self._db.rollback()
-                raise StoreError(f"cannot record the decision in {self.location}: {exc}") from exc
+        with self._lock, self._transaction("record the decision in") as db:
+            run_status = db.execute(
+                f"SELECT status FROM runs WHERE id = ?{self._for_update}", (current.run_id,)
+            ).fetchone()
+            changed = db.execute(
+                "UPDATE escalations SET status = ?, decided_by = ?, decided_at = ?,"
+                " note = ?, text = ? WHERE id = ? AND status = 'waiting'",
+                (decision, by, time.time(), note, text, current.id),
+            ).rowcount
+            if changed and run_status and run_status[0] in FINAL_STATUSES:
+                raise DecisionError(
+                    f"escalation {current.id} no longer waits: its run {current.run_id}"
+                    f" has {run_status[0]}"
+                )
+            if changed:
+                self._announce("decisions")
         decided = self.get_escalation(current.id)
         if not changed and decided.status == "withdrawn":
             raise DecisionError(f"escalation {current.id} no longer waits: {decided.note}")
@@ -432,8 +473,8 @@ class SQLRunStore(SQLReads, RunStore):
         if summary.status in FINAL_STATUSES:
             raise DecisionError(f"run {summary.id} has already {summary.status}")
         # flagged first: a process that takes the run over meanwhile sees it
-        with self._lock:
-            self._db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))
+        with self._session("write to") as db:
+            db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (summary.id,))
             self._announce("cancels")
         if summary.status == "queued":
             reason = "cancelled before it started"
@@ -461,14 +502,14 @@ class SQLRunStore(SQLReads, RunStore):
             names, marks = f"{names}, no", f"{marks}, {self._next_number}"
         sql = (f"INSERT INTO {table} ({names}) VALUES ({marks})"
                f" ON CONFLICT ({key}) DO UPDATE SET {updates}")  # fmt: skip
-        with self._lock, self._transaction():
-            self._db.executemany(sql, rows)
+        with self._lock, self._transaction() as db:
+            db.executemany(sql, rows)
 
     def put_events(self, rows: Sequence[Sequence[object]]) -> None:
         """Insert events given as ``(run_no, run_id, seq, type, step_id, ts, data)``,
         those already there left as they are, in one transaction."""
-        with self._lock, self._transaction():
-            self._db.executemany(
+        with self._lock, self._transaction() as db:
+            db.executemany(
                 "INSERT INTO events (run_no, run_id, seq, type, step_id, ts, data)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 rows,
@@ -488,19 +529,21 @@ class SQLRunStore(SQLReads, RunStore):
         if dry_run or not runs:
             return runs, events
         ids = f"SELECT id FROM runs WHERE no IN ({chosen})"
-        with self._lock, self._transaction():
-            self._db.execute(f"DELETE FROM events WHERE run_no IN ({chosen})", (before,))
-            self._db.execute(f"DELETE FROM escalations WHERE run_id IN ({ids})", (before,))
-            self._db.execute(f"DELETE FROM live_text WHERE run_id IN ({ids})", (before,))
-            self._db.execute(f"DELETE FROM runs WHERE no IN ({chosen})", (before,))
+        with self._lock, self._transaction() as db:
+            db.execute(f"DELETE FROM events WHERE run_no IN ({chosen})", (before,))
+            db.execute(f"DELETE FROM escalations WHERE run_id IN ({ids})", (before,))
+            db.execute(f"DELETE FROM live_text WHERE run_id IN ({ids})", (before,))
+            db.execute(f"DELETE FROM runs WHERE no IN ({chosen})", (before,))
         return runs, events
 
     def claim_queued(self, limit: int) -> list[RunSummary]:
         """Take up to ``limit`` queued runs, oldest first; no two callers get the same run."""
         if limit <= 0:
             return []
-        with self._lock:
-            rows = self._db.execute(
+        # A claim whose answer is lost with the connection leaves runs this owner holds
+        # without knowing: orphaned() lists a handle's own runs, so its worker resumes them.
+        with self._session("claim queued runs in") as db:
+            rows = db.execute(
                 "UPDATE runs SET status = 'running', owner = ?, heartbeat = ? WHERE id IN"
                 " (SELECT id FROM runs WHERE status = 'queued' ORDER BY created LIMIT ?"
                 f"{self._skip_locked}) RETURNING id",
@@ -511,33 +554,26 @@ class SQLRunStore(SQLReads, RunStore):
     def take_over(self, run_id: str) -> None:
         """Become the run's owner unless a live process holds it; raise RunBusy if one does."""
         now = time.time()
-        with self._lock:
-            self._db.execute(self._begin)
-            try:
-                row = self._db.execute(
-                    f"SELECT owner, heartbeat FROM runs WHERE id = ?{self._for_update}", (run_id,)
-                ).fetchone()
-                if row and row[0] != self.owner and lease_alive(row[0], row[1], now):
-                    raise RunBusy(
-                        f"run {run_id} is being executed by {row[0]} (alive {now - row[1]:.0f} s"
-                        " ago); resume it only after that process stops"
-                    )
-                self._db.execute(
-                    "UPDATE runs SET owner = ?, heartbeat = ? WHERE id = ?",
-                    (self.owner, now, run_id),
+        with self._lock, self._transaction("take the run over in") as db:
+            row = db.execute(
+                f"SELECT owner, heartbeat FROM runs WHERE id = ?{self._for_update}", (run_id,)
+            ).fetchone()
+            if row and row[0] != self.owner and lease_alive(row[0], row[1], now):
+                raise RunBusy(
+                    f"run {run_id} is being executed by {row[0]} (alive {now - row[1]:.0f} s"
+                    " ago); resume it only after that process stops"
                 )
-                # text a dead process was streaming: nobody will settle it now
-                self._db.execute("DELETE FROM live_text WHERE run_id = ?", (run_id,))
-                self._catch_up_row(run_id)
-            except BaseException:
-                self._db.rollback()
-                raise
-            self._db.execute("COMMIT")
+            db.execute(
+                "UPDATE runs SET owner = ?, heartbeat = ? WHERE id = ?", (self.owner, now, run_id)
+            )
+            # text a dead process was streaming: nobody will settle it now
+            db.execute("DELETE FROM live_text WHERE run_id = ?", (run_id,))
+            self._catch_up_row(run_id)
 
     def heartbeat(self) -> None:
         """Say that this owner's unfinished runs are still being executed."""
-        with self._lock:
-            self._db.execute(
+        with self._session("write to") as db:
+            db.execute(
                 "UPDATE runs SET heartbeat = ? WHERE owner = ?"
                 " AND status IN ('running', 'waiting_for_human')",
                 (time.time(), self.owner),
@@ -546,13 +582,9 @@ class SQLRunStore(SQLReads, RunStore):
     def close(self) -> None:
         """Bring the summary rows up to date, then close the backend's connection."""
         if self._behind:
-            with self._lock:
-                try:
-                    self._db.execute(self._begin)
-                    self._db.executemany(_UPDATE_RUN, [d.row(r) for r, d in self._behind.items()])
-                    self._db.execute("COMMIT")
-                except self._errors:  # the rows are a cache: readers fold the events in
-                    self._db.rollback()
+            # the rows are a cache: readers fold the events in, so a failure is no loss
+            with self._lock, contextlib.suppress(StoreError), self._transaction() as db:
+                db.executemany(_UPDATE_RUN, [d.row(r) for r, d in self._behind.items()])
             self._behind = {}
         self._close()
 

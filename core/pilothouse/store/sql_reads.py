@@ -7,13 +7,14 @@ events' JSON and how it matches an id's first characters.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
-from ..errors import NotFound
+from ..errors import NotFound, StoreError, StoreUnavailable
 from ..events import FINAL_STATUSES, BaseEvent, parse_event
 from .base import (
     AUDIT_SUBJECT,
@@ -23,6 +24,7 @@ from .base import (
     RunSummary,
     StoredEvent,
 )
+from .health import StoreHealth
 from .lease import lease_alive
 from .summaries import RunDelta, folded
 
@@ -44,6 +46,41 @@ class SQLReads:
     _lock: threading.Lock
     location: str
     owner: str | None
+    #: whether the store answers, as this handle last found it
+    health: StoreHealth
+    #: what a backend's driver raises
+    _errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def _transient(self, exc: Exception) -> bool:
+        """Whether a driver's error leaves the store unreachable for now (a lost
+        connection, a server down, a locked file, a full disk) rather than broken."""
+        return False
+
+    def _rollback(self) -> None:
+        """Roll back the transaction in progress, if any (nothing on a lost connection)."""
+        self._db.rollback()
+
+    def _failure(self, exc: Exception, doing: str) -> StoreError:
+        """The error a failed operation raises, in one line: :class:`StoreUnavailable`
+        (noted in :attr:`health`) when waiting may cure it."""
+        text = " ".join(str(exc).split())
+        message = f"cannot {doing} the run store {self.location}: {text}"
+        if self._transient(exc):
+            self.health.failed(text)
+            return StoreUnavailable(message)
+        return StoreError(message)
+
+    @contextlib.contextmanager
+    def _session(self, doing: str = "read") -> Iterator[Any]:
+        """The connection under the lock, for statements outside a transaction: a
+        driver's error is raised as :class:`~pilothouse.errors.StoreError`."""
+        with self._lock:
+            try:
+                yield self._db
+            except self._errors as exc:
+                self._rollback()
+                raise self._failure(exc, doing) from exc
+            self.health.answered()
 
     def _json_field(self, column: str, key: str) -> str:
         """SQL for the text of top-level ``key`` of the JSON in ``column``."""
@@ -115,8 +152,8 @@ class SQLReads:
         return dict(rows)
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._session() as db:
+            return db.execute(sql, args).fetchall()
 
     def list_runs(
         self, *, status: str | None = None, crew: str | None = None, limit: int = 100

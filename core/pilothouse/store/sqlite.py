@@ -22,6 +22,12 @@ from .sql import START_RUN, SQLRunStore
 from .sqlite_migrations import migrate
 from .sqlite_wal import BUSY_TIMEOUT_S, Checkpointer, WalBound, wal_path
 
+#: SQLite's result codes for a file that is busy or locked beyond the busy timeout, a
+#: failed read or write of the disk, a full disk, and a lock protocol that went wrong:
+#: conditions that pass (runs wait them out); anything else (a damaged file, a file
+#: that is not a database, a read-only one) does not
+_TRANSIENT_CODES = frozenset({5, 6, 10, 13, 15})
+
 
 class SQLiteRunStore(SQLRunStore):
     """A :class:`~pilothouse.RunStore` in one SQLite file (WAL: readers never block the
@@ -78,6 +84,10 @@ class SQLiteRunStore(SQLRunStore):
             return
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.write, entries)
+
+    def _transient(self, exc: Exception) -> bool:
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _TRANSIENT_CODES
 
     def _before_write(self) -> None:
         if self._checkpointer is None:
