@@ -135,3 +135,261 @@ async def test_a_run_holds_its_finished_step_while_postgres_is_down(workspace, p
     assert types.count("step_finished") == 3 and types.count("model_call") == 3
     assert len(plugin.requests) == 3  # no model call was made again
     assert types[-1] == "run_finished"
+
+
+#: 4 personas in sequence, as a crew file
+FLEET_CREW = '[flow]\nsteps = ["a", "b", "c", "d"]\n' + "".join(
+    f'[personas.{name}]\ninstructions = "You are persona {name}."\n' for name in "abcd"
+)
+
+
+class Workers:
+    """``pilothouse worker`` processes on one store, their output kept in files."""
+
+    def __init__(self, workspace, url: str, **env: str) -> None:
+        import os
+
+        self.workspace = workspace
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+        self.env.update(PILOTHOUSE_STORE_URL=url, PILOTHOUSE_DEFAULT_MODEL="openai:gpt-4o-mini",
+                        PILOTHOUSE_STORE_TIMEOUT_S="5")  # fmt: skip
+        self.env.update(env)
+        self.processes: list = []
+        self.logs: list = []
+
+    def start(self, concurrency: int = 6):
+        import subprocess
+        import sys
+
+        log = open(self.workspace / f"worker-{len(self.logs)}.log", "w")  # noqa: SIM115
+        self.logs.append(log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pilothouse", "worker", "-c", str(concurrency)],
+            cwd=self.workspace, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.processes.append(process)
+        return process
+
+    def said(self, index: int | None = None) -> str:
+        """What the workers (or one of them) printed."""
+        paths = sorted(self.workspace.glob("worker-*.log"))
+        if index is not None:
+            return paths[index].read_text()
+        return "\n".join(f"{p.name}: {p.read_text()[-1500:]}" for p in paths)
+
+    def stop(self) -> None:
+        import signal
+
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            process.wait(timeout=60)
+        for log in self.logs:
+            log.close()
+
+
+def _queue(workspace, url: str, runs: int) -> list[str]:
+    (workspace / "crews").mkdir(exist_ok=True)
+    (workspace / "crews" / "fleet.toml").write_text(FLEET_CREW)
+    queue = pilothouse.Runtime(pilothouse.load_settings(store_url=url))
+    try:
+        return [queue.queue("fleet", f"job {i}") for i in range(runs)]
+    finally:
+        queue.store.close()  # type: ignore[union-attr]
+
+
+def _statuses(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as db:
+        return dict(db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+
+
+def _wait(condition, what: str, said, seconds: float = 120) -> None:
+    """Until ``condition()`` holds; a hang fails with what the workers said."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen:\n{said()}"
+        time.sleep(0.05)
+
+
+def _log_is_whole(url: str) -> None:
+    """Every step finished exactly once, every run's events numbered 1..n, each under
+    its own run."""
+    with psycopg.connect(url) as db:
+        twice = db.execute(
+            "SELECT run_id, step_id, COUNT(*) FROM events WHERE type = 'step_finished'"
+            " GROUP BY run_id, step_id HAVING COUNT(*) > 1"
+        ).fetchall()
+        gaps = db.execute(
+            "SELECT run_id FROM events GROUP BY run_id HAVING MAX(seq) != COUNT(*)"
+        ).fetchall()
+        stray = db.execute("SELECT COUNT(*) FROM events e LEFT JOIN runs r ON r.no = e.run_no"
+                           " WHERE r.id IS NULL OR r.id != e.run_id").fetchone()  # fmt: skip
+    assert twice == [] and gaps == [] and stray == (0,)
+
+
+def test_workers_ride_out_a_postgres_crash(workspace, pg, openai_server, openai_app):
+    """Two workers, 40 queued runs of four steps. PostgreSQL is stopped at once (a
+    crash, a failover) while every run at work waits on its third model call; the calls
+    are answered during the outage; the server starts again on the same address.
+    Every run succeeds, no step finishes twice, no model call is made again, the
+    workers never exit, and each says once that the store went and once that it came
+    back."""
+    server, url = pg
+    app, _ = openai_app
+    app.hold = lambda request: "persona c." in request["messages"][0]["content"]
+    ids = _queue(workspace, url, 40)
+    workers = Workers(workspace, url)
+    try:
+        for _ in range(2):
+            workers.start(concurrency=6)
+        # midway, made true: every run at work (2 x 6) holds its third call
+        _wait(lambda: app.holding == 12, "12 runs at their third step", workers.said)
+        crashed = time.time()
+        server.crash()
+        app.release()
+        _wait(lambda: app.holding == 0 and app.in_flight == 0, "the held calls answered",
+              workers.said)  # fmt: skip
+        _wait(lambda: all("unreachable" in workers.said(i) for i in range(2)),
+              "both workers noticing the outage", workers.said)  # fmt: skip
+        assert all(p.poll() is None for p in workers.processes), workers.said()
+        back = time.time()  # before the start: the server answers before pg_ctl returns
+        server.start()
+        _wait(lambda: _statuses(url).get("succeeded") == len(ids), "every run succeeding",
+              workers.said)  # fmt: skip
+        took = time.time() - back
+        assert all(p.poll() is None for p in workers.processes), workers.said()  # never exited
+    finally:
+        workers.stop()
+    print(f"\nthe batch finished {took:.1f} s after the database was back")
+    assert _statuses(url) == {"succeeded": len(ids)}
+    _log_is_whole(url)
+    per_persona: dict[str, int] = {}
+    for request in app.received:
+        persona = request["messages"][0]["content"].split("persona ")[1][0]
+        per_persona[persona] = per_persona.get(persona, 0) + 1
+    assert per_persona == {p: len(ids) for p in "abcd"}  # no model call made twice
+    with psycopg.connect(url) as db:
+        during = db.execute(
+            "SELECT COUNT(*) FROM events WHERE type = 'model_call' AND ts > %s AND ts < %s",
+            (crashed, back),
+        ).fetchone()[0]
+    assert during == 12  # the calls answered while the store was away, logged after it
+    for i in range(2):
+        lines = workers.said(i).splitlines()
+        assert sum("unreachable" in line for line in lines) == 1, workers.said(i)
+        assert sum("reachable again after" in line for line in lines) == 1, workers.said(i)
+
+
+def _held_at_third_step(app, url: str, workspace, runs: int, **env: str) -> tuple[list, Workers]:
+    """Queue ``runs`` runs and start two workers (6 runs each at once) whose every run
+    at work holds its third model call: what the outage tests start from."""
+    app.hold = lambda request: "persona c." in request["messages"][0]["content"]
+    ids = _queue(workspace, url, runs)
+    workers = Workers(workspace, url, **env)
+    for _ in range(2):
+        workers.start(concurrency=6)
+    _wait(lambda: app.holding == 12, "12 runs at their third step", workers.said)
+    return ids, workers
+
+
+def _run_events(url: str, event_type: str) -> list[tuple[str, str | None]]:
+    with psycopg.connect(url) as db:
+        return db.execute(
+            "SELECT run_id, data FROM events WHERE type = %s ORDER BY id", (event_type,)
+        ).fetchall()
+
+
+def test_past_the_bound_runs_are_suspended_then_resumed(workspace, pg, openai_server,
+                                                        openai_app):  # fmt: skip
+    """The database stays away longer than store_outage_s (2 s here): the runs at work
+    are suspended (each logs why), none fails; when the database is back their
+    finished steps and suspensions are committed, a worker resumes them and they
+    succeed, still with no model call made twice."""
+    server, url = pg
+    app, _ = openai_app
+    ids, workers = _held_at_third_step(app, url, workspace, 24, PILOTHOUSE_STORE_OUTAGE_S="2")
+    try:
+        server.crash()
+        app.release()
+        suspended = "suspended while the run store was unreachable"
+        _wait(lambda: sum(workers.said(i).count(suspended) for i in range(2)) == 12,
+              "the 12 runs at work suspended", workers.said)  # fmt: skip
+        assert all(p.poll() is None for p in workers.processes), workers.said()
+        server.start()
+        _wait(lambda: _statuses(url).get("succeeded") == len(ids), "every run succeeding",
+              workers.said)  # fmt: skip
+        assert all(p.poll() is None for p in workers.processes), workers.said()
+    finally:
+        workers.stop()
+    assert _statuses(url) == {"succeeded": len(ids)}
+    _log_is_whole(url)
+    suspended = {run_id for run_id, _ in _run_events(url, "run_suspended")}
+    resumed = {run_id for run_id, _ in _run_events(url, "run_resumed")}
+    assert len(suspended) == 12 and suspended <= resumed
+    per_persona = {p: sum(f"persona {p}." in r["messages"][0]["content"] for r in app.received)
+                   for p in "abcd"}  # fmt: skip
+    assert per_persona == {p: len(ids) for p in "abcd"}  # the suspension lost no finished step
+
+
+def test_a_partition_is_noticed_within_the_deadline_and_recovered(workspace, pg, openai_server,
+                                                                  openai_app):  # fmt: skip
+    """A proxy between the workers and PostgreSQL stops forwarding without closing
+    anything (packets taken in, nothing answered): the workers' statements are given up
+    at their deadline (store_timeout_s = 3), said once; when the proxy forwards again
+    every run succeeds."""
+    server, url = pg
+    app, _ = openai_app
+    proxy = SilentProxy(server.port)
+    try:
+        ids, workers = _held_at_third_step(app, proxy.url(url), workspace, 24,
+                                           PILOTHOUSE_STORE_TIMEOUT_S="3")  # fmt: skip
+        try:
+            silenced = time.monotonic()
+            proxy.silence()
+            app.release()
+            _wait(lambda: all("unreachable" in workers.said(i) for i in range(2)),
+                  "both workers noticing the partition", workers.said)  # fmt: skip
+            noticed = time.monotonic() - silenced
+            assert all(p.poll() is None for p in workers.processes), workers.said()
+            proxy.speak()
+            _wait(lambda: _statuses(url).get("succeeded") == len(ids), "every run succeeding",
+                  workers.said)  # fmt: skip
+            assert all(p.poll() is None for p in workers.processes), workers.said()
+        finally:
+            workers.stop()
+    finally:
+        proxy.close()
+    print(f"\nthe partition was noticed {noticed:.1f} s after it began (deadline 3 s)")
+    assert _statuses(url) == {"succeeded": len(ids)}
+    _log_is_whole(url)
+    assert all("reachable again after" in workers.said(i) for i in range(2)), workers.said()
+
+
+def test_a_worker_killed_during_an_outage_has_its_runs_taken_over(workspace, pg, openai_server,
+                                                                  openai_app):  # fmt: skip
+    """kill -9 of one worker while the database is down: once it is back, the other
+    worker takes the dead one's runs over and they succeed (the step the dead worker
+    finished during the outage was never logged, so it is run again: once)."""
+    server, url = pg
+    app, _ = openai_app
+    ids, workers = _held_at_third_step(app, url, workspace, 24)
+    victim = workers.processes[0]
+    try:
+        server.crash()
+        app.release()
+        _wait(lambda: "unreachable" in workers.said(0), "the victim noticing", workers.said)
+        victim.kill()
+        victim.wait(timeout=30)
+        server.start()
+        _wait(lambda: _statuses(url).get("succeeded") == len(ids), "every run succeeding",
+              workers.said)  # fmt: skip
+        assert workers.processes[1].poll() is None, workers.said()
+    finally:
+        workers.stop()
+    assert _statuses(url) == {"succeeded": len(ids)}
+    _log_is_whole(url)
+    with psycopg.connect(url) as db:
+        owners = {owner.split(":")[1] for (owner,) in db.execute("SELECT owner FROM runs")}
+    assert str(victim.pid) not in owners  # every run was finished by the survivor
+    assert len(_run_events(url, "run_resumed")) >= 6  # the victim's six runs at work

@@ -139,7 +139,8 @@ class _PgListener(Listener):
                     self._conn = conn
                     for channel in self.CHANNELS:
                         await conn.execute(f"LISTEN pilothouse_{channel}")
-                self.health.answered()
+                # (the store is said to answer again by its own statements, not by this
+                # connection: a listener back before them would make the outage flap)
             heard = set()
             async for notice in self._conn.notifies(timeout=timeout, stop_after=1):
                 heard.add(notice.channel.removeprefix("pilothouse_"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import socket
 import threading
 import time
@@ -173,6 +174,14 @@ class Deadline:
                 _shut(self._fd)
 
 
+def _readable(fd: int) -> bool:
+    """Whether the socket ``fd`` has something to read (or was closed by its peer) now."""
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 def _shut(fd: int) -> None:
     """Shut the socket ``fd`` down for both directions (the descriptor stays open: its
     owner closes it)."""
@@ -207,10 +216,17 @@ class PgConnection:
         return converted
 
     def _ready(self) -> Any:
-        """The live connection: a new one when it was lost outside a transaction."""
+        """The live connection: a new one when it was lost outside a transaction.
+
+        Outside a transaction the server has nothing to say unasked: a socket that can
+        be read then holds its goodbye (a restart, a failover, an idle timeout), so the
+        connection is replaced before a statement is lost on it (one poll, no round trip)."""
         conn = self.conn
-        if not conn.closed:
+        if not conn.closed and (self._in_transaction or not _readable(conn.pgconn.socket)):
             return conn
+        if not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
         if self._in_transaction:
             raise psycopg.OperationalError("the connection was lost in the middle of a transaction")
         # raises psycopg.OperationalError while the server cannot be reached
