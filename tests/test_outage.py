@@ -10,10 +10,10 @@ import time
 import anyio
 import psycopg
 import pytest
-from conftest import crew, text_reply
-from pg_outage import RestartablePostgres, SilentProxy
 
 import pilothouse
+from conftest import crew, text_reply
+from pg_outage import RestartablePostgres, SilentProxy
 
 pytestmark = pytest.mark.slow
 
