@@ -393,3 +393,143 @@ def test_a_worker_killed_during_an_outage_has_its_runs_taken_over(workspace, pg,
         owners = {owner.split(":")[1] for (owner,) in db.execute("SELECT owner FROM runs")}
     assert str(victim.pid) not in owners  # every run was finished by the survivor
     assert len(_run_events(url, "run_resumed")) >= 6  # the victim's six runs at work
+
+
+async def _run_past_a_gate(rt, gate: Gate, trouble, mend) -> pilothouse.RunResult:
+    """Run THREE_STEPS; when step b's call waits at ``gate``, make ``trouble()``, let the
+    call finish, wait for the store to be found unreachable, check the run still waits,
+    then ``mend()`` and return how the run ended."""
+    result: list[pilothouse.RunResult] = []
+
+    async def go() -> None:
+        result.append(await rt.run(THREE_STEPS, "the job"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(go)
+        with anyio.fail_after(60):
+            await gate.waiting.wait()
+        trouble()
+        gate.open.set()
+        with anyio.fail_after(60):
+            while not rt.store.health.down:
+                await anyio.sleep(0.02)
+        assert not result  # waiting at its barrier: neither failed nor finished
+        mend()
+    return result[0]
+
+
+def _sqlite_types(path, run_id: str) -> list[str]:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(
+            "SELECT type FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+    finally:
+        db.close()
+    return [t for (t,) in rows]
+
+
+async def test_a_sqlite_store_locked_beyond_its_busy_timeout_is_waited_out(workspace, caplog):
+    """Another process holds the SQLite file's write lock longer than the busy timeout
+    (made short here): the run waits with its finished step, one line says why, and it
+    goes on when the lock is released."""
+    import sqlite3
+
+    plugin = GatedPlugin()
+    gate = Gate("b's answer")
+    plugin.replies = [text_reply("a's answer"), gate]
+    async with pilothouse.Runtime(pilothouse.load_settings(), plugins=[plugin]) as rt:
+        rt.store._db.execute("PRAGMA busy_timeout = 50")  # type: ignore[union-attr]
+        other = sqlite3.connect(rt.settings.store_path, isolation_level=None)
+
+        def lock() -> None:
+            other.execute("BEGIN IMMEDIATE")
+
+        result = await _run_past_a_gate(rt, gate, lock, lambda: other.execute("ROLLBACK"))
+        other.close()
+    assert result.ok, result.error
+    types = _sqlite_types(rt.settings.store_path, result.run_id)
+    assert types.count("step_finished") == 3 and len(plugin.requests) == 3
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(said) == 1 and "database is locked" in said[0]
+
+
+async def test_a_full_disk_is_waited_out_and_nothing_is_lost(workspace, caplog):
+    """The SQLite file cannot grow (SQLite's own 'database or disk is full', made true
+    with max_page_count): the step's large answer waits, and is committed whole once
+    there is room again."""
+    plugin = GatedPlugin()
+    gate = Gate("b's answer " + "x" * 200_000)  # needs new pages in the file
+    plugin.replies = [text_reply("a's answer"), gate]
+    async with pilothouse.Runtime(pilothouse.load_settings(), plugins=[plugin]) as rt:
+        db = rt.store._db  # type: ignore[union-attr]
+
+        def fill() -> None:
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count = {pages}")
+
+        result = await _run_past_a_gate(
+            rt, gate, fill, lambda: db.execute("PRAGMA max_page_count = 1073741823")
+        )
+    assert result.ok, result.error
+    types = _sqlite_types(rt.settings.store_path, result.run_id)
+    assert types.count("step_finished") == 3 and len(plugin.requests) == 3
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(said) == 1 and "full" in said[0]
+
+
+async def test_the_monitor_says_since_when_the_store_is_away_and_reconnects(workspace, pg):
+    """The real monitor (Pilot) on a PostgreSQL that crashes: its header says "run
+    store unreachable since ..."; when the server is back the line goes, and a run
+    made then shows up, read over a new connection."""
+    from textual.widgets import DataTable
+
+    from pilothouse.tui import Feed, MonitorApp
+
+    server, url = pg
+    app = MonitorApp(Feed(url), poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        with anyio.fail_after(30):
+            while app.feed.store is None:
+                await pilot.pause(0.05)
+        await anyio.to_thread.run_sync(server.crash)
+        with anyio.fail_after(60):
+            while "run store unreachable since" not in (app.feed.problem or ""):
+                await pilot.pause(0.05)
+        await anyio.to_thread.run_sync(server.start)
+        settings = pilothouse.load_settings(store_url=url)
+        async with pilothouse.Runtime(settings) as rt:
+            done = await rt.run("newsdesk", "Write up the Helio 30 launch")
+        runs = app.query_one("#runs", DataTable)
+        with anyio.fail_after(60):
+            while app.feed.problem or runs.row_count != 1:
+                await pilot.pause(0.05)
+        assert done.run_id[:6] in " ".join(str(c) for c in runs.get_row_at(0))
+
+
+async def test_outages_are_counted_in_the_otel_metrics(workspace, pg, monkeypatch):
+    """With an OTLP endpoint set, an outage is a count and a duration in the metrics a
+    real receiver on 127.0.0.1 gets."""
+    from openai_server import serve
+    from otlp_receiver import OTLPReceiver
+
+    server, url = pg
+    receiver = OTLPReceiver()
+    with serve(receiver) as endpoint:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.removesuffix("/v1"))
+        plugin = GatedPlugin()
+        gate = Gate("b's answer")
+        plugin.replies = [text_reply("a's answer"), gate]
+        settings = pilothouse.load_settings(store_url=url, store_timeout_s=5)
+        async with pilothouse.Runtime(settings, plugins=[plugin]) as rt:
+            assert "otlp" in rt.registry.observers
+            result = await _run_past_a_gate(rt, gate, server.crash, server.start)
+            away = rt.store.health.outages  # type: ignore[union-attr]
+        # the runtime's close sends what was recorded
+    assert result.ok and away == 1
+    counted = [v for n, _, v in receiver.points if n == "pilothouse.store.outages"]
+    lasted = [v for n, _, v in receiver.points if n == "pilothouse.store.outage.duration"]
+    assert counted == [1]
+    assert len(lasted) == 1 and lasted[0][1] == 1 and lasted[0][0] > 0  # (sum s, count)

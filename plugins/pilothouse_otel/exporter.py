@@ -127,8 +127,12 @@ class OtelExporter(EventObserver):
         self._lock = threading.Lock()
 
     def open(self, store: Any) -> None:
-        """Keep the run store: a run's whole log is read from it when the run ends."""
+        """Keep the run store: a run's whole log is read from it when the run ends; and
+        count its outages."""
         self.store = store
+        health = getattr(store, "health", None)
+        if health is not None and self.metrics is not None:
+            health.subscribe(self.metrics.store_health)
 
     def describe(self) -> str:
         """Where traces go, and whether prompts and replies go with them."""

@@ -1,6 +1,7 @@
 """A run's figures as OpenTelemetry metrics: the GenAI client metrics (token usage and
 operation duration histograms) and runs by status and escalations, recorded when the
-run ends and sent over the same OTLP endpoint."""
+run ends, and the run store's outages as they begin and end, sent over the same OTLP
+endpoint."""
 
 from __future__ import annotations
 
@@ -67,6 +68,25 @@ class RunMetrics:
             "pilothouse.escalations", unit="{escalation}",
             description="Steps that paused for a person, by kind",
         )  # fmt: skip
+
+        self.outages = meter.create_counter(
+            "pilothouse.store.outages", unit="{outage}",
+            description="Times the run store could not be reached (server down or silent,"
+            " file locked, disk full)",
+        )  # fmt: skip
+        self.outage_duration = meter.create_histogram(
+            "pilothouse.store.outage.duration", unit="s",
+            description="How long the run store could not be reached, each time",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )  # fmt: skip
+
+    def store_health(self, down: bool, seconds: float | None) -> None:
+        """Count an outage as it begins and record its length as it ends (a callback of
+        the run store's health)."""
+        if down:
+            self.outages.add(1)
+        elif seconds is not None:
+            self.outage_duration.record(seconds)
 
     def record(self, events: Sequence[Any]) -> None:
         """Add one ended run's model calls, escalations and status."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,9 @@ def tui(obj: Context, serve: bool, host: str, port: int, allow_remote: bool, win
     from ..redact import Redactor
     from ..store.open import store_location
 
+    # The header says "run store unreachable since ..." itself: a log line written to
+    # the terminal under a full-screen app would only tear the screen.
+    logging.getLogger("pilothouse.store").propagate = False
     app = MonitorApp(
         Feed(store_location(settings)),
         redact=Redactor.from_settings(settings),

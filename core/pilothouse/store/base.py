@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, computed_field
 
 from ..events import UNFINISHED_STATUSES, BaseEvent, LogEntry, MemoryWritten
+from .health import StoreHealth
 from .lease import lease_alive
 
 #: the subject prefix of the runs an audit makes
@@ -169,6 +170,9 @@ class RunStore(abc.ABC):
     awaits through :class:`~pilothouse.store.eventlog.EventLog`."""
 
     location: str = ""
+    #: whether the store answers, as this handle last found it (an implementation sets
+    #: its own in ``__init__``; views say "run store unreachable since ..." from it)
+    health: StoreHealth
 
     @abc.abstractmethod
     def write(self, entries: Sequence[LogEntry]) -> None:

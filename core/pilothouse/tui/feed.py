@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audits.failures import FailureInfo, describe_failure
+from ..errors import StoreUnavailable
 from ..events import FINAL_STATUSES, UNFINISHED_STATUSES, BaseEvent
 from ..settings import shown_url
 from ..store.base import Escalation, RunStore, RunSummary, StoredEvent
@@ -188,7 +189,9 @@ class Feed:
             return self._open()
         try:
             return self._read_new()
-        except Exception as exc:  # the file went away or is locked: say so, try again
+        except StoreUnavailable as exc:  # the server away, the file locked: say since when
+            return Batch(problem=self.store.health.describe() or str(exc))
+        except Exception as exc:  # the file went away: say so, try again
             return Batch(problem=f"cannot read the run store {self.shown}: {exc}")
 
     def _read_new(self) -> Batch:
