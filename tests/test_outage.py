@@ -512,8 +512,9 @@ async def test_the_monitor_says_since_when_the_store_is_away_and_reconnects(work
 async def test_outages_are_counted_in_the_otel_metrics(workspace, pg, monkeypatch):
     """With an OTLP endpoint set, an outage is a count and a duration in the metrics a
     real receiver on 127.0.0.1 gets."""
-    from openai_server import serve
     from otlp_receiver import OTLPReceiver
+
+    from openai_server import serve
 
     server, url = pg
     receiver = OTLPReceiver()
