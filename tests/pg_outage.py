@@ -93,6 +93,10 @@ class SilentProxy:
         self.port = self._listener.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
+        #: replies stop here once the client sent this (see lose_reply_to)
+        self._marker: bytes | None = None
+        self._replies = threading.Event()
+        self._replies.set()
         self._closed = False
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True, name="silent-proxy").start()
@@ -103,7 +107,14 @@ class SilentProxy:
 
     def speak(self) -> None:
         """Forward again."""
+        self._marker = None
+        self._replies.set()
         self._open.set()
+
+    def lose_reply_to(self, marker: bytes) -> None:
+        """Forward the next request that contains ``marker`` (the server acts on it) and
+        hold every reply from then on: a commit whose answer is lost with the network."""
+        self._marker = marker
 
     def url(self, database_url: str) -> str:
         """``database_url`` with this proxy's port instead of the server's."""
@@ -130,10 +141,10 @@ class SilentProxy:
                 client.close()
                 continue
             self._sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, upstream in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, upstream), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
         while True:
             try:
                 data = source.recv(65536)
@@ -144,7 +155,11 @@ class SilentProxy:
                     sink.shutdown(socket.SHUT_WR)
                 return
             self._open.wait()
+            if not upstream:
+                self._replies.wait()
             try:
                 sink.sendall(data)
             except OSError:
                 return
+            if upstream and self._marker is not None and self._marker in data:
+                self._replies.clear()

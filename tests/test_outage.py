@@ -534,3 +534,109 @@ async def test_outages_are_counted_in_the_otel_metrics(workspace, pg, monkeypatc
     lasted = [v for n, _, v in receiver.points if n == "pilothouse.store.outage.duration"]
     assert counted == [1]
     assert len(lasted) == 1 and lasted[0][1] == 1 and lasted[0][0] > 0  # (sum s, count)
+
+
+async def test_a_run_taken_over_during_an_outage_stops_where_it_was_and_goes_on_there(
+    workspace, pg, caplog
+):
+    """Fencing. Process A (standing for another machine) cannot reach PostgreSQL (a
+    silent proxy) while its run's step b finishes; its lease runs out (aged here) and
+    process B takes the run over. When A reaches the store again, its first write finds
+    the run held by B: A's events for it are not written, A stops the run, and B
+    finishes it. The log holds each step once."""
+    from pilothouse.store.open import open_location
+
+    server, url = pg
+    proxy = SilentProxy(server.port)
+    plugin_a = GatedPlugin()
+    gate = Gate("b's answer from A")
+    plugin_a.replies = [text_reply("a's answer"), gate]
+    plugin_b = GatedPlugin()
+    plugin_b.replies = [text_reply("b's answer from B"), text_reply("c's answer from B")]
+    elsewhere = pilothouse.load_settings(store_url=proxy.url(url), store_timeout_s=2)
+    try:
+        async with pilothouse.Runtime(elsewhere, plugins=[plugin_a]) as a, \
+                pilothouse.Runtime(pilothouse.load_settings(store_url=url),
+                                   plugins=[plugin_b]) as b:  # fmt: skip
+            assert a.store is not None and b.store is not None
+            a.store.owner = "another-machine:4242:a1b2c3"  # its lease is judged by age
+            result: list[pilothouse.RunResult] = []
+
+            async def go() -> None:
+                result.append(await a.run(THREE_STEPS, "the job"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(go)
+                with anyio.fail_after(60):
+                    await gate.waiting.wait()
+                run_id = a.engine.executing()[0]
+                proxy.silence()
+                gate.open.set()
+                with anyio.fail_after(60):
+                    while not a.store.health.down:
+                        await anyio.sleep(0.02)
+                with psycopg.connect(url, autocommit=True) as db:  # A's lease runs out
+                    db.execute("UPDATE runs SET heartbeat = heartbeat - 120 WHERE id = %s",
+                               (run_id,))  # fmt: skip
+                b.store.take_over(run_id)
+                proxy.speak()
+            assert result[0].status == "suspended" and "taken over" in (result[0].error or "")
+            assert a.store.taken_over(run_id)
+            resumed = await b.resume(run_id, THREE_STEPS)
+        assert resumed.ok and resumed.output == "c's answer from B"
+    finally:
+        proxy.close()
+    with psycopg.connect(url) as db:
+        rows = db.execute("SELECT type, data FROM events WHERE run_id = %s ORDER BY seq",
+                          (run_id,)).fetchall()  # fmt: skip
+    finished = [data for kind, data in rows if kind == "step_finished"]
+    assert len(finished) == 3 and not any("from A" in data for data in finished)
+    assert sum("taken over by" in r.getMessage() for r in caplog.records) == 1
+    store = open_location(url)
+    try:
+        assert store.get_run(run_id).status == "succeeded" and store.get_run(run_id).steps == 3
+    finally:
+        store.close()
+
+
+async def test_a_commit_whose_answer_is_lost_is_not_applied_twice(workspace, pg):
+    """The server applies a step's COMMIT but its answer never comes back (held by the
+    proxy until the statement's deadline): the outcome is unknown to the runner, which
+    tries again once the store answers. The retry inserts nothing twice and the run's
+    summary is made again from its events: exact, not counted twice."""
+    from pilothouse.store.open import open_location
+
+    server, url = pg
+    proxy = SilentProxy(server.port)
+    plugin = GatedPlugin()
+    gate = Gate("b's answer")
+    plugin.replies = [text_reply("a's answer", tokens=(7, 3)), gate,
+                      text_reply("c's answer", tokens=(7, 3))]  # fmt: skip
+    settings = pilothouse.load_settings(store_url=proxy.url(url), store_timeout_s=2)
+    try:
+        async with pilothouse.Runtime(settings, plugins=[plugin]) as rt:
+            result = await _run_past_a_gate(
+                rt, gate, lambda: proxy.lose_reply_to(b"COMMIT"), proxy.speak
+            )
+            assert rt.store._unsure == set()  # type: ignore[union-attr]  # settled
+    finally:
+        proxy.close()
+    assert result.ok, result.error
+    with psycopg.connect(url) as db:
+        types = [
+            t
+            for (t,) in db.execute(
+                "SELECT type FROM events WHERE run_id = %s ORDER BY seq", (result.run_id,)
+            )
+        ]
+    assert types.count("step_finished") == 3 and types.count("model_call") == 3
+    store = open_location(url)
+    try:
+        summary = store.get_run(result.run_id)
+    finally:
+        store.close()
+    assert (summary.steps, summary.input_tokens, summary.output_tokens) == (
+        3,
+        7 + 10 + 7,
+        3 + 5 + 3,
+    )

@@ -31,6 +31,7 @@ from ..errors import (
     NotFound,
     PilothouseError,
     PluginError,
+    RunBusy,
     StoreUnavailable,
 )
 from ..events import (
@@ -57,7 +58,7 @@ from .evidence import rank_evidence
 from .flows import run_flow
 from .handoffs import check_handoff_tools
 from .oversight import Oversight
-from .runstate import Replaying, RunResult, _Run, new_run_id
+from .runstate import Replaying, RunResult, _Run, new_run_id, taken_over_message
 from .steps import Steps
 
 #: how many checked crews the engine remembers (the oldest is forgotten first)
@@ -317,6 +318,9 @@ class Engine:
             self.emit(run, RunSuspended, reason=reason)
             result.status, result.error, result.error_kind = "suspended", reason, exc.kind
             return
+        except RunBusy as exc:  # taken over elsewhere during an outage: nothing to log here
+            result.status, result.error, result.error_kind = "suspended", str(exc), exc.kind
+            return
         except Exception as exc:
             self._fail(run, exc, result)
         else:
@@ -334,6 +338,10 @@ class Engine:
             )
             result.status, result.output = "succeeded", output
         await self.flush()
+        store = self.log.store
+        if store is not None and store.taken_over(run.id):  # its end was not written here
+            result.status, result.output, result.error_kind = "suspended", None, "busy"
+            result.error = taken_over_message(run.id)
 
     def _fail(self, run: _Run, exc: Exception, result: RunResult) -> None:
         plugin = getattr(exc, "plugin", None)

@@ -163,6 +163,14 @@ class _SentBack(Exception):  # control flow: never leaves the engine
         self.note = note
 
 
+def taken_over_message(run_id: str) -> str:
+    """Why a run stops in this process: another took it over while the store was away."""
+    return (
+        f"run {run_id} was taken over by another process while this one could not reach"
+        " the run store; it goes on there"
+    )
+
+
 def new_run_id() -> str:
     """A fresh run id: 12 random hex characters."""
     return os.urandom(6).hex()

@@ -23,6 +23,7 @@ from ..errors import (
     NotFound,
     PilothouseError,
     PluginError,
+    RunBusy,
     ToolError,
 )
 from ..events import BaseEvent, ContextBuilt, RetrievalDone, StepFinished, StepStarted, ToolCalled
@@ -38,7 +39,7 @@ from .calls import ModelCalls
 from .context import build_context
 from .handoffs import handoff_spec, handoff_tool
 from .oversight import Oversight
-from .runstate import Replaying, StepOutcome, _Run, _SentBack, _Talk
+from .runstate import Replaying, StepOutcome, _Run, _SentBack, _Talk, taken_over_message
 
 
 class Host(Protocol):
@@ -190,9 +191,12 @@ class Steps:
         """What comes before a step: the steps finished so far committed (the durability
         barrier), then the crew's step limit and loop rule. Returns the outcome of a step
         that finished before the run was interrupted (a resumed run does not redo it)."""
-        if run.unflushed and self.engine.log.store is not None:
+        store = self.engine.log.store
+        if run.unflushed and store is not None:
             run.unflushed = False
             await self.engine.flush()
+            if store.taken_over(run.id):
+                raise RunBusy(taken_over_message(run.id))
         limits = run.crew.limits
         if run.steps >= limits.max_steps:
             raise LimitExceeded("max_steps", f"the run reached max_steps = {limits.max_steps}")

@@ -179,6 +179,12 @@ class RunStore(abc.ABC):
         """Append events (as :func:`~pilothouse.events.log_entry` gives them) atomically:
         all are stored or none."""
 
+    def taken_over(self, run_id: str) -> bool:
+        """Whether another process took the run over while this one could not reach the
+        store: its events are no longer written here, and this process must stop
+        executing it (the default: never)."""
+        return False
+
     async def commit(self, entries: Sequence[LogEntry]) -> None:
         """The engine's write path: commit ``entries`` in one transaction and return
         once they are durable; raise :class:`~pilothouse.errors.StoreError` and keep

@@ -36,7 +36,7 @@ try:
 except ImportError:  # the extra is missing: said where a URL asks for PostgreSQL
     psycopg = None  # type: ignore[assignment]
 
-#: how long a new connection may take
+#: how long a new connection may take at most (less with a shorter ``store_timeout_s``)
 CONNECT_TIMEOUT_S = 10
 #: the default deadline of one statement (``store_timeout_s``)
 STATEMENT_TIMEOUT_S = 15.0
@@ -48,7 +48,8 @@ def connection_params(url: str, timeout_s: float | None) -> dict[str, Any]:
     params: dict[str, Any] = conninfo_to_dict(url)
     bound = timeout_s or STATEMENT_TIMEOUT_S
     defaults = {
-        "connect_timeout": CONNECT_TIMEOUT_S,
+        # libpq waits 2 s at the least
+        "connect_timeout": max(2, min(CONNECT_TIMEOUT_S, int(bound))),
         "keepalives": 1,
         # an idle connection is probed after a third of the bound, then every sixth:
         # a peer that is gone is given up within about the bound
@@ -98,7 +99,8 @@ def connect_failure(shown: str, message: str) -> str:
         return (f"cannot connect to PostgreSQL at {shown}: nothing listens there (is the"
                 " server running, and are the host and port right?)")  # fmt: skip
     if "timeout" in text.lower():
-        return f"cannot connect to PostgreSQL at {shown}: no answer within {CONNECT_TIMEOUT_S} s"
+        return (f"cannot connect to PostgreSQL at {shown}: no answer in time (is the host"
+                " reachable from here?)")  # fmt: skip
     return f"cannot connect to PostgreSQL at {shown}: {text}"
 
 

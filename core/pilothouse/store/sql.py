@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,8 @@ from .sql_reads import (
     SQLReads,
 )
 from .summaries import RunDelta, folded
+
+log = logging.getLogger("pilothouse.store")
 
 #: a run's row as it starts; a queued run keeps its number when it starts
 START_RUN = """
@@ -82,6 +85,14 @@ _WITHDRAW_ESCALATIONS = """
 UPDATE escalations SET status = 'withdrawn', decided_at = ?, note = ?
 WHERE run_id = ? AND status = 'waiting'
 """
+
+
+class _TakenOver(Exception):
+    """A write found runs of its batch held by another live process (run id -> owner)."""
+
+    def __init__(self, runs: dict[str, str]) -> None:
+        super().__init__(", ".join(runs))
+        self.runs = runs
 
 
 def _escalation_row(e: BaseEvent) -> tuple[object, ...]:
@@ -133,6 +144,10 @@ class SQLRunStore(SQLReads, RunStore):
         self.health = StoreHealth(location)
         #: the last transaction's COMMIT failed (see :meth:`_transaction`)
         self._commit_unanswered = False
+        #: the store was unreachable since the last write: the next one fences (see write)
+        self._fence = False
+        #: runs another process took over while this one could not reach the store
+        self._lost: set[str] = set()
         #: runs whose last write may or may not have been applied (its COMMIT's answer was
         #: lost): the next write that succeeds inserts what is not there yet and makes
         #: their summary rows again from their events
@@ -161,6 +176,41 @@ class SQLRunStore(SQLReads, RunStore):
 
     def write(self, entries: Sequence[LogEntry]) -> None:
         """Append events in one transaction, with the summary rows that are due.
+
+        After an outage, the first write also renews this owner's leases and checks
+        that no other process took one of the batch's runs over meanwhile (its lease
+        looked dead while this process could not reach the store): such a run's events
+        are not written, now or later (:meth:`taken_over`), and it goes on there.
+        """
+        while True:
+            if self._lost:
+                entries = [e for e in entries if e.run_id not in self._lost]
+            if not entries:
+                return
+            try:
+                self._write(entries)
+                return
+            except _TakenOver as exc:
+                self._lost.update(exc.runs)
+                for run_id in exc.runs:  # what this handle knew of them is its new owner's now
+                    self._behind.pop(run_id, None)
+                    self._numbers.pop(run_id, None)
+                    self._unsure.discard(run_id)
+                    self._clean.discard(run_id)
+                for run_id, owner in sorted(exc.runs.items()):
+                    log.warning(
+                        "run %s was taken over by %s while %s could not reach the run"
+                        " store: its events from here are not written, it goes on there",
+                        run_id, owner, self.owner,
+                    )  # fmt: skip
+
+    def taken_over(self, run_id: str) -> bool:
+        """Whether another process took the run over while this one could not reach the
+        store (this process must stop executing it)."""
+        return run_id in self._lost
+
+    def _write(self, entries: Sequence[LogEntry]) -> None:
+        """One attempt of :meth:`write`.
 
         A run's summary row is rewritten when its status changes and otherwise at
         most every ``SUMMARY_LAG_S`` while it works: the row is a cache of the events
@@ -239,8 +289,13 @@ class SQLRunStore(SQLReads, RunStore):
         db = self._db
         with self._lock:
             unsure = self._unsure
+            fence = self._fence
             try:
                 with self._transaction():
+                    if fence:
+                        taken = self._taken(entries)
+                        if taken:
+                            raise _TakenOver(taken)
                     if started:
                         db.executemany(self._start_run, started)
                     numbers = self._run_numbers(entries)
@@ -287,6 +342,7 @@ class SQLRunStore(SQLReads, RunStore):
                 if self._unsure_commits and self._commit_unanswered:
                     self._unsure = unsure | {e.run_id for e in entries}
                 raise
+            self._fence = False
             if unsure:
                 self._unsure = set()
                 for run_id in unsure:
@@ -311,6 +367,32 @@ class SQLRunStore(SQLReads, RunStore):
                 self._clean.difference_update(done)
                 if unstreamed:
                     self._live = {key for key in live if key[0] not in done}
+
+    def _taken(self, entries: Sequence[LogEntry]) -> dict[str, str]:
+        """This owner's leases renewed (no one takes its runs over from now on), then
+        the batch's runs that a live process other than this one holds: run id ->
+        owner (inside the write's transaction, the rows locked)."""
+        now = time.time()
+        db = self._db
+        db.execute(
+            "UPDATE runs SET heartbeat = ? WHERE owner = ? AND status IN"
+            " ('running', 'waiting_for_human')",
+            (now, self.owner),
+        )
+        ids = sorted({e.run_id for e in entries})
+        taken: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ", ".join("?" * len(part))
+            rows = db.execute(
+                f"SELECT id, owner, heartbeat FROM runs WHERE id IN ({marks}){self._for_update}",
+                part,
+            ).fetchall()
+            taken.update(
+                (run_id, owner) for run_id, owner, heartbeat in rows
+                if owner and owner != self.owner and lease_alive(owner, heartbeat, now)
+            )  # fmt: skip
+        return taken
 
     def _run_numbers(self, entries: Sequence[LogEntry]) -> dict[str, int]:
         """The run numbers of the batch's runs, which order their events in the table

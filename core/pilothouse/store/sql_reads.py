@@ -50,6 +50,8 @@ class SQLReads:
     health: StoreHealth
     #: what a backend's driver raises
     _errors: ClassVar[tuple[type[Exception], ...]] = ()
+    #: the store was unreachable since the last write (see ``SQLRunStore.write``)
+    _fence: bool
 
     def _transient(self, exc: Exception) -> bool:
         """Whether a driver's error leaves the store unreachable for now (a lost
@@ -67,6 +69,8 @@ class SQLReads:
         message = f"cannot {doing} the run store {self.location}: {text}"
         if self._transient(exc):
             self.health.failed(text)
+            # leases may have run out meanwhile: the next write checks whose runs are whose
+            self._fence = True
             return StoreUnavailable(message)
         return StoreError(message)
 
