@@ -29,8 +29,11 @@ def free_port() -> int:
 class RestartablePostgres:
     """A private PostgreSQL server that can be stopped hard and started again."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: str = "") -> None:
         import warnings
+
+        #: more server options (``-c name=value``)
+        self.options = options
 
         os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="pilothouse-xdg-"))
         with warnings.catch_warnings():
@@ -51,7 +54,7 @@ class RestartablePostgres:
 
     def start(self) -> None:
         """Start the server on its address; return once it accepts connections."""
-        options = f"-h 127.0.0.1 -p {self.port} -k ''"
+        options = f"-h 127.0.0.1 -p {self.port} -k '' {self.options}".strip()
         log = str(self.pgdata / "server.log")
         self._pg_ctl(["-w", "-o", options, "-l", log, "start"], pgdata=self.pgdata,
                      user=self.user, timeout=60)  # fmt: skip

@@ -640,3 +640,85 @@ async def test_a_commit_whose_answer_is_lost_is_not_applied_twice(workspace, pg)
         7 + 10 + 7,
         3 + 5 + 3,
     )
+
+
+class GateRetriever:
+    """A plugin with a ``gate`` retriever that finds nothing once the test opens it."""
+
+    __name__ = "gate-retriever"
+
+    def __init__(self) -> None:
+        self.waiting = anyio.Event()
+        self.open = anyio.Event()
+
+    @pilothouse.hookimpl
+    def register_retrievers(self, register):
+        plugin = self
+
+        class _Gate(pilothouse.Retriever):
+            name = "gate"
+
+            async def search(self, query, *, k=4):
+                plugin.waiting.set()
+                await plugin.open.wait()
+                return []
+
+        register(_Gate())
+
+
+async def test_a_retrieval_waits_out_the_outage_of_a_pgvector_knowledge_base(workspace, pg):
+    """The knowledge base lives in the same PostgreSQL: a retrieval made while the
+    server is down is asked again (it is a read) until the server is back, on a new
+    connection, and the run goes on with its passages."""
+    server, url = pg
+    corpus = workspace / "docs"
+    corpus.mkdir()
+    (corpus / "panel.md").write_text("# Panel\n\nThe Helio solar panel gives 30 watts.")
+    settings = pilothouse.load_settings(store_url=url)
+    from pilothouse.knowledge import open_knowledge
+
+    registry = pilothouse.Runtime(settings, log_events=False).registry
+    embedder = registry.get("embedders", "minilm").value
+    kb = open_knowledge(settings, embedder)
+    try:
+        kb.ingest([corpus])
+    finally:
+        kb.close()
+    asker = crew({"type": "sequential", "steps": ["researcher"]},
+                 {"researcher": {"instructions": "Answer from the passages.", "model": "offline",
+                                 "retrievers": ["gate", "knowledge"]}})  # fmt: skip
+    gate = GateRetriever()
+    async with pilothouse.Runtime(settings, plugins=[gate]) as rt:
+        retriever = rt.registry.get("retrievers", "knowledge").value
+        assert await retriever.search("watts", k=1)  # its connection is open
+        search, refused = retriever.search, []
+
+        async def counted(query, *, k=4):
+            try:
+                return await search(query, k=k)
+            except pilothouse.StoreUnavailable:
+                refused.append(query)
+                raise
+
+        retriever.search = counted
+        result: list[pilothouse.RunResult] = []
+        async with anyio.create_task_group() as tg:
+
+            async def go() -> None:
+                result.append(await rt.run(asker, "How many watts does the panel give?"))
+
+            tg.start_soon(go)
+            with anyio.fail_after(60):  # in the step, past its barrier: the crash comes now
+                await gate.waiting.wait()
+            server.crash()
+            gate.open.set()
+            with anyio.fail_after(60):
+                while not refused:
+                    await anyio.sleep(0.02)
+            assert not result
+            await anyio.to_thread.run_sync(server.start)
+    assert result[0].ok, result[0].error
+    with psycopg.connect(url) as db:
+        rows = db.execute("SELECT data FROM events WHERE run_id = %s AND type = 'retrieval'",
+                          (result[0].run_id,)).fetchall()  # fmt: skip
+    assert len(rows) == 2 and "30 watts" in rows[1][0]  # the gate's, then the knowledge base's

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import anyio
+
 from ..crew import HANDOFF_PREFIX, Persona
 from ..errors import (
     EscalationRejected,
@@ -24,6 +26,7 @@ from ..errors import (
     PilothouseError,
     PluginError,
     RunBusy,
+    StoreUnavailable,
     ToolError,
 )
 from ..events import BaseEvent, ContextBuilt, RetrievalDone, StepFinished, StepStarted, ToolCalled
@@ -380,8 +383,19 @@ class Steps:
         self, run: _Run, persona: Persona, name: str, query: str, step_id: str
     ) -> list[tuple[str, Passage]]:
         entry = self.engine.registry.get("retrievers", name)
+        waited, pause = 0.0, 0.05
         try:
-            passages = await entry.value.search(query, k=persona.retrieve_k)
+            while True:
+                try:
+                    passages = await entry.value.search(query, k=persona.retrieve_k)
+                    break
+                except StoreUnavailable:
+                    # a read: asked again while the store is away, as long as a run waits
+                    # for its log (past that, the run is suspended)
+                    if waited >= self.engine.log.outage_s:
+                        raise
+                    await anyio.sleep(pause)
+                    waited, pause = waited + pause, min(1.0, pause * 2)
         except PilothouseError:
             raise
         except Exception as exc:

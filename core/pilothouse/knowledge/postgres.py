@@ -12,14 +12,17 @@ with the vectors' rank the same way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import select
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..embedding import Embedder
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
+from ..retrieval import Passage
 from ..settings import shown_url
 from .base import KnowledgeBase, KnowledgeError
 
@@ -54,10 +57,11 @@ class PgKnowledgeBase(KnowledgeBase):
             ) from exc
         self.location = shown_url(url)
         self.embedder = embedder
+        self._url = url
         self._lock = threading.Lock()
         self._errors = (psycopg.Error,)
         try:
-            self.db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._conn = _connect(url)
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             raise StoreError(f"cannot connect to {self.location}: {text}") from None
@@ -67,7 +71,7 @@ class PgKnowledgeBase(KnowledgeBase):
                 self.db.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 self.db.execute(SCHEMA)
         except psycopg.Error as exc:
-            self.db.close()
+            self._conn.close()
             text = " ".join(str(exc).split())
             if "vector" in text and ("not available" in text or "permission" in text
                                      or "must be" in text):  # fmt: skip
@@ -78,7 +82,47 @@ class PgKnowledgeBase(KnowledgeBase):
                 ) from None
             where = self.location
             raise StoreError(f"cannot set up the knowledge base in {where}: {text}") from None
-        register_vector(self.db)
+        register_vector(self._conn)
+
+    @property
+    def db(self) -> Any:
+        """The live connection: outside a transaction, one the server closed (a restart,
+        a failover) is replaced before it is used."""
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        conn = self._conn
+        idle = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if conn.closed or (idle and _readable(conn.pgconn.socket)):
+            conn.close()
+            conn = self._conn = _connect(self._url)
+            register_vector(conn)
+        return conn
+
+    def search(self, query: str, **options: Any) -> list[Passage]:
+        """As :meth:`KnowledgeBase.search`; a server that cannot be reached now raises
+        :class:`~pilothouse.errors.StoreUnavailable` (a run's retrieval waits it out)."""
+        with self._reachable():
+            return super().search(query, **options)
+
+    def has_collection(self, name: str) -> bool:
+        """As :meth:`KnowledgeBase.has_collection`, and as :meth:`search` when the server
+        cannot be reached."""
+        with self._reachable():
+            return super().has_collection(name)
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """A server that cannot be reached now (down, restarting, silent) raises
+        :class:`~pilothouse.errors.StoreUnavailable`, in one line."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            text = " ".join(str(exc).split())
+            where = self.location
+            raise StoreUnavailable(f"cannot read the knowledge base {where}: {text}") from exc
 
     def _vectors(self, collection: str) -> str:
         return "kb_vec_" + hashlib.sha1(collection.encode()).hexdigest()[:12]
@@ -227,4 +271,21 @@ class PgKnowledgeBase(KnowledgeBase):
 
     def close(self) -> None:
         """Close the connection."""
-        self.db.close()
+        self._conn.close()
+
+
+def _connect(url: str) -> Any:
+    """A connection with TCP keepalives, so that a peer gone silent is given up."""
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=10, keepalives=1,
+                           keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                           tcp_user_timeout=15000)  # fmt: skip
+
+
+def _readable(fd: int) -> bool:
+    """Whether the socket has something to say unasked: its server's goodbye."""
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
