@@ -30,3 +30,6 @@ class Retriever(abc.ABC):
     @abc.abstractmethod
     async def search(self, query: str, *, k: int = 4) -> list[Passage]:
         """Return up to ``k`` passages, best first."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional, most retrievers hold nothing
+        """Release connections and other resources; called when the runtime closes."""

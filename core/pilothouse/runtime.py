@@ -106,7 +106,9 @@ class Runtime:
         )
         await self._task_group.__aexit__(*(exc_info if cancelled else (None, None, None)))
         self._task_group = None
-        for entry in [*self.registry.observers.values(), *self.registry.models.values()]:
+        closing = [*self.registry.observers.values(), *self.registry.models.values(),
+                   *self.registry.retrievers.values()]  # fmt: skip
+        for entry in closing:
             try:
                 await entry.value.aclose()
             except Exception:  # closing must not hide the caller's own outcome

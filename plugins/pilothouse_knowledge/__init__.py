@@ -166,6 +166,12 @@ class KnowledgeRetriever(Retriever):
 
         return await run_blocking(run, name=f"retriever {self.name}")
 
+    async def aclose(self) -> None:
+        """Close the knowledge base's connection, if it was opened."""
+        kb, self._kb = self._kb, None
+        if kb is not None:
+            kb.close()
+
 
 @tool
 def remember(fact: str, channel: str = "chat") -> str:
