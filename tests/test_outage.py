@@ -722,3 +722,35 @@ async def test_a_retrieval_waits_out_the_outage_of_a_pgvector_knowledge_base(wor
         rows = db.execute("SELECT data FROM events WHERE run_id = %s AND type = 'retrieval'",
                           (result[0].run_id,)).fetchall()  # fmt: skip
     assert len(rows) == 2 and "30 watts" in rows[1][0]  # the gate's, then the knowledge base's
+
+
+def test_a_worker_started_before_its_database_waits_for_it(workspace, pg, openai_server,
+                                                           openai_app):  # fmt: skip
+    """The database is down when the worker starts (a machine booting, a pod scheduled
+    first): the worker says once that it waits, does not exit, and runs the queue once
+    the database is up. A store that needs a fix (a wrong database name) still exits
+    at once with exit code 6."""
+    import subprocess
+    import sys
+
+    server, url = pg
+    ids = _queue(workspace, url, 4)
+    server.crash()
+    workers = Workers(workspace, url)
+    try:
+        worker = workers.start(concurrency=4)
+        _wait(lambda: "waiting for the run store" in workers.said(0), "the worker waiting",
+              workers.said)  # fmt: skip
+        assert worker.poll() is None
+        server.start()
+        _wait(lambda: _statuses(url).get("succeeded") == len(ids), "every run succeeding",
+              workers.said)  # fmt: skip
+        assert workers.said(0).count("waiting for the run store") == 1
+    finally:
+        workers.stop()
+    wrong = url.rsplit("/", 1)[0] + "/no_such_database"
+    env = {**workers.env, "PILOTHOUSE_STORE_URL": wrong}
+    done = subprocess.run([sys.executable, "-m", "pilothouse", "worker", "--once"],
+                          cwd=workspace, env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 6 and "does not exist" in done.stderr

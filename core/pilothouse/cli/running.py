@@ -11,7 +11,7 @@ import anyio
 import click
 
 from ..engine.runstate import RunResult
-from ..errors import PilothouseError
+from ..errors import PilothouseError, StoreUnavailable
 from ..events import STATUS_COLOURS, BaseEvent
 from ..runtime import Runtime
 from .base import DEMO_INPUT, Context, Exit, cli, pass_context
@@ -178,7 +178,8 @@ def worker(obj: Context, concurrency: int, once: bool) -> None:
 
     async def go() -> None:
         nonlocal done
-        async with Runtime(obj.settings) as rt, anyio.create_task_group() as tg:
+        rt = await _runtime_when_the_store_answers(obj)
+        async with rt, anyio.create_task_group() as tg:
             rt.subscribe(_progress(False))
 
             async def stop_on_signal() -> None:
@@ -197,6 +198,23 @@ def worker(obj: Context, concurrency: int, once: bool) -> None:
     anyio.run(go)
     if done is not None:
         click.secho(f"worker: {done} run(s) done", err=True)
+
+
+async def _runtime_when_the_store_answers(obj: Context) -> Runtime:
+    """A worker's runtime, once its run store can be reached: a worker started before
+    its database (a machine booting, a pod scheduled first) waits for it, saying so
+    once, rather than exiting. A store that needs a fix (a wrong password) still ends
+    it at once."""
+    pause, said = 0.25, False
+    while True:
+        try:
+            return Runtime(obj.settings)
+        except StoreUnavailable as exc:
+            if not said:
+                click.secho(f"worker: waiting for the run store: {exc}", err=True)
+                said = True
+            await anyio.sleep(pause)
+            pause = min(5.0, pause * 2)
 
 
 @cli.command()

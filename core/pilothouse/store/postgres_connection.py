@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..settings import shown_url
 
 try:
@@ -76,10 +76,23 @@ def connect(url: str, timeout_s: float | None = STATEMENT_TIMEOUT_S) -> Any:
     try:
         return psycopg.connect(autocommit=True, **connection_params(url, timeout_s))
     except psycopg.OperationalError as exc:
-        raise StoreError(connect_failure(shown, str(exc))) from None
+        message = connect_failure(shown, str(exc))
+        if _refused_for_now(str(exc)):
+            raise StoreUnavailable(message) from None
+        raise StoreError(message) from None
     except psycopg.Error as exc:
         text = " ".join(str(exc).split())
         raise StoreError(f"cannot connect to the run store {shown}: {text}") from None
+
+
+def _refused_for_now(message: str) -> bool:
+    """Whether a failed connection may succeed later as it is (the server down,
+    starting, shutting down or silent), rather than needing a fix (a password, a user,
+    a database name)."""
+    text = message.lower()
+    fixable = ("password" in text or "does not exist" in text or "permission" in text
+               or "no pg_hba.conf entry" in text or "ssl" in text)  # fmt: skip
+    return not fixable
 
 
 def connect_failure(shown: str, message: str) -> str:
