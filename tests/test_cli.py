@@ -40,7 +40,7 @@ def test_demo_runs_offline_and_says_where_the_log_is(demo_dir):
     folder, done = demo_dir
     assert "succeeded: run " in done.stderr
     assert "offline:default (offline)" in done.stderr
-    assert "guardrail risky_claims: flag risky claims: 'guaranteed'" in done.stderr
+    assert "guardrail risky_claims: flag absolute claims: 'guaranteed'" in done.stderr
     assert "log: .pilothouse/runs.db" in done.stderr
     assert "Compliance reviewer notes on:" in done.stdout
     assert "[helio-product-sheet#1]" in done.stdout  # the output cites its passages

@@ -85,7 +85,12 @@ class TestDecisions:
             "guardrail": "flag_word",
             "stage": "output",
             "text": "a risky plan",
-        }
+            "spans": [],  # FlagWord says why but not where
+            "sources": [],
+            # what each choice will do, as the crew's rules (the defaults) say
+            "policy": {"reject": "fail", "max_revisions": None, "on_timeout": "wait",
+                       "timeout_s": None},
+        }  # fmt: skip
         assert (decided.decision, decided.by, decided.note) == (decision, "ana", "fine")
         assert decided.ts - decided.decided_at < 1.5  # picked up within the poll interval
         assert other_store().get_run(flagged.run_id).status == "succeeded"
@@ -213,7 +218,10 @@ class TestToolApproval:
             assert first.evidence == {
                 "tool": "refund",
                 "arguments": {"amount": 20.0, "order": "A1"},
-            }
+                # the crew fails on a rejection (the default): the view says so
+                "policy": {"reject": "fail", "max_revisions": None, "on_timeout": "wait",
+                           "timeout_s": None},
+            }  # fmt: skip
             assert paid == []  # nothing ran before the approval
             store.decide(first.id, "approve", by="ana")
             with anyio.fail_after(5):

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     )
     from .crewfile import load_crew_file
     from .engine.runstate import RunResult
-    from .guardrails import Guardrail, GuardrailContext, Verdict
+    from .guardrails import Guardrail, GuardrailContext, Span, Verdict
     from .knowledge.memory import remember
     from .model import (
         Message,
@@ -89,6 +89,7 @@ _LAZY: dict[str, str] = {
     "Runtime": ".runtime",
     "Sequential": ".crew",
     "Settings": ".settings",
+    "Span": ".guardrails",
     "Supervisor": ".crew",
     "Tool": ".tools",
     "ToolCall": ".model",
@@ -154,6 +155,7 @@ __all__ = [
     "Runtime",
     "Sequential",
     "Settings",
+    "Span",
     "StoreError",
     "StoreUnavailable",
     "Supervisor",

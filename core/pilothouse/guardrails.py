@@ -7,6 +7,7 @@ human, ``block`` stops the step.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +26,33 @@ Action = Literal["pass", "fix", "flag", "block"]
 Stage = Literal["input", "output", "retrieval"]
 
 
+class Span(BaseModel):
+    """A stretch of the checked text a guardrail points at: ``text[start:end]``, with
+    what is wrong there (``label``). Every view marks it: reverse video in the
+    terminal, ``<mark>`` on the portal."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    label: str = ""
+
+    @classmethod
+    def around(cls, text: str, fragment: str, label: str, *, after: int = 0) -> Span | None:
+        """The first occurrence of ``fragment`` in ``text`` from ``after`` on (case and
+        runs of spaces ignored), or None when it is not there."""
+        found = locate(text, fragment, after)
+        return cls(start=found[0], end=found[1], label=label) if found else None
+
+
+def locate(text: str, fragment: str, after: int = 0) -> tuple[int, int] | None:
+    """Where ``fragment`` is in ``text`` (from ``after``), its words matched with any
+    spacing between them and in any case; None when it is not there."""
+    words = re.findall(r"\S+", fragment)
+    if not words:
+        return None
+    found = re.compile(r"\s+".join(re.escape(w) for w in words), re.I).search(text, after)
+    return (found.start(), found.end()) if found else None
+
+
 class Verdict(BaseModel):
     """What a guardrail decided. ``replacement`` is required with ``fix``."""
 
@@ -34,6 +62,8 @@ class Verdict(BaseModel):
     risk: float = 0.0
     #: structured findings (scores, matched evidence), logged with the verdict
     details: dict[str, Any] = Field(default_factory=dict)
+    #: where in the checked text the trouble is (offsets into it), for the views
+    spans: list[Span] = Field(default_factory=list)
 
     @classmethod
     def ok(cls) -> Verdict:

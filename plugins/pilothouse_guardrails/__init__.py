@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pilothouse import Guardrail, GuardrailContext, Verdict, hookimpl
+from pilothouse import Guardrail, GuardrailContext, Span, Verdict, hookimpl
 from pilothouse.redact import EMAIL_PATTERN, SECRET_PATTERNS
 
 from .grounded import Grounded
@@ -42,7 +42,13 @@ class RedactPersonalData(Guardrail):
         fixed = PHONE.sub("[phone]", EMAIL.sub("[email]", text))
         if fixed == text:
             return Verdict.ok()
-        return Verdict(action="fix", replacement=fixed, reason="personal data redacted", risk=0.3)
+        spans = [Span(start=m.start(), end=m.end(), label="e-mail address")
+                 for m in EMAIL.finditer(text)]  # fmt: skip
+        blanked = EMAIL.sub(lambda m: " " * len(m.group()), text)  # offsets kept
+        spans += [Span(start=m.start(), end=m.end(), label="phone number")
+                  for m in PHONE.finditer(blanked)]  # fmt: skip
+        return Verdict(action="fix", replacement=fixed, reason="personal data redacted", risk=0.3,
+                       spans=sorted(spans, key=lambda s: s.start))  # fmt: skip
 
 
 class NoSecrets(Guardrail):
@@ -53,8 +59,11 @@ class NoSecrets(Guardrail):
 
     def check(self, text: str, context: GuardrailContext) -> Verdict:
         """Block on a secret-shaped string (the secret itself is not repeated)."""
-        if SECRET.search(text):
-            return Verdict(action="block", reason="the text contains a credential", risk=1.0)
+        found = list(SECRET.finditer(text))
+        if found:
+            spans = [Span(start=m.start(), end=m.end(), label="credential") for m in found]
+            return Verdict(action="block", reason="the text contains a credential", risk=1.0,
+                           spans=spans)  # fmt: skip
         return Verdict.ok()
 
 
@@ -69,9 +78,14 @@ class RiskyClaims(Guardrail):
     description = "Flag absolute claims (guaranteed, risk-free, 100%, cures...) for review."
 
     def check(self, text: str, context: GuardrailContext) -> Verdict:
-        """Flag with the claims found and a proposed rewrite."""
+        """Flag with the claims found (where they are in the text) and a proposed rewrite."""
         found, fixed = [], text
+        spans: list[Span] = []
         for pattern, softer in RISKY_CLAIMS.items():
+            for match in re.finditer(pattern, text, re.I):
+                if not any(s.start < match.end() and match.start() < s.end for s in spans):
+                    label = f"absolute claim: '{softer}' proposed instead"
+                    spans.append(Span(start=match.start(), end=match.end(), label=label))
             for match in re.finditer(pattern, fixed, re.I):
                 found.append(match.group(0))
             fixed = re.sub(pattern, softer, fixed, flags=re.I)
@@ -80,8 +94,9 @@ class RiskyClaims(Guardrail):
         claims = ", ".join(dict.fromkeys(f"'{c}'" for c in found))
         risk = min(1.0, 0.4 + 0.15 * len(found))
         return Verdict(
-            action="flag", reason=f"risky claims: {claims}", replacement=fixed, risk=risk
-        )
+            action="flag", reason=f"absolute claims: {claims}", replacement=fixed, risk=risk,
+            spans=sorted(spans, key=lambda s: s.start),
+        )  # fmt: skip
 
 
 @hookimpl

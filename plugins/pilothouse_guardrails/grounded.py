@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pilothouse import Guardrail, GuardrailContext, Message, Verdict
+from pilothouse import Guardrail, GuardrailContext, Message, Span, Verdict
 from pilothouse.errors import ModelError, PluginError
 from pilothouse.text import claims, content_words, sentences
 
@@ -121,6 +121,7 @@ class Grounded(Guardrail):
             f" {listed}",
             risk=round(share, 3),
             details=details,
+            spans=_spans(text, unsupported),
         )
 
     # -- the three scorings ---------------------------------------------------------
@@ -253,3 +254,22 @@ def _read_verdicts(reply: str, count: int) -> dict[int, bool] | None:
     except (ValueError, KeyError, TypeError):
         return None
     return {i: ok for i, ok in found.items() if 1 <= i <= count} or None
+
+
+def _spans(text: str, unsupported: list[Any]) -> list[Span]:
+    """Where the unsupported claims are in the output, and inside each the parts the
+    evidence lacks (a figure, a name...), each labelled with why."""
+    spans: list[Span] = []
+    at = 0
+    for claim in unsupported:
+        whole = Span.around(text, claim.claim, "claim without support in the evidence", after=at)
+        if whole is None:
+            continue
+        spans.append(whole)
+        at = whole.end
+        for finding in claim.failed:
+            part = Span.around(text[: whole.end], finding.claim, f"{finding.part}: {finding.why}",
+                               after=whole.start)  # fmt: skip
+            if part is not None:
+                spans.append(part)
+    return spans

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from pilothouse import Guardrail, GuardrailContext, Verdict
+from pilothouse import Guardrail, GuardrailContext, Span, Verdict
 
 PATTERNS: dict[str, str] = {
     "override": r"\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(instructions?|directions|rules|guidelines|prompts?|messages)\b",
@@ -31,7 +31,8 @@ class PromptInjection(Guardrail):
 
     def check(self, text: str, context: GuardrailContext) -> Verdict:
         """Block with the families that matched and the matching snippets."""
-        found = {name: m.group(0)[:80] for name, rx in _COMPILED.items() if (m := rx.search(text))}
+        matches = {name: m for name, rx in _COMPILED.items() if (m := rx.search(text))}
+        found = {name: m.group(0)[:80] for name, m in matches.items()}
         if not found:
             return Verdict.ok()
         where = "a retrieved passage" if context.stage == "retrieval" else f"the {context.stage}"
@@ -40,4 +41,6 @@ class PromptInjection(Guardrail):
             reason=f"prompt injection in {where}: {', '.join(found)}",
             risk=min(1.0, 0.6 + 0.15 * len(found)),
             details={"matched": found},
-        )
+            spans=[Span(start=m.start(), end=m.end(), label=f"instructions to the model ({name})")
+                   for name, m in sorted(matches.items(), key=lambda kv: kv[1].start())],
+        )  # fmt: skip

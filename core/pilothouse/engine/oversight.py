@@ -149,18 +149,36 @@ class Oversight:
                 )
             elif verdict.action == "flag" and run.crew.on_flag == "escalate":
                 proposed = verdict.replacement if verdict.replacement is not None else text
+                can_revise = stage == "output"
+                evidence = {
+                    "guardrail": name,
+                    "stage": stage,
+                    "text": text,
+                    "spans": [s.model_dump() for s in verdict.spans],
+                    "sources": self._sources(run, step_id),
+                }
                 decided = await self.escalate(
                     run,
                     persona,
                     step_id,
                     kind="guardrail",
-                    reason=f"{name}: {verdict.reason or 'flagged'}",
+                    reason=verdict.reason or f"flagged by {name}",
                     risk=verdict.risk,
-                    evidence={"guardrail": name, "stage": stage, "text": text},
+                    evidence=evidence | _policy(run, can_revise=can_revise),
                     proposed=proposed,
                 )
-                text = self._decided_text(run, decided, proposed, can_revise=stage == "output")
+                text = self._decided_text(run, decided, proposed, can_revise=can_revise)
         return text
+
+    @staticmethod
+    def _sources(run: _Run, step_id: str) -> list[dict[str, str]]:
+        """What the step had to go on (its passages and tool results), with where each
+        came from: the person deciding sees what the output was checked against."""
+        return [
+            {"kind": kind, "ref": ref, "text": text[:SOURCE_CHARS]}
+            for kind, ref, at, text in run.evidence
+            if at == step_id and kind in ("passage", "tool")
+        ]
 
     async def escalate(
         self,
@@ -252,7 +270,7 @@ class Oversight:
             kind="policy",
             reason=f"{persona.risk_field} = {value} is above {persona.risk_threshold}",
             risk=min(1.0, float(value)),
-            evidence={"output": output},
+            evidence={"output": output} | _policy(run, can_revise=True),
             proposed=output,
         )
         return self._decided_text(run, decided, output, can_revise=True)
@@ -271,7 +289,8 @@ class Oversight:
             kind="tool_approval",
             reason=f"{tool.name!r} needs approval before it runs",
             risk=0.5,
-            evidence={"tool": tool.name, "arguments": json.loads(canonical)},
+            evidence={"tool": tool.name, "arguments": json.loads(canonical)}
+            | _policy(run, can_revise=False, tool=True),
             proposed=canonical,
         )
         if decided.status not in ("approve", "edit"):  # only an approval runs the tool
@@ -286,3 +305,26 @@ class Oversight:
             canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
         run.approved.add((tool.name, canonical))
         return arguments
+
+
+#: how much of each source an escalation keeps (the run's log has them whole)
+SOURCE_CHARS = 600
+
+
+def _policy(run: _Run, *, can_revise: bool, tool: bool = False) -> dict[str, Any]:
+    """What each choice will do, as the crew's rules say, kept with the escalation so
+    that every view can say it: ``{"policy": {...}}``. A rejection sends the step back
+    (``revise``), refuses a tool call (the model hears it: ``refuse``) or fails the run."""
+    rules = run.crew.escalation
+    if tool:
+        reject = "fail" if rules.on_reject == "fail" else "refuse"
+    else:
+        reject = "revise" if can_revise and rules.on_reject == "revise" else "fail"
+    return {
+        "policy": {
+            "reject": reject,
+            "max_revisions": rules.max_revisions if reject == "revise" else None,
+            "on_timeout": rules.on_timeout,
+            "timeout_s": rules.timeout_s,
+        }
+    }
