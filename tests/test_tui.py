@@ -60,6 +60,7 @@ def _flagging_crew():
 
 def _monitor(path, **kwargs) -> MonitorApp:
     kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("undo_s", 0)  # a decision is recorded at the next tick
     return MonitorApp(Feed(path), **kwargs)
 
 
@@ -99,7 +100,7 @@ async def test_a_run_from_another_process_streams_in_and_is_approved_from_the_mo
             await until(pilot, lambda: inbox.row_count == 1, what="the inbox row")
             body = rendered(app.query_one("#escalation-body", Static))
             assert "guaranteed" in body and "compliance" in body
-            await pilot.press("a")
+            await pilot.press("a", "y")  # approve, and yes
             await until(pilot, lambda: not app.feed.waiting, what="the decision")
             await until(pilot, lambda: app.feed.runs and next(iter(app.feed.runs.values())).status
                         == "succeeded", timeout=60, what="the run to finish")  # fmt: skip

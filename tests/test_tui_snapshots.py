@@ -78,8 +78,12 @@ def fixed_store(tmp_path, monkeypatch):
         (122, GuardrailChecked(**kw, step_id="1", guardrail="risky_claims", stage="output", action="flag",
                                reason="says 'guaranteed'", risk=0.8, replacement="designed")),
         (123, EscalationRaised(**kw, step_id="1", escalation_id="esc-0001", persona="underwriter",
-                               kind="guardrail", reason="says 'guaranteed'", risk=0.8,
-                               evidence={"guardrail": "risky_claims"},
+                               kind="guardrail", reason="absolute claims: 'guaranteed'", risk=0.8,
+                               evidence={"guardrail": "risky_claims", "stage": "output",
+                                         "text": "Approval is guaranteed to take a day.",
+                                         "spans": [{"start": 12, "end": 22, "label": "absolute claim"}],
+                                         "policy": {"reject": "revise", "max_revisions": 2,
+                                                    "on_timeout": "reject", "timeout_s": 3600}},
                                proposed="Approval is designed to take a day.")),
     ])  # fmt: skip
     _write(store, "d4e5f6a1b2c3", [
@@ -148,3 +152,29 @@ def test_inbox(snap_compare, fixed_store):
         await pilot.pause(0.2)
 
     assert snap_compare(_app(fixed_store), terminal_size=(80, 24), run_before=inbox)
+
+
+def test_inbox_tall(snap_compare, fixed_store):
+    """The whole decision pane: the flagged word in reverse video, the word diff, what
+    each key does."""
+
+    async def inbox(pilot):
+        await _loaded(pilot)
+        await pilot.press("3")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(fixed_store), terminal_size=(100, 44), run_before=inbox)
+
+
+def test_approve_asks_first(snap_compare, fixed_store):
+    """``a`` asks once, saying what approving will do."""
+
+    async def approve(pilot):
+        await _loaded(pilot)
+        await pilot.press("3")
+        await pilot.pause(0.2)
+        await pilot.press("a")
+        await _until(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(fixed_store), terminal_size=(80, 24), run_before=approve)

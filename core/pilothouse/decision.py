@@ -93,12 +93,19 @@ class DecisionView(BaseModel):
     spans: list[Span] = Field(default_factory=list)
     #: what the step goes on with if approved (None: nothing proposed)
     proposed: str | None = None
-    #: the word diff of :attr:`proposed` against :attr:`text` (None: nothing changes)
+    #: the word diff of :attr:`proposed` against :attr:`text` (None: nothing changes, or
+    #: the checked text was not kept: :attr:`proposed_alone` then)
     changes: list[Change] | None = None
     sources: list[Source] = Field(default_factory=list)
     choices: list[Choice] = Field(default_factory=list)
     #: what happens if nobody decides in time ("" when nothing does)
     on_timeout: str = ""
+
+    @property
+    def proposed_alone(self) -> str | None:
+        """The proposal, when there is no checked text to show it against (an escalation
+        written before the checked text was kept)."""
+        return self.proposed if not self.text and self.proposed else None
 
     def segments(self) -> list[Segment]:
         """The whole text, cut where flagged spans begin and end."""
@@ -135,11 +142,16 @@ def decision_view(escalation: Any) -> DecisionView:
         text = as_lines(_loads(evidence.get("output", "")))
         if proposed is not None:
             proposed = as_lines(_loads(proposed))
-    if not text and not evidence.keys() & {"text", "output", "arguments"}:
+    if kind not in ("guardrail", "tool_approval", "policy"):  # a kind from a newer writer
         text = as_lines({k: v for k, v in evidence.items() if k != "policy"})
-    spans = [Span.model_validate(s) for s in evidence.get("spans", [])]
-    spans = [s for s in spans if 0 <= s.start < s.end <= len(text)]
-    changes = word_diff(text, proposed) if proposed is not None and proposed != text else None
+    changes = (
+        word_diff(text, proposed) if text and proposed is not None and proposed != text else None
+    )
+    if "spans" in evidence:
+        spans = [Span.model_validate(s) for s in evidence["spans"]]
+        spans = [s for s in spans if 0 <= s.start < s.end <= len(text)]
+    else:  # written before guardrails said where: the words the rewrite changes
+        spans = _removed_spans(changes or [])
     sources = [Source.model_validate(s) for s in evidence.get("sources", [])]
     return DecisionView(
         id=getattr(e, "id", None) or e.escalation_id,
@@ -148,7 +160,7 @@ def decision_view(escalation: Any) -> DecisionView:
         step_id=e.step_id,
         persona=e.persona,
         kind=kind,
-        status=getattr(e, "status", "waiting"),
+        status=getattr(e, "status", ""),
         risk=e.risk,
         reason=e.reason,
         subject=subject,
@@ -158,8 +170,9 @@ def decision_view(escalation: Any) -> DecisionView:
         changes=changes,
         sources=sources,
         choices=_choices(
-            kind, e.persona, str(evidence.get("tool", "the tool")), policy, changes is not None
-        ),
+            kind, e.persona, str(evidence.get("tool", "the tool")), policy,
+            proposed is not None and proposed != text,
+        ),  # fmt: skip
         on_timeout=_on_timeout(policy),
     )
 
@@ -339,6 +352,51 @@ def word_diff(before: str, after: str) -> list[Change]:
     return out
 
 
+def redacted(
+    body: list[Segment | None], redact: Callable[[str], str]
+) -> list[Segment | None] | None:
+    """The pieces with ``redact`` applied to each, or None when redacting them one by one
+    would not hide what redacting the whole text hides (a secret cut by a mark): the
+    view then shows the whole text redacted, without marks."""
+    pieces = [s for s in body if s is not None]
+    whole = "".join(s.text for s in pieces)
+    if "".join(redact(s.text) for s in pieces) != redact(whole):
+        return None
+    return [None if s is None else Segment(redact(s.text), s.labels) for s in body]
+
+
+def _removed_spans(changes: list[Change]) -> list[Span]:
+    """Where a diff's removed words are in the text it was made against."""
+    spans, at = [], 0
+    for change in changes:
+        if change.op == "added":
+            continue
+        if change.op == "removed" and change.text.strip():
+            spans.append(Span(start=at, end=at + len(change.text),
+                              label="changed by the proposed rewrite"))  # fmt: skip
+        at += len(change.text)
+    return spans
+
+
+def compact(changes: list[Change], context: int = 60) -> list[Change | None]:
+    """A diff with long unchanged runs shortened to ``context`` characters on each side
+    of a change (None where text was left out)."""
+    out: list[Change | None] = []
+    last = len(changes) - 1
+    for i, change in enumerate(changes):
+        if change.op != "same" or len(change.text) <= 2 * context + 20:
+            out.append(change)
+            continue
+        head = change.text[:context] if i > 0 else ""
+        tail = change.text[-context:] if i < last else ""
+        if head:
+            out.append(Change("same", head[: head.rfind(" ") + 1] or head))
+        out.append(None)
+        if tail:
+            out.append(Change("same", tail[tail.find(" ") :] if " " in tail else tail))
+    return out
+
+
 def changed_words(changes: list[Change]) -> tuple[list[str], list[str]]:
     """The removed and the added words of a diff (what a reviewer checks first)."""
     removed = [w for c in changes if c.op == "removed" for w in c.text.split()]
@@ -361,9 +419,13 @@ def plain_text(
                              else s.text for s in body))  # fmt: skip
         labels = dict.fromkeys(s.label for s in view.spans if s.label)
         lines += [f"  « » {label}" for label in labels]
+    if view.proposed_alone:
+        lines.append(f"proposed: {view.proposed_alone}")
     if view.changes:
         shown = {"same": "{}", "removed": "[-{}-]", "added": "{{+{}+}}"}
-        lines.append("proposed: " + "".join(shown[c.op].format(c.text) for c in view.changes))
+        diff = view.changes if full else compact(view.changes)
+        lines.append("proposed: " + "".join("[…]" if c is None else shown[c.op].format(c.text)
+                                            for c in diff))  # fmt: skip
     for source in view.sources:
         lines.append(f"source {source.kind} {source.ref}: {_short(source.text, 160)}")
     lines += [f"{c.decision}: {c.does}" for c in view.choices]

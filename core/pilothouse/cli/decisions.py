@@ -6,8 +6,9 @@ import json
 
 import click
 
+from ..decision import decision_view
 from .base import Context, cli, pass_context
-from .viewing import _short
+from .decision_text import echo_decision
 
 
 def _decider(obj: Context, by: str | None) -> str:
@@ -25,10 +26,14 @@ def _decider(obj: Context, by: str | None) -> str:
 
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Decided escalations too.")
+@click.option("--full", is_flag=True, help="Whole texts (long ones are folded around what"
+              " was flagged).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def inbox(obj: Context, show_all: bool, as_json: bool) -> None:
-    """Escalations waiting for a person, the riskiest and newest first."""
+def inbox(obj: Context, show_all: bool, full: bool, as_json: bool) -> None:
+    """Escalations waiting for a person, the riskiest and newest first: why, what was
+    checked with the flagged words marked, the proposed change, the sources, and what
+    each choice will do."""
     store = obj.store()
     items = store.escalations(status=None if show_all else "waiting")
     if as_json:
@@ -48,11 +53,12 @@ def inbox(obj: Context, show_all: bool, as_json: bool) -> None:
             "withdrawn": f"  [withdrawn: {e.note}]",
         }.get(e.status, f"  [{e.status} by {e.decided_by}]")
         click.secho(f"{e.id}  risk {e.risk:.2f}  {e.kind}{state}", fg=colour, bold=True)
-        click.echo(f"  run {e.run_id} ({e.crew}) step {e.step_id} {e.persona}: {e.reason}")
-        if e.evidence:
-            click.echo(f"  evidence: {_short(json.dumps(e.evidence), 160)}")
-        if e.proposed is not None:
-            click.echo(f"  proposed: {_short(e.proposed, 160)}")
+        click.echo(f"  run {e.run_id} ({e.crew}) step {e.step_id}")
+        echo_decision(decision_view(e), full=full)
+        if e.status == "waiting":
+            click.secho(f"  decide: pilothouse approve {e.id} | edit {e.id} --text ... |"
+                        f" reject {e.id} --note ...", dim=True)  # fmt: skip
+        click.echo()
 
 
 def _decide(obj: Context, escalation_id: str, decision: str, by: str | None, note: str,

@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
+from ..decision import decision_view
 from ..events import STATUS_COLOURS, UNFINISHED_STATUSES
 from .base import Context, cli, pass_context
+from .decision_text import echo_decision
 
 
 def _age(ts: float) -> str:
@@ -101,13 +103,15 @@ def _timeline_line(e: Any) -> str | None:
         outcome = f"error: {e.error}" if e.error else _short(e.result, 60)
         return f"tool {e.tool}({_short(e.arguments, 60)}) -> {outcome}"
     if t == "guardrail":
-        return f"guardrail {e.guardrail} ({e.stage}): {e.action} {e.reason}".rstrip()
+        passage = e.details.get("passage") if isinstance(e.details, dict) else None
+        where = f"{e.stage}, passage {passage}" if passage else e.stage
+        return f"guardrail {e.guardrail} ({where}): {e.action} {e.reason}".rstrip()
     if t == "handoff":
         return f"handoff {e.source} -> {e.target}"
     if t == "model_switched":
         return f"model {e.failed} failed, switched to {e.next}: {_short(e.reason, 80)}"
     if t == "escalation_raised":
-        return f"escalation {e.escalation_id} ({e.kind}, risk {e.risk:.2f}): {e.reason}"
+        return f"escalation {e.escalation_id} ({e.kind})"
     if t == "escalation_decided":
         note = f": {e.note}" if e.note else ""
         return f"decided {e.decision} by {e.by}{note}"
@@ -130,9 +134,10 @@ def _timeline_line(e: Any) -> str | None:
 
 @cli.command()
 @click.argument("run_id")
+@click.option("--full", is_flag=True, help="Escalations' whole texts (long ones are folded).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's events as JSON.")
 @pass_context
-def show(obj: Context, run_id: str, as_json: bool) -> None:
+def show(obj: Context, run_id: str, full: bool, as_json: bool) -> None:
     """Show one run's step timeline (RUN_ID may be a unique prefix)."""
     store = obj.store()
     summary = store.get_run(run_id)
@@ -163,6 +168,8 @@ def show(obj: Context, run_id: str, as_json: bool) -> None:
         if line is not None:
             fg = "red" if e.type in ("error", "limit_hit") else None
             click.secho(f"  {line}", fg=fg)
+        if e.type == "escalation_raised":
+            echo_decision(decision_view(e), full=full, indent="    ")
     if summary.output is not None:
         click.secho("\nfinal output:", bold=True)
         click.echo(summary.output)

@@ -15,9 +15,11 @@ import re
 import time
 from typing import Any
 
+from ..decision import decision_view
 from ..engine.evidence import claim_evidence, evidence_of
 from ..events import FINAL_STATUSES, BaseEvent
 from ..store.base import RunSummary
+from .decision_html import decision_html
 from .html import block, heading, link, para, table
 from .html import text as inline
 from .markdown import Redact
@@ -168,13 +170,8 @@ def _escalations(events: list[BaseEvent], run_status: str, redact: Redact) -> li
                 f" · {inline(e.persona, redact)} · {inline(e.kind, redact)} · risk {e.risk:.2f}"
                 f" · raised {when(e.ts)} UTC",
             ),
-            para(f"<strong>Reason:</strong> {inline(e.reason, redact)}"),
+            *decision_html(decision_view(e), redact),
         ]
-        if e.evidence:
-            evidence_text = json.dumps(e.evidence, indent=2, default=str)
-            out += [para("<strong>Evidence:</strong>"), block(evidence_text, redact)]
-        if e.proposed is not None:
-            out += [para("<strong>Proposed:</strong>"), block(e.proposed, redact)]
         if d is None:
             out.append(para(f"<strong>Decision:</strong> {undecided(run_status)}"))
             continue

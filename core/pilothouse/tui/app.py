@@ -21,10 +21,11 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
+from ..decision import decision_view
 from ..errors import PilothouseError, StoreError
 from .feed import Batch, Changes, Feed, RunFilter
 from .render import escalation_detail, failure_detail
-from .screens import Decision, DecisionScreen, RunScreen
+from .screens import ConfirmScreen, Decision, DecisionScreen, RunScreen
 from .widgets import WINDOWS, FailureTable, InboxTable, RunTable, StatsBar
 
 
@@ -43,6 +44,8 @@ class MonitorApp(App[None]):
         Binding("a", "decide('approve')", "Approve"),
         Binding("e", "decide('edit')", "Edit"),
         Binding("r", "decide('reject')", "Reject"),
+        Binding("f", "unfold", "Whole text"),
+        Binding("u", "undo", "Undo"),
         Binding("x", "cancel_selected", "Cancel run"),
         Binding("t", "toggle_theme", "Theme"),
         Binding("q", "quit", "Quit"),
@@ -56,8 +59,15 @@ class MonitorApp(App[None]):
         decider: str = "tui",
         poll_interval: float = 0.25,
         window: str = "1h",
+        undo_s: float = 5.0,
     ) -> None:
         super().__init__()
+        #: how long a decision can be undone before it is recorded
+        self.undo_s = undo_s
+        #: a decision made and not recorded yet: (escalation id, decision, when it is due)
+        self.pending: tuple[str, Decision, float] | None = None
+        #: the escalation whose whole text the inbox shows (f), not folded
+        self._unfolded: str | None = None
         self.feed = feed
         self.redact = redact
         self.decider = decider
@@ -191,6 +201,8 @@ class MonitorApp(App[None]):
         self.main.query_one(RunTable).show(self.feed.visible(self.filter), now, self.redact)
 
     def _tick(self) -> None:
+        if self.pending is not None and self.clock() >= self.pending[2]:
+            self._record_pending()
         if not self._views_up():
             return
         now = self.clock()
@@ -225,7 +237,8 @@ class MonitorApp(App[None]):
         if escalation is None:
             body.update("nothing waits for a decision")
         else:
-            body.update(escalation_detail(escalation, self.redact))
+            full = self._unfolded == escalation.id
+            body.update(escalation_detail(escalation, self.redact, full=full))
 
     @on(DataTable.RowHighlighted, "#failures")
     def _show_failure(self) -> None:
@@ -259,11 +272,13 @@ class MonitorApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Offer (and show in the footer) the inbox keys in the inbox, cancel in the fleet."""
-        if action in ("decide", "cancel_selected"):
+        if action == "undo":
+            return self.pending is not None
+        if action in ("decide", "cancel_selected", "unfold"):
             if not self.screen_stack or self.screen is not self.main:
                 return False
             active = self.main.query_one(TabbedContent).active
-            return active == ("inbox" if action == "decide" else "fleet")
+            return active == ("fleet" if action == "cancel_selected" else "inbox")
         return True
 
     @on(TabbedContent.TabActivated)
@@ -314,14 +329,56 @@ class MonitorApp(App[None]):
             self.notify("nothing selected in the inbox", severity="warning")
             return
         if decision == "approve":
-            self._decide(escalation.id, Decision("approve"))
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self._hold(escalation.id, Decision("approve"))
+
+            view = decision_view(escalation)
+            self.push_screen(ConfirmScreen(view, self.redact), confirmed)
             return
 
         def chosen(result: Decision | None) -> None:
             if result is not None:
-                self._decide(escalation.id, result)
+                self._hold(escalation.id, result)
 
         self.push_screen(DecisionScreen(escalation, decision, self.redact), chosen)
+
+    def _hold(self, escalation_id: str, decision: Decision) -> None:
+        """Keep a decision for ``undo_s`` before it is recorded (u undoes it); one made
+        while another waits records that one first."""
+        if self.pending is not None:
+            self._record_pending()
+        self.pending = (escalation_id, decision, self.clock() + self.undo_s)
+        self.refresh_bindings()
+        verb = {"approve": "approving", "edit": "approving your edit of", "reject": "rejecting"}
+        self.notify(f"{verb[decision.decision]} {escalation_id} in {self.undo_s:g} s: u undoes it",
+                    title="decision", timeout=max(self.undo_s, 2.0))  # fmt: skip
+
+    def _record_pending(self) -> None:
+        """Record the decision that waited out its undo window."""
+        if self.pending is None:
+            return
+        escalation_id, decision, _ = self.pending
+        self.pending = None
+        self.refresh_bindings()
+        self._decide(escalation_id, decision)
+
+    def action_undo(self) -> None:
+        """Take back the decision not recorded yet: the escalation still waits."""
+        if self.pending is None:
+            return
+        escalation_id, decision, _ = self.pending
+        self.pending = None
+        self.refresh_bindings()
+        self.notify(f"{decision.decision} of {escalation_id} undone: it still waits",
+                    title="decision")  # fmt: skip
+
+    def action_unfold(self) -> None:
+        """Show the selected escalation's whole text (again: folded around its flags)."""
+        key = self.main.query_one(InboxTable).selected_id()
+        self._unfolded = None if self._unfolded == key else key
+        self._show_escalation()
 
     @work(thread=True, group="decide")
     def _decide(self, escalation_id: str, decision: Decision) -> None:
@@ -391,4 +448,10 @@ class MonitorApp(App[None]):
         yield SystemCommand("Toggle light/dark", "Switch theme", self.action_toggle_theme)
 
     def on_unmount(self) -> None:
+        if self.pending is not None:  # quitting inside the undo window keeps the decision
+            escalation_id, d, _ = self.pending
+            self.pending = None
+            with contextlib.suppress(PilothouseError):
+                self.feed.decide(escalation_id, d.decision, by=self.decider, note=d.note,
+                                 text=d.text)  # fmt: skip
         self.feed.close()

@@ -8,7 +8,6 @@ prompt reaches the screen as such.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +16,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..decision import (
+    Change,
+    DecisionView,
+    Segment,
+    as_lines,
+    compact,
+    decision_view,
+    redacted,
+)
 from ..events import STATUS_COLOURS, BaseEvent
 from ..store.base import Escalation, RunSummary
 from .feed import Failure
@@ -209,31 +217,99 @@ def detail(event: BaseEvent, redact: Redact) -> RenderableType:
         if e.replacement is not None:
             parts += [Text("\nreplacement", style="bold underline"), plain(e.replacement, redact)]
         if e.details:
-            parts.append(plain(json.dumps(e.details, indent=2, default=str), redact))
+            parts.append(plain(as_lines(e.details), redact))
+    elif t == "escalation_raised":
+        parts.append(decision_detail(decision_view(e), redact))
     else:
-        data = event.model_dump(exclude={"type", "run_id", "seq", "ts", "step_id"})
+        data = event.model_dump(mode="json", exclude={"type", "run_id", "seq", "ts", "step_id"})
         for key, value in data.items():
-            shown = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
-            parts.append(Text.assemble(Text(f"{key}: ", "bold"), plain(shown, redact)))
+            shown = as_lines(value)
+            gap = "\n" if "\n" in shown else ""
+            parts.append(Text.assemble(Text(f"{key}: {gap}", "bold"), plain(shown, redact)))
     return Group(*parts)
 
 
-def escalation_detail(e: Escalation, redact: Redact) -> RenderableType:
-    """An escalation with its reason, risk, evidence and proposal."""
+#: how the flagged stretches of a checked text look (reverse video, as the issue of the
+#: monitor's readers asked: found at a glance, in any theme)
+FLAGGED = "reverse bold"
+#: the keys of the inbox, by the decision they make
+DECISION_KEYS = {"approve": "a", "edit": "e", "reject": "r"}
+
+
+def escalation_detail(e: Escalation, redact: Redact, *, full: bool = False) -> RenderableType:
+    """An escalation as the inbox shows it: the decision view with its keys."""
+    return decision_detail(decision_view(e), redact, full=full, keys=True)
+
+
+def decision_detail(
+    view: DecisionView, redact: Redact, *, full: bool = False, keys: bool = False
+) -> RenderableType:
+    """The moment a person decides (:mod:`pilothouse.decision`): the reason once, the
+    checked text with the flagged words in reverse video (folded around them unless
+    ``full``), the proposed change word by word, the sources, and what each choice does."""
     parts: list[RenderableType] = [
         Text.assemble(
-            Text(f"{e.kind}  risk {e.risk:.2f}", "bold yellow"),
-            f"  run {e.run_id} ({e.crew})  step {e.step_id}  {e.persona}",
+            Text(f"{view.kind}  risk {view.risk:.2f}", "bold yellow"),
+            f"  run {view.run_id} ({view.crew})  step {view.step_id}",
         ),
-        Text.assemble(Text("reason: ", "bold"), plain(e.reason, redact)),
+        plain(view.subject, redact),
+        Text.assemble(Text("reason: ", "bold"), plain(view.reason, redact)),
     ]
-    if e.evidence:
-        parts.append(Text("evidence", style="bold underline"))
-        parts.append(plain(json.dumps(e.evidence, indent=2, default=str), redact))
-    if e.proposed is not None:
-        parts += [Text("proposed", style="bold underline"), plain(e.proposed, redact)]
-    parts.append(Text("a approve   e edit   r reject (with a note)", style="dim"))
+    if view.text:
+        body = view.segments() if full else view.folded()
+        parts += [Text("\nchecked", style="bold underline"), marked(body, redact)]
+        if None in body:
+            parts.append(Text("folded around what was flagged: f shows all of it", style="dim"))
+        for label in dict.fromkeys(s.label for s in view.spans if s.label):
+            parts.append(Text.assemble(Text(" flagged ", FLAGGED), " ", plain(label, redact)))
+    if view.proposed_alone:
+        parts += [Text("\nproposed", style="bold underline"), plain(view.proposed_alone, redact)]
+    if view.changes:
+        diff = view.changes if full else compact(view.changes)
+        parts += [Text("\nproposed change", style="bold underline"), changed(diff, redact)]
+    if view.sources:
+        parts.append(Text("\nsources", style="bold underline"))
+        for source in view.sources:
+            parts.append(Text.assemble(Text(f"{source.kind} {source.ref}: ", "bold"),
+                                       plain(source.text, redact, 200)))  # fmt: skip
+    if view.status == "waiting" and view.choices:
+        parts.append(Text(""))
+        for choice in view.choices:
+            key = f"{DECISION_KEYS[choice.decision]} " if keys else ""
+            parts.append(Text.assemble(Text(f"{key}{choice.decision:<8}", "bold"), choice.does))
+        if view.on_timeout:
+            parts.append(Text(view.on_timeout, style="dim"))
     return Group(*parts)
+
+
+def marked(body: list[Segment | None], redact: Redact) -> Text:
+    """Pieces of a text, the flagged ones in reverse video, redacted (see
+    :func:`~pilothouse.decision.redacted`)."""
+    shown = redacted(body, redact)
+    if shown is None:
+        return plain("".join(s.text for s in body if s is not None), redact)
+    text = Text()
+    for s in shown:
+        if s is None:
+            text.append(" […] ", style="dim")
+        else:
+            text.append(s.text, style=FLAGGED if s.flagged else "")
+    return text
+
+
+def changed(diff: list[Change | None], redact: Redact) -> Text:
+    """A word diff: removed words struck through in red, added ones in green."""
+    text = Text()
+    for c in diff:
+        if c is None:
+            text.append(" […] ", style="dim")
+        elif c.op == "same":
+            text.append(redact(c.text))
+        elif c.op == "removed":
+            text.append(redact(c.text), style="strike red")
+        else:
+            text.append(redact(c.text), style="bold green")
+    return text
 
 
 def failure_detail(failure: Failure, redact: Redact) -> RenderableType:

@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static, TextArea
 
+from ..decision import DecisionView
 from ..events import BaseEvent
 from ..store.base import Escalation, RunSummary
 from .render import Redact, detail, elapsed, plain, status_text, summary
@@ -196,3 +197,45 @@ class DecisionScreen(ModalScreen[Decision | None]):
     def action_dismiss_none(self) -> None:
         """Close without deciding."""
         self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Approve? One confirmation, saying what approving will do (enter or y approves,
+    escape or n goes back)."""
+
+    BINDINGS = [
+        Binding("y,enter", "answer(True)", "Approve"),
+        Binding("n,escape", "answer(False)", "Cancel"),
+    ]
+
+    def __init__(self, view: DecisionView, redact: Redact) -> None:
+        super().__init__()
+        self.view = view
+        self.redact = redact
+
+    def compose(self) -> ComposeResult:
+        v = self.view
+        does = next((c.does for c in v.choices if c.decision == "approve"), "")
+        with Vertical(id="decision"):
+            yield Label(
+                Text.assemble(Text(f"Approve {v.id}? ", "bold"), plain(v.reason, self.redact))
+            )
+            yield Label(Text(does))
+            with Horizontal(id="decision-buttons"):
+                yield Button("Approve (y)", variant="primary", id="confirm-yes")
+                yield Button("Cancel (n)", id="confirm-no")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-yes").focus()
+
+    @on(Button.Pressed, "#confirm-yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#confirm-no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+    def action_answer(self, yes: bool) -> None:
+        """Close the dialog with the answer."""
+        self.dismiss(yes)
