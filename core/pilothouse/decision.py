@@ -170,15 +170,18 @@ def decision_view(escalation: Any) -> DecisionView:
         changes=changes,
         sources=sources,
         choices=_choices(
-            kind, e.persona, str(evidence.get("tool", "the tool")), policy,
-            proposed is not None and proposed != text,
-        ),  # fmt: skip
+            kind,
+            e.persona,
+            str(evidence.get("tool", "the tool")),
+            policy,
+            changed=proposed is not None and proposed != text,
+        ),
         on_timeout=_on_timeout(policy),
     )
 
 
 def _choices(
-    kind: str, persona: str, tool: str, policy: dict[str, Any], changed: bool
+    kind: str, persona: str, tool: str, policy: dict[str, Any], *, changed: bool
 ) -> list[Choice]:
     reject = policy.get("reject", "revise")
     revisions = policy.get("max_revisions")
