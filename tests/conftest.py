@@ -306,3 +306,48 @@ def crew(
     return pilothouse.Crew.model_validate(
         {"name": extra.pop("name", "test"), "flow": flow, "personas": personas, **extra}
     )
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium; installed with apt-get when missing (CI machines start bare)."""
+    import os
+    import shutil
+    import subprocess
+
+    found = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium")
+                                         else None)  # fmt: skip
+    if found:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if done.returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+        done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if done.returncode != 0 or not shutil.which("chromium"):
+        pytest.fail(f"chromium is needed for the portal tests and apt-get could not install it:"
+                    f"\n{done.stderr[-2000:]}")  # fmt: skip
+    return shutil.which("chromium")  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """Headless Chromium (Debian's, driven by Playwright) for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield launched
+        launched.close()

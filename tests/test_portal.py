@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
-import shutil
 import subprocess
 import threading
 from html.parser import HTMLParser
@@ -272,25 +270,6 @@ def test_regeneration_only_touches_changed_runs(portal, tmp_path):
 # -- in the browser ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium; installed with apt-get when missing (CI machines start bare)."""
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium")
-                                         else None)  # fmt: skip
-    if found:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
-    if done.returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
-        done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
-    if done.returncode != 0 or not shutil.which("chromium"):
-        pytest.fail(f"chromium is needed for the portal tests and apt-get could not install it:"
-                    f"\n{done.stderr[-2000:]}")  # fmt: skip
-    return shutil.which("chromium")  # type: ignore[return-value]
-
-
 @pytest.fixture(scope="module")
 def served(portal):
     """The built site on 127.0.0.1 (search needs http: it fetches its index)."""
@@ -307,27 +286,6 @@ def served(portal):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -31,7 +31,9 @@ from .paths import crew_path, hour_of, rel, run_path
 from .run_html import EXCLUDE, TEMPLATE, template_markdown
 from .run_page import run_page
 
-STATE_VERSION = 4
+#: bumped whenever a page is drawn differently, so that every page is made again (5:
+#: escalations drawn as decisions: marks, word diff, sources, choices)
+STATE_VERSION = 5
 NAV = [
     {"Home": "index.md"},
     {"Runs": "runs/index.md"},

@@ -16,7 +16,7 @@ from .markdown import Redact
 def decision_html(view: DecisionView, redact: Redact) -> list[str]:
     """The escalation's parts as HTML blocks."""
     out = [
-        para(f"<strong>{text(view.subject, redact)}</strong> · risk {view.risk:.2f}"),
+        para(f"<strong>{text(view.subject, redact)}</strong>"),
         para(f"<strong>Reason:</strong> {text(view.reason, redact)}"),
     ]
     if view.text:
