@@ -331,9 +331,11 @@ def chromium() -> str:
     return shutil.which("chromium")  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium):
-    """Headless Chromium (Debian's, driven by Playwright) for the whole session."""
+    """Headless Chromium (Debian's, driven by Playwright) for one test module: Playwright's
+    sync API keeps an event loop running in the main thread while it lives, which no
+    other test module's event loop could start beside."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
