@@ -155,7 +155,7 @@ def test_config_shows_sources_and_masks_secrets(tmp_path):
     rows = {r["name"]: r for r in json.loads(done.stdout)}
     assert rows["default_model"] == {
         "name": "default_model",
-        "value": "offline:cfg",
+        "value": '"offline:cfg"',  # as TOML writes it
         "source": "pilothouse.toml",
     }
     assert rows["offline_delay_ms"]["source"] == "env PILOTHOUSE_OFFLINE_DELAY_MS"

@@ -68,7 +68,7 @@ def test_the_readme_endpoint_config_loads(workspace, monkeypatch):
     assert {"local", "hosted", "openai"} <= set(rt.registry.models)
     assert rt.engine.calls.resolve("fast").id == "hosted:gpt-4o-mini"
     shown = " ".join(row["value"] for row in settings.describe())
-    assert "sk-readme" not in shown and "api_key_env=OPENAI_API_KEY" in shown
+    assert "sk-readme" not in shown and 'api_key_env = "OPENAI_API_KEY"' in shown
 
 
 def test_the_readme_escalation_rules_are_valid():

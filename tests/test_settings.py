@@ -97,11 +97,37 @@ def test_invalid_toml_names_the_file(workspace):
 
 
 def test_secrets_are_masked():
-    assert mask("openai_api_key", "sk-live-123") == "********"
+    assert mask("openai_api_key", "sk-live-123") == '"********"'
     assert (
-        mask("aliases", {"fast": "offline:x", "token": "abc"}) == "fast=offline:x, token=********"
+        mask("aliases", {"fast": "offline:x", "token": "abc"})
+        == '{ fast = "offline:x", token = "********" }'
     )
-    assert mask("default_model", "offline") == "offline"
+    assert mask("default_model", "offline") == '"offline"'
+
+
+def test_values_are_shown_as_toml_writes_them():
+    assert [mask("x", v) for v in (None, False, True, 15.0, 3, [], ["a"], {})] == [
+        "(unset)", "false", "true", "15.0", "3", "[]", '["a"]', "{}",
+    ]  # fmt: skip
+    nested = mask("prices", {"local:llama3": {"input": 0.5}})
+    assert nested == '{ "local:llama3" = { input = 0.5 } }'
+
+
+def test_config_shows_the_decider_that_will_be_recorded_and_lines_up(workspace):
+    import getpass
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    shown = subprocess.run([sys.executable, "-m", "pilothouse", "config"], cwd=workspace,
+                           env=env, capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    rows = {line.split()[0]: line for line in shown.splitlines()}
+    assert f'"{getpass.getuser()}"' in rows["decider"] and "your OS user" in rows["decider"]
+    assert "None" not in shown and "False" not in shown and "True" not in shown
+    assert "false" in rows["trace_hooks"] and "(unset: the SQLite file" in rows["store_url"]
+    columns = {line.index(line.split()[1]) for line in shown.splitlines() if line.strip()}
+    assert len(columns) == 1, shown  # one column for the values, long names included
 
 
 def test_secrets_in_an_endpoints_url_and_headers_are_masked():
@@ -114,9 +140,9 @@ def test_secrets_in_an_endpoints_url_and_headers_are_masked():
     )
     shown = mask("local", endpoint)
     url = "http://alice:********@127.0.0.1:8000/v1?api-version=2024&api-key=********"
-    assert f"base_url={url}" in shown
-    assert "headers=X-Api-Key=********, X-Team=blue" in shown
+    assert f'base_url = "{url}"' in shown
+    assert 'headers = { X-Api-Key = "********", X-Team = "blue" }' in shown
     for secret in ("pw-in-url", "qk-1", "sk-2", "hk-3"):
         assert secret not in shown
     assert set(endpoint.secrets()) == {"pw-in-url", "qk-1", "sk-2", "hk-3"}
-    assert mask("base_url", "https://api.openai.com/v1") == "https://api.openai.com/v1"
+    assert mask("base_url", "https://api.openai.com/v1") == '"https://api.openai.com/v1"'

@@ -8,9 +8,11 @@ remembers where its value came from, for ``pilothouse config``.
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -276,12 +278,39 @@ class Settings(BaseSettings):
         return self._sources.get(name, "default")
 
     def describe(self) -> list[dict[str, str]]:
-        """Every setting with its shown value (secrets masked) and its source."""
+        """Every setting with its value as TOML writes it (secrets masked) and its
+        source; a setting left unset says what takes its place."""
         rows = []
         for name in type(self).model_fields:
             value = getattr(self, name)
-            rows.append({"name": name, "value": mask(name, value), "source": self.source_of(name)})
+            source = self.source_of(name)
+            shown = mask(name, value)
+            if value is None and name in _WHEN_UNSET:
+                shown = _WHEN_UNSET[name](self)
+            elif name == "decider" and value is None:
+                shown, source = toml_value(self.effective_decider()), "default: your OS user"
+            rows.append({"name": name, "value": shown, "source": source})
         return rows
+
+    def effective_decider(self) -> str:
+        """The name decisions made here are recorded under: ``decider``, or the user this
+        process runs as."""
+        if self.decider:
+            return self.decider
+        import getpass
+
+        try:
+            return getpass.getuser()
+        except Exception:  # no user database entry (containers)
+            return "unknown"
+
+
+#: what stands in for a setting left unset, as ``pilothouse config`` says it
+_WHEN_UNSET: dict[str, Callable[[Settings], str]] = {
+    "store_url": lambda s: f"(unset: the SQLite file {s.store_path})",
+    "grounded_embedder": lambda s: "(unset: words only)",
+    "grounded_judge": lambda s: "(unset: no judge)",
+}
 
 
 _SECRET_WORDS = frozenset(
@@ -313,20 +342,37 @@ def shown_url(url: str) -> str:
 
 
 def mask(name: str, value: Any) -> str:
-    """Show a setting's value, never a secret's."""
+    """A setting's value as TOML writes it (``true``, ``"offline"``, ``["crews"]``,
+    ``{ input = 0.5 }``), never a secret's: a secret is shown as its mask."""
     if name.endswith("_env") and isinstance(value, str):
-        return value  # the name of a variable, not its value
+        return toml_value(value)  # the name of a variable, not its value
     if isinstance(value, SecretStr) or is_secret_name(name):
-        return MASK if value else ""
+        return toml_value(MASK if value else "")
     if name.endswith("url") and isinstance(value, str):
-        return shown_url(value)
+        return toml_value(shown_url(value))
     if isinstance(value, BaseModel):
-        return "{" + mask(name, value.model_dump()) + "}"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
+        value = value.model_dump(exclude_defaults=True)
     if isinstance(value, dict):
-        return ", ".join(f"{k}={mask(k, v)}" for k, v in value.items())
-    return str(value)
+        inner = ", ".join(f"{_toml_key(k)} = {mask(k, v)}" for k, v in value.items())
+        return f"{{ {inner} }}" if inner else "{}"
+    return toml_value(value)
+
+
+def toml_value(value: Any) -> str:
+    """A plain value as TOML writes it (None, which TOML has not, as ``(unset)``)."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

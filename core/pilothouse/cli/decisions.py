@@ -12,16 +12,7 @@ from .decision_text import echo_decision
 
 
 def _decider(obj: Context, by: str | None) -> str:
-    if by:
-        return by
-    if obj.settings.decider:
-        return obj.settings.decider
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # no user database entry (containers)
-        return "unknown"
+    return by or obj.settings.effective_decider()
 
 
 @cli.command()

@@ -208,15 +208,19 @@ def config(obj: Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    names = [row["name"] for row in rows] + [f"exporter {name}" for name in exporters]
+    width = max(len(name) for name in names) + 2
+    shown = max(30, *(len(row["value"]) for row in rows if len(row["value"]) <= 48))
     for row in rows:
-        click.echo(f"{row['name']:<18} {row['value']:<30} " + click.style(row["source"], dim=True))
+        click.echo(f"{row['name']:<{width}}{row['value']:<{shown}}  "
+                   + click.style(row["source"], dim=True))  # fmt: skip
     for name, (plugin, described) in exporters.items():
-        click.echo(f"{'exporter ' + name:<18} {described}  " + click.style(plugin, dim=True))
+        click.echo(f"{'exporter ' + name:<{width}}{described}  " + click.style(plugin, dim=True))
     if not exporters:
         click.echo(
-            f"{'exporters':<18} none (OTEL_EXPORTER_OTLP_ENDPOINT is not set)"
+            f"{'exporters':<{width}}none (OTEL_EXPORTER_OTLP_ENDPOINT is not set)"
             if obj.settings.otel != "off"
-            else f"{'exporters':<18} none (otel = off)"
+            else f"{'exporters':<{width}}none (otel = off)"
         )
 
 
