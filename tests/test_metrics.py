@@ -215,3 +215,27 @@ def test_the_table_shows_long_names_whole(tmp_path):
     header, row = table.split("\n")[:2]
     assert row.split()[0] == f"reviews/{persona}"
     assert header.index("runs") + len("runs") == row.index("-") + 1  # columns line up
+
+
+def test_every_column_of_metrics_is_explained(tmp_path):
+    """The table's short headers (ok, err, esc, ovr, c.err, tok/ok, q p95...) each have a
+    line of the legend printed under it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "pilothouse", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert cli("demo", "--wait", "0").returncode == 0
+    shown = cli("metrics").stdout.splitlines()
+    header, legend = shown[0], "\n".join(shown[2:])
+    short = [h for h in header.split() if h not in ("crew", "runs", "calls", "tokens", "cost", "$",
+                                                    "ms", "q")]  # fmt: skip
+    assert short, header
+    for name in short:
+        assert f"{name}:" in legend or f"{name}," in legend or f", {name}" in legend, name
+    assert "q p95:" in legend and "ovr:" in legend and "esc:" in legend

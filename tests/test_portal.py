@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import re
 import subprocess
+import sys
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -458,3 +460,54 @@ def test_portal_build_from_the_cli_says_what_it_did(portal, tmp_path):
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     assert f"{RUNS} run pages written" in built.stderr and (out / "site" / "index.html").exists()
+
+
+@pytest.mark.parametrize("width", [560, 1280])
+def test_wide_tables_scroll_instead_of_being_cut(portal, served, page, width):
+    """Every table of the overview and a run page stays within the page's column (on a
+    phone and beside the sidebars), and a wide one scrolls sideways there."""
+    _, ids, _, _ = portal
+    page.set_viewport_size({"width": width, "height": 900})
+    seen = []
+    for path in ("index.html", "runs/index.html", f"runs/{ids['demo']}.html"):
+        page.goto(f"{served}/{path}")
+        seen += page.eval_on_selector_all(
+            "article table",
+            """ts => ts.map(t => {
+                const column = t.closest('article').getBoundingClientRect().right + 1;
+                return [t.getBoundingClientRect().right <= column,
+                        getComputedStyle(t).overflowX, t.scrollWidth > t.clientWidth,
+                        t.textContent.slice(0, 40)];
+            })""",
+        )
+    assert seen and all(inside and scroll == "auto" for inside, scroll, _, _ in seen), [
+        s for s in seen if not s[0]
+    ]
+    assert any(wide for _, _, wide, _ in seen)  # a wide one was there, and it scrolls
+
+
+def test_a_free_fleet_has_no_empty_cost_chart_and_one_money_format(workspace, browser):
+    """Offline runs cost nothing: no chart with nothing in it (and no stray '1$' axis),
+    and money written as the tables write it ($0.0000)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "pilothouse", *args], cwd=workspace,
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done
+
+    cli("demo", "--wait", "0")
+    cli("portal", "build")
+    site = workspace / ".pilothouse" / "portal" / "site"
+    pg = browser.new_page()
+    try:
+        pg.goto((site / "index.html").as_uri())
+        charts = pg.eval_on_selector_all("svg.ph-chart title", "ts => ts.map(t => t.textContent)")
+        text = pg.inner_text("article")
+    finally:
+        pg.close()
+    assert "Cost per day (USD)" not in charts and "Cost per crew" not in charts
+    assert "Runs per day by status" in charts  # the chart with something in it stays
+    assert "1$" not in text and " $" not in text.replace("$0.0000", "")
+    assert "No cost so far" in text and "Every crew cost $0.0000" in text

@@ -246,3 +246,17 @@ def metrics(
             f"{pct(m.call_error_rate):>6}{tokens:>9}{per:>8}{m.cost_usd:>9.4f}{p50:>8}{p95:>8}"
             f"{q95:>7}"
         )
+    click.secho(METRICS_LEGEND, dim=True)
+
+
+#: what the columns of ``pilothouse metrics`` mean
+METRICS_LEGEND = "\n".join(
+    [
+        "ok, err: runs that succeeded, failed, of those that ended · esc: runs that paused for"
+        " a person",
+        "ovr: a person's decisions that edited or rejected (not approved) · calls, c.err: model"
+        " calls, the share that failed after retries",
+        "tok/ok: tokens per successful run · p50, p95: model latency · q p95: of it, the wait"
+        ' for the endpoint\'s own limits ("-": nothing to count)',
+    ]
+)

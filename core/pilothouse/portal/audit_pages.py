@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..store.base import AuditRecord
-from .charts import hbars
+from .charts import hbars, number
 from .markdown import Redact, inline, link, table
 from .paths import rel, run_path
 from .run_page import when
@@ -118,7 +118,7 @@ class AuditPages:
             "",
             "## Positive decisions per group",
             "",
-            hbars("Positive decisions per group (%)", bars, unit="%"),
+            hbars("Positive decisions per group (%)", bars, fmt=lambda v: f"{number(v)}%"),
             "",
             table(["group", "positive", "runs", "rate"], rows),
             "",

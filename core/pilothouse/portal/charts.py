@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 PALETTE = {
     "succeeded": "#2e7d32",
@@ -20,13 +20,15 @@ def stacked_bars(
     *,
     width: int = 640,
     height: int = 220,
-    unit: str = "",
+    fmt: Callable[[float], str] | None = None,
 ) -> str:
-    """Vertical bars, one per label, stacked by series (e.g. runs per day by status)."""
-    if not labels:
-        return ""
+    """Vertical bars, one per label, stacked by series (e.g. runs per day by status);
+    nothing when there is nothing above zero to draw (an empty chart says nothing)."""
+    fmt = fmt or number
     totals = [sum(values[i] for values in series.values()) for i in range(len(labels))]
-    top = max(totals) or 1.0
+    if not labels or max(totals, default=0) <= 0:
+        return ""
+    top = max(totals)
     left, bottom, pad = 48, 36, 8
     plot_w, plot_h = width - left - pad, height - bottom - pad
     slot = plot_w / len(labels)
@@ -34,7 +36,7 @@ def stacked_bars(
     parts = [
         f'<svg class="ph-chart" role="img" viewBox="0 0 {width} {height}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{html.escape(title)}</title>',
-        f'<text x="{left}" y="{pad + 10}" class="ph-axis">{_fmt(top)}{html.escape(unit)}</text>',
+        f'<text x="{left}" y="{pad + 10}" class="ph-axis">{html.escape(fmt(top))}</text>',
         f'<line x1="{left}" y1="{pad + plot_h}" x2="{width - pad}" y2="{pad + plot_h}" '
         'class="ph-axis-line"/>',
     ]
@@ -50,7 +52,7 @@ def stacked_bars(
             parts.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" '
                 f'fill="{colour}"><title>{html.escape(label)} {html.escape(name)}: '
-                f"{_fmt(values[i])}{html.escape(unit)}</title></rect>"
+                f"{html.escape(fmt(values[i]))}</title></rect>"
             )
         if len(labels) <= 16 or i % max(1, len(labels) // 8) == 0:
             parts.append(
@@ -72,14 +74,20 @@ def stacked_bars(
 
 
 def hbars(
-    title: str, items: Sequence[tuple[str, float]], *, unit: str = "", width: int = 640
+    title: str,
+    items: Sequence[tuple[str, float]],
+    *,
+    fmt: Callable[[float], str] | None = None,
+    width: int = 640,
 ) -> str:
-    """Horizontal bars, one per item (e.g. cost per crew)."""
-    if not items:
+    """Horizontal bars, one per item (e.g. cost per crew); nothing when every value is
+    zero."""
+    fmt = fmt or number
+    if not items or max(v for _, v in items) <= 0:
         return ""
     row, left = 22, 160
     height = row * len(items) + 8
-    top = max(v for _, v in items) or 1.0
+    top = max(v for _, v in items)
     parts = [
         f'<svg class="ph-chart" role="img" viewBox="0 0 {width} {height}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{html.escape(title)}</title>'
@@ -96,13 +104,19 @@ def hbars(
         )
         parts.append(
             f'<text x="{left + max(w, 1) + 6:.1f}" y="{y + 14}" class="ph-axis">'
-            f"{_fmt(value)}{html.escape(unit)}</text>"
+            f"{html.escape(fmt(value))}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _fmt(value: float) -> str:
+def number(value: float) -> str:
+    """A count or an amount, as the portal writes it (1,234; 0.5000; 12.50)."""
     if value == int(value):
         return f"{int(value):,}"
     return f"{value:,.4f}" if value < 1 else f"{value:,.2f}"
+
+
+def money(value: float) -> str:
+    """US dollars, as every table of the portal writes them: ``$0.0123``."""
+    return f"${value:,.4f}"

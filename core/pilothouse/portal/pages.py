@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from ..audits.metrics import Metrics
-from .charts import hbars, stacked_bars
+from .charts import hbars, money, stacked_bars
 from .digest import RunDigest
 from .markdown import Redact, inline, link, table
 from .paths import (
@@ -134,7 +134,7 @@ class Overview:
                     _pct(counts["failed"], finished),
                     _pct(escalated, len(ds)),
                     f"{tokens:,}",
-                    f"${cost:.4f}",
+                    money(cost),
                     f"{calls:,}",
                     _pct(errors, calls),
                 ]
@@ -153,8 +153,11 @@ class Overview:
         runs_chart = stacked_bars(
             "Runs per day by status", days, {s: [per_day[x][s] for x in days] for s in statuses}
         )
-        cost_chart = stacked_bars(
-            "Cost per day (USD)", days, {"cost": [cost_day[x] for x in days]}, unit="$"
+        cost_chart = (
+            stacked_bars(
+                "Cost per day (USD)", days, {"cost": [cost_day[x] for x in days]}, fmt=money
+            )
+            or f"No cost so far: every model call in this window cost {money(0)}."
         )
         crews = self._crew_rows("index.md")
         crew_cost = sorted(
@@ -193,7 +196,7 @@ class Overview:
                 "",
                 "### Cost per crew",
                 "",
-                hbars("Cost per crew", crew_cost, unit=" $"),
+                hbars("Cost per crew", crew_cost, fmt=money) or f"Every crew cost {money(0)}.",
                 "",
                 "### Tokens per crew",
                 "",
@@ -345,7 +348,7 @@ class Overview:
                     ),
                     str(len(steps)),
                     f"{sum(s.tokens for _, s in steps):,}",
-                    f"${sum(s.cost_usd for _, s in steps):.4f}",
+                    money(sum(s.cost_usd for _, s in steps)),
                     str(sum(s.flags for _, s in steps)),
                 ]
             )
@@ -383,7 +386,7 @@ class Overview:
                             str(len(steps)),
                             str(calls),
                             f"{sum(s.tokens for _, s in steps):,}",
-                            f"${sum(s.cost_usd for _, s in steps):.4f}",
+                            money(sum(s.cost_usd for _, s in steps)),
                             f"{latency:.0f} ms",
                             str(sum(s.flags for _, s in steps)),
                             ", ".join(inline(m, self.redact) for m in models),
@@ -433,7 +436,7 @@ class Overview:
                 "-" if m.tokens_per_success is None else f"{m.tokens_per_success:,.0f}",
                 ms(m.latency_p50_ms),
                 ms(m.latency_p95_ms),
-                f"${m.cost_usd:.4f}",
+                money(m.cost_usd),
             ]
             for m in self.ops.get("crew", [])
         ]
@@ -447,7 +450,7 @@ class Overview:
                 ms(m.latency_p50_ms),
                 ms(m.latency_p95_ms),
                 ms(m.queued_p95_ms),
-                f"${m.cost_usd:.4f}",
+                money(m.cost_usd),
             ]
             for m in self.ops.get("model", [])
         ]
@@ -478,7 +481,7 @@ class Overview:
                 + (f" · {d.run.check}" if d.run.check else ""),
                 str(d.run.steps),
                 f"{d.run.input_tokens + d.run.output_tokens:,}",
-                f"${d.run.cost_usd:.4f}",
+                money(d.run.cost_usd),
                 inline(d.run.input, self.redact, 80),
             ]
             for d in digests
@@ -509,7 +512,7 @@ class Overview:
                     _pct(counts["failed"], finished),
                     _pct(sum(1 for d in ds if d.escalations), len(ds)),
                     f"{sum(d.run.input_tokens + d.run.output_tokens for d in ds):,}",
-                    f"${sum(d.run.cost_usd for d in ds):.4f}",
+                    money(sum(d.run.cost_usd for d in ds)),
                 ]
             )
         return table(["crew", "runs", "succeeded", "failed", "escalated", "tokens", "cost"], rows)

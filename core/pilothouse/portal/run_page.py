@@ -19,6 +19,7 @@ from ..decision import decision_view
 from ..engine.evidence import claim_evidence, evidence_of
 from ..events import FINAL_STATUSES, BaseEvent
 from ..store.base import RunSummary
+from .charts import money
 from .decision_html import decision_html
 from .html import block, heading, link, para, table
 from .html import text as inline
@@ -55,7 +56,7 @@ def run_page(run: RunSummary, events: list[BaseEvent], redact: Redact, *, crew_p
         para(
             f"<strong>{run.status}</strong> · crew {link(inline(run.crew, redact), crew_page)}"
             f" · started {when(run.created)} UTC · {run.steps} steps"
-            f" · {run.input_tokens + run.output_tokens:,} tokens · ${run.cost_usd:.4f}"
+            f" · {run.input_tokens + run.output_tokens:,} tokens · {money(run.cost_usd)}"
         ),
         heading(2, "Input", "input"),
         block(run.input, redact, role="input"),
