@@ -135,3 +135,37 @@ async def test_the_engine_forgets_the_oldest_checked_crews(make_runtime, scripte
             fresh = crew({"type": "sequential", "steps": ["a"]}, {"a": {"instructions": "A."}})
             assert (await rt.run(fresh, f"task {i}")).ok
         assert len(rt.engine._checked) == CHECKED_CREWS
+
+
+def test_every_problem_is_listed_with_its_line(tmp_path):
+    """Two mistakes, two lines: each with its line, key and a suggestion, in file order."""
+    path = _write(tmp_path, """\
+        [flow]
+        steps = ["a"]
+        [limits]
+        max_stepz = 3
+        [personas.a]
+        instructions = "x"
+        modle = "offline"
+    """)  # fmt: skip
+    with pytest.raises(CrewFileError) as caught:
+        load_crew_file(path)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2 and "more problem" not in str(caught.value)
+    assert lines[0].startswith(f"{path}:4 [limits.max_stepz]") and "'max_steps'" in lines[0]
+    assert lines[1].startswith(f"{path}:7 [personas.a.modle]") and "'model'" in lines[1]
+    assert (caught.value.line, caught.value.key) == (4, "limits.max_stepz")
+
+
+def test_a_missing_crew_file_is_named_as_one(workspace):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    command = [sys.executable, "-m", "pilothouse", "run", "missing.toml", "-i", "x"]
+    done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 3
+    assert f"no such file: {workspace / 'missing.toml'}" in done.stderr
+    assert "no crew named" not in done.stderr

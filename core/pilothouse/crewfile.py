@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -47,14 +48,19 @@ def load_crew_file(path: str | Path) -> Crew:
     try:
         return Crew.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
-        more = len(exc.errors()) - 1
-        reason = err["msg"]
-        if err["type"] == "extra_forbidden" and loc:
-            reason += did_you_mean(loc[-1], Crew)
-        reason += f" (and {more} more problem{'s' * (more > 1)})" if more else ""
-        return _raise(path, text, loc, reason)
+        problems = [_problem(text, err) for err in exc.errors()]
+        problems.sort(key=lambda p: (p[0] is None, p[0] or 0))  # in the file's order
+        (line, key, reason), *more = problems
+        raise CrewFileError(str(path), reason, line=line, key=key, more=more) from None
+
+
+def _problem(text: str, err: Any) -> tuple[int | None, str, str]:
+    """One validation error as (line, key, reason)."""
+    loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
+    reason = err["msg"]
+    if err["type"] == "extra_forbidden" and loc:
+        reason += did_you_mean(loc[-1], Crew)
+    return find_line(text, loc), ".".join(loc), reason
 
 
 def _is_union_tag(part: object) -> bool:
@@ -67,10 +73,6 @@ def _is_union_tag(part: object) -> bool:
         "str",
         "list[str]",
     }
-
-
-def _raise(path: Path, text: str, loc: list[str], reason: str) -> Crew:
-    raise CrewFileError(str(path), reason, line=find_line(text, loc), key=".".join(loc))
 
 
 def find_line(text: str, loc: list[str]) -> int | None:

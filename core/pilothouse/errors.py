@@ -22,19 +22,34 @@ class ConfigError(PilothouseError):
 
 
 class CrewFileError(ConfigError):
-    """A TOML crew file cannot be read: the message has the file, line/key and reason."""
+    """A TOML crew file cannot be read: the message has the file, line/key and reason of
+    every problem found, one a line (``line``, ``key`` and ``reason`` are the first's;
+    ``more`` holds the others as ``(line, key, reason)``)."""
 
     kind = "crew_file"
 
-    def __init__(self, path: str, reason: str, *, line: int | None = None, key: str = "") -> None:
+    def __init__(
+        self,
+        path: str,
+        reason: str,
+        *,
+        line: int | None = None,
+        key: str = "",
+        more: list[tuple[int | None, str, str]] | None = None,
+    ) -> None:
         self.path = path
         self.line = line
         self.key = key
         self.reason = reason
-        where = path if line is None else f"{path}:{line}"
-        if key:
-            where = f"{where} [{key}]"
-        super().__init__(f"{where}: {reason}")
+        self.more = list(more or [])
+        lines = [_where(path, line, key) + f": {reason}"]
+        lines += [_where(path, at, name) + f": {why}" for at, name, why in self.more]
+        super().__init__("\n".join(lines))
+
+
+def _where(path: str, line: int | None, key: str) -> str:
+    where = path if line is None else f"{path}:{line}"
+    return f"{where} [{key}]" if key else where
 
 
 class NotFound(PilothouseError):

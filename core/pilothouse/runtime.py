@@ -147,6 +147,9 @@ class Runtime:
         entry = self.registry.crews.get(name)
         if entry is not None:
             return entry.value
+        if path.suffix == ".toml" or "/" in name or "\\" in name:  # meant as a file's path
+            where = path if path.is_absolute() else Path.cwd() / path
+            raise NotFound(f"no such file: {where} (a crew file: give its path, or a crew's name)")
         known = ", ".join(sorted(self.crews())) or "none"
         raise NotFound(f"no crew named {name!r} (available: {known})")
 
