@@ -349,3 +349,20 @@ def test_serve_puts_the_monitor_in_a_browser_on_loopback(tmp_path):
     page, err = serve_and_get(["tui", "--serve"], tmp_path)
     assert "pilothouse" in page and "textual" in page.lower()
     assert "monitor on http://127.0.0.1:" in err
+
+
+def test_the_run_header_says_which_step_is_at_work_and_how_many_are_done():
+    """'step 4 compliance ... 3 steps' read as a contradiction: the step at work and the
+    steps done are now said as such."""
+    from pilothouse.store.base import RunSummary
+    from pilothouse.tui.render import progress
+
+    waiting = RunSummary(id="r", crew="marketing", status="waiting_for_human", input="x",
+                         created=0, updated=0, steps=3, current_step="4",
+                         current_persona="compliance")  # fmt: skip
+    assert progress(waiting) == "at step 4 (compliance), 3 steps done"
+    ended = waiting.model_copy(update={"status": "succeeded", "steps": 4, "current_persona": None})
+    assert progress(ended) == "4 steps"
+    assert progress(waiting.model_copy(update={"steps": 1, "current_persona": None})) == (
+        "1 step done"
+    )

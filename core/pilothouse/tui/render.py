@@ -25,7 +25,7 @@ from ..decision import (
     decision_view,
     redacted,
 )
-from ..events import STATUS_COLOURS, BaseEvent
+from ..events import FINAL_STATUSES, STATUS_COLOURS, BaseEvent
 from ..store.base import Escalation, RunSummary
 from .feed import Failure
 
@@ -67,6 +67,17 @@ def elapsed(run: RunSummary, now: float, *, coarse: bool = False) -> str:
             return f"{int(seconds // 60)}m"
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def progress(run: RunSummary) -> str:
+    """Where a run is: the step at work and how many are done while it goes on
+    ("at step 4 (compliance), 3 steps done"), how many it took once it ended."""
+    done = f"{run.steps} step{'s' * (run.steps != 1)}"
+    if run.status in FINAL_STATUSES:
+        return done
+    if run.current_step and run.current_persona:
+        return f"at step {run.current_step} ({run.current_persona}), {done} done"
+    return f"{done} done"
 
 
 def clock(ts: float) -> str:

@@ -16,7 +16,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Tex
 from ..decision import DecisionView
 from ..events import BaseEvent
 from ..store.base import Escalation, RunSummary
-from .render import Redact, detail, elapsed, plain, status_text, summary
+from .render import Redact, detail, elapsed, plain, progress, status_text, summary
 
 
 class RunScreen(Screen):
@@ -72,14 +72,13 @@ class RunScreen(Screen):
     def show_run(self, run: RunSummary, now: float) -> None:
         """Redraw the head line with the run's latest summary."""
         self.run_summary = run
-        where = f"  step {run.current_step} {run.current_persona}" if run.current_persona else ""
         head = Text.assemble(
             Text(f"run {run.id}  ", "bold"),
             Text(run.crew, "bold"),
             "  ",
             status_text(run.shown_status),
-            f"{where}  {elapsed(run, now)}  {run.input_tokens + run.output_tokens:,} tokens"
-            f"  ${run.cost_usd:.4f}  {run.steps} steps\n",
+            f"  {progress(run)}  {elapsed(run, now)}"
+            f"  {run.input_tokens + run.output_tokens:,} tokens  ${run.cost_usd:.4f}\n",
             Text("input: ", "bold"),
             plain(run.input, self.redact, 150),
         )
