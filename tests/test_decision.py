@@ -329,3 +329,57 @@ def test_the_portal_marks_the_words_and_shows_no_json(store_with_escalations, br
                 assert "guaranteed" in marks  # the old one: marked from its rewrite
     finally:
         page.close()
+
+
+async def test_a_long_text_unfolds_in_the_monitor_and_the_run_pane_draws_the_same(workspace):
+    """In the inbox a long checked text is folded around its flag, f shows all of it; the
+    run's timeline shows the escalation the same way, its flag in reverse video."""
+    from textual.widgets import DataTable, Static
+
+    from pilothouse.store.lease import HOST
+    from pilothouse.tui import Feed, MonitorApp
+    from pilothouse.tui.screens import RunScreen
+
+    text = "Filler sentence about the product. " * 60 + "It is guaranteed." + " More." * 80
+    at = text.index("guaranteed")
+    spans = [{"start": at, "end": at + 10, "label": "absolute claim"}]
+    evidence = {"guardrail": "risky_claims", "stage": "output", "text": text, "spans": spans}
+    raised = OLD.model_copy(
+        update={"run_id": "longrun12345", "seq": 3, "ts": 3.0, "proposed": None,
+                "evidence": evidence}
+    )  # fmt: skip
+    path = pilothouse.load_settings().store_path
+    store = SQLiteRunStore(path, owner=f"{HOST}:{os.getpid()}:decision-test")
+    store.write([log_entry(e) for e in [
+        RunStarted(run_id="longrun12345", seq=1, ts=1.0, crew="launch", input="go",
+                   flow="sequential"),
+        StepStarted(run_id="longrun12345", seq=2, ts=2.0, step_id="4", persona="compliance",
+                    input="go", model="offline:default"),
+        raised]])  # fmt: skip
+    store.close()
+    app = MonitorApp(Feed(path), poll_interval=0.05)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await pilot.press("3")
+        table = app.query_one("#escalations", DataTable)
+        with anyio.fail_after(30):
+            while table.row_count != 1:
+                await pilot.pause(0.05)
+        body = app.query_one("#escalation-body", Static)
+        folded = _text_of(body.content)
+        assert "[…]" in folded and "f shows all of it" in folded
+        assert "guaranteed" in _in_reverse(body.content)
+        await pilot.press("f")
+        whole = _text_of(body.content)
+        assert "[…]" not in whole and whole.count("Filler sentence") == 60
+        await pilot.press("f")  # and back
+        assert "[…]" in _text_of(body.content)
+        app.open_run("longrun12345")
+        with anyio.fail_after(30):
+            while not isinstance(app.screen, RunScreen) or len(app.screen.events) != 3:
+                await pilot.pause(0.05)
+        timeline = app.screen.query_one("#timeline", DataTable)
+        timeline.move_cursor(row=2)
+        await pilot.pause(0.1)
+        pane = app.screen.query_one("#event-body", Static)
+        assert "guaranteed" in _in_reverse(pane.content)
+        assert "absolute claim" in _text_of(pane.content) and '{"' not in _text_of(pane.content)
