@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Callable
@@ -331,11 +332,11 @@ def chromium() -> str:
     return shutil.which("chromium")  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="module")
-def browser(chromium):
-    """Headless Chromium (Debian's, driven by Playwright) for one test module: Playwright's
-    sync API keeps an event loop running in the main thread while it lives, which no
-    other test module's event loop could start beside."""
+@contextlib.contextmanager
+def launched_chromium(chromium: str):
+    """Headless Chromium driven by Playwright, closed on leaving. Playwright's sync API
+    keeps an event loop running in the main thread while it lives, which no other
+    test's event loop could start beside: keep it no longer than the tests need it."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -351,5 +352,14 @@ def browser(chromium):
                 "--disable-sync",
             ],
         )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """Headless Chromium for one test module (see :func:`launched_chromium`)."""
+    with launched_chromium(chromium) as launched:
         yield launched
-        launched.close()

@@ -224,18 +224,14 @@ def _in_reverse(renderable) -> list[str]:
 
 @pytest.mark.slow
 async def test_the_monitor_marks_the_words_in_reverse_video(store_with_escalations):
-    from textual.widgets import DataTable, Static
+    from textual.widgets import Static
 
     from pilothouse.tui import Feed, MonitorApp
 
     path = pilothouse.load_settings().store_path
     app = MonitorApp(Feed(path), poll_interval=0.05)
     async with app.run_test(size=(120, 50)) as pilot:
-        await pilot.press("3")
-        table = app.query_one("#escalations", DataTable)
-        with anyio.fail_after(30):
-            while table.row_count != 4:
-                await pilot.pause(0.05)
+        table = await _inbox_rows(pilot, 4)
         seen = {}
         for row in range(4):
             table.move_cursor(row=row)
@@ -251,6 +247,18 @@ async def test_the_monitor_marks_the_words_in_reverse_video(store_with_escalatio
     assert any("20,000" in m for m in grounded[1]) and any("Nordvik" in m for m in grounded[1])
     injected = next(v for v in by_id.values() if "evil.example" in v[0])
     assert any("Ignore all previous instructions" in m for m in injected[1])
+
+
+async def _inbox_rows(pilot, rows: int):
+    """The monitor's inbox, once it lists ``rows`` escalations."""
+    from textual.widgets import DataTable
+
+    await pilot.press("3")
+    table = pilot.app.query_one("#escalations", DataTable)
+    with anyio.fail_after(30):
+        while table.row_count != rows:
+            await pilot.pause(0.05)
+    return table
 
 
 def _text_of(renderable) -> str:
@@ -304,10 +312,17 @@ async def test_approving_in_the_monitor_asks_first_and_can_be_undone(store_with_
 
 
 @pytest.mark.slow
-def test_the_portal_marks_the_words_and_shows_no_json(store_with_escalations, browser):
+def test_the_portal_marks_the_words_and_shows_no_json(store_with_escalations, chromium):
+    from conftest import launched_chromium
+
     done = _cli("portal", "build", cwd=store_with_escalations)
     assert done.returncode == 0, done.stderr
     site = store_with_escalations / ".pilothouse" / "portal" / "site"
+    with launched_chromium(chromium) as browser:  # for this test only: async ones follow
+        _portal_pages(browser, site)
+
+
+def _portal_pages(browser, site) -> None:
     page = browser.new_page()
     try:
         for i in range(4):
@@ -359,11 +374,7 @@ async def test_a_long_text_unfolds_in_the_monitor_and_the_run_pane_draws_the_sam
     store.close()
     app = MonitorApp(Feed(path), poll_interval=0.05)
     async with app.run_test(size=(120, 50)) as pilot:
-        await pilot.press("3")
-        table = app.query_one("#escalations", DataTable)
-        with anyio.fail_after(30):
-            while table.row_count != 1:
-                await pilot.pause(0.05)
+        await _inbox_rows(pilot, 1)
         body = app.query_one("#escalation-body", Static)
         folded = _text_of(body.content)
         assert "[…]" in folded and "f shows all of it" in folded

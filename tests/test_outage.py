@@ -110,28 +110,13 @@ async def test_a_run_holds_its_finished_step_while_postgres_is_down(workspace, p
     plugin.replies = [text_reply("a's answer"), gate, text_reply("c's answer")]
     settings = pilothouse.load_settings(store_url=url, store_timeout_s=5)
     async with pilothouse.Runtime(settings, plugins=[plugin]) as rt:
-        result: list[pilothouse.RunResult] = []
-
-        async def go() -> None:
-            result.append(await rt.run(THREE_STEPS, "the job"))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(go)
-            with anyio.fail_after(60):
-                await gate.waiting.wait()
-            server.crash()
-            gate.open.set()
-            store = rt.store
-            assert store is not None
-            with anyio.fail_after(60):  # the barrier's commit found the server gone
-                while not store.health.down:
-                    await anyio.sleep(0.02)
-            assert not result  # the run waits: neither failed nor finished
-            await anyio.to_thread.run_sync(server.start)
-        assert result[0].ok, result[0].error
-        assert result[0].output == "c's answer"
+        result = await _run_past_a_gate(rt, gate, server.crash, server.start)
+        store = rt.store
+        assert store is not None
+        assert result.ok, result.error
+        assert result.output == "c's answer"
         assert not store.health.down and store.health.outages == 1
-    types = _events(url, result[0].run_id)
+    types = _events(url, result.run_id)
     assert types.count("step_finished") == 3 and types.count("model_call") == 3
     assert len(plugin.requests) == 3  # no model call was made again
     assert types[-1] == "run_finished"

@@ -145,34 +145,27 @@ def test_exceptions(snap_compare, fixed_store):
     assert snap_compare(_app(fixed_store), terminal_size=(80, 24), run_before=exceptions)
 
 
-def test_inbox(snap_compare, fixed_store):
-    async def inbox(pilot):
-        await _loaded(pilot)
-        await pilot.press("3")
-        await pilot.pause(0.2)
+async def _inbox(pilot):
+    await _loaded(pilot)
+    await pilot.press("3")
+    await pilot.pause(0.2)
 
-    assert snap_compare(_app(fixed_store), terminal_size=(80, 24), run_before=inbox)
+
+def test_inbox(snap_compare, fixed_store):
+    assert snap_compare(_app(fixed_store), terminal_size=(80, 24), run_before=_inbox)
 
 
 def test_inbox_tall(snap_compare, fixed_store):
     """The whole decision pane: the flagged word in reverse video, the word diff, what
     each key does."""
-
-    async def inbox(pilot):
-        await _loaded(pilot)
-        await pilot.press("3")
-        await pilot.pause(0.2)
-
-    assert snap_compare(_app(fixed_store), terminal_size=(100, 44), run_before=inbox)
+    assert snap_compare(_app(fixed_store), terminal_size=(100, 44), run_before=_inbox)
 
 
 def test_approve_asks_first(snap_compare, fixed_store):
     """``a`` asks once, saying what approving will do."""
 
     async def approve(pilot):
-        await _loaded(pilot)
-        await pilot.press("3")
-        await pilot.pause(0.2)
+        await _inbox(pilot)
         await pilot.press("a")
         await _until(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen")
         await pilot.pause(0.2)
