@@ -396,3 +396,19 @@ def test_a_store_that_cannot_be_opened_has_its_own_exit_code(tmp_path):
         assert "cannot open the run store .pilothouse/runs.db: file is not a database" in (
             done.stderr
         )
+
+
+def test_show_names_the_passage_each_retrieval_verdict_is_for(demo_dir):
+    """Five 'guardrail prompt_injection (retrieval): pass' lines said nothing on their
+    own: each names its passage now, and the escalation's reason is said once."""
+    folder, _ = demo_dir
+    run_id = json.loads(ph("runs", "--json", cwd=folder).stdout)[0]["id"]
+    shown = ph("show", run_id, cwd=folder).stdout
+    verdicts = [line.strip() for line in shown.splitlines()
+                if line.strip().startswith("guardrail prompt_injection (retrieval")]  # fmt: skip
+    assert verdicts and all(", passage " in line for line in verdicts), verdicts
+    per_step = shown.split("\nstep ")
+    for step in per_step:
+        lines = [line.strip() for line in step.splitlines() if "(retrieval, passage" in line]
+        assert len(lines) == len(set(lines)), lines  # no two alike within a step
+    assert "risky_claims: risky claims" not in shown and "reason: absolute claims" in shown
