@@ -118,6 +118,9 @@ def test_the_documentation_site_builds_strict_with_generated_references(tmp_path
         assert command in commands, command
     settings = (out / "reference" / "settings.html").read_text()
     assert "PILOTHOUSE_REDACT_EMAILS" in settings and "PILOTHOUSE_DEFAULT_MODEL" in settings
+    api = (out / "reference" / "api.html").read_text()
+    missing = [name for name in pilothouse.__all__ if f"<code>{name}" not in api]
+    assert missing == []  # the reference is the public API, generated from __all__
 
 
 def test_the_site_plugin_example_is_the_readme_one():

@@ -146,5 +146,75 @@ def test_every_public_name_imports_from_where_it_did(module):
     assert not missing, f"{module} lost {missing}"
 
 
+#: what the plugin boundary added to the top level: everything a bundled plugin
+#: imported from a submodule, and the types a plugin receives
+ADDED_FOR_PLUGINS = [
+    "AuditRecord", "BaseEvent", "DecisionView", "EMAIL_PATTERN", "Embedder", "Endpoint",
+    "HANDOFF_PREFIX", "KnowledgeError", "Listener", "MemoryItem", "OUTPUT_MODES", "Redactor",
+    "SECRET_PATTERNS", "StoredEvent", "claims", "content_words", "decision_view", "emit_delta",
+    "estimate_request_tokens", "knowledge_location", "load_attribute_sets", "load_payloads",
+    "open_knowledge", "output_problem", "parse_event", "plain_text", "schema_instructions",
+    "sentences", "span_id", "trace_id", "traceparent", "unfenced",
+]  # fmt: skip
+
+
 def test_the_top_level_names_are_the_listed_ones():
-    assert sorted(pilothouse.__all__) == sorted([*TOP_LEVEL, "remember"])
+    assert sorted(pilothouse.__all__) == sorted([*TOP_LEVEL, "remember", *ADDED_FOR_PLUGINS])
+
+
+def test_every_public_name_has_a_docstring():
+    """What a plugin author reads: a class or function says what it is; a constant is
+    described where the reference lists it."""
+    import inspect
+
+    undocumented = [
+        name for name in pilothouse.__all__
+        if (inspect.isclass(obj := getattr(pilothouse, name)) or inspect.isfunction(obj))
+        and not inspect.getdoc(obj)
+    ]  # fmt: skip
+    assert undocumented == []
+
+
+def _plugin_imports(root: Path) -> list[tuple[str, int, str, str]]:
+    """(file, line, module, name) of every name the bundled plugins take from pilothouse:
+    ``from pilothouse... import name`` and ``pilothouse.name``."""
+    import ast
+
+    found = []
+    for path in sorted((root / "plugins").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                node.module == "pilothouse" or node.module.startswith("pilothouse.")
+            ):
+                found += [(path.name, node.lineno, node.module, a.name) for a in node.names]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and (
+                node.value.id == "pilothouse"
+            ):
+                found.append((path.name, node.lineno, "pilothouse", node.attr))
+    return found
+
+
+def test_bundled_plugins_use_only_the_public_api():
+    """Every name a bundled plugin takes from pilothouse is in ``pilothouse.__all__``,
+    taken from ``pilothouse`` itself: the bundled plugins are the living examples."""
+    imports = _plugin_imports(ROOT)
+    assert len(imports) > 40  # the scan sees them
+    assert _private(imports) == []
+
+
+def _private(imports: list[tuple[str, int, str, str]]) -> list[str]:
+    return [f"{f}:{line} {module}.{name}" for f, line, module, name in imports
+            if module != "pilothouse" or name not in pilothouse.__all__]  # fmt: skip
+
+
+def test_a_plugin_taking_a_private_name_is_caught(tmp_path):
+    """The check above fails on a plugin that reaches past the public API."""
+    (tmp_path / "plugins" / "pilothouse_bad").mkdir(parents=True)
+    (tmp_path / "plugins" / "pilothouse_bad" / "__init__.py").write_text(
+        "from pilothouse.engine.runs import Engine\nimport pilothouse\nx = pilothouse._LAZY\n"
+        "from pilothouse import Verdict\n"
+    )
+    assert _private(_plugin_imports(tmp_path)) == [
+        "__init__.py:1 pilothouse.engine.runs.Engine", "__init__.py:3 pilothouse._LAZY"
+    ]

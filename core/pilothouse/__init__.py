@@ -31,6 +31,7 @@ from .hookspecs import hookimpl
 if TYPE_CHECKING:
     from .blocking import run_blocking
     from .crew import (
+        HANDOFF_PREFIX,
         Crew,
         GuardrailNames,
         Handoff,
@@ -41,8 +42,12 @@ if TYPE_CHECKING:
         Supervisor,
     )
     from .crewfile import load_crew_file
+    from .decision import DecisionView, decision_view, plain_text
+    from .embedding import Embedder
     from .engine.runstate import RunResult
+    from .events import BaseEvent, parse_event
     from .guardrails import Guardrail, GuardrailContext, Span, Verdict
+    from .knowledge import KnowledgeError, knowledge_location, open_knowledge
     from .knowledge.memory import remember
     from .model import (
         Message,
@@ -53,56 +58,103 @@ if TYPE_CHECKING:
         ToolCall,
         ToolSpec,
         Usage,
+        emit_delta,
+        estimate_request_tokens,
         estimate_tokens,
     )
     from .observers import EventObserver
+    from .probes import load_attribute_sets, load_payloads
+    from .redact import EMAIL_PATTERN, SECRET_PATTERNS, Redactor
     from .retrieval import Passage, Retriever
     from .runtime import Runtime, run
-    from .settings import Settings, load_settings
-    from .store.base import Escalation, RunStore, RunSummary
+    from .settings import Endpoint, Settings, load_settings
+    from .store.base import (
+        AuditRecord,
+        Escalation,
+        Listener,
+        MemoryItem,
+        RunStore,
+        RunSummary,
+        StoredEvent,
+    )
+    from .structured import OUTPUT_MODES, output_problem, schema_instructions, unfenced
+    from .text import claims, content_words, sentences
     from .tools import Tool, tool
+    from .tracing import span_id, trace_id, traceparent
 
 __version__ = "0.1.0"
 
 #: where each name that loads on first use lives
 _LAZY: dict[str, str] = {
+    "AuditRecord": ".store.base",
+    "BaseEvent": ".events",
+    "claims": ".text",
+    "content_words": ".text",
     "Crew": ".crew",
+    "decision_view": ".decision",
+    "DecisionView": ".decision",
+    "EMAIL_PATTERN": ".redact",
+    "Embedder": ".embedding",
+    "emit_delta": ".model",
+    "Endpoint": ".settings",
     "Escalation": ".store.base",
+    "estimate_request_tokens": ".model",
+    "estimate_tokens": ".model",
     "EventObserver": ".observers",
     "Guardrail": ".guardrails",
     "GuardrailContext": ".guardrails",
     "GuardrailNames": ".crew",
     "Handoff": ".crew",
+    "HANDOFF_PREFIX": ".crew",
+    "knowledge_location": ".knowledge",
+    "KnowledgeError": ".knowledge",
     "Limits": ".crew",
+    "Listener": ".store.base",
+    "load_attribute_sets": ".probes",
+    "load_crew_file": ".crewfile",
+    "load_payloads": ".probes",
+    "load_settings": ".settings",
+    "MemoryItem": ".store.base",
     "Message": ".model",
     "Model": ".model",
     "ModelProvider": ".model",
     "ModelRequest": ".model",
     "ModelResponse": ".model",
+    "open_knowledge": ".knowledge",
+    "OUTPUT_MODES": ".structured",
+    "output_problem": ".structured",
     "Parallel": ".crew",
+    "parse_event": ".events",
     "Passage": ".retrieval",
     "Persona": ".crew",
+    "plain_text": ".decision",
+    "Redactor": ".redact",
+    "remember": ".knowledge.memory",
     "Retriever": ".retrieval",
+    "run": ".runtime",
+    "run_blocking": ".blocking",
     "RunResult": ".engine.runstate",
     "RunStore": ".store.base",
     "RunSummary": ".store.base",
     "Runtime": ".runtime",
+    "schema_instructions": ".structured",
+    "SECRET_PATTERNS": ".redact",
+    "sentences": ".text",
     "Sequential": ".crew",
     "Settings": ".settings",
     "Span": ".guardrails",
+    "span_id": ".tracing",
+    "StoredEvent": ".store.base",
     "Supervisor": ".crew",
     "Tool": ".tools",
+    "tool": ".tools",
     "ToolCall": ".model",
     "ToolSpec": ".model",
+    "trace_id": ".tracing",
+    "traceparent": ".tracing",
+    "unfenced": ".structured",
     "Usage": ".model",
     "Verdict": ".guardrails",
-    "estimate_tokens": ".model",
-    "load_crew_file": ".crewfile",
-    "load_settings": ".settings",
-    "remember": ".knowledge.memory",
-    "run": ".runtime",
-    "run_blocking": ".blocking",
-    "tool": ".tools",
 }
 
 
@@ -121,10 +173,19 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "EMAIL_PATTERN",
+    "HANDOFF_PREFIX",
+    "OUTPUT_MODES",
+    "SECRET_PATTERNS",
+    "AuditRecord",
+    "BaseEvent",
     "ConfigError",
     "Crew",
     "CrewFileError",
     "DecisionError",
+    "DecisionView",
+    "Embedder",
+    "Endpoint",
     "Escalation",
     "EscalationRejected",
     "EventObserver",
@@ -133,9 +194,12 @@ __all__ = [
     "GuardrailContext",
     "GuardrailNames",
     "Handoff",
+    "KnowledgeError",
     "LimitExceeded",
     "Limits",
+    "Listener",
     "LoopDetected",
+    "MemoryItem",
     "Message",
     "Model",
     "ModelError",
@@ -148,6 +212,7 @@ __all__ = [
     "Persona",
     "PilothouseError",
     "PluginError",
+    "Redactor",
     "Retriever",
     "RunResult",
     "RunStore",
@@ -158,6 +223,7 @@ __all__ = [
     "Span",
     "StoreError",
     "StoreUnavailable",
+    "StoredEvent",
     "Supervisor",
     "Tool",
     "ToolCall",
@@ -165,12 +231,30 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "Verdict",
+    "claims",
+    "content_words",
+    "decision_view",
+    "emit_delta",
+    "estimate_request_tokens",
     "estimate_tokens",
     "hookimpl",
+    "knowledge_location",
+    "load_attribute_sets",
     "load_crew_file",
+    "load_payloads",
     "load_settings",
+    "open_knowledge",
+    "output_problem",
+    "parse_event",
+    "plain_text",
     "remember",
     "run",
     "run_blocking",
+    "schema_instructions",
+    "sentences",
+    "span_id",
     "tool",
+    "trace_id",
+    "traceparent",
+    "unfenced",
 ]

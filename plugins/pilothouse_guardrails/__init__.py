@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import re
 
-from pilothouse import Guardrail, GuardrailContext, Span, Verdict, hookimpl
-from pilothouse.redact import EMAIL_PATTERN, SECRET_PATTERNS
+from pilothouse import (
+    EMAIL_PATTERN,
+    SECRET_PATTERNS,
+    Guardrail,
+    GuardrailContext,
+    Span,
+    Verdict,
+    hookimpl,
+)
 
 from .grounded import Grounded
 from .injection import PromptInjection

@@ -34,9 +34,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pilothouse import Guardrail, GuardrailContext, Message, Span, Verdict
-from pilothouse.errors import ModelError, PluginError
-from pilothouse.text import claims, content_words, sentences
+from pilothouse import (
+    Guardrail,
+    GuardrailContext,
+    Message,
+    ModelError,
+    PluginError,
+    Span,
+    Verdict,
+    claims,
+    content_words,
+    sentences,
+)
 
 from .facts import Finding, findings
 

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pilothouse import ConfigError, Passage, Retriever, hookimpl, run_blocking, tool
+from pilothouse import ConfigError, Embedder, Passage, Retriever, hookimpl, run_blocking, tool
 from pilothouse import remember as remember_fact
-from pilothouse.embedding import Embedder
 
 TOKENIZER = Path(__file__).parent / "minilm-tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
@@ -148,7 +147,7 @@ class KnowledgeRetriever(Retriever):
         not wait for it)."""
 
         def run() -> list[Passage]:
-            from pilothouse.knowledge import KnowledgeError, knowledge_location, open_knowledge
+            from pilothouse import KnowledgeError, knowledge_location, open_knowledge
 
             location = knowledge_location(self.settings)
             if isinstance(location, Path) and not location.exists():

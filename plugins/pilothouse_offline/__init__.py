@@ -40,7 +40,7 @@ class OfflineModel(Model):
         if self.delay_s:
             await self._stream(text or "")
         out_tokens = pilothouse.estimate_tokens(text or (call.arguments if call else ""))
-        in_tokens = pilothouse.model.estimate_request_tokens(request)
+        in_tokens = pilothouse.estimate_request_tokens(request)
         return ModelResponse(
             text=text,
             tool_calls=[call] if call else [],
@@ -55,7 +55,7 @@ class OfflineModel(Model):
         chunks = [" ".join(words[i : i + size]) + " " for i in range(0, len(words), size)]
         for chunk in chunks or [""]:
             await anyio.sleep(self.delay_s / max(1, len(chunks)))
-            pilothouse.model.emit_delta(chunk)
+            pilothouse.emit_delta(chunk)
 
     def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
         """Offline calls cost nothing."""

@@ -7,8 +7,7 @@ import json
 import re
 from typing import Any
 
-from pilothouse import Message, ModelRequest, ToolCall, ToolSpec
-from pilothouse.crew import HANDOFF_PREFIX
+from pilothouse import HANDOFF_PREFIX, Message, ModelRequest, ToolCall, ToolSpec
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")

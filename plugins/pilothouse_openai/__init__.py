@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-from pilothouse import ConfigError, Model, ModelProvider, Settings, hookimpl
-from pilothouse.settings import Endpoint
+from pilothouse import ConfigError, Endpoint, Model, ModelProvider, Settings, hookimpl
 
 from .chat import OpenAIChatModel
 from .endpoint import EndpointClient

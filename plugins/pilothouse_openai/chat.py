@@ -7,9 +7,20 @@ import logging
 import time
 from typing import Any
 
-from pilothouse import Message, Model, ModelError, ModelRequest, ModelResponse, ToolCall, Usage
-from pilothouse.model import emit_delta, estimate_request_tokens, estimate_tokens
-from pilothouse.structured import OUTPUT_MODES, output_problem
+from pilothouse import (
+    OUTPUT_MODES,
+    Message,
+    Model,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+    emit_delta,
+    estimate_request_tokens,
+    estimate_tokens,
+    output_problem,
+)
 
 from . import output
 from .endpoint import EndpointClient, EndpointRejected, Sent

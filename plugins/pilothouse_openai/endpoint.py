@@ -17,9 +17,7 @@ from typing import Any
 import anyio
 import httpx2 as httpx
 
-from pilothouse import ModelError
-from pilothouse.settings import Endpoint
-from pilothouse.tracing import traceparent
+from pilothouse import Endpoint, ModelError, traceparent
 
 from .ratelimit import Bucket
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pilothouse import ModelRequest, ModelResponse
-from pilothouse.structured import schema_instructions, unfenced
+from pilothouse import ModelRequest, ModelResponse, schema_instructions, unfenced
 
 from .endpoint import EndpointRejected
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from pilothouse import hookimpl
-from pilothouse.redact import Redactor
+from pilothouse import Redactor, hookimpl
 
 log = logging.getLogger("pilothouse.otel")
 

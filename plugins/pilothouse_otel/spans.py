@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from pilothouse.tracing import span_id, trace_id
+from pilothouse import span_id, trace_id
 
 SCOPE = InstrumentationScope("pilothouse", "0.1.0")
 #: what ends a run's root span, and the status it ends with

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from pilothouse import hookimpl
-from pilothouse.probes import load_attribute_sets, load_payloads
+from pilothouse import hookimpl, load_attribute_sets, load_payloads
 
 HERE = files(__name__)
 

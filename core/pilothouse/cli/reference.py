@@ -1,8 +1,8 @@
 """The documentation site's reference pages, generated from the code so they cannot drift.
 
 ``hooks_reference`` reads :mod:`pilothouse.hookspecs`, ``cli_reference`` the
-click commands and ``settings_reference`` the :class:`~pilothouse.Settings`
-fields. The project's ``mkdocs.yml`` loads this file as an mkdocs hook: a page
+click commands, ``settings_reference`` the :class:`~pilothouse.Settings` fields and
+``api_reference`` the public API (``pilothouse.__all__``). The project's ``mkdocs.yml`` loads this file as an mkdocs hook: a page
 holding ``<!-- reference:hooks -->`` (or ``cli``, ``settings``) gets the
 generated text in its place.
 """
@@ -71,7 +71,46 @@ def settings_reference() -> str:
     return "\n".join(rows)
 
 
-GENERATORS = {"hooks": hooks_reference, "cli": cli_reference, "settings": settings_reference}
+def api_reference() -> str:
+    """Every name of the public API (``pilothouse.__all__``), grouped by kind, with its
+    signature and the first paragraph of its docstring."""
+    import pilothouse
+
+    groups: dict[str, list[str]] = {"Classes": [], "Functions": [], "Constants": []}
+    for name in sorted(pilothouse.__all__, key=str.lower):
+        obj = getattr(pilothouse, name)
+        doc = inspect.getdoc(obj) if inspect.isclass(obj) or callable(obj) else None
+        summary = (doc or "").split("\n\n")[0].replace("\n", " ")
+        if inspect.isclass(obj):
+            kind, title = "Classes", f"`{name}`"
+        elif callable(obj):
+            try:
+                signature = str(inspect.signature(obj))
+            except (TypeError, ValueError):
+                signature = "(...)"
+            kind, title = "Functions", f"`{name}{signature}`"
+        else:
+            kind, title = "Constants", f"`{name}`"
+            summary = f"`{obj!r}`" if len(repr(obj)) < 120 else f"a {type(obj).__name__}"
+        groups[kind].append(f"- {title}: {summary}")
+    out = [
+        "Everything a plugin implements, receives or needs, importable from `pilothouse`"
+        " itself: `from pilothouse import Guardrail, Verdict, Span`. Names not listed here"
+        " are not part of the contract and may change; the bundled plugins use these only"
+        " (a test holds them to it).",
+        "",
+    ]
+    for kind, items in groups.items():
+        out += [f"## {kind}", "", *items, ""]
+    return "\n".join(out)
+
+
+GENERATORS = {
+    "hooks": hooks_reference,
+    "cli": cli_reference,
+    "settings": settings_reference,
+    "api": api_reference,
+}
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
