@@ -2,9 +2,10 @@
 
 ``hooks_reference`` reads :mod:`pilothouse.hookspecs`, ``cli_reference`` the
 click commands, ``settings_reference`` the :class:`~pilothouse.Settings` fields and
-``api_reference`` the public API (``pilothouse.__all__``). The project's ``mkdocs.yml`` loads this file as an mkdocs hook: a page
-holding ``<!-- reference:hooks -->`` (or ``cli``, ``settings``) gets the
-generated text in its place.
+``api_reference`` the public API (``pilothouse.__all__``). The project's
+``mkdocs.yml`` loads this file as an mkdocs hook: a page holding
+``<!-- reference:hooks -->`` (or ``cli``, ``settings``, ``api``) gets the generated
+text in its place.
 """
 
 from __future__ import annotations
