@@ -184,12 +184,16 @@ def _plugin_imports(root: Path) -> list[tuple[str, int, str, str]]:
     for path in sorted((root / "plugins").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and (
-                node.module == "pilothouse" or node.module.startswith("pilothouse.")
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and (node.module == "pilothouse" or node.module.startswith("pilothouse."))
             ):
                 found += [(path.name, node.lineno, node.module, a.name) for a in node.names]
-            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and (
-                node.value.id == "pilothouse"
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and (node.value.id == "pilothouse")
             ):
                 found.append((path.name, node.lineno, "pilothouse", node.attr))
     return found
@@ -216,5 +220,6 @@ def test_a_plugin_taking_a_private_name_is_caught(tmp_path):
         "from pilothouse import Verdict\n"
     )
     assert _private(_plugin_imports(tmp_path)) == [
-        "__init__.py:1 pilothouse.engine.runs.Engine", "__init__.py:3 pilothouse._LAZY"
+        "__init__.py:1 pilothouse.engine.runs.Engine",
+        "__init__.py:3 pilothouse._LAZY",
     ]
