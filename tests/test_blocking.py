@@ -96,7 +96,7 @@ def test_the_cli_exits_when_its_run_times_out_in_a_hung_tool(tmp_path):
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "stuck.toml").write_text(CREW)
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PILOTHOUSE_")}
-    env |= {"PILOTHOUSE_PLUGINS": "stuck_plugin", "PYTHONPATH": str(tmp_path)}
+    env |= {"PILOTHOUSE_PLUGIN_MODULES": "stuck_plugin", "PYTHONPATH": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-m", "pilothouse", "run", "stuck", "-i", "Oslo"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=45,  # < the tool's 60 s

@@ -151,14 +151,14 @@ def test_blocked_run_does_not_echo_the_secret(tmp_path):
 
 def test_config_shows_sources_and_masks_secrets(tmp_path):
     (tmp_path / "pilothouse.toml").write_text('default_model = "offline:cfg"\n')
-    done = ph("config", "--json", cwd=tmp_path, env={"PILOTHOUSE_OFFLINE_DELAY_MS": "3"})
+    done = ph("config", "--json", cwd=tmp_path, env={"PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS": "3"})
     rows = {r["name"]: r for r in json.loads(done.stdout)}
     assert rows["default_model"] == {
         "name": "default_model",
         "value": '"offline:cfg"',  # as TOML writes it
         "source": "pilothouse.toml",
     }
-    assert rows["offline_delay_ms"]["source"] == "env PILOTHOUSE_OFFLINE_DELAY_MS"
+    assert rows["plugins.offline.delay_ms"]["source"] == "env PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"
     assert rows["workspace"]["source"] == "default"
 
 
@@ -225,7 +225,7 @@ def test_ctrl_c_cancels_the_run_and_logs_it(tmp_path):
         '[flow]\nsteps = ["a", "b", "c"]\n[personas.a]\n[personas.b]\n[personas.c]\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PILOTHOUSE_")}
-    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "1500"
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = "1500"
     process = subprocess.Popen(
         [sys.executable, "-m", "pilothouse", "run", "slow", "-i", "go"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -48,7 +48,7 @@ START = textwrap.dedent(
 
 def _env(delay_ms: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = str(delay_ms)
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = str(delay_ms)
     return env
 
 

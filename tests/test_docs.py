@@ -21,7 +21,9 @@ def _block(language: str, first_line: str) -> str:
 async def test_the_readme_plugin_example_loads_and_runs(workspace, monkeypatch, scripted):
     (workspace / "pilothouse_weather.py").write_text(_block("python", "# pilothouse_weather.py"))
     monkeypatch.syspath_prepend(str(workspace))
-    settings = pilothouse.load_settings(plugins="pilothouse_weather", default_model="scripted")
+    settings = pilothouse.load_settings(
+        plugin_modules="pilothouse_weather", default_model="scripted"
+    )
     async with pilothouse.Runtime(settings, plugins=[scripted]) as rt:
         registered = rt.plugins.info["pilothouse_weather"].registered
         assert registered == {
@@ -133,7 +135,7 @@ def test_the_audits_page_plugin_example_registers_its_data(workspace, monkeypatc
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "hookimpl" in b]
     (workspace / "my_probes.py").write_text(block)
     monkeypatch.syspath_prepend(str(workspace))
-    rt = pilothouse.Runtime(pilothouse.load_settings(plugins="my_probes"), log_events=False)
+    rt = pilothouse.Runtime(pilothouse.load_settings(plugin_modules="my_probes"), log_events=False)
     assert rt.plugins.info["my_probes"].registered == {
         "attribute_sets": ["religion"], "payloads": ["refund-1"]}  # fmt: skip
     # and the page's cases-file examples are valid cases files

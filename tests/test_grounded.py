@@ -231,7 +231,7 @@ async def test_a_judge_rules_on_every_claim_in_a_logged_call(make_runtime, scrip
                    "The Helio 30 costs 289 euros."),
         judge,
     )  # fmt: skip
-    async with make_runtime(grounded_judge="scripted:judge") as rt:
+    async with make_runtime(plugins={"guardrails": {"grounded_judge": "scripted:judge"}}) as rt:
         result = await rt.run(_judged_crew(), "Describe the Helio 30")
         events = rt.store.events(result.run_id)
     calls = [e for e in events if e.type == "model_call"]
@@ -259,7 +259,7 @@ async def test_an_unreadable_or_failing_judge_leaves_the_similarity_verdicts(
     output = "The Helio 30 weighs 1.4 kg.\nIt is waterproof down to fifty metres and floats."
     scripted.provider.enqueue(text_reply(output), Judge([], reply="I think they are fine!"))
     scripted.provider.enqueue(text_reply(output), ModelError("judge server returned 503"))
-    async with make_runtime(grounded_judge="scripted:judge") as rt:
+    async with make_runtime(plugins={"guardrails": {"grounded_judge": "scripted:judge"}}) as rt:
         first = await rt.run(_judged_crew(), "Describe the Helio 30")
         second = await rt.run(_judged_crew(), "Describe the Helio 30")
         verdicts = [next(e for e in rt.store.events(r.run_id) if e.type == "guardrail")
@@ -281,7 +281,7 @@ async def test_the_judge_over_http_gets_the_schema_and_decides(
     scripted.provider.enqueue(text_reply("The Helio 30 weighs 1.4 kg.\nIt costs 189 euros."))
     verdicts = [{"claim": 1, "supported": True}, {"claim": 2, "supported": False}]
     openai_server.enqueue(reply(json.dumps({"verdicts": verdicts})))
-    async with make_runtime(grounded_judge="openai:judge-1") as rt:
+    async with make_runtime(plugins={"guardrails": {"grounded_judge": "openai:judge-1"}}) as rt:
         result = await rt.run(_judged_crew(), "Describe the Helio 30")
         events = rt.store.events(result.run_id)
     sent = openai_server.received[-1]
@@ -296,7 +296,7 @@ async def test_the_engine_embeds_with_the_registered_embedder(make_runtime, scri
     scripted.retrievers.append(Sheet())
     paraphrase = "Priced at 189 euros, the Helio 30 backpack has a weight of 1.4 kilograms."
     scripted.provider.enqueue(text_reply(paraphrase))
-    async with make_runtime(grounded_embedder="minilm") as rt:
+    async with make_runtime(plugins={"guardrails": {"grounded_embedder": "minilm"}}) as rt:
         assert "minilm" in rt.registry.embedders
         result = await rt.run(_judged_crew(), "Describe the Helio 30")
         verdict = next(e for e in rt.store.events(result.run_id) if e.type == "guardrail")
@@ -310,7 +310,7 @@ async def test_a_judge_that_cannot_be_reached_stops_the_run_before_it_starts(
 ):
     # Before: the run spent its first model call, then failed at the output check.
     scripted.retrievers.append(Sheet())
-    async with make_runtime(grounded_judge="nosuch:judge") as rt:
+    async with make_runtime(plugins={"guardrails": {"grounded_judge": "nosuch:judge"}}) as rt:
         with pytest.raises(ConfigError) as raised:
             await rt.run(_judged_crew(), "Describe the Helio 30")
         assert rt.store.list_runs() == []

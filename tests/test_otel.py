@@ -190,7 +190,7 @@ def test_setting_off_and_no_endpoint_register_nothing(workspace, monkeypatch, ot
     on = pilothouse.Runtime(pilothouse.load_settings()).registry.observers["otlp"].value
     assert on.describe() == (f"traces to {otlp_app[1]}/v1/traces, without content,"
                              f" metrics to {otlp_app[1]}/v1/metrics")  # fmt: skip
-    off = pilothouse.Runtime(pilothouse.load_settings(otel="off"))
+    off = pilothouse.Runtime(pilothouse.load_settings(plugins={"otel": {"export": "off"}}))
     assert "otlp" not in off.registry.observers
 
 
@@ -229,7 +229,10 @@ def test_a_run_killed_and_resumed_is_one_trace_with_each_step_once(tmp_path, rec
         + "".join(f'[personas.{p}]\ninstructions = "You are {p}."\n' for p in "abcd")
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    env |= {"PILOTHOUSE_OFFLINE_DELAY_MS": "300", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_app[1]}
+    env |= {
+        "PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS": "300",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_app[1],
+    }
     start = [sys.executable, "-m", "pilothouse", "run", "slow", "-i", "plan it", "--json"]
     process = subprocess.Popen(start, cwd=folder, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
@@ -243,7 +246,7 @@ def test_a_run_killed_and_resumed_is_one_trace_with_each_step_once(tmp_path, rec
     finally:
         stop(process)
     assert not receiver.spans  # the killed process never ended the run: it sent nothing
-    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "0"
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = "0"
     resume = [sys.executable, "-m", "pilothouse", "resume", "--all"]
     resumed = subprocess.run(resume, cwd=folder, env=env, capture_output=True, text=True,
                              timeout=120)  # fmt: skip
@@ -282,7 +285,7 @@ async def test_model_requests_carry_the_traceparent_of_their_call_span(
     openai_server.reset()
     receiver.reset()
     async with pilothouse.Runtime(
-        pilothouse.load_settings(default_model="openai:m1", otel="off")
+        pilothouse.load_settings(default_model="openai:m1", plugins={"otel": {"export": "off"}})
     ) as rt:
         await rt.run(c, "go")
     assert openai_server.traceparents == [None, None] and not receiver.spans
@@ -318,7 +321,9 @@ def test_plugins_and_config_say_where_it_sends_never_the_headers(workspace, otlp
         assert shown.returncode == 0, shown.stderr
         assert f"traces to http://{host}/v1/traces, without content" in shown.stdout
         assert "pw-9s8d7f" not in shown.stdout and "hdr-secret-123" not in shown.stdout
-    env["PILOTHOUSE_OTEL"] = "off"
+    env["PILOTHOUSE_PLUGINS__OTEL__EXPORT"] = "off"
     off = subprocess.run([sys.executable, "-m", "pilothouse", "config"], env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert re.search(r"^exporters +none \(otel = off\)$", off.stdout, re.M), off.stdout
+    assert re.search(r"^exporters +none \(export = off in \[plugins.otel\]\)$", off.stdout, re.M), (
+        off.stdout
+    )

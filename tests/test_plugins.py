@@ -206,3 +206,125 @@ def test_hookspecs_document_every_hook():
     for name in hooks:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.split()) > 15, f"{name} needs a docstring a plugin author can follow"
+
+
+SETTINGS_MODULE = '''
+import click
+from pydantic import BaseModel, SecretStr
+
+from pilothouse import hookimpl, load_settings
+
+
+class WeatherSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+    city: str = "Bergen"
+    units: str = "metric"
+    days: int = 1
+    api_key: SecretStr | None = None
+
+
+@hookimpl
+def register_settings(register):
+    register("weather", WeatherSettings)
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command()
+    def weather():
+        """Say the weather settings."""
+        from pilothouse import Runtime
+
+        section = Runtime(load_settings(), log_events=False).settings.section("weather")
+        key = "yes" if section.api_key else "no"
+        click.echo(f"{section.city} {section.units} {section.days} key:{key}")
+'''
+
+
+def _installed(tmp_path, module: str):
+    """A third-party plugin package made here and installed with pip (no network)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "pyproject.toml").write_text(PACKAGE_PYPROJECT)
+    (src / "pilothouse_weather.py").write_text(module)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(src)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    return {"PYTHONPATH": os.pathsep.join([str(target), *sys.path])}
+
+
+def test_a_plugin_has_settings_of_its_own_and_a_command(tmp_path, workspace):
+    env = _installed(tmp_path, SETTINGS_MODULE)
+    (workspace / "pilothouse.toml").write_text(
+        '[plugins.weather]\ncity = "Oslo"\ndays = 3\napi_key = "wk-secret-0042"\n'
+    )
+    env["PILOTHOUSE_PLUGINS__WEATHER__UNITS"] = "imperial"  # the environment wins
+    said = _pilothouse("weather", env=env, cwd=workspace)
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.strip() == "Oslo imperial 3 key:yes"
+    listed = _pilothouse("plugins", env=env, cwd=workspace)
+    block = listed.stdout.split("weather  [ok]")[1].split("\n\n")[0]
+    assert "settings: [plugins.weather]" in block and "commands: weather" in block
+    shown = _pilothouse("config", env=env, cwd=workspace)
+    rows = {line.split()[0]: line for line in shown.stdout.splitlines() if line.strip()}
+    assert '"Oslo"' in rows["plugins.weather.city"] and "pilothouse.toml" in rows[
+        "plugins.weather.city"]  # fmt: skip
+    assert "env PILOTHOUSE_PLUGINS__WEATHER__UNITS" in rows["plugins.weather.units"]
+    assert '"********"' in rows["plugins.weather.api_key"]
+    assert "wk-secret-0042" not in shown.stdout + shown.stderr + listed.stdout + listed.stderr
+    # a bad value: one line naming the file, the section and the field; exit 3
+    (workspace / "pilothouse.toml").write_text('[plugins.weather]\ndays = "many"\n')
+    bad = _pilothouse("run", "marketing", "-i", "x", env=env, cwd=workspace)
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 3 and len(lines) == 1, bad.stderr
+    assert "[plugins.weather] days (pilothouse.toml)" in lines[0] and "integer" in lines[0]
+    # other plugins still load; the listing says what is wrong and exits 3
+    listed = _pilothouse("plugins", env=env, cwd=workspace)
+    assert listed.returncode == 3 and "weather  [FAILED]" in listed.stdout
+    assert "demo  [ok]" in listed.stdout
+    (workspace / "pilothouse.toml").write_text('[plugins.weather]\ncitty = "Oslo"\n')
+    typo = _pilothouse("run", "marketing", "-i", "x", env=env, cwd=workspace)
+    assert typo.returncode == 3 and "did you mean 'city'?" in typo.stderr
+
+
+def test_settings_that_moved_keep_working_from_their_old_place(tmp_path, workspace, caplog):
+    """Old keys and variables are read into their new place, each with one notice."""
+    import logging
+
+    (workspace / "pilothouse.toml").write_text('grounded_judge = "offline"\n')
+    env = {"PILOTHOUSE_OFFLINE_DELAY_MS": "7", "PILOTHOUSE_OTEL": "off"}
+    caplog.set_level(logging.WARNING)
+    for key, value in env.items():
+        os.environ[key] = value
+    try:
+        settings = pilothouse.load_settings()
+        rt = pilothouse.Runtime(settings, log_events=False)
+    finally:
+        for key in env:
+            del os.environ[key]
+    assert rt.settings.section("offline").delay_ms == 7
+    assert rt.settings.section("guardrails").grounded_judge == "offline"
+    assert rt.settings.section("otel").export == "off"
+    assert settings.plugin_source("offline", "delay_ms") == "env PILOTHOUSE_OFFLINE_DELAY_MS"
+    said = " ".join(settings._notices)
+    assert "'offline_delay_ms' is now 'delay_ms' in [plugins.offline]" in said
+    assert "'grounded_judge' is now 'grounded_judge' in [plugins.guardrails]" in said
+    # the old module list
+    (tmp_path / "mods").mkdir()
+    _write_module(tmp_path / "mods", "legacy_mod", """
+        from pilothouse import hookimpl, tool
+        @tool
+        def legacy_ping() -> str:
+            "Answers pong."
+            return "pong"
+        @hookimpl
+        def register_tools(register):
+            register(legacy_ping)
+        """)  # fmt: skip
+    env = {"PILOTHOUSE_PLUGINS": "legacy_mod", "PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS": "2",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "mods"), *sys.path])}  # fmt: skip
+    done = _pilothouse("plugins", env=env, cwd=workspace)
+    assert done.returncode == 0 and "legacy_mod  [ok]" in done.stdout, done.stderr
+    assert "tools: legacy_ping" in done.stdout
+    assert "now holds plugins' own settings sections" in done.stderr

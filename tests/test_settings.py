@@ -19,23 +19,23 @@ def test_defaults(workspace):
 
 def test_env_beats_workspace_file_beats_project_file(workspace, monkeypatch):
     (workspace / "pilothouse.toml").write_text(
-        'default_model = "project-model"\noffline_delay_ms = 5\n'
+        'default_model = "project-model"\n[plugins.offline]\ndelay_ms = 5\n[plugins.x]\na = 1\n'
     )
     (workspace / ".pilothouse").mkdir()
     (workspace / ".pilothouse" / "pilothouse.toml").write_text(
-        'default_model = "workspace-model"\nplugins = ["a", "b"]\n'
-        "[model_aliases]\nfast = 'offline:fast'\n"
+        'default_model = "workspace-model"\nplugin_modules = ["a", "b"]\n'
+        "[model_aliases]\nfast = 'offline:fast'\n[plugins.x]\nb = 2\n"
     )
-    monkeypatch.setenv("PILOTHOUSE_OFFLINE_DELAY_MS", "7")
+    monkeypatch.setenv("PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS", "7")
     monkeypatch.setenv("PILOTHOUSE_DISABLE_PLUGINS", "x, y")
     s = load_settings()
     assert s.default_model == "workspace-model"
     assert s.source_of("default_model") == str(Path(".pilothouse/pilothouse.toml"))
-    assert (
-        s.offline_delay_ms == 7
-        and s.source_of("offline_delay_ms") == "env PILOTHOUSE_OFFLINE_DELAY_MS"
-    )
-    assert s.plugins == ["a", "b"] and s.disable_plugins == ["x", "y"]
+    # a plugin's section: the environment over the files, the files merged key by key
+    assert s.plugins["offline"] == {"delay_ms": 7} and s.plugins["x"] == {"a": 1, "b": 2}
+    assert s.plugin_source("offline", "delay_ms") == "env PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"
+    assert s.plugin_source("x", "b") == str(Path(".pilothouse/pilothouse.toml"))
+    assert s.plugin_modules == ["a", "b"] and s.disable_plugins == ["x", "y"]
     assert s.model_aliases == {"fast": "offline:fast"}
     assert load_settings(default_model="arg").source_of("default_model") == "argument"
 

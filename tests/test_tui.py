@@ -68,7 +68,7 @@ def _monitor(path, **kwargs) -> MonitorApp:
 async def test_a_run_from_another_process_streams_in_and_is_approved_from_the_monitor(tmp_path):
     """The issue's end-to-end case: a real runner subprocess, the real app, a decision."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "700"  # slow enough to watch steps arrive
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = "700"  # slow enough to watch steps arrive
     runner = subprocess.Popen(
         [sys.executable, "-m", "pilothouse", "demo", "--wait", "90", "--json"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

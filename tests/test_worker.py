@@ -77,7 +77,7 @@ def test_cancel_reaches_the_process_running_the_run(tmp_path):
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "slow.toml").write_text(SLOW)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "2000"
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = "2000"
     runner = subprocess.Popen([sys.executable, "-m", "pilothouse", "run", "slow", "-i", "go",
                                "--json"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -130,7 +130,7 @@ def test_the_worker_resumes_orphaned_runs_at_start(tmp_path):
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "slow.toml").write_text(SLOW)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "400"
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = "400"
     runner = subprocess.Popen([sys.executable, "-m", "pilothouse", "run", "slow", "-i", "go"],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
@@ -143,7 +143,7 @@ def test_the_worker_resumes_orphaned_runs_at_start(tmp_path):
         runner.wait(timeout=30)
     (run,) = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
     assert run["status"] == "running" and run["steps"] >= 1
-    done = ph("worker", "--once", cwd=tmp_path, env={"PILOTHOUSE_OFFLINE_DELAY_MS": "0"})
+    done = ph("worker", "--once", cwd=tmp_path, env={"PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS": "0"})
     assert done.returncode == 0 and "worker: 1 run(s) done" in done.stderr
     (after,) = json.loads(ph("runs", "--json", cwd=tmp_path).stdout)
     assert after["status"] == "succeeded" and after["steps"] == 3
@@ -204,7 +204,7 @@ def test_stopping_a_worker_suspends_its_runs_for_the_next_one(tmp_path, signum):
     ids = [ph("run", "slow", "-i", f"job {i}", "--detach", cwd=tmp_path).stdout.strip()
            for i in range(2)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    env["PILOTHOUSE_OFFLINE_DELAY_MS"] = "2000"
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = "2000"
     worker = subprocess.Popen(
         [sys.executable, "-m", "pilothouse", "worker", "--concurrency", "2"], cwd=tmp_path,
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

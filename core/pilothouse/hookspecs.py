@@ -7,9 +7,9 @@ names match the hooks below. Publish it with an entry point in the group
     [project.entry-points.pilothouse]
     my_plugin = "my_plugin"
 
-or name its module in the ``PILOTHOUSE_PLUGINS`` setting. An implementation
-may accept fewer arguments than the hook offers (pluggy passes only the ones
-it names), so hooks can grow without breaking plugins.
+or name its module in the ``plugin_modules`` setting (``PILOTHOUSE_PLUGIN_MODULES``).
+An implementation may accept fewer arguments than the hook offers (pluggy passes
+only the ones it names), so hooks can grow without breaking plugins.
 
 The ``register_*`` hooks receive a ``register`` callback rather than
 returning values: pilothouse tags everything registered with the plugin that
@@ -31,6 +31,38 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 # -- what a plugin contributes ------------------------------------------------
+
+
+@hookspec
+def register_settings(register: Any) -> None:
+    """Register the settings of a section of the workspace's configuration.
+
+    Call ``register(section, model)`` with a section name and a pydantic model class
+    (give every field a default). The section is ``[plugins.SECTION]`` in
+    ``pilothouse.toml`` and ``PILOTHOUSE_PLUGINS__SECTION__FIELD`` in the environment,
+    with the precedence of the core settings (the environment over the workspace's file
+    over the project's file over the defaults). It is validated when the plugin loads:
+    a bad value is one line naming where it came from, the section and the field, and
+    the plugin does not load (the others do). Read it in any other hook with
+    ``settings.section(SECTION)``. Declare secrets as ``pydantic.SecretStr``: they are
+    never shown. ``pilothouse config`` shows every section with its effective values.
+
+    :param register: ``register(section: str, model: type[pydantic.BaseModel]) -> None``
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``pilothouse`` command line.
+
+    ``cli`` is the :class:`click.Group` of ``pilothouse``: decorate functions with
+    ``@cli.command()`` (or add a group of your own with ``@cli.group()``), as llm and
+    datasette plugins do. A command reads the workspace's settings with
+    :func:`pilothouse.load_settings`. ``pilothouse plugins`` lists the commands each
+    plugin added.
+
+    :param cli: the ``pilothouse`` :class:`click.Group`
+    """
 
 
 @hookspec

@@ -14,11 +14,13 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel, ValidationError
 
 from . import hookspecs
 from .errors import PluginError
 from .registry import Registry
 from .settings import Settings
+from .suggest import did_you_mean_among
 
 log = logging.getLogger("pilothouse.plugins")
 
@@ -35,6 +37,10 @@ class PluginInfo:
     loaded: bool = True
     error: str | None = None
     registered: dict[str, list[str]] = field(default_factory=dict)
+    #: the settings sections it registered
+    sections: list[str] = field(default_factory=list)
+    #: the commands it added to ``pilothouse``
+    commands: list[str] = field(default_factory=list)
 
 
 class Plugins:
@@ -46,6 +52,11 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
         self.errors: list[PluginError] = []
+        #: the settings sections, by name: (plugin, model class)
+        self.sections: dict[str, tuple[str, type[BaseModel]]] = {}
+        #: problems with the plugins' settings, one line each (a plugin with one did
+        #: not load): a command that needs sound settings stops on them (exit 3)
+        self.settings_errors: list[str] = []
         if settings.trace_hooks:
             self.pm.trace.root.setwriter(lambda msg: log.info("%s", msg.rstrip()))
             self.pm.enable_tracing()
@@ -58,7 +69,7 @@ class Plugins:
                 continue
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
             self._add(ep.name, f"entry point ({dist})", ep.value, ep.load)
-        for module in self.settings.plugins:
+        for module in self.settings.plugin_modules:
             if module not in disabled:
                 self._add(module, "setting", module, lambda m=module: importlib.import_module(m))
         for obj in extra:
@@ -74,12 +85,84 @@ class Plugins:
         except Exception as exc:
             self._fail(info, f"failed to load: {type(exc).__name__}: {exc}")
 
-    def _fail(self, info: PluginInfo, message: str) -> None:
+    def _fail(self, info: PluginInfo, message: str, *, quiet: bool = False) -> None:
         info.loaded = False
         info.error = message
         error = PluginError(info.name, message)
         self.errors.append(error)
-        log.warning("%s", error)
+        if not quiet:
+            log.warning("%s", error)
+
+    def load_settings(self) -> None:
+        """Call every plugin's ``register_settings`` and validate its sections of the
+        workspace's configuration; a plugin whose settings are wrong does not load."""
+        given = self.settings.plugins
+        claimed: set[str] = set()
+        for impl in self.pm.hook.register_settings.get_hookimpls():
+            plugin = impl.plugin_name
+            info = self.info.setdefault(plugin, PluginInfo(plugin, "", ""))
+            if not info.loaded:
+                continue
+            registered: list[tuple[str, Any]] = []
+            try:
+                impl.function(register=lambda section, model, into=registered: into.append(
+                    (section, model)
+                ))  # fmt: skip
+            except Exception as exc:
+                detail = "".join(traceback.format_exception_only(exc)).strip()
+                self._fail(info, f"register_settings raised {detail}")
+                continue
+            for section, model in registered:
+                claimed.add(section)
+                problem = self._section(plugin, section, model, given.get(section) or {})
+                if problem is not None:
+                    self.settings_errors.append(problem)
+                    self._fail(info, problem, quiet=True)  # said once, by whoever stops on it
+                    break
+                info.sections.append(section)
+        for section in sorted(set(given) - claimed):
+            log.warning("[plugins.%s] in the settings: no plugin has that section%s",
+                        section, did_you_mean_among(section, list(self.sections)))  # fmt: skip
+
+    def _section(self, plugin: str, section: str, model: Any, values: Any) -> str | None:
+        """Validate one section; the problem in one line, or None."""
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return f"plugin {plugin}: register_settings({section!r}, ...) needs a pydantic model"
+        if section in self.sections and self.sections[section][0] != plugin:
+            return f"plugin {plugin}: section [plugins.{section}] is {self.sections[section][0]}'s"
+        if not isinstance(values, dict):
+            values = {}
+        try:
+            instance = model.model_validate(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"]) or "(section)"
+            where = self.settings.plugin_source(section, str(err["loc"][0]) if err["loc"] else "")
+            hint = ""
+            if err["type"] == "extra_forbidden":
+                hint = did_you_mean_among(name, list(model.model_fields))
+            more = len(exc.errors()) - 1
+            also = f" (and {more} more)" if more else ""
+            return (f"[plugins.{section}] {name} ({where}): {err['msg']}{hint}{also}"
+                    f" (plugin {plugin} not loaded)")  # fmt: skip
+        self.sections[section] = (plugin, model)
+        self.settings._sections[section] = instance
+        return None
+
+    def load_commands(self, cli: Any) -> None:
+        """Call every plugin's ``register_commands`` with the ``pilothouse`` group."""
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            plugin = impl.plugin_name
+            info = self.info.setdefault(plugin, PluginInfo(plugin, "", ""))
+            if not info.loaded:
+                continue
+            before = set(cli.commands)
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                detail = "".join(traceback.format_exception_only(exc)).strip()
+                self._fail(info, f"register_commands raised {detail}")
+            info.commands = sorted(set(cli.commands) - before)
 
     def collect(self) -> Registry:
         """Call every plugin's ``register_*`` hooks, one plugin at a time."""

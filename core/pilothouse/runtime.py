@@ -46,6 +46,10 @@ class Runtime:
     :param settings: effective settings (default: :func:`load_settings`)
     :param plugins: extra plugin objects to register (handy in tests and notebooks)
     :param log_events: False runs without a run store (events reach observers only)
+    :param strict: a plugin whose settings are wrong stops the runtime here
+        (:class:`ConfigError`, one line naming the source, section and field); False
+        leaves that plugin out and goes on (``pilothouse plugins`` and ``config`` show
+        what is wrong)
     """
 
     def __init__(
@@ -54,10 +58,14 @@ class Runtime:
         *,
         plugins: list[Any] = (),  # type: ignore[assignment]
         log_events: bool = True,
+        strict: bool = True,
     ) -> None:
         self.settings = settings or load_settings()
         self.plugins = Plugins(self.settings)
         self.plugins.load(list(plugins))
+        self.plugins.load_settings()
+        if strict and self.plugins.settings_errors:
+            raise ConfigError("; ".join(self.plugins.settings_errors))
         self.registry: Registry = self.plugins.collect()
         self.store: RunStore | None = None
         if log_events:

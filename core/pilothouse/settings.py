@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import os
 import re
 import tomllib
@@ -25,6 +26,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -62,6 +64,21 @@ PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_commas)]
 _file_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "pilothouse_file_settings", default=None
 )
+#: the notices of the settings being loaded (see ``Settings._moved``)
+_notices_now: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "pilothouse_settings_notices", default=None
+)
+_MODULES_MOVED = (
+    "the setting 'plugins' now holds plugins' own settings sections: the modules it named"
+    " are loaded from 'plugin_modules' (PILOTHOUSE_PLUGIN_MODULES)"
+)
+#: settings that moved into their plugin's section: old key -> (section, key)
+MOVED: dict[str, tuple[str, str]] = {
+    "offline_delay_ms": ("offline", "delay_ms"),
+    "grounded_embedder": ("guardrails", "grounded_embedder"),
+    "grounded_judge": ("guardrails", "grounded_judge"),
+    "otel": ("otel", "export"),
+}
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -199,8 +216,14 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Short names for models, e.g. fast = 'openai:gpt-4o-mini'.",
     )
-    plugins: NameList = Field(
-        default_factory=list, description="Extra plugin modules to load, comma-separated."
+    plugin_modules: NameList = Field(
+        default_factory=list,
+        description="Extra plugin modules to load (not installed packages), comma-separated.",
+    )
+    plugins: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description="Plugins' own settings, a section each: [plugins.NAME] in the file,"
+        " PILOTHOUSE_PLUGINS__NAME__FIELD in the environment (see pilothouse plugins).",
     )
     disable_plugins: NameList = Field(
         default_factory=list, description="Plugins (entry-point names) not to load."
@@ -208,9 +231,6 @@ class Settings(BaseSettings):
     crew_paths: PathList = Field(
         default_factory=lambda: [Path("crews")],
         description="Folders searched for TOML crew files (plus <workspace>/crews).",
-    )
-    offline_delay_ms: float = Field(
-        default=0.0, ge=0, description="Delay the offline model adds to every call (for demos)."
     )
     trace_hooks: bool = Field(default=False, description="Log every plugin hook call.")
     decider: str | None = Field(
@@ -223,25 +243,11 @@ class Settings(BaseSettings):
     redact_emails: bool = Field(
         default=False, description="Also cut e-mail addresses out of the monitor and the portal."
     )
-    grounded_embedder: str | None = Field(
-        default=None,
-        description="Embedder the grounded guardrail also scores claims with (e.g. minilm).",
-    )
-    grounded_judge: str | None = Field(
-        default=None,
-        description="Model (alias or provider:model) that rules on every claim the grounded"
-        " guardrail checks.",
-    )
     knowledge_index_from: int = Field(
         default=10_000,
         ge=1,
         description="Chunks from which a knowledge-base collection gets an approximate vector"
         " index (HNSW, usearch); below it, search scans every vector exactly.",
-    )
-    otel: Literal["auto", "off"] = Field(
-        default="auto",
-        description="OpenTelemetry export (the otel extra): auto sends every run's trace and"
-        " metrics wherever OTEL_EXPORTER_OTLP_ENDPOINT says; off sends nothing.",
     )
     endpoints: dict[str, Endpoint] = Field(
         default_factory=dict,
@@ -256,6 +262,69 @@ class Settings(BaseSettings):
     )
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    #: one line each about a setting read from where it used to be
+    _notices: list[str] = PrivateAttr(default_factory=list)
+    #: the plugins' sections, validated by the models they registered
+    _sections: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+    #: where each plugin setting came from: (section, key) -> source
+    _plugin_sources: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        """Settings that moved keep working from their old place, with a notice: the
+        modules of ``plugins = [...]`` (now ``plugin_modules``) and the keys that moved to
+        their plugin's section (:data:`MOVED`)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        notices = _notices_now.get()
+        if notices is None:
+            notices = []
+        plugins = data.get("plugins")
+        if isinstance(plugins, dict) and "__modules__" in plugins:  # see load_settings
+            plugins = {**plugins}
+            data["plugin_modules"] = [*_split_commas(plugins.pop("__modules__")),
+                                      *data.get("plugin_modules", [])]  # fmt: skip
+            data["plugins"] = plugins
+            notices.append(_MODULES_MOVED)
+        elif isinstance(plugins, str | list):
+            data["plugin_modules"] = [*_split_commas(plugins), *data.get("plugin_modules", [])]
+            data["plugins"] = {}
+            notices.append(_MODULES_MOVED)
+        sections = data.setdefault("plugins", {})
+        if not isinstance(sections, dict):
+            return data
+        for old, (section, key) in MOVED.items():
+            if old not in data:
+                continue
+            value = data.pop(old)
+            sections = data["plugins"] = {**sections}
+            sections[section] = {**sections.get(section, {})}
+            sections[section].setdefault(key, value)
+            notices.append(
+                f"the setting '{old}' is now '{key}' in [plugins.{section}]"
+                f" (PILOTHOUSE_PLUGINS__{section.upper()}__{key.upper()}): read from '{old}'"
+            )
+        return data
+
+    def plugin_source(self, section: str, key: str) -> str:
+        """Where a plugin setting's value came from (for messages and ``pilothouse
+        config``): an environment variable, a file, or the default."""
+        return self._plugin_sources.get((section, key), "default")
+
+    def sections(self) -> dict[str, Any]:
+        """Every plugin's settings, by section (those of the plugins loaded)."""
+        return dict(self._sections)
+
+    def section(self, name: str) -> Any:
+        """A plugin's settings: the model it registered for section ``name``
+        (``register_settings``), validated, with the defaults where nothing was set."""
+        try:
+            return self._sections[name]
+        except KeyError:
+            known = ", ".join(sorted(self._sections)) or "none"
+            raise ConfigError(f"no plugin settings section {name!r} (sections: {known})") from None
 
     @classmethod
     def settings_customise_sources(
@@ -282,6 +351,9 @@ class Settings(BaseSettings):
         source; a setting left unset says what takes its place."""
         rows = []
         for name in type(self).model_fields:
+            if name == "plugins":
+                rows += self._describe_sections()
+                continue
             value = getattr(self, name)
             source = self.source_of(name)
             shown = mask(name, value)
@@ -290,6 +362,21 @@ class Settings(BaseSettings):
             elif name == "decider" and value is None:
                 shown, source = toml_value(self.effective_decider()), "default: your OS user"
             rows.append({"name": name, "value": shown, "source": source})
+        return rows
+
+    def _describe_sections(self) -> list[dict[str, str]]:
+        """A row for every field of every plugin's section (``plugins.NAME.FIELD``), and
+        for a section the settings give that no loaded plugin took."""
+        rows = []
+        for section, values in sorted(self._sections.items()):
+            for key in type(values).model_fields:
+                rows.append({"name": f"plugins.{section}.{key}",
+                             "value": mask(key, getattr(values, key)),
+                             "source": self.plugin_source(section, key)})  # fmt: skip
+        for section in sorted(set(self.plugins) - set(self._sections)):
+            value = mask(section, self.plugins[section])
+            rows.append({"name": f"plugins.{section}", "value": value,
+                         "source": "no plugin loaded takes this section"})  # fmt: skip
         return rows
 
     def effective_decider(self) -> str:
@@ -393,6 +480,20 @@ def _env_value(name: str) -> str | None:
     return None
 
 
+def _nested_env(name: str) -> dict[str, Any]:
+    """``PILOTHOUSE_NAME__A__B=v`` variables as ``{"a": {"b": "v"}}``."""
+    head = f"{ENV_PREFIX}{name.upper()}__"
+    nested: dict[str, Any] = {}
+    for key, value in os.environ.items():
+        if key.upper().startswith(head):
+            *path, last = key[len(head) :].lower().split("__")
+            at = nested
+            for part in path:
+                at = at.setdefault(part, {})
+            at[last] = value
+    return nested
+
+
 def _check_environment() -> None:
     """A ``PILOTHOUSE_*`` variable that names no setting is an error, as an unknown key in
     a file is: a misspelt variable would otherwise be ignored without a word."""
@@ -400,7 +501,7 @@ def _check_environment() -> None:
         if not key.upper().startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX) :].split("__")[0].lower()
-        if name in Settings.model_fields:
+        if name in Settings.model_fields or name in MOVED:
             continue
         close = closest(name, Settings.model_fields)
         hint = f"; did you mean {ENV_PREFIX}{close.upper()}?" if close else ""
@@ -413,9 +514,25 @@ def load_settings(**overrides: Any) -> Settings:
     workspace = Path(overrides.get("workspace") or _env_value("workspace") or ".pilothouse")
     file_data: dict[str, Any] = {}
     origins: dict[str, str] = {}
+    plugin_sources: dict[tuple[str, str], str] = {}
     for path in (Path(CONFIG_FILE), workspace / CONFIG_FILE):
         if path.is_file():
             data = _read_toml(path)
+            for old, (section, key) in MOVED.items():
+                if old in data:
+                    plugin_sources[(section, key)] = f"{path} ({old})"
+            sections = data.get("plugins")
+            if isinstance(sections, dict):
+                for section, values in sections.items():
+                    for key in values if isinstance(values, dict) else ():
+                        plugin_sources[(section, key)] = str(path)
+                # sections merge key by key across the files, as the environment's do
+                merged = dict(file_data.get("plugins") or {})
+                for section, values in sections.items():
+                    old = merged.get(section)
+                    both = isinstance(old, dict) and isinstance(values, dict)
+                    merged[section] = {**old, **values} if both else values
+                data = {**data, "plugins": merged}
             file_data.update(data)
             origins.update({key: str(path) for key in data})
     sources = {}
@@ -427,7 +544,26 @@ def load_settings(**overrides: Any) -> Settings:
         elif name in file_data:
             sources[name] = origins[name]
     _check_environment()
+    modules = os.environ.get(ENV_PREFIX + "PLUGINS")
+    if modules is not None and "plugins" not in overrides:
+        # the old form (modules to load) beside the new sections: pydantic would read
+        # only one of them, so both are taken here, the sections as they would be read
+        overrides["plugins"] = {"__modules__": modules, **_nested_env("plugins")}
+        sources["plugins"] = f"env {ENV_PREFIX}PLUGINS"
+    for old, (section, key) in MOVED.items():  # read as its old key (the new place wins)
+        value = os.environ.get(ENV_PREFIX + old.upper())
+        if value is not None and old not in overrides:
+            overrides[old] = value
+            sources.setdefault("plugins", f"env {ENV_PREFIX}{old.upper()}")
+            plugin_sources[(section, key)] = f"env {ENV_PREFIX}{old.upper()}"
+    for section, values in _nested_env("plugins").items():
+        for key in values if isinstance(values, dict) else ():
+            plugin_sources[(section, key)] = (
+                f"env {ENV_PREFIX}PLUGINS__{section.upper()}__{key.upper()}"
+            )
     token = _file_data.set(file_data)
+    notices: list[str] = []
+    said = _notices_now.set(notices)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -444,5 +580,16 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
     finally:
         _file_data.reset(token)
+        _notices_now.reset(said)
     settings._sources = sources
+    settings._notices = notices
+    settings._plugin_sources = plugin_sources
+    for notice in notices:
+        if notice not in _SAID:  # once per process, however often settings are loaded
+            _SAID.add(notice)
+            logging.getLogger("pilothouse.settings").warning("%s", notice)
     return settings
+
+
+#: the notices already said in this process
+_SAID: set[str] = set()

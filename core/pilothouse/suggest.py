@@ -17,6 +17,12 @@ def did_you_mean(key: str, model: type[BaseModel]) -> str:
     return f"; did you mean {close!r}?" if close else ""
 
 
+def did_you_mean_among(key: str, candidates: Iterable[str]) -> str:
+    """``; did you mean 'url'?`` when ``key`` is close to one of ``candidates``, else ""."""
+    close = closest(key, candidates)
+    return f"; did you mean {close!r}?" if close else ""
+
+
 def closest(word: str, candidates: Iterable[str]) -> str | None:
     """The candidate ``word`` is most likely a misspelling of, if any is close enough."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)

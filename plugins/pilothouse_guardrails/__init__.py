@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from pydantic import BaseModel
+
 from pilothouse import (
     EMAIL_PATTERN,
     SECRET_PATTERNS,
@@ -106,11 +108,29 @@ class RiskyClaims(Guardrail):
         )  # fmt: skip
 
 
+class GuardrailSettings(BaseModel):
+    """``[plugins.guardrails]``: how the ``grounded`` guardrail scores claims."""
+
+    model_config = {"extra": "forbid"}
+
+    #: an embedder that also scores claims by similarity (e.g. ``minilm``)
+    grounded_embedder: str | None = None
+    #: a model (alias or ``provider:model``) that rules on every claim
+    grounded_judge: str | None = None
+
+
+@hookimpl
+def register_settings(register):
+    """The bundled guardrails' section, ``[plugins.guardrails]``."""
+    register("guardrails", GuardrailSettings)
+
+
 @hookimpl
 def register_guardrails(register, settings):
     """Register the bundled guardrails (``grounded`` as the settings configure it)."""
+    section = settings.section("guardrails")
     register(RedactPersonalData())
     register(NoSecrets())
     register(RiskyClaims())
-    register(Grounded(embedder=settings.grounded_embedder, judge=settings.grounded_judge))
+    register(Grounded(embedder=section.grounded_embedder, judge=section.grounded_judge))
     register(PromptInjection())

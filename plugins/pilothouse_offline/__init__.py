@@ -12,6 +12,7 @@ in the log.
 from __future__ import annotations
 
 import anyio
+from pydantic import BaseModel, Field
 
 import pilothouse
 from pilothouse import Model, ModelProvider, ModelRequest, ModelResponse, Usage, hookimpl
@@ -32,7 +33,7 @@ class OfflineModel(Model):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Answer from the request alone: same request, same reply.
 
-        With a delay (``offline_delay_ms``) the text is streamed over it in a few
+        With a delay (``[plugins.offline] delay_ms``) the text is streamed over it in a few
         pieces, as a real server would, so the monitor has something to show live.
         """
         call = choose_tool_call(request)
@@ -79,7 +80,22 @@ class OfflineProvider(ModelProvider):
         return "default"
 
 
+class OfflineSettings(BaseModel):
+    """``[plugins.offline]``: the offline model's settings."""
+
+    model_config = {"extra": "forbid"}
+
+    #: a delay added to every call, for demos (the text streams over it)
+    delay_ms: float = Field(default=0.0, ge=0)
+
+
+@hookimpl
+def register_settings(register):
+    """The offline model's section, ``[plugins.offline]``."""
+    register("offline", OfflineSettings)
+
+
 @hookimpl
 def register_models(register, settings):
     """Register the offline provider, with the configured artificial delay."""
-    register(OfflineProvider(delay_s=settings.offline_delay_ms / 1000))
+    register(OfflineProvider(delay_s=settings.section("offline").delay_ms / 1000))

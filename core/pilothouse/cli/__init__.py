@@ -29,6 +29,8 @@ __all__ = ["DEMO_INPUT", "Exit", "cli", "main"]
 
 def main() -> None:
     """Entry point of the ``pilothouse`` script: errors become messages and exit codes."""
+    if _wants_plugin_commands(sys.argv[1:]):
+        add_plugin_commands()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -43,3 +45,37 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(Exit.INTERRUPTED)
+
+
+def _wants_plugin_commands(args: list[str]) -> bool:
+    """Whether the command line may name a command a plugin adds: it names none of the
+    built-in ones (or asks for help). A built-in command does not pay for importing
+    every plugin to find out."""
+    words = iter(args)
+    for word in words:
+        if word in ("-w", "--workspace"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word not in cli.commands
+    return True
+
+
+def add_plugin_commands() -> None:
+    """Let every plugin add its commands (``register_commands``) to ``pilothouse``; a
+    plugin that fails here is reported by the commands that load plugins, not here."""
+    import logging
+
+    from ..plugins import Plugins
+    from ..settings import load_settings
+
+    try:
+        plugins = Plugins(load_settings())
+    except PilothouseError:  # the command will say what is wrong with the settings
+        return
+    quiet = logging.getLogger("pilothouse.plugins")
+    level, quiet.level = quiet.level, logging.ERROR + 1
+    try:
+        plugins.load()
+        plugins.load_commands(cli)
+    finally:
+        quiet.level = level

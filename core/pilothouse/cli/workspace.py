@@ -20,27 +20,36 @@ from .viewing import _short, _since
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def plugins(obj: Context, as_json: bool) -> None:
-    """List every plugin and what it registered."""
-    rt = Runtime(obj.settings, log_events=False)
+    """List every plugin: what it registered, its settings section, the commands it
+    added, and why it did not load (exit 3 when a plugin's settings are wrong)."""
+    rt = Runtime(obj.settings, log_events=False, strict=False)
+    rt.plugins.load_commands(click.Group())  # which commands each plugin adds
     infos = list(rt.plugins.info.values())
     exporters = _exporters(rt)
     if as_json:
         rows = [{**info.__dict__, "observers": {n: d for n, (p, d) in exporters.items()
                                                 if p == info.name}} for info in infos]  # fmt: skip
         click.echo(json.dumps(rows, indent=2))
-        return
-    for info in infos:
-        state = click.style("ok", fg="green") if info.loaded else click.style("FAILED", fg="red")
-        click.echo(
-            f"{click.style(info.name, bold=True)}  [{state}]  {info.module}  ({info.source})"
-        )
-        for kind, names in info.registered.items():
-            click.echo(f"    {kind}: {', '.join(names)}")
-        for name, (plugin, described) in exporters.items():
-            if plugin == info.name and described:
-                click.echo(f"    {name}: {described}")
-        if info.error:
-            click.secho(f"    error: {info.error}", fg="red")
+    else:
+        for info in infos:
+            state = (click.style("ok", fg="green") if info.loaded
+                     else click.style("FAILED", fg="red"))  # fmt: skip
+            click.echo(
+                f"{click.style(info.name, bold=True)}  [{state}]  {info.module}  ({info.source})"
+            )
+            for kind, names in info.registered.items():
+                click.echo(f"    {kind}: {', '.join(names)}")
+            for section in info.sections:
+                click.echo(f"    settings: [plugins.{section}]")
+            if info.commands:
+                click.echo(f"    commands: {', '.join(info.commands)}")
+            for name, (plugin, described) in exporters.items():
+                if plugin == info.name and described:
+                    click.echo(f"    {name}: {described}")
+            if info.error:
+                click.secho(f"    error: {info.error}", fg="red")
+    if rt.plugins.settings_errors:
+        sys.exit(Exit.CONFIG)
 
 
 @cli.group(invoke_without_command=True)
@@ -202,9 +211,11 @@ def crews(obj: Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def config(obj: Context, as_json: bool) -> None:
-    """Show the effective settings and where each came from (secrets masked)."""
+    """Show the effective settings and where each came from (secrets masked), the
+    plugins' sections included (exit 3 when a plugin's settings are wrong)."""
+    rt = Runtime(obj.settings, log_events=False, strict=False)
     rows = obj.settings.describe()
-    exporters = _exporters(Runtime(obj.settings, log_events=False))
+    exporters = _exporters(rt)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -217,10 +228,12 @@ def config(obj: Context, as_json: bool) -> None:
     for name, (plugin, described) in exporters.items():
         click.echo(f"{'exporter ' + name:<{width}}{described}  " + click.style(plugin, dim=True))
     if not exporters:
+        otel = obj.settings.sections().get("otel")
+        off = otel is not None and otel.export == "off"
         click.echo(
-            f"{'exporters':<{width}}none (OTEL_EXPORTER_OTLP_ENDPOINT is not set)"
-            if obj.settings.otel != "off"
-            else f"{'exporters':<{width}}none (otel = off)"
+            f"{'exporters':<{width}}none (export = off in [plugins.otel])"
+            if off
+            else f"{'exporters':<{width}}none (OTEL_EXPORTER_OTLP_ENDPOINT is not set)"
         )
 
 
