@@ -742,3 +742,18 @@ def test_a_worker_started_before_its_database_waits_for_it(workspace, pg, openai
                           cwd=workspace, env=env, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert done.returncode == 6 and "does not exist" in done.stderr
+
+
+def test_a_connection_made_before_a_recovery_does_not_start_a_new_outage():
+    """A listener that finds out late (a loaded machine) that its connection died in an
+    outage that is already over must not count a second outage."""
+    from pilothouse.store.health import StoreHealth
+
+    health = StoreHealth("postgresql://db/fleet")
+    connected_at = health.recoveries  # a listener connects
+    health.failed("server closed the connection")
+    health.answered()  # the store answers again: the outage is over
+    health.failed("server closed the connection", connected_at=connected_at)  # late news
+    assert health.outages == 1 and not health.down
+    health.failed("connection refused", connected_at=health.recoveries)  # a new outage
+    assert health.outages == 2 and health.down

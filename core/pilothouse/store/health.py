@@ -35,6 +35,9 @@ class StoreHealth:
         self.cause = ""
         #: outages seen since the handle opened
         self.outages = 0
+        #: outages that ended: a connection made before the last of them ended can
+        #: only tell of that outage when it fails (see :meth:`failed`)
+        self.recoveries = 0
         self._lock = threading.Lock()
         self._callbacks: list[HealthCallback] = []
 
@@ -47,9 +50,15 @@ class StoreHealth:
         """Call ``callback(down, seconds)`` at each change (from the thread that saw it)."""
         self._callbacks.append(callback)
 
-    def failed(self, cause: str) -> None:
-        """An operation found the store unreachable: the first of an outage is said."""
+    def failed(self, cause: str, *, connected_at: int | None = None) -> None:
+        """An operation found the store unreachable: the first of an outage is said.
+
+        ``connected_at``: the :attr:`recoveries` when the failing connection was made;
+        one made before the last recovery is a stale connection finding out late about
+        an outage that is over (a listener waiting on its socket), not a new outage."""
         with self._lock:
+            if connected_at is not None and connected_at < self.recoveries:
+                return
             if self.down_since is not None:
                 return
             self.down_since, self.cause = time.time(), cause
@@ -66,6 +75,8 @@ class StoreHealth:
             return
         with self._lock:
             since, self.down_since = self.down_since, None
+            if since is not None:
+                self.recoveries += 1
         if since is None:
             return
         away = time.time() - since

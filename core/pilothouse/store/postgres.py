@@ -128,6 +128,8 @@ class _PgListener(Listener):
         self.health = health
         self.timeout_s = timeout_s
         self._conn: Any = None
+        #: the store's recoveries when the connection was made (None: none made)
+        self._connected_at: int | None = None
 
     async def wait(self, timeout: float) -> set[str]:
         try:
@@ -137,6 +139,7 @@ class _PgListener(Listener):
                         autocommit=True, **connection_params(self.url, self.timeout_s)
                     )
                     self._conn = conn
+                    self._connected_at = self.health.recoveries
                     for channel in self.CHANNELS:
                         await conn.execute(f"LISTEN pilothouse_{channel}")
                 # (the store is said to answer again by its own statements, not by this
@@ -146,14 +149,16 @@ class _PgListener(Listener):
                 heard.add(notice.channel.removeprefix("pilothouse_"))
             return heard
         except (psycopg.Error, TimeoutError) as exc:
+            connected_at = self._connected_at
             await self.aclose()  # the next wait connects again
             text = " ".join(str(exc).split()) or "no answer in time"
-            self.health.failed(text)
+            self.health.failed(text, connected_at=connected_at)
             raise StoreUnavailable(
                 f"cannot listen to the run store {shown_url(self.url)}: {text}"
             ) from exc
 
     async def aclose(self) -> None:
+        self._connected_at = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(psycopg.Error):
