@@ -757,3 +757,17 @@ def test_a_connection_made_before_a_recovery_does_not_start_a_new_outage():
     assert health.outages == 1 and not health.down
     health.failed("connection refused", connected_at=health.recoveries)  # a new outage
     assert health.outages == 2 and health.down
+
+
+def test_a_closed_store_never_opens_a_connection_again(pg):
+    """A statement that comes after its store was closed (a monitor's poll still in a
+    thread when the app closes) fails instead of opening, and leaking, a new connection."""
+    from pilothouse.store.open import open_location
+
+    server, url = pg
+    store = open_location(url)
+    store.list_runs()
+    store.close()
+    with pytest.raises(pilothouse.StoreError, match="closed"):
+        store.list_runs()
+    assert store._db.conn.closed and store._db.reconnects == 0  # type: ignore[attr-defined]

@@ -58,6 +58,7 @@ class PgKnowledgeBase(KnowledgeBase):
         self.location = shown_url(url)
         self.embedder = embedder
         self._url = url
+        self._shut = False
         self._lock = threading.Lock()
         self._errors = (psycopg.Error,)
         try:
@@ -93,6 +94,8 @@ class PgKnowledgeBase(KnowledgeBase):
 
         conn = self._conn
         idle = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if self._shut:  # closed by its owner: a search still in a thread must not reconnect
+            raise psycopg.OperationalError("the knowledge base's connection was closed")
         if conn.closed or (idle and _readable(conn.pgconn.socket)):
             conn.close()
             conn = self._conn = _connect(self._url)
@@ -270,7 +273,8 @@ class PgKnowledgeBase(KnowledgeBase):
         return {row[0]: row[1:] for row in rows}
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (for good: no new one is made after)."""
+        self._shut = True
         self._conn.close()
 
 

@@ -223,6 +223,7 @@ class PgConnection:
         self.reconnects = 0
         self._sql: dict[str, str] = {}
         self._in_transaction = False
+        self._shut = False
 
     def _convert(self, sql: str) -> str:
         converted = self._sql.get(sql)
@@ -239,6 +240,8 @@ class PgConnection:
         conn = self.conn
         if not conn.closed and (self._in_transaction or not _readable(conn.pgconn.socket)):
             return conn
+        if self._shut:  # closed by its owner: a late statement must not open a new one
+            raise psycopg.OperationalError("the run store's connection was closed")
         if not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
@@ -282,6 +285,8 @@ class PgConnection:
                 conn.execute("ROLLBACK")
 
     def close(self) -> None:
-        """Close the connection and stop its watchdog."""
+        """Close the connection and stop its watchdog; no new connection is made after
+        (a statement still on its way in another thread fails instead of leaking one)."""
+        self._shut = True
         self.deadline.close()
         self.conn.close()

@@ -152,7 +152,12 @@ class MonitorApp(App[None]):
 
     @work(thread=True, group="poll")
     def _fetch(self) -> None:
-        self.call_from_thread(self._apply, self.feed.fetch())
+        batch = self.feed.fetch()
+        try:
+            self.call_from_thread(self._apply, batch)
+        except RuntimeError:  # the app closed meanwhile: a store this fetch opened is closed
+            if batch.store is not None:
+                batch.store.close()
 
     def _apply(self, batch: Batch) -> None:
         self._fetching = False
