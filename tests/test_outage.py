@@ -764,7 +764,7 @@ def test_a_closed_store_never_opens_a_connection_again(pg):
     thread when the app closes) fails instead of opening, and leaking, a new connection."""
     from pilothouse.store.open import open_location
 
-    server, url = pg
+    _, url = pg
     store = open_location(url)
     store.list_runs()
     store.close()

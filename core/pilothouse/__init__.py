@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from .observers import EventObserver
     from .probes import load_attribute_sets, load_payloads
     from .redact import EMAIL_PATTERN, SECRET_PATTERNS, Redactor
-    from .retrieval import Passage, Retriever
+    from .retrieval import Filters, Passage, Retriever
     from .runtime import Runtime, run
     from .settings import Endpoint, Settings, load_settings
     from .store.base import (
@@ -95,6 +95,7 @@ _LAZY: dict[str, str] = {
     "DecisionView": ".decision",
     "EMAIL_PATTERN": ".redact",
     "Embedder": ".embedding",
+    "Filters": ".retrieval",
     "emit_delta": ".model",
     "Endpoint": ".settings",
     "Escalation": ".store.base",
@@ -189,6 +190,7 @@ __all__ = [
     "Escalation",
     "EscalationRejected",
     "EventObserver",
+    "Filters",
     "Guardrail",
     "GuardrailBlocked",
     "GuardrailContext",

@@ -22,14 +22,31 @@ class Passage(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class Filters(BaseModel):
+    """What a search keeps, applied by the store before it ranks (not after the top
+    ``k``): passages whose source contains ``source``, and carrying ``tag``."""
+
+    model_config = {"extra": "forbid"}
+
+    source: str | None = None
+    tag: str | None = None
+
+
 class Retriever(abc.ABC):
-    """Ranked passages for a query. Register one through ``register_retrievers``."""
+    """Ranked passages for a query. Register one through ``register_retrievers``.
+
+    ``search`` takes ``filters`` when given (:class:`Filters`); a retriever written
+    before filters existed (``search(query, *, k)``) is still called without them.
+    :class:`pilothouse.testing.RetrieverContract` holds an implementation to what the
+    built-in one does."""
 
     name: str = ""
 
     @abc.abstractmethod
-    async def search(self, query: str, *, k: int = 4) -> list[Passage]:
-        """Return up to ``k`` passages, best first."""
+    async def search(
+        self, query: str, *, k: int = 4, filters: Filters | None = None
+    ) -> list[Passage]:
+        """Return up to ``k`` passages, best first (only those ``filters`` keep)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional, most retrievers hold nothing
         """Release connections and other resources; called when the runtime closes."""

@@ -19,7 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pilothouse import ConfigError, Embedder, Passage, Retriever, hookimpl, run_blocking, tool
+from pilothouse import (
+    ConfigError,
+    Embedder,
+    Filters,
+    Passage,
+    Retriever,
+    hookimpl,
+    run_blocking,
+    tool,
+)
 from pilothouse import remember as remember_fact
 
 TOKENIZER = Path(__file__).parent / "minilm-tokenizer.json"
@@ -142,9 +151,11 @@ class KnowledgeRetriever(Retriever):
         self.collection = collection
         self._kb: Any = None
 
-    async def search(self, query: str, *, k: int = 4) -> list[Passage]:
+    async def search(
+        self, query: str, *, k: int = 4, filters: Filters | None = None
+    ) -> list[Passage]:
         """The ``k`` best chunks, searched in a thread (a run cancelled meanwhile does
-        not wait for it)."""
+        not wait for it); ``filters`` are applied on both sides before ranking."""
 
         def run() -> list[Passage]:
             from pilothouse import KnowledgeError, knowledge_location, open_knowledge
@@ -161,7 +172,9 @@ class KnowledgeRetriever(Retriever):
                     f"nothing was ingested into collection {self.collection!r} of the"
                     f" knowledge base at {self._kb.location}: run 'pilothouse ingest PATH' first"
                 )
-            return self._kb.search(query, k=k, collection=self.collection)
+            given = filters or Filters()
+            return self._kb.search(query, k=k, collection=self.collection,
+                                   source=given.source, tag=given.tag)  # fmt: skip
 
         return await run_blocking(run, name=f"retriever {self.name}")
 

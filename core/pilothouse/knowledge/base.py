@@ -201,6 +201,18 @@ class KnowledgeBase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
         self.db = connect(self.path, prefer=prefer)
+        try:
+            self._set_up()
+        except Exception as exc:  # sqlite3's or sqlean's DatabaseError, by the driver used
+            self.db.close()
+            text = " ".join(str(exc).split())
+            raise KnowledgeError(
+                f"cannot open the knowledge base {self.path}: {text} (move the file away, or"
+                " point the workspace elsewhere, and ingest again)"
+            ) from exc
+
+    def _set_up(self) -> None:
+        """WAL, the tables, and what an older knowledge base lacks."""
         self.db.execute("PRAGMA journal_mode=WAL")
         tagged = self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE name = 'document_tags'"

@@ -1,0 +1,394 @@
+"""pilothouse.testing: a kit for testing plugins, loaded by pytest wherever pilothouse
+is installed (entry point ``pytest11``).
+
+Fixtures:
+
+- ``ph_workspace``: an empty project folder as the current directory, no
+  ``PILOTHOUSE_*`` variable leaking in from outside;
+- ``ph_model``: a scripted model (``scripted:<any name>``) that answers from a queue
+  (:func:`reply`, :func:`call` for a tool call) and records every request;
+- ``ph_runtime``: ``ph_runtime(*plugins, **settings)`` builds a
+  :class:`pilothouse.Runtime` on the workspace, with the scripted model as default.
+
+Helpers: :func:`crew_of` (a crew from plain data, as a crew file gives it) and
+:func:`run_crew` (run one, get the result and the run's events back).
+
+Contract suites a third-party implementation subclasses to show it behaves like the
+built-in ones (the bundled plugins pass them): :class:`RetrieverContract`,
+:class:`ToolContract`, :class:`GuardrailContract`. Each is a plain pytest class:
+subclass it in a test module (its name starting with ``Test``) and fill in what it
+asks for.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from . import (
+    BaseEvent,
+    Crew,
+    Filters,
+    Guardrail,
+    GuardrailContext,
+    Model,
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    Passage,
+    PilothouseError,
+    Retriever,
+    RunResult,
+    Runtime,
+    Span,
+    Tool,
+    ToolCall,
+    ToolError,
+    Usage,
+    Verdict,
+    hookimpl,
+    load_settings,
+)
+
+# -- a scripted model -----------------------------------------------------------------
+
+Reply = ModelResponse | Exception | Callable[[ModelRequest], ModelResponse]
+_ids = itertools.count(1)
+
+
+def reply(text: str, tokens: tuple[int, int] = (10, 5)) -> ModelResponse:
+    """A model's plain answer."""
+    return ModelResponse(text=text, usage=Usage(input_tokens=tokens[0], output_tokens=tokens[1]))
+
+
+def call(tool: str, **arguments: Any) -> ModelResponse:
+    """A model's reply asking for one call of ``tool`` with ``arguments``."""
+    request = ToolCall(id=f"call_{next(_ids)}", name=tool, arguments=json.dumps(arguments))
+    return ModelResponse(tool_calls=[request], usage=Usage(input_tokens=10, output_tokens=5))
+
+
+class ScriptedModel(Model):
+    """Answers from its plugin's queue (a default answer when it is empty)."""
+
+    provider = "scripted"
+
+    def __init__(self, name: str, plugin: ScriptedPlugin) -> None:
+        self.name = name
+        self.plugin = plugin
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """The next scripted reply (an exception in the queue is raised)."""
+        self.plugin.requests.append(request)
+        if not self.plugin.queue:
+            return reply(f"default answer {len(self.plugin.requests)}")
+        answer = self.plugin.queue.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(request) if callable(answer) else answer
+
+
+class ScriptedPlugin(ModelProvider):
+    """A plugin object with the ``scripted`` provider; tests queue replies on it."""
+
+    __name__ = "scripted"
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.queue: list[Reply] = []
+        self.requests: list[ModelRequest] = []
+
+    def enqueue(self, *replies: Reply) -> None:
+        """Queue replies, answered in order."""
+        self.queue.extend(replies)
+
+    def model(self, name: str) -> Model:
+        """Any name: every scripted model shares the queue."""
+        return ScriptedModel(name, self)
+
+    def default_model(self) -> str:
+        """``scripted`` alone means ``scripted:model``."""
+        return "model"
+
+    @hookimpl
+    def register_models(self, register: Any) -> None:
+        """Register itself as the ``scripted`` provider."""
+        register(self)
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ph_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as the current directory, no ``PILOTHOUSE_*`` variable."""
+    for key in list(os.environ):
+        if key.upper().startswith("PILOTHOUSE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def ph_model() -> ScriptedPlugin:
+    """The scripted model (``scripted:<any>``): queue replies with ``enqueue``."""
+    return ScriptedPlugin()
+
+
+@pytest.fixture
+def ph_runtime(ph_workspace: Path, ph_model: ScriptedPlugin) -> Callable[..., Runtime]:
+    """``ph_runtime(*plugins, **settings)``: a Runtime on the workspace with these plugin
+    objects and the scripted model, which is the default model."""
+
+    def make(*plugins: Any, **settings: Any) -> Runtime:
+        settings.setdefault("default_model", "scripted")
+        return Runtime(load_settings(**settings), plugins=[ph_model, *plugins])
+
+    return make
+
+
+def crew_of(flow: dict[str, Any], personas: dict[str, dict[str, Any]], **extra: Any) -> Crew:
+    """A crew from plain data, as a crew file gives it: ``crew_of({"type":
+    "sequential", "steps": ["a"]}, {"a": {"instructions": "..."}})``."""
+    return Crew.model_validate(
+        {"name": extra.pop("name", "test"), "flow": flow, "personas": personas, **extra}
+    )
+
+
+async def run_crew(
+    runtime: Runtime, crew: Crew | str, text: str
+) -> tuple[RunResult, list[BaseEvent]]:
+    """Run a crew in an entered runtime; return how it ended and its events, in order."""
+    result = await runtime.run(crew, text)
+    store = runtime.store
+    events = store.events(result.run_id) if store is not None else []
+    return result, events
+
+
+# -- contract suites -------------------------------------------------------------------
+
+
+class Document(BaseModel):
+    """A document a retriever under test is given, as its store would hold it."""
+
+    id: str
+    text: str
+    source: str
+    tags: list[str] = []
+
+
+#: the fixed corpus of :class:`RetrieverContract`
+CORPUS: list[Document] = [
+    Document(id="panel", source="docs/helio-panel.md", tags=["product"],
+             text="The Helio 30 backpack carries a flexible 12-watt solar panel on its lid."),
+    Document(id="battery", source="docs/helio-battery.md", tags=["product"],
+             text="Its battery holds 10,000 mAh and charges a phone about twice."),
+    Document(id="market", source="research/market-2026.md", tags=["research"],
+             text="Day hikers aged 25 to 44 are the fastest-growing outdoor segment in Europe."),
+    Document(id="returns", source="policies/returns.md", tags=["policy"],
+             text="Customers may return unused gear within 30 days for a full refund."),
+    Document(id="unicode", source="docs/helio-deutsch.md", tags=["product"],
+             text="Der Rucksack wiegt 1,4 kg, für Wanderer gedacht; Größe 30 Liter. 登山用。"),
+]  # fmt: skip
+
+
+def _document(passage: Passage) -> Document:
+    """The corpus document a passage came from: its source names the document's (a path
+    may be made absolute by the store)."""
+    found = [d for d in CORPUS if passage.source.endswith(d.source)]
+    assert found, f"passage {passage.id} names no document of the corpus: {passage.source!r}"
+    return found[0]
+
+
+class RetrieverContract:
+    """What every retriever does, checked on a fixed corpus (:data:`CORPUS`).
+
+    Subclass it and implement :meth:`make_retriever`; implement
+    :meth:`unreachable_retriever` too for a retriever backed by a service (a store
+    that is down must fail fast, saying which)."""
+
+    #: how long a search may take before the suite calls it hung
+    timeout_s = 60.0
+
+    def make_retriever(self, documents: list[Document], folder: Path) -> Retriever:
+        """A retriever over exactly ``documents`` (``folder``: a fresh folder for its
+        files, if it needs any). May be a coroutine function."""
+        raise NotImplementedError("make_retriever: a retriever over the given documents")
+
+    def unreachable_retriever(self, folder: Path) -> Retriever | None:
+        """A retriever whose store cannot be reached (None: it has no store to lose)."""
+        return None
+
+    def _search(self, folder: Path, documents: list[Document], query: str,
+                **options: Any) -> list[Passage]:  # fmt: skip
+        async def go() -> list[Passage]:
+            made = self.make_retriever(documents, folder)
+            retriever = await made if inspect.isawaitable(made) else made
+            try:
+                with anyio.fail_after(self.timeout_s):
+                    return await retriever.search(query, **options)
+            finally:
+                await retriever.aclose()
+
+        return anyio.run(go)
+
+    def test_the_passage_that_answers_comes_first(self, tmp_path: Path) -> None:
+        found = self._search(tmp_path, CORPUS, "how many watts is the solar panel", k=3)
+        assert found, "nothing found for a query the corpus answers"
+        assert "12-watt" in found[0].text
+
+    def test_k_bounds_the_answer(self, tmp_path: Path) -> None:
+        assert len(self._search(tmp_path, CORPUS, "Helio backpack battery", k=2)) <= 2
+        assert len(self._search(tmp_path, CORPUS, "Helio backpack battery", k=1)) == 1
+
+    def test_passages_say_where_they_come_from(self, tmp_path: Path) -> None:
+        found = self._search(tmp_path, CORPUS, "battery mAh phone", k=3)
+        assert found and all(p.id and p.text and _document(p) for p in found), found
+        assert _document(found[0]).id == "battery"
+        scores = [p.score for p in found]
+        assert scores == sorted(scores, reverse=True), "passages must come best first"
+
+    def test_filters_apply_before_the_top_k(self, tmp_path: Path) -> None:
+        # "Helio" matches three product documents better than the research one: a filter
+        # applied after the top 1 would leave nothing
+        only = Filters(source="research/")
+        found = self._search(tmp_path, CORPUS, "Helio backpack hikers", k=1, filters=only)
+        assert [_document(p).id for p in found] == ["market"], found
+        tagged = self._search(tmp_path, CORPUS, "refund", k=5, filters=Filters(tag="product"))
+        assert all("product" in _document(p).tags for p in tagged), tagged
+
+    def test_unicode_goes_in_and_comes_out_whole(self, tmp_path: Path) -> None:
+        found = self._search(tmp_path, CORPUS, "Rucksack für Wanderer Größe", k=2)
+        assert found and "für Wanderer" in found[0].text and "登山用" in found[0].text
+
+    def test_a_large_passage_is_found_whole(self, tmp_path: Path) -> None:
+        filler = " ".join(f"Line {i} of the field notes about trails and weather." for i in
+                          range(200))  # fmt: skip
+        big = Document(id="big", source="notes/field.md",
+                       text=f"{filler} The rare word xylocarpa appears once. {filler}")  # fmt: skip
+        found = self._search(tmp_path, [*CORPUS, big], "xylocarpa", k=3)
+        assert (
+            found and found[0].source.endswith("notes/field.md") and ("xylocarpa" in found[0].text)
+        )
+
+    def test_an_empty_collection_gives_nothing_or_says_so(self, tmp_path: Path) -> None:
+        try:
+            found = self._search(tmp_path, [], "anything at all", k=3)
+        except PilothouseError as exc:  # saying so is fine too: the message must name it
+            assert str(exc), "an error for an empty collection must say why"
+            return
+        assert found == []
+
+    def test_a_store_that_is_down_fails_fast_and_says_which(self, tmp_path: Path) -> None:
+        retriever = self.unreachable_retriever(tmp_path)
+        if retriever is None:  # nothing to lose: a retriever with no store passes as is
+            return
+
+        async def go() -> None:
+            with anyio.fail_after(self.timeout_s):
+                await retriever.search("anything", k=3)
+
+        with pytest.raises(PilothouseError) as caught:
+            anyio.run(go)
+        assert str(caught.value), "the error must say which store is down"
+
+
+class ToolContract:
+    """What every tool does: a name and a description a model can use, a JSON Schema
+    for its arguments, a result for good arguments and a clear error for bad ones.
+
+    Subclass it and set :attr:`tool`, :attr:`good_arguments` and :attr:`bad_arguments`
+    (a JSON object the schema refuses)."""
+
+    tool: Tool
+    good_arguments: dict[str, Any] = {}
+    bad_arguments: dict[str, Any] = {"not_an_argument": True}
+
+    def test_it_tells_a_model_what_it_does(self) -> None:
+        spec = self.tool.spec()
+        assert spec.name == self.tool.name and len(spec.description.split()) >= 2
+        assert spec.parameters.get("type") == "object"
+        json.dumps(spec.parameters)  # offered to the model as JSON
+
+    def test_good_arguments_give_a_result(self) -> None:
+        arguments = self.tool.parse_arguments(json.dumps(self.good_arguments))
+        result = anyio.run(lambda: self.tool.invoke(arguments))
+        assert result is not None
+        json.dumps(result, default=str)  # a model gets it as text
+
+    def test_bad_arguments_are_refused_with_a_reason(self) -> None:
+        with pytest.raises(ToolError) as caught:
+            self.tool.parse_arguments(json.dumps(self.bad_arguments))
+        assert self.tool.name in str(caught.value)
+        with pytest.raises(ToolError):
+            self.tool.parse_arguments("{not json")
+
+
+class GuardrailContract:
+    """What every guardrail does: passes clean text, stops or flags what it is for with
+    a reason, points at it with spans inside the text, gives the same verdict twice,
+    and copes with empty, unicode and long text.
+
+    Subclass it and set :attr:`guardrail`, :attr:`clean_text` and :attr:`caught_text`
+    (and :attr:`stage` or :attr:`evidence` when the guardrail needs them)."""
+
+    guardrail: Guardrail
+    clean_text = "The backpack weighs 1.4 kg and holds 30 litres."
+    caught_text = ""
+    stage = "output"
+    evidence: list[str] = []
+
+    def _check(self, text: str) -> Verdict:
+        context = GuardrailContext(run_id="run", step_id="1", persona="writer",
+                                   stage=self.stage, crew="contract",  # type: ignore[arg-type]
+                                   evidence=list(self.evidence))  # fmt: skip
+
+        async def go() -> Verdict:
+            verdict = self.guardrail.check(text, context)
+            return await verdict if inspect.isawaitable(verdict) else verdict
+
+        verdict = anyio.run(go)
+        assert isinstance(verdict, Verdict), f"check() returned {type(verdict).__name__}"
+        return verdict
+
+    def test_clean_text_passes(self) -> None:
+        assert self._check(self.clean_text).action == "pass"
+
+    def test_what_it_is_for_is_caught_with_a_reason(self) -> None:
+        verdict = self._check(self.caught_text)
+        assert verdict.action != "pass" and verdict.reason
+        if verdict.action == "fix":
+            assert verdict.replacement is not None and verdict.replacement != self.caught_text
+
+    def test_spans_point_inside_the_text(self) -> None:
+        verdict = self._check(self.caught_text)
+        for span in verdict.spans:
+            assert isinstance(span, Span) and 0 <= span.start < span.end <= len(self.caught_text)
+            assert self.caught_text[span.start : span.end].strip(), span
+
+    def test_the_same_text_gets_the_same_verdict(self) -> None:
+        first, second = self._check(self.caught_text), self._check(self.caught_text)
+        assert (first.action, first.reason, first.spans) == (second.action, second.reason,
+                                                             second.spans)  # fmt: skip
+
+    def test_empty_unicode_and_long_text_do_not_break_it(self) -> None:
+        for text in ("", "Größe 30 Liter, 登山用 🎒", self.clean_text * 2000):
+            self._check(text)
+
+
+def ingest_corpus(documents: list[Document], folder: Path) -> Iterator[tuple[Path, Document]]:
+    """Write ``documents`` as Markdown files under ``folder`` at their sources (what a
+    retriever over a folder of files is made from); yield each file with its document."""
+    for document in documents:
+        path = folder / document.source
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# {document.id}\n\n{document.text}\n", encoding="utf-8")
+        yield path, document
