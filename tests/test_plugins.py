@@ -328,3 +328,44 @@ def test_settings_that_moved_keep_working_from_their_old_place(tmp_path, workspa
     assert done.returncode == 0 and "legacy_mod  [ok]" in done.stdout, done.stderr
     assert "tools: legacy_ping" in done.stdout
     assert "now holds plugins' own settings sections" in done.stderr
+
+
+def test_plugin_new_writes_a_package_that_installs_loads_and_passes_its_tests(tmp_path):
+    """The issue's end to end: 'pilothouse plugin new', pip install (no network), its own
+    tests on pilothouse.testing pass, it shows in 'pilothouse plugins', it takes its
+    settings from the file and the environment, and its command runs."""
+    made = _pilothouse("plugin", "new", "acme", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    package = tmp_path / "pilothouse-acme"
+    assert (package / "pyproject.toml").is_file() and (package / "tests" / "test_acme.py").is_file()
+    again = _pilothouse("plugin", "new", "acme", cwd=tmp_path)
+    assert again.returncode == 2 and "exists already" in again.stderr
+    bad = _pilothouse("plugin", "new", "Acme-Co", cwd=tmp_path)
+    assert bad.returncode == 2 and "lowercase" in bad.stderr
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(package)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    env = {"PYTHONPATH": os.pathsep.join([str(target), *sys.path])}
+    env |= {k: "" for k in os.environ if k.startswith("PILOTHOUSE_")}
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            str(package / "tests")], cwd=package, capture_output=True,
+                           text=True, timeout=300, env={**os.environ, **env})  # fmt: skip
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    assert " passed" in tests.stdout and "skipped" not in tests.stdout
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pilothouse.toml").write_text('[plugins.acme]\ngreeting = "Hei"\napi_key = "ak-77"\n')
+    listed = _pilothouse("plugins", env=env, cwd=work)
+    assert listed.returncode == 0, listed.stderr
+    block = listed.stdout.split("acme  [ok]")[1].split("\n\n")[0]
+    assert "tools: acme_greet" in block and "settings: [plugins.acme]" in block
+    assert "commands: acme" in block
+    said = _pilothouse("acme", env=env, cwd=work)
+    assert said.stdout.strip() == "acme: greeting 'Hei', api_key set", said.stderr
+    env["PILOTHOUSE_PLUGINS__ACME__GREETING"] = "Moin"
+    said = _pilothouse("acme", env=env, cwd=work)
+    assert said.stdout.strip() == "acme: greeting 'Moin', api_key set"
+    shown = _pilothouse("config", env=env, cwd=work)
+    assert "ak-77" not in shown.stdout + shown.stderr
+    assert "plugins.acme.greeting" in shown.stdout

@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (they register the commands)
     decisions,
     exporting,
     running,
+    scaffold,
     viewing,
     views,
     workspace,
