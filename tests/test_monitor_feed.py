@@ -132,3 +132,24 @@ def test_a_run_whose_process_dies_shows_as_stalled(tmp_path):
         runner.kill()
         store.close()
         feed.close()
+
+
+def test_a_closed_feed_opens_no_store_again(tmp_path):
+    """A poll still on its way when the monitor closes must not open a store that
+    nobody will close (a leaked connection on PostgreSQL)."""
+    from pilothouse.store.sqlite import SQLiteRunStore
+
+    path = tmp_path / "runs.db"
+    SQLiteRunStore(path).close()  # a store to open
+    feed = Feed(path)
+    feed.poll()
+    assert feed.store is not None
+    feed.close()
+    assert feed.store is None
+    late = feed.fetch()  # after the close: nothing opened
+    assert late.store is None and late.problem
+    opened = Feed(path).fetch()  # a fetch that opened a store just before the close...
+    feed.apply(opened)  # ...applied after it: the store it brought is closed, not kept
+    assert feed.store is None and opened.store is not None
+    with pytest.raises(Exception, match="closed"):
+        opened.store.list_runs()

@@ -170,6 +170,7 @@ class Feed:
         self.escalated_runs: set[str] = set()
         self.last_id = 0
         self.problem: str | None = None
+        self._closed = False
         #: the run whose streamed text :meth:`fetch` also reads (the open run view)
         self.watch: str | None = None
         self._leases_at = 0.0
@@ -185,6 +186,8 @@ class Feed:
     def fetch(self) -> Batch:
         """Read what changed since the last poll, changing nothing (safe in a worker
         thread while the UI reads this feed; :meth:`apply` it on the UI thread)."""
+        if self._closed:
+            return Batch(problem="the monitor is closing")
         if self.store is None:
             return self._open()
         try:
@@ -217,6 +220,9 @@ class Feed:
 
     def apply(self, batch: Batch) -> Changes:
         """Take in what :meth:`fetch` read; say what changed."""
+        if batch.store is not None and self._closed:  # opened as the feed closed
+            batch.store.close()
+            return Changes(problem="the monitor is closing")
         if batch.store is not None:
             self.store, self.runs = batch.store, {}
             self.escalated_runs, self.last_id = batch.escalated_runs, batch.last_id
@@ -338,7 +344,9 @@ class Feed:
         return decided
 
     def close(self) -> None:
-        """Release the store."""
+        """Release the store, for good: a fetch after this opens nothing (a poll still on
+        its way when the monitor closes would otherwise open a store nobody closes)."""
+        self._closed = True
         if self.store is not None:
             self.store.close()
             self.store = None
