@@ -5,75 +5,21 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import pilothouse
-from pilothouse import (
-    Model,
-    ModelProvider,
-    ModelRequest,
-    ModelResponse,
-    ToolCall,
-    Usage,
-    hookimpl,
-)
-
-Reply = ModelResponse | Exception | Callable[[ModelRequest], ModelResponse]
-
-
-class ScriptedModel(Model):
-    """Answers from a queue of replies and records every request it gets."""
-
-    provider = "scripted"
-
-    def __init__(self, name: str, queue: list[Reply], requests: list[ModelRequest]) -> None:
-        self.name = name
-        self.queue = queue
-        self.requests = requests
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.requests.append(request)
-        if not self.queue:
-            return text_reply(f"default answer {len(self.requests)}")
-        reply = self.queue.pop(0)
-        if isinstance(reply, Exception):
-            raise reply
-        if callable(reply):
-            return reply(request)
-        return reply
-
-    def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens + output_tokens) * 0.001
-
-
-class ScriptedProvider(ModelProvider):
-    """``scripted:<any>``: one shared queue, like llm's mock model with enqueue()."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.queue: list[Reply] = []
-        self.requests: list[ModelRequest] = []
-
-    def enqueue(self, *replies: Reply) -> None:
-        self.queue.extend(replies)
-
-    def model(self, name: str) -> Model:
-        return ScriptedModel(name, self.queue, self.requests)
-
-    def default_model(self) -> str:
-        return "mock"
-
+from pilothouse import ModelResponse, ToolCall, Usage, hookimpl
+from pilothouse.testing import ScriptedPlugin as ScriptedProvider
+from pilothouse.testing import reply
 
 _ids = itertools.count(1)
 
 
 def text_reply(text: str, tokens: tuple[int, int] = (10, 5)) -> ModelResponse:
     """A plain answer."""
-    return ModelResponse(text=text, usage=Usage(input_tokens=tokens[0], output_tokens=tokens[1]))
+    return reply(text, tokens)
 
 
 def tool_reply(name: str, arguments: dict[str, Any] | str) -> ModelResponse:
@@ -84,7 +30,8 @@ def tool_reply(name: str, arguments: dict[str, Any] | str) -> ModelResponse:
 
 
 class ScriptedPlugin:
-    """A plugin object registering the scripted provider plus whatever a test adds."""
+    """A plugin object registering the scripted provider (the kit's, pilothouse.testing)
+    plus whatever a test adds."""
 
     __name__ = "scripted"
 

@@ -82,7 +82,7 @@ async def test_metrics_by_persona_and_model_and_filters(store_with_runs):
     assert personas["sales/a"].model_calls == 3 and personas["sales/b"].model_calls == 2
     assert personas["legal/r"].escalations == 2
     models = compute(path, by="model")
-    assert [(m.group, m.model_calls) for m in models] == [("scripted:mock", 7)]
+    assert [(m.group, m.model_calls) for m in models] == [("scripted:model", 7)]
     only_legal = compute(path, by="crew", crew="legal")
     assert [m.group for m in only_legal] == ["legal"]
     assert compute(path, since=9e12) == []
@@ -102,7 +102,7 @@ async def test_cli_metrics_json(store_with_runs):
     assert table.split("\n")[0].split()[:8] == [
         "model", "runs", "ok", "err", "esc", "ovr", "calls", "c.err"
     ]  # fmt: skip
-    assert table.split("\n")[1].split()[:3] == ["scripted:mock", "-", "-"]
+    assert table.split("\n")[1].split()[:3] == ["scripted:model", "-", "-"]
     assert table.split("\n")[1].split()[6:8] == ["7", "14%"]  # 1 of 7 calls failed
     (store_with_runs / "pilothouse.toml").write_text(
         "[budgets.sales]\ncost_usd_per_day = 0.1\n[budgets.legal]\ntokens_per_day = 1000\n"
@@ -149,7 +149,7 @@ async def test_the_monitor_and_the_portal_show_the_metrics_numbers(store_with_ru
     assert (f"| legal | 2 | 100% | 0% | 100% | 100% | {legal.tokens_per_success:,.0f} |"
             in home)  # fmt: skip
     assert f"| sales | 3 | 67% | 33% | 0% | - | {sales.tokens_per_success:,.0f} |" in home
-    assert "| scripted:mock | 7 | 14% | 500 | 50 |" in home
+    assert "| scripted:model | 7 | 14% | 500 | 50 |" in home
 
 
 async def test_audit_runs_are_left_out_of_the_fleet_numbers(store_with_runs, scripted):

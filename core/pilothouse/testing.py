@@ -95,6 +95,10 @@ class ScriptedModel(Model):
             raise answer
         return answer(request) if callable(answer) else answer
 
+    def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
+        """A price of 0.001 USD a token, in and out: budgets can be tested with it."""
+        return (input_tokens + output_tokens) * 0.001
+
 
 class ScriptedPlugin(ModelProvider):
     """A plugin object with the ``scripted`` provider; tests queue replies on it."""
