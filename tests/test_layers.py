@@ -150,6 +150,7 @@ def test_every_public_name_imports_from_where_it_did(module):
 #: imported from a submodule, and the types a plugin receives
 ADDED_FOR_PLUGINS = [
     "AuditRecord", "BaseEvent", "DecisionView", "EMAIL_PATTERN", "Embedder", "Endpoint", "Filters",
+    "Toolset",
     "HANDOFF_PREFIX", "KnowledgeError", "Listener", "MemoryItem", "OUTPUT_MODES", "Redactor",
     "SECRET_PATTERNS", "StoredEvent", "claims", "content_words", "decision_view", "emit_delta",
     "estimate_request_tokens", "knowledge_location", "load_attribute_sets", "load_payloads",

@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from .structured import OUTPUT_MODES, output_problem, schema_instructions, unfenced
     from .text import claims, content_words, sentences
     from .tools import Tool, tool
+    from .toolsets import Toolset
     from .tracing import span_id, trace_id, traceparent
 
 __version__ = "0.1.0"
@@ -151,6 +152,7 @@ _LAZY: dict[str, str] = {
     "tool": ".tools",
     "ToolCall": ".model",
     "ToolSpec": ".model",
+    "Toolset": ".toolsets",
     "trace_id": ".tracing",
     "traceparent": ".tracing",
     "unfenced": ".structured",
@@ -231,6 +233,7 @@ __all__ = [
     "ToolCall",
     "ToolError",
     "ToolSpec",
+    "Toolset",
     "Usage",
     "Verdict",
     "claims",

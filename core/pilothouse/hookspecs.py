@@ -106,6 +106,19 @@ def register_tools(register: Any, settings: Any) -> None:
 
 
 @hookspec
+def register_toolsets(register: Any, settings: Any) -> None:
+    """Register toolsets: tools found at run time (an MCP server's, a remote API's).
+
+    Call ``register(toolset)`` with a :class:`pilothouse.Toolset`; its ``prefix``
+    is what personas write before a colon in their tools (``"mcp:time/*"``), and its
+    ``resolve(pattern)`` returns the :class:`pilothouse.Tool` objects a pattern names.
+
+    :param register: ``register(toolset: Toolset) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
 def register_retrievers(register: Any, settings: Any) -> None:
     """Register retrievers that personas can list in ``retrievers``.
 

@@ -15,6 +15,7 @@ from .observers import EventObserver
 from .probes import AttributeSet, Payload
 from .retrieval import Retriever
 from .tools import Tool
+from .toolsets import Toolset
 
 T = TypeVar("T")
 
@@ -42,9 +43,11 @@ class Registry:
     attribute_sets: dict[str, Entry[AttributeSet]] = field(default_factory=dict)
     payloads: dict[str, Entry[Payload]] = field(default_factory=dict)
     observers: dict[str, Entry[EventObserver]] = field(default_factory=dict)
+    #: by prefix (``mcp`` for ``mcp:time/*``)
+    toolsets: dict[str, Entry[Toolset]] = field(default_factory=dict)
 
     KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews", "embedders",
-             "attribute_sets", "payloads", "observers")  # fmt: skip
+             "attribute_sets", "payloads", "observers", "toolsets")  # fmt: skip
 
     def registrar(self, kind: str, plugin: str) -> Callable[..., None]:
         """The ``register`` callback handed to ``register_<kind>`` of ``plugin``."""
@@ -59,7 +62,7 @@ class Registry:
                     plugin,
                     f"register_{kind} expects {expected.__name__}, got {type(thing).__name__}",
                 )
-            key = name or thing.name
+            key = name or (thing.prefix if kind == "toolsets" else thing.name)
             if not key:
                 raise PluginError(plugin, f"a {expected.__name__} registered without a name")
             if key in table:
@@ -99,4 +102,5 @@ _EXPECTED: dict[str, type] = {
     "attribute_sets": AttributeSet,
     "payloads": Payload,
     "observers": EventObserver,
+    "toolsets": Toolset,
 }

@@ -102,10 +102,19 @@ class Runtime:
         if self.live is not None:
             self._task_group.start_soon(self.live.run)
         self._task_group.start_soon(LoopWatchdog().run)
+        for entry in self.registry.toolsets.values():
+            await entry.value.open(self._task_group)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._task_group is not None
+        # toolsets close their connections in their own tasks, before those are cancelled
+        with anyio.CancelScope(shield=True):
+            for entry in self.registry.toolsets.values():
+                try:
+                    await entry.value.aclose()
+                except Exception:  # closing must not hide the caller's own outcome
+                    log.exception("plugin %r: aclose failed", entry.plugin)
         self._task_group.cancel_scope.cancel()
         # Hand the task group only a cancellation: any other error of the caller's
         # block propagates as itself, not wrapped in an exception group.

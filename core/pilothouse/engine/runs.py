@@ -114,9 +114,13 @@ class Engine:
             ):
                 for item in names:
                     try:
-                        self.registry.get(kind, item)
-                    except NotFound as exc:
-                        raise NotFound(f"crew {crew.name!r}, persona {name!r}: {exc}") from None
+                        if kind == "tools" and ":" in item:  # a toolset's: mcp:time/*
+                            prefix, _, pattern = item.partition(":")
+                            self.registry.get("toolsets", prefix).value.check(pattern)
+                        else:
+                            self.registry.get(kind, item)
+                    except (NotFound, ConfigError) as exc:
+                        raise type(exc)(f"crew {crew.name!r}, persona {name!r}: {exc}") from None
             for guard in dict.fromkeys(guards):
                 entry = self.registry.get("guardrails", guard)
                 for spec in entry.value.models:

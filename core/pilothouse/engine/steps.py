@@ -116,15 +116,15 @@ class Steps:
             self.engine.emit(run, ContextBuilt, step_id=step_id, persona=name, pieces=window.pieces,
                        tokens=window.tokens, dropped=window.dropped)  # fmt: skip
 
-        tools = [self.engine.registry.get("tools", t).value for t in persona.tools]
-        specs = [t.spec() for t in tools]
+        tools = await self._tools(persona)
+        specs = [t.spec() for t, _ in tools.values()]
         targets = {handoff_tool(target): target for target in handoff_targets or ()}
         for target in targets.values():
             specs.append(handoff_spec(target, self.persona(run, target)))
         messages = window.messages
         step_in = step_out = revisions = schema_retries = 0
         while True:
-            talk = await self._converse(run, persona, models, messages, specs, step_id)
+            talk = await self._converse(run, persona, models, messages, specs, step_id, tools)
             models, messages = talk.models, talk.messages
             step_in += talk.input_tokens
             step_out += talk.output_tokens
@@ -228,6 +228,7 @@ class Steps:
         messages: list[Message],
         specs: list[ToolSpec],
         step_id: str,
+        tools: dict[str, tuple[Any, str]],
     ) -> _Talk:
         """Model calls and tool calls until the model answers or hands off."""
         talk = _Talk(models=models, messages=messages)
@@ -263,7 +264,7 @@ class Steps:
                 Message(role="assistant", content=response.text, tool_calls=response.tool_calls),
             ]
             for call in response.tool_calls:
-                result = await self._tool_call(run, persona, call, step_id, offered)
+                result = await self._tool_call(run, persona, call, step_id, offered, tools)
                 messages.append(Message(role="tool", tool_call_id=call.id, content=result))
             talk.messages = messages
         raise LimitExceeded(
@@ -312,20 +313,42 @@ class Steps:
                 " nor registered by a plugin"
             ) from None
 
+    async def _tools(self, persona: Persona) -> dict[str, tuple[Any, str]]:
+        """The persona's tools by the name the model calls them: each with its plugin.
+        A toolset's (``mcp:time/*``) are resolved now, the toolset caching them."""
+        found: dict[str, tuple[Any, str]] = {}
+        registry = self.engine.registry
+        for item in persona.tools:
+            if ":" in item:
+                prefix, _, pattern = item.partition(":")
+                entry = registry.get("toolsets", prefix)
+                for tool in await entry.value.resolve(pattern):
+                    found[tool.name] = (tool, entry.plugin)
+            else:
+                entry = registry.get("tools", item)
+                found[entry.value.name] = (entry.value, entry.plugin)
+        return found
+
     async def _tool_call(
-        self, run: _Run, persona: Persona, call: Any, step_id: str, offered: list[str]
+        self,
+        run: _Run,
+        persona: Persona,
+        call: Any,
+        step_id: str,
+        offered: list[str],
+        tools: dict[str, tuple[Any, str]],
     ) -> str:
         started = time.perf_counter()
         result: str | None = None
         error: str | None = None
         try:
-            entry = self.engine.registry.tools.get(call.name) if call.name in offered else None
-            if entry is None:
+            found = tools.get(call.name) if call.name in offered else None
+            if found is None:
                 raise ToolError(
                     f"{persona.name!r} has no tool named {call.name!r}"
                     f" (its tools: {', '.join(offered) or 'none'})"
                 )
-            tool = entry.value
+            tool, plugin = found
             arguments = tool.parse_arguments(call.arguments)
             canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
             key = (tool.name, canonical)
@@ -358,10 +381,7 @@ class Steps:
             except ToolError as exc:
                 error = str(exc)
             except Exception as exc:  # the model hears about it, the run goes on
-                error = (
-                    f"tool {tool.name!r} (plugin {entry.plugin!r})"
-                    f" raised {type(exc).__name__}: {exc}"
-                )
+                error = f"tool {tool.name!r} (plugin {plugin!r}) raised {type(exc).__name__}: {exc}"
         except ToolError as exc:
             error = str(exc)
         if result is not None:
