@@ -75,3 +75,111 @@ def test_server_settings_are_checked(ph_workspace):
     )
     with pytest.raises(pilothouse.ConfigError, match=r"\[plugins.mcp\] servers.time"):
         pilothouse.Runtime(pilothouse.load_settings(), log_events=False)
+
+
+@pytest.fixture
+def inventory():
+    """The SDK-built inventory server over streamable HTTP: (state, URL)."""
+    from mcp_server import Inventory, serve
+
+    state = Inventory()
+    with serve(state) as url:
+        yield state, url
+
+
+async def test_http_server_tools_answer_and_a_slow_one_times_out(ph_runtime, ph_model, inventory):
+    """A read-only call answers; one slower than timeout_s gives the model an error that
+    says so, and the run goes on."""
+    state, url = inventory
+    ph_model.enqueue(call("inv__lookup", item="helio"), call("inv__slow", seconds=30),
+                     reply("Done."))  # fmt: skip
+    clerk = crew_of({"type": "sequential", "steps": ["clerk"]},
+                    {"clerk": {"instructions": "Answer.", "tools": ["mcp:inv/*"]}})  # fmt: skip
+    async with ph_runtime(plugins=_settings(inv={"url": url, "timeout_s": 1})) as rt:
+        result, events = await run_crew(rt, clerk, "Is helio in stock?")
+    assert result.ok, result.error
+    looked, slow = [e for e in events if e.type == "tool_call"]
+    assert looked.result == "helio: 12 in stock" and looked.error is None
+    assert slow.result is None and "did not answer slow within 1 s" in slow.error
+    assert state.calls[:2] == ["lookup helio", "slow"]
+
+
+async def test_a_destructive_tool_waits_for_a_person_and_runs_the_approved_call(
+    ph_runtime, ph_model, inventory
+):
+    """delete_item says it is destructive: the call escalates with its exact arguments,
+    and runs only once a person approved them."""
+    import anyio
+
+    state, url = inventory
+    ph_model.enqueue(call("inv__delete_item", item="helio"), reply("Deleted."))
+    clerk = crew_of(
+        {"type": "sequential", "steps": ["clerk"]},
+        {"clerk": {"instructions": "Do it.", "tools": ["mcp:inv/delete_item"]}},
+    )
+    async with ph_runtime(plugins=_settings(inv={"url": url})) as rt:
+        outcome: list = []
+
+        async def go():
+            outcome.append(await run_crew(rt, clerk, "Delete helio"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go)
+            with anyio.fail_after(30):
+                while not rt.store.escalations():
+                    await anyio.sleep(0.02)
+            (waiting,) = rt.store.escalations()
+            assert waiting.kind == "tool_approval" and state.deleted == []  # not run yet
+            assert waiting.evidence["arguments"] == {"item": "helio"}
+            rt.store.decide(waiting.id, "approve", by="ana")
+    result, events = outcome[0]
+    assert result.ok and state.deleted == ["helio"]
+    (done,) = [e for e in events if e.type == "tool_call"]
+    assert done.result == "helio deleted"
+
+
+async def test_a_tool_result_that_instructs_the_model_is_withheld_from_it(
+    ph_runtime, ph_model, inventory
+):
+    """Text from a server is outside text: the persona's retrieval guardrails screen it
+    like a retrieved passage. The injected result is logged whole (nothing is lost) and
+    the model is told only that it was withheld, and by which guardrail."""
+    _state, url = inventory
+    ph_model.enqueue(call("inv__notes", item="helio"), reply("Notes unavailable."))
+    clerk = crew_of(
+        {"type": "sequential", "steps": ["clerk"]},
+        {"clerk": {"instructions": "Answer.", "tools": ["mcp:inv/notes"],
+                   "guardrails": {"retrieval": ["prompt_injection"]}}},
+    )  # fmt: skip
+    async with ph_runtime(plugins=_settings(inv={"url": url})) as rt:
+        result, events = await run_crew(rt, clerk, "Notes on helio?")
+    assert result.ok
+    (done,) = [e for e in events if e.type == "tool_call"]
+    assert "Ignore all previous instructions" in done.result and not done.error
+    assert done.withheld_by == "prompt_injection"
+    (verdict,) = [e for e in events if e.type == "guardrail" and e.stage == "retrieval"]
+    assert verdict.action == "block" and verdict.details["passage"] == f"tool:{done.call_id}"
+    told = [m.content for m in ph_model.requests[1].messages if m.role == "tool"]
+    assert told == ["error: the result was withheld: guardrail 'prompt_injection' flagged it"]
+    sent = json.dumps([r.model_dump(mode="json") for r in ph_model.requests])
+    assert "Ignore all previous instructions" not in sent
+    from pilothouse.engine.evidence import evidence_of
+
+    assert evidence_of(done) == []  # withheld text is no evidence for the output either
+
+
+async def test_a_clean_tool_result_passes_the_same_screen(ph_runtime, ph_model, inventory):
+    """The screen withholds only what it flags: a stock level reaches the model unchanged."""
+    _state, url = inventory
+    ph_model.enqueue(call("inv__lookup", item="helio"), reply("In stock."))
+    clerk = crew_of(
+        {"type": "sequential", "steps": ["clerk"]},
+        {"clerk": {"instructions": "Answer.", "tools": ["mcp:inv/lookup"],
+                   "guardrails": {"retrieval": ["prompt_injection"]}}},
+    )  # fmt: skip
+    async with ph_runtime(plugins=_settings(inv={"url": url})) as rt:
+        result, events = await run_crew(rt, clerk, "Is helio in stock?")
+    (done,) = [e for e in events if e.type == "tool_call"]
+    assert done.withheld_by is None
+    told = [m.content for m in ph_model.requests[1].messages if m.role == "tool"]
+    assert told == [done.result] and result.ok

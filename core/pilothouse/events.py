@@ -286,6 +286,8 @@ class ToolCalled(BaseEvent):
     result: str | None = None
     error: str | None = None
     duration_ms: float = 0.0
+    #: the retrieval guardrail that kept this result from the model (logged whole here)
+    withheld_by: str | None = None
 
 
 class RetrievalDone(BaseEvent):

@@ -29,7 +29,14 @@ class Tool:
     enforces it). Synchronous functions run in a thread of their own
     (:func:`pilothouse.run_blocking`: a run that times out or is cancelled does
     not wait for them) unless ``blocking=False`` says they are quick.
+
+    A tool whose results come from outside the team (an MCP server, a web page)
+    sets ``external = True``: its results pass the persona's retrieval guardrails
+    like retrieved passages before its model reads them.
     """
+
+    #: results are outside text, screened like retrieved passages
+    external: bool = False
 
     def __init__(
         self,

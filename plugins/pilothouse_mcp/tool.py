@@ -29,7 +29,9 @@ _GONE = ("ClosedResourceError", "BrokenResourceError", "EndOfStream", "ConnectEr
 
 
 class McpTool(Tool):
-    """One tool of one MCP server."""
+    """One tool of one MCP server (its results are outside text: ``external``)."""
+
+    external = True
 
     def __init__(self, toolset: McpToolset, server: _Server, spec: Any) -> None:
         # not Tool.__init__: there is no Python function, the server holds the signature

@@ -101,6 +101,8 @@ def _timeline_line(e: Any) -> str | None:
         )
     if t == "tool_call":
         outcome = f"error: {e.error}" if e.error else _short(e.result, 60)
+        if e.withheld_by:
+            outcome = f"withheld by {e.withheld_by}: {outcome}"
         return f"tool {e.tool}({_short(e.arguments, 60)}) -> {outcome}"
     if t == "guardrail":
         passage = e.details.get("passage") if isinstance(e.details, dict) else None

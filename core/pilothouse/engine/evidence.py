@@ -67,7 +67,7 @@ def evidence_of(event: BaseEvent) -> list[Evidence]:
         return [("output", event.persona, event.step_id, event.output)]
     if isinstance(event, RetrievalDone):
         return [("passage", p.id, event.step_id, p.text) for p in event.passages]
-    if isinstance(event, ToolCalled) and event.result:
+    if isinstance(event, ToolCalled) and event.result and not event.withheld_by:
         return [("tool", event.tool, event.step_id, event.result)]
     return []
 

@@ -47,19 +47,24 @@ class Oversight:
         """Retrieved text is data: a passage a retrieval guardrail does not pass is dropped."""
         kept = []
         for retriever, passage in passages:
-            text: str | None = passage.text
-            for name in persona.guardrails.retrieval:
-                verdict = await self.check(
-                    run, persona, name, "retrieval", text or "", step_id, ref=passage.id
-                )
-                if verdict.action == "fix":
-                    text = verdict.replacement
-                elif verdict.action != "pass":
-                    text = None
-                    break
+            text, _ = await self.screen_text(run, persona, passage.text, step_id, passage.id)
             if text is not None:
                 kept.append((retriever, passage.model_copy(update={"text": text})))
         return kept
+
+    async def screen_text(
+        self, run: _Run, persona: Persona, text: str, step_id: str, ref: str
+    ) -> tuple[str | None, str | None]:
+        """One outside text through the persona's retrieval guardrails: the text to use
+        (fixed if a guardrail fixed it) or None, with the guardrail that withheld it."""
+        screened: str = text
+        for name in persona.guardrails.retrieval:
+            verdict = await self.check(run, persona, name, "retrieval", screened, step_id, ref=ref)
+            if verdict.action == "fix":
+                screened = verdict.replacement or ""
+            elif verdict.action != "pass":
+                return None, name
+        return screened, None
 
     async def check(
         self,

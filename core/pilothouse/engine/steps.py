@@ -341,6 +341,7 @@ class Steps:
         started = time.perf_counter()
         result: str | None = None
         error: str | None = None
+        found: tuple[Any, str] | None = None
         try:
             found = tools.get(call.name) if call.name in offered else None
             if found is None:
@@ -384,8 +385,15 @@ class Steps:
                 error = f"tool {tool.name!r} (plugin {plugin!r}) raised {type(exc).__name__}: {exc}"
         except ToolError as exc:
             error = str(exc)
-        if result is not None:
-            run.evidence.append(("tool", call.name, step_id, result))
+        told = result
+        withheld_by: str | None = None
+        external = found is not None and getattr(found[0], "external", False)
+        if result is not None and external and persona.guardrails.retrieval:
+            told, withheld_by = await self.engine.oversight.screen_text(
+                run, persona, result, step_id, ref=f"tool:{call.id}"
+            )
+        if told is not None:
+            run.evidence.append(("tool", call.name, step_id, told))
         self.engine.emit(
             run,
             ToolCalled,
@@ -396,8 +404,14 @@ class Steps:
             result=result,
             error=error,
             duration_ms=(time.perf_counter() - started) * 1000,
+            withheld_by=withheld_by,
         )
-        return result if error is None else f"error: {error}"
+        if error is not None:
+            return f"error: {error}"
+        if told is None:
+            # the model learns that the result exists and why it may not read it, no more
+            return f"error: the result was withheld: guardrail {withheld_by!r} flagged it"
+        return told
 
     async def _retrieve(
         self, run: _Run, persona: Persona, name: str, query: str, step_id: str

@@ -310,6 +310,9 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
         ]
         if e.error:
             out += [para("<strong>Error:</strong>"), block(e.error, redact)]
+        elif e.withheld_by:
+            why = f"withheld from the model: guardrail {inline(e.withheld_by, redact)} flagged it"
+            out += [para(f"<strong>Result</strong> ({why}):"), block(e.result, redact)]
         else:
             out += [para("<strong>Result:</strong>"), block(e.result, redact)]
         return out

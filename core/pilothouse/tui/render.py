@@ -109,6 +109,9 @@ def summary(event: BaseEvent, redact: Redact) -> Text:
     if t == "tool_call":
         if e.error:
             return Text.assemble(f"{e.tool} ", Text("error ", "red"), plain(e.error, redact, 60))
+        if e.withheld_by:
+            return Text.assemble(f"{e.tool} ", Text(f"withheld by {e.withheld_by} ", "yellow"),
+                                 plain(e.result, redact, 40))  # fmt: skip
         return Text.assemble(
             f"{e.tool}(", plain(e.arguments, redact, 40), ") ", plain(e.result, redact, 40)
         )
