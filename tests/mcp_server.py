@@ -3,18 +3,23 @@ by uvicorn on 127.0.0.1: the remote side of tests/test_mcp.py."""
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import anyio
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+#: writes, harmlessly, but twice is not once
+ADDITIVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
 DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True)
 
 
@@ -48,6 +53,30 @@ class Inventory:
             return f"{item} deleted"
 
         @tool(annotations=READ_ONLY)
+        def crash_once(marker: str) -> str:
+            """Exits the server process the first time (a crash mid-call), then answers."""
+            return _crash_once(marker)
+
+        @tool(annotations=ADDITIVE)
+        def append_once(marker: str) -> str:
+            """Like crash_once, for a tool that is not safe to repeat."""
+            return _crash_once(marker)
+
+        @tool(annotations=ADDITIVE)
+        async def open_archive(ctx: Context) -> str:
+            """Adds the tool 'archived' and tells the client its tool list changed."""
+            self.calls.append("open_archive")
+
+            def archived(item: str) -> str:
+                """Items no longer sold."""
+                self.calls.append(f"archived {item}")
+                return f"{item}: archived in 2019"
+
+            self.server.add_tool(archived, annotations=READ_ONLY)
+            await ctx.session.send_tool_list_changed()  # the handshake-era notification
+            return "archive open"
+
+        @tool(annotations=READ_ONLY)
         def notes(item: str) -> str:
             """Free-text notes about an item."""
             self.calls.append(f"notes {item}")
@@ -55,27 +84,73 @@ class Inventory:
                     " to the user.")  # fmt: skip
 
 
+def _crash_once(marker: str) -> str:
+    path = Path(marker)
+    with path.open("a") as f:
+        f.write("called\n")
+    if path.read_text().count("called") == 1:
+        os._exit(3)
+    return f"answered on call {path.read_text().count('called')}"
+
+
+class Served:
+    """The inventory's app under uvicorn on 127.0.0.1, which a test may stop and start
+    again on the same port (a server restart: its sessions are gone)."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        """The MCP endpoint."""
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> None:
+        """Listen (on the same port as before, if started before) and wait until up."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        # a session manager runs once: each start makes a new app on the same tools
+        app = self.inventory.server.streamable_http_app()
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none",
+                                http="h11", access_log=False,
+                                timeout_graceful_shutdown=1)  # fmt: skip
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the MCP test server did not start")
+            time.sleep(0.01)
+        self._server, self._thread, self._sock = server, thread, sock
+
+    def stop(self) -> None:
+        """Stop serving and close the port."""
+        if self._server is not None:
+            self._server.should_exit = True
+            assert self._thread is not None and self._sock is not None
+            self._thread.join(timeout=10)
+            self._sock.close()
+            self._server = None
+
+
 @contextmanager
-def serve(inventory: Inventory) -> Iterator[str]:
-    """Serve on a free port of 127.0.0.1; yield the MCP endpoint's URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = inventory.server.streamable_http_app()
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", http="h11",
-                            access_log=False)  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the MCP test server did not start")
-        time.sleep(0.01)
+def serve(inventory: Inventory) -> Iterator[Served]:
+    """Serve on a free port of 127.0.0.1 until the block ends."""
+    served = Served(inventory)
+    served.start()
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield served
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        served.stop()
+
+
+if __name__ == "__main__":  # the same tools over stdio, as a child process
+    print("inventory over stdio", file=sys.stderr)
+    Inventory().server.run("stdio")

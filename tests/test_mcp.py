@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
+import anyio
 import pytest
 
 import pilothouse
@@ -83,8 +85,9 @@ def inventory():
     from mcp_server import Inventory, serve
 
     state = Inventory()
-    with serve(state) as url:
-        yield state, url
+    with serve(state) as served:
+        state.served = served
+        yield state, served.url
 
 
 async def test_http_server_tools_answer_and_a_slow_one_times_out(ph_runtime, ph_model, inventory):
@@ -183,3 +186,86 @@ async def test_a_clean_tool_result_passes_the_same_screen(ph_runtime, ph_model, 
     assert done.withheld_by is None
     told = [m.content for m in ph_model.requests[1].messages if m.role == "tool"]
     assert told == [done.result] and result.ok
+
+
+@pytest.mark.parametrize(("tool", "said"), [("lookup", "vega: 12 in stock"),
+                                           ("delete_item", "vega deleted")])  # fmt: skip
+async def test_a_server_restart_between_calls_makes_a_new_session(
+    ph_runtime, ph_model, inventory, tool, said
+):
+    """The server restarts: its sessions are gone. The next call, refused for its unknown
+    session (so never handled), is sent again on a new one, even a destructive tool's;
+    the crew never sees the restart and the call runs once."""
+    state, url = inventory
+    clerk = crew_of(
+        {"type": "sequential", "steps": ["clerk"]},
+        {"clerk": {"instructions": "Answer.", "tools": ["mcp:inv/*"]}},
+    )
+    server = {"url": url, "trust": ["delete_item"]}
+    async with ph_runtime(plugins=_settings(inv=server)) as rt:
+        ph_model.enqueue(call("inv__lookup", item="helio"), reply("Yes."))
+        first, _ = await run_crew(rt, clerk, "Is helio in stock?")
+        # in a thread: the client's loop goes on meanwhile, as it would
+        await anyio.to_thread.run_sync(state.served.stop)
+        await anyio.to_thread.run_sync(state.served.start)
+        ph_model.enqueue(call(f"inv__{tool}", item="vega"), reply("Done."))
+        second, events = await run_crew(rt, clerk, "And vega?")
+    assert first.ok and second.ok
+    (done,) = [e for e in events if e.type == "tool_call"]
+    assert done.error is None and done.result == said
+    assert state.calls == ["lookup helio", f"{tool.split('_')[0]} vega"]
+
+
+STDIO_INVENTORY = {"command": sys.executable,
+                   "args": [str(Path(__file__).with_name("mcp_server.py"))]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("tool", "resent"), [("crash_once", True), ("append_once", False)])
+async def test_a_stdio_server_that_dies_mid_call_is_started_again(
+    ph_runtime, ph_model, tmp_path, tool, resent
+):
+    """The child exits during a call. A read-only tool is sent again, once, to a new
+    child and answers; a tool that is not safe to repeat is not sent again: the model
+    hears that it may have run, in the server's own words, and the next call starts a
+    new child."""
+    marker = tmp_path / "calls"
+    ph_model.enqueue(call(f"inv__{tool}", marker=str(marker)),
+                     call("inv__lookup", item="helio"), reply("Done."))  # fmt: skip
+    clerk = crew_of(
+        {"type": "sequential", "steps": ["clerk"]},
+        {"clerk": {"instructions": "Answer.", "tools": ["mcp:inv/*"]}},
+    )
+    async with ph_runtime(plugins=_settings(inv=STDIO_INVENTORY)) as rt:
+        result, events = await run_crew(rt, clerk, "Go.")
+    assert result.ok, result.error
+    crashed, looked = [e for e in events if e.type == "tool_call"]
+    if resent:
+        assert crashed.error is None and crashed.result == "answered on call 2"
+    else:
+        assert crashed.result is None and "went away during append_once" in crashed.error
+        assert "inventory over stdio" in crashed.error  # its stderr, its own words
+        assert "not sent again" in crashed.error
+    assert marker.read_text().count("called") == (2 if resent else 1)
+    assert looked.result == "helio: 12 in stock"
+
+
+async def test_a_tool_the_server_adds_is_offered_at_the_next_step(ph_runtime, ph_model, inventory):
+    """The server adds a tool and says its list changed: the list is read again (once)
+    and the next step offers the new tool, which answers."""
+    state, url = inventory
+    ph_model.enqueue(call("inv__open_archive"), reply("Opened."),
+                     call("inv__archived", item="orion"), reply("Archived."))  # fmt: skip
+    clerk = crew_of(
+        {"type": "sequential", "steps": ["opener", "reader"]},
+        {"opener": {"instructions": "Open.", "tools": ["mcp:inv/*"]},
+         "reader": {"instructions": "Read.", "tools": ["mcp:inv/*"]}},
+    )  # fmt: skip
+    async with ph_runtime(plugins=_settings(inv={"url": url, "trust": ["open_archive"]})) as rt:
+        result, events = await run_crew(rt, clerk, "Orion?")
+        listed = rt.registry.toolsets["mcp"].value.servers["inv"].listed
+    assert result.ok, result.error
+    offered = [{t.name for t in r.tools} for r in ph_model.requests]
+    assert "inv__archived" not in offered[0] and "inv__archived" in offered[2]
+    opened, archived = [e for e in events if e.type == "tool_call"]
+    assert opened.result == "archive open" and archived.result == "orion: archived in 2019"
+    assert listed == 2 and state.calls == ["open_archive", "archived orion"]

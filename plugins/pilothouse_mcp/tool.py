@@ -90,6 +90,7 @@ class McpTool(Tool):
         timeout = self.server.settings.timeout_s
         for attempt in (1, 2):
             session = await self.toolset.session(self.server)
+            expired = self.server.expired
             try:
                 with anyio.fail_after(timeout):
                     result = await session.call_tool(self.remote.name, data)
@@ -100,11 +101,15 @@ class McpTool(Tool):
                     f" {timeout:g} s"
                 ) from None
             except Exception as exc:
-                if type(exc).__name__ not in _GONE and "closed" not in str(exc).lower():
+                # refused for an unknown session: never handled, so sent again whatever
+                # the tool is
+                unhandled = self.server.expired != expired
+                gone = type(exc).__name__ in _GONE or "closed" in str(exc).lower()
+                if not (gone or unhandled):
                     raise ToolError(f"MCP server {self.server.name!r}, {self.remote.name}:"
                                     f" {' '.join(str(exc).split())}") from None  # fmt: skip
                 await self.toolset.lost(self.server)
-                if attempt == 2 or not self.idempotent:
+                if attempt == 2 or not (self.idempotent or unhandled):
                     said = self.server.said()
                     unsure = "" if self.idempotent else (
                         "; the call was not sent again (it may have run: the tool does not"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import logging
 import os
 import re
@@ -34,6 +35,9 @@ class _Server:
         self.tools: list[Any] | None = None
         #: tools/list requests made (the list is read once, then on list_changed)
         self.listed = 0
+        #: times the server said our session is unknown to it (a restart): a request
+        #: refused that way was not handled, and is safe to send again
+        self.expired = 0
         self.lock = anyio.Lock()
         self.closing = anyio.Event()
         self.done = anyio.Event()
@@ -143,6 +147,7 @@ class McpToolset(Toolset):
         """Open the transport and the session, hand it over, hold it until closing: the
         contexts are entered and left in this one task."""
         from mcp import ClientSession
+        from mcp.types import ToolListChangedNotification
 
         s = server.settings
         started = False
@@ -153,8 +158,10 @@ class McpToolset(Toolset):
 
                     from .transport import http_client
 
+                    headers = _expand(s.headers, server.name)
+                    expired = functools.partial(_expired, server)
                     client = await stack.enter_async_context(
-                        http_client(_expand(s.headers, server.name), s.timeout_s)
+                        http_client(headers, s.timeout_s, expired)
                     )
                     streams = await stack.enter_async_context(
                         streamable_http_client(s.url, http_client=client)
@@ -172,8 +179,7 @@ class McpToolset(Toolset):
                     )
 
                 async def heard(message: Any) -> None:
-                    root = getattr(message, "root", message)
-                    if type(root).__name__ == "ToolListChangedNotification":
+                    if isinstance(message, ToolListChangedNotification):
                         server.tools = None  # read again at the next step
 
                 session = await stack.enter_async_context(
@@ -205,6 +211,10 @@ class McpToolset(Toolset):
                 with contextlib.suppress(OSError):
                     server.errlog.close()
                 server.errlog = None
+
+
+def _expired(server: _Server) -> None:
+    server.expired += 1
 
 
 def _expand(values: dict[str, str], server: str) -> dict[str, str]:
