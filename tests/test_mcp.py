@@ -31,6 +31,7 @@ async def test_a_crew_calls_a_third_party_mcp_server(ph_runtime, ph_model):
         result, events = await run_crew(rt, clerk, "What time is it in Oslo?")
         toolset = rt.registry.toolsets["mcp"].value
         listed = toolset.servers["time"].listed
+        summary = rt.store.get_run(result.run_id)
     assert result.ok, result.error
     offered = {t["name"] for t in json.loads(_request_tools(ph_model.requests[0]))}
     assert {"time__get_current_time", "time__convert_time"} <= offered
@@ -38,6 +39,29 @@ async def test_a_crew_calls_a_third_party_mcp_server(ph_runtime, ph_model):
     assert done.tool == "time__get_current_time" and done.error is None
     assert json.loads(done.result)["timezone"] == "Europe/Oslo"
     assert listed == 1
+    _says_which_server_answered(summary, events, done)
+
+
+def _says_which_server_answered(summary, events, done) -> None:
+    """show, the portal and the span name the server and the call's time."""
+    from click.testing import CliRunner
+    from opentelemetry.sdk.resources import Resource
+    from pilothouse_otel.spans import run_spans
+
+    from pilothouse.cli.base import cli
+    from pilothouse.portal.run_page import run_page
+
+    assert done.source == "mcp:time" and done.duration_ms > 0
+    shown = CliRunner().invoke(cli, ["show", summary.id])
+    assert shown.exit_code == 0, shown.output
+    (line,) = [ln for ln in shown.output.splitlines() if "time__get_current_time" in ln]
+    assert "[mcp:time]" in line and f"{done.duration_ms:.0f} ms" in line
+    page = run_page(summary, events, lambda t: t, crew_page="crew.md")
+    assert f"served by mcp:time · {done.duration_ms:.0f} ms" in page
+    (span,) = [s for s in run_spans(events, resource=Resource.create({}))
+               if s.name == "execute_tool time__get_current_time"]  # fmt: skip
+    assert span.attributes["gen_ai.tool.type"] == "extension"
+    assert span.attributes["pilothouse.tool.source"] == "mcp:time"
 
 
 def _request_tools(request) -> str:

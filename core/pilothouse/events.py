@@ -288,6 +288,8 @@ class ToolCalled(BaseEvent):
     duration_ms: float = 0.0
     #: the retrieval guardrail that kept this result from the model (logged whole here)
     withheld_by: str | None = None
+    #: where the tool ran: ``mcp:SERVER`` or the plugin that registered it
+    source: str | None = None
 
 
 class RetrievalDone(BaseEvent):

@@ -37,6 +37,9 @@ class Tool:
 
     #: results are outside text, screened like retrieved passages
     external: bool = False
+    #: where the tool runs, as logs show it (``mcp:SERVER``); None: the plugin that
+    #: registered it
+    source: str | None = None
 
     def __init__(
         self,

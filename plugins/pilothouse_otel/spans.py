@@ -112,7 +112,9 @@ def run_spans(
                          parent_of(e).key, end=e.ts)  # fmt: skip
             span.attributes |= {"gen_ai.operation.name": "execute_tool",
                                 "gen_ai.tool.name": e.tool, "gen_ai.tool.call.id": e.call_id,
-                                "gen_ai.tool.type": "function"}  # fmt: skip
+                                "gen_ai.tool.type": _tool_type(e.source)}  # fmt: skip
+            if e.source:
+                span.attributes["pilothouse.tool.source"] = e.source
             if content:
                 span.attributes["gen_ai.tool.call.arguments"] = text(e.arguments)
                 span.attributes["gen_ai.tool.call.result"] = text(e.result)
@@ -238,3 +240,9 @@ def _readable(run_id: str, span: _Open, resource: Resource) -> ReadableSpan:
 
 def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
+
+
+def _tool_type(source: str | None) -> str:
+    """``extension`` for a tool another process serves (an MCP server), else
+    ``function`` (the GenAI conventions' words)."""
+    return "extension" if source and source.startswith("mcp:") else "function"

@@ -103,7 +103,10 @@ def _timeline_line(e: Any) -> str | None:
         outcome = f"error: {e.error}" if e.error else _short(e.result, 60)
         if e.withheld_by:
             outcome = f"withheld by {e.withheld_by}: {outcome}"
-        return f"tool {e.tool}({_short(e.arguments, 60)}) -> {outcome}"
+        where = f" [{e.source}]" if e.source and ":" in e.source else ""
+        return (
+            f"tool {e.tool}{where}({_short(e.arguments, 60)}) {e.duration_ms:.0f} ms -> {outcome}"
+        )
     if t == "guardrail":
         passage = e.details.get("passage") if isinstance(e.details, dict) else None
         where = f"{e.stage}, passage {passage}" if passage else e.stage

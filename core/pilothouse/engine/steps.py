@@ -405,6 +405,7 @@ class Steps:
             error=error,
             duration_ms=(time.perf_counter() - started) * 1000,
             withheld_by=withheld_by,
+            source=(getattr(found[0], "source", None) or found[1]) if found else None,
         )
         if error is not None:
             return f"error: {error}"

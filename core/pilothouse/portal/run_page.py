@@ -303,9 +303,10 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
             out += [para("<strong>Error:</strong>"), block(e.error, redact)]
         return out
     if t == "tool_call":
+        where = f"served by {inline(e.source, redact)} · " if e.source and ":" in e.source else ""
         out = [
             para(f'<a id="call-{e.seq}"></a><strong>Tool</strong> {inline(e.tool, redact)}'),
-            para(f"{e.duration_ms:.0f} ms · arguments:"),
+            para(f"{where}{e.duration_ms:.0f} ms · arguments:"),
             block(e.arguments, redact),
         ]
         if e.error:

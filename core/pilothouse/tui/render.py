@@ -107,13 +107,15 @@ def summary(event: BaseEvent, redact: Redact) -> Text:
         calls = f" -> {', '.join(c.name for c in e.tool_calls)}" if e.tool_calls else ""
         return Text.assemble(head + calls + " ", plain(e.text, redact, 50))
     if t == "tool_call":
+        name = f"{e.tool} [{e.source}]" if e.source and ":" in e.source else e.tool
+        took = f" {e.duration_ms:.0f} ms "
         if e.error:
-            return Text.assemble(f"{e.tool} ", Text("error ", "red"), plain(e.error, redact, 60))
+            return Text.assemble(name + took, Text("error ", "red"), plain(e.error, redact, 60))
         if e.withheld_by:
-            return Text.assemble(f"{e.tool} ", Text(f"withheld by {e.withheld_by} ", "yellow"),
+            return Text.assemble(name + took, Text(f"withheld by {e.withheld_by} ", "yellow"),
                                  plain(e.result, redact, 40))  # fmt: skip
         return Text.assemble(
-            f"{e.tool}(", plain(e.arguments, redact, 40), ") ", plain(e.result, redact, 40)
+            f"{name}(", plain(e.arguments, redact, 40), ")" + took, plain(e.result, redact, 40)
         )
     if t == "retrieval":
         return Text(f"{e.retriever}: {len(e.passages)} passages for ") + plain(e.query, redact, 40)
