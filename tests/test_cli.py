@@ -8,23 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from command import ph
 
 from conftest import finished_steps
 
 pytestmark = pytest.mark.slow
-
-
-def ph(*args, cwd, env=None, stdin=None):
-    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("PILOTHOUSE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "pilothouse", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**base, **(env or {})},
-        input=stdin,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from command import ph
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +22,6 @@ steps = ["a", "b", "c"]
 [personas.b]
 [personas.c]
 """
-
-
-def ph(*args, cwd, env=None, timeout=120):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    return subprocess.run([sys.executable, "-m", "pilothouse", *args], cwd=cwd,
-                          env={**base, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
 
 
 def _types(folder, run_id):

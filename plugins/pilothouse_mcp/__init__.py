@@ -81,3 +81,11 @@ def register_toolsets(register: Any, settings: Any) -> None:
     from .toolset import McpToolset
 
     register(McpToolset(settings.section("mcp")))
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    """``pilothouse mcp list`` and ``pilothouse mcp import``."""
+    from .commands import add_commands
+
+    add_commands(cli)

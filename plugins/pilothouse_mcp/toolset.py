@@ -89,23 +89,26 @@ class McpToolset(Toolset):
         self.check(pattern)
         name, _, glob = pattern.partition("/")
         server = self.servers[name]
-        listed = await self._tools(server)
-        chosen = []
-        for spec in listed:
-            if not fnmatch.fnmatchcase(spec.name, glob or "*"):
-                continue
-            allowed = server.settings.tools
-            if allowed and not any(fnmatch.fnmatchcase(spec.name, g) for g in allowed):
-                continue
-            if any(fnmatch.fnmatchcase(spec.name, g) for g in server.settings.exclude):
-                continue
-            chosen.append(McpTool(self, server, spec))
+        listed = await self.tools(server)
+        chosen = [McpTool(self, server, spec) for spec in listed
+                  if fnmatch.fnmatchcase(spec.name, glob or "*")
+                  and self.offered(server, spec.name)]  # fmt: skip
         if not chosen and "*" not in glob:
             names = ", ".join(spec.name for spec in listed) or "none"
             raise ToolError(f"MCP server {name!r} has no tool {glob!r} (it has: {names})")
         return chosen
 
-    async def _tools(self, server: _Server) -> list[Any]:
+    @staticmethod
+    def offered(server: _Server, tool: str) -> bool:
+        """Whether the server's settings let personas use this tool (``tools``, an allow
+        list, and ``exclude``)."""
+        allowed = server.settings.tools
+        if allowed and not any(fnmatch.fnmatchcase(tool, g) for g in allowed):
+            return False
+        return not any(fnmatch.fnmatchcase(tool, g) for g in server.settings.exclude)
+
+    async def tools(self, server: _Server) -> list[Any]:
+        """The server's tools as it lists them (read once, again after list_changed)."""
         if server.tools is None or server.session is None:
             session = await self.session(server)
             result = await session.list_tools()
@@ -127,6 +130,8 @@ class McpToolset(Toolset):
                 try:
                     server.session = await self._task_group.start(self._serve, server)
                 except Exception as exc:
+                    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]  # the task group's wrapping says nothing
                     detail = " ".join(str(exc).split()) or type(exc).__name__
                     said = server.said()
                     raise ToolError(

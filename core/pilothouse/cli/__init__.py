@@ -30,14 +30,22 @@ __all__ = ["DEMO_INPUT", "Exit", "cli", "main"]
 
 def main() -> None:
     """Entry point of the ``pilothouse`` script: errors become messages and exit codes."""
-    if _wants_plugin_commands(sys.argv[1:]):
-        add_plugin_commands()
+    unloaded = add_plugin_commands() if _wants_plugin_commands(sys.argv[1:]) else None
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(Exit.INTERRUPTED)
     except click.ClickException as exc:
+        if (
+            unloaded is not None
+            and isinstance(exc, click.UsageError)
+            and "No such command" in (exc.message)
+        ):
+            # the command may be a plugin's, which broken settings kept from loading
+            click.secho(f"error: {unloaded} (plugins' commands need the settings)", fg="red",
+                        err=True)  # fmt: skip
+            sys.exit(Exit.CONFIG)
         exc.show()
         sys.exit(Exit.USAGE if isinstance(exc, click.UsageError) else Exit.CONFIG)
     except PilothouseError as exc:
@@ -61,9 +69,10 @@ def _wants_plugin_commands(args: list[str]) -> bool:
     return True
 
 
-def add_plugin_commands() -> None:
+def add_plugin_commands() -> PilothouseError | None:
     """Let every plugin add its commands (``register_commands``) to ``pilothouse``; a
-    plugin that fails here is reported by the commands that load plugins, not here."""
+    plugin that fails here is reported by the commands that load plugins, not here.
+    Settings that cannot be read are returned (no plugin command was added)."""
     import logging
 
     from ..plugins import Plugins
@@ -71,8 +80,8 @@ def add_plugin_commands() -> None:
 
     try:
         plugins = Plugins(load_settings())
-    except PilothouseError:  # the command will say what is wrong with the settings
-        return
+    except PilothouseError as exc:  # a built-in command says what is wrong with them
+        return exc
     quiet = logging.getLogger("pilothouse.plugins")
     level, quiet.level = quiet.level, logging.ERROR + 1
     try:
@@ -80,3 +89,4 @@ def add_plugin_commands() -> None:
         plugins.load_commands(cli)
     finally:
         quiet.level = level
+    return None
