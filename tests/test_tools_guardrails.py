@@ -253,3 +253,49 @@ async def test_revisions_stop_at_max_revisions(make_runtime, scripted):
     assert "A reviewer sent this back" in scripted.provider.requests[1].messages[-1].content
     decided = [(e.decision, e.by) for e in events if e.type == "escalation_decided"]
     assert decided == [("reject", "policy:timeout")] * 2
+
+
+async def test_a_tool_not_safe_to_repeat_is_committed_before_it_is_sent(ph_runtime, ph_model):
+    """idempotent=False: the log holds the call (committed) before the function runs,
+    then its answer; a plain tool's call is logged once, after it answered."""
+    import sqlite3
+
+    from pilothouse import hookimpl
+    from pilothouse.testing import call, crew_of, reply, run_crew
+
+    seen: list[list[str]] = []
+
+    @tool(idempotent=False)
+    def book(room: str) -> str:
+        """Book a room (twice books two)."""
+        db = sqlite3.connect(".pilothouse/runs.db")  # another connection: committed only
+        try:
+            seen.append([t for (t,) in db.execute("SELECT type FROM events ORDER BY id")])
+        finally:
+            db.close()
+        return f"{room} booked"
+
+    @tool
+    def rooms() -> str:
+        """Free rooms."""
+        return "blue, red"
+
+    class Plugin:
+        __name__ = "rooms"
+
+        @hookimpl
+        def register_tools(self, register):
+            register(book)
+            register(rooms)
+
+    ph_model.enqueue(call("rooms"), call("book", room="blue"), reply("Booked blue."))
+    crew = crew_of({"type": "sequential", "steps": ["clerk"]},
+                   {"clerk": {"instructions": "Book.", "tools": ["book", "rooms"]}})  # fmt: skip
+    async with ph_runtime(Plugin()) as rt:
+        result, events = await run_crew(rt, crew, "Book a room")
+    assert result.ok
+    assert seen[0][-1] == "tool_started"  # on disk before the function ran
+    kinds = [e.type for e in events if e.type.startswith("tool_")]
+    assert kinds == ["tool_call", "tool_started", "tool_call"]
+    started, answered = [e for e in events if getattr(e, "tool", None) == "book"]
+    assert started.call_id == answered.call_id and answered.result == "blue booked"

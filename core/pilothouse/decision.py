@@ -78,7 +78,7 @@ class DecisionView(BaseModel):
     crew: str = ""
     step_id: str | None = None
     persona: str = ""
-    #: guardrail, tool_approval or policy
+    #: guardrail, tool_approval, tool_outcome_unknown or policy
     kind: str
     #: waiting, approve, edit, reject or withdrawn
     status: str = "waiting"
@@ -126,10 +126,13 @@ def decision_view(escalation: Any) -> DecisionView:
     policy = evidence.get("policy") or {}
     kind = e.kind
     proposed = e.proposed
-    if kind == "tool_approval":
+    if kind in ("tool_approval", "tool_outcome_unknown"):
         tool = str(evidence.get("tool", "the tool"))
         text = as_lines(evidence.get("arguments", {}))
-        subject = f"a call to {tool} by {e.persona}"
+        where = f" on {evidence['source']}" if evidence.get("source") else ""
+        subject = f"a call to {tool}{where} by {e.persona}"
+        if kind == "tool_outcome_unknown":
+            subject += " that may have run"
         if proposed is not None:
             proposed = as_lines(_loads(proposed))
     elif kind == "guardrail":
@@ -142,7 +145,8 @@ def decision_view(escalation: Any) -> DecisionView:
         text = as_lines(_loads(evidence.get("output", "")))
         if proposed is not None:
             proposed = as_lines(_loads(proposed))
-    if kind not in ("guardrail", "tool_approval", "policy"):  # a kind from a newer writer
+    if kind not in ("guardrail", "tool_approval", "tool_outcome_unknown", "policy"):
+        # a kind from a newer writer
         text = as_lines({k: v for k, v in evidence.items() if k != "policy"})
     changes = (
         word_diff(text, proposed) if text and proposed is not None and proposed != text else None
@@ -185,6 +189,14 @@ def _choices(
 ) -> list[Choice]:
     reject = policy.get("reject", "revise")
     revisions = policy.get("max_revisions")
+    if kind == "tool_outcome_unknown":
+        return [
+            Choice("approve", f"it did not run: {tool} is sent again with these arguments"),
+            Choice("edit", f"{tool} is not sent again; {persona} reads what you write as"
+                   " its result (what the call did)"),
+            Choice("reject", f"{tool} is not sent again; {persona} is told its outcome is"
+                   " unknown, with your note"),
+        ]  # fmt: skip
     if kind == "tool_approval":
         return [
             Choice("approve", f"{tool} runs with these arguments"),

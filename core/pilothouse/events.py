@@ -292,6 +292,18 @@ class ToolCalled(BaseEvent):
     source: str | None = None
 
 
+class ToolStarted(BaseEvent):
+    """A call to a tool that is not safe to repeat, about to be sent: committed before it
+    is, so that a run resumed after a crash knows the call may have run (a
+    ``tool_call`` with the same ``call_id`` follows when it answered)."""
+
+    type: Literal["tool_started"] = "tool_started"
+    call_id: str
+    tool: str
+    arguments: str
+    source: str | None = None
+
+
 class RetrievalDone(BaseEvent):
     """A retriever's ranked passages for a query."""
 
@@ -329,8 +341,9 @@ class EscalationRaised(BaseEvent):
     type: Literal["escalation_raised"] = "escalation_raised"
     escalation_id: str
     persona: str
-    #: ``guardrail`` (a flag), ``tool_approval`` or ``policy`` (the persona's own rule)
-    kind: Literal["guardrail", "tool_approval", "policy"]
+    #: ``guardrail`` (a flag), ``tool_approval``, ``tool_outcome_unknown`` (a call that
+    #: may have run before a crash) or ``policy`` (the persona's own rule)
+    kind: Literal["guardrail", "tool_approval", "tool_outcome_unknown", "policy"]
     reason: str
     risk: float = 0.0
     evidence: dict[str, Any] = Field(default_factory=dict)
@@ -394,6 +407,7 @@ Event = Annotated[
     | ModelDelta
     | ModelSwitched
     | ToolCalled
+    | ToolStarted
     | RetrievalDone
     | GuardrailChecked
     | HandedOff

@@ -33,6 +33,11 @@ class Tool:
     A tool whose results come from outside the team (an MCP server, a web page)
     sets ``external = True``: its results pass the persona's retrieval guardrails
     like retrieved passages before its model reads them.
+
+    ``idempotent=False`` marks a tool that must not run twice for one call (it books,
+    sends, appends): each call is committed to the log before it is sent and after it
+    answers, and a run resumed after a crash that finds one sent but unanswered asks
+    a person (``tool_outcome_unknown``) instead of sending it again.
     """
 
     #: results are outside text, screened like retrieved passages
@@ -49,8 +54,11 @@ class Tool:
         description: str | None = None,
         requires_approval: bool = False,
         blocking: bool = True,
+        idempotent: bool = True,
     ) -> None:
         self.func = func
+        #: the same call twice does what it does once (a resumed run may send it again)
+        self.idempotent = idempotent
         self.name = name or func.__name__
         if not TOOL_NAME.fullmatch(self.name):
             raise ToolError(
@@ -119,6 +127,7 @@ def tool(
     description: str | None = None,
     requires_approval: bool = False,
     blocking: bool = True,
+    idempotent: bool = True,
 ) -> Any:
     """Decorator: turn a typed function into a :class:`Tool` (``@tool`` or ``@tool(...)``)."""
 
@@ -129,6 +138,7 @@ def tool(
             description=description,
             requires_approval=requires_approval,
             blocking=blocking,
+            idempotent=idempotent,
         )
 
     return wrap(func) if func is not None else wrap

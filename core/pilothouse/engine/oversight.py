@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..blocking import report_held_loop, run_blocking
-from ..crew import Persona
+from ..crew import EscalationRules, Persona
 from ..errors import EscalationRejected, GuardrailBlocked, PilothouseError, PluginError, ToolError
 from ..events import EscalationDecided, EscalationRaised, GuardrailChecked
 from ..guardrails import GuardrailContext, Stage, Verdict
 from ..retrieval import Passage
 from ..store.base import Escalation
+from ..tools import canonical_json
 from .calls import Host as CallsHost
 from .calls import ModelCalls
 from .escalation import DecisionWatcher
@@ -196,8 +197,10 @@ class Oversight:
         risk: float,
         evidence: dict[str, Any],
         proposed: str | None,
+        rules: EscalationRules | None = None,
     ) -> Escalation:
-        """Pause this step until a person (or the crew's timeout policy) decides."""
+        """Pause this step until a person (or the crew's timeout policy, or ``rules``
+        where they differ from it) decides."""
         if self.engine.decisions is None:
             raise PilothouseError(
                 f"{persona.name!r} needs a person's decision ({reason}), but this runtime has"
@@ -230,7 +233,7 @@ class Oversight:
                 decision, by, note, text = recorded
                 self.engine.decisions.store.decide(escalation_id, decision, by=f"replay of {by}",
                                             note=note, text=text)  # fmt: skip
-        decided = await self.engine.decisions.wait(escalation_id, run.crew.escalation)
+        decided = await self.engine.decisions.wait(escalation_id, rules or run.crew.escalation)
         self.engine.emit(
             run,
             EscalationDecided,
@@ -310,6 +313,46 @@ class Oversight:
             canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
         run.approved.add((tool.name, canonical))
         return arguments
+
+    async def outcome_unknown(
+        self, run: _Run, persona: Persona, tool: Any, call: Any, step_id: str
+    ) -> str | None:
+        """A call that is not safe to repeat was sent and never answered (the process
+        stopped): a person says what happened. Approve: it did not run, send it again
+        (None). Edit: what it did, which the model reads as its result. Reject: it is not
+        sent again and the model is told its outcome is unknown. Nobody deciding in time
+        is a rejection, whatever the crew's policy approves by: a guess never repeats it."""
+        arguments = json.loads(canonical_json(call.arguments))
+        rules = run.crew.escalation
+        if rules.on_timeout == "approve":
+            rules = rules.model_copy(update={"on_timeout": "reject"})
+        policy = _policy(run, can_revise=False, tool=True)
+        policy["policy"] |= {"reject": "refuse", "on_timeout": rules.on_timeout}
+        decided = await self.escalate(
+            run,
+            persona,
+            step_id,
+            kind="tool_outcome_unknown",
+            reason=f"{tool.name!r} was sent but never answered (the process stopped): it may"
+            " have run, and it is not safe to send twice",
+            risk=0.8,
+            evidence={
+                "tool": tool.name,
+                "arguments": arguments,
+                "source": getattr(tool, "source", None),
+            }
+            | policy,
+            proposed=None,
+            rules=rules,
+        )
+        if decided.status == "approve":
+            return None
+        if decided.status == "edit":
+            return decided.text or ""
+        raise ToolError(
+            f"the call to {tool.name!r} may or may not have run (the process stopped before it"
+            f" answered); a person chose not to send it again: {decided.note or 'no note'}"
+        )
 
 
 #: how much of each source an escalation keeps (the run's log has them whole)

@@ -17,6 +17,8 @@ from ..events import (
     ModelCalled,
     StepFinished,
     StepStarted,
+    ToolCalled,
+    ToolStarted,
 )
 from ..model import Message, Model, ModelResponse
 from ..store.base import MemoryItem
@@ -106,6 +108,11 @@ class _Run:
     #: resumed runs: escalations raised in unfinished steps, and those decided in the log
     prior_escalations: dict[tuple[str | None, str, str], str] = field(default_factory=dict)
     logged_decisions: set[str] = field(default_factory=set)
+    #: resumed runs: tool calls unfinished steps made, by (step, tool, arguments): those
+    #: that answered (their logged outcome is used, the call not sent again), and how
+    #: many were sent with no answer logged (in flight when the process stopped)
+    logged_calls: dict[tuple[str, str, str], list[ToolCalled]] = field(default_factory=dict)
+    in_flight: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     @property
     def tokens(self) -> int:
@@ -138,6 +145,18 @@ class _Run:
                     arguments = e.text if e.decision == "edit" else first.proposed
                     self.approved.add((first.evidence["tool"], canonical_json(arguments or "{}")))
         self.attempts = {s: n for s, n in started.items() if s not in self.done}
+        sent: dict[str, tuple[str, str, str]] = {}
+        for e in events:
+            if e.step_id is None or e.step_id in self.done:
+                continue
+            if isinstance(e, ToolStarted):
+                sent[e.call_id] = key = (e.step_id, e.tool, canonical_json(e.arguments))
+                self.in_flight[key] += 1
+            elif isinstance(e, ToolCalled):
+                key = (e.step_id, e.tool, canonical_json(e.arguments))
+                self.logged_calls.setdefault(key, []).append(e)
+                if sent.pop(e.call_id, None) is not None:
+                    self.in_flight[key] -= 1
         for e in raised.values():
             if e.step_id not in self.done:
                 self.prior_escalations[(e.step_id, e.kind, e.reason)] = e.escalation_id

@@ -29,7 +29,15 @@ from ..errors import (
     StoreUnavailable,
     ToolError,
 )
-from ..events import BaseEvent, ContextBuilt, RetrievalDone, StepFinished, StepStarted, ToolCalled
+from ..events import (
+    BaseEvent,
+    ContextBuilt,
+    RetrievalDone,
+    StepFinished,
+    StepStarted,
+    ToolCalled,
+    ToolStarted,
+)
 from ..knowledge.memory import _sink as _memory_sink
 from ..knowledge.memory import facts_in_output
 from ..model import Message, Model, ModelRequest, ModelResponse, ToolSpec
@@ -342,6 +350,7 @@ class Steps:
         result: str | None = None
         error: str | None = None
         found: tuple[Any, str] | None = None
+        careful = False
         try:
             found = tools.get(call.name) if call.name in offered else None
             if found is None:
@@ -360,12 +369,37 @@ class Steps:
                     f"tool {tool.name!r} was called with the same arguments"
                     f" {run.crew.limits.max_identical_tool_calls + 1} times",
                 )
-            if tool.requires_approval:
+            logged = (step_id, tool.name, canonical_json(call.arguments))
+            if run.logged_calls.get(logged):
+                # it answered before the process stopped: never sent twice
+                return _told_of(run.logged_calls[logged].pop(0))
+            given: str | None = None
+            if run.in_flight[logged] > 0:
+                run.in_flight[logged] -= 1
+                if not getattr(
+                    tool, "idempotent", True
+                ):  # it may have run: a person says what to do
+                    given = await self.engine.oversight.outcome_unknown(
+                        run, persona, tool, call, step_id
+                    )
+            if tool.requires_approval and given is None:
                 arguments = await self.engine.oversight.approve_tool(
                     run, persona, tool, arguments, step_id
                 )
+            careful = (
+                not getattr(tool, "idempotent", True)
+                and self.engine.replaying is None
+                and given is None
+            )
+            if careful:
+                self.engine.emit(run, ToolStarted, step_id=step_id, call_id=call.id,
+                                 tool=call.name, arguments=call.arguments,
+                                 source=getattr(tool, "source", None) or plugin)  # fmt: skip
+                await self.engine.flush()
             try:
-                if self.engine.replaying is not None:
+                if given is not None:
+                    result = given
+                elif self.engine.replaying is not None:
                     result = self.engine.replaying.tool_result(
                         tool.name, canonical_json(call.arguments)
                     )
@@ -407,12 +441,9 @@ class Steps:
             withheld_by=withheld_by,
             source=(getattr(found[0], "source", None) or found[1]) if found else None,
         )
-        if error is not None:
-            return f"error: {error}"
-        if told is None:
-            # the model learns that the result exists and why it may not read it, no more
-            return f"error: the result was withheld: guardrail {withheld_by!r} flagged it"
-        return told
+        if careful:
+            await self.engine.flush()  # its answer is known for good: never sent again
+        return _told(told, error, withheld_by)
 
     async def _retrieve(
         self, run: _Run, persona: Persona, name: str, query: str, step_id: str
@@ -477,3 +508,19 @@ def _check_structured(
     raise ModelError(
         f"{model_id}{how} gave output that does not match the output schema: {problem}"
     )
+
+
+def _told(told: str | None, error: str | None, withheld_by: str | None) -> str:
+    """What the model reads of a tool call."""
+    if error is not None:
+        return f"error: {error}"
+    if told is None:
+        # the model learns that the result exists and why it may not read it, no more
+        return f"error: the result was withheld: guardrail {withheld_by!r} flagged it"
+    return told
+
+
+def _told_of(logged: ToolCalled) -> str:
+    """What the model read of a call logged before the run was resumed."""
+    told = None if logged.withheld_by else (logged.result or "")
+    return _told(told, logged.error, logged.withheld_by)
