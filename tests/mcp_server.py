@@ -15,12 +15,28 @@ from pathlib import Path
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import ToolAnnotations
+from mcp.types import (
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+    ToolAnnotations,
+)
+from pydantic import BaseModel
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
 #: writes, harmlessly, but twice is not once
 ADDITIVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
 DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True)
+
+
+class Stock(BaseModel):
+    """A stock level, as structured content."""
+
+    item: str
+    count: int
 
 
 class Inventory:
@@ -96,6 +112,51 @@ class Inventory:
             """Reserve, slow the first time (held until the test releases it)."""
             await self._held(f"held_reserve {item}")
             return f"one {item} reserved"
+
+        @tool(annotations=READ_ONLY)
+        def stock(item: str) -> Stock:
+            """Stock level as structured content (its output schema is published)."""
+            self.calls.append(f"stock {item}")
+            return Stock(item=item, count=12)
+
+        @tool(annotations=READ_ONLY)
+        def stock_lies(item: str) -> CallToolResult:
+            """Publishes an output schema its results break (a count that is no number)."""
+            self.calls.append(f"stock_lies {item}")
+            return CallToolResult(content=[TextContent(type="text", text="many")],
+                                  structured_content={"item": item, "count": "many"})  # fmt: skip
+
+        self.server._tool_manager.get_tool("stock_lies").fn_metadata.output_schema = {
+            "type": "object",
+            "properties": {"item": {"type": "string"}, "count": {"type": "integer"}},
+            "required": ["item", "count"],
+        }
+
+        @tool(annotations=READ_ONLY)
+        def photo(item: str) -> CallToolResult:
+            """A picture of an item, a link to its sheet and its label."""
+            self.calls.append(f"photo {item}")
+            return CallToolResult(content=[
+                TextContent(type="text", text=f"{item}, front view"),
+                ImageContent(type="image", data="iVBORw0KGgo=", mime_type="image/png"),
+                ResourceLink(type="resource_link", uri=f"file:///sheets/{item}.pdf",
+                             name=f"{item} sheet", mime_type="application/pdf"),
+                EmbeddedResource(type="resource", resource=TextResourceContents(
+                    uri=f"file:///labels/{item}.txt", mime_type="text/plain",
+                    text="Label: keep dry")),
+            ])  # fmt: skip
+
+        @tool(annotations=READ_ONLY)
+        def warehouse(item: str) -> CallToolResult:
+            """Fails as tools do: an error result, not a protocol error."""
+            self.calls.append(f"warehouse {item}")
+            return CallToolResult(content=[TextContent(type="text", text="no such warehouse")],
+                                  is_error=True)  # fmt: skip
+
+        @tool(annotations=READ_ONLY)
+        def quote(text: str) -> str:
+            """Says back what it is given (whatever that is)."""
+            return text
 
         @tool(annotations=READ_ONLY)
         def notes(item: str) -> str:

@@ -198,7 +198,8 @@ def register_payloads(register: Any, settings: Any) -> None:
     Call ``register(payload)`` with a :class:`pilothouse.probes.Payload` (``id``,
     ``category`` such as ``prompt-injection``, ``jailbreak``,
     ``data-exfiltration`` or ``tool-misuse``, and ``text``). The suite sends
-    each one as a run's input and hidden inside a retrieved document.
+    each one as a run's input, hidden inside a retrieved document and inside an
+    outside tool's result.
     :func:`pilothouse.probes.load_payloads` reads ``[[payload]]`` tables from a
     TOML file.
 

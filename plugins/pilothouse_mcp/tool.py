@@ -125,18 +125,29 @@ class McpTool(Tool):
 
 
 def _text(server: str, tool: str, result: Any) -> str:
-    """A result as the text the model reads: its text and structured content, images and
-    links named; an error result raised as a tool error."""
+    """A result as the text the model reads: its text, the structured content (checked
+    against the tool's output schema by the SDK before it gets here) where there is no
+    text, what images, audio and resources there are (named, never their bytes), the
+    text of an embedded text resource; an error result raised as a tool error."""
     parts = []
     for item in getattr(result, "content", None) or []:
         kind = getattr(item, "type", "")
         if kind == "text":
             parts.append(item.text)
         elif kind in ("image", "audio"):
-            parts.append(f"[{kind}: {getattr(item, 'mime_type', '') or 'data'}]")
-        elif kind in ("resource_link", "resource"):
-            uri = getattr(item, "uri", None) or getattr(getattr(item, "resource", None), "uri", "")
-            parts.append(f"[resource: {uri}]")
+            data = getattr(item, "data", "") or ""
+            size = len(data) * 3 // 4 - data[-2:].count("=")  # its base64, decoded
+            parts.append(f"[{kind} {item.mime_type or ''}, {size} bytes: not shown]")
+        elif kind == "resource_link":
+            what = f" ({item.mime_type})" if item.mime_type else ""
+            parts.append(f"[resource link: {item.name} <{item.uri}>{what}]")
+        elif kind == "resource":
+            inner = item.resource
+            text = getattr(inner, "text", None)
+            if text is not None:
+                parts.append(f"[resource <{inner.uri}>]\n{text}")
+            else:
+                parts.append(f"[resource <{inner.uri}> ({inner.mime_type or 'binary'}): not shown]")
     structured = getattr(result, "structured_content", None)
     text = "\n".join(parts)
     if structured is not None and not text:

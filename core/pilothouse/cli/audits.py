@@ -117,7 +117,8 @@ def _print_report(report: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_context
 def audit_adversarial(obj: Context, crew: str, payloads: str | None, as_json: bool) -> None:
-    """Send hostile inputs to CREW, directly and hidden in documents; exit 1 if any got past."""
+    """Send hostile inputs to CREW: directly, hidden in documents and in an outside
+    tool's results; exit 1 if any got past."""
     from ..audits.adversarial import AdversarialPlugin, registered_payloads, run_suite
     from ..probes import load_payloads
 

@@ -47,7 +47,7 @@ from ..store.eventlog import EventLog
 from ..structured import output_problem
 from ..tools import canonical_json, result_text
 from .calls import ModelCalls
-from .context import build_context
+from .context import build_context, fence_result
 from .handoffs import handoff_spec, handoff_tool
 from .oversight import Oversight
 from .runstate import Replaying, StepOutcome, _Run, _SentBack, _Talk, taken_over_message
@@ -372,7 +372,7 @@ class Steps:
             logged = (step_id, tool.name, canonical_json(call.arguments))
             if run.logged_calls.get(logged):
                 # it answered before the process stopped: never sent twice
-                return _told_of(run.logged_calls[logged].pop(0))
+                return _told_of(run.logged_calls[logged].pop(0), tool)
             given: str | None = None
             if run.in_flight[logged] > 0:
                 run.in_flight[logged] -= 1
@@ -443,7 +443,7 @@ class Steps:
         )
         if careful:
             await self.engine.flush()  # its answer is known for good: never sent again
-        return _told(told, error, withheld_by)
+        return _told(told, error, withheld_by, found[0] if found else None)
 
     async def _retrieve(
         self, run: _Run, persona: Persona, name: str, query: str, step_id: str
@@ -510,17 +510,19 @@ def _check_structured(
     )
 
 
-def _told(told: str | None, error: str | None, withheld_by: str | None) -> str:
-    """What the model reads of a tool call."""
+def _told(told: str | None, error: str | None, withheld_by: str | None, tool: Any) -> str:
+    """What the model reads of a tool call (an outside tool's result quoted as data)."""
     if error is not None:
         return f"error: {error}"
     if told is None:
         # the model learns that the result exists and why it may not read it, no more
         return f"error: the result was withheld: guardrail {withheld_by!r} flagged it"
+    if getattr(tool, "external", False):
+        return fence_result(told, tool.name, getattr(tool, "source", None) or "outside")
     return told
 
 
-def _told_of(logged: ToolCalled) -> str:
+def _told_of(logged: ToolCalled, tool: Any) -> str:
     """What the model read of a call logged before the run was resumed."""
     told = None if logged.withheld_by else (logged.result or "")
-    return _told(told, logged.error, logged.withheld_by)
+    return _told(told, logged.error, logged.withheld_by, tool)
