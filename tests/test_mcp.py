@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -372,3 +373,71 @@ async def test_a_hostile_server_is_screened_like_a_hostile_document(
         p.id for p, w in zip(payloads, caught, strict=True) if w is None
     ]
     assert withheld[len(payloads) :] == [None] * len(ordinary)
+
+
+@pytest.fixture
+def repository(tmp_path):
+    """A git repository with one commit and one new file not yet added."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {"GIT_AUTHOR_NAME": "Ana", "GIT_AUTHOR_EMAIL": "ana@example.com",
+           "GIT_COMMITTER_NAME": "Ana", "GIT_COMMITTER_EMAIL": "ana@example.com"}  # fmt: skip
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                              env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
+                              check=True, timeout=60)  # fmt: skip
+        return done.stdout
+
+    git("init", "-q", "-b", "main")
+    (repo / "README.md").write_text("Stock sheets.\n")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "Start the stock sheets")
+    (repo / "helio.txt").write_text("helio: 12\n")
+    return repo, env, git
+
+
+async def test_a_crew_works_in_a_repository_through_mcp_server_git(
+    ph_runtime, ph_model, repository
+):
+    """mcp-server-git from the package index: reads, an add and a commit made for real
+    (the commit, not safe to repeat, is committed to the log before it is sent), and a
+    reset (destructive by its own hints) that waits for a person, who refuses it."""
+    repo, env, git = repository
+    path = str(repo)
+    ph_model.enqueue(
+        call("git__git_log", repo_path=path), call("git__git_add", repo_path=path,
+                                                  files=["helio.txt"]),
+        call("git__git_commit", repo_path=path, message="Add the helio sheet"),
+        call("git__git_reset", repo_path=path), reply("Committed the helio sheet."),
+    )  # fmt: skip
+    clerk = crew_of({"type": "sequential", "steps": ["clerk"]},
+                    {"clerk": {"instructions": "Keep the sheets.", "tools": ["mcp:git/*"]}},
+                    escalation={"timeout_s": 600, "on_reject": "revise"})  # fmt: skip
+    server = {"command": sys.executable, "args": ["-m", "mcp_server_git", "--repository", path],
+              "env": env}  # fmt: skip
+    async with ph_runtime(plugins=_settings(git=server)) as rt:
+        outcome: list = []
+
+        async def go():
+            outcome.append(await run_crew(rt, clerk, "File the helio sheet"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go)
+            with anyio.fail_after(60):
+                while not rt.store.escalations():
+                    await anyio.sleep(0.02)
+            (waiting,) = rt.store.escalations()
+            assert waiting.kind == "tool_approval" and waiting.evidence["tool"] == "git__git_reset"
+            rt.store.decide(waiting.id, "reject", by="ana", note="keep the index")
+    result, events = outcome[0]
+    assert result.ok, result.error
+    log, add, commit, reset = [e for e in events if e.type == "tool_call"]
+    assert "Start the stock sheets" in log.result and add.error is None
+    assert commit.error is None and "Add the helio sheet" in git("log", "--format=%s")
+    assert git("status", "--porcelain") == ""  # the file is in the commit
+    (started,) = [e for e in events if e.type == "tool_started"]
+    assert started.tool == "git__git_commit" and started.seq < commit.seq
+    assert reset.result is None and "keep the index" in reset.error

@@ -1,7 +1,8 @@
-"""MCP calls across kill -9: a call that answered is never sent again on resume; one in
-flight is sent again only when the tool says that is safe, else a person says what
-happened. The runner is a child process killed with SIGKILL mid-call; the server is the
-SDK-built inventory over streamable HTTP, which counts what it was asked."""
+"""MCP calls across process lives: a call that answered is never sent again on resume
+after kill -9; one in flight is sent again only when the tool says that is safe, else a
+person says what happened; a process that ends normally says nothing on stderr. The
+runner is a child process; the servers are the SDK-built inventory over streamable
+HTTP, which counts what it was asked, and mcp-server-time over stdio."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ CREW = """
 steps = ["clerk"]
 [personas.clerk]
 instructions = "Do what is asked."
-tools = ["mcp:inv/*"]
+tools = ["mcp:inv/*", "mcp:time/*"]
 """
 
 RUNNER = textwrap.dedent(
@@ -62,6 +63,9 @@ def served(tmp_path):
         (tmp_path / "crews" / "clerk.toml").write_text(CREW)
         (tmp_path / "pilothouse.toml").write_text(
             f'[plugins.mcp.servers.inv]\nurl = "{server.url}"\n'
+            "[plugins.mcp.servers.time]\n"
+            f"command = {json.dumps(sys.executable)}\n"
+            'args = ["-m", "mcp_server_time", "--local-timezone", "UTC"]\n'
         )
         (tmp_path / "runner.py").write_text(RUNNER)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
@@ -157,3 +161,20 @@ def test_a_call_in_flight_that_is_not_safe_to_repeat_asks_a_person(
     assert state.calls.count("held_reserve helio") == sent
     (call,) = _events(folder, "tool_call")
     assert model_reads in (call["result"] or call["error"])
+
+
+def test_a_process_that_used_mcp_servers_ends_with_nothing_on_stderr(served):
+    """Sessions over stdio and HTTP are closed in the tasks that opened them: no
+    'cancel scope in a different task', no warning, no traceback at exit."""
+    state, folder, env = served
+    script = [["inv__lookup", {"item": "helio"}],
+              ["time__get_current_time", {"timezone": "Europe/Oslo"}]]  # fmt: skip
+    done = subprocess.run([sys.executable, "runner.py", "run", json.dumps(script)],
+                          cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["ok"]
+    assert done.stderr == ""
+    looked, timed = _events(folder, "tool_call")
+    assert looked["source"] == "mcp:inv" and timed["source"] == "mcp:time"
+    assert looked["error"] is None and timed["error"] is None
+    assert state.calls == ["lookup helio"]
