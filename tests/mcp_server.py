@@ -3,14 +3,17 @@ by uvicorn on 127.0.0.1: the remote side of tests/test_mcp.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
@@ -183,6 +186,36 @@ def _crash_once(marker: str) -> str:
     return f"answered on call {path.read_text().count('called')}"
 
 
+def counting(app: Any, methods: Counter[str]) -> Any:
+    """The ASGI app, counting the JSON-RPC methods it is sent (what the server was asked,
+    counted at the server)."""
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        messages, body = [], b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        try:
+            sent = json.loads(body)
+        except ValueError:
+            sent = None
+        for one in sent if isinstance(sent, list) else [sent]:
+            if isinstance(one, dict) and "method" in one:
+                methods[one["method"]] += 1
+
+        async def replayed() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        return await app(scope, replayed, send)
+
+    return counted
+
+
 class Served:
     """The inventory's app under uvicorn on 127.0.0.1, which a test may stop and start
     again on the same port (a server restart: its sessions are gone)."""
@@ -190,6 +223,8 @@ class Served:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
         self.port = 0
+        #: JSON-RPC requests and notifications received, by method
+        self.methods: Counter[str] = Counter()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -206,7 +241,7 @@ class Served:
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         # a session manager runs once: each start makes a new app on the same tools
-        app = self.inventory.server.streamable_http_app()
+        app = counting(self.inventory.server.streamable_http_app(), self.methods)
         config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none",
                                 http="h11", access_log=False,
                                 timeout_graceful_shutdown=1)  # fmt: skip
@@ -241,6 +276,11 @@ def serve(inventory: Inventory) -> Iterator[Served]:
         served.stop()
 
 
-if __name__ == "__main__":  # the same tools over stdio, as a child process
-    print("inventory over stdio", file=sys.stderr)
-    Inventory().server.run("stdio")
+if __name__ == "__main__":  # the same tools in a process of their own
+    if sys.argv[1:] == ["--http"]:  # until stdin closes: prints its URL
+        with serve(Inventory()) as served:
+            print(served.url, flush=True)
+            sys.stdin.read()
+    else:
+        print("inventory over stdio", file=sys.stderr)
+        Inventory().server.run("stdio")

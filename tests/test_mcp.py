@@ -294,6 +294,7 @@ async def test_a_tool_the_server_adds_is_offered_at_the_next_step(ph_runtime, ph
     opened, archived = [e for e in events if e.type == "tool_call"]
     assert opened.result == "archive open" and archived.result == "orion: archived in 2019"
     assert listed == 2 and state.calls == ["open_archive", "archived orion"]
+    assert state.served.methods["tools/list"] == 2  # counted at the server
 
 
 async def test_results_of_every_kind_reach_the_model_as_data(ph_runtime, ph_model, inventory):
@@ -441,3 +442,21 @@ async def test_a_crew_works_in_a_repository_through_mcp_server_git(
     (started,) = [e for e in events if e.type == "tool_started"]
     assert started.tool == "git__git_commit" and started.seq < commit.seq
     assert reset.result is None and "keep the index" in reset.error
+
+
+async def test_many_runs_ask_an_http_server_for_its_tools_once(ph_runtime, ph_model, inventory):
+    """Counted at the server: one initialize and one tools/list for ten runs, one
+    tools/call per call."""
+    state, url = inventory
+    for _ in range(10):
+        ph_model.enqueue(call("inv__lookup", item="helio"), reply("In stock."))
+    clerk = crew_of(
+        {"type": "sequential", "steps": ["clerk"]},
+        {"clerk": {"instructions": "Answer.", "tools": ["mcp:inv/lookup"]}},
+    )
+    async with ph_runtime(plugins=_settings(inv={"url": url})) as rt:
+        for i in range(10):
+            result, _events = await run_crew(rt, clerk, f"Stock {i}?")
+            assert result.ok
+    asked = state.served.methods
+    assert (asked["initialize"], asked["tools/list"], asked["tools/call"]) == (1, 1, 10)
