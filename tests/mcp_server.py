@@ -278,7 +278,11 @@ def serve(inventory: Inventory) -> Iterator[Served]:
 
 if __name__ == "__main__":  # the same tools in a process of their own
     if sys.argv[1:] == ["--http"]:  # until stdin closes: prints its URL
-        with serve(Inventory()) as served:
+        import logging
+
+        inventory = Inventory()
+        logging.getLogger().setLevel(logging.WARNING)  # the SDK logs every request
+        with serve(inventory) as served:
             print(served.url, flush=True)
             sys.stdin.read()
     else:

@@ -460,3 +460,22 @@ async def test_many_runs_ask_an_http_server_for_its_tools_once(ph_runtime, ph_mo
             assert result.ok
     asked = state.served.methods
     assert (asked["initialize"], asked["tools/list"], asked["tools/call"]) == (1, 1, 10)
+
+
+async def test_arguments_are_checked_against_the_servers_schema(ph_runtime, ph_model, inventory):
+    """Arguments the server's input schema refuses never reach it: the model reads why."""
+    state, url = inventory
+    ph_model.enqueue(call("inv__lookup", item=5), call("inv__lookup"), reply("Sorry."))
+    clerk = crew_of(
+        {"type": "sequential", "steps": ["clerk"]},
+        {"clerk": {"instructions": "Answer.", "tools": ["mcp:inv/lookup"]}},
+    )
+    async with ph_runtime(plugins=_settings(inv={"url": url})) as rt:
+        result, events = await run_crew(rt, clerk, "Stock?")
+    assert result.ok
+    wrong_type, missing = [e.error for e in events if e.type == "tool_call"]
+    assert wrong_type == "invalid arguments for 'inv__lookup': item: 5 is not of type 'string'"
+    assert (
+        missing == "invalid arguments for 'inv__lookup': (arguments): 'item' is a required property"
+    )
+    assert state.calls == []

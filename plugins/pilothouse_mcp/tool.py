@@ -53,6 +53,7 @@ class McpTool(Tool):
         self.is_async = True
         self.arguments_model = Arguments
         self._spec: ToolSpec | None = None
+        self._checker: Any = False  # not compiled yet
 
     def spec(self) -> ToolSpec:
         """The tool as the server describes it (its input schema unchanged)."""
@@ -72,16 +73,28 @@ class McpTool(Tool):
             raise ToolError(f"arguments of {self.name!r} must be a JSON object")
         import jsonschema
 
-        try:
-            jsonschema.validate(data, self.spec().parameters)
-        except jsonschema.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path) or "(arguments)"
-            raise ToolError(
-                f"invalid arguments for {self.name!r}: {where}: {exc.message}"
-            ) from None
-        except jsonschema.SchemaError:
-            pass  # the server's schema is its own business: the server checks it
+        validator = self._validator()
+        if validator is not None:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+            if error is not None:
+                where = ".".join(str(p) for p in error.absolute_path) or "(arguments)"
+                raise ToolError(f"invalid arguments for {self.name!r}: {where}: {error.message}")
         return Arguments(**data)
+
+    def _validator(self) -> Any:
+        """The server's input schema compiled once (compiling costs far more than checking);
+        None for a schema that is not valid JSON Schema (the server checks its own)."""
+        if self._checker is False:
+            import jsonschema
+
+            schema = self.spec().parameters
+            try:
+                cls = jsonschema.validators.validator_for(schema)
+                cls.check_schema(schema)
+                self._checker = cls(schema)
+            except jsonschema.SchemaError:
+                self._checker = None
+        return self._checker
 
     async def invoke(self, arguments: BaseModel) -> Any:
         """Call the tool on the server's session; a session that is gone is made again
