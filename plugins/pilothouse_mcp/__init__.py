@@ -12,6 +12,9 @@ One session per server per process, opened on first use and shared by every run;
 tool list is read once and again only when the server says it changed. A destructive
 tool (by its own annotations, or named in ``approve``) needs a person's approval of
 the exact arguments before it runs; ``trust`` exempts one.
+
+The other way round, ``pilothouse mcp serve`` offers the workspace's crews to MCP
+clients (``[plugins.mcp.serve]``: ``host``, ``port``, ``token``, ``crews``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from pilothouse import hookimpl
 
@@ -53,12 +56,29 @@ class ServerSettings(BaseModel):
         return self
 
 
+class ServeSettings(BaseModel):
+    """``[plugins.mcp.serve]``: this workspace's crews served over MCP
+    (``pilothouse mcp serve``)."""
+
+    model_config = {"extra": "forbid"}
+
+    #: streamable HTTP (``--http``): where to listen; loopback unless told otherwise
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    #: HTTP clients must send ``Authorization: Bearer TOKEN`` (needed off loopback)
+    token: SecretStr | None = None
+    #: the crews offered (names or globs; none: every crew)
+    crews: list[str] = Field(default_factory=list)
+
+
 class McpSettings(BaseModel):
-    """``[plugins.mcp]``: the MCP servers whose tools personas may use."""
+    """``[plugins.mcp]``: the MCP servers whose tools personas may use, and how this
+    workspace's crews are served over MCP."""
 
     model_config = {"extra": "forbid"}
 
     servers: dict[str, ServerSettings] = Field(default_factory=dict)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @model_validator(mode="after")
     def _names(self) -> McpSettings:
@@ -85,7 +105,7 @@ def register_toolsets(register: Any, settings: Any) -> None:
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    """``pilothouse mcp list`` and ``pilothouse mcp import``."""
+    """``pilothouse mcp list``, ``import`` and ``serve``."""
     from .commands import add_commands
 
     add_commands(cli)

@@ -1,5 +1,6 @@
-"""``pilothouse mcp``: the servers configured and their tools (``list``), and servers
-taken from an ``mcp.json`` (``import``)."""
+"""``pilothouse mcp``: the servers configured and their tools (``list``), servers taken
+from an ``mcp.json`` (``import``), and this workspace's crews served over MCP
+(``serve``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def add_commands(cli: Any) -> None:
     @cli.group(name="mcp")
     def mcp() -> None:
         """MCP servers: their tools in personas, as mcp:SERVER/TOOL."""
+
+    add_serve(mcp)
 
     @mcp.command(name="list")
     @click.argument("name", required=False)
@@ -72,6 +75,58 @@ def add_commands(cli: Any) -> None:
         for name, server in found.servers.items():
             how = f"url {server.url}" if server.url else f"command {server.command}"
             click.echo(f"added {name} ({how}) to {target}; its tools: mcp:{name}/*")
+
+
+def add_serve(mcp: Any) -> None:
+    """``pilothouse mcp serve``."""
+
+    @mcp.command(name="serve")
+    @click.option(
+        "--http",
+        "http",
+        metavar="[HOST:PORT]",
+        is_flag=False,
+        flag_value="",
+        help="Serve over streamable HTTP instead of stdio: at HOST:PORT (port 0:"
+        " any free one), or alone where [plugins.mcp.serve] says.",
+    )
+    @click.pass_obj
+    def serve(obj: Any, http: str | None) -> None:  # fmt: skip
+        """Offer this workspace's crews to MCP clients as tools (with inbox and decide,
+        and run timelines as resources): over stdio for a client that starts it, or over
+        streamable HTTP (loopback unless told otherwise; a bearer token from settings)."""
+        from .serving import serve_http, serve_stdio
+
+        runtime = Runtime(obj.settings)
+        wanted = runtime.settings.section("mcp").serve
+        if http is None:
+            anyio.run(serve_stdio, runtime, wanted.crews)
+            return
+        host, port = wanted.host, wanted.port
+        if http:
+            host, _, given = http.rpartition(":")
+            if not host or not given.isdigit():
+                raise click.BadParameter(f"{http!r}: give HOST:PORT", param_hint="--http")
+            port = int(given)
+        token = wanted.token.get_secret_value() if wanted.token else None
+        if token is None and not _loopback(host):
+            raise ConfigError(
+                f"mcp serve: {host} is reachable from other machines; set"
+                " [plugins.mcp.serve] token (or PILOTHOUSE_PLUGINS__MCP__SERVE__TOKEN) so"
+                " that clients must send it, or serve on 127.0.0.1"
+            )
+        anyio.run(serve_http, runtime, host, port, token, wanted.crews)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 async def _list(runtime: Runtime, only: str | None) -> bool:
