@@ -180,6 +180,10 @@ async def test_http_serving_needs_the_token_and_runs_a_crew(http_server, folder)
     assert refused.status_code == 401
     wrong = httpx2.post(url, json={}, headers={"Authorization": "Bearer nope"}, timeout=30)
     assert wrong.status_code == 401
+    rebound = httpx2.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=30,
+                          headers={"Authorization": f"Bearer {token}",
+                                   "Host": "evil.example:80"})  # fmt: skip
+    assert rebound.status_code in (400, 403, 421)  # a name someone else controls
     client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
     async with (
         client,
