@@ -116,6 +116,13 @@ class Inventory:
             await self._held(f"held_reserve {item}")
             return f"one {item} reserved"
 
+        @tool(annotations=DESTRUCTIVE)
+        async def held_delete(item: str) -> str:
+            """Delete, slow the first time (held until the test releases it)."""
+            await self._held(f"held_delete {item}")
+            self.deleted.append(item)
+            return f"{item} deleted"
+
         @tool(annotations=READ_ONLY)
         def stock(item: str) -> Stock:
             """Stock level as structured content (its output schema is published)."""

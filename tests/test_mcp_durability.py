@@ -178,3 +178,42 @@ def test_a_process_that_used_mcp_servers_ends_with_nothing_on_stderr(served):
     assert looked["source"] == "mcp:inv" and timed["source"] == "mcp:time"
     assert looked["error"] is None and timed["error"] is None
     assert state.calls == ["lookup helio"]
+
+
+def test_a_destructive_call_killed_mid_flight_asks_again_and_is_not_repeated(served):
+    """Approved, sent, the process killed before it answered: on resume the approval
+    stands (it is not asked again) but the outcome is unknown, so a person is asked
+    whether it ran; a rejection leaves it sent once."""
+    state, folder, env = served
+    script = [["inv__held_delete", {"item": "helio"}]]
+    runner = subprocess.Popen([sys.executable, "runner.py", "run", json.dumps(script)],
+                              cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        (approval,) = wait_for_inbox(folder, env)
+        assert approval["kind"] == "tool_approval" and state.calls == []
+        assert ph("approve", approval["id"], "--by", "ana", cwd=folder, env=env).returncode == 0
+        assert state.entered.wait(timeout=120), "the approved call never reached the server"
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    state.release.set()
+    resumed = subprocess.Popen(
+        [sys.executable, "runner.py", "resume", json.dumps(script)], cwd=folder, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        (unknown,) = wait_for_inbox(folder, env)
+        assert unknown["kind"] == "tool_outcome_unknown" and unknown["id"] != approval["id"]
+        assert state.calls == ["held_delete helio"]
+        decided = ph("reject", unknown["id"], "--by", "ana", "--note", "it ran: helio is gone",
+                     cwd=folder, env=env)  # fmt: skip
+        assert decided.returncode == 0, decided.stderr
+        out, err = resumed.communicate(timeout=120)
+    finally:
+        resumed.kill()
+    assert resumed.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["ok"]
+    assert state.calls == ["held_delete helio"]  # sent once, ever
+    raised = [e["kind"] for e in _events(folder, "escalation_raised")]
+    assert raised == ["tool_approval", "tool_outcome_unknown"]

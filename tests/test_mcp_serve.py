@@ -31,10 +31,24 @@ instructions = "Check the greeting."
 """
 
 
+SHEET = """
+description = "A stock sheet as data."
+[flow]
+steps = ["clerk"]
+[personas.clerk]
+instructions = "Fill the sheet."
+[personas.clerk.output_schema]
+type = "object"
+required = ["summary", "count"]
+properties = {summary = {type = "string"}, count = {type = "integer"}}
+"""
+
+
 @pytest.fixture
 def folder(tmp_path):
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "hello.toml").write_text(HELLO)
+    (tmp_path / "crews" / "sheet.toml").write_text(SHEET)
     return tmp_path
 
 
@@ -87,11 +101,15 @@ async def test_a_crew_is_a_tool_with_progress_and_its_run_is_in_the_store(folder
         assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
         runs = json.loads((await session.read_resource("pilothouse://runs")).contents[0].text)
         assert [r["id"] for r in runs] == [run["run_id"]]
+        sheet = (await session.call_tool("sheet", {"input": "helio stock"})).structured_content
+        assert sheet["status"] == "succeeded" and json.loads(sheet["output"]) == sheet["data"]
+        assert set(sheet["data"]) == {"summary", "count"}  # the crew's structured output
     assert progress == [(0, "greeter at work"), (1, "greeter finished"),
                         (1, "checker at work"), (2, "checker finished")]  # fmt: skip
     listed = json.loads(ph("runs", "--json", cwd=folder, env=_env()).stdout)
     assert [(r["id"], r["crew"], r["status"]) for r in listed] == [
-        (run["run_id"], "hello", "succeeded")
+        (sheet["run_id"], "sheet", "succeeded"),
+        (run["run_id"], "hello", "succeeded"),
     ]
     assert (folder / "serve.err").read_text() == ""  # nothing said on its way out
 
@@ -203,3 +221,12 @@ def test_serving_off_loopback_needs_a_token(folder):
     assert done.returncode == 3 and "set [plugins.mcp.serve] token" in done.stderr
     bad = ph("mcp", "serve", "--http", "nowhere", cwd=folder, env=_env())
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
+
+
+async def test_a_broken_crew_file_is_left_out_and_said_so(folder):
+    (folder / "crews" / "bad.toml").write_text("[flow]\nsteps = [\n")
+    async with stdio_session(folder) as session:
+        names = {t.name for t in (await session.list_tools()).tools}
+    assert "hello" in names and "bad" not in names
+    said = (folder / "serve.err").read_text()
+    assert "crew 'bad' is not offered over MCP" in said and "bad.toml" in said

@@ -68,8 +68,12 @@ class CrewServer:
             tool = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64]
             if tool in RESERVED or tool in self.tools:
                 tool = f"crew_{tool}"[:64]
+            try:
+                self._add_crew(tool, name)
+            except PilothouseError as exc:  # one broken crew file takes no other down
+                log.warning("crew %r is not offered over MCP: %s", name, exc)
+                continue
             self.tools[tool] = name
-            self._add_crew(tool, name)
         self._add_desk()
         self._add_resources()
 
@@ -259,13 +263,18 @@ def _result(
     run_id: str, status: str, output: str | None, error: str | None, redact: Any = str
 ) -> CallToolResult:
     text = redact(output if output is not None else f"run {run_id} {status}: {error}")
+    structured: dict[str, Any] = {"run_id": run_id, "status": status,
+                                  "output": redact(output) if output is not None else None,
+                                  "error": redact(error) if error else None}  # fmt: skip
+    if structured["output"] and structured["output"][:1] in "{[":
+        # a crew whose last persona has an output schema: its output as data too
+        with contextlib.suppress(ValueError):
+            structured["data"] = json.loads(structured["output"])
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
-        structured_content={"run_id": run_id, "status": status,
-                            "output": redact(output) if output is not None else None,
-                            "error": redact(error) if error else None},
+        structured_content=structured,
         is_error=status != "succeeded",
-    )  # fmt: skip
+    )
 
 
 def _error(text: str) -> CallToolResult:
