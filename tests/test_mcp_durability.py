@@ -88,6 +88,13 @@ def _killed_mid_call(state, folder, env, script) -> None:
     state.release.set()  # the server's handler answers into the void
 
 
+def _resuming(folder, env, script) -> subprocess.Popen:
+    """The runner resuming the run, in the background (it may wait for a person)."""
+    return subprocess.Popen([sys.executable, "runner.py", "resume", json.dumps(script)],
+                            cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
 def _events(folder, kind):
     db = sqlite3.connect(folder / ".pilothouse" / "runs.db")
     try:
@@ -139,10 +146,7 @@ def test_a_call_in_flight_that_is_not_safe_to_repeat_asks_a_person(
     assert [e["tool"] for e in _events(folder, "tool_started")] == ["inv__held_reserve"]
     assert not _events(folder, "tool_call")  # it never answered
 
-    resumed = subprocess.Popen(
-        [sys.executable, "runner.py", "resume", json.dumps(script)], cwd=folder, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    resumed = _resuming(folder, env, script)
     try:
         (waiting,) = wait_for_inbox(folder, env)
         assert waiting["kind"] == "tool_outcome_unknown"
@@ -198,10 +202,7 @@ def test_a_destructive_call_killed_mid_flight_asks_again_and_is_not_repeated(ser
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=30)
     state.release.set()
-    resumed = subprocess.Popen(
-        [sys.executable, "runner.py", "resume", json.dumps(script)], cwd=folder, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    resumed = _resuming(folder, env, script)
     try:
         (unknown,) = wait_for_inbox(folder, env)
         assert unknown["kind"] == "tool_outcome_unknown" and unknown["id"] != approval["id"]
