@@ -49,8 +49,8 @@ PAYLOADS = [
 ]
 HOSTILE = "\n\n".join(PAYLOADS) + f"\n\nkey={KEY}"
 HOSTILE_GROUP = "<img src=x onerror=alert('xss-group')>"
-#: 4 runs, 2 of the adversarial suite (one payload, two modes), 4 of the bias probe
-RUNS = 10
+#: 4 runs, 3 of the adversarial suite (one payload, three modes), 4 of the bias probe
+RUNS = 11
 
 
 async def _make_store(folder: Path) -> dict[str, str]:
@@ -310,7 +310,7 @@ def test_home_and_run_page_render(portal, served, page):
     assert page.locator("svg.ph-chart").count() >= 2
     # the fleet's figures: the 6 runs the audits made are left out, and the page says so
     assert page.locator("table").first.inner_text().split("\n")[1].startswith("4\t")
-    assert "The 6 runs made by audits" in page.locator("article").inner_text()
+    assert "The 7 runs made by audits" in page.locator("article").inner_text()
     page.goto(f"{served}/runs/{ids['demo']}.html")
     body = page.locator("article").inner_text()
     assert f"Run {ids['demo']}" in body and DEMO_INPUT in body
@@ -361,12 +361,12 @@ def test_audit_reports_have_their_pages_linked_to_their_runs(portal, served, pag
     page.locator("nav a:text-is('Audits')").first.click()
     page.wait_for_url(re.compile(r"/audits/(index\.html)?$"))
     listed = page.locator("article").inner_text()
-    assert "adversarial" in listed and "bias" in listed and "1/2 caught" not in listed
+    assert "adversarial" in listed and "bias" in listed and "1/3 caught" not in listed
     page.locator(f"article a:text-is('{ids['adversarial']}')").click()
     body = page.locator("article").inner_text()
-    assert "2/2 caught" in body and "override-x" in body and "prompt_injection" in body
+    assert "3/3 caught" in body and "override-x" in body and "prompt_injection" in body
     run_links = page.locator("article table a[href*='/runs/']")
-    assert run_links.count() == 2
+    assert run_links.count() == 3  # a run per mode
     run_links.first.click()
     page.wait_for_url(re.compile(r"/runs/[0-9a-f]+\.html$"))
     assert "Ignore all previous instructions" in page.locator("article").inner_text()
