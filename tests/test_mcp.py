@@ -59,6 +59,9 @@ def _says_which_server_answered(summary, events, done) -> None:
     assert "[mcp:time]" in line and f"{done.duration_ms:.0f} ms" in line
     page = run_page(summary, events, lambda t: t, crew_page="crew.md")
     assert f"served by mcp:time · {done.duration_ms:.0f} ms" in page
+    from pilothouse.tui.render import summary as row  # the monitor's timeline row
+
+    assert f"[mcp:time]({done.arguments}) {done.duration_ms:.0f} ms" in row(done, str).plain
     (span,) = [s for s in run_spans(events, resource=Resource.create({}))
                if s.name == "execute_tool time__get_current_time"]  # fmt: skip
     assert span.attributes["gen_ai.tool.type"] == "extension"
@@ -479,3 +482,16 @@ async def test_arguments_are_checked_against_the_servers_schema(ph_runtime, ph_m
         missing == "invalid arguments for 'inv__lookup': (arguments): 'item' is a required property"
     )
     assert state.calls == []
+
+
+async def test_a_server_that_cannot_start_fails_the_step_in_its_own_words(ph_runtime, ph_model):
+    broken = {"command": sys.executable,
+              "args": ["-c", "import sys; sys.exit('no such database: acme')"]}  # fmt: skip
+    clerk = crew_of({"type": "sequential", "steps": ["clerk"]},
+                    {"clerk": {"instructions": "Answer.", "tools": ["mcp:db/*"]}})  # fmt: skip
+    async with ph_runtime(plugins=_settings(db=broken)) as rt:
+        result, _events = await run_crew(rt, clerk, "Query it")
+    assert not result.ok
+    assert "cannot start MCP server 'db'" in result.error
+    assert "no such database: acme" in result.error
+    assert ph_model.requests == []  # no model call was made for nothing
