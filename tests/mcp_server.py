@@ -26,6 +26,7 @@ from mcp.types import (
     TextContent,
     TextResourceContents,
     ToolAnnotations,
+    ToolListChangedNotification,
 )
 from pydantic import BaseModel
 
@@ -95,7 +96,10 @@ class Inventory:
                 return f"{item}: archived in 2019"
 
             self.server.add_tool(archived, annotations=READ_ONLY)
-            await ctx.session.send_tool_list_changed()  # the handshake-era notification
+            # on this call's own stream, so it reaches the client before the answer does
+            # (on the standalone stream it may come after the next step has asked)
+            await ctx.session.send_notification(ToolListChangedNotification(),
+                                                related_request_id=ctx.request_id)  # fmt: skip
             return "archive open"
 
         @tool(annotations=ADDITIVE)
