@@ -17,7 +17,8 @@ pytest.importorskip("onnxruntime", reason="the MiniLM embedder is the [knowledge
 from pilothouse_knowledge import MiniLM
 
 from pilothouse.embedding import Embedder
-from pilothouse.knowledge.base import KnowledgeBase, KnowledgeError, chunk, connect
+from pilothouse.knowledge.base import KnowledgeBase, KnowledgeError, connect
+from pilothouse.knowledge.chunking import chunk
 
 CORPUS = {
     "refunds.md": "# Refund policy\n\nCustomers get their money back within 30 days of purchase"
@@ -284,11 +285,11 @@ def test_the_full_weight_minilm_agrees_with_the_int8_one(minilm):
 def test_a_new_chunker_indexes_every_file_again_once(tmp_path, corpus, minilm, monkeypatch):
     # Files whose content did not change were skipped for ever, so an upgrade that cuts
     # text differently (as this one does headings) never reached an existing base.
-    from pilothouse.knowledge import base as knowledge
+    from pilothouse.knowledge import ingesting
 
     kb = KnowledgeBase(tmp_path / "knowledge.db", minilm)
     assert kb.ingest([corpus]).updated == 5
-    monkeypatch.setattr(knowledge, "CHUNKING", "next")
+    monkeypatch.setattr(ingesting, "CHUNKING", "next")
     again = kb.ingest([corpus])
     assert (again.updated, again.unchanged) == (5, 0)
     assert kb.ingest([corpus]).unchanged == 5  # once

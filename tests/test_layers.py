@@ -150,7 +150,8 @@ def test_every_public_name_imports_from_where_it_did(module):
 #: imported from a submodule, and the types a plugin receives
 ADDED_FOR_PLUGINS = [
     "AuditRecord", "BaseEvent", "DecisionView", "EMAIL_PATTERN", "Embedder", "Endpoint", "Filters",
-    "Toolset",
+    "Toolset", "StoredChunk", "VectorStore", "VectorStoreError", "chunk_id", "source_segments",
+    "wanted_segments",
     "HANDOFF_PREFIX", "KnowledgeError", "Listener", "MemoryItem", "OUTPUT_MODES", "Redactor",
     "SECRET_PATTERNS", "StoredEvent", "claims", "content_words", "decision_view", "emit_delta",
     "estimate_request_tokens", "knowledge_location", "load_attribute_sets", "load_payloads",

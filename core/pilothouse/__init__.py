@@ -82,6 +82,14 @@ if TYPE_CHECKING:
     from .tools import Tool, tool
     from .toolsets import Toolset
     from .tracing import span_id, trace_id, traceparent
+    from .vectorstores import (
+        StoredChunk,
+        VectorStore,
+        VectorStoreError,
+        chunk_id,
+        source_segments,
+        wanted_segments,
+    )
 
 __version__ = "0.1.0"
 
@@ -157,6 +165,12 @@ _LAZY: dict[str, str] = {
     "traceparent": ".tracing",
     "unfenced": ".structured",
     "Usage": ".model",
+    "StoredChunk": ".vectorstores",
+    "VectorStore": ".vectorstores",
+    "VectorStoreError": ".vectorstores",
+    "chunk_id": ".vectorstores",
+    "source_segments": ".vectorstores",
+    "wanted_segments": ".vectorstores",
     "Verdict": ".guardrails",
 }
 
@@ -227,6 +241,7 @@ __all__ = [
     "Span",
     "StoreError",
     "StoreUnavailable",
+    "StoredChunk",
     "StoredEvent",
     "Supervisor",
     "Tool",
@@ -235,7 +250,10 @@ __all__ = [
     "ToolSpec",
     "Toolset",
     "Usage",
+    "VectorStore",
+    "VectorStoreError",
     "Verdict",
+    "chunk_id",
     "claims",
     "content_words",
     "decision_view",
@@ -257,9 +275,11 @@ __all__ = [
     "run_blocking",
     "schema_instructions",
     "sentences",
+    "source_segments",
     "span_id",
     "tool",
     "trace_id",
     "traceparent",
     "unfenced",
+    "wanted_segments",
 ]

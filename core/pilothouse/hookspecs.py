@@ -162,6 +162,20 @@ def register_crews(register: Any, settings: Any) -> None:
 
 
 @hookspec
+def register_stores(register: Any, settings: Any) -> None:
+    """Register collections of external vector databases as retrievers.
+
+    Call ``register(store)`` with a :class:`pilothouse.VectorStore` (one per name a
+    user configured): personas list its ``name`` in ``retrievers`` like ``knowledge``,
+    ``pilothouse ingest --into NAME`` writes into it and ``pilothouse search
+    --retriever NAME`` queries it. Its queries are embedded by its ``embedder``.
+
+    :param register: ``register(store: VectorStore) -> None``
+    :param settings: the effective :class:`pilothouse.Settings`
+    """
+
+
+@hookspec
 def register_embedders(register: Any, settings: Any) -> None:
     """Register embedders the knowledge base can index and search with.
 

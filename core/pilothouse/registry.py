@@ -16,6 +16,7 @@ from .probes import AttributeSet, Payload
 from .retrieval import Retriever
 from .tools import Tool
 from .toolsets import Toolset
+from .vectorstores import StoreRetriever, VectorStore
 
 T = TypeVar("T")
 
@@ -31,7 +32,8 @@ class Entry(Generic[T]):
 @dataclass
 class Registry:
     """Everything available to runs and audits: providers, personas, tools, retrievers,
-    guardrails, crews, embedders, attribute sets, payloads and observers."""
+    guardrails, crews, embedders, attribute sets, payloads, observers, toolsets and
+    vector stores."""
 
     models: dict[str, Entry[ModelProvider]] = field(default_factory=dict)
     personas: dict[str, Entry[Persona]] = field(default_factory=dict)
@@ -45,9 +47,11 @@ class Registry:
     observers: dict[str, Entry[EventObserver]] = field(default_factory=dict)
     #: by prefix (``mcp`` for ``mcp:time/*``)
     toolsets: dict[str, Entry[Toolset]] = field(default_factory=dict)
+    #: external vector stores, each also a retriever of the same name
+    stores: dict[str, Entry[VectorStore]] = field(default_factory=dict)
 
     KINDS = ("models", "personas", "tools", "retrievers", "guardrails", "crews", "embedders",
-             "attribute_sets", "payloads", "observers", "toolsets")  # fmt: skip
+             "attribute_sets", "payloads", "observers", "toolsets", "stores")  # fmt: skip
 
     def registrar(self, kind: str, plugin: str) -> Callable[..., None]:
         """The ``register`` callback handed to ``register_<kind>`` of ``plugin``."""
@@ -65,11 +69,14 @@ class Registry:
             key = name or (thing.prefix if kind == "toolsets" else thing.name)
             if not key:
                 raise PluginError(plugin, f"a {expected.__name__} registered without a name")
-            if key in table:
+            if key in table or (kind == "stores" and key in self.retrievers):
+                taken = table.get(key) or self.retrievers[key]
                 raise PluginError(
-                    plugin, f"{kind[:-1]} {key!r} is already registered by {table[key].plugin!r}"
+                    plugin, f"{kind[:-1]} {key!r} is already registered by {taken.plugin!r}"
                 )
             table[key] = Entry(thing, plugin)
+            if kind == "stores":  # personas list it like any retriever
+                self.retrievers[key] = Entry(StoreRetriever(thing, self.embedders), plugin)
 
         return register
 
@@ -103,4 +110,5 @@ _EXPECTED: dict[str, type] = {
     "payloads": Payload,
     "observers": EventObserver,
     "toolsets": Toolset,
+    "stores": VectorStore,
 }

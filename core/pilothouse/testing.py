@@ -54,10 +54,13 @@ from . import (
     ToolCall,
     ToolError,
     Usage,
+    VectorStoreError,
     Verdict,
     hookimpl,
     load_settings,
 )
+from .embedding import Embedder
+from .knowledge.ingesting import ingest_into
 
 # -- a scripted model -----------------------------------------------------------------
 
@@ -303,6 +306,124 @@ class RetrieverContract:
         with pytest.raises(PilothouseError) as caught:
             anyio.run(go)
         assert str(caught.value), "the error must say which store is down"
+
+
+class _Hashed(Embedder):
+    """A tiny embedder of another dimension (words hashed into 16 buckets): what a store
+    built with MiniLM must refuse to be searched with."""
+
+    name = "hashed16"
+    dimension = 16
+
+    def embed(self, texts: list[str]) -> list[list[float]]:  # type: ignore[override]
+        """Unit vectors of hashed word counts."""
+        import hashlib
+        import math
+
+        out = []
+        for text in texts:
+            counts = [0.0] * self.dimension
+            for word in text.lower().split():
+                counts[hashlib.sha256(word.encode()).digest()[0] % self.dimension] += 1
+            norm = math.sqrt(sum(c * c for c in counts)) or 1.0
+            out.append([c / norm for c in counts])
+        return out
+
+
+class _HashedPlugin:
+    __name__ = "contract-embedders"
+
+    @hookimpl
+    def register_embedders(self, register: Any) -> None:
+        register(_Hashed())
+
+
+class StoreContract(RetrieverContract):
+    """What every external vector store does, on top of :class:`RetrieverContract`:
+    ``pilothouse ingest --into`` twice changes nothing, a changed file replaces its
+    chunks and a removed one goes, a collection built by another embedder is refused
+    with a line that says so, and a wrong key is named.
+
+    Subclass it and implement :meth:`plugin_settings`: the ``[plugins]`` settings that
+    configure the store named :attr:`name` (with ``embedder``); and
+    :meth:`unreachable_settings` / :meth:`wrong_key_settings` for a store on a server."""
+
+    #: the store's name in the settings (the retriever's)
+    name = "docs"
+
+    def plugin_settings(self, folder: Path, embedder: str = "minilm") -> dict[str, Any]:
+        """``plugins=`` settings configuring :attr:`name` with ``embedder``, its data
+        (for an embedded store) under ``folder``."""
+        raise NotImplementedError("plugin_settings: the settings of a store named self.name")
+
+    def unreachable_settings(self, folder: Path) -> dict[str, Any] | None:
+        """Settings of the store at an address where nothing answers (None: embedded)."""
+        return None
+
+    def wrong_key_settings(self, folder: Path) -> dict[str, Any] | None:
+        """Settings of the store with a key its server refuses (None: no keys)."""
+        return None
+
+    def _retriever(self, folder: Path, plugins: dict[str, Any]) -> Retriever:
+        settings = load_settings(workspace=folder / "ws", plugins=plugins)
+        runtime = Runtime(settings, plugins=[_HashedPlugin()], log_events=False)
+        return runtime.registry.get("retrievers", self.name).value
+
+    def make_retriever(self, documents: list[Document], folder: Path) -> Retriever:
+        """The store, filled the way ``pilothouse ingest --into`` fills it."""
+        retriever = self._retriever(folder, self.plugin_settings(folder))
+        for path, document in ingest_corpus(documents, folder / "corpus"):
+            ingest_into(retriever, [path], tags=document.tags)  # type: ignore[arg-type]
+        return retriever
+
+    def unreachable_retriever(self, folder: Path) -> Retriever | None:
+        """The store where nothing answers."""
+        settings = self.unreachable_settings(folder)
+        return None if settings is None else self._retriever(folder, settings)
+
+    def test_ingesting_twice_changes_nothing(self, tmp_path: Path) -> None:
+        retriever = self._retriever(tmp_path, self.plugin_settings(tmp_path))
+        files = [path for path, _ in ingest_corpus(CORPUS, tmp_path / "corpus")]
+        first = ingest_into(retriever, [tmp_path / "corpus"])  # type: ignore[arg-type]
+        before = self._found(retriever)
+        again = ingest_into(retriever, [tmp_path / "corpus"])  # type: ignore[arg-type]
+        assert (first.updated, again.updated, again.unchanged) == (len(files), 0, len(files))
+        assert self._found(retriever) == before
+
+    def test_a_changed_file_replaces_its_chunks_and_a_removed_one_goes(
+        self, tmp_path: Path
+    ) -> None:
+        retriever = self._retriever(tmp_path, self.plugin_settings(tmp_path))
+        corpus = tmp_path / "corpus"
+        files = {d.id: path for path, d in ingest_corpus(CORPUS, corpus)}
+        ingest_into(retriever, [corpus])  # type: ignore[arg-type]
+        files["panel"].write_text("# panel\n\nThe lid now holds a 15-watt panel.\n")
+        files["battery"].unlink()
+        report = ingest_into(retriever, [corpus])  # type: ignore[arg-type]
+        assert (report.updated, report.removed) == (1, 1)
+        texts = " ".join(p.text for p in self._found(retriever))
+        assert "15-watt" in texts and "12-watt" not in texts and "10,000 mAh" not in texts
+
+    def test_a_collection_of_another_embedder_is_refused(self, tmp_path: Path) -> None:
+        filled = self._retriever(tmp_path, self.plugin_settings(tmp_path))
+        ingest_corpus(CORPUS[:1], tmp_path / "corpus").__next__()
+        ingest_into(filled, [tmp_path / "corpus"])  # type: ignore[arg-type]
+        other = self._retriever(tmp_path, self.plugin_settings(tmp_path, embedder="hashed16"))
+        with pytest.raises(VectorStoreError) as caught:
+            anyio.run(lambda: other.search("solar panel", k=2))
+        assert "dimension" in str(caught.value) and "minilm" in str(caught.value)
+
+    def test_a_wrong_key_is_named(self, tmp_path: Path) -> None:
+        settings = self.wrong_key_settings(tmp_path)
+        if settings is None:  # a store with no keys to get wrong passes as is
+            return
+        with pytest.raises(PilothouseError) as caught:
+            anyio.run(lambda: self._retriever(tmp_path, settings).search("anything", k=1))
+        assert "key" in str(caught.value).lower()
+
+    def _found(self, retriever: Retriever) -> list[Passage]:
+        queries = ("solar panel watts", "battery phone charge", "hikers market")
+        return [p for q in queries for p in anyio.run(lambda q=q: retriever.search(q, k=10))]
 
 
 class ToolContract:

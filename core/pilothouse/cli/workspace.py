@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..errors import PilothouseError
+from ..retrieval import Filters
 from ..runtime import Runtime
 from .base import Context, Exit, cli, pass_context
 from .viewing import _short, _since
@@ -107,9 +108,12 @@ _embedder = click.option("--embedder", default="minilm", show_default=True,
 @click.option("--tag", "tags", multiple=True, help="Tag the chunks (search --tag filters).")
 @click.option("--reindex", is_flag=True,
               help="Rebuild the collection's vector index from its chunks.")  # fmt: skip
+@click.option("--into", "into", metavar="NAME",
+              help="Into a configured external store (Chroma, Qdrant...) instead, with the"
+              " same chunking and provenance, embedded by that store's embedder.")  # fmt: skip
 @pass_context
 def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
-           tags: tuple[str, ...], reindex: bool) -> None:  # fmt: skip
+           tags: tuple[str, ...], reindex: bool, into: str | None) -> None:  # fmt: skip
     """Index Markdown, text, HTML and PDF files (folders too) into the knowledge base.
 
     Unchanged files are skipped (content hash); changed ones are re-indexed;
@@ -117,23 +121,45 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
     knowledge_index_from chunks or more then gets its approximate vector index
     brought up to date (only what changed goes in; --reindex rebuilds it).
     """
-    kb = _knowledge(obj, embedder)
     with click.progressbar(length=0, label="ingesting", file=sys.stderr) as bar:
 
         def step(source: str) -> None:
             bar.label = f"ingesting {Path(source).name[:40]}"
             bar.update(1)
 
-        report = kb.ingest(paths, collection=collection, tags=tags, progress=step, reindex=reindex)
-    kb.close()
+        if into is not None:
+            from ..knowledge.ingesting import ingest_into
+
+            retriever = _store(obj, into)
+            try:
+                report = ingest_into(retriever, paths, tags=tags, progress=step)
+            finally:
+                retriever.store.close()
+            where = retriever.store.where()
+        else:
+            kb = _knowledge(obj, embedder)
+            report = kb.ingest(paths, collection=collection, tags=tags, progress=step,
+                               reindex=reindex)  # fmt: skip
+            kb.close()
+            where = f"{kb.location} ({report.index})"
     for failure in report.failed:
         click.secho(f"skipped: {failure}", fg="yellow", err=True)
     click.secho(
         f"{report.files} files: {report.updated} indexed ({report.chunks} chunks),"
-        f" {report.unchanged} unchanged, {report.removed} removed -> {kb.location}"
-        f" ({report.index})",
+        f" {report.unchanged} unchanged, {report.removed} removed -> {where}",
         err=True,
     )
+
+
+def _store(obj: Context, name: str) -> Any:
+    """The retriever of the configured store ``name``; an error listing the stores."""
+    rt = Runtime(obj.settings, log_events=False)
+    if name not in rt.registry.stores:
+        known = ", ".join(sorted(rt.registry.stores)) or "none configured"
+        raise click.ClickException(
+            f"no vector store named {name!r} (stores: {known}; e.g. [plugins.chroma.stores.NAME])"
+        )
+    return rt.registry.retrievers[name].value
 
 
 @cli.command()
@@ -147,21 +173,29 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
 @click.option("--tag", help="Only chunks with this tag.")
 @click.option("--exact", is_flag=True,
               help="Compare every vector instead of asking the approximate index.")  # fmt: skip
+@click.option("--retriever", metavar="NAME",
+              help="Ask a registered retriever instead (a configured store, a plugin's),"
+              " as a persona would.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def search(obj: Context, query: str, collection: str, embedder: str, k: int,
-           source: str | None, tag: str | None, exact: bool, as_json: bool) -> None:  # fmt: skip
+           source: str | None, tag: str | None, exact: bool, retriever: str | None,
+           as_json: bool) -> None:  # fmt: skip
     """Search the knowledge base: ranked chunks with their source and score."""
     if not query.strip():
         raise click.UsageError("the query is empty")
-    from ..knowledge import knowledge_location
+    if retriever is not None:
+        found = _ask(obj, retriever, query, k, Filters(source=source, tag=tag))
+    else:
+        from ..knowledge import knowledge_location
 
-    location = knowledge_location(obj.settings)
-    if isinstance(location, Path) and not location.exists():
-        raise click.ClickException("no knowledge base yet: run 'pilothouse ingest PATH' first")
-    kb = _knowledge(obj, embedder)
-    found = kb.search(query, k=k, collection=collection, source=source, tag=tag, exact=exact)
-    kb.close()
+        location = knowledge_location(obj.settings)
+        if isinstance(location, Path) and not location.exists():
+            raise click.ClickException("no knowledge base yet: run 'pilothouse ingest PATH' first")
+        kb = _knowledge(obj, embedder)
+        found = kb.search(query, k=k, collection=collection, source=source, tag=tag,
+                          exact=exact)  # fmt: skip
+        kb.close()
     if as_json:
         click.echo(json.dumps([p.model_dump() for p in found], indent=2))
         return
@@ -169,6 +203,25 @@ def search(obj: Context, query: str, collection: str, embedder: str, k: int,
         heading = f" > {p.metadata['heading']}" if p.metadata.get("heading") else ""
         click.secho(f"{p.score:.4f}  {p.source}{heading}", bold=True)
         click.echo(f"  {_short(p.text, 200)}")
+
+
+def _ask(obj: Context, name: str, query: str, k: int, filters: Filters) -> list[Any]:
+    """A registered retriever's answer, as a persona's step gets it."""
+    import anyio
+
+    rt = Runtime(obj.settings, log_events=False)
+    found = rt.registry.get("retrievers", name).value
+
+    # a retriever written before filters existed takes none
+    options: dict[str, Any] = {"filters": filters} if filters.source or filters.tag else {}
+
+    async def go() -> list[Any]:
+        try:
+            return await found.search(query, k=k, **options)
+        finally:
+            await found.aclose()
+
+    return anyio.run(go)
 
 
 @cli.command()

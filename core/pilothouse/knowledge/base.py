@@ -14,39 +14,27 @@ drop-in ``sqlite3`` that can.
 from __future__ import annotations
 
 import hashlib
-import html.parser
 import json
 import re
 import sqlite3
 import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..embedding import Embedder
-from ..errors import ConfigError, PilothouseError
+from ..errors import ConfigError
 from ..retrieval import Passage
 from ..text import STOP_WORDS
-from .chunking import CHUNKING, chunk
+from .ingesting import IngestReport, ingest_files
 from .keywordindex import KeywordBusy, KeywordIndex
+from .reading import KnowledgeError
 from .vectorindex import VectorIndex
 
-SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
 RRF_K = 60
 #: a filter that keeps at most this many chunks is searched exactly over those chunks
 EXACT_UP_TO = 20_000
-
-
-class KnowledgeError(PilothouseError):
-    """The knowledge base cannot do what was asked (the message says why)."""
-
-    kind = "knowledge"
-
-
-class NotText(KnowledgeError):
-    """A file that is not text: skipped, and what an earlier ingest had of it is dropped."""
 
 
 def connect(path: str | Path, *, prefer: str = "sqlite3") -> Any:
@@ -77,89 +65,6 @@ def connect(path: str | Path, *, prefer: str = "sqlite3") -> Any:
         "this Python's sqlite3 cannot load extensions (sqlite-vec) and sqlean is not"
         " installed: pip install sqlean.py"
     )
-
-
-@dataclass
-class IngestReport:
-    """What an ingest did."""
-
-    files: int = 0
-    unchanged: int = 0
-    updated: int = 0
-    removed: int = 0
-    chunks: int = 0
-    #: files that could not be read, with the reason (the others are indexed)
-    failed: list[str] = field(default_factory=list)
-    #: what became of the collection's derived indexes (vectors, keywords)
-    index: str = ""
-
-
-class _TextOfHTML(html.parser.HTMLParser):
-    """Visible text of an HTML page, headings kept as Markdown headings."""
-
-    SKIP = {"script", "style", "head", "noscript"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in self.SKIP:
-            self._skip += 1
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
-        elif tag in ("p", "div", "li", "br", "tr", "section", "article"):
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self._skip:
-            self._skip -= 1
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-#: the share of undecodable characters above which a file is taken for binary
-NOT_TEXT_SHARE = 0.05
-
-
-def _decoded(path: Path) -> str:
-    """A text file's content as UTF-8 (a stray bad byte becomes U+FFFD); a file that is
-    not text at all (a NUL byte, as git judges it, or mostly undecodable) is refused:
-    indexed, it would fill search results and context windows with noise."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KnowledgeError(f"cannot read {path}: {exc}") from exc
-    text = data.decode("utf-8", errors="replace")
-    if b"\x00" in data[:8000] or text.count("\ufffd") > NOT_TEXT_SHARE * len(text):
-        raise NotText(f"{path}: not UTF-8 text (binary content?)")
-    return text
-
-
-def text_of(path: Path) -> str:
-    """A file's text: Markdown and text as they are, HTML without its markup, PDF
-    through pypdf (one paragraph break between pages)."""
-    if path.suffix.lower() == ".pdf":
-        try:
-            from pypdf import PdfReader
-        except ImportError as exc:
-            raise ConfigError("PDF files need pypdf: pip install 'pilothouse[knowledge]'") from exc
-        try:
-            pages = PdfReader(path).pages
-            return "\n\n".join((page.extract_text() or "").strip() for page in pages).strip()
-        except Exception as exc:  # a damaged or encrypted file: name it, keep going is the caller's
-            raise KnowledgeError(f"cannot read the PDF {path}: {exc}") from exc
-    raw = _decoded(path)
-    if path.suffix.lower() in (".html", ".htm"):
-        parser = _TextOfHTML()
-        parser.feed(raw)
-        return re.sub(r"\n{3,}", "\n\n", "".join(parser.parts)).strip()
-    return raw
 
 
 def _blob(vector: Sequence[float]) -> bytes:
@@ -311,54 +216,8 @@ class KnowledgeBase:
         from an ingested folder; then bring the derived indexes up to date (``reindex``:
         rebuild them from the chunks)."""
         self.collection(collection)
-        report = IngestReport()
-        seen: set[str] = set()
-        folders: list[str] = []
-        for given in paths:
-            root = Path(given).resolve()
-            if not root.exists():
-                raise KnowledgeError(f"no such file or folder: {given}")
-            if root.is_dir():
-                folders.append(str(root))
-                files = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES)
-            else:
-                files = [root]
-            for file in files:
-                source = str(file)
-                seen.add(source)
-                report.files += 1
-                if progress:
-                    progress(source)
-                try:
-                    text = text_of(file)
-                except NotText as exc:
-                    report.failed.append(str(exc))
-                    # it will not become text by itself: nothing to keep
-                    self._forget(collection, source)
-                    continue
-                except KnowledgeError as exc:
-                    report.failed.append(str(exc))
-                    seen.discard(source)  # keep what an earlier ingest had of it
-                    continue
-                # the chunker's version is part of the digest: a new cut re-indexes
-                digest = hashlib.sha256(f"{CHUNKING}\n{text}".encode()).hexdigest()
-                if self._known(collection, source) == digest:
-                    report.unchanged += 1
-                    continue
-                pieces = chunk(text)
-                vectors: list[list[float]] = []
-                for start in range(0, len(pieces), batch):
-                    part = pieces[start : start + batch]
-                    vectors += self.embedder.embed([f"{c.heading}\n{c.text}" for c in part])
-                self._replace(collection, source, digest, pieces, vectors, list(tags))
-                report.updated += 1
-                report.chunks += len(pieces)
-        for folder in folders:
-            unreadable = {f.split(": ", 1)[0] for f in report.failed}
-            for source in self._indexed_under(collection, folder.rstrip("/") + "/"):
-                if source not in seen and not any(source in u for u in unreadable):
-                    self._forget(collection, source)
-                    report.removed += 1
+        report = ingest_files(paths, _Collection(self, collection), self.embedder, tags=tags,
+                              progress=progress, batch=batch)  # fmt: skip
         report.index = self.sync_index(collection, rebuild=reindex)
         return report
 
@@ -778,3 +637,27 @@ class KnowledgeBase:
     def close(self) -> None:
         """Close the file."""
         self.db.close()
+
+
+class _Collection:
+    """A collection of the knowledge base as an ingest's sink."""
+
+    def __init__(self, kb: KnowledgeBase, collection: str) -> None:
+        self.kb, self.collection = kb, collection
+
+    def known(self, source: str) -> str | None:
+        """The digest the file had when it was last indexed."""
+        return self.kb._known(self.collection, source)
+
+    def replace(self, source: str, digest: str, pieces: Sequence[Any],
+                vectors: Sequence[Sequence[float]], tags: list[str]) -> None:  # fmt: skip
+        """The file's chunks in place of what it had."""
+        self.kb._replace(self.collection, source, digest, pieces, vectors, tags)
+
+    def forget(self, source: str) -> None:
+        """Drop the file."""
+        self.kb._forget(self.collection, source)
+
+    def indexed_under(self, folder: str) -> list[str]:
+        """The sources indexed from under ``folder``."""
+        return self.kb._indexed_under(self.collection, folder)

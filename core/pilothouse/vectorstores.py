@@ -1,0 +1,163 @@
+"""Knowledge where it already lives: a collection in an external vector database
+(Chroma, Qdrant, Milvus, Pinecone, Weaviate...) as a retriever.
+
+A plugin registers a :class:`VectorStore` per configured name (``register_stores``);
+the core makes it the retriever of that name, whose queries are embedded by the
+store's ``embedder`` (a registered one: the same vectors ``pilothouse ingest --into
+NAME`` wrote), and ingests folders into it with the knowledge base's own chunking and
+provenance. A store's methods block (the vendors' clients are synchronous): the core
+calls them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .blocking import run_blocking
+from .embedding import Embedder
+from .errors import NotFound, PilothouseError
+from .retrieval import Filters, Passage, Retriever
+
+
+class VectorStoreError(PilothouseError):
+    """A vector store cannot do what was asked: the message names the store, where it is
+    (never a secret) and what to do."""
+
+    kind = "vector_store"
+
+
+class StoredChunk(BaseModel):
+    """A chunk as an external store keeps it: text, provenance and vector."""
+
+    #: stable for a source and position (re-ingesting a file replaces its chunks)
+    id: str
+    source: str
+    text: str
+    heading: str = ""
+    position: int = 0
+    tags: list[str] = Field(default_factory=list)
+    #: the digest of the whole file (its chunker's version included): unchanged files
+    #: are skipped
+    digest: str = ""
+    vector: list[float] = Field(default_factory=list)
+
+    @property
+    def segments(self) -> list[str]:
+        """The source's path segments (what a ``source`` filter matches)."""
+        return source_segments(self.source)
+
+
+def chunk_id(source: str, position: int) -> str:
+    """A chunk's id: a UUID-shaped digest of its source and position (every store
+    takes a UUID)."""
+    digest = hashlib.sha256(f"{source}\n{position}".encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+def source_segments(source: str) -> list[str]:
+    """``/srv/docs/research/market.md`` -> ``["srv", "docs", "research", "market.md"]``."""
+    return [part for part in source.replace("\\", "/").split("/") if part]
+
+
+def wanted_segments(filters: Filters | None) -> list[str]:
+    """The path segments a ``source`` filter asks for: in an external store it matches
+    whole segments (``research/`` or ``research/market.md``), pushed down to the store
+    as a filter on an array of segments."""
+    return source_segments(filters.source) if filters and filters.source else []
+
+
+class VectorStore(abc.ABC):
+    """One collection of an external vector database. Subclass it in a plugin and
+    register it with ``register_stores``; its ``name`` is the retriever's."""
+
+    name: str = ""
+    #: the registered embedder that makes its vectors (queries and ingest alike)
+    embedder: str = "minilm"
+    #: what its search does: ``dense``, or ``hybrid`` (dense fused with keywords)
+    mode: str = "dense"
+
+    @abc.abstractmethod
+    def where(self) -> str:
+        """The store, where it is and the collection, for messages (never a secret)."""
+
+    @abc.abstractmethod
+    def prepare(self, embedder: Embedder, *, create: bool) -> None:
+        """Connect and check the collection: it exists (``create``: make it), and its
+        vectors have the embedder's dimension. Raise :class:`VectorStoreError` saying
+        what is wrong and how to fix it."""
+
+    @abc.abstractmethod
+    def query(
+        self, vector: list[float], text: str, k: int, filters: Filters | None
+    ) -> list[Passage]:
+        """Up to ``k`` passages, best first, of those ``filters`` keep (in the store's
+        own filter language, before its top ``k``); ``text`` for a hybrid search."""
+
+    @abc.abstractmethod
+    def digests(self, sources: Sequence[str]) -> dict[str, str]:
+        """The digest stored for each of ``sources`` that the collection holds."""
+
+    @abc.abstractmethod
+    def sources_under(self, folder: str) -> list[str]:
+        """The sources ingested from under ``folder`` (ending in a slash)."""
+
+    @abc.abstractmethod
+    def replace(self, source: str, chunks: Sequence[StoredChunk]) -> None:
+        """The chunks of ``source`` in place of what it had."""
+
+    @abc.abstractmethod
+    def remove(self, source: str) -> None:
+        """Drop every chunk of ``source``."""
+
+    def close(self) -> None:  # noqa: B027 - a client with nothing to release
+        """Release the client."""
+
+
+class StoreRetriever(Retriever):
+    """The retriever the core makes of a registered store."""
+
+    def __init__(self, store: VectorStore, embedders: Mapping[str, Any]) -> None:
+        self.store = store
+        self.name = store.name
+        self._embedders = embedders  # the registry's table: filled once plugins load
+        self._ready = False
+
+    def embedder(self) -> Embedder:
+        """The store's embedder, from the registry."""
+        entry = self._embedders.get(self.store.embedder)
+        if entry is None:
+            known = ", ".join(sorted(self._embedders)) or "none"
+            raise NotFound(
+                f"{self.store.where()}: no embedder named {self.store.embedder!r}"
+                f" (registered: {known})"
+            )
+        return entry.value
+
+    def ready(self, *, create: bool = False) -> Embedder:
+        """The embedder, once the store was checked against it (in the caller's thread)."""
+        embedder = self.embedder()
+        if not self._ready or create:
+            self.store.prepare(embedder, create=create)
+            self._ready = True
+        return embedder
+
+    async def search(
+        self, query: str, *, k: int = 4, filters: Filters | None = None
+    ) -> list[Passage]:
+        """The ``k`` best passages of the store, in a worker thread."""
+
+        def go() -> list[Passage]:
+            embedder = self.ready()
+            (vector,) = embedder.embed([query])
+            return self.store.query(list(vector), query, k, filters)
+
+        return await run_blocking(go, name=f"retriever {self.name}")
+
+    async def aclose(self) -> None:
+        """Close the store's client."""
+        self.store.close()

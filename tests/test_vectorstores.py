@@ -1,0 +1,66 @@
+"""External vector stores as retrievers: each passes the retriever contract and the
+store contract of pilothouse.testing (ranking, k, filters pushed down, provenance,
+unicode, a 10 KB passage, empty collection, ingest twice, a changed and a removed
+file, another embedder's collection, a store that is down)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pilothouse.testing import StoreContract
+
+pytestmark = pytest.mark.slow
+
+
+class TestChroma(StoreContract):
+    """Chroma embedded in the process (PersistentClient on a folder); a Chroma server
+    where nothing listens for the store that is down."""
+
+    def plugin_settings(self, folder: Path, embedder: str = "minilm") -> dict:
+        store = {"path": str(folder / "chroma"), "collection": "contract", "embedder": embedder}
+        return {"chroma": {"stores": {self.name: store}}}
+
+    def unreachable_settings(self, folder: Path) -> dict:
+        store = {"url": "http://127.0.0.1:9", "collection": "contract", "timeout_s": 2}
+        return {"chroma": {"stores": {self.name: store}}}
+
+
+def test_ingest_into_and_search_from_the_cli_and_a_persona_reads_it(tmp_path):
+    """The commands a person uses, then a crew whose persona lists the store."""
+    import json
+
+    from command import ph
+
+    (tmp_path / "pilothouse.toml").write_text(
+        '[plugins.chroma.stores.handbook]\npath = "chroma"\ncollection = "handbook"\n'
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "returns.md").write_text("# Returns\n\nA Helio 30 can be returned within 30 days.\n")
+    (docs / "warranty.md").write_text("# Warranty\n\nThe solar panel has a two-year warranty.\n")
+    done = ph("ingest", "--into", "handbook", "docs", "--tag", "policy", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 files: 2 indexed" in done.stderr and "chroma store 'handbook'" in done.stderr
+    again = ph("ingest", "--into", "handbook", "docs", cwd=tmp_path)
+    assert "0 indexed (0 chunks), 2 unchanged" in again.stderr
+    found = ph("search", "--retriever", "handbook", "how long is the warranty", "-k", "1",
+               "--tag", "policy", "--json", cwd=tmp_path)  # fmt: skip
+    (best,) = json.loads(found.stdout)
+    assert best["source"].endswith("docs/warranty.md") and "two-year" in best["text"]
+    missing = ph("ingest", "--into", "nowhere", "docs", cwd=tmp_path)
+    assert missing.returncode == 3 and "no vector store named 'nowhere'" in missing.stderr
+
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "desk.toml").write_text(
+        '[flow]\nsteps = ["clerk"]\n[personas.clerk]\ninstructions = "Answer."\n'
+        'retrievers = ["handbook"]\n'
+    )
+    run = ph("run", "desk", "--input", "Can I return a Helio 30?", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    events = json.loads(ph("show", json.loads(run.stdout)["run_id"], "--json",
+                           cwd=tmp_path).stdout)["events"]  # fmt: skip
+    (retrieval,) = [e for e in events if e["type"] == "retrieval"]
+    assert retrieval["retriever"] == "handbook"
+    assert retrieval["passages"][0]["source"].endswith("docs/returns.md")
