@@ -64,3 +64,17 @@ def test_ingest_into_and_search_from_the_cli_and_a_persona_reads_it(tmp_path):
     (retrieval,) = [e for e in events if e["type"] == "retrieval"]
     assert retrieval["retriever"] == "handbook"
     assert retrieval["passages"][0]["source"].endswith("docs/returns.md")
+
+
+class TestQdrant(StoreContract):
+    """Qdrant's local mode (in the process, files in a folder); a Qdrant server address
+    where nothing listens for the store that is down. No Qdrant server runs here (it is
+    not on the package index), so a wrong key is not tested against one."""
+
+    def plugin_settings(self, folder: Path, embedder: str = "minilm") -> dict:
+        store = {"path": str(folder / "qdrant"), "collection": "contract", "embedder": embedder}
+        return {"qdrant": {"stores": {self.name: store}}}
+
+    def unreachable_settings(self, folder: Path) -> dict:
+        store = {"url": "http://127.0.0.1:9", "collection": "contract", "timeout_s": 2}
+        return {"qdrant": {"stores": {self.name: store}}}

@@ -22,6 +22,7 @@ asks for.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import json
@@ -382,34 +383,38 @@ class StoreContract(RetrieverContract):
         return None if settings is None else self._retriever(folder, settings)
 
     def test_ingesting_twice_changes_nothing(self, tmp_path: Path) -> None:
-        retriever = self._retriever(tmp_path, self.plugin_settings(tmp_path))
         files = [path for path, _ in ingest_corpus(CORPUS, tmp_path / "corpus")]
-        first = ingest_into(retriever, [tmp_path / "corpus"])  # type: ignore[arg-type]
-        before = self._found(retriever)
-        again = ingest_into(retriever, [tmp_path / "corpus"])  # type: ignore[arg-type]
-        assert (first.updated, again.updated, again.unchanged) == (len(files), 0, len(files))
-        assert self._found(retriever) == before
+        with self._open(tmp_path) as retriever:
+            first = ingest_into(retriever, [tmp_path / "corpus"])  # type: ignore[arg-type]
+            before = self._found(retriever)
+            again = ingest_into(retriever, [tmp_path / "corpus"])  # type: ignore[arg-type]
+            assert (first.updated, again.updated, again.unchanged) == (
+                len(files), 0, len(files)
+            )  # fmt: skip
+            assert self._found(retriever) == before
 
     def test_a_changed_file_replaces_its_chunks_and_a_removed_one_goes(
         self, tmp_path: Path
     ) -> None:
-        retriever = self._retriever(tmp_path, self.plugin_settings(tmp_path))
         corpus = tmp_path / "corpus"
         files = {d.id: path for path, d in ingest_corpus(CORPUS, corpus)}
-        ingest_into(retriever, [corpus])  # type: ignore[arg-type]
-        files["panel"].write_text("# panel\n\nThe lid now holds a 15-watt panel.\n")
-        files["battery"].unlink()
-        report = ingest_into(retriever, [corpus])  # type: ignore[arg-type]
-        assert (report.updated, report.removed) == (1, 1)
-        texts = " ".join(p.text for p in self._found(retriever))
+        with self._open(tmp_path) as retriever:
+            ingest_into(retriever, [corpus])  # type: ignore[arg-type]
+            files["panel"].write_text("# panel\n\nThe lid now holds a 15-watt panel.\n")
+            files["battery"].unlink()
+            report = ingest_into(retriever, [corpus])  # type: ignore[arg-type]
+            assert (report.updated, report.removed) == (1, 1)
+            texts = " ".join(p.text for p in self._found(retriever))
         assert "15-watt" in texts and "12-watt" not in texts and "10,000 mAh" not in texts
 
     def test_a_collection_of_another_embedder_is_refused(self, tmp_path: Path) -> None:
-        filled = self._retriever(tmp_path, self.plugin_settings(tmp_path))
-        ingest_corpus(CORPUS[:1], tmp_path / "corpus").__next__()
-        ingest_into(filled, [tmp_path / "corpus"])  # type: ignore[arg-type]
-        other = self._retriever(tmp_path, self.plugin_settings(tmp_path, embedder="hashed16"))
-        with pytest.raises(VectorStoreError) as caught:
+        next(ingest_corpus(CORPUS[:1], tmp_path / "corpus"))
+        with self._open(tmp_path) as filled:
+            ingest_into(filled, [tmp_path / "corpus"])  # type: ignore[arg-type]
+        with (
+            self._open(tmp_path, embedder="hashed16") as other,
+            pytest.raises(VectorStoreError) as caught,
+        ):
             anyio.run(lambda: other.search("solar panel", k=2))
         assert "dimension" in str(caught.value) and "minilm" in str(caught.value)
 
@@ -417,9 +422,23 @@ class StoreContract(RetrieverContract):
         settings = self.wrong_key_settings(tmp_path)
         if settings is None:  # a store with no keys to get wrong passes as is
             return
-        with pytest.raises(PilothouseError) as caught:
-            anyio.run(lambda: self._retriever(tmp_path, settings).search("anything", k=1))
+        retriever = self._retriever(tmp_path, settings)
+        try:
+            with pytest.raises(PilothouseError) as caught:
+                anyio.run(lambda: retriever.search("anything", k=1))
+        finally:
+            anyio.run(retriever.aclose)
         assert "key" in str(caught.value).lower()
+
+    @contextlib.contextmanager
+    def _open(self, folder: Path, embedder: str = "minilm") -> Iterator[Retriever]:
+        """The store's retriever, closed on leaving (an embedded store may hold a lock
+        on its folder)."""
+        retriever = self._retriever(folder, self.plugin_settings(folder, embedder=embedder))
+        try:
+            yield retriever
+        finally:
+            anyio.run(retriever.aclose)
 
     def _found(self, retriever: Retriever) -> list[Passage]:
         queries = ("solar panel watts", "battery phone charge", "hikers market")

@@ -12,9 +12,11 @@ calls them in a worker thread.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -69,6 +71,44 @@ def wanted_segments(filters: Filters | None) -> list[str]:
     whole segments (``research/`` or ``research/market.md``), pushed down to the store
     as a filter on an array of segments."""
     return source_segments(filters.source) if filters and filters.source else []
+
+
+def bare_url(url: str) -> str:
+    """A URL without its user and password (what messages may show)."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        parts = parts._replace(netloc=host + port)
+    return parts.geturl()
+
+
+@contextlib.contextmanager
+def failures(store: VectorStore, doing: str) -> Iterator[None]:
+    """A vendor client's errors as one :class:`VectorStoreError` naming the store, what
+    it was doing, the client's words and what to do about them."""
+    try:
+        yield
+    except VectorStoreError:
+        raise
+    except Exception as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise VectorStoreError(
+            f"{store.where()}: cannot {doing}: {detail} ({_hint(detail, exc)})"
+        ) from None
+
+
+def _hint(detail: str, exc: Exception) -> str:
+    lowered = detail.lower()
+    if any(w in lowered for w in ("unauthorized", "401", "403", "forbidden", "permission",
+                                  "api key", "api-key")):  # fmt: skip
+        return "the server refused the key: check api_key"
+    if any(w in lowered for w in ("connect", "refused", "timed out", "timeout", "resolve",
+                                  "unreachable")):  # fmt: skip
+        return "is the server running at that address?"
+    if "dimension" in lowered:
+        return "the collection's vectors have another dimension: check embedder"
+    return type(exc).__name__
 
 
 class VectorStore(abc.ABC):

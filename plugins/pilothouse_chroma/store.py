@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -16,6 +15,8 @@ from pilothouse import (
     StoredChunk,
     VectorStore,
     VectorStoreError,
+    bare_url,
+    failures,
     source_segments,
     wanted_segments,
 )
@@ -44,7 +45,7 @@ class ChromaStore(VectorStore):
     def where(self) -> str:
         """``chroma at PATH|URL, collection C`` (the URL without credentials)."""
         s = self.settings
-        place = s.path if s.path else _bare(s.url or "")
+        place = s.path if s.path else bare_url(s.url or "")
         return f"chroma store {self.name!r} at {place}, collection {s.collection!r}"
 
     def _connect(self) -> Any:
@@ -177,30 +178,8 @@ class ChromaStore(VectorStore):
         with self._failures("write"):
             self._collection.delete(where={"source": source})
 
-    @contextlib.contextmanager
-    def _failures(self, doing: str) -> Iterator[None]:
-        """The client's errors as one line naming the store and what to do."""
-        try:
-            yield
-        except VectorStoreError:
-            raise
-        except Exception as exc:
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise VectorStoreError(
-                f"{self.where()}: cannot {doing}: {detail} ({_hint(detail, exc)})"
-            ) from None
-
-
-def _hint(detail: str, exc: Exception) -> str:
-    """What to do about a client's error."""
-    lowered = detail.lower()
-    if any(w in lowered for w in ("unauthorized", "401", "403", "forbidden", "permission")):
-        return "the server refused the key: check api_key"
-    if any(w in lowered for w in ("connect", "refused", "timed out", "timeout", "resolve")):
-        return "is the server running at that address?"
-    if "dimension" in lowered:
-        return "the collection's vectors have another dimension: check embedder"
-    return type(exc).__name__
+    def _failures(self, doing: str) -> Any:
+        return failures(self, doing)
 
 
 def _metadata(c: StoredChunk) -> dict[str, Any]:
@@ -234,13 +213,3 @@ def _words(text: str) -> list[str]:
     and lowercased (Chroma's ``$contains`` minds case)."""
     found = [w for w in re.findall(r"\w{4,}", text)][:12]
     return list(dict.fromkeys([*found, *(w.lower() for w in found)]))
-
-
-def _bare(url: str) -> str:
-    """A URL without its user and password."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        parts = parts._replace(netloc=host + port)
-    return parts.geturl()
