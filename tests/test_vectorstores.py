@@ -78,3 +78,17 @@ class TestQdrant(StoreContract):
     def unreachable_settings(self, folder: Path) -> dict:
         store = {"url": "http://127.0.0.1:9", "collection": "contract", "timeout_s": 2}
         return {"qdrant": {"stores": {self.name: store}}}
+
+
+class TestMilvus(StoreContract):
+    """Milvus Lite (a file, in the process); a Milvus server address where nothing
+    listens for the store that is down. No Milvus server runs here (it is a container
+    image), so a wrong key is not tested against one."""
+
+    def plugin_settings(self, folder: Path, embedder: str = "minilm") -> dict:
+        store = {"uri": str(folder / "milvus.db"), "collection": "contract", "embedder": embedder}
+        return {"milvus": {"stores": {self.name: store}}}
+
+    def unreachable_settings(self, folder: Path) -> dict:
+        store = {"uri": "http://127.0.0.1:9", "collection": "contract", "timeout_s": 2}
+        return {"milvus": {"stores": {self.name: store}}}
