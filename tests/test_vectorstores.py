@@ -66,6 +66,60 @@ def test_ingest_into_and_search_from_the_cli_and_a_persona_reads_it(tmp_path):
     assert retrieval["passages"][0]["source"].endswith("docs/returns.md")
 
 
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory):
+    """A real Chroma server (``chroma run``, the Rust server in the chromadb wheel) on
+    127.0.0.1: its URL."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    import httpx2
+
+    chroma = shutil.which("chroma")
+    assert chroma, "the chromadb wheel's chroma command is not on PATH"
+    folder = tmp_path_factory.mktemp("chroma-server")
+    with socket.socket() as probe:  # a free port; chroma says nothing of one it picks
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (folder / "server.log").open("w")
+    server = subprocess.Popen([chroma, "run", "--path", str(folder / "data"), "--host",
+                               "127.0.0.1", "--port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up once it answers its heartbeat
+            assert server.poll() is None, (folder / "server.log").read_text()
+            assert time.monotonic() < deadline, "chroma run did not answer within 60 s"
+            try:
+                if httpx2.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+class TestChromaServer(StoreContract):
+    """The same contract against a real Chroma server over HTTP (a collection per test)."""
+
+    @pytest.fixture(autouse=True)
+    def _served(self, chroma_server):
+        self.url = chroma_server
+
+    def plugin_settings(self, folder: Path, embedder: str = "minilm") -> dict:
+        import hashlib
+
+        collection = "c" + hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+        store = {"url": self.url, "collection": collection, "embedder": embedder}
+        return {"chroma": {"stores": {self.name: store}}}
+
+
 class TestQdrant(StoreContract):
     """Qdrant's local mode (in the process, files in a folder); a Qdrant server address
     where nothing listens for the store that is down. No Qdrant server runs here (it is
