@@ -1,0 +1,204 @@
+"""A remote A2A agent as a model: a step's input goes out as a message, the task's
+artifacts come back as the reply."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from pilothouse import (
+    ConfigError,
+    Model,
+    ModelError,
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    NotFound,
+    Usage,
+    emit_delta,
+    estimate_tokens,
+)
+
+if TYPE_CHECKING:
+    from . import A2ASettings, AgentSettings
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: task states after which nothing more happens
+FINAL = {"TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED",
+         "TASK_STATE_REJECTED"}  # fmt: skip
+
+
+class RemoteAgents(ModelProvider):
+    """``a2a:NAME`` for each configured agent; one client per agent, made on first use."""
+
+    name = "a2a"
+
+    def __init__(self, settings: A2ASettings) -> None:
+        self.settings = settings
+        self._models: dict[str, RemoteAgent] = {}
+
+    def model(self, name: str) -> Model:
+        """The remote agent ``name``."""
+        agent = self.settings.agents.get(name)
+        if agent is None:
+            known = ", ".join(sorted(self.settings.agents)) or "none"
+            raise NotFound(f"no A2A agent named {name!r} ([plugins.a2a.agents]: {known})")
+        if name not in self._models:
+            self._models[name] = RemoteAgent(name, agent)
+        return self._models[name]
+
+    async def aclose(self) -> None:
+        """Close every agent's client."""
+        for model in self._models.values():
+            await model.aclose()
+
+
+class RemoteAgent(Model):
+    """One remote agent, called once per step."""
+
+    provider = "a2a"
+
+    def __init__(self, name: str, settings: AgentSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self._client: Any = None
+        self._http: Any = None
+        self._lock = anyio.Lock()
+
+    async def _connect(self) -> Any:
+        import httpx
+        from a2a.client import ClientConfig, create_client
+
+        async with self._lock:
+            if self._client is None:
+                headers = {k: _expand(v, self.name) for k, v in self.settings.headers.items()}
+                self._http = httpx.AsyncClient(headers=headers, timeout=self.settings.timeout_s)
+                try:
+                    self._client = await create_client(
+                        self.settings.url, ClientConfig(streaming=True, httpx_client=self._http)
+                    )
+                except Exception as exc:
+                    await self._http.aclose()
+                    self._http = None
+                    raise ModelError(
+                        f"A2A agent {self.name!r} at {self.settings.url}: cannot read its agent"
+                        f" card: {_said(exc)}"
+                    ) from None
+            return self._client
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Send the step's input as a message; the task's artifacts are the reply."""
+        from a2a.helpers.proto_helpers import new_text_message
+        from a2a.types import Role, SendMessageRequest
+
+        text = _the_input(request)
+        client = await self._connect()
+        message = new_text_message(text, role=Role.ROLE_USER)
+        outcome = _Outcome()
+        try:
+            with anyio.fail_after(self.settings.timeout_s):
+                async for response in client.send_message(SendMessageRequest(message=message)):
+                    outcome.take(response)
+        except TimeoutError:
+            raise ModelError(
+                f"A2A agent {self.name!r} did not finish within {self.settings.timeout_s:g} s",
+                request_id=outcome.task_id,
+            ) from None
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"A2A agent {self.name!r} at {self.settings.url}: {_said(exc)}",
+                             request_id=outcome.task_id) from None  # fmt: skip
+        return outcome.reply(self.name, text)
+
+    async def aclose(self) -> None:
+        """Close the client and its connections."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+class _Outcome:
+    """What a task's stream said: its id, state, artifacts and last status message."""
+
+    def __init__(self) -> None:
+        self.task_id: str | None = None
+        self.state = ""
+        self.artifacts: dict[str, list[str]] = {}
+        self.said = ""
+
+    def take(self, response: Any) -> None:
+        from a2a.helpers.proto_helpers import get_message_text
+        from a2a.types import TaskState
+
+        kind = response.WhichOneof("payload")
+        if kind == "message":  # an agent that answers at once, with no task
+            self.state, self.said = "TASK_STATE_COMPLETED", get_message_text(response.message)
+            self.artifacts.setdefault("message", []).append(self.said)
+        elif kind == "task":
+            task = response.task
+            self.task_id = task.id
+            self.state = TaskState.Name(task.status.state)
+            for artifact in task.artifacts:
+                self.artifacts[artifact.artifact_id] = [p.text for p in artifact.parts if p.text]
+        elif kind == "status_update":
+            update = response.status_update
+            self.task_id = update.task_id
+            self.state = TaskState.Name(update.status.state)
+            if update.status.HasField("message"):
+                self.said = get_message_text(update.status.message)
+                if self.state not in FINAL:
+                    emit_delta(f"[{self.state.removeprefix('TASK_STATE_').lower()}]"
+                               f" {self.said}\n")  # fmt: skip
+        elif kind == "artifact_update":
+            update = response.artifact_update
+            self.task_id = update.task_id
+            texts = [p.text for p in update.artifact.parts if p.text]
+            kept = self.artifacts.setdefault(update.artifact.artifact_id, [])
+            if not update.append:
+                kept.clear()
+            kept.extend(texts)
+            emit_delta("".join(texts))
+
+    def reply(self, name: str, sent: str) -> ModelResponse:
+        if self.state != "TASK_STATE_COMPLETED":
+            state = self.state.removeprefix("TASK_STATE_").lower() or "no answer"
+            raise ModelError(
+                f"A2A agent {name!r}: the task ended {state}"
+                + (f": {self.said}" if self.said else ""),
+                request_id=self.task_id,
+            )
+        text = "\n".join("".join(parts) for parts in self.artifacts.values()).strip()
+        return ModelResponse(
+            text=text, request_id=self.task_id, finish_reason="stop",
+            usage=Usage(input_tokens=estimate_tokens(sent), output_tokens=estimate_tokens(text),
+                        estimated=True),
+        )  # fmt: skip
+
+
+def _the_input(request: ModelRequest) -> str:
+    """What the step asks: its last user message (the task, and what came before it)."""
+    for message in reversed(request.messages):
+        if message.role == "user" and message.content:
+            return message.content
+    raise ModelError("a remote agent was called with no input")
+
+
+def _expand(value: str, agent: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        found = os.environ.get(match.group(1))
+        if found is None:
+            raise ConfigError(f"A2A agent {agent!r} needs ${{{match.group(1)}}}, which is not set")
+        return found
+
+    return _VAR.sub(one, value)
+
+
+def _said(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
