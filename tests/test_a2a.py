@@ -3,6 +3,7 @@ classes, called from a crew through the SDK's client."""
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from pilothouse.testing import crew_of, reply, run_crew
@@ -69,3 +70,118 @@ async def test_an_unreachable_agent_is_named(ph_runtime):
         result, _events = await run_crew(rt, crew, "anything")
     assert not result.ok
     assert "A2A agent 'fraud' at http://127.0.0.1:9: cannot read its agent card" in result.error
+
+
+HELLO = """
+description = "Says hello to the task."
+[flow]
+steps = ["greeter", "checker"]
+[personas.greeter]
+instructions = "Greet."
+[personas.checker]
+instructions = "Check the greeting."
+"""
+
+
+@pytest.fixture
+def serving(tmp_path):
+    """``pilothouse a2a serve --port 0`` in a workspace with the hello crew and the demo
+    crews: (base URL, folder)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "hello.toml").write_text(HELLO)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    server = subprocess.Popen([sys.executable, "-m", "pilothouse", "a2a", "serve", "--port", "0"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = server.stderr.readline()
+        assert "over A2A at http://127.0.0.1:" in line, line + server.stderr.read()
+        yield line.split(" at ", 1)[1].split("/crews/", 1)[0], tmp_path
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        server.stderr.close()
+
+
+async def _send(url: str, text: str, *, task=None) -> list:
+    """The stream of responses to one message, through the SDK's own client."""
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types import Role, SendMessageRequest
+
+    client = await create_client(url, ClientConfig(streaming=True))
+    message = new_text_message(text, role=Role.ROLE_USER, task_id=task and task[0],
+                               context_id=task and task[1])  # fmt: skip
+    async with client:
+        return [r async for r in client.send_message(SendMessageRequest(message=message))]
+
+
+def _final(responses) -> tuple[str, str, list[str], list[str]]:
+    """(task id, last state, status messages, artifact texts) of a stream."""
+    from a2a.helpers.proto_helpers import get_message_text
+    from a2a.types import TaskState
+
+    task_id, context, state, said, made = "", "", "", [], []
+    for r in responses:
+        kind = r.WhichOneof("payload")
+        if kind == "task":
+            task_id, context = r.task.id, r.task.context_id
+            state = TaskState.Name(r.task.status.state)
+        elif kind == "status_update":
+            task_id, context = r.status_update.task_id, r.status_update.context_id
+            state = TaskState.Name(r.status_update.status.state)
+            if r.status_update.status.HasField("message"):
+                said.append(get_message_text(r.status_update.status.message))
+        elif kind == "artifact_update":
+            made += [p.text for p in r.artifact_update.artifact.parts]
+    return (task_id, context), state, said, made
+
+
+async def test_a_crew_served_over_a2a_answers_the_sdks_own_client(serving):
+    import json
+
+    from command import ph
+
+    url, folder = serving
+    with anyio.fail_after(60):
+        _task, state, said, made = _final(await _send(f"{url}/crews/hello/", "Say hi"))
+    assert state == "TASK_STATE_COMPLETED"
+    assert "greeter at work" in said and "checker at work" in said
+    (output,) = made
+    (run,) = json.loads(ph("runs", "--json", cwd=folder).stdout)
+    assert run["crew"] == "hello" and run["output"] == output and run["status"] == "succeeded"
+    assert said[0] == f"run {run['id']} of crew hello"
+
+
+async def test_a_crew_of_one_process_calls_a_crew_served_by_another(serving, ph_runtime):
+    url, _folder = serving
+    crew = crew_of({"type": "sequential", "steps": ["remote"]}, {})
+    async with ph_runtime(plugins=_agents(remote={"url": f"{url}/crews/hello/"})) as rt:
+        result, events = await run_crew(rt, crew, "Say hi to the loan desk")
+    assert result.ok, result.error
+    assert "Say hi to the loan desk" in result.output  # what the served crew answered
+    (call,) = [e for e in events if e.type == "model_call"]
+    assert call.model == "a2a:remote" and call.request_id
+
+
+async def test_an_escalation_goes_input_required_and_the_callers_answer_settles_it(serving):
+    from pilothouse.cli import DEMO_INPUT
+
+    url, _folder = serving
+    with anyio.fail_after(120):
+        task, state, said, _ = _final(await _send(f"{url}/crews/marketing/", DEMO_INPUT))
+        assert state == "TASK_STATE_INPUT_REQUIRED"
+        assert said[-1].startswith("waiting for a person: escalation ")
+        assert "approve:" in said[-1]
+        wrong = _final(await _send(f"{url}/crews/marketing/", "maybe", task=task))
+        assert wrong[1] == "TASK_STATE_INPUT_REQUIRED" and "answer approve" in wrong[2][-1]
+        for _ in range(10):  # each escalation of the run, approved by the caller
+            _, state, said, made = _final(await _send(f"{url}/crews/marketing/", "approve: ok",
+                                                      task=task))  # fmt: skip
+            if state != "TASK_STATE_INPUT_REQUIRED":
+                break
+    assert state == "TASK_STATE_COMPLETED" and made and "Helio" in made[0]

@@ -29,6 +29,7 @@ from .errors import (
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from .asgi import bearer_only
     from .blocking import run_blocking
     from .crew import (
         HANDOFF_PREFIX,
@@ -168,6 +169,7 @@ _LAZY: dict[str, str] = {
     "unfenced": ".structured",
     "Usage": ".model",
     "StoredChunk": ".vectorstores",
+    "bearer_only": ".asgi",
     "bare_url": ".vectorstores",
     "failures": ".vectorstores",
     "VectorStore": ".vectorstores",
@@ -258,6 +260,7 @@ __all__ = [
     "VectorStoreError",
     "Verdict",
     "bare_url",
+    "bearer_only",
     "chunk_id",
     "claims",
     "content_words",

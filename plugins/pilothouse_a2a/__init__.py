@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from pilothouse import Persona, hookimpl
 
@@ -34,12 +34,27 @@ class AgentSettings(BaseModel):
     description: str = ""
 
 
+class ServeSettings(BaseModel):
+    """``[plugins.a2a.serve]``: this workspace's crews served as A2A agents."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8766, ge=0, le=65535)
+    #: callers must send ``Authorization: Bearer TOKEN`` (needed off loopback)
+    token: SecretStr | None = None
+    #: the crews offered (none: every crew)
+    crews: list[str] = Field(default_factory=list)
+
+
 class A2ASettings(BaseModel):
-    """``[plugins.a2a]``: remote agents crews may list as personas."""
+    """``[plugins.a2a]``: remote agents crews may list as personas, and how this
+    workspace's crews are served as A2A agents."""
 
     model_config = {"extra": "forbid"}
 
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
 
 @hookimpl
@@ -62,3 +77,38 @@ def register_personas(register: Any, settings: Any) -> None:
     for name, agent in settings.section("a2a").agents.items():
         description = agent.description or f"The remote A2A agent at {agent.url}."
         register(Persona(name=name, description=description, model=f"a2a:{name}"))
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    """``pilothouse a2a serve``."""
+    import anyio
+    import click
+
+    from pilothouse import ConfigError, Runtime
+
+    @cli.group(name="a2a")
+    def a2a() -> None:
+        """Agents across teams over A2A."""
+
+    @a2a.command(name="serve")
+    @click.option("--host", help="Where to listen ([plugins.a2a.serve] host: 127.0.0.1).")
+    @click.option("--port", type=int, help="Port ([plugins.a2a.serve] port; 0: any free one).")
+    @click.pass_obj
+    def serve(obj: Any, host: str | None, port: int | None) -> None:
+        """Serve each crew as an A2A agent at http://HOST:PORT/crews/NAME/ (its agent
+        card there): a message runs the crew, steps are status updates, the output an
+        artifact, an escalation input-required."""
+        from .serving import serve as serving
+
+        runtime = Runtime(obj.settings)
+        wanted = runtime.settings.section("a2a").serve
+        host = host or wanted.host
+        token = wanted.token.get_secret_value() if wanted.token else None
+        if token is None and host not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError(
+                f"a2a serve: {host} is reachable from other machines; set [plugins.a2a.serve]"
+                " token (or PILOTHOUSE_PLUGINS__A2A__SERVE__TOKEN), or serve on 127.0.0.1"
+            )
+        anyio.run(serving, runtime, host, wanted.port if port is None else port, token,
+                  wanted.crews)  # fmt: skip

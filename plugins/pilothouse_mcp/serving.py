@@ -25,7 +25,15 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from pilothouse import DecisionError, PilothouseError, Redactor, Runtime, decision_view, plain_text
+from pilothouse import (
+    DecisionError,
+    PilothouseError,
+    Redactor,
+    Runtime,
+    bearer_only,
+    decision_view,
+    plain_text,
+)
 
 log = logging.getLogger("pilothouse.mcp")
 
@@ -300,7 +308,7 @@ async def serve_http(
     async with runtime, anyio.create_task_group() as task_group:
         crew_server = CrewServer(runtime, task_group, crews)
         app = crew_server.server.streamable_http_app(host=host)
-        config = uvicorn.Config(_bearer(app, token) if token else app, host=host, port=port,
+        config = uvicorn.Config(bearer_only(app, token) if token else app, host=host, port=port,
                                 log_level="warning", lifespan="on", access_log=False,
                                 ws="none", timeout_graceful_shutdown=5)  # fmt: skip
         server = uvicorn.Server(config)
@@ -322,31 +330,3 @@ async def serve_http(
         task_group.cancel_scope.cancel()
         if not server.started:
             raise PilothouseError(f"mcp serve: cannot listen on {host}:{port}")
-
-
-def _bearer(app: Any, token: str) -> Any:
-    """The app, answering 401 to an HTTP request without the bearer token."""
-    import hmac
-
-    expected = f"Bearer {token}".encode()
-
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, expected):
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"www-authenticate", b'Bearer realm="pilothouse"'),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body",
-                            "body": b'{"error": "a bearer token is required"}'})  # fmt: skip
-                return
-        await app(scope, receive, send)
-
-    return guarded
