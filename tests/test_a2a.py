@@ -84,9 +84,10 @@ instructions = "Check the greeting."
 
 
 @pytest.fixture
-def serving(tmp_path):
+def serving(tmp_path, request):
     """``pilothouse a2a serve --port 0`` in a workspace with the hello crew and the demo
-    crews: (base URL, folder)."""
+    crews: (base URL, folder). ``@pytest.mark.parametrize("serving", [MS], indirect=True)``
+    slows its offline model to MS per reply."""
     import os
     import subprocess
     import sys
@@ -94,6 +95,7 @@ def serving(tmp_path):
     (tmp_path / "crews").mkdir()
     (tmp_path / "crews" / "hello.toml").write_text(HELLO)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = str(getattr(request, "param", 0))
     server = subprocess.Popen([sys.executable, "-m", "pilothouse", "a2a", "serve", "--port", "0"],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -185,3 +187,38 @@ async def test_an_escalation_goes_input_required_and_the_callers_answer_settles_
             if state != "TASK_STATE_INPUT_REQUIRED":
                 break
     assert state == "TASK_STATE_COMPLETED" and made and "Helio" in made[0]
+
+
+@pytest.mark.parametrize("serving", [3000], indirect=True)
+async def test_cancelling_the_task_cancels_the_run(serving):
+    import json
+
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types import CancelTaskRequest, Role, SendMessageRequest, TaskState
+    from command import ph
+
+    url, folder = serving
+    states: list[str] = []
+    with anyio.fail_after(120):
+        client = await create_client(f"{url}/crews/hello/", ClientConfig(streaming=True))
+        canceller = await create_client(f"{url}/crews/hello/", ClientConfig(streaming=True))
+        async with client, canceller:
+            message = new_text_message("Say hi slowly", role=Role.ROLE_USER)
+            async for r in client.send_message(SendMessageRequest(message=message)):
+                kind = r.WhichOneof("payload")
+                if kind == "status_update":
+                    states.append(TaskState.Name(r.status_update.status.state))
+                    if states == ["TASK_STATE_WORKING"] * 2:  # the greeter is at work
+                        cancelled = await canceller.cancel_task(
+                            CancelTaskRequest(id=r.status_update.task_id)
+                        )
+                        assert TaskState.Name(cancelled.status.state) == "TASK_STATE_CANCELED"
+    assert states[-1] == "TASK_STATE_CANCELED"
+    with anyio.fail_after(60):  # the run stops at its next checkpoint, in the server
+        while (runs := json.loads(ph("runs", "--json", cwd=folder).stdout))[0]["status"] in (
+            "running",
+            "queued",
+        ):
+            await anyio.sleep(0.2)
+    assert runs[0]["status"] == "cancelled"

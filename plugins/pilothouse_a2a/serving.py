@@ -189,10 +189,14 @@ class _CrewExecutor(AgentExecutor):
             await updater.failed(said(f"run {run.run_id} failed: {why}"))
 
     async def cancel(self, context: Any, event_queue: Any) -> None:
-        """Cancel the task's run (the run store's cancel request, as `pilothouse cancel`)."""
+        """Cancel the task's run (the run store's cancel request, as `pilothouse cancel`)
+        and say the task is canceled."""
         run = self.agents.runs.get(context.task_id or "")
         if run is not None and self.agents.rt.store is not None:
-            self.agents.rt.store.request_cancel(run.run_id)
+            with contextlib.suppress(PilothouseError):  # it ended meanwhile
+                self.agents.rt.store.request_cancel(run.run_id)
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        await updater.cancel(updater.new_agent_message([new_text_part("cancelled by the caller")]))
 
 
 async def serve(runtime: Runtime, host: str, port: int, token: str | None,
