@@ -21,7 +21,8 @@ from starlette.applications import Starlette
 
 class FraudDesk(AgentExecutor):
     """Scores a loan application: says it works, then answers with an artifact; a
-    message containing 'explode' fails the task, one containing 'refuse' is rejected."""
+    message containing 'explode' fails the task, one containing 'refuse' is rejected, one
+    containing 'needs-income' asks for the income (input-required), then answers."""
 
     def __init__(self) -> None:
         self.received: list[str] = []
@@ -31,9 +32,19 @@ class FraudDesk(AgentExecutor):
         text = get_message_text(context.message)
         self.received.append(text)
         self.headers.append(dict(context.call_context.state.get("headers", {})))
+        asked = context.current_task is not None  # an answer to our question
         task = context.current_task or new_task_from_user_message(context.message)
-        await event_queue.enqueue_event(task)
+        if not asked:
+            await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
+        if asked:
+            await updater.add_artifact([new_text_part(f"Income noted: {text}.")], name="verdict")
+            await updater.complete()
+            return
+        if "needs-income" in text:
+            await updater.requires_input(updater.new_agent_message(
+                [new_text_part("What is the applicant's yearly income?")]))  # fmt: skip
+            return
         await updater.start_work(updater.new_agent_message([new_text_part("checking records")]))
         if "explode" in text:
             await updater.failed(updater.new_agent_message([new_text_part("records offline")]))

@@ -222,3 +222,39 @@ async def test_cancelling_the_task_cancels_the_run(serving):
         ):
             await anyio.sleep(0.2)
     assert runs[0]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(("decision", "text", "ends"), [
+    ("edit", "52k", "Income noted: 52k."),
+    ("reject", None, "asked for input and ana declined: not ours to give"),
+])  # fmt: skip
+async def test_a_remote_task_that_asks_for_input_asks_a_person_here(
+    ph_runtime, desk, decision, text, ends
+):
+    """input-required becomes an escalation in this inbox; the person's answer goes back
+    to the same remote task (or, refused, the task is cancelled and the step fails)."""
+    executor, url = desk
+    crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {},
+                   escalation={"timeout_s": 600, "on_reject": "revise"})  # fmt: skip
+    async with ph_runtime(plugins=_agents(fraud={"url": url})) as rt:
+        outcome: list = []
+
+        async def go():
+            outcome.append(await run_crew(rt, crew, "needs-income: score application 9"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go)
+            with anyio.fail_after(60):
+                while not rt.store.escalations():
+                    await anyio.sleep(0.02)
+            (waiting,) = rt.store.escalations()
+            assert waiting.kind == "input_required"
+            assert "yearly income" in waiting.evidence["text"]
+            rt.store.decide(waiting.id, decision, by="ana", text=text, note="not ours to give")
+    result, _events = outcome[0]
+    if decision == "edit":
+        assert result.ok and result.output == ends
+        assert executor.received[1] == "52k"  # the answer went back to the same task
+    else:
+        assert not result.ok and ends in result.error
+        assert len(executor.received) == 1

@@ -30,6 +30,7 @@ from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from .asgi import bearer_only
+    from .asking import Answer, ask_person
     from .blocking import run_blocking
     from .crew import (
         HANDOFF_PREFIX,
@@ -170,6 +171,8 @@ _LAZY: dict[str, str] = {
     "Usage": ".model",
     "StoredChunk": ".vectorstores",
     "bearer_only": ".asgi",
+    "Answer": ".asking",
+    "ask_person": ".asking",
     "bare_url": ".vectorstores",
     "failures": ".vectorstores",
     "VectorStore": ".vectorstores",
@@ -200,6 +203,7 @@ __all__ = [
     "HANDOFF_PREFIX",
     "OUTPUT_MODES",
     "SECRET_PATTERNS",
+    "Answer",
     "AuditRecord",
     "BaseEvent",
     "ConfigError",
@@ -259,6 +263,7 @@ __all__ = [
     "VectorStore",
     "VectorStoreError",
     "Verdict",
+    "ask_person",
     "bare_url",
     "bearer_only",
     "chunk_id",

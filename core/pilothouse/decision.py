@@ -78,7 +78,7 @@ class DecisionView(BaseModel):
     crew: str = ""
     step_id: str | None = None
     persona: str = ""
-    #: guardrail, tool_approval, tool_outcome_unknown or policy
+    #: guardrail, tool_approval, tool_outcome_unknown, input_required or policy
     kind: str
     #: waiting, approve, edit, reject or withdrawn
     status: str = "waiting"
@@ -135,6 +135,9 @@ def decision_view(escalation: Any) -> DecisionView:
             subject += " that may have run"
         if proposed is not None:
             proposed = as_lines(_loads(proposed))
+    elif kind == "input_required":
+        subject = f"a question for a person from {e.persona}"
+        text = as_lines(_loads(evidence.get("text", "")))
     elif kind == "guardrail":
         stage = evidence.get("stage", "output")
         what = f"passage {evidence['passage']}" if evidence.get("passage") else f"the {stage}"
@@ -145,7 +148,13 @@ def decision_view(escalation: Any) -> DecisionView:
         text = as_lines(_loads(evidence.get("output", "")))
         if proposed is not None:
             proposed = as_lines(_loads(proposed))
-    if kind not in ("guardrail", "tool_approval", "tool_outcome_unknown", "policy"):
+    if kind not in (
+        "guardrail",
+        "tool_approval",
+        "tool_outcome_unknown",
+        "input_required",
+        "policy",
+    ):
         # a kind from a newer writer
         text = as_lines({k: v for k, v in evidence.items() if k != "policy"})
     changes = (
@@ -189,6 +198,13 @@ def _choices(
 ) -> list[Choice]:
     reject = policy.get("reject", "revise")
     revisions = policy.get("max_revisions")
+    if kind == "input_required":
+        return [
+            Choice("approve", f"{persona} goes on: the answer is yes, as asked"),
+            Choice("edit", f"your text goes back to {persona} as the answer"),
+            Choice("reject", "the run fails" if reject == "fail"
+                   else f"{persona} does not go on; its step fails with your note"),
+        ]  # fmt: skip
     if kind == "tool_outcome_unknown":
         return [
             Choice("approve", f"it did not run: {tool} is sent again with these arguments"),

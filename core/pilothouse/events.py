@@ -342,8 +342,9 @@ class EscalationRaised(BaseEvent):
     escalation_id: str
     persona: str
     #: ``guardrail`` (a flag), ``tool_approval``, ``tool_outcome_unknown`` (a call that
-    #: may have run before a crash) or ``policy`` (the persona's own rule)
-    kind: Literal["guardrail", "tool_approval", "tool_outcome_unknown", "policy"]
+    #: may have run before a crash), ``input_required`` (a question from inside a step)
+    #: or ``policy`` (the persona's own rule)
+    kind: Literal["guardrail", "tool_approval", "tool_outcome_unknown", "input_required", "policy"]
     reason: str
     risk: float = 0.0
     evidence: dict[str, Any] = Field(default_factory=dict)

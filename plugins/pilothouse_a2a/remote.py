@@ -3,6 +3,7 @@ artifacts come back as the reply."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from pilothouse import (
     ModelResponse,
     NotFound,
     Usage,
+    ask_person,
     emit_delta,
     estimate_tokens,
 )
@@ -90,14 +92,39 @@ class RemoteAgent(Model):
             return self._client
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Send the step's input as a message; the task's artifacts are the reply."""
+        """Send the step's input as a message; the task's artifacts are the reply. A task
+        that turns input-required asks a person (an escalation in the inbox) and sends
+        the answer back to the same task; a person's refusal cancels it."""
         from a2a.helpers.proto_helpers import new_text_message
-        from a2a.types import Role, SendMessageRequest
+        from a2a.types import Role
 
         text = _the_input(request)
         client = await self._connect()
-        message = new_text_message(text, role=Role.ROLE_USER)
         outcome = _Outcome()
+        message = new_text_message(text, role=Role.ROLE_USER)
+        while True:
+            await self._exchange(client, message, outcome)
+            if outcome.state != "TASK_STATE_INPUT_REQUIRED":
+                return outcome.reply(self.name, text)
+            answer = await ask_person(
+                outcome.said or "(the agent asks for input and says nothing more)",
+                reason=f"A2A agent {self.name!r} asks for input (task {outcome.task_id})",
+            )
+            if answer.decision == "reject":
+                await self._cancel(client, outcome.task_id)
+                raise ModelError(
+                    f"A2A agent {self.name!r} asked for input and {answer.by or 'a person'}"
+                    f" declined: {answer.note or 'no note'}", request_id=outcome.task_id,
+                )  # fmt: skip
+            said = answer.text if answer.decision == "edit" and answer.text else "approved"
+            message = new_text_message(said, role=Role.ROLE_USER, task_id=outcome.task_id,
+                                       context_id=outcome.context_id)  # fmt: skip
+            outcome.state = ""
+
+    async def _exchange(self, client: Any, message: Any, outcome: _Outcome) -> None:
+        """One message and the stream of what it set off, within the timeout."""
+        from a2a.types import SendMessageRequest
+
         try:
             with anyio.fail_after(self.settings.timeout_s):
                 async for response in client.send_message(SendMessageRequest(message=message)):
@@ -112,7 +139,14 @@ class RemoteAgent(Model):
         except Exception as exc:
             raise ModelError(f"A2A agent {self.name!r} at {self.settings.url}: {_said(exc)}",
                              request_id=outcome.task_id) from None  # fmt: skip
-        return outcome.reply(self.name, text)
+
+    async def _cancel(self, client: Any, task_id: str | None) -> None:
+        """Cancel the remote task (best effort: it may have ended meanwhile)."""
+        from a2a.types import CancelTaskRequest
+
+        if task_id:
+            with anyio.move_on_after(10), contextlib.suppress(Exception):
+                await client.cancel_task(CancelTaskRequest(id=task_id))
 
     async def aclose(self) -> None:
         """Close the client and its connections."""
@@ -129,6 +163,7 @@ class _Outcome:
 
     def __init__(self) -> None:
         self.task_id: str | None = None
+        self.context_id: str | None = None
         self.state = ""
         self.artifacts: dict[str, list[str]] = {}
         self.said = ""
@@ -143,17 +178,17 @@ class _Outcome:
             self.artifacts.setdefault("message", []).append(self.said)
         elif kind == "task":
             task = response.task
-            self.task_id = task.id
+            self.task_id, self.context_id = task.id, task.context_id
             self.state = TaskState.Name(task.status.state)
             for artifact in task.artifacts:
                 self.artifacts[artifact.artifact_id] = [p.text for p in artifact.parts if p.text]
         elif kind == "status_update":
             update = response.status_update
-            self.task_id = update.task_id
+            self.task_id, self.context_id = update.task_id, update.context_id
             self.state = TaskState.Name(update.status.state)
             if update.status.HasField("message"):
                 self.said = get_message_text(update.status.message)
-                if self.state not in FINAL:
+                if self.state not in FINAL and self.state != "TASK_STATE_INPUT_REQUIRED":
                     emit_delta(f"[{self.state.removeprefix('TASK_STATE_').lower()}]"
                                f" {self.said}\n")  # fmt: skip
         elif kind == "artifact_update":

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from ..asking import Answer
 from ..blocking import report_held_loop, run_blocking
 from ..crew import EscalationRules, Persona
 from ..errors import EscalationRejected, GuardrailBlocked, PilothouseError, PluginError, ToolError
@@ -313,6 +314,25 @@ class Oversight:
             canonical = json.dumps(arguments.model_dump(mode="json"), sort_keys=True)
         run.approved.add((tool.name, canonical))
         return arguments
+
+    async def ask(
+        self, run: _Run, persona: Persona, step_id: str, question: str, reason: str
+    ) -> Answer:
+        """A question from inside a step (:func:`pilothouse.ask_person`), as an
+        escalation; the person's decision as the answer."""
+        decided = await self.escalate(
+            run,
+            persona,
+            step_id,
+            kind="input_required",
+            reason=reason,
+            risk=0.5,
+            evidence={"text": question} | _policy(run, can_revise=False, tool=True),
+            proposed=None,
+        )
+        decision = decided.status if decided.status in ("approve", "edit") else "reject"
+        return Answer(decision=decision, text=decided.text, note=decided.note or "",
+                      by=decided.decided_by or "")  # fmt: skip
 
     async def outcome_unknown(
         self, run: _Run, persona: Persona, tool: Any, call: Any, step_id: str

@@ -9,6 +9,7 @@ resumed run finished before is not done again: its logged outcome is returned.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from ..asking import _ask_sink
 from ..crew import HANDOFF_PREFIX, Persona
 from ..errors import (
     EscalationRejected,
@@ -253,9 +255,13 @@ class Steps:
                 max_output_tokens=persona.max_output_tokens,
                 temperature=persona.temperature,
             )
-            talk.models, talk.response = await self.engine.calls.call_with_fallbacks(
-                run, persona, talk.models, request, step_id
-            )
+            ask = _ask_sink.set(functools.partial(self.engine.oversight.ask, run, persona, step_id))
+            try:
+                talk.models, talk.response = await self.engine.calls.call_with_fallbacks(
+                    run, persona, talk.models, request, step_id
+                )
+            finally:
+                _ask_sink.reset(ask)
             response = talk.response
             talk.input_tokens += response.usage.input_tokens
             talk.output_tokens += response.usage.output_tokens
