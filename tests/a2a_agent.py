@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import anyio
 import uvicorn
 from a2a.helpers.proto_helpers import get_message_text, new_task_from_user_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor
@@ -22,11 +23,15 @@ from starlette.applications import Starlette
 class FraudDesk(AgentExecutor):
     """Scores a loan application: says it works, then answers with an artifact; a
     message containing 'explode' fails the task, one containing 'refuse' is rejected, one
-    containing 'needs-income' asks for the income (input-required), then answers."""
+    containing 'needs-income' asks for the income (input-required), then answers; one
+    containing 'take-your-time' works until it is cancelled."""
 
     def __init__(self) -> None:
         self.received: list[str] = []
         self.headers: list[dict[str, str]] = []
+        #: set when a slow task starts; the tasks the caller cancelled
+        self.working = threading.Event()
+        self.cancelled: list[str] = []
 
     async def execute(self, context, event_queue) -> None:
         text = get_message_text(context.message)
@@ -41,6 +46,9 @@ class FraudDesk(AgentExecutor):
             await updater.add_artifact([new_text_part(f"Income noted: {text}.")], name="verdict")
             await updater.complete()
             return
+        if "take-your-time" in text:  # works until cancelled
+            self.working.set()
+            await anyio.sleep(120)
         if "needs-income" in text:
             await updater.requires_input(updater.new_agent_message(
                 [new_text_part("What is the applicant's yearly income?")]))  # fmt: skip
@@ -58,7 +66,9 @@ class FraudDesk(AgentExecutor):
         await updater.complete()
 
     async def cancel(self, context, event_queue) -> None:
-        """Nothing runs long enough to cancel here."""
+        """Note the cancel and say the task is canceled."""
+        self.cancelled.append(context.task_id)
+        await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
 
 
 class Served:

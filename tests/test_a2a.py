@@ -258,3 +258,23 @@ async def test_a_remote_task_that_asks_for_input_asks_a_person_here(
     else:
         assert not result.ok and ends in result.error
         assert len(executor.received) == 1
+
+
+async def test_cancelling_a_run_cancels_the_remote_task(ph_runtime, desk):
+    executor, url = desk
+    crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {})
+    async with ph_runtime(plugins=_agents(fraud={"url": url})) as rt:
+        outcome: list = []
+
+        async def go():
+            outcome.append(await run_crew(rt, crew, "take-your-time with application 3"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go)
+            with anyio.fail_after(60):
+                await anyio.to_thread.run_sync(executor.working.wait, 60)
+                (running,) = rt.store.list_runs()
+                rt.store.request_cancel(running.id)
+    result, _events = outcome[0]
+    assert result.status == "cancelled"
+    assert len(executor.cancelled) == 1  # the remote task was cancelled, not left working

@@ -103,7 +103,12 @@ class RemoteAgent(Model):
         outcome = _Outcome()
         message = new_text_message(text, role=Role.ROLE_USER)
         while True:
-            await self._exchange(client, message, outcome)
+            try:
+                await self._exchange(client, message, outcome)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):  # the run was cancelled: so is the task
+                    await self._cancel(client, outcome.task_id)
+                raise
             if outcome.state != "TASK_STATE_INPUT_REQUIRED":
                 return outcome.reply(self.name, text)
             answer = await ask_person(
