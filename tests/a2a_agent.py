@@ -24,13 +24,15 @@ class FraudDesk(AgentExecutor):
     """Scores a loan application: says it works, then answers with an artifact; a
     message containing 'explode' fails the task, one containing 'refuse' is rejected, one
     containing 'needs-income' asks for the income (input-required), then answers; one
-    containing 'take-your-time' works until it is cancelled."""
+    containing 'take-your-time' works until it is cancelled, one containing 'hold-on'
+    until the test releases it."""
 
     def __init__(self) -> None:
         self.received: list[str] = []
         self.headers: list[dict[str, str]] = []
         #: set when a slow task starts; the tasks the caller cancelled
         self.working = threading.Event()
+        self.release = threading.Event()
         self.cancelled: list[str] = []
 
     async def execute(self, context, event_queue) -> None:
@@ -49,6 +51,11 @@ class FraudDesk(AgentExecutor):
         if "take-your-time" in text:  # works until cancelled
             self.working.set()
             await anyio.sleep(120)
+        if "hold-on" in text:  # works until the test releases it
+            self.working.set()
+            with anyio.move_on_after(60):
+                while not self.release.is_set():
+                    await anyio.sleep(0.02)
         if "needs-income" in text:
             await updater.requires_input(updater.new_agent_message(
                 [new_text_part("What is the applicant's yearly income?")]))  # fmt: skip

@@ -278,3 +278,70 @@ async def test_cancelling_a_run_cancels_the_remote_task(ph_runtime, desk):
     result, _events = outcome[0]
     assert result.status == "cancelled"
     assert len(executor.cancelled) == 1  # the remote task was cancelled, not left working
+
+
+RUNNER = """
+import anyio, json, sys, pilothouse
+
+async def main():
+    settings = pilothouse.load_settings()
+    async with pilothouse.Runtime(settings) as rt:
+        if sys.argv[1] == "run":
+            result = await rt.run("desk", "hold-on: score application 5", run_id="a2a-crash")
+        else:
+            result = await rt.resume("a2a-crash")
+    print(json.dumps({"ok": result.ok, "output": result.output, "error": result.error}))
+
+anyio.run(main)
+"""
+
+
+def test_a_resumed_run_reattaches_to_its_remote_task_instead_of_sending_again(tmp_path, desk):
+    """kill -9 of the calling process while the remote task works; the task ends while
+    nobody listens; the resumed run reads it by its logged id: the agent got one
+    message, not two."""
+    import json
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    executor, url = desk
+    (tmp_path / "crews").mkdir()
+    (tmp_path / "crews" / "desk.toml").write_text('[flow]\nsteps = ["fraud"]\n')
+    (tmp_path / "pilothouse.toml").write_text(f'[plugins.a2a.agents.fraud]\nurl = "{url}"\n')
+    (tmp_path / "runner.py").write_text(RUNNER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    runner = subprocess.Popen([sys.executable, "runner.py", "run"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def logged_ref() -> str | None:
+        db = tmp_path / ".pilothouse" / "runs.db"
+        if not db.exists():
+            return None
+        with sqlite3.connect(db) as conn:
+            try:
+                row = conn.execute("SELECT data FROM events WHERE type = 'remote_task'").fetchone()
+            except sqlite3.OperationalError:  # no table yet
+                return None
+        return json.loads(row[0])["ref"] if row else None
+
+    try:
+        assert executor.working.wait(timeout=60), "the message never reached the agent"
+        deadline = time.monotonic() + 60
+        while (ref := logged_ref()) is None:  # the task id is committed before it goes on
+            assert time.monotonic() < deadline, "the remote task id was never logged"
+            time.sleep(0.05)
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    executor.release.set()  # the task ends while nobody listens
+    done = subprocess.run([sys.executable, "runner.py", "resume"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["ok"] and result["output"].startswith("Fraud risk: low.")
+    assert len(executor.received) == 1  # re-attached by id, not sent again
+    assert ref

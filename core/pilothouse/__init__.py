@@ -63,6 +63,8 @@ if TYPE_CHECKING:
         emit_delta,
         estimate_request_tokens,
         estimate_tokens,
+        note_remote_task,
+        resumed_remote_task,
     )
     from .observers import EventObserver
     from .probes import load_attribute_sets, load_payloads
@@ -110,6 +112,8 @@ _LAZY: dict[str, str] = {
     "Embedder": ".embedding",
     "Filters": ".retrieval",
     "emit_delta": ".model",
+    "note_remote_task": ".model",
+    "resumed_remote_task": ".model",
     "Endpoint": ".settings",
     "Escalation": ".store.base",
     "estimate_request_tokens": ".model",
@@ -280,11 +284,13 @@ __all__ = [
     "load_crew_file",
     "load_payloads",
     "load_settings",
+    "note_remote_task",
     "open_knowledge",
     "output_problem",
     "parse_event",
     "plain_text",
     "remember",
+    "resumed_remote_task",
     "run",
     "run_blocking",
     "schema_instructions",

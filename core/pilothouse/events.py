@@ -304,6 +304,17 @@ class ToolStarted(BaseEvent):
     source: str | None = None
 
 
+class RemoteTaskStarted(BaseEvent):
+    """A model call handed its work to another system that keeps it (an A2A agent's
+    task): committed as soon as it is known, so that a run resumed after a crash
+    re-attaches to it instead of sending the work again."""
+
+    type: Literal["remote_task"] = "remote_task"
+    model: str
+    #: the remote side's id of the work (an A2A task id)
+    ref: str
+
+
 class RetrievalDone(BaseEvent):
     """A retriever's ranked passages for a query."""
 
@@ -409,6 +420,7 @@ Event = Annotated[
     | ModelSwitched
     | ToolCalled
     | ToolStarted
+    | RemoteTaskStarted
     | RetrievalDone
     | GuardrailChecked
     | HandedOff

@@ -11,7 +11,7 @@ import abc
 import contextvars
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -115,6 +115,32 @@ def emit_delta(text: str) -> None:
     sink = _delta_sink.get()
     if sink is not None and text:
         sink(text)
+
+
+#: set by the engine around a model call: where ``note_remote_task`` goes, and the
+#: remote work a resumed run's call had started before the process stopped
+_remote_sink: contextvars.ContextVar[Callable[[str], Awaitable[None]] | None] = (
+    contextvars.ContextVar("pilothouse_remote_sink", default=None)
+)
+_resumed_remote: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "pilothouse_resumed_remote", default=None
+)
+
+
+async def note_remote_task(ref: str) -> None:
+    """Called by a provider whose call another system now holds (an A2A task id): the
+    engine logs and commits it before the call goes on, so that a run resumed after a
+    crash gets it back from :func:`resumed_remote_task` and re-attaches instead of
+    sending the work again. Outside a model call it does nothing."""
+    sink = _remote_sink.get()
+    if sink is not None and ref:
+        await sink(ref)
+
+
+def resumed_remote_task() -> str | None:
+    """In a resumed run, the remote work this same call had started before the process
+    stopped (what :func:`note_remote_task` was given); None otherwise."""
+    return _resumed_remote.get()
 
 
 def estimate_tokens(text: str) -> int:

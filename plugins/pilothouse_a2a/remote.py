@@ -4,6 +4,7 @@ artifacts come back as the reply."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -22,11 +23,14 @@ from pilothouse import (
     ask_person,
     emit_delta,
     estimate_tokens,
+    note_remote_task,
+    resumed_remote_task,
 )
 
 if TYPE_CHECKING:
     from . import A2ASettings, AgentSettings
 
+log = logging.getLogger("pilothouse.a2a")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: task states after which nothing more happens
 FINAL = {"TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED",
@@ -102,9 +106,13 @@ class RemoteAgent(Model):
         client = await self._connect()
         outcome = _Outcome()
         message = new_text_message(text, role=Role.ROLE_USER)
+        ref = resumed_remote_task()  # sent before this process stopped: not sent again
         while True:
             try:
-                await self._exchange(client, message, outcome)
+                reattached = ref is not None and await self._reattach(client, ref, outcome)
+                ref = None
+                if not reattached:
+                    await self._exchange(client, message, outcome)
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):  # the run was cancelled: so is the task
                     await self._cancel(client, outcome.task_id)
@@ -134,6 +142,7 @@ class RemoteAgent(Model):
             with anyio.fail_after(self.settings.timeout_s):
                 async for response in client.send_message(SendMessageRequest(message=message)):
                     outcome.take(response)
+                    await outcome.note()
         except TimeoutError:
             raise ModelError(
                 f"A2A agent {self.name!r} did not finish within {self.settings.timeout_s:g} s",
@@ -144,6 +153,34 @@ class RemoteAgent(Model):
         except Exception as exc:
             raise ModelError(f"A2A agent {self.name!r} at {self.settings.url}: {_said(exc)}",
                              request_id=outcome.task_id) from None  # fmt: skip
+
+    async def _reattach(self, client: Any, ref: str, outcome: _Outcome) -> bool:
+        """Follow a task this call had started before the process stopped: its state
+        now, then its stream until it ends. False when the agent no longer knows it
+        (the message is then sent again: the work was lost on its side)."""
+        from a2a.types import GetTaskRequest, SubscribeToTaskRequest
+
+        try:
+            with anyio.fail_after(self.settings.timeout_s):
+                task = await client.get_task(GetTaskRequest(id=ref))
+                outcome.take_task(task)
+                outcome.noted = True
+                if outcome.state in FINAL or outcome.state == "TASK_STATE_INPUT_REQUIRED":
+                    return True
+                async for response in client.subscribe(SubscribeToTaskRequest(id=ref)):
+                    outcome.take(response)
+        except TimeoutError:
+            raise ModelError(
+                f"A2A agent {self.name!r} did not finish within {self.settings.timeout_s:g} s",
+                request_id=ref,
+            ) from None
+        except Exception as exc:
+            if "not found" in str(exc).lower():
+                log.warning("A2A agent %r no longer knows task %s: sending again", self.name, ref)
+                return False
+            raise ModelError(f"A2A agent {self.name!r} at {self.settings.url}: {_said(exc)}",
+                             request_id=ref) from None  # fmt: skip
+        return True
 
     async def _cancel(self, client: Any, task_id: str | None) -> None:
         """Cancel the remote task (best effort: it may have ended meanwhile)."""
@@ -172,6 +209,26 @@ class _Outcome:
         self.state = ""
         self.artifacts: dict[str, list[str]] = {}
         self.said = ""
+        #: the task id is in the log (committed): a resumed run re-attaches to it
+        self.noted = False
+
+    async def note(self) -> None:
+        """Hand the task's id to the engine once it is known."""
+        if self.task_id and not self.noted:
+            self.noted = True
+            await note_remote_task(self.task_id)
+
+    def take_task(self, task: Any) -> None:
+        """A whole task as ``tasks/get`` gives it."""
+        from a2a.helpers.proto_helpers import get_message_text
+        from a2a.types import TaskState
+
+        self.task_id, self.context_id = task.id, task.context_id
+        self.state = TaskState.Name(task.status.state)
+        if task.status.HasField("message"):
+            self.said = get_message_text(task.status.message)
+        for artifact in task.artifacts:
+            self.artifacts[artifact.artifact_id] = [p.text for p in artifact.parts if p.text]
 
     def take(self, response: Any) -> None:
         from a2a.helpers.proto_helpers import get_message_text
@@ -182,11 +239,7 @@ class _Outcome:
             self.state, self.said = "TASK_STATE_COMPLETED", get_message_text(response.message)
             self.artifacts.setdefault("message", []).append(self.said)
         elif kind == "task":
-            task = response.task
-            self.task_id, self.context_id = task.id, task.context_id
-            self.state = TaskState.Name(task.status.state)
-            for artifact in task.artifacts:
-                self.artifacts[artifact.artifact_id] = [p.text for p in artifact.parts if p.text]
+            self.take_task(response.task)
         elif kind == "status_update":
             update = response.status_update
             self.task_id, self.context_id = update.task_id, update.context_id

@@ -16,13 +16,15 @@ from typing import Any, Protocol
 
 from ..crew import Persona
 from ..errors import LimitExceeded, ModelError, NotFound, PilothouseError, PluginError
-from ..events import BaseEvent, ModelCalled, ModelDelta, ModelSwitched
+from ..events import BaseEvent, ModelCalled, ModelDelta, ModelSwitched, RemoteTaskStarted
 from ..model import (
     Message,
     Model,
     ModelRequest,
     ModelResponse,
     _delta_sink,
+    _remote_sink,
+    _resumed_remote,
     estimate_request_tokens,
 )
 from ..registry import Registry
@@ -44,6 +46,9 @@ class Host(Protocol):
 
     def emit(self, run: _Run, event_type: type[BaseEvent], **fields: Any) -> None:
         """Log an event of ``run``."""
+
+    async def flush(self) -> None:
+        """Commit what was emitted."""
 
 
 class ModelCalls:
@@ -149,6 +154,13 @@ class ModelCalls:
         # deltas go to observers only: with none, the sink stays unset (None)
         sink = self._delta_sink(run, model, step_id) if self.engine.log.observed else None
         token = _delta_sink.set(sink) if sink is not None else None
+
+        async def held_remotely(ref: str) -> None:
+            self.engine.emit(run, RemoteTaskStarted, step_id=step_id, model=model.id, ref=ref)
+            await self.engine.flush()  # known for good before the call goes on
+
+        remote = _remote_sink.set(held_remotely)
+        resumed = _resumed_remote.set(run.remote_refs.pop((step_id, model.id), None))
         started = time.perf_counter()
         try:
             response = await model.complete(request)
@@ -165,6 +177,8 @@ class ModelCalls:
             plugin = self._model_plugins.get(model.id, model.provider)
             raise PluginError(plugin, f"model {model.id} raised {error}") from exc
         finally:  # also on cancellation: deltas and the trace belong to this call only
+            _remote_sink.reset(remote)
+            _resumed_remote.reset(resumed)
             if token is not None:
                 _delta_sink.reset(token)
             if traced is not None:

@@ -15,6 +15,7 @@ from ..events import (
     EscalationRaised,
     MemoryWritten,
     ModelCalled,
+    RemoteTaskStarted,
     StepFinished,
     StepStarted,
     ToolCalled,
@@ -113,6 +114,9 @@ class _Run:
     #: many were sent with no answer logged (in flight when the process stopped)
     logged_calls: dict[tuple[str, str, str], list[ToolCalled]] = field(default_factory=dict)
     in_flight: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    #: resumed runs: remote work (an A2A task) a model call of an unfinished step had
+    #: started and not seen answered, by (step, model): re-attached, not sent again
+    remote_refs: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -145,6 +149,13 @@ class _Run:
                     arguments = e.text if e.decision == "edit" else first.proposed
                     self.approved.add((first.evidence["tool"], canonical_json(arguments or "{}")))
         self.attempts = {s: n for s, n in started.items() if s not in self.done}
+        for e in events:
+            if e.step_id is None or e.step_id in self.done:
+                continue
+            if isinstance(e, RemoteTaskStarted):
+                self.remote_refs[(e.step_id, e.model)] = e.ref
+            elif isinstance(e, ModelCalled) and e.error is None:
+                self.remote_refs.pop((e.step_id, e.model), None)  # it answered
         sent: dict[str, tuple[str, str, str]] = {}
         for e in events:
             if e.step_id is None or e.step_id in self.done:
