@@ -45,6 +45,12 @@ async def test_a_remote_agent_is_a_persona_of_a_crew(ph_runtime, ph_model, desk,
     steps = [e.persona for e in events if e.type == "step_finished"]
     assert steps == ["intake", "fraud"]
     assert not any("t0ken" in e.model_dump_json() for e in events)  # never logged
+    from click.testing import CliRunner
+
+    from pilothouse.cli.base import cli
+
+    shown = CliRunner().invoke(cli, ["show", result.run_id]).output
+    assert f"model a2a:fraud [{call.request_id}]" in shown  # the agent and its task id
 
 
 @pytest.mark.parametrize(

@@ -95,9 +95,11 @@ def _timeline_line(e: Any) -> str | None:
         if e.output_mode:
             what += f" [schema as {e.output_mode}]"
         queued = f" ({e.queue_note})" if e.queue_note else ""
+        # the server's own id of the call (a remote agent's task): what its logs know
+        ref = f" [{e.request_id}]" if e.request_id else ""
         return (
-            f"model {e.model}{label}: {e.usage.input_tokens} in / {e.usage.output_tokens} out,"
-            f" {e.latency_ms:.1f} ms{queued} -> {what}"
+            f"model {e.model}{label}{ref}: {e.usage.input_tokens} in / {e.usage.output_tokens}"
+            f" out, {e.latency_ms:.1f} ms{queued} -> {what}"
         )
     if t == "tool_call":
         outcome = f"error: {e.error}" if e.error else _short(e.result, 60)

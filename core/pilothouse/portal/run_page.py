@@ -283,6 +283,7 @@ def _event(event: BaseEvent, anchors: dict, redact: Redact) -> list[str]:
                 + (f" ({e.queue_note})" if e.queue_note else "")
                 + (f" · <strong>{e.stop_note}</strong>" if e.stop_note else "")
                 + (f" · schema asked as {inline(e.output_mode, redact)}" if e.output_mode else "")
+                + (f" · request {inline(e.request_id, redact)}" if e.request_id else "")
             ),
         ]
         if e.output_note:  # a server's words among them: untrusted text

@@ -101,7 +101,9 @@ def summary(event: BaseEvent, redact: Redact) -> Text:
         return Text(f"{e.tokens} tokens: {parts}")
     if t == "model_call":
         usage = e.usage
-        head = f"{e.model} {usage.input_tokens}+{usage.output_tokens} tok {e.latency_ms:.0f} ms"
+        ref = f" [{e.request_id}]" if e.request_id else ""
+        head = (f"{e.model}{ref} {usage.input_tokens}+{usage.output_tokens} tok"
+                f" {e.latency_ms:.0f} ms")  # fmt: skip
         if e.error:
             return Text.assemble(Text(head + " error: ", style="red"), plain(e.error, redact, 60))
         calls = f" -> {', '.join(c.name for c in e.tool_calls)}" if e.tool_calls else ""
