@@ -127,3 +127,15 @@ def serve(executor: AgentExecutor) -> Iterator[Served]:
         yield served
     finally:
         served.stop()
+
+
+if __name__ == "__main__":  # the fraud desk in a process of its own: prints its URL
+    import logging
+    import sys
+
+    logging.getLogger().setLevel(logging.ERROR)  # the SDK warns of every card it serves
+    served = Served(FraudDesk())
+    served.start()
+    print(served.url, flush=True)
+    sys.stdin.read()
+    served.stop()
