@@ -150,9 +150,9 @@ def test_every_public_name_imports_from_where_it_did(module):
 #: imported from a submodule, and the types a plugin receives
 ADDED_FOR_PLUGINS = [
     "AuditRecord", "BaseEvent", "DecisionView", "EMAIL_PATTERN", "Embedder", "Endpoint", "Filters",
-    "Toolset", "StoredChunk", "VectorStore", "VectorStoreError", "chunk_id", "source_segments",
-    "wanted_segments", "bare_url", "failures", "bearer_only", "Answer", "ask_person",
-    "note_remote_task", "resumed_remote_task",
+    "Toolset", "StoredChunk", "StoreSettings", "VectorStore", "VectorStoreError", "chunk_id",
+    "source_segments", "wanted_segments", "bare_url", "failures", "bearer_only", "Answer",
+    "ask_person", "note_remote_task", "resumed_remote_task",
     "HANDOFF_PREFIX", "KnowledgeError", "Listener", "MemoryItem", "OUTPUT_MODES", "Redactor",
     "SECRET_PATTERNS", "StoredEvent", "claims", "content_words", "decision_view", "emit_delta",
     "estimate_request_tokens", "knowledge_location", "load_attribute_sets", "load_payloads",

@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     from .tracing import span_id, trace_id, traceparent
     from .vectorstores import (
         StoredChunk,
+        StoreSettings,
         VectorStore,
         VectorStoreError,
         bare_url,
@@ -174,6 +175,7 @@ _LAZY: dict[str, str] = {
     "unfenced": ".structured",
     "Usage": ".model",
     "StoredChunk": ".vectorstores",
+    "StoreSettings": ".vectorstores",
     "bearer_only": ".asgi",
     "Answer": ".asking",
     "ask_person": ".asking",
@@ -254,6 +256,7 @@ __all__ = [
     "Settings",
     "Span",
     "StoreError",
+    "StoreSettings",
     "StoreUnavailable",
     "StoredChunk",
     "StoredEvent",

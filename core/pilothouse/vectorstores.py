@@ -14,11 +14,12 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from .blocking import run_blocking
 from .embedding import Embedder
@@ -111,19 +112,58 @@ def _hint(detail: str, exc: Exception) -> str:
     return type(exc).__name__
 
 
+class StoreSettings(BaseModel):
+    """What configures one collection of a vector store that runs in the process
+    (``path``) or as a server (``url``): a plugin's ``[plugins.KIND.stores.NAME]``."""
+
+    model_config = {"extra": "forbid"}
+
+    path: str | None = None
+    url: str | None = None
+    #: the server's key; never printed
+    api_key: SecretStr | None = None
+    collection: str = "pilothouse"
+    #: the registered embedder that makes its vectors (queries and ingest alike)
+    embedder: str = "minilm"
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> StoreSettings:
+        if bool(self.path) == bool(self.url):
+            raise ValueError("give a path (the store in this process) or a url (a server)")
+        return self
+
+
 class VectorStore(abc.ABC):
     """One collection of an external vector database. Subclass it in a plugin and
     register it with ``register_stores``; its ``name`` is the retriever's."""
 
     name: str = ""
+    #: the vendor's name, as messages say it (``chroma``)
+    kind: str = ""
     #: the registered embedder that makes its vectors (queries and ingest alike)
     embedder: str = "minilm"
     #: what its search does: ``dense``, or ``hybrid`` (dense fused with keywords)
     mode: str = "dense"
 
-    @abc.abstractmethod
+    def __init__(self, name: str, settings: Any) -> None:
+        """A store named ``name`` configured by ``settings`` (a model with at least
+        ``collection`` and ``embedder``, and ``path``, ``url`` or ``uri``); its client
+        is made on first use."""
+        self.name = name
+        self.settings = settings
+        self.embedder = settings.embedder
+        self._client: Any = None
+        self._lock = threading.Lock()
+
     def where(self) -> str:
-        """The store, where it is and the collection, for messages (never a secret)."""
+        """``KIND store NAME at PLACE, collection C``, for messages: the place's URL
+        without credentials (never a secret)."""
+        s = self.settings
+        place = getattr(s, "path", None) or bare_url(
+            getattr(s, "url", None) or getattr(s, "uri", None) or ""
+        )
+        return f"{self.kind} store {self.name!r} at {place}, collection {s.collection!r}"
 
     @abc.abstractmethod
     def prepare(self, embedder: Embedder, *, create: bool) -> None:

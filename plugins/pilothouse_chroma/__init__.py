@@ -15,29 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field
 
+from pilothouse import StoreSettings as BaseStoreSettings
 from pilothouse import hookimpl
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(BaseStoreSettings):
     """One Chroma collection: embedded (``path``) or on a server (``url``)."""
-
-    model_config = {"extra": "forbid"}
-
-    path: str | None = None
-    url: str | None = None
-    #: sent as the server's token (``x-chroma-token``); never printed
-    api_key: SecretStr | None = None
-    collection: str = "pilothouse"
-    embedder: str = "minilm"
-    timeout_s: float = Field(default=10.0, gt=0)
-
-    @model_validator(mode="after")
-    def _one_place(self) -> StoreSettings:
-        if bool(self.path) == bool(self.url):
-            raise ValueError("give a path (Chroma embedded) or a url (a Chroma server)")
-        return self
 
 
 class ChromaSettings(BaseModel):

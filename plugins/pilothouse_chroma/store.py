@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -15,14 +14,13 @@ from pilothouse import (
     StoredChunk,
     VectorStore,
     VectorStoreError,
-    bare_url,
     failures,
     source_segments,
     wanted_segments,
 )
 
 if TYPE_CHECKING:
-    from . import StoreSettings
+    pass
 
 
 #: how much a chunk holding every word of the query gains over its cosine similarity
@@ -32,21 +30,9 @@ WORD_BOOST = 0.3
 class ChromaStore(VectorStore):
     """One collection, embedded or on a server; the client made on first use."""
 
+    kind = "chroma"
     mode = "hybrid"
-
-    def __init__(self, name: str, settings: StoreSettings) -> None:
-        self.name = name
-        self.settings = settings
-        self.embedder = settings.embedder
-        self._client: Any = None
-        self._collection: Any = None
-        self._lock = threading.Lock()
-
-    def where(self) -> str:
-        """``chroma at PATH|URL, collection C`` (the URL without credentials)."""
-        s = self.settings
-        place = s.path if s.path else bare_url(s.url or "")
-        return f"chroma store {self.name!r} at {place}, collection {s.collection!r}"
+    _collection: Any = None
 
     def _connect(self) -> Any:
         import chromadb

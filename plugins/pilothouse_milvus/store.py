@@ -4,7 +4,6 @@ Milvus's BM25 function over the text, fused by Milvus."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +14,13 @@ from pilothouse import (
     StoredChunk,
     VectorStore,
     VectorStoreError,
-    bare_url,
     failures,
     source_segments,
     wanted_segments,
 )
 
 if TYPE_CHECKING:
-    from . import StoreSettings
+    pass
 
 FIELDS = ["text", "source", "heading", "position", "tags"]
 #: the collection property naming the embedder that made its vectors
@@ -34,19 +32,8 @@ PAGE = 1000
 class MilvusStore(VectorStore):
     """One collection, in Milvus Lite or on a server; the client made on first use."""
 
+    kind = "milvus"
     mode = "hybrid"
-
-    def __init__(self, name: str, settings: StoreSettings) -> None:
-        self.name = name
-        self.settings = settings
-        self.embedder = settings.embedder
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def where(self) -> str:
-        """``milvus at URI, collection C`` (the URI without credentials)."""
-        return (f"milvus store {self.name!r} at {bare_url(self.settings.uri)}, collection"
-                f" {self.settings.collection!r}")  # fmt: skip
 
     def prepare(self, embedder: Embedder, *, create: bool) -> None:
         """Open the collection (``create``: make it: text with an analyzer, the BM25

@@ -14,29 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field
 
+from pilothouse import StoreSettings as BaseStoreSettings
 from pilothouse import hookimpl
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(BaseStoreSettings):
     """One Qdrant collection: local mode (``path``) or on a server (``url``)."""
-
-    model_config = {"extra": "forbid"}
-
-    path: str | None = None
-    url: str | None = None
-    #: the server's API key; never printed
-    api_key: SecretStr | None = None
-    collection: str = "pilothouse"
-    embedder: str = "minilm"
-    timeout_s: float = Field(default=10.0, gt=0)
-
-    @model_validator(mode="after")
-    def _one_place(self) -> StoreSettings:
-        if bool(self.path) == bool(self.url):
-            raise ValueError("give a path (Qdrant's local mode) or a url (a Qdrant server)")
-        return self
 
 
 class QdrantSettings(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,14 +16,13 @@ from pilothouse import (
     StoredChunk,
     VectorStore,
     VectorStoreError,
-    bare_url,
     failures,
     source_segments,
     wanted_segments,
 )
 
 if TYPE_CHECKING:
-    from . import StoreSettings
+    pass
 
 #: the sparse vector of a chunk's words
 WORDS = "words"
@@ -35,21 +33,8 @@ PAGE = 1000
 class QdrantStore(VectorStore):
     """One collection, in local mode or on a server; the client made on first use."""
 
+    kind = "qdrant"
     mode = "hybrid"
-
-    def __init__(self, name: str, settings: StoreSettings) -> None:
-        self.name = name
-        self.settings = settings
-        self.embedder = settings.embedder
-        self._client: Any = None
-        self._dense = settings.embedder
-        self._lock = threading.Lock()
-
-    def where(self) -> str:
-        """``qdrant at PATH|URL, collection C`` (the URL without credentials)."""
-        s = self.settings
-        place = s.path if s.path else bare_url(s.url or "")
-        return f"qdrant store {self.name!r} at {place}, collection {s.collection!r}"
 
     def _connect(self) -> Any:
         from qdrant_client import QdrantClient
@@ -99,7 +84,6 @@ class QdrantStore(VectorStore):
                 f" {embedder.dimension}-dimension ones: set embedder to the one it was built"
                 f" with in [plugins.qdrant.stores.{self.name}], or use another collection"
             )
-        self._dense = embedder.name
 
     def query(
         self, vector: list[float], text: str, k: int, filters: Filters | None
@@ -109,7 +93,7 @@ class QdrantStore(VectorStore):
 
         where = _filter(filters)
         wanted = max(k * 4, 20)
-        legs = [models.Prefetch(query=vector, using=self._dense, limit=wanted, filter=where)]
+        legs = [models.Prefetch(query=vector, using=self.embedder, limit=wanted, filter=where)]
         words = sparse(text)
         if words.indices:
             legs.append(models.Prefetch(query=words, using=WORDS, limit=wanted, filter=where))
@@ -169,7 +153,7 @@ class QdrantStore(VectorStore):
                 self._client.upsert(self.settings.collection, points=[
                     models.PointStruct(
                         id=c.id,
-                        vector={self._dense: c.vector, WORDS: sparse(f"{c.heading}\n{c.text}")},
+                        vector={self.embedder: c.vector, WORDS: sparse(f"{c.heading}\n{c.text}")},
                         payload={"source": c.source, "text": c.text, "heading": c.heading,
                                  "position": c.position, "digest": c.digest, "tags": c.tags,
                                  "segments": c.segments},
