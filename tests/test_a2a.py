@@ -351,3 +351,36 @@ def test_a_resumed_run_reattaches_to_its_remote_task_instead_of_sending_again(tm
     assert result["ok"] and result["output"].startswith("Fraud risk: low.")
     assert len(executor.received) == 1  # re-attached by id, not sent again
     assert ref
+
+
+async def test_a_card_that_does_not_parse_is_named(ph_runtime):
+    """An agent URL whose card is not an agent card: one line naming the agent and the
+    URL, the step failed, nothing sent."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotACard(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"name": 42, "skills": "none"'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotACard)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {})
+        async with ph_runtime(plugins=_agents(fraud={"url": url})) as rt:
+            result, _events = await run_crew(rt, crew, "anything")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not result.ok
+    assert f"A2A agent 'fraud' at {url}: cannot read its agent card" in result.error
