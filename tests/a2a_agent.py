@@ -25,7 +25,7 @@ class FraudDesk(AgentExecutor):
     message containing 'explode' fails the task, one containing 'refuse' is rejected, one
     containing 'needs-income' asks for the income (input-required), then answers; one
     containing 'take-your-time' works until it is cancelled, one containing 'hold-on'
-    until the test releases it."""
+    until the test releases it; one containing 'as-json' answers JSON."""
 
     def __init__(self) -> None:
         self.received: list[str] = []
@@ -66,6 +66,10 @@ class FraudDesk(AgentExecutor):
             return
         if "refuse" in text:
             await updater.reject(updater.new_agent_message([new_text_part("out of scope")]))
+            return
+        if "as-json" in text:
+            await updater.add_artifact([new_text_part('{"risk": "low"}')], name="verdict")
+            await updater.complete()
             return
         await updater.add_artifact([new_text_part("Fraud risk: low. ")], name="verdict")
         await updater.add_artifact([new_text_part(f"{len(text.split())} words checked.")],

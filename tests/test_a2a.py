@@ -384,3 +384,18 @@ async def test_a_card_that_does_not_parse_is_named(ph_runtime):
         server.server_close()
     assert not result.ok
     assert f"A2A agent 'fraud' at {url}: cannot read its agent card" in result.error
+
+
+@pytest.mark.parametrize(("asked", "ok"), [("as-json please", True), ("in prose", False)])
+async def test_a_remote_personas_output_is_checked_against_its_schema(ph_runtime, desk, asked, ok):
+    executor, url = desk
+    schema = {"type": "object", "required": ["risk"],
+              "properties": {"risk": {"enum": ["low", "medium", "high"]}}}  # fmt: skip
+    crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {})
+    async with ph_runtime(plugins=_agents(fraud={"url": url, "output_schema": schema})) as rt:
+        result, _events = await run_crew(rt, crew, f"score application 8 {asked}")
+    if ok:
+        assert result.ok and result.output == '{"risk": "low"}'
+    else:
+        assert not result.ok and "schema" in result.error.lower()
+        assert len(executor.received) > 1  # sent back with what was wrong, then given up

@@ -32,6 +32,9 @@ class AgentSettings(BaseModel):
     timeout_s: float = Field(default=300.0, gt=0)
     #: what the persona does (default: the agent card's description)
     description: str = ""
+    #: a JSON schema its output must follow (checked like any persona's; a reply that
+    #: does not fit is sent back with what is wrong, a bounded number of times)
+    output_schema: dict[str, Any] | None = None
 
 
 class ServeSettings(BaseModel):
@@ -76,7 +79,8 @@ def register_personas(register: Any, settings: Any) -> None:
     """A persona per configured agent, answering through it."""
     for name, agent in settings.section("a2a").agents.items():
         description = agent.description or f"The remote A2A agent at {agent.url}."
-        register(Persona(name=name, description=description, model=f"a2a:{name}"))
+        register(Persona(name=name, description=description, model=f"a2a:{name}",
+                         output_schema=agent.output_schema))  # fmt: skip
 
 
 @hookimpl
