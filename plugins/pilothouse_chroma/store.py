@@ -167,6 +167,27 @@ class ChromaStore(VectorStore):
     def _failures(self, doing: str) -> Any:
         return failures(self, doing)
 
+    def close(self) -> None:
+        """Close the client: its files when embedded, its connections to a server."""
+        with self._lock:
+            client, self._client, self._collection = self._client, None, None
+        if client is not None:
+            _close(client)
+
+
+def _close(client: Any) -> None:
+    """Close a chromadb client and, once no other client shares them, the connection
+    pools of its HTTP transports (chromadb stops its system but leaves them open)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    parts = [c for c in (client, getattr(client, "_admin_client", None)) if c is not None]
+    pools = [(getattr(c, "_identifier", None), getattr(getattr(c, "_server", None), "_session",
+                                                       None)) for c in parts]  # fmt: skip
+    client.close()
+    for identifier, pool in pools:
+        if pool is not None and identifier not in SharedSystemClient._identifier_to_system:
+            pool.close()
+
 
 def _metadata(c: StoredChunk) -> dict[str, Any]:
     meta: dict[str, Any] = {"source": c.source, "heading": c.heading, "position": c.position,
