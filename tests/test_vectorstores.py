@@ -73,12 +73,15 @@ def chroma_server(tmp_path_factory):
     import shutil
     import socket
     import subprocess
+    import sys
     import time
 
     import httpx2
 
-    chroma = shutil.which("chroma")
-    assert chroma, "the chromadb wheel's chroma command is not on PATH"
+    # the chromadb wheel's command, beside this Python (a venv's bin may not be on PATH)
+    beside = Path(sys.executable).parent / "chroma"
+    chroma = str(beside) if beside.exists() else shutil.which("chroma")
+    assert chroma, "the chromadb wheel's chroma command is not installed"
     folder = tmp_path_factory.mktemp("chroma-server")
     with socket.socket() as probe:  # a free port; chroma says nothing of one it picks
         probe.bind(("127.0.0.1", 0))
