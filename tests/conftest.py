@@ -310,3 +310,38 @@ def browser(chromium):
     """Headless Chromium for one test module (see :func:`launched_chromium`)."""
     with launched_chromium(chromium) as launched:
         yield launched
+
+
+#: a two-step crew the serving tests (MCP, A2A) offer to their clients
+HELLO = """
+description = "Says hello to the task."
+[flow]
+steps = ["greeter", "checker"]
+[personas.greeter]
+instructions = "Greet."
+[personas.checker]
+instructions = "Check the greeting."
+"""
+
+
+@contextlib.asynccontextmanager
+async def escalated(rt, crew, text: str, *, timeout: float = 60):
+    """Run ``crew`` on ``text`` in the background until it escalates: yields the waiting
+    escalation and a list that holds the run's ``(result, events)`` once the block (where
+    a person decides) has let the run end."""
+    import anyio
+
+    from pilothouse.testing import run_crew
+
+    outcome: list = []
+
+    async def go() -> None:
+        outcome.append(await run_crew(rt, crew, text))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(go)
+        with anyio.fail_after(timeout):
+            while not rt.store.escalations():  # the run logs it, then waits
+                await anyio.sleep(0.02)
+        (waiting,) = rt.store.escalations()
+        yield waiting, outcome

@@ -6,6 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from conftest import HELLO, escalated
 from pilothouse.testing import crew_of, reply, run_crew
 
 pytestmark = pytest.mark.slow
@@ -76,17 +77,6 @@ async def test_an_unreachable_agent_is_named(ph_runtime):
         result, _events = await run_crew(rt, crew, "anything")
     assert not result.ok
     assert "A2A agent 'fraud' at http://127.0.0.1:9: cannot read its agent card" in result.error
-
-
-HELLO = """
-description = "Says hello to the task."
-[flow]
-steps = ["greeter", "checker"]
-[personas.greeter]
-instructions = "Greet."
-[personas.checker]
-instructions = "Check the greeting."
-"""
 
 
 @pytest.fixture
@@ -242,21 +232,13 @@ async def test_a_remote_task_that_asks_for_input_asks_a_person_here(
     executor, url = desk
     crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {},
                    escalation={"timeout_s": 600, "on_reject": "revise"})  # fmt: skip
-    async with ph_runtime(plugins=_agents(fraud={"url": url})) as rt:
-        outcome: list = []
-
-        async def go():
-            outcome.append(await run_crew(rt, crew, "needs-income: score application 9"))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(go)
-            with anyio.fail_after(60):
-                while not rt.store.escalations():
-                    await anyio.sleep(0.02)
-            (waiting,) = rt.store.escalations()
-            assert waiting.kind == "input_required"
-            assert "yearly income" in waiting.evidence["text"]
-            rt.store.decide(waiting.id, decision, by="ana", text=text, note="not ours to give")
+    async with (
+        ph_runtime(plugins=_agents(fraud={"url": url})) as rt,
+        escalated(rt, crew, "needs-income: score application 9", timeout=60) as (waiting, outcome),
+    ):
+        assert waiting.kind == "input_required"
+        assert "yearly income" in waiting.evidence["text"]
+        rt.store.decide(waiting.id, decision, by="ana", text=text, note="not ours to give")
     result, _events = outcome[0]
     if decision == "edit":
         assert result.ok and result.output == ends

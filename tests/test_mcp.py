@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 import pilothouse
+from conftest import escalated
 from pilothouse.testing import call, crew_of, reply, run_crew
 
 pytestmark = pytest.mark.slow
@@ -140,7 +141,6 @@ async def test_a_destructive_tool_waits_for_a_person_and_runs_the_approved_call(
 ):
     """delete_item says it is destructive: the call escalates with its exact arguments,
     and runs only once a person approved them."""
-    import anyio
 
     state, url = inventory
     ph_model.enqueue(call("inv__delete_item", item="helio"), reply("Deleted."))
@@ -148,21 +148,13 @@ async def test_a_destructive_tool_waits_for_a_person_and_runs_the_approved_call(
         {"type": "sequential", "steps": ["clerk"]},
         {"clerk": {"instructions": "Do it.", "tools": ["mcp:inv/delete_item"]}},
     )
-    async with ph_runtime(plugins=_settings(inv={"url": url})) as rt:
-        outcome: list = []
-
-        async def go():
-            outcome.append(await run_crew(rt, clerk, "Delete helio"))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(go)
-            with anyio.fail_after(30):
-                while not rt.store.escalations():
-                    await anyio.sleep(0.02)
-            (waiting,) = rt.store.escalations()
-            assert waiting.kind == "tool_approval" and state.deleted == []  # not run yet
-            assert waiting.evidence["arguments"] == {"item": "helio"}
-            rt.store.decide(waiting.id, "approve", by="ana")
+    async with (
+        ph_runtime(plugins=_settings(inv={"url": url})) as rt,
+        escalated(rt, clerk, "Delete helio", timeout=30) as (waiting, outcome),
+    ):
+        assert waiting.kind == "tool_approval" and state.deleted == []  # not run yet
+        assert waiting.evidence["arguments"] == {"item": "helio"}
+        rt.store.decide(waiting.id, "approve", by="ana")
     result, events = outcome[0]
     assert result.ok and state.deleted == ["helio"]
     (done,) = [e for e in events if e.type == "tool_call"]
@@ -422,20 +414,12 @@ async def test_a_crew_works_in_a_repository_through_mcp_server_git(
                     escalation={"timeout_s": 600, "on_reject": "revise"})  # fmt: skip
     server = {"command": sys.executable, "args": ["-m", "mcp_server_git", "--repository", path],
               "env": env}  # fmt: skip
-    async with ph_runtime(plugins=_settings(git=server)) as rt:
-        outcome: list = []
-
-        async def go():
-            outcome.append(await run_crew(rt, clerk, "File the helio sheet"))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(go)
-            with anyio.fail_after(60):
-                while not rt.store.escalations():
-                    await anyio.sleep(0.02)
-            (waiting,) = rt.store.escalations()
-            assert waiting.kind == "tool_approval" and waiting.evidence["tool"] == "git__git_reset"
-            rt.store.decide(waiting.id, "reject", by="ana", note="keep the index")
+    async with (
+        ph_runtime(plugins=_settings(git=server)) as rt,
+        escalated(rt, clerk, "File the helio sheet", timeout=60) as (waiting, outcome),
+    ):
+        assert waiting.kind == "tool_approval" and waiting.evidence["tool"] == "git__git_reset"
+        rt.store.decide(waiting.id, "reject", by="ana", note="keep the index")
     result, events = outcome[0]
     assert result.ok, result.error
     log, add, commit, reset = [e for e in events if e.type == "tool_call"]

@@ -16,20 +16,10 @@ import httpx2
 import pytest
 from command import ph
 
+from conftest import HELLO
 from pilothouse.cli import DEMO_INPUT
 
 pytestmark = pytest.mark.slow
-
-HELLO = """
-description = "Says hello to the task."
-[flow]
-steps = ["greeter", "checker"]
-[personas.greeter]
-instructions = "Greet."
-[personas.checker]
-instructions = "Check the greeting."
-"""
-
 
 SHEET = """
 description = "A stock sheet as data."

@@ -87,6 +87,12 @@ class Tool:
             raise ToolError(f"arguments of {self.name!r} are not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ToolError(f"arguments of {self.name!r} must be a JSON object")
+        return self.validate(data)
+
+    def validate(self, data: dict[str, Any]) -> BaseModel:
+        """The arguments (a JSON object) checked against the tool's signature; raise
+        :class:`ToolError` saying what is wrong. A tool whose arguments are described
+        elsewhere (an MCP server's schema) overrides this."""
         try:
             return self.arguments_model.model_validate(data)
         except ValidationError as exc:

@@ -63,14 +63,8 @@ class McpTool(Tool):
             self._spec = ToolSpec(name=self.name, description=self.description, parameters=schema)
         return self._spec
 
-    def parse_arguments(self, raw: str) -> BaseModel:
+    def validate(self, data: dict[str, Any]) -> BaseModel:
         """The model's arguments, checked against the server's schema."""
-        try:
-            data = json.loads(raw or "{}")
-        except json.JSONDecodeError as exc:
-            raise ToolError(f"arguments of {self.name!r} are not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ToolError(f"arguments of {self.name!r} must be a JSON object")
         import jsonschema
 
         validator = self._validator()

@@ -9,6 +9,7 @@ that could exceed them is not made. Each call, answered or failed, is logged as 
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Callable
@@ -154,12 +155,7 @@ class ModelCalls:
         # deltas go to observers only: with none, the sink stays unset (None)
         sink = self._delta_sink(run, model, step_id) if self.engine.log.observed else None
         token = _delta_sink.set(sink) if sink is not None else None
-
-        async def held_remotely(ref: str) -> None:
-            self.engine.emit(run, RemoteTaskStarted, step_id=step_id, model=model.id, ref=ref)
-            await self.engine.flush()  # known for good before the call goes on
-
-        remote = _remote_sink.set(held_remotely)
+        remote = _remote_sink.set(functools.partial(self._held_remotely, run, step_id, model.id))
         resumed = _resumed_remote.set(run.remote_refs.pop((step_id, model.id), None))
         started = time.perf_counter()
         try:
@@ -207,6 +203,12 @@ class ModelCalls:
             output_note=response.output_note,
         )
         return response
+
+    async def _held_remotely(self, run: _Run, step_id: str, model: str, ref: str) -> None:
+        """What :func:`pilothouse.note_remote_task` does: the remote work's id, logged
+        and committed before the call goes on."""
+        self.engine.emit(run, RemoteTaskStarted, step_id=step_id, model=model, ref=ref)
+        await self.engine.flush()
 
     def _delta_sink(self, run: _Run, model: Model, step_id: str) -> Callable[[str], None]:
         """What :func:`pilothouse.model.emit_delta` calls during this model call."""

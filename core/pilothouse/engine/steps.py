@@ -375,19 +375,18 @@ class Steps:
                     f"tool {tool.name!r} was called with the same arguments"
                     f" {run.crew.limits.max_identical_tool_calls + 1} times",
                 )
-            logged = (step_id, tool.name, canonical_json(call.arguments))
-            if run.logged_calls.get(logged):
-                # it answered before the process stopped: never sent twice
-                return _told_of(run.logged_calls[logged].pop(0), tool)
             given: str | None = None
-            if run.in_flight[logged] > 0:
-                run.in_flight[logged] -= 1
-                if not getattr(
-                    tool, "idempotent", True
-                ):  # it may have run: a person says what to do
-                    given = await self.engine.oversight.outcome_unknown(
-                        run, persona, tool, call, step_id
-                    )
+            if run.logged_calls or run.in_flight:  # a resumed run's calls from before
+                logged = (step_id, tool.name, canonical_json(call.arguments))
+                if run.logged_calls.get(logged):
+                    # it answered before the process stopped: never sent twice
+                    return _told_of(run.logged_calls[logged].pop(0), tool)
+                if run.in_flight[logged] > 0:
+                    run.in_flight[logged] -= 1
+                    if not getattr(tool, "idempotent", True):  # it may have run: ask
+                        given = await self.engine.oversight.outcome_unknown(
+                            run, persona, tool, call, step_id
+                        )
             if tool.requires_approval and given is None:
                 arguments = await self.engine.oversight.approve_tool(
                     run, persona, tool, arguments, step_id
