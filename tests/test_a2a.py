@@ -3,6 +3,8 @@ classes, called from a crew through the SDK's client."""
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import pytest
 
@@ -79,30 +81,42 @@ async def test_an_unreachable_agent_is_named(ph_runtime):
     assert "A2A agent 'fraud' at http://127.0.0.1:9: cannot read its agent card" in result.error
 
 
+@contextlib.contextmanager
+def _served(folder, delay_ms=0, **env_extra):
+    """``pilothouse a2a serve --port 0`` in ``folder``: its base URL."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = str(delay_ms)
+    env.update(env_extra)
+    server = subprocess.Popen([sys.executable, "-m", "pilothouse", "a2a", "serve", "--port", "0"],
+                              cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = server.stderr.readline()
+        assert "over A2A at http://127.0.0.1:" in line, line + server.stderr.read()
+        yield line.split(" at ", 1)[1].split("/crews/", 1)[0]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        server.stderr.close()
+
+
+def _workspace(folder):
+    (folder / "crews").mkdir()
+    (folder / "crews" / "hello.toml").write_text(HELLO)
+    return folder
+
+
 @pytest.fixture
 def serving(tmp_path, request):
     """``pilothouse a2a serve --port 0`` in a workspace with the hello crew and the demo
     crews: (base URL, folder). ``@pytest.mark.parametrize("serving", [MS], indirect=True)``
     slows its offline model to MS per reply."""
-    import os
-    import subprocess
-    import sys
-
-    (tmp_path / "crews").mkdir()
-    (tmp_path / "crews" / "hello.toml").write_text(HELLO)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
-    env["PILOTHOUSE_PLUGINS__OFFLINE__DELAY_MS"] = str(getattr(request, "param", 0))
-    server = subprocess.Popen([sys.executable, "-m", "pilothouse", "a2a", "serve", "--port", "0"],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        line = server.stderr.readline()
-        assert "over A2A at http://127.0.0.1:" in line, line + server.stderr.read()
-        yield line.split(" at ", 1)[1].split("/crews/", 1)[0], tmp_path
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        server.stderr.close()
+    with _served(_workspace(tmp_path), getattr(request, "param", 0)) as url:
+        yield url, tmp_path
 
 
 async def _send(url: str, text: str, *, task=None) -> list:
@@ -146,13 +160,15 @@ async def test_a_crew_served_over_a2a_answers_the_sdks_own_client(serving):
 
     url, folder = serving
     with anyio.fail_after(60):
-        _task, state, said, made = _final(await _send(f"{url}/crews/hello/", "Say hi"))
+        task, state, said, made = _final(await _send(f"{url}/crews/hello/", "Say hi"))
     assert state == "TASK_STATE_COMPLETED"
     assert "greeter at work" in said and "checker at work" in said
     (output,) = made
     (run,) = json.loads(ph("runs", "--json", cwd=folder).stdout)
     assert run["crew"] == "hello" and run["output"] == output and run["status"] == "succeeded"
     assert said[0] == f"run {run['id']} of crew hello"
+    shown = ph("show", run["id"], cwd=folder).stdout  # the run names the task it answered
+    assert f"labels: a2a.context={task[1]}, a2a.crew=hello, a2a.task={task[0]}" in shown
 
 
 async def test_a_crew_of_one_process_calls_a_crew_served_by_another(serving, ph_runtime):
@@ -218,6 +234,98 @@ async def test_cancelling_the_task_cancels_the_run(serving):
         ):
             await anyio.sleep(0.2)
     assert runs[0]["status"] == "cancelled"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_workers(tmp_path, request):
+    """Two ``a2a serve`` processes on one run store (a SQLite file, or PostgreSQL):
+    (URL of one, URL of the other, folder)."""
+    env = {}
+    if request.param == "postgres":
+        env["PILOTHOUSE_STORE_URL"] = request.getfixturevalue("postgres_url")
+    folder = _workspace(tmp_path)
+    with _served(folder, **env) as one, _served(folder, **env) as other:
+        yield one, other, folder
+
+
+async def _get(url: str, task_id: str):
+    from a2a.client import ClientConfig, create_client
+    from a2a.types import GetTaskRequest
+
+    client = await create_client(url, ClientConfig(streaming=True))
+    async with client:
+        return await client.get_task(GetTaskRequest(id=task_id))
+
+
+async def test_any_worker_answers_for_a_task_another_worker_started(two_workers):
+    """tasks/get, the caller's answer and the end of the task, on the worker that did not
+    start the run: it reads the run store, and follows the run there."""
+    from a2a.helpers.proto_helpers import get_message_text
+    from a2a.types import TaskState
+
+    from pilothouse.cli import DEMO_INPUT
+
+    one, other, _folder = two_workers
+    with anyio.fail_after(120):
+        task, state, said, _ = _final(await _send(f"{one}/crews/marketing/", DEMO_INPUT))
+        assert state == "TASK_STATE_INPUT_REQUIRED"
+        seen = await _get(f"{other}/crews/marketing/", task[0])
+        assert (seen.id, seen.context_id) == task
+        assert TaskState.Name(seen.status.state) == "TASK_STATE_INPUT_REQUIRED"
+        assert get_message_text(seen.status.message) == said[-1]  # the same question
+        assert get_message_text(seen.history[0]) == DEMO_INPUT
+        for _ in range(10):  # each escalation approved through the other worker
+            _, state, said, made = _final(await _send(f"{other}/crews/marketing/", "approve: ok",
+                                                      task=task))  # fmt: skip
+            if state != "TASK_STATE_INPUT_REQUIRED":
+                break
+        assert state == "TASK_STATE_COMPLETED" and made and "Helio" in made[0]
+        # the worker that started it last said input-required; it reads how it ended
+        ended = await _get(f"{one}/crews/marketing/", task[0])
+    assert TaskState.Name(ended.status.state) == "TASK_STATE_COMPLETED"
+    assert [p.text for a in ended.artifacts for p in a.parts] == made
+
+
+async def test_a_task_no_run_answers_is_not_found_and_another_crews_is_not_mixed_up(two_workers):
+    from a2a.utils.errors import TaskNotFoundError
+
+    one, other, _folder = two_workers
+    with anyio.fail_after(60):
+        task, state, _, _ = _final(await _send(f"{one}/crews/hello/", "Say hi"))
+        assert state == "TASK_STATE_COMPLETED"
+        assert (await _get(f"{other}/crews/hello/", task[0])).id == task[0]
+        for url, task_id in [(f"{other}/crews/marketing/", task[0]),  # another crew's
+                             (f"{other}/crews/hello/", "0f" * 16)]:  # fmt: skip
+            with pytest.raises(TaskNotFoundError):
+                await _get(url, task_id)
+
+
+async def test_a_task_cancelled_at_another_worker_cancels_the_run(tmp_path):
+    import json
+
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types import CancelTaskRequest, Role, SendMessageRequest, TaskState
+    from command import ph
+
+    folder = _workspace(tmp_path)
+    states: list[str] = []
+    with _served(folder, 3000) as one, _served(folder, 3000) as other, anyio.fail_after(120):
+        client = await create_client(f"{one}/crews/hello/", ClientConfig(streaming=True))
+        canceller = await create_client(f"{other}/crews/hello/", ClientConfig(streaming=True))
+        async with client, canceller:
+            message = new_text_message("Say hi slowly", role=Role.ROLE_USER)
+            async for r in client.send_message(SendMessageRequest(message=message)):
+                if r.WhichOneof("payload") == "status_update":
+                    states.append(TaskState.Name(r.status_update.status.state))
+                    if states == ["TASK_STATE_WORKING"] * 2:  # the greeter is at work
+                        cancelled = await canceller.cancel_task(
+                            CancelTaskRequest(id=r.status_update.task_id)
+                        )
+                        assert TaskState.Name(cancelled.status.state) == "TASK_STATE_CANCELED"
+        assert states[-1] == "TASK_STATE_CANCELED"  # the first worker saw its run end so
+    (run,) = json.loads(ph("runs", "--json", cwd=folder).stdout)
+    assert run["status"] == "cancelled"
 
 
 @pytest.mark.parametrize(("decision", "text", "ends"), [

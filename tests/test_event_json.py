@@ -38,6 +38,10 @@ def _values(annotation: Any, depth: int = 0) -> list[Any]:
         inner = _values(item, depth + 1) if depth < 3 else []
         return [[inner[0]], [], inner[:3]] if inner else [[]]
     if origin is dict:
+        value = (get_args(annotation) or (str, Any))[1]
+        if value is not Any:
+            inner = _values(value, depth + 1)
+            return [{"k": inner[0]}, {}, {"é": inner[-1], "s\n\x00": inner[len(inner) // 2]}]
         return [{"k": 1}, {}, {"é": [1, {"n": None}], "s": "x" * 1000}]
     if annotation is str:
         return STRINGS

@@ -49,6 +49,7 @@ PAYLOADS = [
 ]
 HOSTILE = "\n\n".join(PAYLOADS) + f"\n\nkey={KEY}"
 HOSTILE_GROUP = "<img src=x onerror=alert('xss-group')>"
+HOSTILE_LABEL = "<img src=x onerror=alert('xss-label')>"
 #: 4 runs, 3 of the adversarial suite (one payload, three modes), 4 of the bias probe
 RUNS = 11
 
@@ -70,7 +71,8 @@ async def _make_store(folder: Path) -> dict[str, str]:
                    {"writer": {"instructions": "Write.", "model": "scripted:m",
                                "guardrails": {"output": ["flag_word"]}}})  # fmt: skip
         scripted.provider.enqueue(text_reply(HOSTILE))
-        ids["hostile"] = (await rt.run(one, "zebracorn report <b>bold</b>")).run_id
+        labels = {"ticket": HOSTILE_LABEL, "token": KEY}  # whoever started it says so
+        ids["hostile"] = (await rt.run(one, "zebracorn report <b>bold</b>", labels=labels)).run_id
         scripted.provider.enqueue(RuntimeError("the model server is on fire"))
         ids["failed"] = (await rt.run(one, "this one fails")).run_id
 
@@ -416,6 +418,7 @@ def test_injection_payloads_neither_run_nor_break_the_page(portal, served, page)
     for payload in ("<script>alert('xss-script')</script>", "[click me](javascript:",
                     "<svg onload=alert('xss-svg')></svg>"):  # fmt: skip
         assert payload in text  # shown as the text the model wrote
+    assert f"ticket {HOSTILE_LABEL}" in text  # a run's labels, as text too
     assert KEY not in text and "[redacted]" in text
     # the page is whole after the payloads: the timeline and the footer are there
     assert "Timeline" in text and page.locator("footer.md-footer").count() == 1

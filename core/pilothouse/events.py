@@ -80,6 +80,9 @@ class RunStarted(BaseEvent):
     recalled: list[str] = Field(default_factory=list)
     #: the run this one replays (``pilothouse replay``)
     replay_of: str | None = None
+    #: where the run came from, as whoever started it says (``a2a.task``: the A2A task
+    #: it answers); shown by ``show`` and the portal, never read by the engine
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class RunQueued(BaseEvent):

@@ -219,16 +219,21 @@ class Runtime:
         model: str | None = None,
         run_id: str | None = None,
         subject: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> RunResult:
         """Run a crew on one input and return how it ended.
 
         :param model: ``provider:model`` or alias used by every persona of this run
+        :param labels: where the run came from (``a2a.task``, say), logged with its start
+            and shown by ``show`` and the portal
         """
         if self._task_group is None:
             raise RuntimeError("use the Runtime in 'async with Runtime() as rt:'")
         crew_obj = crew if isinstance(crew, Crew) else self.crew(crew)
         self.engine.check(crew_obj, model)  # a misnamed part fails before the run starts
-        return await self.engine.run(crew_obj, input, run_id=run_id, model=model, subject=subject)
+        return await self.engine.run(
+            crew_obj, input, run_id=run_id, model=model, subject=subject, labels=labels
+        )
 
     async def resume(self, run_id: str, crew: Crew | None = None) -> RunResult:
         """Continue an interrupted run (running or waiting when its process died).

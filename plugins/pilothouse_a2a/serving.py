@@ -10,7 +10,7 @@ import math
 import re
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -18,20 +18,14 @@ from a2a.helpers.proto_helpers import get_message_text, new_task_from_user_messa
 from a2a.server.agent_execution import AgentExecutor
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, TaskState
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from pilothouse import (
-    DecisionError,
-    PilothouseError,
-    Redactor,
-    Runtime,
-    bearer_only,
-    decision_view,
-    plain_text,
-)
+from pilothouse import DecisionError, PilothouseError, Redactor, Runtime, bearer_only
+
+from .tasks import CONTEXT, CREW, TASK, RunTaskStore, asking, followed, run_id_of, started_labels
 
 #: how a caller answers an escalation on the same task
 ANSWER = re.compile(r"^\s*(approve|reject|edit)\b\s*:?\s*(.*)$", re.I | re.S)
@@ -45,8 +39,8 @@ class _Run:
     events: Any
     result: Any = None
     error: str | None = None
-    waiting: str | None = None
-    watched: list[Any] = field(default_factory=list)
+    #: how it ended, for a run another worker executes (read from the store)
+    ended: Any = None
 
 
 class CrewAgents:
@@ -95,23 +89,25 @@ class CrewAgents:
                 continue
             handler = DefaultRequestHandler(
                 agent_executor=_CrewExecutor(self, name),
-                task_store=InMemoryTaskStore(),
+                task_store=RunTaskStore(self.rt, name),
                 agent_card=card,
             )
             routes = [*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")]
             mounts.append(Mount(f"/crews/{name}", routes=routes))
         return Starlette(routes=mounts)
 
-    def start(self, crew: str, text: str, task_id: str) -> _Run:
-        """Start a run for a task, in the server's task group."""
+    def start(self, crew: str, text: str, task: Any) -> _Run:
+        """Start a run for a task, in the server's task group, labelled with the task (so
+        any worker on the same store can answer for it)."""
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
-        run = _Run(run_id=task_id.replace("-", "")[:12], events=receive)
-        self.runs[task_id] = run
+        run = _Run(run_id=run_id_of(task.id), events=receive)
+        self.runs[task.id] = run
         self._sinks[run.run_id] = send
+        labels = {TASK: task.id, CONTEXT: task.context_id, CREW: crew}
 
         async def go() -> None:
             try:
-                run.result = await self.rt.run(crew, text, run_id=run.run_id)
+                run.result = await self.rt.run(crew, text, run_id=run.run_id, labels=labels)
             except PilothouseError as exc:
                 run.error = str(exc)
             finally:
@@ -121,21 +117,33 @@ class CrewAgents:
         self.task_group.start_soon(go)
         return run
 
-    def decide(self, run: _Run, text: str, by: str) -> str | None:
-        """Apply a caller's answer to the escalation the run waits on; what is wrong with
-        it, if anything."""
-        found = ANSWER.match(text)
-        if run.waiting is None:
+    def elsewhere(self, task_id: str) -> _Run | None:
+        """A task's run that another worker (or this one before a restart) started,
+        followed through the run store; None when no run answers the task."""
+        store = self.rt.store
+        run_id = run_id_of(task_id)
+        if store is None or started_labels(self.rt, run_id).get(TASK) != task_id:
             return None
+        summary = store.get_run(run_id)
+        run = _Run(run_id=run_id, events=followed(self.rt, run_id, summary.last_seq))
+        run.ended = lambda: store.get_run(run_id)
+        return run
+
+    def decide(self, run: _Run, text: str, by: str) -> str | None:
+        """Apply a caller's answer to the escalation the run waits on (read from the store:
+        another worker may run it); what is wrong with the answer, if anything."""
+        store = self.rt.store
+        assert store is not None
+        waiting = store.escalations(run_id=run.run_id)
+        if not waiting:
+            return None
+        found = ANSWER.match(text)
         if found is None:
             return "answer approve, reject: WHY, or edit: THE TEXT"
         decision, rest = found.group(1).lower(), found.group(2).strip()
-        store = self.rt.store
-        assert store is not None
         with contextlib.suppress(DecisionError):  # decided meanwhile at the inbox: it stands
-            store.decide(run.waiting, decision, by=by, note="" if decision == "edit" else rest,
+            store.decide(waiting[-1].id, decision, by=by, note="" if decision == "edit" else rest,
                          text=rest if decision == "edit" else None)  # fmt: skip
-        run.waiting = None
         return None
 
 
@@ -150,16 +158,20 @@ class _CrewExecutor(AgentExecutor):
         """Start (or go on with) the run; report its steps; end, or wait for input."""
         text = get_message_text(context.message)
         task = context.current_task
-        run = self.agents.runs.get(task.id) if task is not None else None
-        if task is None or run is None:
+        if task is None:
             task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
-            run = self.agents.start(self.crew, text, task.id)
+            run = self.agents.start(self.crew, text, task)
+        else:
+            run = self.agents.runs.get(task.id) or self.agents.elsewhere(task.id)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
 
         def said(words: str) -> Any:
             return updater.new_agent_message([new_text_part(self.agents.redact(words))])
 
+        if run is None:
+            await updater.failed(said(f"no run of crew {self.crew} answers task {task.id}"))
+            return
         problem = self.agents.decide(run, text, by="a2a caller")
         if problem is not None:
             await updater.requires_input(said(problem))
@@ -170,14 +182,9 @@ class _CrewExecutor(AgentExecutor):
                 await updater.update_status(TaskState.TASK_STATE_WORKING,
                                             said(f"{event.persona} at work"))  # fmt: skip
             elif event.type == "escalation_raised":
-                run.waiting = event.escalation_id
-                escalation = self.agents.rt.store.get_escalation(event.escalation_id)
-                ask = plain_text(decision_view(escalation))
-                await updater.requires_input(said(
-                    f"waiting for a person: escalation {event.escalation_id}\n{ask}\n"
-                    "Answer approve, reject: WHY or edit: THE TEXT on this task."))  # fmt: skip
+                await updater.requires_input(said(asking(self.agents.rt, event.escalation_id)))
                 return
-        result = run.result
+        result = run.ended() if run.ended is not None else run.result
         if result is not None and result.status == "succeeded":
             await updater.add_artifact([new_text_part(self.agents.redact(result.output or ""))],
                                        name="output")  # fmt: skip
@@ -189,12 +196,11 @@ class _CrewExecutor(AgentExecutor):
             await updater.failed(said(f"run {run.run_id} failed: {why}"))
 
     async def cancel(self, context: Any, event_queue: Any) -> None:
-        """Cancel the task's run (the run store's cancel request, as `pilothouse cancel`)
-        and say the task is canceled."""
-        run = self.agents.runs.get(context.task_id or "")
-        if run is not None and self.agents.rt.store is not None:
+        """Cancel the task's run (the run store's cancel request, as `pilothouse cancel`,
+        wherever the run executes) and say the task is canceled."""
+        if self.agents.rt.store is not None:
             with contextlib.suppress(PilothouseError):  # it ended meanwhile
-                self.agents.rt.store.request_cancel(run.run_id)
+                self.agents.rt.store.request_cancel(run_id_of(context.task_id or ""))
         updater = TaskUpdater(event_queue, context.task_id, context.context_id)
         await updater.cancel(updater.new_agent_message([new_text_part("cancelled by the caller")]))
 

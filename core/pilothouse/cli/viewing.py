@@ -166,6 +166,9 @@ def show(obj: Context, run_id: str, full: bool, as_json: bool) -> None:
         f" ${summary.cost_usd:.4f}"
     )
     click.echo(f"input: {_short(summary.input, 200)}")
+    labels = next((e.labels for e in events if e.type == "run_started"), {})  # type: ignore[attr-defined]
+    if labels:
+        click.echo("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
     for e in events:
         if e.type == "step_started":
             label = " (offline)" if e.model.startswith("offline:") else ""  # type: ignore[attr-defined]

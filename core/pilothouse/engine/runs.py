@@ -150,10 +150,12 @@ class Engine:
         model: str | None = None,
         subject: str | None = None,
         after_seq: int = 0,
+        labels: dict[str, str] | None = None,
     ) -> RunResult:
         """Run ``crew`` on ``task`` to the end; never raises for a failure of the run itself.
 
         :param after_seq: events the run already has (a queued run has one)
+        :param labels: where the run came from, logged with its start
         """
         if run_id is not None and not RUN_ID.fullmatch(run_id):
             raise ConfigError(
@@ -175,6 +177,7 @@ class Engine:
             subject=subject,
             recalled=[m.id for m in run.memory],
             replay_of=self.replaying.run_id if self.replaying else None,
+            labels=labels or {},
         )
         return await self._drive(run, crew.limits.timeout_s)
 

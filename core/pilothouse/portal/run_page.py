@@ -46,6 +46,19 @@ def step_anchor(step_id: str | None) -> str:
     return "step-" + (step_id or "run").replace(".", "-")
 
 
+def _labels(events: list[BaseEvent], redact: Redact) -> list[str]:
+    """Where the run came from (its start's labels), as one line; none when unlabelled."""
+    labels: dict[str, str] = next(
+        (e.labels for e in events if e.type == "run_started"),  # type: ignore[attr-defined]
+        {},
+    )
+    if not labels:
+        return []
+    shown = " · ".join(f"{inline(k, redact)} <code>{inline(v, redact)}</code>"
+                       for k, v in sorted(labels.items()))  # fmt: skip
+    return [para(f"labels: {shown}")]
+
+
 def run_page(run: RunSummary, events: list[BaseEvent], redact: Redact, *, crew_page: str) -> str:
     """The Markdown of a run's page: front matter, a title, the body as one HTML block.
 
@@ -58,6 +71,7 @@ def run_page(run: RunSummary, events: list[BaseEvent], redact: Redact, *, crew_p
             f" · started {when(run.created)} UTC · {run.steps} steps"
             f" · {run.input_tokens + run.output_tokens:,} tokens · {money(run.cost_usd)}"
         ),
+        *_labels(events, redact),
         heading(2, "Input", "input"),
         block(run.input, redact, role="input"),
     ]

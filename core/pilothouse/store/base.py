@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
 
-from ..events import UNFINISHED_STATUSES, BaseEvent, LogEntry, MemoryWritten
+from ..events import FINAL_STATUSES, UNFINISHED_STATUSES, BaseEvent, LogEntry, MemoryWritten
 from .health import StoreHealth
 from .lease import lease_alive
 
@@ -72,6 +72,11 @@ class RunSummary(BaseModel):
         return self.status in UNFINISHED_STATUSES and not lease_alive(
             self.owner, self.heartbeat, time.time()
         )
+
+    @property
+    def finished(self) -> bool:
+        """The run has ended: succeeded, failed or cancelled."""
+        return self.status in FINAL_STATUSES
 
     @property
     def shown_status(self) -> str:

@@ -1,0 +1,144 @@
+"""A2A tasks read from the run store: a run served over A2A is labelled with its task,
+so any worker on the same store (SQLite or PostgreSQL) answers ``tasks/get`` and
+``tasks/cancel`` for a run another worker started, or one from before a restart."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from a2a.helpers.proto_helpers import new_text_message, new_text_part
+from a2a.server.tasks import InMemoryTaskStore, TaskStore
+from a2a.types import Artifact, Role, Task, TaskState, TaskStatus
+
+from pilothouse import PilothouseError, Redactor, Runtime, decision_view, plain_text
+
+#: the labels a served run carries
+TASK, CONTEXT, CREW = "a2a.task", "a2a.context", "a2a.crew"
+#: how often a run another worker executes is read again while a caller follows it
+FOLLOW_POLL_S = 0.2
+
+STATES = {
+    "queued": TaskState.TASK_STATE_SUBMITTED,
+    "running": TaskState.TASK_STATE_WORKING,
+    "waiting_for_human": TaskState.TASK_STATE_INPUT_REQUIRED,
+    "succeeded": TaskState.TASK_STATE_COMPLETED,
+    "failed": TaskState.TASK_STATE_FAILED,
+    "cancelled": TaskState.TASK_STATE_CANCELED,
+}
+
+
+def run_id_of(task_id: str) -> str:
+    """The id of the run that answers a task (every worker derives the same one)."""
+    return task_id.replace("-", "")[:12]
+
+
+def asking(runtime: Runtime, escalation_id: str) -> str:
+    """What a caller reads while a run waits on an escalation, and how to answer it."""
+    assert runtime.store is not None
+    ask = plain_text(decision_view(runtime.store.get_escalation(escalation_id)))
+    return (
+        f"waiting for a person: escalation {escalation_id}\n{ask}\n"
+        "Answer approve, reject: WHY or edit: THE TEXT on this task."
+    )
+
+
+def started_labels(runtime: Runtime, run_id: str) -> dict[str, str]:
+    """The labels a run started with; empty for a run that is not in the store."""
+    assert runtime.store is not None
+    with contextlib.suppress(PilothouseError):
+        for event in runtime.store.events(run_id):
+            if event.type == "run_started":
+                return dict(event.labels)  # type: ignore[attr-defined]
+    return {}
+
+
+async def followed(runtime: Runtime, run_id: str, after_seq: int) -> AsyncIterator[Any]:
+    """The events of a run another worker executes, read from the store as they land,
+    until it ends."""
+    store = runtime.store
+    assert store is not None
+    while True:
+        for event in store.events(run_id, after_seq=after_seq):
+            after_seq = event.seq
+            yield event
+        if store.get_run(run_id).finished:
+            return
+        await anyio.sleep(FOLLOW_POLL_S)
+
+
+class RunTaskStore(TaskStore):
+    """The tasks of one served crew: this worker's own as the SDK saved them, any other
+    as its run stands in the run store."""
+
+    def __init__(self, runtime: Runtime, crew: str) -> None:
+        self.rt = runtime
+        self.crew = crew
+        self.redact = Redactor.from_settings(runtime.settings)
+        self.here = InMemoryTaskStore()
+
+    async def save(self, task: Task, context: Any) -> None:
+        """Keep the task; a task saved as canceled asks its run to stop, wherever it
+        runs (how the SDK cancels a task held by another worker)."""
+        await self.here.save(task, context)
+        if task.status.state == TaskState.TASK_STATE_CANCELED and self.rt.store is not None:
+            with contextlib.suppress(PilothouseError):  # it ended meanwhile
+                self.rt.store.request_cancel(run_id_of(task.id))
+
+    async def get(self, task_id: str, context: Any) -> Task | None:
+        """This worker's task while it follows it; otherwise (or once it waits on a person
+        who may have answered at the inbox) the task as its run stands in the store."""
+        task = await self.here.get(task_id, context)
+        if task is not None and task.status.state != TaskState.TASK_STATE_INPUT_REQUIRED:
+            return task
+        return self.from_run(task_id, task) or task
+
+    async def list(self, params: Any, context: Any) -> Any:
+        """The tasks this worker has seen."""
+        return await self.here.list(params, context)
+
+    async def delete(self, task_id: str, context: Any) -> None:
+        """Forget the task here (its run stays in the store)."""
+        await self.here.delete(task_id, context)
+
+    def from_run(self, task_id: str, seen: Task | None) -> Task | None:
+        """The task a run labelled with ``task_id`` stands for; None when there is none."""
+        store = self.rt.store
+        run_id = run_id_of(task_id)
+        labels = started_labels(self.rt, run_id) if store is not None else {}
+        if store is None or labels.get(TASK) != task_id or labels.get(CREW) != self.crew:
+            return None
+        run = store.get_run(run_id)
+        if run.status == "waiting_for_human":
+            waiting = store.escalations(run_id=run_id)
+            said = asking(self.rt, waiting[-1].id) if waiting else "waiting for a person"
+        elif run.status == "failed":
+            said = f"run {run_id} failed: {run.error}"
+        elif run.status == "cancelled":
+            said = run.error or "cancelled"
+        else:
+            at = f": {run.current_persona} at work" if run.current_persona else ""
+            said = f"run {run_id} of crew {run.crew}{at}"
+        message = new_text_message(self.redact(said), context_id=labels.get(CONTEXT, ""),
+                                   task_id=task_id, role=Role.ROLE_AGENT)  # fmt: skip
+        task = Task(id=task_id, context_id=labels.get(CONTEXT, ""),
+                    status=TaskStatus(state=STATES.get(run.status, TaskState.TASK_STATE_WORKING),
+                                      message=message))  # fmt: skip
+        if seen is not None:
+            task.history.extend(seen.history)
+            task.artifacts.extend(seen.artifacts)
+        else:
+            asked = self.redact(run.input)
+            task.history.append(
+                new_text_message(
+                    asked, role=Role.ROLE_USER, context_id=task.context_id, task_id=task_id
+                )
+            )
+        if run.status == "succeeded" and not task.artifacts:
+            output = new_text_part(self.redact(run.output or ""))
+            task.artifacts.append(
+                Artifact(artifact_id=f"{run_id}-output", name="output", parts=[output])
+            )
+        return task
