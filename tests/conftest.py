@@ -345,3 +345,27 @@ async def escalated(rt, crew, text: str, *, timeout: float = 60):
                 await anyio.sleep(0.02)
         (waiting,) = rt.store.escalations()
         yield waiting, outcome
+
+
+@pytest.fixture(scope="session")
+def otlp_app():
+    """A real OTLP/HTTP receiver on 127.0.0.1 for the session: (app, base URL)."""
+    from otlp_receiver import OTLPReceiver
+
+    from openai_server import serve
+
+    app = OTLPReceiver()
+    with serve(app) as url:  # serve() names the base URL with its /v1
+        yield app, url.removesuffix("/v1")
+
+
+@pytest.fixture
+def receiver(otlp_app, monkeypatch):
+    """The receiver, emptied, with OTEL_EXPORTER_OTLP_ENDPOINT pointing at it."""
+    app, url = otlp_app
+    app.reset()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "loan-desk")
+    return app

@@ -28,7 +28,9 @@ def _agents(**agents):
     return {"a2a": {"agents": agents}}
 
 
-async def test_a_remote_agent_is_a_persona_of_a_crew(ph_runtime, ph_model, desk, monkeypatch):
+async def test_a_remote_agent_is_a_persona_of_a_crew(
+    ph_runtime, ph_model, desk, monkeypatch, receiver
+):
     executor, url = desk
     monkeypatch.setenv("FRAUD_TOKEN", "t0ken-for-tests")
     ph_model.enqueue(reply("Application 17: income 52k, loan 10k, two prior loans repaid."))
@@ -54,6 +56,10 @@ async def test_a_remote_agent_is_a_persona_of_a_crew(ph_runtime, ph_model, desk,
 
     shown = CliRunner().invoke(cli, ["show", result.run_id]).output
     assert f"model a2a:fraud [{call.request_id}]" in shown  # the agent and its task id
+    (span,) = [s for s in receiver.spans if s.name == "chat fraud"]  # and in the trace
+    assert span.attributes["gen_ai.provider.name"] == "a2a"
+    assert span.attributes["gen_ai.response.id"] == call.request_id
+    assert not any("t0ken" in str(s.attributes) for s in receiver.spans)
 
 
 @pytest.mark.parametrize(

@@ -12,33 +12,11 @@ import subprocess
 import sys
 
 import pytest
-from otlp_receiver import OTLPReceiver
 
 from conftest import FlagWord, crew, text_reply, tool_reply
 from pilothouse import Passage, Retriever, tool
 
 SECRET = "sk-live-0123456789abcdefghij"
-
-
-@pytest.fixture(scope="session")
-def otlp_app():
-    from openai_server import serve
-
-    app = OTLPReceiver()
-    with serve(app) as url:  # serve() names the base URL with its /v1
-        yield app, url.removesuffix("/v1")
-
-
-@pytest.fixture
-def receiver(otlp_app, monkeypatch):
-    """The receiver, emptied, with OTEL_EXPORTER_OTLP_ENDPOINT pointing at it."""
-    app, url = otlp_app
-    app.reset()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "loan-desk")
-    return app
 
 
 class Sheet(Retriever):
