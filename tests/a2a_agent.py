@@ -51,7 +51,8 @@ class FraudDesk(AgentExecutor):
         if "take-your-time" in text:  # works until cancelled
             self.working.set()
             await anyio.sleep(120)
-        if "hold-on" in text:  # works until the test releases it
+        if "hold-on" in text:  # works until the test releases it, saying so
+            await updater.start_work(updater.new_agent_message([new_text_part("hold on")]))
             self.working.set()
             with anyio.move_on_after(60):
                 while not self.release.is_set():

@@ -495,3 +495,38 @@ async def test_a_remote_personas_output_is_checked_against_its_schema(ph_runtime
     else:
         assert not result.ok and "schema" in result.error.lower()
         assert len(executor.received) > 1  # sent back with what was wrong, then given up
+
+
+async def test_the_monitor_shows_a_remote_agents_progress_live(ph_runtime, ph_workspace, desk):
+    """The real monitor app, driven by its Pilot, on the store a run with a remote persona
+    writes: the agent's status shows in the live view while its task works."""
+    from textual.widgets import DataTable, Static
+    from watching import monitor, rendered, until
+
+    executor, url = desk
+    crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {})
+    async with (
+        ph_runtime(plugins=_agents(fraud={"url": url})) as rt,
+        anyio.create_task_group() as tg,
+    ):
+        done = anyio.Event()
+
+        async def go():
+            await rt.run(crew, "hold-on: check application 17")
+            done.set()
+
+        tg.start_soon(go)
+        app = monitor(ph_workspace / ".pilothouse" / "runs.db")
+        async with app.run_test(size=(120, 40)) as pilot:
+            runs = app.query_one("#runs", DataTable)
+            await until(pilot, lambda: runs.row_count == 1, what="the run in the fleet")
+            await pilot.press("enter")
+            live = app.screen.query_one("#live", Static)
+            await until(pilot, lambda: live.display and "hold on" in rendered(live),
+                        what="the remote agent's status, live")  # fmt: skip
+            assert "[working]" in rendered(live)
+            executor.release.set()
+            with anyio.fail_after(60):
+                await done.wait()
+            await until(pilot, lambda: next(iter(app.feed.runs.values())).status == "succeeded",
+                        what="the run to finish")  # fmt: skip

@@ -6,49 +6,21 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import anyio
 import pytest
 from textual.widgets import DataTable, Static, TextArea
+from watching import monitor as _monitor
+from watching import rendered, table_text, until
 
 import pilothouse
 from conftest import FlagWord, crew, serve_and_get, stop, text_reply
 from pilothouse import Guardrail, PluginError
 from pilothouse.redact import Redactor
-from pilothouse.tui import Feed, MonitorApp
+from pilothouse.tui import Feed
 from pilothouse.tui.screens import DecisionScreen, RunScreen
 
 pytest.importorskip("textual", reason="the monitor is the [tui] extra")
-
-
-async def until(pilot, condition, timeout: float = 30.0, what: str = "condition") -> None:
-    """Let the app run until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def rendered(widget: Static) -> str:
-    """The plain text a Static holds (Rich renderables printed without styles)."""
-    from rich.console import Console
-
-    content = widget.content
-    if isinstance(content, str):
-        return content
-    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-    console.print(content)
-    console.file.close()
-    return console.export_text()
-
-
-def table_text(table: DataTable) -> str:
-    """Every cell of a table as plain text, rows on lines."""
-    return "\n".join(
-        " ".join(str(cell) for cell in table.get_row_at(i)) for i in range(table.row_count)
-    )
 
 
 def _flagging_crew():
@@ -56,12 +28,6 @@ def _flagging_crew():
         {"type": "sequential", "steps": ["writer"]},
         {"writer": {"instructions": "Write.", "guardrails": {"output": ["flag_word"]}}},
     )
-
-
-def _monitor(path, **kwargs) -> MonitorApp:
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("undo_s", 0)  # a decision is recorded at the next tick
-    return MonitorApp(Feed(path), **kwargs)
 
 
 @pytest.mark.slow
