@@ -11,7 +11,9 @@
 2. Serving: ``pilothouse a2a serve`` with a one-step crew on the offline model, 100
    callers at once through the SDK's client, each sending ``--per-caller`` messages;
    runs/s, against the same runs made in-process by ``Runtime.run`` at the same
-   concurrency (the floor: the engine and its log, with no A2A in between).
+   concurrency (the floor: the engine and its log, with no A2A in between), and
+   against the bare SDK agent (the fraud desk, answering at once) at the same
+   concurrency (the floor of the SDK's server and client: no run behind a task).
 
 Usage: python bench/bench_a2a.py [--calls 200] [--callers 100] [--per-caller 3]
 """
@@ -94,13 +96,14 @@ async def in_run(url: str, calls: int, folder: Path) -> float:
         return (time.perf_counter() - started) / calls
 
 
-async def callers(base: str, count: int, each: int) -> float:
-    """Runs/s of ``a2a serve`` with ``count`` SDK clients sending ``each`` messages."""
+async def callers(url: str, count: int, each: int) -> float:
+    """Tasks/s of the agent at ``url`` with ``count`` SDK clients sending ``each``
+    messages."""
     from a2a.client import ClientConfig, create_client
     from a2a.helpers.proto_helpers import new_text_message
     from a2a.types import Role, SendMessageRequest
 
-    clients = [await create_client(f"{base}/crews/quick/", ClientConfig(streaming=False))
+    clients = [await create_client(url, ClientConfig(streaming=False))
                for _ in range(count)]  # fmt: skip
 
     async def one(client: Any, n: int) -> None:
@@ -159,6 +162,7 @@ def main() -> None:
                 rows["raw"].append(anyio.run(raw, url, options.calls))
                 rows["persona"].append(anyio.run(persona, url, options.calls))
                 rows["in a run"].append(anyio.run(in_run, url, options.calls, folder / str(r)))
+            bare = anyio.run(callers, url, options.callers, options.per_caller)
         finally:
             assert agent.stdin is not None
             agent.stdin.close()
@@ -183,14 +187,16 @@ def main() -> None:
             assert server.stderr is not None
             line = server.stderr.readline()
             base_url = line.split(" at ", 1)[1].split("/crews/", 1)[0]
-            served = anyio.run(callers, base_url, options.callers, options.per_caller)
+            served = anyio.run(callers, f"{base_url}/crews/quick/", options.callers,
+                               options.per_caller)  # fmt: skip
         finally:
             server.terminate()
             server.wait(timeout=30)
         floor = anyio.run(in_process, folder, options.callers, options.per_caller)
         print(f"a2a serve, {options.callers} callers x {options.per_caller} messages, offline"
               f" model: {served:.1f} runs/s; in-process Runtime.run at the same concurrency:"
-              f" {floor:.1f} runs/s ({served / floor:.2f}x)")  # fmt: skip
+              f" {floor:.1f} runs/s ({served / floor:.2f}x); the bare SDK agent at the same"
+              f" concurrency: {bare:.1f} tasks/s ({served / bare:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":
