@@ -156,6 +156,18 @@ class VectorStore(abc.ABC):
         self._client: Any = None
         self._lock = threading.Lock()
 
+    def passage(self, id: str, score: float, kept: Mapping[str, Any],
+                text: str | None = None) -> Passage:  # fmt: skip
+        """A found chunk as every store answers it: ``kept`` is what the store keeps
+        beside the vector (source, heading, position, tags and, unless ``text`` is
+        given, the text)."""
+        return Passage(
+            id=str(id), text=str(kept.get("text", "") if text is None else text),
+            source=str(kept.get("source", "")), score=float(score),
+            metadata={"heading": kept.get("heading", ""), "position": kept.get("position"),
+                      "tags": list(kept.get("tags") or []), "store": f"{self.kind}:{self.name}"},
+        )  # fmt: skip
+
     def where(self) -> str:
         """``KIND store NAME at PLACE, collection C``, for messages: the place's URL
         without credentials (never a secret)."""

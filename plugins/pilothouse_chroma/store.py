@@ -123,12 +123,7 @@ class ChromaStore(VectorStore):
     ) -> Passage:
         lowered = body.lower()
         share = sum(w.lower() in lowered for w in words) / len(words) if words else 0.0
-        return Passage(
-            id=id_, text=body, source=str(meta.get("source", "")),
-            score=(1.0 - float(distance)) + WORD_BOOST * share,
-            metadata={"heading": meta.get("heading", ""), "position": meta.get("position"),
-                      "tags": list(meta.get("tags") or []), "store": f"chroma:{self.name}"},
-        )  # fmt: skip
+        return self.passage(id_, (1.0 - float(distance)) + WORD_BOOST * share, meta, text=body)
 
     def digests(self, sources: Sequence[str]) -> dict[str, str]:
         """The digest kept with each source's chunks."""

@@ -110,13 +110,7 @@ class MilvusStore(VectorStore):
         return [self._passage(hit) for hit in found[0]]
 
     def _passage(self, hit: Any) -> Passage:
-        row = hit["entity"]
-        return Passage(
-            id=str(hit["id"]), text=str(row.get("text", "")), source=str(row.get("source", "")),
-            score=float(hit["distance"]),
-            metadata={"heading": row.get("heading", ""), "position": row.get("position"),
-                      "tags": list(row.get("tags") or []), "store": f"milvus:{self.name}"},
-        )  # fmt: skip
+        return self.passage(hit["id"], hit["distance"], hit["entity"])
 
     def digests(self, sources: Sequence[str]) -> dict[str, str]:
         """The digest kept with each source's chunks."""

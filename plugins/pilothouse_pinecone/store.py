@@ -88,13 +88,7 @@ class PineconeStore(VectorStore):
         return [self._passage(match) for match in found.matches]
 
     def _passage(self, match: Any) -> Passage:
-        meta = match.metadata or {}
-        return Passage(
-            id=str(match.id), text=str(meta.get("text", "")), source=str(meta.get("source", "")),
-            score=float(match.score),
-            metadata={"heading": meta.get("heading", ""), "position": meta.get("position"),
-                      "tags": list(meta.get("tags") or []), "store": f"pinecone:{self.name}"},
-        )  # fmt: skip
+        return self.passage(match.id, match.score, match.metadata or {})
 
     def digests(self, sources: Sequence[str]) -> dict[str, str]:
         """The digest kept with each source's chunks."""

@@ -106,13 +106,7 @@ class QdrantStore(VectorStore):
         return [self._passage(point) for point in found.points]
 
     def _passage(self, point: Any) -> Passage:
-        payload = point.payload or {}
-        return Passage(
-            id=str(point.id), text=str(payload.get("text", "")),
-            source=str(payload.get("source", "")), score=float(point.score),
-            metadata={"heading": payload.get("heading", ""), "position": payload.get("position"),
-                      "tags": list(payload.get("tags") or []), "store": f"qdrant:{self.name}"},
-        )  # fmt: skip
+        return self.passage(point.id, point.score, point.payload or {})
 
     def digests(self, sources: Sequence[str]) -> dict[str, str]:
         """The digest kept with each source's chunks."""
