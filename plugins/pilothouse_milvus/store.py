@@ -107,10 +107,7 @@ class MilvusStore(VectorStore):
         with failures(self, "search"):
             found = self._client.hybrid_search(self.settings.collection, legs, RRFRanker(),
                                                limit=k, output_fields=FIELDS)  # fmt: skip
-        return [self._passage(hit) for hit in found[0]]
-
-    def _passage(self, hit: Any) -> Passage:
-        return self.passage(hit["id"], hit["distance"], hit["entity"])
+        return [self.passage(hit["id"], hit["distance"], hit["entity"]) for hit in found[0]]
 
     def digests(self, sources: Sequence[str]) -> dict[str, str]:
         """The digest kept with each source's chunks."""

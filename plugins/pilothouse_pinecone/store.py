@@ -85,10 +85,9 @@ class PineconeStore(VectorStore):
                 vector=vector, top_k=k, namespace=self.settings.collection,
                 include_metadata=True, _request_timeout=self.settings.timeout_s, **extra,
             )  # fmt: skip
-        return [self._passage(match) for match in found.matches]
-
-    def _passage(self, match: Any) -> Passage:
-        return self.passage(match.id, match.score, match.metadata or {})
+        return [
+            self.passage(match.id, match.score, match.metadata or {}) for match in found.matches
+        ]
 
     def digests(self, sources: Sequence[str]) -> dict[str, str]:
         """The digest kept with each source's chunks."""

@@ -103,10 +103,7 @@ class QdrantStore(VectorStore):
                 query=models.FusionQuery(fusion=models.Fusion.RRF), limit=k,
                 query_filter=where, with_payload=True,
             )  # fmt: skip
-        return [self._passage(point) for point in found.points]
-
-    def _passage(self, point: Any) -> Passage:
-        return self.passage(point.id, point.score, point.payload or {})
+        return [self.passage(point.id, point.score, point.payload or {}) for point in found.points]
 
     def digests(self, sources: Sequence[str]) -> dict[str, str]:
         """The digest kept with each source's chunks."""
