@@ -48,6 +48,10 @@ class FraudDesk(AgentExecutor):
             await updater.add_artifact([new_text_part(f"Income noted: {text}.")], name="verdict")
             await updater.complete()
             return
+        if text.startswith("echo: "):  # says what it is told to (what comes back is untrusted)
+            await updater.add_artifact([new_text_part(text.removeprefix("echo: "))], name="said")
+            await updater.complete()
+            return
         if "take-your-time" in text:  # works until cancelled
             self.working.set()
             await anyio.sleep(120)

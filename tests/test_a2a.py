@@ -530,3 +530,18 @@ async def test_the_monitor_shows_a_remote_agents_progress_live(ph_runtime, ph_wo
                 await done.wait()
             await until(pilot, lambda: next(iter(app.feed.runs.values())).status == "succeeded",
                         what="the run to finish")  # fmt: skip
+
+
+async def test_what_a_remote_agent_says_goes_through_the_personas_guardrails(ph_runtime, desk):
+    """A remote agent's reply is model output like any other: the persona's output
+    guardrails check it before it is the step's output."""
+    _executor, url = desk
+    crew = crew_of({"type": "sequential", "steps": ["fraud"]},
+                   {"fraud": {"model": "a2a:fraud",
+                              "guardrails": {"output": ["redact_pii"]}}})  # fmt: skip
+    async with ph_runtime(plugins=_agents(fraud={"url": url})) as rt:
+        result, events = await run_crew(rt, crew, "echo: write to ana@example.com today")
+    assert result.ok, result.error
+    assert result.output == "write to [email] today"
+    (verdict,) = [e for e in events if e.type == "guardrail"]
+    assert verdict.guardrail == "redact_pii" and verdict.action == "fix"
