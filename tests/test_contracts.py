@@ -35,7 +35,7 @@ class TestTheKnowledgeRetriever(RetrieverContract):
             kb = pilothouse.open_knowledge(settings, rt.registry.get("embedders", "minilm").value)
             try:
                 for path, document in ingest_corpus(documents, folder / "corpus"):
-                    kb.ingest([path], tags=document.tags)
+                    kb.ingest([path], tags=document.tags, metadata=document.metadata)
             finally:
                 kb.close()
         return rt.registry.get("retrievers", "knowledge").value
@@ -129,3 +129,32 @@ async def test_the_kit_runs_a_crew_with_scripted_replies_and_a_tool(ph_runtime, 
     tool_calls = [e for e in events if e.type == "tool_call"]
     assert [(e.tool, e.result) for e in tool_calls] == [("lookup", "helio: 12 in stock")]
     assert len(ph_model.requests) == 2
+
+
+class _Unfiltered(pilothouse.Retriever):
+    """A retriever from before filters: ``search(query, *, k)``."""
+
+    name = "sheet"
+
+    async def search(self, query, *, k=4):
+        return [pilothouse.Passage(id="sheet#1", text="The Helio 30 costs 189 euros.")]
+
+
+async def test_a_personas_filters_on_a_retriever_that_cannot_filter_fail_the_step(
+    make_runtime, scripted
+):
+    """Never answered unfiltered: the filter may be what keeps the persona out."""
+    from conftest import crew, text_reply
+
+    scripted.retrievers.append(_Unfiltered())
+    scripted.provider.enqueue(text_reply("unused"))
+    filtered = crew({"type": "sequential", "steps": ["clerk"]},
+                    {"clerk": {"retrievers": ["sheet"],
+                               "retrieve_filters": {"metadata": {"team": "support"}}}})  # fmt: skip
+    plain = crew({"type": "sequential", "steps": ["clerk"]}, {"clerk": {"retrievers": ["sheet"]}})
+    async with make_runtime() as rt:
+        refused = await rt.run(filtered, "What does it cost?")
+        asked = await rt.run(plain, "What does it cost?")
+    assert refused.status == "failed"
+    assert "retriever 'sheet' takes no filters" in refused.error
+    assert asked.ok, asked.error  # without filters it is asked as it always was

@@ -43,12 +43,27 @@ def test_ingest_into_and_search_from_the_cli_and_a_persona_reads_it(tmp_path):
     done = ph("ingest", "--into", "handbook", "docs", "--tag", "policy", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "2 files: 2 indexed" in done.stderr and "chroma store 'handbook'" in done.stderr
-    again = ph("ingest", "--into", "handbook", "docs", cwd=tmp_path)
+    again = ph("ingest", "--into", "handbook", "docs", "--tag", "policy", cwd=tmp_path)
     assert "0 indexed (0 chunks), 2 unchanged" in again.stderr
     found = ph("search", "--retriever", "handbook", "how long is the warranty", "-k", "1",
                "--tag", "policy", "--json", cwd=tmp_path)  # fmt: skip
     (best,) = json.loads(found.stdout)
     assert best["source"].endswith("docs/warranty.md") and "two-year" in best["text"]
+    # the same files with metadata: rewritten (what a file carries is what it was last
+    # ingested with), and searched by it
+    labelled = ph("ingest", "--into", "handbook", "docs", "--tag", "policy", "--meta",
+                  "team=support", cwd=tmp_path)  # fmt: skip
+    assert "2 files: 2 indexed" in labelled.stderr, labelled.stderr
+    mine = ph("search", "--retriever", "handbook", "warranty", "--where", "team=support",
+              "--json", cwd=tmp_path)  # fmt: skip
+    assert {p["metadata"]["team"] for p in json.loads(mine.stdout)} == {"support"}
+    theirs = ph("search", "--retriever", "handbook", "warranty", "--where", "team=sales",
+                "--json", cwd=tmp_path)  # fmt: skip
+    assert json.loads(theirs.stdout) == []
+    bad = ph("search", "--retriever", "handbook", "warranty", "--where", "team", cwd=tmp_path)
+    assert bad.returncode == 2 and "--where 'team': write KEY=VALUE" in bad.stderr
+    reserved = ph("ingest", "--into", "handbook", "docs", "--meta", "source=x", cwd=tmp_path)
+    assert reserved.returncode != 0 and "metadata key 'source' is kept" in reserved.stderr
     missing = ph("ingest", "--into", "nowhere", "docs", cwd=tmp_path)
     assert missing.returncode == 3 and "no vector store named 'nowhere'" in missing.stderr
 
@@ -56,6 +71,7 @@ def test_ingest_into_and_search_from_the_cli_and_a_persona_reads_it(tmp_path):
     (tmp_path / "crews" / "desk.toml").write_text(
         '[flow]\nsteps = ["clerk"]\n[personas.clerk]\ninstructions = "Answer."\n'
         'retrievers = ["handbook"]\n'
+        '[personas.clerk.retrieve_filters]\nmetadata = {team = "support"}\n'
     )
     run = ph("run", "desk", "--input", "Can I return a Helio 30?", "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
@@ -64,6 +80,7 @@ def test_ingest_into_and_search_from_the_cli_and_a_persona_reads_it(tmp_path):
     (retrieval,) = [e for e in events if e["type"] == "retrieval"]
     assert retrieval["retriever"] == "handbook"
     assert retrieval["passages"][0]["source"].endswith("docs/returns.md")
+    assert {p["metadata"]["team"] for p in retrieval["passages"]} == {"support"}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .retrieval import Filters
+
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
@@ -47,6 +49,9 @@ class Persona(_Strict):
     retrievers: list[str] = Field(default_factory=list)
     #: how many passages each retriever contributes to the context window
     retrieve_k: int = Field(default=4, ge=0, le=100)
+    #: what its retrievals keep (source, tag, metadata), pushed down to every retriever
+    #: it lists; one that cannot filter fails the step rather than answer unfiltered
+    retrieve_filters: Filters | None = None
     guardrails: GuardrailNames = Field(default_factory=GuardrailNames)
     #: personas this one may hand work to in a ``handoff`` flow
     handoffs: list[str] = Field(default_factory=list)

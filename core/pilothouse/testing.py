@@ -191,19 +191,26 @@ class Document(BaseModel):
     text: str
     source: str
     tags: list[str] = []
+    #: what it is ingested with (``ingest --meta KEY=VALUE``)
+    metadata: dict[str, str] = {}
 
 
 #: the fixed corpus of :class:`RetrieverContract`
 CORPUS: list[Document] = [
     Document(id="panel", source="docs/helio-panel.md", tags=["product"],
+             metadata={"region": "us"},
              text="The Helio 30 backpack carries a flexible 12-watt solar panel on its lid."),
     Document(id="battery", source="docs/helio-battery.md", tags=["product"],
+             metadata={"region": "eu"},
              text="Its battery holds 10,000 mAh and charges a phone about twice."),
     Document(id="market", source="research/market-2026.md", tags=["research"],
+             metadata={"region": "eu"},
              text="Day hikers aged 25 to 44 are the fastest-growing outdoor segment in Europe."),
     Document(id="returns", source="policies/returns.md", tags=["policy"],
+             metadata={"region": "eu"},
              text="Customers may return unused gear within 30 days for a full refund."),
     Document(id="unicode", source="docs/helio-deutsch.md", tags=["product"],
+             metadata={"region": "de"},
              text="Der Rucksack wiegt 1,4 kg, für Wanderer gedacht; Größe 30 Liter. 登山用。"),
 ]  # fmt: skip
 
@@ -272,6 +279,17 @@ class RetrieverContract:
         assert [_document(p).id for p in found] == ["market"], found
         tagged = self._search(tmp_path, CORPUS, "refund", k=5, filters=Filters(tag="product"))
         assert all("product" in _document(p).tags for p in tagged), tagged
+
+    def test_metadata_filters_apply_before_the_top_k(self, tmp_path: Path) -> None:
+        # unfiltered, the panel (region us) answers this first
+        eu = Filters(metadata={"region": "eu"})
+        found = self._search(tmp_path, CORPUS, "Helio solar panel on the lid", k=1, filters=eu)
+        assert len(found) == 1 and _document(found[0]).metadata["region"] == "eu", found
+        both = Filters(tag="product", metadata={"region": "eu"})
+        found = self._search(tmp_path, CORPUS, "Helio backpack", k=5, filters=both)
+        assert [_document(p).id for p in found] == ["battery"], found
+        nowhere = Filters(metadata={"region": "mars"})
+        assert self._search(tmp_path, CORPUS, "Helio backpack", k=5, filters=nowhere) == []
 
     def test_unicode_goes_in_and_comes_out_whole(self, tmp_path: Path) -> None:
         found = self._search(tmp_path, CORPUS, "Rucksack für Wanderer Größe", k=2)
@@ -374,7 +392,8 @@ class StoreContract(RetrieverContract):
         """The store, filled the way ``pilothouse ingest --into`` fills it."""
         retriever = self._retriever(folder, self.plugin_settings(folder))
         for path, document in ingest_corpus(documents, folder / "corpus"):
-            ingest_into(retriever, [path], tags=document.tags)  # type: ignore[arg-type]
+            ingest_into(retriever, [path], tags=document.tags,  # type: ignore[arg-type]
+                        metadata=document.metadata)  # fmt: skip
         return retriever
 
     def unreachable_retriever(self, folder: Path) -> Retriever | None:
@@ -417,6 +436,11 @@ class StoreContract(RetrieverContract):
         ):
             anyio.run(lambda: other.search("solar panel", k=2))
         assert "dimension" in str(caught.value) and "minilm" in str(caught.value)
+
+    def test_passages_carry_the_metadata_they_were_ingested_with(self, tmp_path: Path) -> None:
+        found = self._search(tmp_path, CORPUS, "Helio backpack battery", k=5)
+        assert found and all(p.metadata.get("region") == _document(p).metadata["region"]
+                             for p in found), found  # fmt: skip
 
     def test_a_wrong_key_is_named(self, tmp_path: Path) -> None:
         settings = self.wrong_key_settings(tmp_path)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from .blocking import run_blocking
 from .embedding import Embedder
 from .errors import NotFound, PilothouseError
-from .retrieval import Filters, Passage, Retriever
+from .retrieval import RESERVED_KEYS, Filters, Passage, Retriever
 
 
 class VectorStoreError(PilothouseError):
@@ -44,6 +44,8 @@ class StoredChunk(BaseModel):
     heading: str = ""
     position: int = 0
     tags: list[str] = Field(default_factory=list)
+    #: what the file was ingested with (``--meta KEY=VALUE``): what metadata filters select
+    metadata: dict[str, str] = Field(default_factory=dict)
     #: the digest of the whole file (its chunker's version included): unchanged files
     #: are skipped
     digest: str = ""
@@ -160,12 +162,15 @@ class VectorStore(abc.ABC):
                 text: str | None = None) -> Passage:  # fmt: skip
         """A found chunk as every store answers it: ``kept`` is what the store keeps
         beside the vector (source, heading, position, tags and, unless ``text`` is
-        given, the text)."""
+        given, the text; any other key is the chunk's metadata, passed on)."""
+        extra = {key: value for key, value in kept.items()
+                 if key not in RESERVED_KEYS and value is not None}  # fmt: skip
         return Passage(
             id=str(id), text=str(kept.get("text", "") if text is None else text),
             source=str(kept.get("source", "")), score=float(score),
-            metadata={"heading": kept.get("heading", ""), "position": kept.get("position"),
-                      "tags": list(kept.get("tags") or []), "store": f"{self.kind}:{self.name}"},
+            metadata={**extra, "heading": kept.get("heading", ""),
+                      "position": kept.get("position"), "tags": list(kept.get("tags") or []),
+                      "store": f"{self.kind}:{self.name}"},
         )  # fmt: skip
 
     def where(self) -> str:

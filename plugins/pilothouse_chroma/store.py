@@ -185,8 +185,9 @@ def _close(client: Any) -> None:
 
 
 def _metadata(c: StoredChunk) -> dict[str, Any]:
-    meta: dict[str, Any] = {"source": c.source, "heading": c.heading, "position": c.position,
-                            "digest": c.digest, "segments": c.segments}  # fmt: skip
+    meta: dict[str, Any] = {**c.metadata, "source": c.source, "heading": c.heading,
+                            "position": c.position, "digest": c.digest,
+                            "segments": c.segments}  # fmt: skip
     if c.tags:  # Chroma takes no empty array
         meta["tags"] = c.tags
     return meta
@@ -205,6 +206,9 @@ def _where(filters: Filters | None) -> dict[str, Any] | None:
     if filters is not None and filters.tag:
         clauses.append({"tags": {"$contains": filters.tag}})
     clauses += [{"segments": {"$contains": s}} for s in wanted_segments(filters)]
+    clauses += [
+        {key: {"$eq": value}} for key, value in (filters.metadata if filters else {}).items()
+    ]
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -173,8 +173,8 @@ class KnowledgeRetriever(Retriever):
                     f" knowledge base at {self._kb.location}: run 'pilothouse ingest PATH' first"
                 )
             given = filters or Filters()
-            return self._kb.search(query, k=k, collection=self.collection,
-                                   source=given.source, tag=given.tag)  # fmt: skip
+            return self._kb.search(query, k=k, collection=self.collection, source=given.source,
+                                   tag=given.tag, metadata=given.metadata)  # fmt: skip
 
         return await run_blocking(run, name=f"retriever {self.name}")
 

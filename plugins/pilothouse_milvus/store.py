@@ -22,7 +22,8 @@ from pilothouse import (
 if TYPE_CHECKING:
     pass
 
-FIELDS = ["text", "source", "heading", "position", "tags"]
+#: what a search reads back: the chunk and its provenance, and its metadata (dynamic fields)
+FIELDS = ["text", "source", "heading", "position", "tags", "$meta"]
 #: the collection property naming the embedder that made its vectors
 EMBEDDER_PROPERTY = "pilothouse.embedder"
 #: rows read per query when listing what a collection holds
@@ -70,7 +71,8 @@ class MilvusStore(VectorStore):
         from pymilvus import DataType, Function, FunctionType
 
         client = self._client
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        # dynamic fields: a chunk's metadata keys (ingest --meta), filterable by name
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("text", DataType.VARCHAR, max_length=65535, enable_analyzer=True)
         schema.add_field("source", DataType.VARCHAR, max_length=4096)
@@ -141,7 +143,8 @@ class MilvusStore(VectorStore):
             self._delete(source)
             if chunks:
                 self._client.insert(self.settings.collection, [
-                    {"id": c.id, "text": c.text, "source": c.source, "heading": c.heading,
+                    {**c.metadata, "id": c.id, "text": c.text, "source": c.source,
+                     "heading": c.heading,
                      "position": c.position, "digest": c.digest, "tags": c.tags,
                      "segments": c.segments, "dense": c.vector}
                     for c in chunks
@@ -173,4 +176,6 @@ def _expression(filters: Filters | None) -> str:
         parts.append(_all_of("tags", [filters.tag]))
     if segments := wanted_segments(filters):
         parts.append(_all_of("segments", segments))
+    parts += [f"{key} == {json.dumps(value)}"
+              for key, value in (filters.metadata if filters else {}).items()]  # fmt: skip
     return " and ".join(parts)

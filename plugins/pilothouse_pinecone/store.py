@@ -130,7 +130,7 @@ class PineconeStore(VectorStore):
     def _record(self, c: StoredChunk) -> dict[str, Any]:
         record: dict[str, Any] = {
             "id": c.id, "values": c.vector,
-            "metadata": {"source": c.source, "text": c.text, "heading": c.heading,
+            "metadata": {**c.metadata, "source": c.source, "text": c.text, "heading": c.heading,
                          "position": c.position, "digest": c.digest, "tags": c.tags,
                          "segments": c.segments, "embedder": self.embedder},
         }  # fmt: skip
@@ -186,4 +186,7 @@ def _filter(filters: Filters | None) -> dict[str, Any]:
     wanted = [{"segments": {"$in": [s]}} for s in wanted_segments(filters)]
     if filters is not None and filters.tag:
         wanted.append({"tags": {"$in": [filters.tag]}})
+    wanted += [
+        {key: {"$eq": value}} for key, value in (filters.metadata if filters else {}).items()
+    ]
     return {"$and": wanted} if wanted else {}

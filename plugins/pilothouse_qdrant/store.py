@@ -145,7 +145,8 @@ class QdrantStore(VectorStore):
                     models.PointStruct(
                         id=c.id,
                         vector={self.embedder: c.vector, WORDS: sparse(f"{c.heading}\n{c.text}")},
-                        payload={"source": c.source, "text": c.text, "heading": c.heading,
+                        payload={**c.metadata, "source": c.source, "text": c.text,
+                                 "heading": c.heading,
                                  "position": c.position, "digest": c.digest, "tags": c.tags,
                                  "segments": c.segments},
                     )
@@ -194,4 +195,6 @@ def _filter(filters: Filters | None) -> Any:
         must.append(models.FieldCondition(key="tags", match=models.MatchValue(value=filters.tag)))
     must += [models.FieldCondition(key="segments", match=models.MatchValue(value=s))
              for s in wanted_segments(filters)]  # fmt: skip
+    must += [models.FieldCondition(key=key, match=models.MatchValue(value=value))
+             for key, value in (filters.metadata if filters else {}).items()]  # fmt: skip
     return models.Filter(must=must) if must else None

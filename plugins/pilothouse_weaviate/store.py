@@ -27,8 +27,6 @@ ALPHA = 0.5
 #: what the collection's description says about its vectors (read back to refuse
 #: another embedder's queries)
 MADE_BY = re.compile(r"embedder (\S+), (\d+) dimensions")
-#: the properties kept beside each vector
-SHOWN = ["text", "source", "heading", "position", "tags"]
 
 
 class WeaviateStore(VectorStore):
@@ -117,7 +115,7 @@ class WeaviateStore(VectorStore):
             found = self._use().query.hybrid(
                 query=text, vector=vector, target_vector=self.embedder, alpha=ALPHA, limit=k,
                 query_properties=["text", "heading"], fusion_type=HybridFusion.RELATIVE_SCORE,
-                filters=_filter(filters), return_properties=SHOWN,
+                filters=_filter(filters),
                 return_metadata=MetadataQuery(score=True),
             )  # fmt: skip
         return [self.passage(o.uuid, o.metadata.score or 0.0, o.properties) for o in found.objects]
@@ -161,7 +159,7 @@ class WeaviateStore(VectorStore):
             self._delete(source)
             objects = [
                 DataObject(uuid=c.id, vector={self.embedder: c.vector}, properties={
-                    "text": c.text, "heading": c.heading, "source": c.source,
+                    **c.metadata, "text": c.text, "heading": c.heading, "source": c.source,
                     "digest": c.digest, "position": c.position, "tags": c.tags,
                     "segments": c.segments})
                 for c in chunks
@@ -200,4 +198,6 @@ def _filter(filters: Filters | None) -> Any:
         wanted.append(Filter.by_property("segments").contains_all(segments))
     if filters is not None and filters.tag:
         wanted.append(Filter.by_property("tags").contains_any([filters.tag]))
+    wanted += [Filter.by_property(key).equal(value)
+               for key, value in (filters.metadata if filters else {}).items()]  # fmt: skip
     return Filter.all_of(wanted) if len(wanted) > 1 else (wanted[0] if wanted else None)

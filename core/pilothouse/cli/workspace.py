@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from ..errors import PilothouseError
-from ..retrieval import Filters
+from ..retrieval import Filters, search_within
 from ..runtime import Runtime
 from .base import Context, Exit, cli, pass_context
 from .viewing import _short, _since
@@ -106,6 +107,8 @@ _embedder = click.option("--embedder", default="minilm", show_default=True,
 @_collection
 @_embedder
 @click.option("--tag", "tags", multiple=True, help="Tag the chunks (search --tag filters).")
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE",
+              help="Metadata every chunk carries (search --where filters on it).")  # fmt: skip
 @click.option("--reindex", is_flag=True,
               help="Rebuild the collection's vector index from its chunks.")  # fmt: skip
 @click.option("--into", "into", metavar="NAME",
@@ -113,7 +116,8 @@ _embedder = click.option("--embedder", default="minilm", show_default=True,
               " same chunking and provenance, embedded by that store's embedder.")  # fmt: skip
 @pass_context
 def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
-           tags: tuple[str, ...], reindex: bool, into: str | None) -> None:  # fmt: skip
+           tags: tuple[str, ...], meta: tuple[str, ...], reindex: bool,
+           into: str | None) -> None:  # fmt: skip
     """Index Markdown, text, HTML and PDF files (folders too) into the knowledge base.
 
     Unchanged files are skipped (content hash); changed ones are re-indexed;
@@ -121,6 +125,7 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
     knowledge_index_from chunks or more then gets its approximate vector index
     brought up to date (only what changed goes in; --reindex rebuilds it).
     """
+    metadata = _pairs(meta, "--meta")
     with click.progressbar(length=0, label="ingesting", file=sys.stderr) as bar:
 
         def step(source: str) -> None:
@@ -132,14 +137,15 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
 
             retriever = _store(obj, into)
             try:
-                report = ingest_into(retriever, paths, tags=tags, progress=step)
+                report = ingest_into(retriever, paths, tags=tags, metadata=metadata,
+                                     progress=step)  # fmt: skip
             finally:
                 retriever.store.close()
             where = retriever.store.where()
         else:
             kb = _knowledge(obj, embedder)
-            report = kb.ingest(paths, collection=collection, tags=tags, progress=step,
-                               reindex=reindex)  # fmt: skip
+            report = kb.ingest(paths, collection=collection, tags=tags, metadata=metadata,
+                               progress=step, reindex=reindex)  # fmt: skip
             kb.close()
             where = f"{kb.location} ({report.index})"
     for failure in report.failed:
@@ -149,6 +155,17 @@ def ingest(obj: Context, paths: tuple[str, ...], collection: str, embedder: str,
         f" {report.unchanged} unchanged, {report.removed} removed -> {where}",
         err=True,
     )
+
+
+def _pairs(given: tuple[str, ...], option: str) -> dict[str, str]:
+    """``KEY=VALUE`` options as a dict; a usage error for one without ``=``."""
+    pairs = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"{option} {item!r}: write KEY=VALUE")
+        pairs[key.strip()] = value
+    return pairs
 
 
 def _store(obj: Context, name: str) -> Any:
@@ -171,6 +188,8 @@ def _store(obj: Context, name: str) -> Any:
 )
 @click.option("--source", help="Only chunks whose source path contains this.")
 @click.option("--tag", help="Only chunks with this tag.")
+@click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
+              help="Only chunks whose metadata KEY is VALUE (ingest --meta).")  # fmt: skip
 @click.option("--exact", is_flag=True,
               help="Compare every vector instead of asking the approximate index.")  # fmt: skip
 @click.option("--retriever", metavar="NAME",
@@ -179,13 +198,17 @@ def _store(obj: Context, name: str) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def search(obj: Context, query: str, collection: str, embedder: str, k: int,
-           source: str | None, tag: str | None, exact: bool, retriever: str | None,
-           as_json: bool) -> None:  # fmt: skip
+           source: str | None, tag: str | None, where: tuple[str, ...], exact: bool,
+           retriever: str | None, as_json: bool) -> None:  # fmt: skip
     """Search the knowledge base: ranked chunks with their source and score."""
     if not query.strip():
         raise click.UsageError("the query is empty")
+    try:
+        filters = Filters(source=source, tag=tag, metadata=_pairs(where, "--where"))
+    except ValidationError as exc:
+        raise click.UsageError(f"--where: {exc.errors()[0]['msg']}") from None
     if retriever is not None:
-        found = _ask(obj, retriever, query, k, Filters(source=source, tag=tag))
+        found = _ask(obj, retriever, query, k, filters)
     else:
         from ..knowledge import knowledge_location
 
@@ -194,7 +217,7 @@ def search(obj: Context, query: str, collection: str, embedder: str, k: int,
             raise click.ClickException("no knowledge base yet: run 'pilothouse ingest PATH' first")
         kb = _knowledge(obj, embedder)
         found = kb.search(query, k=k, collection=collection, source=source, tag=tag,
-                          exact=exact)  # fmt: skip
+                          metadata=filters.metadata, exact=exact)  # fmt: skip
         kb.close()
     if as_json:
         click.echo(json.dumps([p.model_dump() for p in found], indent=2))
@@ -212,12 +235,9 @@ def _ask(obj: Context, name: str, query: str, k: int, filters: Filters) -> list[
     rt = Runtime(obj.settings, log_events=False)
     found = rt.registry.get("retrievers", name).value
 
-    # a retriever written before filters existed takes none
-    options: dict[str, Any] = {"filters": filters} if filters.source or filters.tag else {}
-
     async def go() -> list[Any]:
         try:
-            return await found.search(query, k=k, **options)
+            return await search_within(found, query, k=k, filters=filters)
         finally:
             await found.aclose()
 

@@ -44,7 +44,7 @@ from ..knowledge.memory import _sink as _memory_sink
 from ..knowledge.memory import facts_in_output
 from ..model import Message, Model, ModelRequest, ModelResponse, ToolSpec
 from ..registry import Registry
-from ..retrieval import Passage
+from ..retrieval import Passage, search_within
 from ..store.eventlog import EventLog
 from ..structured import output_problem
 from ..tools import canonical_json, result_text
@@ -458,7 +458,8 @@ class Steps:
         try:
             while True:
                 try:
-                    passages = await entry.value.search(query, k=persona.retrieve_k)
+                    passages = await search_within(entry.value, query, k=persona.retrieve_k,
+                                                   filters=persona.retrieve_filters)  # fmt: skip
                     break
                 except StoreUnavailable:
                     # a read: asked again while the store is away, as long as a run waits

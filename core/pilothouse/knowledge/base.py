@@ -19,7 +19,7 @@ import re
 import sqlite3
 import struct
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,7 @@ class KnowledgeBase:
             CREATE TABLE IF NOT EXISTS chunks (
                 id INTEGER PRIMARY KEY, collection TEXT NOT NULL, source TEXT NOT NULL,
                 heading TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
-                tags TEXT NOT NULL DEFAULT '[]');
+                tags TEXT NOT NULL DEFAULT '[]', meta TEXT NOT NULL DEFAULT '{}');
             CREATE INDEX IF NOT EXISTS chunks_source ON chunks (collection, source);
             CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
                 text, heading, content='chunks', content_rowid='id');
@@ -149,6 +149,10 @@ class KnowledgeBase:
                 PRIMARY KEY (collection, tag, source));
             """
         )
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(chunks)")}
+        if "meta" not in columns:  # a knowledge base from before metadata
+            with self.db:
+                self.db.execute("ALTER TABLE chunks ADD COLUMN meta TEXT NOT NULL DEFAULT '{}'")
         if not tagged:  # a knowledge base from before the table: fill it once
             with self.db:
                 self.db.execute(
@@ -208,16 +212,17 @@ class KnowledgeBase:
         *,
         collection: str = "default",
         tags: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
         batch: int = 32,
         reindex: bool = False,
     ) -> IngestReport:
         """Index new and changed files under ``paths``; drop files that disappeared
         from an ingested folder; then bring the derived indexes up to date (``reindex``:
-        rebuild them from the chunks)."""
+        rebuild them from the chunks). ``tags`` and ``metadata`` go with every chunk."""
         self.collection(collection)
         report = ingest_files(paths, _Collection(self, collection), self.embedder, tags=tags,
-                              progress=progress, batch=batch)  # fmt: skip
+                              metadata=metadata, progress=progress, batch=batch)  # fmt: skip
         report.index = self.sync_index(collection, rebuild=reindex)
         return report
 
@@ -367,6 +372,7 @@ class KnowledgeBase:
         pieces: Sequence[Any],
         vectors: Sequence[Sequence[float]],
         tags: list[str],
+        metadata: dict[str, str],
     ) -> None:
         """A file's chunks in place of what it had, with its digest, at once."""
         with self.db:
@@ -377,10 +383,10 @@ class KnowledgeBase:
             )
             for piece, vector in zip(pieces, vectors, strict=True):
                 cursor = self.db.execute(
-                    "INSERT INTO chunks (collection, source, heading, position, text, tags)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO chunks (collection, source, heading, position, text, tags, meta)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (collection, source, piece.heading, piece.position, piece.text,
-                     json.dumps(tags)),
+                     json.dumps(tags), json.dumps(metadata)),
                 )  # fmt: skip
                 rowid = cursor.lastrowid
                 self.db.execute(
@@ -450,18 +456,20 @@ class KnowledgeBase:
         collection: str = "default",
         source: str | None = None,
         tag: str | None = None,
+        metadata: Mapping[str, str] | None = None,
         exact: bool = False,
     ) -> list[Passage]:
         """The ``k`` best chunks: vector and keyword ranks fused (reciprocal rank fusion).
 
         ``source`` keeps chunks whose source path contains it, ``tag`` those ingested
-        with that tag; both sides of the search look only among those. ``exact``
-        scans every vector instead of asking the approximate index."""
+        with that tag, ``metadata`` those ingested with each of its keys equal to its
+        value; both sides of the search look only among those. ``exact`` scans every
+        vector instead of asking the approximate index."""
         self.collection(collection)
         depth = max(k * 4, 20)
         (vector,) = self.embedder.embed([query])
         with self._lock:
-            allowed = self._allowed(collection, source, tag)
+            allowed = self._allowed(collection, source, tag, dict(metadata or {}))
             if allowed is not None and not allowed:
                 return []
             nearest = self._nearest(collection, vector, depth, allowed=allowed, exact=exact)
@@ -486,9 +494,10 @@ class KnowledgeBase:
                 break
         return passages
 
-    def _allowed(self, collection: str, source: str | None, tag: str | None) -> set[int] | None:
+    def _allowed(self, collection: str, source: str | None, tag: str | None,
+                 metadata: dict[str, str] | None = None) -> set[int] | None:  # fmt: skip
         """The ids of the chunks the filters keep (None: no filter)."""
-        if not source and not tag:
+        if not source and not tag and not metadata:
             return None
         where, args = ["d.collection = ?"], [collection]
         if source:
@@ -499,6 +508,9 @@ class KnowledgeBase:
                 "d.source IN (SELECT source FROM document_tags WHERE collection = ? AND tag = ?)"
             )
             args += [collection, tag]
+        for key, value in (metadata or {}).items():  # identifiers (Filters checks them)
+            where.append("json_extract(c.meta, ?) = ?")
+            args += [f'$."{key}"', value]
         rows = self.db.execute(
             "SELECT c.id FROM documents d JOIN chunks c"
             " ON c.collection = d.collection AND c.source = d.source WHERE " + " AND ".join(where),
@@ -650,9 +662,10 @@ class _Collection:
         return self.kb._known(self.collection, source)
 
     def replace(self, source: str, digest: str, pieces: Sequence[Any],
-                vectors: Sequence[Sequence[float]], tags: list[str]) -> None:  # fmt: skip
+                vectors: Sequence[Sequence[float]], tags: list[str],
+                metadata: dict[str, str]) -> None:  # fmt: skip
         """The file's chunks in place of what it had."""
-        self.kb._replace(self.collection, source, digest, pieces, vectors, tags)
+        self.kb._replace(self.collection, source, digest, pieces, vectors, tags, metadata)
 
     def forget(self, source: str) -> None:
         """Drop the file."""

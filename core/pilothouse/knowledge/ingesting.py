@@ -6,12 +6,14 @@ changed one has its chunks replaced, one gone from an ingested folder is dropped
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from ..embedding import Embedder
+from ..retrieval import METADATA_KEY, RESERVED_KEYS
 from ..vectorstores import StoredChunk, StoreRetriever, VectorStore, chunk_id
 from .chunking import CHUNKING, Chunk, chunk
 from .reading import SUFFIXES, KnowledgeError, NotText, text_of
@@ -39,7 +41,8 @@ class Sink(Protocol):
         """The digest ``source`` had when it was last ingested."""
 
     def replace(self, source: str, digest: str, pieces: Sequence[Chunk],
-                vectors: Sequence[Sequence[float]], tags: list[str]) -> None:  # fmt: skip
+                vectors: Sequence[Sequence[float]], tags: list[str],
+                metadata: dict[str, str]) -> None:  # fmt: skip
         """The file's chunks in place of what it had."""
 
     def forget(self, source: str) -> None:
@@ -55,11 +58,17 @@ def ingest_files(
     embedder: Embedder,
     *,
     tags: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
     batch: int = 32,
 ) -> IngestReport:
     """Index new and changed files under ``paths`` into ``sink``; drop files that
-    disappeared from an ingested folder."""
+    disappeared from an ingested folder. Every chunk carries ``tags`` and ``metadata``
+    (what ``Filters`` select on); a file ingested again with other ones is rewritten."""
+    kept = checked_metadata(metadata or {})
+    # the labels are part of the digest (only when there are some: a file ingested
+    # without any keeps the digest it always had)
+    labels = json.dumps([sorted(set(tags)), kept], sort_keys=True) if tags or kept else ""
     report = IngestReport()
     seen: set[str] = set()
     folders: list[str] = []
@@ -89,7 +98,7 @@ def ingest_files(
                 seen.discard(source)  # keep what an earlier ingest had of it
                 continue
             # the chunker's version is part of the digest: a new cut re-indexes
-            digest = hashlib.sha256(f"{CHUNKING}\n{text}".encode()).hexdigest()
+            digest = hashlib.sha256(f"{CHUNKING}\n{labels}{text}".encode()).hexdigest()
             if sink.known(source) == digest:
                 report.unchanged += 1
                 continue
@@ -98,7 +107,7 @@ def ingest_files(
             for start in range(0, len(pieces), batch):
                 part = pieces[start : start + batch]
                 vectors += embedder.embed([f"{c.heading}\n{c.text}" for c in part])
-            sink.replace(source, digest, pieces, vectors, list(tags))
+            sink.replace(source, digest, pieces, vectors, list(tags), kept)
             report.updated += 1
             report.chunks += len(pieces)
     for folder in folders:
@@ -121,12 +130,14 @@ class StoreSink:
         return self.store.digests([source]).get(source)
 
     def replace(self, source: str, digest: str, pieces: Sequence[Chunk],
-                vectors: Sequence[Sequence[float]], tags: list[str]) -> None:  # fmt: skip
+                vectors: Sequence[Sequence[float]], tags: list[str],
+                metadata: dict[str, str]) -> None:  # fmt: skip
         """The file's chunks, with their provenance, in place of what it had."""
         chunks = [
             StoredChunk(id=chunk_id(source, piece.position), source=source, text=piece.text,
                         heading=piece.heading, position=piece.position,
-                        tags=list(dict.fromkeys(tags)), digest=digest, vector=list(vector))
+                        tags=list(dict.fromkeys(tags)), metadata=dict(metadata), digest=digest,
+                        vector=list(vector))
             for piece, vector in zip(pieces, vectors, strict=True)
         ]  # fmt: skip
         self.store.replace(source, chunks)
@@ -145,10 +156,24 @@ def ingest_into(
     paths: Iterable[str | Path],
     *,
     tags: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """``pilothouse ingest --into NAME``: files into a registered store's collection
     (made when missing, checked against the store's embedder when not)."""
+    checked_metadata(metadata or {})  # before anything is written
     embedder = retriever.ready(create=True)
     return ingest_files(paths, StoreSink(retriever.store), embedder, tags=tags,
-                        progress=progress)  # fmt: skip
+                        metadata=metadata, progress=progress)  # fmt: skip
+
+
+def checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """``metadata`` as chunks carry it, or a :class:`KnowledgeError` naming a key no
+    store can filter on (or one a store keeps for itself)."""
+    for key in metadata:
+        if not METADATA_KEY.fullmatch(key):
+            raise KnowledgeError(f"metadata key {key!r}: use letters, digits and underscores")
+        if key in RESERVED_KEYS:
+            raise KnowledgeError(f"metadata key {key!r} is kept by every store itself: use"
+                                 " another name")  # fmt: skip
+    return {key: str(value) for key, value in sorted(metadata.items())}

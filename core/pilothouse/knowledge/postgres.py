@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS kb_chunks (
     collection TEXT NOT NULL, source TEXT NOT NULL, heading TEXT NOT NULL,
     position INTEGER NOT NULL, text TEXT NOT NULL, tags TEXT NOT NULL DEFAULT '[]',
     words TSVECTOR GENERATED ALWAYS AS (to_tsvector('simple', heading || ' ' || text)) STORED);
+ALTER TABLE kb_chunks ADD COLUMN IF NOT EXISTS meta TEXT NOT NULL DEFAULT '{}';
 CREATE INDEX IF NOT EXISTS kb_chunks_source ON kb_chunks (collection, source);
 CREATE INDEX IF NOT EXISTS kb_chunks_words ON kb_chunks USING gin (words);
 """
@@ -168,6 +169,7 @@ class PgKnowledgeBase(KnowledgeBase):
         pieces: Sequence[Any],
         vectors: Sequence[Sequence[float]],
         tags: list[str],
+        metadata: dict[str, str],
     ) -> None:
         import numpy
 
@@ -177,10 +179,10 @@ class PgKnowledgeBase(KnowledgeBase):
             )
             for piece, vector in zip(pieces, vectors, strict=True):
                 (rowid,) = self.db.execute(
-                    "INSERT INTO kb_chunks (collection, source, heading, position, text, tags)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    "INSERT INTO kb_chunks (collection, source, heading, position, text, tags,"
+                    " meta) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
                     (collection, source, piece.heading, piece.position, piece.text,
-                     json.dumps(tags)),
+                     json.dumps(tags), json.dumps(metadata)),
                 ).fetchone()  # fmt: skip
                 self.db.execute(
                     f"INSERT INTO {self._vectors(collection)} (id, embedding) VALUES (%s, %s)",
@@ -216,15 +218,17 @@ class PgKnowledgeBase(KnowledgeBase):
             return "index rebuilt (pgvector HNSW)"
         return "index up to date (pgvector HNSW)"
 
-    def _allowed(self, collection: str, source: str | None, tag: str | None) -> set[int] | None:
-        if not source and not tag:
+    def _allowed(self, collection: str, source: str | None, tag: str | None,
+                 metadata: dict[str, str] | None = None) -> set[int] | None:  # fmt: skip
+        if not source and not tag and not metadata:
             return None
         rows = self.db.execute(
             "SELECT id FROM kb_chunks WHERE collection = %s"
             " AND (%s::text IS NULL OR strpos(source, %s) > 0)"
-            " AND (%s::text IS NULL OR tags::jsonb ? %s)",
-            (collection, source or None, source or "", tag or None, tag or ""),
-        )
+            " AND (%s::text IS NULL OR tags::jsonb ? %s) AND meta::jsonb @> %s::jsonb",
+            (collection, source or None, source or "", tag or None, tag or "",
+             json.dumps(metadata or {})),
+        )  # fmt: skip
         return {rowid for (rowid,) in rows}
 
     def _nearest(
