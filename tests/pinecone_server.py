@@ -23,7 +23,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 SPEC_PATH = Path(__file__).parent / "vendor" / "pinecone_db_data_2025-10.oas.yaml"
@@ -34,13 +34,23 @@ _REGISTRY = Registry().with_resource(
 )
 
 
-def _schema_problem(ref: str, instance: Any) -> str | None:
-    """What is wrong with ``instance`` against the schema at ``ref``; None when fine."""
-    validator = OAS30Validator({"$ref": "urn:pinecone" + ref}, registry=_REGISTRY)
+def _schema_problem(schema: dict[str, Any], instance: Any) -> str | None:
+    """What is wrong with ``instance`` against ``schema`` (its ``$ref`` s into the
+    description); None when fine."""
+    validator = OAS30Validator(_rebased(schema), registry=_REGISTRY)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
     if not errors:
         return None
     return "; ".join(f"{'/'.join(map(str, e.path)) or '(body)'}: {e.message}" for e in errors)
+
+
+def _rebased(schema: Any) -> Any:
+    """``schema`` with its references pointed into the registered description."""
+    if isinstance(schema, dict):
+        return {k: ("urn:pinecone" + v if k == "$ref" else _rebased(v)) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_rebased(v) for v in schema]
+    return schema
 
 
 class BadRequest(Exception):
@@ -94,8 +104,11 @@ class PineconeIndex:
     accepts, the namespaces and their records."""
 
     def __init__(self, dimension: int, *, metric: str = "dotproduct",
-                 api_key: str = "pc-test-key") -> None:  # fmt: skip
+                 api_key: str = "pc-test-key", field: str | None = None) -> None:  # fmt: skip
         self.dimension, self.metric, self.api_key = dimension, metric, api_key
+        #: an index with integrated embedding embeds this field of each record (a
+        #: stand-in for a hosted model: words hashed into ``dimension`` dimensions)
+        self.field = field
         self.namespaces: dict[str, dict[str, dict[str, Any]]] = {}
         #: every way a request or a response left the published description
         self.problems: list[str] = []
@@ -104,18 +117,25 @@ class PineconeIndex:
 
     def app(self) -> Starlette:
         """The index's HTTP API."""
+        handlers = {
+            "upsertVectors": self._upsert, "queryVectors": self._query,
+            "deleteVectors": self._delete, "describeIndexStats": self._describe_index_stats,
+            "fetchVectorsByMetadata": self._fetch_by_metadata,
+            "upsertRecordsNamespace": self._upsert_records,
+            "searchRecordsNamespace": self._search_records,
+        }  # fmt: skip
         routes = []
         for path, item in SPEC["paths"].items():
             operation = item["post"]
-            routes.append(Route(path, self._endpoint(path, operation), methods=["POST"]))
+            handler = handlers[operation["operationId"]]
+            routes.append(Route(path, self._endpoint(operation, handler), methods=["POST"]))
         return Starlette(routes=routes)
 
-    def _endpoint(self, path: str, operation: dict[str, Any]) -> Any:
-        handler = getattr(self, "_" + path.rsplit("/", 1)[-1])
-        body_ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    def _endpoint(self, operation: dict[str, Any], handler: Any) -> Any:
+        ((kind, content),) = operation["requestBody"]["content"].items()
         responses = operation["responses"]
 
-        async def endpoint(request: Request) -> JSONResponse:
+        async def endpoint(request: Request) -> Response:
             name = operation["operationId"]
             try:
                 version = request.headers.get("x-pinecone-api-version")
@@ -123,24 +143,32 @@ class PineconeIndex:
                     raise BadRequest(f"X-Pinecone-Api-Version must be {VERSION}: {version!r}")
                 if request.headers.get("api-key") != self.api_key:
                     raise BadRequest("Invalid API Key", status=401, code=16)
+                raw = await request.body()
                 try:
-                    body = json.loads(await request.body() or b"null")
+                    if kind == "application/x-ndjson":
+                        body = [json.loads(line) for line in raw.splitlines() if line.strip()]
+                    else:
+                        body = json.loads(raw or b"null")
                 except ValueError as exc:
-                    raise BadRequest(f"the body is not JSON: {exc}") from None
-                wrong = _schema_problem(body_ref, body)
+                    raise BadRequest(f"the body is not {kind}: {exc}") from None
+                wrong = _schema_problem(content["schema"], body)
                 if wrong is not None:
                     raise BadRequest(f"{name}: {wrong}")
-                status, payload = 200, handler(body)
+                status, payload = handler(body, **request.path_params)
             except BadRequest as exc:
                 if exc.status == 400:
                     self.problems.append(f"{name} request: {exc}")
                 status, payload = exc.status, {"code": exc.code, "message": str(exc)}
             answer = responses.get(str(status)) or responses[f"{str(status)[0]}XX"]
-            ref = answer["content"]["application/json"]["schema"]["$ref"]
-            wrong = _schema_problem(ref, payload)
-            if wrong is not None:
-                self.problems.append(f"{name} response: {wrong}")
+            if "content" in answer:
+                wrong = _schema_problem(answer["content"]["application/json"]["schema"], payload)
+                if wrong is not None:
+                    self.problems.append(f"{name} response: {wrong}")
+            elif payload is not None:
+                self.problems.append(f"{name} response: a body where the description has none")
             self.calls.append((name, status))
+            if payload is None:
+                return Response(status_code=status)
             return JSONResponse(payload, status_code=status)
 
         return endpoint
@@ -148,7 +176,7 @@ class PineconeIndex:
     def _records(self, body: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return self.namespaces.setdefault(body.get("namespace", ""), {})
 
-    def _upsert(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _upsert(self, body: dict[str, Any]) -> tuple[int, Any]:
         records = self._records(body)
         for vector in body["vectors"]:
             if len(vector.get("values", [])) != self.dimension:
@@ -157,9 +185,9 @@ class PineconeIndex:
             if "sparseValues" in vector and self.metric != "dotproduct":
                 raise BadRequest("Sparse vectors are only supported for dotproduct indexes")
             records[vector["id"]] = vector
-        return {"upsertedCount": len(body["vectors"])}
+        return 200, {"upsertedCount": len(body["vectors"])}
 
-    def _query(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _query(self, body: dict[str, Any]) -> tuple[int, Any]:
         vector = body.get("vector") or []
         if len(vector) != self.dimension:
             raise BadRequest(f"Vector dimension {len(vector)} does not match the dimension of"
@@ -188,10 +216,10 @@ class PineconeIndex:
             if body.get("includeValues"):
                 match["values"] = record["values"]
             found.append(match)
-        return {"matches": found, "namespace": body.get("namespace", ""),
-                "usage": {"readUnits": 1 + len(scored) // 1000}}  # fmt: skip
+        return 200, {"matches": found, "namespace": body.get("namespace", ""),
+                     "usage": {"readUnits": 1 + len(scored) // 1000}}  # fmt: skip
 
-    def _delete(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _delete(self, body: dict[str, Any]) -> tuple[int, Any]:
         records = self._records(body)
         ways = [bool(body.get("ids")), bool(body.get("deleteAll")), "filter" in body]
         if sum(ways) != 1:
@@ -204,15 +232,15 @@ class PineconeIndex:
             for key in [k for k, r in records.items() if matches(r.get("metadata") or {},
                                                                  body["filter"])]:  # fmt: skip
                 del records[key]
-        return {}
+        return 200, {}
 
-    def _describe_index_stats(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _describe_index_stats(self, body: dict[str, Any]) -> tuple[int, Any]:
         counts = {name: {"vectorCount": len(r)} for name, r in self.namespaces.items() if r}
-        return {"namespaces": counts, "dimension": self.dimension, "indexFullness": 0.0,
-                "totalVectorCount": sum(c["vectorCount"] for c in counts.values()),
-                "metric": self.metric, "vectorType": "dense"}  # fmt: skip
+        return 200, {"namespaces": counts, "dimension": self.dimension, "indexFullness": 0.0,
+                     "totalVectorCount": sum(c["vectorCount"] for c in counts.values()),
+                     "metric": self.metric, "vectorType": "dense"}  # fmt: skip
 
-    def _fetch_by_metadata(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _fetch_by_metadata(self, body: dict[str, Any]) -> tuple[int, Any]:
         where = body.get("filter") or {}
         chosen = [r for r in self._records(body).values()
                   if matches(r.get("metadata") or {}, where)]  # fmt: skip
@@ -224,7 +252,44 @@ class PineconeIndex:
                                   "usage": {"readUnits": 1}}  # fmt: skip
         if start + limit < len(chosen):
             answer["pagination"] = {"next": base64.b64encode(str(start + limit).encode()).decode()}
-        return answer
+        return 200, answer
+
+    def _upsert_records(self, body: list[dict[str, Any]], namespace: str) -> tuple[int, Any]:
+        """Records embedded by the index (its integrated model) from their mapped field."""
+        if self.field is None:
+            raise BadRequest("Integrated inference is not configured for this index")
+        records = self.namespaces.setdefault(namespace, {})
+        for record in body:
+            if not isinstance(record.get(self.field), str):
+                raise BadRequest(f"Missing field {self.field!r} in record {record['_id']!r}")
+            metadata = {k: v for k, v in record.items() if k not in ("_id", "id")}
+            vector = stand_in(record[self.field], self.dimension)
+            records[record["_id"]] = {"id": record["_id"], "metadata": metadata, "values": vector}
+        return 201, None
+
+    def _search_records(self, body: dict[str, Any], namespace: str) -> tuple[int, Any]:
+        """Records nearest to the query text, embedded by the index's model."""
+        if self.field is None:
+            raise BadRequest("Integrated inference is not configured for this index")
+        query = body["query"]
+        text = (query.get("inputs") or {}).get("text")
+        if not isinstance(text, str):
+            raise BadRequest("query.inputs.text is required for an index with integrated embedding")
+        vector = stand_in(text, self.dimension)
+        where = query.get("filter") or {}
+        scored = sorted(
+            ((_similarity(vector, r["values"], self.metric), r)
+             for r in self.namespaces.get(namespace, {}).values()
+             if matches(r.get("metadata") or {}, where)),
+            key=lambda pair: -pair[0],
+        )[: query["top_k"]]  # fmt: skip
+        wanted = body.get("fields") or ["*"]
+        hits = [{"_id": r["id"], "_score": score,
+                 "fields": {k: v for k, v in (r.get("metadata") or {}).items()
+                            if "*" in wanted or k in wanted}}
+                for score, r in scored]  # fmt: skip
+        usage = {"read_units": 1, "embed_total_tokens": len(text.split())}
+        return 200, {"result": {"hits": hits}, "usage": usage}
 
 
 def _similarity(a: list[float], b: list[float], metric: str) -> float:
@@ -235,3 +300,16 @@ def _similarity(a: list[float], b: list[float], metric: str) -> float:
         norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
         return dot / norms if norms else 0.0
     return -math.dist(a, b)  # euclidean: nearer is higher
+
+
+def stand_in(text: str, dimension: int) -> list[float]:
+    """The stand-in hosted model: the text's words hashed into ``dimension`` dimensions,
+    at unit length."""
+    import hashlib
+    import re
+
+    vector = [0.0] * dimension
+    for word in re.findall(r"\w+", text.lower()):
+        vector[int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % dimension] += 1
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]

@@ -89,3 +89,43 @@ def test_filters_follow_pinecones_language():
     assert matches(record, {"$and": [{"source": {"$eq": "a/b.md"}}, {"position": {"$gte": 3}}]})
     assert matches(record, {"$or": [{"source": "x"}, {"tags": "gear"}]})
     assert not matches(record, {"source": {"$exists": False}})
+
+
+class TestPineconeIntegrated(TestPinecone):
+    """An index with integrated embedding: records go as text and are searched with
+    text; the index embeds them (the test server's model is a stand-in that hashes
+    words into 1024 dimensions)."""
+
+    @pytest.fixture(autouse=True)
+    def _index(self):
+        self.index = PineconeIndex(1024, metric="cosine", api_key=KEY, field="chunk_text")
+        with serve(self.index.app()) as url:
+            self.url = url.removesuffix("/v1")
+            yield
+        assert self.index.problems == []
+
+    def plugin_settings(self, folder: Path, embedder: str = "minilm") -> dict:
+        store = {"url": self.url, "api_key": KEY, "collection": "contract",
+                 "vectorizer": "llama-text-embed-v2", "text_field": "chunk_text"}  # fmt: skip
+        if embedder != "minilm":  # the contract's other embedder: one embedding here
+            store = {"url": self.url, "api_key": KEY, "collection": "contract",
+                     "embedder": embedder}  # fmt: skip
+        return {"pinecone": {"stores": {self.name: store}}}
+
+    def test_a_collection_of_another_embedder_is_refused(self, tmp_path: Path) -> None:
+        """Records the index embedded are refused to queries embedded here."""
+        import anyio
+
+        from pilothouse import VectorStoreError
+        from pilothouse.knowledge.ingesting import ingest_into
+        from pilothouse.testing import CORPUS, ingest_corpus
+
+        next(ingest_corpus(CORPUS[:1], tmp_path / "corpus"))
+        with self._open(tmp_path) as filled:
+            ingest_into(filled, [tmp_path / "corpus"])
+        called = [name for name, _ in self.index.calls]
+        assert "upsertRecordsNamespace" in called and "upsertVectors" not in called
+        with self._open(tmp_path, embedder="hashed16") as other, \
+                pytest.raises(VectorStoreError) as caught:  # fmt: skip
+            anyio.run(lambda: other.search("solar panel", k=2))
+        assert "pinecone:llama-text-embed-v2" in str(caught.value)

@@ -48,6 +48,51 @@ class TestWeaviate(StoreContract):
         return {"weaviate": {"stores": {self.name: self._store(api_key="wv-not-the-key")}}}
 
 
+class TestWeaviateVectorizer(TestWeaviate):
+    """The same, with Weaviate's own vectorizer making every vector: the client sends
+    text only (the test server's text2vec-transformers is a stand-in that hashes words)."""
+
+    def plugin_settings(self, folder: Path, embedder: str = "minilm") -> dict:
+        store = self._store(vectorizer="text2vec-transformers")
+        return {"weaviate": {"stores": {self.name: store}}}
+
+    def test_a_collection_of_another_embedder_is_refused(self, tmp_path: Path) -> None:
+        """A collection the module vectorizes is refused to a query embedded here."""
+        import anyio
+
+        from pilothouse import VectorStoreError
+        from pilothouse.knowledge.ingesting import ingest_into
+        from pilothouse.testing import CORPUS, ingest_corpus
+
+        next(ingest_corpus(CORPUS[:1], tmp_path / "corpus"))
+        with self._open(tmp_path) as filled:
+            ingest_into(filled, [tmp_path / "corpus"])
+        assert self.server.vectors_sent == 0  # Weaviate made them
+        embedded = {"weaviate": {"stores": {self.name: self._store()}}}
+        other = self._retriever(tmp_path, embedded)
+        try:
+            with pytest.raises(VectorStoreError) as caught:
+                anyio.run(lambda: other.search("solar panel", k=2))
+        finally:
+            anyio.run(other.aclose)
+        assert "weaviate:text2vec-transformers" in str(caught.value)
+        assert "'minilm'" in str(caught.value)
+
+    def test_a_module_the_server_lacks_is_named(self, tmp_path: Path) -> None:
+        import anyio
+
+        from pilothouse import VectorStoreError
+
+        lacking = {"weaviate": {"stores": {self.name: self._store(vectorizer="text2vec-nope")}}}
+        retriever = self._retriever(tmp_path, lacking)
+        try:
+            with pytest.raises(VectorStoreError) as caught:
+                retriever.ready(create=True)
+        finally:
+            anyio.run(retriever.aclose)
+        assert "text2vec-nope" in str(caught.value)
+
+
 @pytest.mark.skipif(not os.environ.get("PILOTHOUSE_TEST_WEAVIATE_URL"),
                     reason="set PILOTHOUSE_TEST_WEAVIATE_URL to a Weaviate")  # fmt: skip
 class TestRealWeaviate(StoreContract):

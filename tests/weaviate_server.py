@@ -108,10 +108,15 @@ class Weaviate:
 
     def __init__(self, api_key: str | None = None) -> None:
         self.api_key = api_key
+        #: the vectorizer modules it has (a stand-in for text2vec-transformers: words
+        #: hashed into 64 dimensions, the way a module makes vectors server-side)
+        self.modules = {"text2vec-transformers": {"name": "test stand-in"}}
         self.classes: dict[str, dict[str, Any]] = {}
         self.objects: dict[str, dict[str, dict[str, Any]]] = {}
         self.problems: list[str] = []
         self.calls: list[str] = []
+        #: how many objects came with a vector of their own (none when a module makes them)
+        self.vectors_sent = 0
         self._lock = threading.Lock()
 
     # -- REST ------------------------------------------------------------------------
@@ -176,7 +181,7 @@ class Weaviate:
 
     def _meta(self, request: Request, body: Any) -> tuple[int, Any]:
         return 200, {"hostname": f"http://{request.url.netloc}", "version": VERSION,
-                     "modules": {}, "grpcMaxMessageSize": 104858000}  # fmt: skip
+                     "modules": self.modules, "grpcMaxMessageSize": 104858000}  # fmt: skip
 
     def _ok(self, request: Request, body: Any) -> tuple[int, Any]:
         return 200, None
@@ -185,6 +190,10 @@ class Weaviate:
         name = body["class"]
         if not re.fullmatch(r"[A-Z][_0-9A-Za-z]*", name):
             raise Refused(f"class name {name!r} must start with a capital letter")
+        for vector in (body.get("vectorConfig") or {}).values():
+            for module in vector.get("vectorizer") or {}:
+                if module != "none" and module not in self.modules:
+                    raise Refused(f"vectorizer: no module with name {module!r} present")
         with self._lock:
             if name in self.classes:
                 raise Refused(f"class name {name!r} already exists")
@@ -250,6 +259,15 @@ class Weaviate:
     def _health(self, request: Any, reply_type: Any) -> Any:
         return reply_type(status=reply_type.SERVING)
 
+    def _vectorized(self, collection: str, props: dict[str, Any]) -> list[float]:
+        """The vector the collection's module makes of ``props`` (empty: it has none)."""
+        for vector in (self.classes[collection].get("vectorConfig") or {}).values():
+            modules = [m for m in vector.get("vectorizer") or {} if m != "none"]
+            if modules:
+                wanted = vector["vectorizer"][modules[0]].get("properties") or list(props)
+                return _stand_in(" ".join(str(props.get(p, "")) for p in wanted))
+        return []
+
     def _collection(self, name: str) -> dict[str, dict[str, Any]]:
         if name not in self.objects:
             raise Refused(f"could not find class {name} in schema", grpc.StatusCode.NOT_FOUND)
@@ -260,7 +278,10 @@ class Weaviate:
         with self._lock:
             for index, obj in enumerate(request.objects):
                 held = self._collection(obj.collection)
-                vector = _vector(obj)
+                self.vectors_sent += bool(_vector(obj))
+                vector = _vector(obj) or self._vectorized(
+                    obj.collection, _properties(obj.properties)
+                )
                 known = {len(o["vector"]) for o in held.values()}
                 if known and len(vector) not in known:
                     errors.append(reply_type.BatchError(index=index, error=(
@@ -287,7 +308,11 @@ class Weaviate:
             held = [o for o in held if _matches(o["properties"], request.filters)]
         scored: list[tuple[float, dict[str, Any]]]
         if request.HasField("hybrid_search"):
-            scored = _hybrid(request.hybrid_search, held)
+            scored = _hybrid(
+                request.hybrid_search,
+                held,
+                self._vectorized(request.collection, {"text": request.hybrid_search.query}),
+            )
         elif request.HasField("near_vector"):
             query = _vector(request.near_vector)
             scored = sorted(((_cosine(query, o["vector"]), o) for o in held),
@@ -410,6 +435,17 @@ def _matches(props: dict[str, Any], filters: Any) -> bool:
     raise Refused(f"the test server does not do {op}")
 
 
+def _stand_in(text: str) -> list[float]:
+    """The stand-in module's vector: the text's words hashed into 64 dimensions."""
+    import hashlib
+
+    vector = [0.0] * 64
+    for word in re.findall(r"\w+", text.lower()):
+        vector[hashlib.sha256(word.encode()).digest()[0] % 64] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
 def _cosine(a: list[float], b: list[float]) -> float:
     if len(a) != len(b):
         raise Refused(f"vector search: the query vector has length {len(a)}, the collection's"
@@ -418,9 +454,11 @@ def _cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / norms if norms else 0.0
 
 
-def _hybrid(hybrid: Any, held: list[dict[str, Any]]) -> list[tuple[float, dict[str, Any]]]:
-    """Relative-score fusion of cosine similarity and BM25 over the text properties."""
-    query = _vector(hybrid) if (hybrid.vectors or hybrid.vector_bytes) else []
+def _hybrid(hybrid: Any, held: list[dict[str, Any]],
+            made: list[float]) -> list[tuple[float, dict[str, Any]]]:  # fmt: skip
+    """Relative-score fusion of cosine similarity and BM25 over the text properties
+    (``made``: the query's vector by the collection's module, when it has one)."""
+    query = _vector(hybrid) if (hybrid.vectors or hybrid.vector_bytes) else made
     if hybrid.HasField("near_vector"):
         query = _vector(hybrid.near_vector)
     dense = {o["uuid"]: _cosine(query, o["vector"]) for o in held} if query else {}

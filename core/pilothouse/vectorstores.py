@@ -150,13 +150,22 @@ class VectorStore(abc.ABC):
 
     def __init__(self, name: str, settings: Any) -> None:
         """A store named ``name`` configured by ``settings`` (a model with at least
-        ``collection`` and ``embedder``, and ``path``, ``url`` or ``uri``); its client
-        is made on first use."""
+        ``collection`` and ``embedder``, and ``path``, ``url`` or ``uri``; a store with
+        vectorizers of its own may add ``vectorizer``); its client is made on first use."""
         self.name = name
         self.settings = settings
         self.embedder = settings.embedder
+        #: the store's own vectorizer, when settings choose it: it makes the vectors of
+        #: chunks and queries alike, and the embedder is not used
+        self.vectorizer: str | None = getattr(settings, "vectorizer", None)
         self._client: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def made_by(self) -> str:
+        """What makes its vectors: the embedder's name, or ``KIND:VECTORIZER`` (the
+        store's own)."""
+        return f"{self.kind}:{self.vectorizer}" if self.vectorizer else self.embedder
 
     def passage(self, id: str, score: float, kept: Mapping[str, Any],
                 text: str | None = None) -> Passage:  # fmt: skip
@@ -215,6 +224,22 @@ class VectorStore(abc.ABC):
         """Release the client."""
 
 
+class StoreVectors(Embedder):
+    """The vectors a store makes itself (its vectorizer): chunks and queries go to it as
+    text, with no vector; ``name`` (``KIND:VECTORIZER``) is what the collection records
+    as its embedder."""
+
+    dimension = 0
+
+    def __init__(self, store: VectorStore) -> None:
+        """The vectorizer of ``store``."""
+        self.name = store.made_by
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """No vector for any text: the store makes them."""
+        return [[] for _ in texts]
+
+
 class StoreRetriever(Retriever):
     """The retriever the core makes of a registered store."""
 
@@ -225,7 +250,10 @@ class StoreRetriever(Retriever):
         self._ready = False
 
     def embedder(self) -> Embedder:
-        """The store's embedder, from the registry."""
+        """The store's embedder, from the registry (or its own vectorizer, when its
+        settings choose one)."""
+        if self.store.vectorizer:
+            return StoreVectors(self.store)
         entry = self._embedders.get(self.store.embedder)
         if entry is None:
             known = ", ".join(sorted(self._embedders)) or "none"

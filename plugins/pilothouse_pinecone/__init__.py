@@ -6,7 +6,9 @@ console or ``describe_index`` gives it, or Pinecone Local's ``http://localhost:5
 ``api_key`` (never printed), ``collection`` (the namespace; default ``pilothouse``),
 ``embedder`` and ``timeout_s``. The index is made in Pinecone (its dimension the
 embedder's); ``pilothouse ingest --into NAME`` fills the namespace. Personas list
-NAME in ``retrievers``. The search is sparse-dense on a ``dotproduct`` index (a
+NAME in ``retrievers``. With ``vectorizer`` (the hosted model of an index with
+integrated embedding) Pinecone embeds chunks and queries itself (records upserted as
+text, searched with text). Otherwise the search is sparse-dense on a ``dotproduct`` index (a
 sparse vector of the chunk's words beside the embedder's, as Pinecone recommends for
 hybrid search) and dense on any other; ``source`` and ``tag`` filters are metadata
 filters, applied by Pinecone before the top k.
@@ -24,6 +26,13 @@ from pilothouse import hookimpl
 
 class StoreSettings(BaseStoreSettings):
     """One namespace (``collection``) of a Pinecone index (its host in ``url``)."""
+
+    #: an index with integrated embedding: the hosted model it was made with
+    #: (``llama-text-embed-v2``...); Pinecone then embeds chunks and queries itself and
+    #: ``embedder`` is unused
+    vectorizer: str | None = None
+    #: the record field the index's ``field_map`` embeds (integrated embedding only)
+    text_field: str = "text"
 
     @model_validator(mode="after")
     def _a_host(self) -> StoreSettings:

@@ -22,8 +22,9 @@ from pilothouse import (
     wanted_segments,
 )
 
-#: records sent per upsert (Pinecone's limit is 1000 and 2 MB a request)
-BATCH = 100
+#: records sent per upsert (Pinecone's limit is 1000 and 2 MB a request), and per text
+#: upsert to an index with integrated embedding (its limit is 96)
+BATCH, TEXT_BATCH = 100, 96
 #: records read per page when listing what a namespace holds
 PAGE = 100
 #: how much a hybrid query weighs the dense vector against the words (Pinecone's alpha)
@@ -55,22 +56,29 @@ class PineconeStore(VectorStore):
             if self._client is None:
                 self._client = self._connect()
             stats = self._client.describe_index_stats(_request_timeout=self.settings.timeout_s)
-        self.mode = "hybrid" if stats.get("metric") in (None, "dotproduct") else "dense"
+        integrated = bool(self.vectorizer)
+        self.mode = "hybrid" if stats.get("metric") in (None, "dotproduct") and not integrated \
+            else "dense"  # fmt: skip
+        made = next(self._metadata({"embedder": {"$exists": True}}, limit=1), {})
+        made_by = str(made.get("embedder") or "")
         dimension = stats.get("dimension")
-        if dimension is not None and dimension != embedder.dimension:
-            made = next(self._metadata({"embedder": {"$exists": True}}, limit=1), {})
-            by = f" (made by embedder {made['embedder']!r})" if made.get("embedder") else ""
+        wrong_size = not integrated and dimension is not None and dimension != embedder.dimension
+        if (made_by and made_by != embedder.name) or wrong_size:
+            by = f" (made by embedder {made_by!r})" if made_by else ""
             raise VectorStoreError(
                 f"{self.where()} holds vectors of {dimension} dimensions{by}; embedder"
-                f" {embedder.name!r} makes {embedder.dimension}-dimension ones: set embedder"
-                f" to the one it was built with in [plugins.pinecone.stores.{self.name}], or"
-                " use an index made for this embedder"
+                f" {embedder.name!r} makes {embedder.dimension or 'no'}-dimension ones: set"
+                f" embedder (or vectorizer) to the one it was built with in"
+                f" [plugins.pinecone.stores.{self.name}], or use an index made for this one"
             )
 
     def query(
         self, vector: list[float], text: str, k: int, filters: Filters | None
     ) -> list[Passage]:
-        """The top ``k`` within ``filters``: dense, plus the words on a dotproduct index."""
+        """The top ``k`` within ``filters``: dense, plus the words on a dotproduct index;
+        with integrated embedding, the text (Pinecone embeds it)."""
+        if self.vectorizer:
+            return self._search_text(text, k, filters)
         extra: dict[str, Any] = {}
         words = sparse(text, query=True) if self.mode == "hybrid" else None
         if words is not None:
@@ -88,6 +96,17 @@ class PineconeStore(VectorStore):
         return [
             self.passage(match.id, match.score, match.metadata or {}) for match in found.matches
         ]
+
+    def _search_text(self, text: str, k: int, filters: Filters | None) -> list[Passage]:
+        query: dict[str, Any] = {"inputs": {"text": text}, "top_k": k}
+        where = _filter(filters)
+        if where:
+            query["filter"] = where
+        with failures(self, "search"):
+            found = self._client.search(namespace=self.settings.collection, query=query,
+                                        fields=["*"])  # fmt: skip
+        return [self.passage(hit["_id"], hit["_score"], hit["fields"] or {})
+                for hit in found.result.hits]  # fmt: skip
 
     def digests(self, sources: Sequence[str]) -> dict[str, str]:
         """The digest kept with each source's chunks."""
@@ -121,6 +140,13 @@ class PineconeStore(VectorStore):
         """Delete the source's records, then add its new ones."""
         with failures(self, "write"):
             self._delete(source)
+            if self.vectorizer:  # text records: Pinecone embeds their text field
+                texts = [{"_id": c.id, **self._record(c)["metadata"],
+                          self.settings.text_field: c.text} for c in chunks]  # fmt: skip
+                for start in range(0, len(texts), TEXT_BATCH):
+                    self._client.upsert_records(self.settings.collection,
+                                                texts[start : start + TEXT_BATCH])  # fmt: skip
+                return
             records = [self._record(c) for c in chunks]
             for start in range(0, len(records), BATCH):
                 self._client.upsert(vectors=records[start : start + BATCH],
@@ -132,7 +158,7 @@ class PineconeStore(VectorStore):
             "id": c.id, "values": c.vector,
             "metadata": {**c.metadata, "source": c.source, "text": c.text, "heading": c.heading,
                          "position": c.position, "digest": c.digest, "tags": c.tags,
-                         "segments": c.segments, "embedder": self.embedder},
+                         "segments": c.segments, "embedder": self.made_by},
         }  # fmt: skip
         words = sparse(f"{c.heading}\n{c.text}") if self.mode == "hybrid" else None
         if words is not None:

@@ -5,7 +5,8 @@
 ``http://127.0.0.1:8080``), ``grpc_url`` (its gRPC address; default: the same host,
 port 50051), ``api_key`` (never printed), ``collection`` (a Weaviate class name: the
 first letter is made a capital, as Weaviate requires), ``embedder`` and
-``timeout_s``. Personas list NAME in ``retrievers``. The search is Weaviate's hybrid:
+``timeout_s``; or ``vectorizer`` (a Weaviate module) to have Weaviate make the
+vectors itself. Personas list NAME in ``retrievers``. The search is Weaviate's hybrid:
 BM25 over the chunk's text and heading fused with the embedder's vector (a named
 vector, after the embedder) by relative score; ``source`` and ``tag`` filters are
 Weaviate filters on text arrays, applied before either side's top k.
@@ -26,6 +27,12 @@ class StoreSettings(BaseStoreSettings):
 
     #: where Weaviate answers gRPC (``HOST:PORT``; default: the url's host, port 50051)
     grpc_url: str | None = None
+    #: a vectorizer module of the Weaviate server (``text2vec-transformers``,
+    #: ``text2vec-ollama``, ``text2vec-openai``...) that makes the vectors of chunks
+    #: (from their heading and text) and of queries; ``embedder`` is then unused
+    vectorizer: str | None = None
+    #: the module's settings, as Weaviate takes them (``{model = "..."}``)
+    vectorizer_config: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _a_server(self) -> StoreSettings:

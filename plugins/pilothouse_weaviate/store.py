@@ -36,6 +36,11 @@ class WeaviateStore(VectorStore):
     mode = "hybrid"
 
     @property
+    def _target(self) -> str:
+        """The name of the collection's vector."""
+        return vector_name(self.made_by)
+
+    @property
     def collection(self) -> str:
         """The class name (Weaviate wants its first letter a capital)."""
         name = self.settings.collection
@@ -62,7 +67,7 @@ class WeaviateStore(VectorStore):
     def prepare(self, embedder: Embedder, *, create: bool) -> None:
         """Open the collection (``create``: make it, a vector named after the embedder and
         the chunk's properties) and check it was made for this embedder."""
-        from weaviate.classes.config import Configure, DataType, Property, Tokenization
+        from weaviate.classes.config import DataType, Property, Tokenization
 
         with self._lock, failures(self, "open"):
             if self._client is None:
@@ -79,7 +84,7 @@ class WeaviateStore(VectorStore):
                     self.collection,
                     description=(f"pilothouse chunks; embedder {embedder.name},"
                                  f" {embedder.dimension} dimensions"),
-                    vector_config=Configure.Vectors.self_provided(name=embedder.name),
+                    vector_config=self._vectors(embedder),
                     properties=[
                         Property(name="text", data_type=DataType.TEXT, tokenization=word),
                         Property(name="heading", data_type=DataType.TEXT, tokenization=word),
@@ -102,6 +107,19 @@ class WeaviateStore(VectorStore):
                 f"{self.name}], or use another collection"
             )
 
+    def _vectors(self, embedder: Embedder) -> Any:
+        """The collection's named vector: the embedder's, or the vectorizer module's
+        (over heading and text)."""
+        from weaviate.classes.config import Configure
+
+        if self.vectorizer:
+            return Configure.Vectors.custom(
+                name=vector_name(embedder.name), module_name=self.vectorizer,
+                module_config=self.settings.vectorizer_config or None,
+                source_properties=["heading", "text"],
+            )  # fmt: skip
+        return Configure.Vectors.self_provided(name=vector_name(embedder.name))
+
     def _use(self) -> Any:
         return self._client.collections.use(self.collection)
 
@@ -113,7 +131,8 @@ class WeaviateStore(VectorStore):
 
         with failures(self, "search"):
             found = self._use().query.hybrid(
-                query=text, vector=vector, target_vector=self.embedder, alpha=ALPHA, limit=k,
+                query=text, vector=vector or None, target_vector=self._target, alpha=ALPHA,
+                limit=k,
                 query_properties=["text", "heading"], fusion_type=HybridFusion.RELATIVE_SCORE,
                 filters=_filter(filters),
                 return_metadata=MetadataQuery(score=True),
@@ -158,7 +177,8 @@ class WeaviateStore(VectorStore):
         with failures(self, "write"):
             self._delete(source)
             objects = [
-                DataObject(uuid=c.id, vector={self.embedder: c.vector}, properties={
+                DataObject(uuid=c.id, vector={self._target: c.vector} if c.vector else None,
+                           properties={
                     **c.metadata, "text": c.text, "heading": c.heading, "source": c.source,
                     "digest": c.digest, "position": c.position, "tags": c.tags,
                     "segments": c.segments})
@@ -186,6 +206,11 @@ class WeaviateStore(VectorStore):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def vector_name(embedder: str) -> str:
+    """A vector's name in Weaviate (letters, digits, underscores) for an embedder's."""
+    return re.sub(r"\W", "_", embedder)
 
 
 def _filter(filters: Filters | None) -> Any:
