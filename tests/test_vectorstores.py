@@ -166,3 +166,21 @@ class TestMilvus(StoreContract):
     def unreachable_settings(self, folder: Path) -> dict:
         store = {"uri": "http://127.0.0.1:9", "collection": "contract", "timeout_s": 2}
         return {"milvus": {"stores": {self.name: store}}}
+
+
+async def test_a_step_whose_store_is_down_fails_with_the_stores_line(ph_runtime, ph_model):
+    """The run's error names the store, where it is (never its key) and what to do."""
+    from pilothouse.testing import crew_of, reply
+
+    ph_model.enqueue(reply("unused"))
+    key = "wv-secret-0123456789"
+    store = {"url": "http://127.0.0.1:9", "grpc_url": "127.0.0.1:11", "api_key": key,
+             "collection": "handbook", "timeout_s": 2}  # fmt: skip
+    crew = crew_of({"type": "sequential", "steps": ["clerk"]}, {"clerk": {"retrievers": ["docs"]}})
+    async with ph_runtime(plugins={"weaviate": {"stores": {"docs": store}}}) as rt:
+        result = await rt.run(crew, "What is the return policy?")
+        events = rt.store.events(result.run_id)
+    assert result.status == "failed"
+    assert "weaviate store 'docs' at http://127.0.0.1:9, collection 'handbook'" in result.error
+    assert "is the server running at that address?" in result.error
+    assert not any(key in e.model_dump_json() for e in events) and key not in result.error
