@@ -62,6 +62,10 @@ class WeaviateStore(VectorStore):
             auth_credentials=Auth.api_key(s.api_key.get_secret_value()) if s.api_key else None,
             additional_config=AdditionalConfig(timeout=Timeout(init=wait, query=wait,
                                                                insert=wait)),
+            # the client's own start-up checks ask pypi.org for its latest version at
+            # every connect: nothing leaves for the internet from here (the server's
+            # /meta is still read, a wrong key or a server that is down still named)
+            skip_init_checks=True,
         )  # fmt: skip
 
     def prepare(self, embedder: Embedder, *, create: bool) -> None:
