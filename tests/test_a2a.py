@@ -125,7 +125,7 @@ def serving(tmp_path, request):
         yield url, tmp_path
 
 
-async def _send(url: str, text: str, *, task=None) -> list:
+async def _send(url: str, text: str, *, task=None, subject=None) -> list:
     """The stream of responses to one message, through the SDK's own client."""
     from a2a.client import ClientConfig, create_client
     from a2a.helpers.proto_helpers import new_text_message
@@ -134,6 +134,8 @@ async def _send(url: str, text: str, *, task=None) -> list:
     client = await create_client(url, ClientConfig(streaming=True))
     message = new_text_message(text, role=Role.ROLE_USER, task_id=task and task[0],
                                context_id=task and task[1])  # fmt: skip
+    if subject is not None:
+        message.metadata.update({"subject": subject})
     async with client:
         return [r async for r in client.send_message(SendMessageRequest(message=message))]
 
@@ -162,16 +164,21 @@ def _final(responses) -> tuple[str, str, list[str], list[str]]:
 async def test_a_crew_served_over_a2a_answers_the_sdks_own_client(serving):
     import json
 
+    import httpx
     from command import ph
 
     url, folder = serving
     with anyio.fail_after(60):
-        task, state, said, made = _final(await _send(f"{url}/crews/hello/", "Say hi"))
+        task, state, said, made = _final(await _send(f"{url}/crews/hello/", "Say hi",
+                                                     subject="ana"))  # fmt: skip
+        card = httpx.get(f"{url}/crews/hello/.well-known/agent-card.json").json()
     assert state == "TASK_STATE_COMPLETED"
+    assert "metadata 'subject'" in card["skills"][0]["description"]
     assert "greeter at work" in said and "checker at work" in said
     (output,) = made
     (run,) = json.loads(ph("runs", "--json", cwd=folder).stdout)
     assert run["crew"] == "hello" and run["output"] == output and run["status"] == "succeeded"
+    assert run["subject"] == "ana"  # from the message's metadata
     assert said[0] == f"run {run['id']} of crew hello"
     shown = ph("show", run["id"], cwd=folder).stdout  # the run names the task it answered
     assert f"labels: a2a.context={task[1]}, a2a.crew=hello, a2a.task={task[0]}" in shown

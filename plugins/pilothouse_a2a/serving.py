@@ -27,6 +27,11 @@ from pilothouse import DecisionError, PilothouseError, Redactor, Runtime, bearer
 
 from .tasks import CONTEXT, CREW, TASK, RunTaskStore, asking, followed, run_id_of, started_labels
 
+#: what a crew takes, as its skill says
+INPUT = (
+    "Input: the message's text is the run's input. Message metadata 'subject'"
+    " (optional): what the run is about; facts about it are recalled and kept."
+)
 #: how a caller answers an escalation on the same task
 ANSWER = re.compile(r"^\s*(approve|reject|edit)\b\s*:?\s*(.*)$", re.I | re.S)
 
@@ -73,8 +78,9 @@ class CrewAgents:
                                                  protocol_version="1.0")],
             capabilities=AgentCapabilities(streaming=True), default_input_modes=["text/plain"],
             default_output_modes=["text/plain"],
-            skills=[AgentSkill(id=crew_name, name=crew_name, description=description,
-                               tags=["pilothouse", "crew"])],
+            skills=[AgentSkill(id=crew_name, name=crew_name, tags=["pilothouse", "crew"],
+                               description=f"{description}\n\n{INPUT}",
+                               input_modes=["text/plain"], output_modes=["text/plain"])],
         )  # fmt: skip
 
     def app(self) -> Any:
@@ -96,7 +102,7 @@ class CrewAgents:
             mounts.append(Mount(f"/crews/{name}", routes=routes))
         return Starlette(routes=mounts)
 
-    def start(self, crew: str, text: str, task: Any) -> _Run:
+    def start(self, crew: str, text: str, task: Any, subject: str | None = None) -> _Run:
         """Start a run for a task, in the server's task group, labelled with the task (so
         any worker on the same store can answer for it)."""
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
@@ -107,7 +113,8 @@ class CrewAgents:
 
         async def go() -> None:
             try:
-                run.result = await self.rt.run(crew, text, run_id=run.run_id, labels=labels)
+                run.result = await self.rt.run(crew, text, run_id=run.run_id, labels=labels,
+                                               subject=subject)  # fmt: skip
             except PilothouseError as exc:
                 run.error = str(exc)
             finally:
@@ -161,7 +168,7 @@ class _CrewExecutor(AgentExecutor):
         if task is None:
             task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
-            run = self.agents.start(self.crew, text, task)
+            run = self.agents.start(self.crew, text, task, subject=_subject(context.message))
         else:
             run = self.agents.runs.get(task.id) or self.agents.elsewhere(task.id)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
@@ -203,6 +210,14 @@ class _CrewExecutor(AgentExecutor):
                 self.agents.rt.store.request_cancel(run_id_of(context.task_id or ""))
         updater = TaskUpdater(event_queue, context.task_id, context.context_id)
         await updater.cancel(updater.new_agent_message([new_text_part("cancelled by the caller")]))
+
+
+def _subject(message: Any) -> str | None:
+    """The ``subject`` a message's metadata names, if any."""
+    if not message.HasField("metadata"):
+        return None
+    subject = message.metadata.fields.get("subject")
+    return subject.string_value or None if subject is not None else None
 
 
 async def serve(runtime: Runtime, host: str, port: int, token: str | None,
