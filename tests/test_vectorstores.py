@@ -184,3 +184,27 @@ async def test_a_step_whose_store_is_down_fails_with_the_stores_line(ph_runtime,
     assert "weaviate store 'docs' at http://127.0.0.1:9, collection 'handbook'" in result.error
     assert "is the server running at that address?" in result.error
     assert not any(key in e.model_dump_json() for e in events) and key not in result.error
+
+
+def test_a_store_error_says_what_to_do_about_it():
+    """The vendor's words, then the fix: a refused key, an unreachable server, an
+    unencrypted key, another dimension."""
+    from pilothouse_qdrant import StoreSettings
+    from pilothouse_qdrant.store import QdrantStore
+
+    from pilothouse import VectorStoreError, failures
+
+    store = QdrantStore("docs", StoreSettings(url="http://qdrant.internal:6333"))
+    cases = {
+        "Unexpected Response: 401 (Unauthorized)": "the server refused the key",
+        "[Errno 111] Connection refused": "is the server running at that address?",
+        "Api key is used with an insecure connection.": "use an https url",
+        "vector dimension error: expected 384, got 16": "another dimension: check embedder",
+    }
+    for words, fix in cases.items():
+        with pytest.raises(VectorStoreError) as caught, failures(store, "search"):
+            raise RuntimeError(words)
+        assert str(caught.value).startswith(
+            "qdrant store 'docs' at http://qdrant.internal:6333, collection 'pilothouse':"
+            f" cannot search: {words}"
+        ) and fix in str(caught.value)

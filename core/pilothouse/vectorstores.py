@@ -103,6 +103,8 @@ def failures(store: VectorStore, doing: str) -> Iterator[None]:
 
 def _hint(detail: str, exc: Exception) -> str:
     lowered = detail.lower()
+    if "insecure" in lowered:
+        return "the key would travel unencrypted: use an https url, or no api_key on a local server"
     if any(w in lowered for w in ("unauthorized", "401", "403", "forbidden", "permission",
                                   "api key", "api-key")):  # fmt: skip
         return "the server refused the key: check api_key"
