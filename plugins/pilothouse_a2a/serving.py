@@ -184,13 +184,19 @@ class _CrewExecutor(AgentExecutor):
             await updater.requires_input(said(problem))
             return
         await updater.start_work(said(f"run {run.run_id} of crew {self.crew}"))
-        async for event in run.events:
-            if event.type == "step_started":
-                await updater.update_status(TaskState.TASK_STATE_WORKING,
-                                            said(f"{event.persona} at work"))  # fmt: skip
-            elif event.type == "escalation_raised":
-                await updater.requires_input(said(asking(self.agents.rt, event.escalation_id)))
-                return
+        # a run followed through the store is let go when this call ends (its listener
+        # closed); this worker's own stream stays open for the caller's next message
+        closing = contextlib.aclosing(run.events) if run.ended is not None \
+            else contextlib.nullcontext(run.events)  # fmt: skip
+        async with closing as events:
+            async for event in events:
+                if event.type == "step_started":
+                    await updater.update_status(TaskState.TASK_STATE_WORKING,
+                                                said(f"{event.persona} at work"))  # fmt: skip
+                elif event.type == "escalation_raised":
+                    ask = asking(self.agents.rt, event.escalation_id)
+                    await updater.requires_input(said(ask))
+                    return
         result = run.ended() if run.ended is not None else run.result
         if result is not None and result.status == "succeeded":
             await updater.add_artifact([new_text_part(self.agents.redact(result.output or ""))],

@@ -18,7 +18,8 @@ from pilothouse import PilothouseError, Redactor, Runtime, decision_view, plain_
 #: the labels a served run carries
 TASK, CONTEXT, CREW = "a2a.task", "a2a.context", "a2a.crew"
 #: how often a run another worker executes is read again while a caller follows it
-FOLLOW_POLL_S = 0.2
+#: (on a store that sends no news), and the longest wait for news on one that does
+FOLLOW_POLL_S, NEWS_WAIT_S = 0.2, 2.0
 
 STATES = {
     "queued": TaskState.TASK_STATE_SUBMITTED,
@@ -57,16 +58,29 @@ def started_labels(runtime: Runtime, run_id: str) -> dict[str, str]:
 
 async def followed(runtime: Runtime, run_id: str, after_seq: int) -> AsyncIterator[Any]:
     """The events of a run another worker executes, read from the store as they land,
-    until it ends."""
+    until it ends: at the store's news of committed events where it sends any
+    (PostgreSQL's LISTEN), else every :data:`FOLLOW_POLL_S`."""
     store = runtime.store
     assert store is not None
-    while True:
-        for event in store.events(run_id, after_seq=after_seq):
-            after_seq = event.seq
-            yield event
-        if store.get_run(run_id).finished:
-            return
-        await anyio.sleep(FOLLOW_POLL_S)
+    listener = store.listener()
+    try:
+        while True:
+            for event in store.events(run_id, after_seq=after_seq):
+                after_seq = event.seq
+                yield event
+            if store.get_run(run_id).finished:
+                return
+            if listener is None:
+                await anyio.sleep(FOLLOW_POLL_S)
+                continue
+            try:
+                await listener.wait(NEWS_WAIT_S)  # read again at news, or after a while
+            except PilothouseError:  # the news channel is gone: read on a timer instead
+                await listener.aclose()
+                listener = None
+    finally:
+        if listener is not None:
+            await listener.aclose()
 
 
 class RunTaskStore(TaskStore):
