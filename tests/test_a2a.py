@@ -270,6 +270,15 @@ async def _get(url: str, task_id: str):
         return await client.get_task(GetTaskRequest(id=task_id))
 
 
+async def _list(url: str):
+    from a2a.client import ClientConfig, create_client
+    from a2a.types import ListTasksRequest
+
+    client = await create_client(url, ClientConfig(streaming=True))
+    async with client:
+        return await client.list_tasks(ListTasksRequest())
+
+
 async def test_any_worker_answers_for_a_task_another_worker_started(two_workers):
     """tasks/get, the caller's answer and the end of the task, on the worker that did not
     start the run: it reads the run store, and follows the run there."""
@@ -295,8 +304,13 @@ async def test_any_worker_answers_for_a_task_another_worker_started(two_workers)
         assert state == "TASK_STATE_COMPLETED" and made and "Helio" in made[0]
         # the worker that started it last said input-required; it reads how it ended
         ended = await _get(f"{one}/crews/marketing/", task[0])
+        # and a worker that never held it lists it among the crew's tasks
+        (listed,) = (await _list(f"{other}/crews/marketing/")).tasks
+        hello = (await _list(f"{other}/crews/hello/")).tasks
     assert TaskState.Name(ended.status.state) == "TASK_STATE_COMPLETED"
     assert [p.text for a in ended.artifacts for p in a.parts] == made
+    assert (listed.id, TaskState.Name(listed.status.state)) == (task[0], "TASK_STATE_COMPLETED")
+    assert list(hello) == []  # another crew's tasks are its own
 
 
 async def test_a_task_no_run_answers_is_not_found_and_another_crews_is_not_mixed_up(two_workers):

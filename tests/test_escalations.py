@@ -352,3 +352,29 @@ def test_cancelling_a_waiting_run_withdraws_its_escalation_from_the_inbox(tmp_pa
     late = subprocess.run([*run, "approve", escalation["id"]], cwd=tmp_path, env=base,
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert late.returncode == 3 and "no longer waits" in late.stderr
+
+
+async def test_an_escalation_is_read_once_the_store_holds_it(make_runtime, scripted):
+    """What an observer of escalation_raised reads (A2A and MCP serving): the committed
+    escalation, or NotFound naming an id the store never gets."""
+    import anyio
+
+    from conftest import FlagWord, crew, text_reply
+
+    scripted.guardrails.append(FlagWord())
+    scripted.provider.enqueue(text_reply("a risky plan"))
+    raised: list[str] = []
+    flagging = crew({"type": "sequential", "steps": ["writer"]},
+                    {"writer": {"guardrails": {"output": ["flag_word"]}}})  # fmt: skip
+    async with make_runtime() as rt, anyio.create_task_group() as tg:
+        rt.subscribe(lambda e: raised.append(e.escalation_id)
+                     if e.type == "escalation_raised" else None)  # fmt: skip
+        tg.start_soon(rt.run, flagging, "plan")
+        with anyio.fail_after(60):
+            while not raised:
+                await anyio.sleep(0.01)
+        held = await rt.escalation(raised[0])  # asked at once, as an observer would
+        assert held.id == raised[0] and held.reason == "says risky"
+        with pytest.raises(pilothouse.NotFound):
+            await rt.escalation("0123456789", within=0.1)
+        rt.store.decide(held.id, "approve", by="ana")

@@ -31,7 +31,7 @@ from .events import FINAL_EVENTS, FINAL_STATUSES, RunQueued, log_entry
 from .plugins import Plugins
 from .registry import Registry
 from .settings import Settings, load_settings
-from .store.base import RunStore
+from .store.base import Escalation, RunStore
 from .store.eventlog import EventLog, Observer
 from .store.lease import new_owner
 from .store.live import LiveText
@@ -146,6 +146,23 @@ class Runtime:
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer(event)`` for every event of every run of this runtime."""
         self.log.subscribe(observer)
+
+    async def escalation(self, escalation_id: str, *, within: float = 30.0) -> Escalation:
+        """An escalation by id once the store holds it: an observer told of an
+        ``escalation_raised`` event hears of it just before the engine commits it, and a
+        caller told of it must then find it at any process sharing the store.
+
+        :raises NotFound: the store does not hold it after ``within`` seconds
+        """
+        if self.store is None:
+            raise ConfigError("this runtime has no run store: it keeps no escalations")
+        with anyio.move_on_after(within):
+            while True:
+                try:
+                    return self.store.get_escalation(escalation_id)
+                except NotFound:  # not committed yet: the engine flushes it next
+                    await anyio.sleep(0.02)
+        return self.store.get_escalation(escalation_id)
 
     def crew(self, name_or_path: str | Path) -> Crew:
         """A crew by file path, by crew-file name in ``crew_paths``, or by registered name.

@@ -25,7 +25,16 @@ from starlette.routing import Mount
 
 from pilothouse import DecisionError, PilothouseError, Redactor, Runtime, bearer_only
 
-from .tasks import CONTEXT, CREW, TASK, RunTaskStore, asking, followed, run_id_of, started_labels
+from .tasks import (
+    CONTEXT,
+    CREW,
+    TASK,
+    RunTaskStore,
+    asking,
+    followed,
+    run_id_of,
+    started_labels,
+)
 
 #: what a crew takes, as its skill says
 INPUT = (
@@ -194,7 +203,8 @@ class _CrewExecutor(AgentExecutor):
                     await updater.update_status(TaskState.TASK_STATE_WORKING,
                                                 said(f"{event.persona} at work"))  # fmt: skip
                 elif event.type == "escalation_raised":
-                    ask = asking(self.agents.rt, event.escalation_id)
+                    held = await self.agents.rt.escalation(event.escalation_id)
+                    ask = asking(held, event.escalation_id)
                     await updater.requires_input(said(ask))
                     return
         result = run.ended() if run.ended is not None else run.result

@@ -11,12 +11,15 @@ from typing import Any
 import anyio
 from a2a.helpers.proto_helpers import new_text_message, new_text_part
 from a2a.server.tasks import InMemoryTaskStore, TaskStore
-from a2a.types import Artifact, Role, Task, TaskState, TaskStatus
+from a2a.types import Artifact, ListTasksRequest, Role, Task, TaskState, TaskStatus
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from pilothouse import PilothouseError, Redactor, Runtime, decision_view, plain_text
 
 #: the labels a served run carries
 TASK, CONTEXT, CREW = "a2a.task", "a2a.context", "a2a.crew"
+#: how many of a crew's latest runs ``tasks/list`` looks through
+LISTED_RUNS = 100
 #: how often a run another worker executes is read again while a caller follows it
 #: (on a store that sends no news), and the longest wait for news on one that does
 FOLLOW_POLL_S, NEWS_WAIT_S = 0.2, 2.0
@@ -36,10 +39,9 @@ def run_id_of(task_id: str) -> str:
     return task_id.replace("-", "")[:12]
 
 
-def asking(runtime: Runtime, escalation_id: str) -> str:
+def asking(escalation: Any, escalation_id: str) -> str:
     """What a caller reads while a run waits on an escalation, and how to answer it."""
-    assert runtime.store is not None
-    ask = plain_text(decision_view(runtime.store.get_escalation(escalation_id)))
+    ask = plain_text(decision_view(escalation))
     return (
         f"waiting for a person: escalation {escalation_id}\n{ask}\n"
         "Answer approve, reject: WHY or edit: THE TEXT on this task."
@@ -110,8 +112,26 @@ class RunTaskStore(TaskStore):
         return self.from_run(task_id, task) or task
 
     async def list(self, params: Any, context: Any) -> Any:
-        """The tasks this worker has seen."""
-        return await self.here.list(params, context)
+        """The tasks of this crew's latest :data:`LISTED_RUNS` runs, wherever they ran,
+        and those this worker holds (its own copy first), filtered and paged as asked."""
+        listed = InMemoryTaskStore()
+        token = ""
+        while True:  # this worker's tasks, as the SDK saved them
+            page = await self.here.list(ListTasksRequest(page_size=100, page_token=token),
+                                        context)  # fmt: skip
+            for task in page.tasks:
+                await listed.save(task, context)
+            token = page.next_page_token
+            if not token:
+                break
+        store = self.rt.store
+        for run in store.list_runs(crew=self.crew, limit=LISTED_RUNS) if store else []:
+            task_id = started_labels(self.rt, run.id).get(TASK)
+            if task_id and await listed.get(task_id, context) is None:
+                task = self.from_run(task_id, None)
+                if task is not None:
+                    await listed.save(task, context)
+        return await listed.list(params, context)
 
     async def delete(self, task_id: str, context: Any) -> None:
         """Forget the task here (its run stays in the store)."""
@@ -127,7 +147,7 @@ class RunTaskStore(TaskStore):
         run = store.get_run(run_id)
         if run.status == "waiting_for_human":
             waiting = store.escalations(run_id=run_id)
-            said = asking(self.rt, waiting[-1].id) if waiting else "waiting for a person"
+            said = asking(waiting[-1], waiting[-1].id) if waiting else "waiting for a person"
         elif run.status == "failed":
             said = f"run {run_id} failed: {run.error}"
         elif run.status == "cancelled":
@@ -137,9 +157,11 @@ class RunTaskStore(TaskStore):
             said = f"run {run_id} of crew {run.crew}{at}"
         message = new_text_message(self.redact(said), context_id=labels.get(CONTEXT, ""),
                                    task_id=task_id, role=Role.ROLE_AGENT)  # fmt: skip
+        when = Timestamp()
+        when.FromNanoseconds(int(run.updated * 1e9))
         task = Task(id=task_id, context_id=labels.get(CONTEXT, ""),
                     status=TaskStatus(state=STATES.get(run.status, TaskState.TASK_STATE_WORKING),
-                                      message=message))  # fmt: skip
+                                      message=message, timestamp=when))  # fmt: skip
         if seen is not None:
             task.history.extend(seen.history)
             task.artifacts.extend(seen.artifacts)

@@ -153,9 +153,8 @@ class CrewServer:
         capabilities = ctx.client_capabilities
         if capabilities is None or capabilities.elicitation is None:
             return False
-        store = self.rt.store
-        assert store is not None
-        message = self.redact(plain_text(decision_view(store.get_escalation(event.escalation_id))))
+        held = await self.rt.escalation(event.escalation_id)  # committed, as callers see it
+        message = self.redact(plain_text(decision_view(held)))
         try:
             answer = await ctx.elicit(message, schema=Decision)
         except Exception as exc:  # a client that fails to ask leaves it to the inbox
@@ -165,6 +164,8 @@ class CrewServer:
             return False
         chosen = answer.data
         # decided meanwhile elsewhere: that decision stands, the run goes on
+        store = self.rt.store
+        assert store is not None
         with contextlib.suppress(DecisionError):
             store.decide(
                 event.escalation_id,
