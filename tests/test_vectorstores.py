@@ -208,3 +208,44 @@ def test_a_store_error_says_what_to_do_about_it():
             "qdrant store 'docs' at http://qdrant.internal:6333, collection 'pilothouse':"
             f" cannot search: {words}"
         ) and fix in str(caught.value)
+    with pytest.raises(VectorStoreError) as caught, failures(store, "open"):
+        raise ModuleNotFoundError("No module named 'qdrant_client'")
+    assert "pip install 'pilothouse[qdrant]'" in str(caught.value)
+
+
+def test_a_store_plugins_own_error_is_the_stores_line():
+    """A plugin's prepare or query that raises outside its own guard (its client not
+    installed, a bug) still gives the one line naming the store, never a traceback."""
+    from types import SimpleNamespace
+
+    import anyio
+
+    from pilothouse import Embedder, StoreSettings, VectorStore, VectorStoreError
+    from pilothouse.vectorstores import StoreRetriever
+
+    class Missing(VectorStore):
+        kind = "weaviate"
+
+        def prepare(self, embedder, *, create):
+            import weaviate_not_installed  # noqa: F401
+
+        def query(self, vector, text, k, filters):
+            raise AssertionError("never asked")
+
+        digests = sources_under = replace = remove = query
+
+    class Tiny(Embedder):
+        name, dimension = "minilm", 2
+
+        def embed(self, texts):
+            return [[1.0, 0.0] for _ in texts]
+
+    store = Missing("policies", StoreSettings(url="http://user:pw@10.0.0.5:8080"))
+    retriever = StoreRetriever(store, {"minilm": SimpleNamespace(value=Tiny())})
+    with pytest.raises(VectorStoreError) as caught:
+        anyio.run(lambda: retriever.search("refunds", k=2))
+    assert str(caught.value) == (
+        "weaviate store 'policies' at http://10.0.0.5:8080, collection 'pilothouse': cannot"
+        " open: No module named 'weaviate_not_installed' (its client is not installed: pip"
+        " install 'pilothouse[weaviate]')"
+    )

@@ -97,11 +97,13 @@ def failures(store: VectorStore, doing: str) -> Iterator[None]:
     except Exception as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise VectorStoreError(
-            f"{store.where()}: cannot {doing}: {detail} ({_hint(detail, exc)})"
+            f"{store.where()}: cannot {doing}: {detail} ({_hint(detail, exc, store.kind)})"
         ) from None
 
 
-def _hint(detail: str, exc: Exception) -> str:
+def _hint(detail: str, exc: Exception, kind: str = "") -> str:
+    if isinstance(exc, ModuleNotFoundError):
+        return f"its client is not installed: pip install 'pilothouse[{kind}]'"
     lowered = detail.lower()
     if "insecure" in lowered:
         return "the key would travel unencrypted: use an https url, or no api_key on a local server"
@@ -269,7 +271,9 @@ class StoreRetriever(Retriever):
         """The embedder, once the store was checked against it (in the caller's thread)."""
         embedder = self.embedder()
         if not self._ready or create:
-            self.store.prepare(embedder, create=create)
+            # a plugin's own error (its client missing, say) becomes the store's line too
+            with failures(self.store, "open"):
+                self.store.prepare(embedder, create=create)
             self._ready = True
         return embedder
 
@@ -281,7 +285,8 @@ class StoreRetriever(Retriever):
         def go() -> list[Passage]:
             embedder = self.ready()
             (vector,) = embedder.embed([query])
-            return self.store.query(list(vector), query, k, filters)
+            with failures(self.store, "search"):
+                return self.store.query(list(vector), query, k, filters)
 
         return await run_blocking(go, name=f"retriever {self.name}")
 

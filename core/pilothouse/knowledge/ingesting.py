@@ -14,7 +14,7 @@ from typing import Protocol
 
 from ..embedding import Embedder
 from ..retrieval import METADATA_KEY, RESERVED_KEYS
-from ..vectorstores import StoredChunk, StoreRetriever, VectorStore, chunk_id
+from ..vectorstores import StoredChunk, StoreRetriever, VectorStore, chunk_id, failures
 from .chunking import CHUNKING, Chunk, chunk
 from .reading import SUFFIXES, KnowledgeError, NotText, text_of
 
@@ -127,7 +127,8 @@ class StoreSink:
 
     def known(self, source: str) -> str | None:
         """The digest the store keeps with the file's chunks."""
-        return self.store.digests([source]).get(source)
+        with failures(self.store, "read"):
+            return self.store.digests([source]).get(source)
 
     def replace(self, source: str, digest: str, pieces: Sequence[Chunk],
                 vectors: Sequence[Sequence[float]], tags: list[str],
@@ -140,15 +141,18 @@ class StoreSink:
                         vector=list(vector))
             for piece, vector in zip(pieces, vectors, strict=True)
         ]  # fmt: skip
-        self.store.replace(source, chunks)
+        with failures(self.store, "write"):
+            self.store.replace(source, chunks)
 
     def forget(self, source: str) -> None:
         """Drop the file's chunks."""
-        self.store.remove(source)
+        with failures(self.store, "write"):
+            self.store.remove(source)
 
     def indexed_under(self, folder: str) -> list[str]:
         """The sources the store holds from under ``folder``."""
-        return self.store.sources_under(folder)
+        with failures(self.store, "read"):
+            return self.store.sources_under(folder)
 
 
 def ingest_into(
