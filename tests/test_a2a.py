@@ -566,3 +566,19 @@ async def test_what_a_remote_agent_says_goes_through_the_personas_guardrails(ph_
     assert result.output == "write to [email] today"
     (verdict,) = [e for e in events if e.type == "guardrail"]
     assert verdict.guardrail == "redact_pii" and verdict.action == "fix"
+
+
+async def test_an_agent_without_the_sdk_installed_names_the_extra(ph_runtime, monkeypatch):
+    """Checked before the run starts: the crew is not run at all."""
+    import importlib.util
+
+    import pilothouse
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "a2a" else real(name, *a))  # fmt: skip
+    crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {})
+    async with ph_runtime(plugins=_agents(fraud={"url": "http://127.0.0.1:9/"})) as rt:
+        with pytest.raises(pilothouse.ModelError, match=r"pip install 'pilothouse\[a2a\]'"):
+            await rt.run(crew, "Check application 17")
+        assert rt.store.list_runs() == []

@@ -4,6 +4,7 @@ artifacts come back as the reply."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -52,6 +53,9 @@ class RemoteAgents(ModelProvider):
         if agent is None:
             known = ", ".join(sorted(self.settings.agents)) or "none"
             raise NotFound(f"no A2A agent named {name!r} ([plugins.a2a.agents]: {known})")
+        if importlib.util.find_spec("a2a") is None:
+            raise ModelError(f"the A2A agent {name!r} needs the A2A SDK: pip install"
+                             " 'pilothouse[a2a]'")  # fmt: skip
         if name not in self._models:
             self._models[name] = RemoteAgent(name, agent)
         return self._models[name]
