@@ -54,12 +54,14 @@ def _with_tools(scripted):
 async def test_a_runs_trace_follows_the_genai_conventions(make_runtime, scripted, receiver):
     _with_tools(scripted)
     async with make_runtime() as rt:
-        result = await rt.run(_crew(), f"Plan the launch; my key is {SECRET}")
+        result = await rt.run(_crew(), f"Plan the launch; my key is {SECRET}",
+                              labels={"a2a.task": "task-17"})  # fmt: skip
         events = rt.store.events(result.run_id)
     spans = {s.name: s for s in receiver.spans}
     assert len({s.trace_id for s in receiver.spans}) == 1
     root = spans["invoke_workflow test"]
     assert root.parent_id == "" and root.attributes["gen_ai.conversation.id"] == result.run_id
+    assert root.attributes["pilothouse.label.a2a.task"] == "task-17"  # where the run came from
     assert root.resource["service.name"] == "loan-desk"
     research, writing = spans["invoke_agent researcher"], spans["invoke_agent writer"]
     assert research.parent_id == writing.parent_id == root.span_id

@@ -332,3 +332,17 @@ def test_the_run_header_says_which_step_is_at_work_and_how_many_are_done():
     assert progress(waiting.model_copy(update={"steps": 1, "current_persona": None})) == (
         "1 step done"
     )
+
+
+def test_a_runs_labels_show_in_its_timeline_as_text():
+    """Where a run came from (an A2A task, say) is on its first line, never markup."""
+    from pilothouse.events import RunStarted
+    from pilothouse.tui.render import summary
+
+    labels = {"a2a.task": "t-17", "who": "[b]x[/b]"}
+    started = RunStarted(run_id="r1", seq=1, ts=0.0, crew="loans", input="check 17",
+                         flow="sequential", labels=labels)  # fmt: skip
+    line = summary(started, Redactor())
+    assert line.plain == "loans (sequential): check 17 [a2a.task=t-17, who=[b]x[/b]]"
+    plain = RunStarted(run_id="r2", seq=1, ts=0.0, crew="loans", input="check", flow="sequential")
+    assert summary(plain, Redactor()).plain == "loans (sequential): check"

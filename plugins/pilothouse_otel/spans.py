@@ -78,6 +78,8 @@ def run_spans(
             root.attributes["pilothouse.crew"] = e.crew
             if getattr(e, "subject", None):
                 root.attributes["pilothouse.subject"] = e.subject
+            for key, value in (getattr(e, "labels", None) or {}).items():
+                root.attributes[f"pilothouse.label.{key}"] = text(value)  # a2a.task, say
             if content:
                 root.attributes["pilothouse.input"] = text(e.input)
         elif t == "step_started":

@@ -90,7 +90,9 @@ def summary(event: BaseEvent, redact: Redact) -> Text:
     e: Any = event
     t = event.type
     if t == "run_started":
-        return Text.assemble(f"{e.crew} ({e.flow}): ", plain(e.input, redact, 60))
+        labels = ", ".join(f"{k}={v}" for k, v in sorted((e.labels or {}).items()))
+        came = Text.assemble(" [", plain(labels, redact, 80), "]") if labels else ""
+        return Text.assemble(f"{e.crew} ({e.flow}): ", plain(e.input, redact, 60), came)
     if t == "step_started":
         return Text.assemble(Text(e.persona, style="bold"), f" on {e.model}")
     if t == "context_built":
