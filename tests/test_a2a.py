@@ -582,3 +582,24 @@ async def test_an_agent_without_the_sdk_installed_names_the_extra(ph_runtime, mo
         with pytest.raises(pilothouse.ModelError, match=r"pip install 'pilothouse\[a2a\]'"):
             await rt.run(crew, "Check application 17")
         assert rt.store.list_runs() == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_serving_on_loopback_needs_no_token(host):
+    from pilothouse import token_off_loopback
+
+    token_off_loopback(host, None, "a2a.serve")  # nothing raised
+
+
+def test_serving_off_loopback_needs_a_token():
+    """The check `a2a serve` and `mcp serve` share: it names the setting and its variable."""
+    from pilothouse import ConfigError, token_off_loopback
+
+    with pytest.raises(ConfigError) as caught:
+        token_off_loopback("0.0.0.0", None, "a2a.serve")
+    assert str(caught.value) == (
+        "a2a serve: 0.0.0.0 is reachable from other machines; set [plugins.a2a.serve] token"
+        " (or PILOTHOUSE_PLUGINS__A2A__SERVE__TOKEN) so that clients must send it, or serve"
+        " on 127.0.0.1"
+    )
+    token_off_loopback("0.0.0.0", "s3cret", "mcp.serve")  # a token: served

@@ -152,7 +152,7 @@ ADDED_FOR_PLUGINS = [
     "AuditRecord", "BaseEvent", "DecisionView", "EMAIL_PATTERN", "Embedder", "Endpoint", "Filters",
     "Toolset", "StoredChunk", "StoreSettings", "VectorStore", "VectorStoreError", "chunk_id",
     "source_segments", "wanted_segments", "bare_url", "failures", "bearer_only", "Answer",
-    "ask_person", "note_remote_task", "resumed_remote_task",
+    "token_off_loopback", "ask_person", "note_remote_task", "resumed_remote_task",
     "HANDOFF_PREFIX", "KnowledgeError", "Listener", "MemoryItem", "OUTPUT_MODES", "Redactor",
     "SECRET_PATTERNS", "StoredEvent", "claims", "content_words", "decision_view", "emit_delta",
     "estimate_request_tokens", "knowledge_location", "load_attribute_sets", "load_payloads",

@@ -29,7 +29,7 @@ from .errors import (
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from .asgi import bearer_only
+    from .asgi import bearer_only, token_off_loopback
     from .asking import Answer, ask_person
     from .blocking import run_blocking
     from .crew import (
@@ -177,6 +177,7 @@ _LAZY: dict[str, str] = {
     "StoredChunk": ".vectorstores",
     "StoreSettings": ".vectorstores",
     "bearer_only": ".asgi",
+    "token_off_loopback": ".asgi",
     "Answer": ".asking",
     "ask_person": ".asking",
     "bare_url": ".vectorstores",
@@ -300,6 +301,7 @@ __all__ = [
     "sentences",
     "source_segments",
     "span_id",
+    "token_off_loopback",
     "tool",
     "trace_id",
     "traceparent",

@@ -89,7 +89,7 @@ def register_commands(cli: Any) -> None:
     import anyio
     import click
 
-    from pilothouse import ConfigError, Runtime
+    from pilothouse import Runtime, token_off_loopback
 
     @cli.group(name="a2a")
     def a2a() -> None:
@@ -109,10 +109,6 @@ def register_commands(cli: Any) -> None:
         wanted = runtime.settings.section("a2a").serve
         host = host or wanted.host
         token = wanted.token.get_secret_value() if wanted.token else None
-        if token is None and host not in ("127.0.0.1", "::1", "localhost"):
-            raise ConfigError(
-                f"a2a serve: {host} is reachable from other machines; set [plugins.a2a.serve]"
-                " token (or PILOTHOUSE_PLUGINS__A2A__SERVE__TOKEN), or serve on 127.0.0.1"
-            )
+        token_off_loopback(host, token, "a2a.serve")
         anyio.run(serving, runtime, host, wanted.port if port is None else port, token,
                   wanted.crews)  # fmt: skip

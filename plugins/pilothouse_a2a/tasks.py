@@ -48,13 +48,27 @@ def asking(escalation: Any, escalation_id: str) -> str:
     )
 
 
+#: the labels each run started with, as read (they never change once logged)
+_LABELS: dict[tuple[str, str], dict[str, str]] = {}
+#: how many runs' labels are kept
+_LABELS_KEPT = 10_000
+
+
 def started_labels(runtime: Runtime, run_id: str) -> dict[str, str]:
-    """The labels a run started with; empty for a run that is not in the store."""
+    """The labels a run started with; empty for a run that is not in the store (or not
+    started yet). Read from its log once: ``tasks/list`` asks for a crew's latest runs
+    at every call."""
     assert runtime.store is not None
+    key = (runtime.store.location, run_id)
+    if key in _LABELS:
+        return _LABELS[key]
     with contextlib.suppress(PilothouseError):
         for event in runtime.store.events(run_id):
             if event.type == "run_started":
-                return dict(event.labels)  # type: ignore[attr-defined]
+                if len(_LABELS) >= _LABELS_KEPT:
+                    _LABELS.pop(next(iter(_LABELS)))
+                _LABELS[key] = dict(event.labels)  # type: ignore[attr-defined]
+                return _LABELS[key]
     return {}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import click
 
-from pilothouse import ConfigError, PilothouseError, Runtime, ToolError
+from pilothouse import ConfigError, PilothouseError, Runtime, ToolError, token_off_loopback
 
 from . import McpSettings
 from .importing import read_mcp_json, server_tables
@@ -109,24 +109,8 @@ def add_serve(mcp: Any) -> None:
                 raise click.BadParameter(f"{http!r}: give HOST:PORT", param_hint="--http")
             port = int(given)
         token = wanted.token.get_secret_value() if wanted.token else None
-        if token is None and not _loopback(host):
-            raise ConfigError(
-                f"mcp serve: {host} is reachable from other machines; set"
-                " [plugins.mcp.serve] token (or PILOTHOUSE_PLUGINS__MCP__SERVE__TOKEN) so"
-                " that clients must send it, or serve on 127.0.0.1"
-            )
+        token_off_loopback(host, token, "mcp.serve")
         anyio.run(serve_http, runtime, host, port, token, wanted.crews)
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 async def _list(runtime: Runtime, only: str | None) -> bool:
