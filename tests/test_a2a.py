@@ -603,3 +603,79 @@ def test_serving_off_loopback_needs_a_token():
         " on 127.0.0.1"
     )
     token_off_loopback("0.0.0.0", "s3cret", "mcp.serve")  # a token: served
+
+
+async def test_an_agent_that_hangs_fails_the_step_after_its_timeout(ph_runtime, desk):
+    """An agent that never answers (it works on and on) fails the step with a line that
+    says how long it waited, and its task is cancelled."""
+    executor, url = desk
+    crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {})
+    async with ph_runtime(plugins=_agents(fraud={"url": url, "timeout_s": 1})) as rt:
+        result, events = await run_crew(rt, crew, "take-your-time with application 4")
+    assert result.status == "failed"
+    assert "A2A agent 'fraud' did not finish within 1 s" in result.error
+    (started,) = [e for e in events if e.type == "remote_task"]  # the task it timed out on
+    assert executor.cancelled == [started.ref]
+
+
+def test_an_agent_killed_mid_task_fails_the_step_and_one_restarted_answers(tmp_path):
+    """kill -9 of the agent's process while a task works: the step fails naming the agent
+    (nothing hangs); the agent started again answers the next run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pilothouse
+
+    agent_script = str(Path(__file__).parent / "a2a_agent.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+
+    def start_agent():
+        agent = subprocess.Popen([sys.executable, agent_script], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                 env=env)  # fmt: skip
+        return agent, agent.stdout.readline().strip() + "/"
+
+    agent, url = start_agent()
+    crew = crew_of({"type": "sequential", "steps": ["fraud"]}, {})
+    settings = pilothouse.load_settings(workspace=tmp_path, default_model="offline",
+                                        plugins=_agents(fraud={"url": url}))  # fmt: skip
+
+    async def go():
+        async with pilothouse.Runtime(settings) as rt:
+
+            def killed_once_it_works(event):
+                if event.type == "remote_task":  # the task id is known: it is at work
+                    agent.send_signal(signal.SIGKILL)
+
+            rt.subscribe(killed_once_it_works)
+            with anyio.fail_after(120):
+                return await rt.run(crew, "hold-on: check application 5")
+
+    try:
+        result = anyio.run(go)
+    finally:
+        agent.wait(timeout=30)
+        agent.stdin.close()
+        agent.stdout.close()
+    assert result.status == "failed"
+    assert f"A2A agent 'fraud' at {url}" in result.error, result.error
+
+    again, again_url = start_agent()
+    try:
+        restarted = pilothouse.load_settings(workspace=tmp_path, default_model="offline",
+                                             plugins=_agents(fraud={"url": again_url}))  # fmt: skip
+
+        async def once_more():
+            async with pilothouse.Runtime(restarted) as rt:
+                with anyio.fail_after(120):
+                    return await rt.run(crew, "check application 6")
+
+        answered = anyio.run(once_more)
+    finally:
+        again.stdin.close()
+        again.wait(timeout=30)
+        again.stdout.close()
+    assert answered.ok and "Fraud risk: low." in answered.output, answered.error

@@ -148,6 +148,7 @@ class RemoteAgent(Model):
                     outcome.take(response)
                     await outcome.note()
         except TimeoutError:
+            await self._cancel(client, outcome.task_id)  # given up on: not left working
             raise ModelError(
                 f"A2A agent {self.name!r} did not finish within {self.settings.timeout_s:g} s",
                 request_id=outcome.task_id,
@@ -174,6 +175,7 @@ class RemoteAgent(Model):
                 async for response in client.subscribe(SubscribeToTaskRequest(id=ref)):
                     outcome.take(response)
         except TimeoutError:
+            await self._cancel(client, ref)  # given up on: not left working
             raise ModelError(
                 f"A2A agent {self.name!r} did not finish within {self.settings.timeout_s:g} s",
                 request_id=ref,
