@@ -5,6 +5,7 @@ file, another embedder's collection, a store that is down)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -87,8 +88,23 @@ def test_ingest_into_and_search_from_the_cli_and_a_persona_reads_it(tmp_path):
 def chroma_server(tmp_path_factory):
     """A real Chroma server (``chroma run``, the Rust server in the chromadb wheel) on
     127.0.0.1: its URL."""
-    import shutil
+    with _chroma_run(tmp_path_factory.mktemp("chroma-server")) as (url, _server):
+        yield url
+
+
+def _free_port() -> int:
     import socket
+
+    with socket.socket() as probe:  # a free port; chroma says nothing of one it picks
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _chroma_run(folder: Path, port: int | None = None):
+    """``chroma run`` on ``folder`` (its data) and a port of 127.0.0.1, up once it answers
+    its heartbeat: (URL, process)."""
+    import shutil
     import subprocess
     import sys
     import time
@@ -99,11 +115,8 @@ def chroma_server(tmp_path_factory):
     beside = Path(sys.executable).parent / "chroma"
     chroma = str(beside) if beside.exists() else shutil.which("chroma")
     assert chroma, "the chromadb wheel's chroma command is not installed"
-    folder = tmp_path_factory.mktemp("chroma-server")
-    with socket.socket() as probe:  # a free port; chroma says nothing of one it picks
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (folder / "server.log").open("w")
+    port = port or _free_port()
+    log = (folder / "server.log").open("a")
     server = subprocess.Popen([chroma, "run", "--path", str(folder / "data"), "--host",
                                "127.0.0.1", "--port", str(port)],
                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
@@ -118,11 +131,44 @@ def chroma_server(tmp_path_factory):
                     break
             except httpx2.TransportError:
                 time.sleep(0.1)
-        yield url
+        yield url, server
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_a_chroma_server_killed_is_named_and_one_restarted_is_used_again(tmp_path):
+    """kill -9 of a real Chroma server under a retriever: the search fails with the
+    store's line; the server started again on its data, the same retriever finds again."""
+    import signal
+
+    import anyio
+
+    from pilothouse import VectorStoreError
+    from pilothouse.knowledge.ingesting import ingest_into
+    from pilothouse.testing import CORPUS, StoreContract, ingest_corpus
+
+    port = _free_port()
+    store = {"url": f"http://127.0.0.1:{port}", "collection": "restarts", "timeout_s": 5}
+    contract = StoreContract()
+    retriever = contract._retriever(tmp_path, {"chroma": {"stores": {"docs": store}}})
+    paths = [path for path, _ in ingest_corpus(CORPUS, tmp_path / "corpus")]
+    try:
+        with _chroma_run(tmp_path, port) as (_url, server):
+            ingest_into(retriever, paths)
+            before = anyio.run(lambda: retriever.search("solar panel watts", k=2))
+            server.send_signal(signal.SIGKILL)
+            server.wait(timeout=30)
+            with pytest.raises(VectorStoreError) as caught:
+                anyio.run(lambda: retriever.search("solar panel watts", k=2))
+        assert f"chroma store 'docs' at http://127.0.0.1:{port}" in str(caught.value)
+        with _chroma_run(tmp_path, port):  # the same data, the same address
+            after = anyio.run(lambda: retriever.search("solar panel watts", k=2))
+    finally:
+        anyio.run(retriever.aclose)
+    assert before and [p.id for p in after] == [p.id for p in before]
 
 
 class TestChromaServer(StoreContract):
