@@ -127,6 +127,9 @@ class CrewAgents:
             except PilothouseError as exc:
                 run.error = str(exc)
             finally:
+                # ended: a later call on its task follows it through the store (the
+                # executor at work keeps its own reference)
+                self.runs.pop(task.id, None)
                 self._sinks.pop(run.run_id, None)
                 send.close()
 

@@ -142,7 +142,7 @@ class RunTaskStore(TaskStore):
         for run in store.list_runs(crew=self.crew, limit=LISTED_RUNS) if store else []:
             task_id = started_labels(self.rt, run.id).get(TASK)
             if task_id and await listed.get(task_id, context) is None:
-                task = self.from_run(task_id, None)
+                task = self.from_run(task_id, None, run)
                 if task is not None:
                     await listed.save(task, context)
         return await listed.list(params, context)
@@ -151,14 +151,15 @@ class RunTaskStore(TaskStore):
         """Forget the task here (its run stays in the store)."""
         await self.here.delete(task_id, context)
 
-    def from_run(self, task_id: str, seen: Task | None) -> Task | None:
-        """The task a run labelled with ``task_id`` stands for; None when there is none."""
+    def from_run(self, task_id: str, seen: Task | None, run: Any = None) -> Task | None:
+        """The task a run labelled with ``task_id`` stands for (``run``: its summary, when
+        the caller has read it); None when there is none."""
         store = self.rt.store
         run_id = run_id_of(task_id)
         labels = started_labels(self.rt, run_id) if store is not None else {}
         if store is None or labels.get(TASK) != task_id or labels.get(CREW) != self.crew:
             return None
-        run = store.get_run(run_id)
+        run = run if run is not None else store.get_run(run_id)
         if run.status == "waiting_for_human":
             waiting = store.escalations(run_id=run_id)
             said = asking(waiting[-1], waiting[-1].id) if waiting else "waiting for a person"
